@@ -1,0 +1,31 @@
+# Every target creates .venv when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CASE ?= demo-case
+
+.PHONY: venv demo test bench lint clean
+
+$(BIN)/cloudir: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	touch $(BIN)/cloudir
+
+venv: $(BIN)/cloudir
+
+demo: venv
+	$(BIN)/cloudir demo --case $(CASE)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/ingest_cloudtrail.py $(BENCH_ARGS)
+
+lint: venv
+	$(BIN)/ruff check cloudir tests bench
+	$(BIN)/ruff format --check cloudir tests bench
+
+clean:
+	rm -rf $(VENV) $(CASE) .pytest_cache

@@ -1,0 +1,3 @@
+from cloudir.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Analysis: evidence into one timeline, rules over it."""

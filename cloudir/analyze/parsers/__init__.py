@@ -1,0 +1,143 @@
+"""Parsers turn one evidence file into Arrow record batches in the timeline schema.
+
+Adding an evidence kind means adding one module that calls `register()`; the timeline
+builder never names a parser. Bad input is a normal outcome: a parser reports it to the
+`ErrorLog` and carries on with the rest of the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cloudir.analyze.schema import COLUMN_NAMES, TIMELINE_SCHEMA
+
+BATCH_ROWS = 20_000
+_PARSER_MODULES = ("cloudir.analyze.parsers.cloudtrail",)
+
+
+@dataclass
+class ErrorLog:
+    """The one channel for 'this input was bad, and why' (timeline/errors.jsonl)."""
+
+    evidence_id: str = ""
+    path: str = ""
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, reason: str, record: int | None = None) -> None:
+        entry: dict[str, Any] = {"evidence_id": self.evidence_id, "path": self.path}
+        if record is not None:
+            entry["record"] = record
+        entry["reason"] = reason
+        self.entries.append(entry)
+
+
+ParseFn = Callable[[Path, str, ErrorLog], Iterator[pa.RecordBatch]]
+
+
+@dataclass(frozen=True)
+class Parser:
+    name: str
+    evidence_kinds: tuple[str, ...]
+    accepts: Callable[[Path], bool]
+    parse: ParseFn
+
+
+_REGISTRY: list[Parser] = []
+
+
+def register(parser: Parser) -> Parser:
+    _REGISTRY.append(parser)
+    return parser
+
+
+def parsers() -> list[Parser]:
+    if not _REGISTRY:
+        for module in _PARSER_MODULES:
+            importlib.import_module(module)
+    return list(_REGISTRY)
+
+
+def parser_for(kind: str, path: Path) -> Parser | None:
+    for parser in parsers():
+        if kind in parser.evidence_kinds and parser.accepts(path):
+            return parser
+    return None
+
+
+class BatchBuilder:
+    """Collects rows column by column; times are parsed in bulk by Arrow when flushed."""
+
+    def __init__(self, errors: ErrorLog) -> None:
+        self.errors = errors
+        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMN_NAMES}
+        self.record_numbers: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.record_numbers)
+
+    def add(self, record_number: int, row: dict[str, Any]) -> None:
+        for name, values in self.columns.items():
+            values.append(row.get(name))
+        self.record_numbers.append(record_number)
+
+    def flush(self) -> pa.RecordBatch | None:
+        if not self.record_numbers:
+            return None
+        times = self.columns["timestamp"]
+        try:
+            stamps = pa.array(times, pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
+            keep = None
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            stamps, keep = self._slow_times(times)
+        arrays = []
+        for name in COLUMN_NAMES:
+            if name == "timestamp":
+                arrays.append(stamps)
+            else:
+                values = self.columns[name]
+                if keep is not None:
+                    values = [v for v, k in zip(values, keep, strict=True) if k]
+                arrays.append(pa.array(values, pa.string()))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
+        self.columns = {name: [] for name in COLUMN_NAMES}
+        self.record_numbers = []
+        return batch
+
+    def _slow_times(self, times: list[Any]) -> tuple[pa.Array, list[bool]]:
+        """Row by row, so one odd time costs only its own row (logged), not the batch."""
+        parsed: list[datetime] = []
+        keep: list[bool] = []
+        for value, number in zip(times, self.record_numbers, strict=True):
+            moment = parse_timestamp(value)
+            if moment is None:
+                self.errors.add(f"unreadable time {str(value)[:60]!r}", number)
+                keep.append(False)
+            else:
+                parsed.append(moment)
+                keep.append(True)
+        return pa.array(parsed, TIMELINE_SCHEMA.field("timestamp").type), keep
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 with or without zone (naive means UTC) or epoch seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -1,0 +1,271 @@
+"""Build the case's Parquet timeline from every evidence item.
+
+Files are grouped into chunks that worker processes parse in parallel, each writing
+its own staging Parquet file, so memory stays flat however many files there are.
+De-duplication on `event_id` is one DuckDB aggregate over a single column; rows are
+rewritten only when duplicates exist (the same event from S3 and LookupEvents), and
+then the S3 copy is kept. The new dataset is built beside the old one and swapped in,
+so a failed run leaves the previous timeline intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudir.case import Case
+
+TIMELINE_DIR = "timeline"
+ERRORS_FILE = "errors.jsonl"
+SUMMARY_FILE = "summary.json"
+CHUNK_BYTES = 32 << 20
+ROW_GROUP_ROWS = 128 * 1024
+
+
+@dataclass(frozen=True)
+class FileTask:
+    evidence_id: str
+    kind: str
+    path: str
+    relpath: str
+    size: int
+    priority: int  # lower wins when the same event_id arrives twice
+
+
+@dataclass
+class ChunkResult:
+    staging: str | None
+    files: int
+    rows: int
+    rows_by_evidence: dict[str, int]
+    errors: list[dict[str, Any]]
+
+
+@dataclass
+class TimelineResult:
+    rows: int = 0
+    files: int = 0
+    duplicates_dropped: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    rows_by_evidence: dict[str, int] = field(default_factory=dict)
+    unparsed: list[str] = field(default_factory=list)
+    path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "files": self.files,
+            "duplicates_dropped": self.duplicates_dropped,
+            "errors": len(self.errors),
+            "rows_by_evidence": self.rows_by_evidence,
+            "unparsed_files": self.unparsed,
+            "path": self.path,
+        }
+
+
+def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
+    """Every evidence file with a parser; files without one become logged skips."""
+    from cloudir.analyze.parsers import parser_for
+
+    tasks: list[FileTask] = []
+    skipped: list[dict[str, Any]] = []
+    for evidence_id in case.evidence_ids():
+        meta = case.read_meta(evidence_id)
+        kind = meta.get("kind", "")
+        priority = 1 if meta.get("source", {}).get("type") == "lookup_events" else 0
+        for path in case.evidence_files(evidence_id):
+            rel = case.relpath(path)
+            if parser_for(kind, path) is None:
+                skipped.append(
+                    {
+                        "evidence_id": evidence_id,
+                        "path": rel,
+                        "reason": f"no parser for this file in a {kind or 'untyped'} item",
+                    }
+                )
+                continue
+            size = path.stat().st_size
+            tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
+    return tasks, skipped
+
+
+def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
+    """Chunks of similar size, at least a few per worker so progress moves and cores fill."""
+    if not tasks:
+        return []
+    total = sum(t.size for t in tasks)
+    target = max(1 << 20, min(CHUNK_BYTES, total // max(1, workers * 4) + 1))
+    chunks: list[list[FileTask]] = []
+    for priority in sorted({t.priority for t in tasks}):
+        current: list[FileTask] = []
+        size = 0
+        for task in (t for t in tasks if t.priority == priority):
+            current.append(task)
+            size += task.size
+            if size >= target:
+                chunks.append(current)
+                current, size = [], 0
+        if current:
+            chunks.append(current)
+    return chunks
+
+
+def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
+    """Runs in a worker process: parse each file, append its batches to one Parquet file."""
+    import pyarrow.parquet as pq
+
+    from cloudir.analyze.parsers import ErrorLog, parser_for
+    from cloudir.analyze.schema import TIMELINE_SCHEMA
+
+    writer = None
+    rows = 0
+    rows_by_evidence: dict[str, int] = {}
+    errors: list[dict[str, Any]] = []
+    for task in tasks:
+        parser = parser_for(task.kind, Path(task.path))
+        log = ErrorLog(task.evidence_id, task.relpath)
+        try:
+            assert parser is not None
+            for batch in parser.parse(Path(task.path), task.evidence_id, log):
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        staging, TIMELINE_SCHEMA, compression="zstd", compression_level=1
+                    )
+                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                rows += batch.num_rows
+                rows_by_evidence[task.evidence_id] = (
+                    rows_by_evidence.get(task.evidence_id, 0) + batch.num_rows
+                )
+        except Exception as exc:  # a parser bug must cost one file, not the timeline
+            log.add(f"parser {parser.name if parser else '?'} failed: {type(exc).__name__}: {exc}")
+        errors.extend(log.entries)
+    if writer is not None:
+        writer.close()
+    return ChunkResult(staging if writer else None, len(tasks), rows, rows_by_evidence, errors)
+
+
+def build_timeline(
+    case: Case,
+    workers: int | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> TimelineResult:
+    """Rebuild `timeline/` from all evidence; returns counts and the logged errors."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    tasks, skipped = collect_tasks(case)
+    chunks = plan_chunks(tasks, workers)
+    building = case.root / (TIMELINE_DIR + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    result = TimelineResult(files=len(tasks), errors=list(skipped))
+    result.unparsed = [s["path"] for s in skipped]
+    staging_files: list[str] = []
+    files_done = 0
+    if on_progress:
+        on_progress(0, len(tasks), 0)
+
+    def absorb(chunk: ChunkResult) -> None:
+        nonlocal files_done
+        files_done += chunk.files
+        result.rows += chunk.rows
+        result.errors.extend(chunk.errors)
+        for evidence_id, count in chunk.rows_by_evidence.items():
+            result.rows_by_evidence[evidence_id] = (
+                result.rows_by_evidence.get(evidence_id, 0) + count
+            )
+        if chunk.staging:
+            staging_files.append(chunk.staging)
+        if on_progress:
+            on_progress(files_done, len(tasks), result.rows)
+
+    names = [
+        str(building / f"part-{chunk[0].priority}-{n:05d}.parquet")
+        for n, chunk in enumerate(chunks)
+    ]
+    if workers == 1 or len(chunks) <= 1:
+        for name, chunk in zip(names, chunks, strict=True):
+            absorb(parse_chunk(name, chunk))
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            futures = [
+                pool.submit(parse_chunk, name, chunk)
+                for name, chunk in zip(names, chunks, strict=True)
+            ]
+            for future in as_completed(futures):
+                absorb(future.result())
+
+    if staging_files:
+        result.duplicates_dropped = _drop_duplicates(building, sorted(staging_files))
+        result.rows -= result.duplicates_dropped
+    _write_lines(building / ERRORS_FILE, result.errors)
+    (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    final = case.root / TIMELINE_DIR
+    result.path = str(final)
+    _swap_in(building, final)
+    return result
+
+
+def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
+    """Keep the first copy of each event_id (S3 before LookupEvents, then file order)."""
+    import duckdb
+
+    con = duckdb.connect()
+    files = "[" + ", ".join(_sql_str(f) for f in staging_files) + "]"
+    source = f"read_parquet({files}, filename=true, file_row_number=true)"
+    con.execute(
+        f"""CREATE TEMP TABLE keep AS
+            SELECT event_id, min({{'f': filename, 'r': file_row_number}}) AS first_copy,
+                   count(*) - 1 AS extra
+            FROM {source} GROUP BY event_id HAVING count(*) > 1"""
+    )
+    extra = con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchone()
+    dropped = int(extra[0]) if extra else 0
+    if dropped == 0:
+        return 0
+    import pyarrow.parquet as pq
+
+    from cloudir.analyze.schema import TIMELINE_SCHEMA
+
+    reader = con.execute(
+        f"""SELECT * EXCLUDE (filename, file_row_number) FROM {source} s
+            WHERE NOT EXISTS (
+              SELECT 1 FROM keep k WHERE k.event_id = s.event_id
+                AND k.first_copy <> {{'f': s.filename, 'r': s.file_row_number}})"""
+    ).fetch_record_batch(ROW_GROUP_ROWS)
+    out = folder / "part-dedup.parquet.tmp"
+    with pq.ParquetWriter(out, TIMELINE_SCHEMA, compression="zstd", compression_level=1) as writer:
+        for batch in reader:
+            writer.write_batch(batch.cast(TIMELINE_SCHEMA), row_group_size=ROW_GROUP_ROWS)
+    con.close()
+    for name in staging_files:
+        os.unlink(name)
+    out.rename(folder / "part-0-dedup.parquet")
+    return dropped
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _write_lines(path: Path, entries: list[dict[str, Any]]) -> None:
+    with open(path, "w") as out:
+        for entry in entries:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _swap_in(building: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    building.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def dataset_glob(case: Case) -> str:
+    return str(case.root / TIMELINE_DIR / "*.parquet")

@@ -1,0 +1,78 @@
+"""One place that builds AWS clients, so every command retries, times out and
+honours `--endpoint-url` / `AWS_ENDPOINT_URL` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cloudir.errors import CloudError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    retry_mode: str = "adaptive"
+    max_attempts: int = 10
+    pool_size: int = 16
+
+
+class Aws:
+    """A boto3 session plus the client settings every capture shares."""
+
+    def __init__(self, options: AwsOptions) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.options = options
+        try:
+            self.session = boto3.Session(profile_name=options.profile, region_name=options.region)
+        except Exception as exc:  # ProfileNotFound and friends
+            raise CloudError(f"AWS session: {exc}") from exc
+        self.endpoint_url = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.config = Config(
+            retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=max(10, options.pool_size),
+            user_agent_extra="cloudir",
+        )
+
+    @property
+    def region(self) -> str:
+        return self.session.region_name or "us-east-1"
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        return self.session.client(
+            service,
+            region_name=region or self.region,
+            endpoint_url=self.endpoint_url,
+            config=self.config,
+        )
+
+    def caller_identity(self) -> dict[str, str]:
+        """Who is capturing: goes into custody as the actor."""
+        ident = call("sts:GetCallerIdentity", self.client("sts").get_caller_identity)
+        return {k: ident[k] for k in ("Account", "Arn", "UserId") if k in ident}
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one AWS call; turn botocore's failures into a one-line CloudError (exit 4)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "Error")
+        message = err.get("Message", "")
+        raise CloudError(f"{what} failed: {code}: {message}".rstrip(": ")) from exc
+    except BotoCoreError as exc:
+        raise CloudError(f"{what} failed: {exc}") from exc

@@ -1,0 +1,359 @@
+"""CloudTrail capture: the trail's S3 objects as delivered, or LookupEvents pages.
+
+S3 listing follows CloudTrail's key layout
+(`<prefix>/AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/<file>`) and lists
+only the day folders the window needs: a trail bucket can hold years of logs and a
+responder needs the last days now. Objects keep their original bytes; each one gets
+its own custody entry with the S3 key, size, ETag, VersionId and SHA-256.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloudir.capture.aws import Aws, call
+from cloudir.case import Case, FileRecord
+from cloudir.errors import CloudError, UsageError
+from cloudir.timewindow import Window
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+_FILE_TIME = re.compile(r"_(\d{8}T\d{4})Z_")
+# CloudTrail delivers a file within about 15 minutes of its events; files named up to an
+# hour outside the window may still hold events inside it.
+DELIVERY_SLACK = timedelta(hours=1)
+LOOKUP_MIN_INTERVAL = 0.55  # LookupEvents allows 2 requests/second per account and region
+
+
+@dataclass(frozen=True)
+class LogPrefix:
+    """One account's CloudTrail folder in the bucket."""
+
+    account: str
+    organization: str | None
+    prefix: str  # ends with "CloudTrail/"
+
+
+@dataclass(frozen=True)
+class LogObject:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+
+
+@dataclass
+class ItemResult:
+    evidence_id: str
+    account: str
+    region: str
+    listed: int = 0
+    captured: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    failed: list[str] = field(default_factory=list)
+    resumed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, captured: int = 0, skipped: int = 0, nbytes: int = 0, failed: str = "") -> None:
+        with self._lock:
+            self.captured += captured
+            self.skipped += skipped
+            self.bytes += nbytes
+            if failed:
+                self.failed.append(failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+Reporter = Callable[[str], None]
+
+
+def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
+    """The bucket and key prefix a trail delivers to (DescribeTrails)."""
+    client = aws.client("cloudtrail")
+    resp = call("cloudtrail:DescribeTrails", client.describe_trails, trailNameList=[trail])
+    trails = resp.get("trailList", [])
+    if not trails:
+        raise UsageError(f"no trail named {trail!r} in {aws.region}; check --region")
+    found = trails[0]
+    if not found.get("S3BucketName"):
+        raise UsageError(f"trail {trail!r} has no S3 bucket; use --lookup instead")
+    return found["S3BucketName"], found.get("S3KeyPrefix") or ""
+
+
+def _common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    )
+    found: list[str] = []
+    for page in call(f"s3:ListObjectsV2 s3://{bucket}/{prefix}", list, pages):
+        found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+    return found
+
+
+def _last_part(prefix: str) -> str:
+    return prefix.rstrip("/").rsplit("/", 1)[-1]
+
+
+def discover_accounts(s3: Any, bucket: str, prefix: str, accounts: list[str]) -> list[LogPrefix]:
+    """Accounts under `AWSLogs/`, looking one level into organization folders."""
+    base = (prefix.strip("/") + "/" if prefix.strip("/") else "") + "AWSLogs/"
+    found: list[LogPrefix] = []
+    for sub in _common_prefixes(s3, bucket, base):
+        name = _last_part(sub)
+        if _ORG.match(name):
+            for acct_prefix in _common_prefixes(s3, bucket, sub):
+                acct = _last_part(acct_prefix)
+                if _ACCOUNT.match(acct):
+                    found.append(LogPrefix(acct, name, f"{acct_prefix}CloudTrail/"))
+        elif _ACCOUNT.match(name):
+            found.append(LogPrefix(name, None, f"{sub}CloudTrail/"))
+    if accounts:
+        found = [p for p in found if p.account in accounts]
+    if not found:
+        wanted = f" for account(s) {', '.join(accounts)}" if accounts else ""
+        raise UsageError(f"no CloudTrail logs under s3://{bucket}/{base}{wanted}")
+    return found
+
+
+def discover_regions(s3: Any, bucket: str, log_prefix: LogPrefix, regions: list[str]) -> list[str]:
+    names = [_last_part(p) for p in _common_prefixes(s3, bucket, log_prefix.prefix)]
+    return [n for n in names if not regions or n in regions]
+
+
+def list_day_objects(
+    s3: Any, bucket: str, region_prefix: str, window: Window
+) -> Iterator[LogObject]:
+    """One listing per day folder; digest files and files far outside the window are left."""
+    for day in window.days(DELIVERY_SLACK):
+        day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=day_prefix)
+        for page in call(f"s3:ListObjectsV2 s3://{bucket}/{day_prefix}", list, pages):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if "CloudTrail-Digest" in key or key.endswith("/"):
+                    continue
+                stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])
+                if stamp:
+                    moment = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
+                    if not window.contains(moment, DELIVERY_SLACK):
+                        continue
+                yield LogObject(
+                    key, obj["Size"], obj.get("ETag", "").strip('"'), obj.get("LastModified")
+                )
+
+
+def capture_s3(
+    case: Case,
+    aws: Aws,
+    bucket: str,
+    prefix: str,
+    accounts: list[str],
+    regions: list[str],
+    window: Window,
+    workers: int,
+    identity: dict[str, str],
+    report: Reporter,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[ItemResult]:
+    """Capture every log file the window needs, one evidence item per account and region."""
+    s3 = aws.client("s3")
+    plan: list[tuple[ItemResult, str, list[LogObject]]] = []
+    for log_prefix in discover_accounts(s3, bucket, prefix, accounts):
+        for region in discover_regions(s3, bucket, log_prefix, regions):
+            objects = list(list_day_objects(s3, bucket, f"{log_prefix.prefix}{region}/", window))
+            evidence_id = f"cloudtrail-{log_prefix.account}-{region}-{window.label()}"
+            item = ItemResult(evidence_id, log_prefix.account, region, listed=len(objects))
+            meta = {
+                "kind": "cloudtrail",
+                "source": {
+                    "type": "s3",
+                    "bucket": bucket,
+                    "prefix": f"{log_prefix.prefix}{region}/",
+                    "account": log_prefix.account,
+                    "organization": log_prefix.organization,
+                    "region": region,
+                },
+                "window": window.as_dict(),
+                "caller_identity": identity,
+            }
+            item.resumed = case.open_item(evidence_id, meta)
+            plan.append((item, bucket, objects))
+    if not plan:
+        raise UsageError(f"no CloudTrail region folders match in s3://{bucket}/{prefix}")
+    total = sum(len(objects) for _, _, objects in plan)
+    report(f"{total} log files in {len(plan)} account/region folder(s) for the window")
+    if on_progress:
+        on_progress(0, total)
+
+    recorded = case.recorded_files()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = []
+        for item, bkt, objects in plan:
+            for obj in objects:
+                futures.append(pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded))
+        try:
+            for done_count, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if on_progress:
+                    on_progress(done_count, total)
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            raise
+    for item, bkt, objects in plan:
+        case.record(
+            "capture-complete" if not item.failed else "capture-incomplete",
+            item.evidence_id,
+            [],
+            note=(
+                f"s3://{bkt}: {item.captured} captured, {item.skipped} already held, "
+                f"{len(item.failed)} failed of {item.listed} listed"
+            ),
+        )
+    return [item for item, _, _ in plan]
+
+
+def _fetch_one(
+    case: Case,
+    s3: Any,
+    bucket: str,
+    obj: LogObject,
+    item: ItemResult,
+    recorded: dict[str, FileRecord],
+) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = "logs/" + obj.key.rsplit("/", 1)[-1]
+    if case.is_captured(item.evidence_id, name, recorded):
+        item.count(skipped=1)
+        return
+    try:
+        resp = s3.get_object(Bucket=bucket, Key=obj.key)
+        body = resp["Body"]
+        record = case.store_stream(item.evidence_id, name, body.iter_chunks(1 << 20))
+    except (ClientError, BotoCoreError, OSError) as exc:
+        item.count(failed=f"{obj.key}: {exc}")
+        return
+    expected = resp.get("ContentLength", obj.size)
+    if record.bytes != expected:
+        item.count(failed=f"{obj.key}: got {record.bytes} bytes, expected {expected}")
+        return
+    source = {
+        "type": "s3",
+        "bucket": bucket,
+        "key": obj.key,
+        "size": obj.size,
+        "etag": resp.get("ETag", obj.etag).strip('"'),
+        "version_id": resp.get("VersionId"),
+        "last_modified": str(resp.get("LastModified") or obj.last_modified or ""),
+        "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
+    }
+    case.record("capture", item.evidence_id, [record], source=source)
+    item.count(captured=1, nbytes=record.bytes)
+
+
+def capture_lookup(
+    case: Case,
+    aws: Aws,
+    regions: list[str],
+    window: Window,
+    identity: dict[str, str],
+    report: Reporter,
+    on_page: Callable[[int, int], None] | None = None,
+) -> list[ItemResult]:
+    """Page through LookupEvents, saving each response body byte for byte as received.
+
+    The API only holds 90 days of management events; the pages are the only copy of
+    what the API said at capture time, so they are stored before anything parses them.
+    """
+    oldest = datetime.now(UTC) - timedelta(days=90)
+    if window.start < oldest:
+        report("LookupEvents only returns the last 90 days; older events need the S3 trail")
+    account = identity.get("Account", "unknown")
+    results = []
+    for region in regions or [aws.region]:
+        client = aws.client("cloudtrail", region)
+        raw_pages: list[bytes] = []
+        client.meta.events.register(
+            "before-parse.cloudtrail.LookupEvents",
+            lambda http_response=None, **_: (
+                raw_pages.append(http_response.content) if http_response is not None else None
+            ),
+        )
+        base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
+        evidence_id = case.unique_evidence_id(base)
+        meta = {
+            "kind": "cloudtrail",
+            "source": {"type": "lookup_events", "account": account, "region": region},
+            "window": window.as_dict(),
+            "caller_identity": identity,
+        }
+        case.open_item(evidence_id, meta)
+        item = ItemResult(evidence_id, account, region)
+        token: str | None = None
+        last_call = 0.0
+        while True:
+            pause = LOOKUP_MIN_INTERVAL - (time.monotonic() - last_call)
+            if pause > 0:
+                time.sleep(pause)
+            kwargs: dict[str, Any] = {
+                "StartTime": window.start,
+                "EndTime": window.end,
+                "MaxResults": 50,
+            }
+            if token:
+                kwargs["NextToken"] = token
+            raw_pages.clear()
+            last_call = time.monotonic()
+            try:
+                resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
+            except CloudError:
+                case.record("capture-incomplete", evidence_id, [], note="LookupEvents failed")
+                raise
+            item.listed += 1
+            body = raw_pages[-1] if raw_pages else _reencode(resp)
+            record = case.store_bytes(evidence_id, f"pages/page-{item.listed:05d}.json", body)
+            case.record(
+                "capture",
+                evidence_id,
+                [record],
+                source={
+                    "type": "lookup_events",
+                    "region": region,
+                    "page": item.listed,
+                    "events": len(resp.get("Events", [])),
+                    "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
+                },
+            )
+            item.captured += len(resp.get("Events", []))
+            item.bytes += record.bytes
+            if on_page:
+                on_page(item.listed, item.captured)
+            token = resp.get("NextToken")
+            if not token:
+                break
+        case.record(
+            "capture-complete",
+            evidence_id,
+            [],
+            note=f"LookupEvents {region}: {item.captured} events in {item.listed} pages",
+        )
+        results.append(item)
+    return results
+
+
+def _reencode(resp: dict[str, Any]) -> bytes:
+    import json
+
+    body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+    return json.dumps(body, default=str).encode()

@@ -1,0 +1,132 @@
+"""Evidence the responder already holds: log folders, exported files.
+
+The originals are only read: each file is copied into the case while it is hashed, and
+custody records where it came from. A file that changes while it is copied is reported,
+because the copy then matches no stable original.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloudir.case import Case, safe_name
+from cloudir.errors import UsageError
+
+CLOUDTRAIL_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+
+
+@dataclass
+class FilesResult:
+    evidence_id: str
+    source: str
+    kind: str
+    captured: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def guess_kind(paths: list[Path]) -> str:
+    """The parser family a set of files belongs to; later issues add images and tars."""
+    if any(p.name.lower().endswith(CLOUDTRAIL_SUFFIXES) for p in paths):
+        return "cloudtrail"
+    return "files"
+
+
+def _walk(root: Path, warnings: list[str]) -> list[Path]:
+    if root.is_symlink():
+        warnings.append(f"{root}: symbolic link not followed")
+        return []
+    if root.is_file():
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                warnings.append(f"{path}: not a regular file, not captured")
+                continue
+            found.append(path)
+    return found
+
+
+def capture_paths(
+    case: Case,
+    paths: list[Path],
+    kind: str,
+    report: Callable[[str], None],
+    on_file: Callable[[int], None] | None = None,
+) -> list[FilesResult]:
+    """One evidence item per path given; re-running with the same path resumes it."""
+    results = []
+    for given in paths:
+        if not given.exists():
+            raise UsageError(f"{given}: no such file or folder")
+        source = given.resolve()
+        warnings: list[str] = []
+        files = _walk(given, warnings)
+        item_kind = guess_kind(files) if kind == "auto" else kind
+        evidence_id = _item_for(case, source, item_kind)
+        result = FilesResult(evidence_id, str(source), item_kind, warnings=warnings)
+        meta = {
+            "kind": item_kind,
+            "source": {"type": "files", "path": str(source), "files": len(files)},
+        }
+        resumed = case.open_item(evidence_id, meta)
+        recorded = case.recorded_files()
+        for path in files:
+            name = path.name if path == given else path.relative_to(given).as_posix()
+            name = "files/" + name
+            if resumed and case.is_captured(evidence_id, name, recorded):
+                result.skipped += 1
+                continue
+            before = path.stat()
+            record = case.store_copy(evidence_id, name, path)
+            after = path.stat()
+            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                result.warnings.append(f"{path}: changed while it was copied; capture it again")
+            case.record(
+                "capture",
+                evidence_id,
+                [record],
+                source={
+                    "type": "file",
+                    "original_path": str(path.resolve()),
+                    "original_mtime": datetime.fromtimestamp(before.st_mtime, UTC).isoformat(),
+                    "original_size": before.st_size,
+                },
+            )
+            result.captured += 1
+            result.bytes += record.bytes
+            if on_file:
+                on_file(record.bytes)
+        for warning in result.warnings:
+            report(warning)
+        case.record(
+            "capture-complete",
+            evidence_id,
+            [],
+            note=f"{source}: {result.captured} captured, {result.skipped} already held",
+        )
+        results.append(result)
+    return results
+
+
+def _item_for(case: Case, source: Path, kind: str) -> str:
+    """Reuse the item that already holds this source path, else a new readable id."""
+    base = safe_name(f"{kind}-{source.name}")
+    for existing in case.evidence_ids():
+        if existing == base or existing.startswith(base + "-"):
+            meta = case.read_meta(existing)
+            if meta.get("source", {}).get("path") == str(source):
+                return existing
+    return case.unique_evidence_id(base)

@@ -1,0 +1,395 @@
+"""The case folder: the one place every stage reads from and writes to.
+
+Evidence under `evidence/` is written once, through a temporary name that is renamed
+only after the bytes are on disk and hashed, and every file is recorded in the
+append-only `custody.jsonl`. Each custody line carries the SHA-256 of the line before
+it, so an edited or deleted entry breaks the chain and `verify` says where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import re
+import shlex
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cloudir import __version__
+from cloudir.errors import EvidenceError, UsageError
+
+CASE_FILE = "case.json"
+CUSTODY_FILE = "custody.jsonl"
+EVIDENCE_DIR = "evidence"
+META_FILE = "meta.json"
+PARTIAL_SUFFIX = ".partial"
+CHUNK = 1 << 20
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def safe_name(text: str, limit: int = 120) -> str:
+    """A file or id component that cannot climb out of its folder or hide itself."""
+    cleaned = _ID_UNSAFE.sub("_", text).strip("._") or "unnamed"
+    if len(cleaned) > limit:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        cleaned = f"{cleaned[: limit - 13]}-{digest}"
+    return cleaned
+
+
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    return digest.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One evidence file as custody knows it: path relative to the case root."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+    chain_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.unrecorded or self.chain_errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "changed": self.changed,
+            "missing": self.missing,
+            "unrecorded": self.unrecorded,
+            "custody_chain_errors": self.chain_errors,
+        }
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Case:
+    """An open case folder. Thread-safe for concurrent evidence writes and custody appends."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.actor = default_actor()
+        self.command = shlex.join(["cloudir", *sys.argv[1:]])
+        self._custody_lock = threading.Lock()
+        info = json.loads((root / CASE_FILE).read_text())
+        self.info: dict[str, Any] = info
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, title: str | None = None, examiner: str | None = None) -> Case:
+        root.mkdir(parents=True, exist_ok=True)
+        if (root / CASE_FILE).exists():
+            raise UsageError(f"{root} is already a case; open it instead")
+        info = {
+            "id": safe_name(root.resolve().name),
+            "title": title or root.resolve().name,
+            "examiner": examiner or default_actor(),
+            "created": utc_now(),
+            "cloudir_version": __version__,
+        }
+        _atomic_write_bytes(root / CASE_FILE, json.dumps(info, indent=2).encode() + b"\n")
+        (root / EVIDENCE_DIR).mkdir(exist_ok=True)
+        (root / CUSTODY_FILE).touch()
+        case = cls(root)
+        case.record(
+            "case-created", None, [], note=f"case {info['id']} opened by {info['examiner']}"
+        )
+        return case
+
+    @classmethod
+    def open(cls, root: Path) -> Case:
+        if not (root / CASE_FILE).is_file():
+            raise UsageError(
+                f"{root} is not a cloudir case (no {CASE_FILE}); capture into it first"
+            )
+        return cls(root)
+
+    @classmethod
+    def open_or_create(
+        cls, root: Path, title: str | None = None, examiner: str | None = None
+    ) -> Case:
+        if (root / CASE_FILE).is_file():
+            return cls(root)
+        return cls.create(root, title=title, examiner=examiner)
+
+    # -- evidence items --------------------------------------------------------------
+    def evidence_dir(self, evidence_id: str) -> Path:
+        return self.root / EVIDENCE_DIR / evidence_id
+
+    def evidence_ids(self) -> list[str]:
+        base = self.root / EVIDENCE_DIR
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir())
+
+    def read_meta(self, evidence_id: str) -> dict[str, Any]:
+        path = self.evidence_dir(evidence_id) / META_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise EvidenceError(f"{path}: unreadable meta.json ({exc})") from exc
+
+    def unique_evidence_id(self, base: str) -> str:
+        """A fresh id: evidence is never written into an item another run created."""
+        base = safe_name(base)
+        candidate, n = base, 1
+        while self.evidence_dir(candidate).exists():
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def open_item(self, evidence_id: str, meta: dict[str, Any]) -> bool:
+        """Create the item with its meta.json, or reuse it when a previous run made it.
+
+        Returns True when the item already existed (the caller is resuming).
+        """
+        folder = self.evidence_dir(evidence_id)
+        if (folder / META_FILE).exists():
+            return True
+        folder.mkdir(parents=True, exist_ok=True)
+        body = dict(meta, evidence_id=evidence_id, captured=utc_now(), tool_version=__version__)
+        data = json.dumps(body, indent=2, sort_keys=True, default=str).encode() + b"\n"
+        rec = self.store_bytes(evidence_id, META_FILE, data)
+        self.record("evidence-opened", evidence_id, [rec], note=f"{meta.get('kind', '')} item")
+        return False
+
+    def relpath(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def target_path(self, evidence_id: str, name: str) -> Path:
+        parts = [safe_name(p) for p in Path(name).parts if p not in ("", ".", "..", "/")]
+        if not parts:
+            raise EvidenceError(f"evidence file name {name!r} is empty after cleaning")
+        return self.evidence_dir(evidence_id).joinpath(*parts)
+
+    def store_stream(self, evidence_id: str, name: str, chunks: Iterable[bytes]) -> FileRecord:
+        """Write chunks to the item under `name`, hashing as they pass; rename when complete."""
+        target = self.target_path(evidence_id, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        digest = hashlib.sha256()
+        size = 0
+        with open(partial, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(partial, 0o444)
+        os.replace(partial, target)
+        _fsync_dir(target.parent)
+        return FileRecord(self.relpath(target), digest.hexdigest(), size)
+
+    def store_bytes(self, evidence_id: str, name: str, data: bytes) -> FileRecord:
+        return self.store_stream(evidence_id, name, [data])
+
+    def store_copy(self, evidence_id: str, name: str, source: Path) -> FileRecord:
+        with open(source, "rb") as fh:
+            return self.store_stream(evidence_id, name, _read_chunks(fh))
+
+    # -- custody ---------------------------------------------------------------------
+    def record(
+        self,
+        action: str,
+        evidence_id: str | None,
+        files: list[FileRecord],
+        note: str = "",
+        source: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append one custody entry, flushed and fsynced before returning."""
+        entry: dict[str, Any] = {
+            "ts": utc_now(),
+            "action": action,
+            "actor": self.actor,
+            "host": socket.gethostname(),
+            "tool_version": __version__,
+            "command": self.command,
+            "evidence_id": evidence_id,
+            "files": [f.as_dict() for f in files],
+            "note": note,
+        }
+        if source:
+            entry["source"] = source
+        path = self.root / CUSTODY_FILE
+        with self._custody_lock, open(path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                entry["prev_sha256"] = hashlib.sha256(_last_line(fh)).hexdigest()
+                line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
+                fh.seek(0, os.SEEK_END)
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return entry
+
+    def custody_entries(self) -> Iterator[dict[str, Any]]:
+        with open(self.root / CUSTODY_FILE, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)
+
+    def recorded_files(self) -> dict[str, FileRecord]:
+        """Every evidence file custody knows, by path; a later entry for a path wins."""
+        files: dict[str, FileRecord] = {}
+        for entry in self.custody_entries():
+            for f in entry.get("files", []):
+                files[f["path"]] = FileRecord(f["path"], f["sha256"], f["bytes"])
+        return files
+
+    def is_captured(self, evidence_id: str, name: str, recorded: dict[str, FileRecord]) -> bool:
+        """True when the file is on disk, in custody, and still hashes to what custody says."""
+        target = self.target_path(evidence_id, name)
+        rec = recorded.get(self.relpath(target))
+        if rec is None or not target.is_file():
+            return False
+        return sha256_file(target) == (rec.sha256, rec.bytes)
+
+    def evidence_files(self, evidence_id: str) -> list[Path]:
+        """The item's complete files (no partials, no meta.json), in a stable order."""
+        folder = self.evidence_dir(evidence_id)
+        found = []
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink() and path.name != META_FILE:
+                if not path.name.endswith(PARTIAL_SUFFIX):
+                    found.append(path)
+        return found
+
+    # -- verify ----------------------------------------------------------------------
+    def verify(self, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
+        report = VerifyReport(chain_errors=self._check_chain())
+        recorded = self.recorded_files()
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.root / EVIDENCE_DIR):
+            dirnames.sort()
+            for name in sorted(filenames) + [d for d in dirnames if _is_link(dirpath, d)]:
+                path = Path(dirpath) / name
+                rel = self.relpath(path)
+                seen.add(rel)
+                rec = recorded.get(rel)
+                if rec is None or path.is_symlink():
+                    report.unrecorded.append(rel)
+                    continue
+                report.checked += 1
+                if sha256_file(path, on_bytes) != (rec.sha256, rec.bytes):
+                    report.changed.append(rel)
+        report.missing = sorted(set(recorded) - seen)
+        return report
+
+    def total_recorded_bytes(self) -> int:
+        return sum(r.bytes for r in self.recorded_files().values())
+
+    def _check_chain(self) -> list[str]:
+        errors = []
+        prev = b""
+        with open(self.root / CUSTODY_FILE, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    errors.append(f"custody.jsonl line {number}: not valid JSON")
+                    prev = line
+                    continue
+                expected = hashlib.sha256(prev.rstrip(b"\n")).hexdigest()
+                if entry.get("prev_sha256") != expected:
+                    errors.append(
+                        f"custody.jsonl line {number}: chain broken "
+                        "(an entry before it was edited or removed)"
+                    )
+                prev = line
+        return errors
+
+
+def _is_link(dirpath: str, name: str) -> bool:
+    return os.path.islink(os.path.join(dirpath, name))
+
+
+def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk
+
+
+def _last_line(fh: BinaryIO) -> bytes:
+    """The last complete line of an append-only file, read from its end."""
+    fh.seek(0, os.SEEK_END)
+    end = fh.tell()
+    if end == 0:
+        return b""
+    block = 64 * 1024
+    pos = end
+    data = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+        body = data.rstrip(b"\n")
+        cut = body.rfind(b"\n")
+        if cut >= 0:
+            return body[cut + 1 :]
+    return data.rstrip(b"\n")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,415 @@
+"""The command line: parse options, call one function, print, map errors to exit codes.
+
+Heavy libraries (boto3, pyarrow, duckdb) are imported inside the commands that need
+them so `cloudir --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cloudir import __version__
+from cloudir.errors import EXIT_EVIDENCE, EXIT_USAGE, CloudirError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    help="Incident response for AWS: capture evidence with chain of custody, "
+    "build one timeline, query it.\n\n"
+    "Example: cloudir capture cloudtrail --case ./case-42 --trail main --start 7d",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+capture_app = typer.Typer(
+    help="Bring evidence into the case; every file is hashed into custody.jsonl.",
+    no_args_is_help=True,
+)
+app.add_typer(capture_app, name="capture")
+timeline_app = typer.Typer(
+    help="Parse all evidence into the case's Parquet timeline.\n\n"
+    "Example: cloudir timeline --case ./case-42",
+    invoke_without_command=True,
+)
+app.add_typer(timeline_app, name="timeline")
+
+_state = {"debug": False}
+
+CaseOpt = Annotated[
+    Path, typer.Option("--case", envvar="CLOUDIR_CASE", help="Case folder (or CLOUDIR_CASE).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
+ProfileOpt = Annotated[str | None, typer.Option(help="AWS profile name.")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="AWS endpoint (emulators, VPC endpoints)."
+    ),
+]
+RetryOpt = Annotated[
+    str, typer.Option("--retry-mode", help="botocore retry mode: standard or adaptive.")
+]
+
+
+def _say(message: str) -> None:
+    from cloudir.console import stderr
+
+    stderr.print(message, markup=False)
+
+
+def handled(fn: F) -> F:
+    """One line on stderr and the contract's exit code; a traceback only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except CloudirError as exc:
+            if _state["debug"]:
+                raise
+            _say(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _say("interrupted: nothing partial was recorded; run the same command to resume")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            _say(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            raise typer.Exit(EXIT_EVIDENCE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cloudir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """Incident response for AWS."""
+    _state["debug"] = debug
+
+
+def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: str, pool: int):
+    from cloudir.capture.aws import Aws, AwsOptions
+
+    if retry not in ("standard", "adaptive"):
+        raise UsageError("--retry-mode must be standard or adaptive")
+    return Aws(AwsOptions(profile, region, endpoint, retry_mode=retry, pool_size=pool))
+
+
+@capture_app.command("cloudtrail")
+@handled
+def capture_cloudtrail(
+    case: CaseOpt,
+    bucket: Annotated[str | None, typer.Option(help="Trail bucket to read.")] = None,
+    prefix: Annotated[str, typer.Option(help="Key prefix before AWSLogs/.")] = "",
+    trail: Annotated[
+        str | None, typer.Option(help="Trail name: its bucket and prefix come from DescribeTrails.")
+    ] = None,
+    lookup: Annotated[
+        bool, typer.Option("--lookup", help="Also read the LookupEvents API (last 90 days).")
+    ] = False,
+    account: Annotated[
+        list[str] | None, typer.Option(help="Account id to collect (repeatable; default all).")
+    ] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Region to collect (repeatable; default all). The first is the API region."
+        ),
+    ] = None,
+    start: Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")] = "7d",
+    end: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 16,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
+    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture CloudTrail logs from the trail's S3 bucket and/or LookupEvents.
+
+    Example: cloudir capture cloudtrail --case ./case-42 --bucket org-trail --account
+    111122223333 --region us-east-1 --start 2024-07-30 --end 36h
+    """
+    from cloudir.capture import cloudtrail
+    from cloudir.case import Case
+    from cloudir.console import count_progress
+    from cloudir.timewindow import Window
+
+    if not (bucket or trail or lookup):
+        raise UsageError("say where to read: --bucket, --trail or --lookup")
+    if bucket and trail:
+        raise UsageError("give --bucket or --trail, not both")
+    window = Window.parse(start, end)
+    regions = region or []
+    aws = _aws(profile, regions[0] if regions else None, endpoint_url, retry_mode, workers)
+    identity = aws.caller_identity()
+    the_case = Case.open_or_create(case, title=title, examiner=examiner)
+    the_case.actor = identity.get("Arn", the_case.actor)
+    the_case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    results: list[Any] = []
+    if bucket or trail:
+        if trail:
+            bucket, prefix = cloudtrail.resolve_trail(aws, trail)
+            _say(f"trail {trail} delivers to s3://{bucket}/{prefix}")
+        assert bucket is not None
+        with count_progress() as bar:
+            task = bar.add_task("downloading", total=None)
+            results += cloudtrail.capture_s3(
+                the_case,
+                aws,
+                bucket,
+                prefix,
+                account or [],
+                regions,
+                window,
+                workers,
+                identity,
+                _say,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if lookup:
+        results += cloudtrail.capture_lookup(the_case, aws, regions, window, identity, _say)
+    summary = [r.as_dict() for r in results]
+    if as_json:
+        _emit_json({"case": str(case), "window": window.as_dict(), "items": summary})
+    else:
+        for r in results:
+            print(
+                f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
+                f"{len(r.failed)} failed, {r.bytes} bytes"
+            )
+    failed = [f for r in results for f in r.failed]
+    if failed:
+        for line in failed[:20]:
+            _say(f"failed: {line}")
+        from cloudir.errors import CloudError
+
+        raise CloudError(f"{len(failed)} log files could not be fetched; re-run to resume")
+
+
+@capture_app.command("files")
+@handled
+def capture_files(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
+    case: CaseOpt,
+    kind: Annotated[str, typer.Option(help="Evidence kind: auto, cloudtrail or files.")] = "auto",
+    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
+    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy evidence you already hold into the case; the originals are only read.
+
+    Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs
+    """
+    from cloudir.capture.files import capture_paths
+    from cloudir.case import Case
+
+    if kind not in ("auto", "cloudtrail", "files"):
+        raise UsageError("--kind must be auto, cloudtrail or files")
+    the_case = Case.open_or_create(case, title=title, examiner=examiner)
+    results = capture_paths(the_case, paths, kind, _say)
+    if as_json:
+        _emit_json({"case": str(case), "items": [r.as_dict() for r in results]})
+        return
+    for r in results:
+        print(
+            f"{r.evidence_id} ({r.kind}): {r.captured} captured, {r.skipped} already held, "
+            f"{r.bytes} bytes from {r.source}"
+        )
+
+
+@timeline_app.callback()
+@handled
+def timeline(
+    ctx: typer.Context,
+    case: Annotated[
+        Path | None, typer.Option("--case", envvar="CLOUDIR_CASE", help="Case folder.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 3 when any evidence file had errors.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse all evidence into CASE/timeline/*.parquet (rebuilt on every run).
+
+    Example: cloudir timeline --case ./case-42
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if case is None:
+        raise UsageError("--case is required (or set CLOUDIR_CASE)")
+    from cloudir.analyze.timeline import build_timeline
+    from cloudir.case import Case
+    from cloudir.console import count_progress
+
+    the_case = Case.open(case)
+    with count_progress() as bar:
+        task = bar.add_task("parsing evidence files", total=None)
+
+        def progress(done: int, total: int, rows: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
+
+        result = build_timeline(the_case, workers or None, progress)
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        print(
+            f"{result.rows} events from {result.files} files into {result.path} "
+            f"({result.duplicates_dropped} duplicates dropped)"
+        )
+    if result.errors:
+        errors_path = Path(result.path) / "errors.jsonl"
+        _say(f"{len(result.errors)} evidence problems skipped and listed in {errors_path}")
+        if strict:
+            raise typer.Exit(EXIT_EVIDENCE)
+
+
+@timeline_app.command("export")
+@handled
+def timeline_export(
+    case: CaseOpt,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Output file (default CASE/export/).")] = None,
+) -> None:
+    """Write the timeline in Timesketch's import format (message, datetime, timestamp_desc).
+
+    Example: cloudir timeline export --case ./case-42 --format csv --out case-42.csv
+    """
+    from cloudir.analyze.query import export
+    from cloudir.case import Case
+
+    the_case = Case.open(case)
+    if out is None:
+        (case / "export").mkdir(exist_ok=True)
+        out = case / "export" / f"timeline.{fmt}"
+    rows = export(the_case, fmt, out)
+    print(f"{rows} rows written to {out}")
+
+
+@app.command()
+@handled
+def query(
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the view `timeline`.")],
+    case: CaseOpt,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+    width: Annotated[int, typer.Option(help="Longest cell shown in the table.")] = 80,
+) -> None:
+    """Run SQL over the timeline.
+
+    Example: cloudir query --case ./case-42 "SELECT user, count(*) FROM timeline GROUP BY 1"
+    """
+    from cloudir.analyze.query import run_query
+    from cloudir.case import Case
+
+    columns, rows = run_query(Case.open(case), sql)
+    if as_json:
+        _emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        _print_table(columns, rows, width)
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cloudir.console import inert, stdout
+
+    table = Table(*[Text(c) for c in columns], show_lines=False)
+    for row in rows:
+        table.add_row(*[Text(inert(v, width)) for v in row])
+    stdout.print(table)
+    _say(f"{len(rows)} rows")
+
+
+@app.command()
+@handled
+def verify(case: CaseOpt, as_json: JsonOpt = False) -> None:
+    """Re-hash every evidence file against custody.jsonl; exit 3 on any difference.
+
+    Example: cloudir verify --case ./case-42
+    """
+    from cloudir.case import Case
+    from cloudir.console import byte_progress, inert
+
+    the_case = Case.open(case)
+    with byte_progress() as bar:
+        task = bar.add_task("hashing evidence", total=the_case.total_recorded_bytes())
+        report = the_case.verify(on_bytes=lambda n: bar.advance(task, n))
+    if as_json:
+        _emit_json(report.as_dict())
+    for path in report.changed:
+        _say(f"CHANGED   {inert(path)}")
+    for path in report.missing:
+        _say(f"MISSING   {inert(path)}")
+    for path in report.unrecorded:
+        hint = " (an interrupted capture: re-run it)" if path.endswith(".partial") else ""
+        _say(f"UNRECORDED {inert(path)}{hint}")
+    for line in report.chain_errors:
+        _say(f"CUSTODY   {line}")
+    if not report.ok:
+        raise typer.Exit(EXIT_EVIDENCE)
+    if not as_json:
+        print(f"ok: {report.checked} evidence files match custody.jsonl")
+
+
+@app.command()
+@handled
+def demo(
+    case: Annotated[Path, typer.Option("--case", help="Case folder to create.")] = Path(
+        "demo-case"
+    ),
+) -> None:
+    """Run the whole job against a local AWS emulator: no account, no network.
+
+    Example: cloudir demo --case ./demo-case
+    """
+    from cloudir.demo import run_demo
+
+    run_demo(case, _say)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # typer/click failures outside any command
+        if os.environ.get("CLOUDIR_DEBUG") or "--debug" in sys.argv:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

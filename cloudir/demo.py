@@ -1,0 +1,189 @@
+"""`cloudir demo`: the whole job against an AWS emulator started in this process.
+
+The story: an access key leaked from a CI system is used from a new address to look
+around, read a backup, create a backdoor user with its own key, and stop the trail.
+Everything runs through the real capture and timeline code; only AWS is emulated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cloudir.errors import UsageError
+
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+BUCKET = "acme-org-cloudtrail"
+LEAKED_KEY = "AKIAIOSFODNN7EXAMPLE"
+ATTACKER_IP = "203.0.113.77"
+CI_IP = "198.51.100.10"
+USER_ARN = f"arn:aws:iam::{ACCOUNT}:user/ci-deployer"
+
+
+def _event(when: datetime, source: str, name: str, ip: str, **extra: Any) -> dict[str, Any]:
+    event = {
+        "eventVersion": "1.09",
+        "userIdentity": {
+            "type": "IAMUser",
+            "principalId": "AIDAEXAMPLEDEPLOYER01",
+            "arn": USER_ARN,
+            "accountId": ACCOUNT,
+            "accessKeyId": LEAKED_KEY,
+            "userName": "ci-deployer",
+        },
+        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": REGION,
+        "sourceIPAddress": ip,
+        "userAgent": "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64",
+        "requestParameters": None,
+        "responseElements": None,
+        "requestID": str(uuid.uuid4()),
+        "eventID": str(uuid.uuid4()),
+        "readOnly": name.startswith(("Get", "List", "Describe")),
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management",
+    }
+    event.update(extra)
+    return event
+
+
+def story(start: datetime) -> list[dict[str, Any]]:
+    """The intrusion, minute by minute, after an hour of ordinary CI activity."""
+    t = start
+    events = [
+        _event(t + timedelta(minutes=m), "s3.amazonaws.com", "ListBuckets", CI_IP)
+        for m in range(0, 60, 20)
+    ]
+    t += timedelta(hours=2)
+    events += [
+        _event(t, "sts.amazonaws.com", "GetCallerIdentity", ATTACKER_IP),
+        _event(t + timedelta(minutes=1), "s3.amazonaws.com", "ListBuckets", ATTACKER_IP),
+        _event(
+            t + timedelta(minutes=3),
+            "s3.amazonaws.com",
+            "GetObject",
+            ATTACKER_IP,
+            requestParameters={"bucketName": "acme-db-backups", "key": "prod/customers.sql.gz"},
+            resources=[
+                {
+                    "type": "AWS::S3::Object",
+                    "ARN": "arn:aws:s3:::acme-db-backups/prod/customers.sql.gz",
+                }
+            ],
+            eventCategory="Data",
+            managementEvent=False,
+        ),
+        _event(
+            t + timedelta(minutes=6),
+            "iam.amazonaws.com",
+            "CreateUser",
+            ATTACKER_IP,
+            requestParameters={"userName": "svc-backup"},
+        ),
+        _event(
+            t + timedelta(minutes=7),
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            ATTACKER_IP,
+            requestParameters={"userName": "svc-backup"},
+            responseElements={
+                "accessKey": {
+                    "userName": "svc-backup",
+                    "accessKeyId": "AKIAI44QH8DHBEXAMPLE",
+                    "status": "Active",
+                }
+            },
+        ),
+        _event(
+            t + timedelta(minutes=9),
+            "cloudtrail.amazonaws.com",
+            "StopLogging",
+            ATTACKER_IP,
+            requestParameters={"name": f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail"},
+        ),
+    ]
+    return events
+
+
+def seed_bucket(s3: Any, events: list[dict[str, Any]]) -> int:
+    """Deliver the events as CloudTrail does: gzipped Records files per 5 minutes."""
+    s3.create_bucket(Bucket=BUCKET)
+    files: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        when = datetime.strptime(event["eventTime"], "%Y-%m-%dT%H:%M:%SZ")
+        slot = when.replace(minute=when.minute - when.minute % 5, second=0) + timedelta(minutes=5)
+        key = (
+            f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/{slot:%Y/%m/%d}/"
+            f"{ACCOUNT}_CloudTrail_{REGION}_{slot:%Y%m%dT%H%M}Z_{uuid.uuid4().hex[:16]}.json.gz"
+        )
+        files.setdefault(key, []).append(event)
+    for key, records in files.items():
+        body = gzip.compress(json.dumps({"Records": records}).encode())
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    digest = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/{REGION}/digest.json.gz"
+    s3.put_object(Bucket=BUCKET, Key=digest, Body=gzip.compress(b"{}"))
+    return len(files)
+
+
+def run_demo(case: Path, say: Callable[[str], None]) -> None:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise UsageError("the demo needs moto: pip install 'cloudir[demo]'") from exc
+
+    from cloudir.analyze.timeline import build_timeline
+    from cloudir.capture.aws import Aws, AwsOptions
+    from cloudir.capture.cloudtrail import capture_s3
+    from cloudir.case import Case
+    from cloudir.timewindow import Window
+
+    if (case / "case.json").exists():
+        raise UsageError(f"{case} already exists; remove it or pick another --case")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_SECRET_ACCESS_KEY": "demo",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        os.environ[name] = value
+    os.environ.pop("AWS_PROFILE", None)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        say(f"AWS emulator (moto) listening on {endpoint}")
+        aws = Aws(AwsOptions(region=REGION, endpoint_url=endpoint))
+        start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
+        files = seed_bucket(aws.client("s3"), story(start))
+        say(f"seeded s3://{BUCKET} with {files} CloudTrail files (a leaked-key intrusion)")
+        the_case = Case.create(case, title="Demo: leaked CI access key", examiner="demo")
+        identity = aws.caller_identity()
+        the_case.actor = identity.get("Arn", the_case.actor)
+        window = Window.parse("3d", None)
+        items = capture_s3(the_case, aws, BUCKET, "", [], [], window, 8, identity, say)
+    finally:
+        server.stop()
+    captured = sum(i.captured for i in items)
+    say(f"captured {captured} files into {case}/evidence with custody in {case}/custody.jsonl")
+    result = build_timeline(the_case)
+    say(f"timeline: {result.rows} events in {result.path}")
+    print(
+        "\nNext:\n"
+        f"  cloudir verify --case {case}\n"
+        f'  cloudir query --case {case} "SELECT timestamp, src_ip, message FROM timeline '
+        f"WHERE src_ip = '{ATTACKER_IP}' ORDER BY timestamp\"\n"
+        f"  cloudir timeline export --case {case} --format csv\n"
+    )
