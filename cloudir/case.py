@@ -296,9 +296,9 @@ class Case:
         folder = self.evidence_dir(evidence_id)
         found = []
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink() and path.name != META_FILE:
-                if not path.name.endswith(PARTIAL_SUFFIX):
-                    found.append(path)
+            complete = not path.name.endswith(PARTIAL_SUFFIX) and path.name != META_FILE
+            if complete and path.is_file() and not path.is_symlink():
+                found.append(path)
         return found
 
     # -- verify ----------------------------------------------------------------------

@@ -6,8 +6,8 @@
 #   scripts/dockerd.sh stop           stop it by the PID in its pidfile
 #   scripts/dockerd.sh env            print `export DOCKER_HOST=...` for it
 #   scripts/dockerd.sh status         exit 0 when it is running and answers
-#   scripts/dockerd.sh image [TAG]    import the offline busybox test image (default
-#                                     cloudir-test/busybox:1) from busybox-static
+#   scripts/dockerd.sh image [TAG]    import the offline test image (default
+#                                     cloudir-test/busybox:1) built from busybox-static
 #
 # Runs as root. State folder: $CLOUDIR_DOCKER_STATE (default /tmp/cloudir-dockerd).
 # `start` exits non-zero with a one-line warning and the log tail when dockerd cannot
@@ -57,6 +57,7 @@ start() {
   command -v docker >/dev/null || { warn "docker client not found (apt-get install docker.io)"; return 1; }
   if [ "$(id -u)" -ne 0 ]; then warn "dockerd needs root (running as uid $(id -u))"; return 1; fi
 
+  reap_leftovers
   mkdir -p "$STATE/data" "$STATE/exec"
   # Our own config file, so /etc/docker/daemon.json cannot change these settings;
   # dockerd before 23.0 also writes a trust key, by default to /etc/docker/key.json.
@@ -127,6 +128,8 @@ reap_leftovers() {
      [ "$(cat "/proc/$cpid/comm" 2>/dev/null)" = containerd ]; then
     stop_pid "$cpid"
   fi
+  # A stale pidfile makes the next dockerd wait for a containerd that is gone.
+  rm -f "$STATE/exec/containerd/containerd.pid"
   for d in /proc/[0-9]*; do
     [ "$(cat "$d/comm" 2>/dev/null)" = containerd-shim ] || continue  # comm is cut to 15
     tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "-address $sock " || continue
@@ -149,23 +152,27 @@ stop() {
   reap_leftovers
 }
 
-# A tiny image built offline: busybox-static plus the applet symlinks, imported
-# from a tar (no registry, no Dockerfile, no network).
+# A tiny image built offline: a static busybox with every applet linked in /bin,
+# imported from a tar (no registry, no Dockerfile, no network).
 image() {
-  local tag=${1:-cloudir-test/busybox:1}
+  local tag=${1:-cloudir-test/busybox:1} bb tmp applet
   if docker -H "$HOST" image inspect "$tag" >/dev/null 2>&1; then
     say "image $tag already present"
     return 0
   fi
-  local bb
   bb=$(command -v busybox) || { warn "busybox not found (apt-get install busybox-static)"; return 1; }
-  local tmp
+  if ldd "$bb" 2>/dev/null | grep -q '=>'; then
+    warn "$bb is dynamically linked and cannot run alone in an image (apt-get install busybox-static)"
+    return 1
+  fi
   tmp=$(mktemp -d)
   # shellcheck disable=SC2064  # expand $tmp now
   trap "rm -rf '$tmp'" RETURN
-  mkdir -p "$tmp/root/bin" "$tmp/root/tmp"
+  mkdir -p "$tmp/root/bin" "$tmp/root/etc" "$tmp/root/tmp"
   cp "$bb" "$tmp/root/bin/busybox"
-  for applet in sh ls cat echo sleep; do ln -s busybox "$tmp/root/bin/$applet"; done
+  for applet in $("$bb" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$tmp/root/bin/$applet"
+  done
   tar -C "$tmp/root" -cf "$tmp/rootfs.tar" .
   docker -H "$HOST" import "$tmp/rootfs.tar" "$tag" >/dev/null
   say "imported $tag"

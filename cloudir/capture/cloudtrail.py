@@ -9,6 +9,7 @@ its own custody entry with the S3 key, size, ETag, VersionId and SHA-256.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -210,7 +211,7 @@ def capture_s3(
             for future in futures:
                 future.cancel()
             raise
-    for item, bkt, objects in plan:
+    for item, bkt, _ in plan:
         case.record(
             "capture-complete" if not item.failed else "capture-incomplete",
             item.evidence_id,
@@ -285,10 +286,7 @@ def capture_lookup(
         client = aws.client("cloudtrail", region)
         raw_pages: list[bytes] = []
         client.meta.events.register(
-            "before-parse.cloudtrail.LookupEvents",
-            lambda http_response=None, **_: (
-                raw_pages.append(http_response.content) if http_response is not None else None
-            ),
+            "before-parse.cloudtrail.LookupEvents", functools.partial(_keep_body, raw_pages)
         )
         base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
         evidence_id = case.unique_evidence_id(base)
@@ -350,6 +348,12 @@ def capture_lookup(
         )
         results.append(item)
     return results
+
+
+def _keep_body(pages: list[bytes], http_response: Any = None, **_: Any) -> None:
+    """botocore hook: the response body exactly as AWS sent it, before parsing."""
+    if http_response is not None:
+        pages.append(http_response.content)
 
 
 def _reencode(resp: dict[str, Any]) -> bytes:
