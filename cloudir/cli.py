@@ -349,7 +349,9 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) ->
 
     from cloudir.console import inert, stdout
 
-    table = Table(*[Text(c) for c in columns], show_lines=False)
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(Text(column))
     for row in rows:
         table.add_row(*[Text(inert(v, width)) for v in row])
     stdout.print(table)

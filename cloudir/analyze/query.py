@@ -32,7 +32,7 @@ def connect(case: Case) -> Any:
         )
     con = duckdb.connect()
     pattern = str(folder / "*.parquet").replace("'", "''")
-    con.execute(f"CREATE VIEW timeline AS SELECT * FROM read_parquet('{pattern}')")
+    con.execute(f"CREATE VIEW timeline AS SELECT * FROM read_parquet('{pattern}')").fetchall()
     return con
 
 
@@ -58,6 +58,5 @@ def export(case: Case, fmt: str, out: Path) -> int:
     con.execute(
         f"COPY (SELECT {TIMESKETCH_COLUMNS} FROM timeline ORDER BY timestamp, event_id) "
         f"TO '{target}' ({options})"
-    )
-    row = con.execute("SELECT count(*) FROM timeline").fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return int(con.execute("SELECT count(*) FROM timeline").fetchall()[0][0])

@@ -82,13 +82,10 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
         for path in case.evidence_files(evidence_id):
             rel = case.relpath(path)
             if parser_for(kind, path) is None:
-                skipped.append(
-                    {
-                        "evidence_id": evidence_id,
-                        "path": rel,
-                        "reason": f"no parser for this file in a {kind or 'untyped'} item",
-                    }
-                )
+                reason = f"no parser for this file in a {kind or 'untyped'} item"
+                if path.name.lower().endswith(".zip"):
+                    reason = "zip archive: not opened; unpack it and capture the folder"
+                skipped.append({"evidence_id": evidence_id, "path": rel, "reason": reason})
                 continue
             size = path.stat().st_size
             tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
@@ -202,10 +199,11 @@ def build_timeline(
     if staging_files:
         result.duplicates_dropped = _drop_duplicates(building, sorted(staging_files))
         result.rows -= result.duplicates_dropped
-    _write_lines(building / ERRORS_FILE, result.errors)
-    (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        result.rows_by_evidence = _rows_by_evidence(building)
     final = case.root / TIMELINE_DIR
     result.path = str(final)
+    _write_lines(building / ERRORS_FILE, result.errors)
+    (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     _swap_in(building, final)
     return result
 
@@ -222,21 +220,20 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
             SELECT event_id, min({{'f': filename, 'r': file_row_number}}) AS first_copy,
                    count(*) - 1 AS extra
             FROM {source} GROUP BY event_id HAVING count(*) > 1"""
-    )
-    extra = con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchone()
-    dropped = int(extra[0]) if extra else 0
+    ).fetchall()
+    dropped = int(con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchall()[0][0])
     if dropped == 0:
         return 0
     import pyarrow.parquet as pq
 
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
-    reader = con.execute(
+    reader = con.sql(
         f"""SELECT * EXCLUDE (filename, file_row_number) FROM {source} s
             WHERE NOT EXISTS (
               SELECT 1 FROM keep k WHERE k.event_id = s.event_id
                 AND k.first_copy <> {{'f': s.filename, 'r': s.file_row_number}})"""
-    ).fetch_record_batch(ROW_GROUP_ROWS)
+    ).to_arrow_reader(ROW_GROUP_ROWS)
     out = folder / "part-dedup.parquet.tmp"
     with pq.ParquetWriter(out, TIMELINE_SCHEMA, compression="zstd", compression_level=1) as writer:
         for batch in reader:
@@ -246,6 +243,17 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
         os.unlink(name)
     out.rename(folder / "part-0-dedup.parquet")
     return dropped
+
+
+def _rows_by_evidence(folder: Path) -> dict[str, int]:
+    import duckdb
+
+    pattern = _sql_str(str(folder / "*.parquet"))
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT evidence_id, count(*) FROM read_parquet({pattern}) GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return {str(evidence_id): int(count) for evidence_id, count in rows}
 
 
 def _sql_str(text: str) -> str:

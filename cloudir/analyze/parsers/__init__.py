@@ -30,8 +30,11 @@ class ErrorLog:
     path: str = ""
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, reason: str, record: int | None = None) -> None:
+    def add(self, reason: str, record: int | None = None, line: int | None = None) -> None:
+        """`record` counts events from 1 in file order; `line` is the JSONL line."""
         entry: dict[str, Any] = {"evidence_id": self.evidence_id, "path": self.path}
+        if line is not None:
+            entry["line"] = line
         if record is not None:
             entry["record"] = record
         entry["reason"] = reason

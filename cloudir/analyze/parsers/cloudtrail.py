@@ -116,7 +116,7 @@ def _events(path: Path, errors: ErrorLog) -> Iterator[dict[str, Any]]:
                 try:
                     document = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    errors.add(f"invalid JSON: {exc}", line_number)
+                    errors.add(f"invalid JSON: {exc}", line=line_number)
                     continue
                 yield from _from_document(document, errors, line_number)
             return
@@ -142,7 +142,7 @@ def _from_document(document: Any, errors: ErrorLog, line: int | None) -> Iterato
     elif isinstance(document, list):
         items = document
     else:
-        errors.add("JSON value is not an object or a list of events", line)
+        errors.add("JSON value is not an object or a list of events", line=line)
         return
     yield from _unwrap_all(items, errors, line)
 
@@ -152,8 +152,7 @@ def _unwrap_all(items: list[Any], errors: ErrorLog, line: int | None) -> Iterato
         try:
             yield unwrap(item)
         except NotCloudTrail as exc:
-            where = line if line is not None else index + 1
-            errors.add(str(exc), where)
+            errors.add(str(exc), record=index + 1, line=line)
 
 
 def unwrap(item: Any) -> dict[str, Any]:
@@ -207,11 +206,26 @@ def target_of(event: dict[str, Any]) -> str | None:
     if isinstance(params, dict):
         for key in TARGET_PARAMETERS:
             if params.get(key):
-                return _text(params[key])
+                return _readable(params[key])
         for value in params.values():
             if isinstance(value, str) and value:
                 return value
     return None
+
+
+def _readable(value: Any) -> str | None:
+    """EC2's `{"items": [{"instanceId": "i-1"}]}` reads as `i-1`; lists join with commas."""
+    if isinstance(value, dict) and isinstance(value.get("items"), list):
+        value = value["items"]
+    if isinstance(value, list):
+        names = []
+        for entry in value:
+            if isinstance(entry, dict):
+                entry = next((v for v in entry.values() if isinstance(v, str)), None)
+            if entry is not None:
+                names.append(_text(entry) or "")
+        return ", ".join(names) or None
+    return _text(value)
 
 
 def outcome_of(event: dict[str, Any]) -> str:
