@@ -1,0 +1,136 @@
+"""Shared fixtures: the real AWS emulator over HTTP, the corpus, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_aws_credentials() -> Iterator[None]:
+    """No test may ever reach a real account: credentials are fake, profiles are ignored."""
+    saved = {k: os.environ.get(k) for k in [*FAKE_AWS_ENV, "AWS_PROFILE", "AWS_ENDPOINT_URL"]}
+    os.environ.update(FAKE_AWS_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A moto server over HTTP: CI's (CLOUDIR_MOTO_URL) or one started for this session."""
+    external = os.environ.get("CLOUDIR_MOTO_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def boto_client(moto_url: str, service: str, region: str = "us-east-1") -> Any:
+    import boto3
+
+    return boto3.client(service, region_name=region, endpoint_url=moto_url)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = Path(os.environ.get("CLOUDIR_CORPUS", REPO.parent / "shared" / "corpus"))
+    if not (path / "cloudtrail").is_dir():
+        if os.environ.get("CLOUDIR_REQUIRE_CORPUS") == "1":
+            pytest.fail(f"CLOUDIR_REQUIRE_CORPUS=1 but no corpus at {path}")
+        pytest.skip(f"corpus not found at {path}; set CLOUDIR_CORPUS")
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def cloudir(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> Result:
+    """Run the CLI in a child process, exactly as a responder or a CI job would."""
+    full_env = dict(os.environ, COLUMNS="200", **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cloudir", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def custody(case: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (case / "custody.jsonl").read_text().splitlines()]
+
+
+def query(case: Path, sql: str) -> list[dict[str, Any]]:
+    result = cloudir("query", "--case", str(case), sql, "--json")
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+def ct_event(when: str, name: str = "ListBuckets", **extra: Any) -> dict[str, Any]:
+    """A CloudTrail record shaped like AWS's, with a fresh eventID."""
+    event = {
+        "eventVersion": "1.09",
+        "userIdentity": {
+            "type": "IAMUser",
+            "principalId": "AIDATEST",
+            "arn": "arn:aws:iam::111111111111:user/alice",
+            "accountId": "111111111111",
+            "accessKeyId": "AKIATESTKEY",
+            "userName": "alice",
+        },
+        "eventTime": when,
+        "eventSource": "s3.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2",
+        "requestParameters": None,
+        "responseElements": None,
+        "eventID": str(uuid.uuid4()),
+        "recipientAccountId": "111111111111",
+    }
+    event.update(extra)
+    return event
+
+
+def records_gz(events: list[dict[str, Any]]) -> bytes:
+    return gzip.compress(json.dumps({"Records": events}).encode())
