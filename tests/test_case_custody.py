@@ -11,7 +11,7 @@ import pytest
 
 from cloudir.case import Case
 from cloudir.errors import EvidenceError
-from tests.conftest import cloudir, custody, ct_event, records_gz
+from tests.conftest import cloudir, ct_event, custody, records_gz
 
 
 @pytest.fixture
@@ -124,5 +124,5 @@ def test_unreadable_meta_is_an_evidence_error(tmp_path: Path) -> None:
     case = Case.create(tmp_path / "c")
     (case.evidence_dir("x")).mkdir(parents=True)
     (case.evidence_dir("x") / "meta.json").write_text("{broken")
-    with pytest.raises(EvidenceError, match="unreadable meta.json"):
+    with pytest.raises(EvidenceError, match=r"unreadable meta\.json"):
         case.read_meta("x")

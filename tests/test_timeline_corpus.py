@@ -32,7 +32,9 @@ def stratus_case(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def corpus_case(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     case = tmp_path_factory.mktemp("all") / "case"
     for folder in FOLDERS:
-        result = cloudir("capture", "files", "--case", str(case), str(corpus / "cloudtrail" / folder))
+        result = cloudir(
+            "capture", "files", "--case", str(case), str(corpus / "cloudtrail" / folder)
+        )
         assert result.code == 0, result.stderr
     result = cloudir("timeline", "--case", str(case))
     assert result.code == 0, result.stderr
@@ -68,7 +70,7 @@ def test_stop_logging_row_reads_like_the_event(stratus_case: Path) -> None:
     assert "cloudtrail:StopLogging on stratus-red-team-ct-stop-trail-buykxbqejv" in row["message"]
     raw = json.loads(row["raw"])
     assert raw["requestID"] == "14c891b6-11b5-4787-ae97-64a974977078"
-    assert raw["user" "Identity"]["arn"] == row["user"]
+    assert raw["userIdentity"]["arn"] == row["user"]
 
 
 def test_failed_calls_carry_their_error_code(stratus_case: Path) -> None:
@@ -94,7 +96,9 @@ def test_lookup_events_jsonl_parses_from_the_inner_record(corpus_case: Path) -> 
             "action": "ec2.amazonaws.com:DescribeInstances",
         }
     ]
-    [count] = query(corpus_case, "SELECT count(*) AS n FROM timeline WHERE evidence_id LIKE '%plaso%'")
+    [count] = query(
+        corpus_case, "SELECT count(*) AS n FROM timeline WHERE evidence_id LIKE '%plaso%'"
+    )
     assert count["n"] == 6
 
 

@@ -350,10 +350,10 @@ def capture_lookup(
     return results
 
 
-def _keep_body(pages: list[bytes], http_response: Any = None, **_: Any) -> None:
+def _keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
     """botocore hook: the response body exactly as AWS sent it, before parsing."""
-    if http_response is not None:
-        pages.append(http_response.content)
+    if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
+        pages.append(response_dict["body"])
 
 
 def _reencode(resp: dict[str, Any]) -> bytes:

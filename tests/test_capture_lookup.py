@@ -1,0 +1,134 @@
+"""`capture cloudtrail --lookup` against a moto server whose LookupEvents we supply.
+
+moto has no LookupEvents. This test starts its own `moto.server.ThreadedMotoServer` in
+this process and adds a `lookup_events` handler to moto's CloudTrail response class, so
+the CLI (a child process) talks real HTTP to a real moto server that answers the action
+with pages we control. boto3 itself is not patched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import cloudir, ct_event, custody, query, records_gz
+
+
+def lookup_record(event: dict[str, Any]) -> dict[str, Any]:
+    """One LookupEvents entry as the API sends it: CloudTrailEvent is a JSON string."""
+    when = datetime.strptime(event["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return {
+        "EventId": event["eventID"],
+        "EventName": event["eventName"],
+        "ReadOnly": "true",
+        "AccessKeyId": event["userIdentity"]["accessKeyId"],
+        "EventTime": when.timestamp(),
+        "EventSource": event["eventSource"],
+        "Username": event["userIdentity"]["userName"],
+        "Resources": [],
+        "CloudTrailEvent": json.dumps(event),
+    }
+
+
+@pytest.fixture
+def lookup_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    from moto.cloudtrail.responses import CloudTrailResponse
+    from moto.server import ThreadedMotoServer
+
+    events = [ct_event(f"2024-07-31T10:0{n}:00Z", name=f"Call{n}") for n in range(3)]
+    pages = {
+        None: {"Events": [lookup_record(e) for e in events[:2]], "NextToken": "page-2"},
+        "page-2": {"Events": [lookup_record(events[2])]},
+    }
+    state: dict[str, Any] = {"events": events, "calls": [], "bodies": []}
+
+    def lookup_events(self: CloudTrailResponse) -> str:
+        token = self._get_param("NextToken")
+        state["calls"].append((time.monotonic(), token, self._get_param("StartTime")))
+        body = json.dumps(pages[token])
+        state["bodies"].append(body.encode())
+        return body
+
+    monkeypatch.setattr(CloudTrailResponse, "lookup_events", lookup_events, raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    state["url"] = f"http://{host}:{port}"
+    yield state
+    server.stop()
+
+
+def test_pages_are_saved_byte_for_byte_and_paginated(
+    lookup_server: dict[str, Any], tmp_path: Path
+) -> None:
+    case = tmp_path / "case"
+    result = cloudir(
+        "capture",
+        "cloudtrail",
+        "--case",
+        str(case),
+        "--lookup",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        lookup_server["url"],
+        "--start",
+        "2024-07-31T00:00:00Z",
+        "--end",
+        "2024-08-01T00:00:00Z",
+        "--json",
+    )
+    assert result.code == 0, result.stderr
+    [item] = result.json()["items"]
+    assert item["captured"] == 3
+    assert item["listed"] == 2
+
+    tokens = [token for _, token, _ in lookup_server["calls"]]
+    assert tokens == [None, "page-2"]
+    stamps = [at for at, _, _ in lookup_server["calls"]]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 0.5, "LookupEvents allows 2 requests a second"
+
+    pages = sorted(case.glob("evidence/cloudtrail-api-*/pages/page-*.json"))
+    assert [p.read_bytes() for p in pages] == lookup_server["bodies"]
+    page_entries = [e for e in custody(case) if e["action"] == "capture"]
+    assert [e["source"]["events"] for e in page_entries] == [2, 1]
+
+
+def test_lookup_and_s3_copies_of_an_event_give_one_row(
+    lookup_server: dict[str, Any], tmp_path: Path
+) -> None:
+    case = tmp_path / "case"
+    delivered = tmp_path / "delivered.json.gz"
+    delivered.write_bytes(records_gz(lookup_server["events"]))
+    assert cloudir("capture", "files", "--case", str(case), str(delivered)).code == 0
+    result = cloudir(
+        "capture",
+        "cloudtrail",
+        "--case",
+        str(case),
+        "--lookup",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        lookup_server["url"],
+        "--start",
+        "2024-07-31T00:00:00Z",
+        "--end",
+        "2024-08-01T00:00:00Z",
+    )
+    assert result.code == 0, result.stderr
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    assert timeline.json()["duplicates_dropped"] == 3
+    rows = query(case, "SELECT event_id, evidence_id, action FROM timeline ORDER BY timestamp")
+    assert [r["event_id"] for r in rows] == [e["eventID"] for e in lookup_server["events"]]
+    assert {r["evidence_id"] for r in rows} == {"cloudtrail-delivered.json.gz"}
+    assert rows[0]["action"] == "s3.amazonaws.com:Call0"

@@ -1,0 +1,151 @@
+"""The command line as a responder meets it: help, exit codes, hostile text, the demo."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cloudir, ct_event, query, records_gz
+
+COMMANDS = [
+    ["capture", "cloudtrail"],
+    ["capture", "files"],
+    ["timeline"],
+    ["timeline", "export"],
+    ["query"],
+    ["verify"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    result = cloudir(*command, "--help")
+    assert result.code == 0, result.stderr
+    assert "Example: cloudir " + command[0] in " ".join(result.stdout.split())
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys; from cloudir.cli import app; "
+        "heavy = [m for m in ('boto3', 'duckdb', 'pyarrow', 'moto') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_version_flag() -> None:
+    from cloudir import __version__
+
+    result = cloudir("--version")
+    assert result.code == 0
+    assert result.stdout.strip() == f"cloudir {__version__}"
+
+
+def test_bad_time_is_a_usage_error(tmp_path: Path) -> None:
+    result = cloudir(
+        "capture", "cloudtrail", "--case", str(tmp_path / "c"), "--bucket", "b", "--start", "soon"
+    )
+    assert result.code == 2
+    assert "cannot read time 'soon'" in result.stderr
+
+
+def test_query_without_timeline_says_what_to_run(tmp_path: Path) -> None:
+    source = tmp_path / "x.json"
+    source.write_text(json.dumps([ct_event("2024-07-31T10:00:00Z")]))
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(source)).code == 0
+    result = cloudir("query", "--case", str(case), "SELECT 1")
+    assert result.code == 3
+    assert "run `cloudir timeline" in result.stderr
+
+
+def test_bad_sql_is_a_usage_error_in_one_line(tmp_path: Path) -> None:
+    case = _case_with(tmp_path, [ct_event("2024-07-31T10:00:00Z")])
+    result = cloudir("query", "--case", str(case), "SELEC nonsense")
+    assert result.code == 2
+    assert result.stderr.startswith("error: query failed:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _case_with(tmp_path: Path, events: list[dict], name: str = "logs.json.gz") -> Path:
+    source = tmp_path / name
+    source.write_bytes(records_gz(events))
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(source)).code == 0
+    result = cloudir("timeline", "--case", str(case))
+    assert result.code == 0, result.stderr
+    return case
+
+
+def test_attacker_text_reaches_the_terminal_inert(tmp_path: Path) -> None:
+    hostile = "\x1b[2J\x1b]0;pwned\x07[bold red]<script>alert(1)</script>"
+    case = _case_with(tmp_path, [ct_event("2024-07-31T10:00:00Z", userAgent=hostile)])
+    result = cloudir("query", "--case", str(case), "SELECT raw->>'userAgent' AS ua FROM timeline")
+    assert result.code == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\\x1b[2J" in result.stdout
+    assert "[bold red]" in result.stdout
+    [row] = query(case, "SELECT raw->>'userAgent' AS ua FROM timeline")
+    assert row["ua"] == hostile, "the timeline keeps the evidence exactly"
+
+
+def test_truncated_gzip_is_counted_and_the_rest_still_parses(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    good = records_gz([ct_event("2024-07-31T10:00:00Z"), ct_event("2024-07-31T10:01:00Z")])
+    (logs / "good.json.gz").write_bytes(good)
+    whole = records_gz([ct_event(f"2024-07-31T11:{n:02d}:00Z") for n in range(50)])
+    (logs / "cut.json.gz").write_bytes(whole[: len(whole) // 2])
+    (logs / "lines.jsonl").write_text(
+        json.dumps(ct_event("2024-07-31T12:00:00Z"))
+        + "\n{not json\n"
+        + json.dumps(ct_event("2024-07-31T12:01:00Z"))
+        + "\n"
+    )
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(logs)).code == 0
+    result = cloudir("timeline", "--case", str(case), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["rows"] == 4
+    errors = [json.loads(x) for x in (case / "timeline/errors.jsonl").read_text().splitlines()]
+    reasons = {Path(e["path"]).name: e for e in errors}
+    assert reasons["cut.json.gz"]["reason"].startswith("truncated or corrupt gzip")
+    assert reasons["lines.jsonl"]["line"] == 2
+    assert "2 evidence problems skipped" in result.stderr
+
+
+def test_gzip_is_recognised_by_content_not_name(tmp_path: Path) -> None:
+    case = _case_with(tmp_path, [ct_event("2024-07-31T10:00:00Z")], name="renamed.json")
+    assert gzip.decompress((tmp_path / "renamed.json").read_bytes())
+    assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 1}]
+
+
+def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
+    case = tmp_path / "demo"
+    result = cloudir("demo", "--case", str(case))
+    assert result.code == 0, result.stderr
+    assert f"cloudir verify --case {case}" in result.stdout
+    assert cloudir("verify", "--case", str(case)).code == 0
+    rows = query(
+        case,
+        "SELECT action, target FROM timeline WHERE src_ip = '203.0.113.77' ORDER BY timestamp",
+    )
+    assert [r["action"].split(":")[1] for r in rows] == [
+        "GetCallerIdentity",
+        "ListBuckets",
+        "GetObject",
+        "CreateUser",
+        "CreateAccessKey",
+        "StopLogging",
+    ]
+    assert rows[3]["target"] == "svc-backup"
+    again = cloudir("demo", "--case", str(case))
+    assert again.code == 2
+    assert "already exists" in again.stderr
