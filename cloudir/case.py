@@ -173,6 +173,13 @@ class Case:
         except (OSError, ValueError) as exc:
             raise EvidenceError(f"{path}: unreadable meta.json ({exc})") from exc
 
+    def item_with_source(self, source: dict[str, Any]) -> str | None:
+        """The item whose meta.json names exactly this source, if one exists."""
+        for evidence_id in self.evidence_ids():
+            if self.read_meta(evidence_id).get("source") == source:
+                return evidence_id
+        return None
+
     def unique_evidence_id(self, base: str) -> str:
         """A fresh id: evidence is never written into an item another run created."""
         base = safe_name(base)

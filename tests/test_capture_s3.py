@@ -188,11 +188,15 @@ def test_rerun_skips_what_is_held_and_refetches_what_is_gone(
     assert capture(case, moto_url, *args).code == 0
     lost = next(case.glob("evidence/*/logs/*.json.gz"))
     lost.unlink()
-    result = capture(case, moto_url, *args)
+    items_before = sorted(p.name for p in (case / "evidence").iterdir())
+    # a day later the same relative window starts elsewhere: it must resume, not fork
+    wider = ["--bucket", org_bucket["bucket"], "--prefix", "corp", "--start", "2024-07-29"]
+    result = capture(case, moto_url, *wider, "--end", "2024-07-31T23:59:59Z", "--json")
     assert result.code == 0, result.stderr
     items = result.json()["items"]
     assert sum(i["captured"] for i in items) == 1
     assert sum(i["skipped"] for i in items) == len(org_bucket["wanted"]) - 1
+    assert sorted(p.name for p in (case / "evidence").iterdir()) == items_before
     assert cloudir("verify", "--case", str(case)).code == 0
 
 

@@ -172,18 +172,23 @@ def capture_s3(
     for log_prefix in discover_accounts(s3, bucket, prefix, accounts):
         for region in discover_regions(s3, bucket, log_prefix, regions):
             objects = list(list_day_objects(s3, bucket, f"{log_prefix.prefix}{region}/", window))
-            evidence_id = f"cloudtrail-{log_prefix.account}-{region}-{window.label()}"
+            source = {
+                "type": "s3",
+                "bucket": bucket,
+                "prefix": f"{log_prefix.prefix}{region}/",
+                "account": log_prefix.account,
+                "organization": log_prefix.organization,
+                "region": region,
+            }
+            # The same folder captured again (even with a later relative --start) resumes
+            # into the item that already holds it.
+            evidence_id = case.item_with_source(source) or case.unique_evidence_id(
+                f"cloudtrail-{log_prefix.account}-{region}-{window.label()}"
+            )
             item = ItemResult(evidence_id, log_prefix.account, region, listed=len(objects))
             meta = {
                 "kind": "cloudtrail",
-                "source": {
-                    "type": "s3",
-                    "bucket": bucket,
-                    "prefix": f"{log_prefix.prefix}{region}/",
-                    "account": log_prefix.account,
-                    "organization": log_prefix.organization,
-                    "region": region,
-                },
+                "source": source,
                 "window": window.as_dict(),
                 "caller_identity": identity,
             }
@@ -220,6 +225,7 @@ def capture_s3(
                 f"s3://{bkt}: {item.captured} captured, {item.skipped} already held, "
                 f"{len(item.failed)} failed of {item.listed} listed"
             ),
+            source={"window": window.as_dict()},
         )
     return [item for item, _, _ in plan]
 

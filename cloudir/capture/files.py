@@ -75,7 +75,7 @@ def capture_paths(
         warnings: list[str] = []
         files = _walk(given, warnings)
         item_kind = guess_kind(files) if kind == "auto" else kind
-        evidence_id = _item_for(case, source, item_kind)
+        evidence_id = _item_for(case, source, item_kind, len(files))
         result = FilesResult(evidence_id, str(source), item_kind, warnings=warnings)
         meta = {
             "kind": item_kind,
@@ -121,12 +121,7 @@ def capture_paths(
     return results
 
 
-def _item_for(case: Case, source: Path, kind: str) -> str:
+def _item_for(case: Case, source: Path, kind: str, files: int) -> str:
     """Reuse the item that already holds this source path, else a new readable id."""
-    base = safe_name(f"{kind}-{source.name}")
-    for existing in case.evidence_ids():
-        if existing == base or existing.startswith(base + "-"):
-            meta = case.read_meta(existing)
-            if meta.get("source", {}).get("path") == str(source):
-                return existing
-    return case.unique_evidence_id(base)
+    held = case.item_with_source({"type": "files", "path": str(source), "files": files})
+    return held or case.unique_evidence_id(safe_name(f"{kind}-{source.name}"))
