@@ -24,6 +24,7 @@ Usage: .venv/bin/python bench/ingest_cloudtrail.py [--events N] [--files F]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import multiprocessing
@@ -129,8 +130,7 @@ def build_world(seed: int) -> World:
     rng = random.Random(f"world-{seed}")
     cli = (
         "aws-cli/2.17.18 md/awscrt#0.20.11 ua/2.0 os/linux#6.1.0-21-amd64 md/arch#x86_64 "
-        "lang/python#3.11.9 md/pyimpl#CPython cfg/retry-mode#standard md/installer#exe "
-        "md/distrib#debian.12 md/prompt#off md/command#{cmd}"
+        "lang/python#3.11.9 md/pyimpl#CPython cfg/retry-mode#standard md/command#{cmd}"
     )
     boto = (
         "Boto3/1.34.144 md/Botocore#1.34.144 ua/2.0 os/linux#5.10.219-208.866.amzn2.x86_64 "
@@ -139,8 +139,7 @@ def build_world(seed: int) -> World:
     )
     terraform = (
         "APN/1.0 HashiCorp/1.0 Terraform/1.9.2 (+https://www.terraform.io) "
-        "terraform-provider-aws/5.59.0 (+https://registry.terraform.io/providers/hashicorp/aws) "
-        "aws-sdk-go-v2/1.30.3 os/linux lang/go#1.22.5 md/GOOS#linux md/GOARCH#amd64 api/ec2#1.171.0"
+        "terraform-provider-aws/5.59.0 aws-sdk-go-v2/1.30.3 os/linux lang/go#1.22.5"
     )
     console_ua = (
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
@@ -357,10 +356,13 @@ class EventMaker:
         event.update(extra)
         event["eventCategory"] = "Management" if event["managementEvent"] else "Data"
         if who.identity["type"] != "AWSService":
+            host = _host(source, self.region)
+            if isinstance(params, dict) and isinstance(params.get("Host"), str):
+                host = params["Host"]
             event["tlsDetails"] = {
                 "tlsVersion": "TLSv1.3" if rng.random() < 0.7 else "TLSv1.2",
                 "cipherSuite": "TLS_AES_128_GCM_SHA256",
-                "clientProvidedHostHeader": _host(source, self.region),
+                "clientProvidedHostHeader": host,
             }
             if who.console:
                 event["sessionCredentialFromConsole"] = "true"
@@ -458,7 +460,9 @@ class EventMaker:
                     {
                         "instanceId": instance,
                         "instanceState": {"code": 0, "name": "pending"},
-                        "privateDnsName": f"ip-10-0-{rng.randrange(256)}-{rng.randrange(256)}.ec2.internal",
+                        "privateDnsName": (
+                            f"ip-10-0-{rng.randrange(256)}-{rng.randrange(256)}.ec2.internal"
+                        ),
                         "subnetId": subnet,
                         "architecture": "x86_64",
                         "rootDeviceType": "ebs",
@@ -541,7 +545,7 @@ class EventMaker:
         rng = self.rng
         bucket = rng.choice(self.w.buckets)
         key = (
-            f"{rng.choice(('images', 'exports', 'db', 'logs/app'))}/2024/07/"
+            f"{rng.choice(('images', 'exports', 'db', 'logs/app'))}/2024/07/31/"
             f"{_hex(rng, 12)}.{rng.choice(('jpg', 'parquet', 'gz', 'json'))}"
         )
         params = {
@@ -734,6 +738,8 @@ class EventMaker:
         return "iam.amazonaws.com", "CreateUser", params, response, {}
 
     def console_login(self, who: Principal) -> tuple[str, str, Any, Any, Event]:
+        if not who.console:  # people sign in to the console, programs do not
+            return self.describe_instances(who)
         ok = self.rng.random() > 0.1
         extra: Event = {
             "additionalEventData": {
@@ -998,16 +1004,16 @@ class TreeSampler(threading.Thread):
         self.pid = pid
         self.peak_kib = 0
         self.available = Path("/proc/self/stat").exists()
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while self.available and not self._stop.is_set():
+        while self.available and not self._done.is_set():
             total = sum(_memory_kib(pid) for pid in _proc_tree(self.pid))
             self.peak_kib = max(self.peak_kib, total)
-            self._stop.wait(SAMPLE_SECONDS)
+            self._done.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
@@ -1127,10 +1133,8 @@ def machine_info(cloudir: str) -> dict[str, Any]:
     except OSError:
         pass
     mem = None
-    try:
+    with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
-    except (ValueError, OSError):
-        pass
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -1316,10 +1320,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_report(report: Report) -> None:
+    """The results as tables on stdout, then each row's note and exact command line."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=120)
     p = report.params
     title = (
         f"{p['events']:,} CloudTrail events in {p['files']:,} files; "
@@ -1327,29 +1335,31 @@ def print_report(report: Report) -> None:
         f"gzip; {report.machine['nproc']} CPUs"
     )
     table = Table(title=title)
-    for name, justify in (
-        ("tool", "left"),
-        ("seconds", "right"),
-        ("events/s", "right"),
-        ("x floor", "right"),
-        ("peak RSS MiB\n(largest proc)", "right"),
-        ("peak PSS MiB\n(whole tree)", "right"),
-        ("CPU s", "right"),
-        ("note", "left"),
+    for name in (
+        "tool",
+        "seconds",
+        "events/s",
+        "x floor",
+        "peak RSS MiB\n(largest proc)",
+        "peak PSS MiB\n(whole tree)",
+        "CPU s",
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in report.rows:
+        table.add_column(name, justify="left" if name == "tool" else "right")
+    for n, r in enumerate(report.rows, 1):
         table.add_row(
-            r.tool,
+            Text(f"{r.tool} [{n}]"),
             _fmt(r.seconds, ".2f"),
             _fmt(r.events_per_s, ",.0f"),
             _fmt(r.ratio_to_floor, ".2f"),
             _fmt(r.max_rss_mib, ",.0f"),
             _fmt(r.tree_pss_mib, ",.0f"),
             _fmt(r.cpu_seconds, ".1f"),
-            r.note,
         )
     console.print(table)
+    for n, r in enumerate(report.rows, 1):
+        console.print(Text(f"[{n}] {r.note}"))
+        if r.command:
+            console.print(Text(f"    $ {r.command}"), soft_wrap=True)
     targets = Table(title="targets")
     for name in ("target", "goal", "measured", "status"):
         targets.add_column(name)

@@ -30,7 +30,7 @@ _FILE_TIME = re.compile(r"_(\d{8}T\d{4})Z_")
 # CloudTrail delivers a file within about 15 minutes of its events; files named up to an
 # hour outside the window may still hold events inside it.
 DELIVERY_SLACK = timedelta(hours=1)
-LOOKUP_MIN_INTERVAL = 0.55  # LookupEvents allows 2 requests/second per account and region
+LOOKUP_MIN_INTERVAL = 0.6  # LookupEvents allows 2 requests/second per account and region
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,8 @@ def capture_lookup(
         client.meta.events.register(
             "before-parse.cloudtrail.LookupEvents", functools.partial(_keep_body, raw_pages)
         )
+        # Spaced where each HTTP request leaves, so botocore's retries obey the limit too.
+        client.meta.events.register("before-send.cloudtrail.LookupEvents", RequestSpacing())
         base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
         evidence_id = case.unique_evidence_id(base)
         meta = {
@@ -305,11 +307,7 @@ def capture_lookup(
         case.open_item(evidence_id, meta)
         item = ItemResult(evidence_id, account, region)
         token: str | None = None
-        last_call = 0.0
         while True:
-            pause = LOOKUP_MIN_INTERVAL - (time.monotonic() - last_call)
-            if pause > 0:
-                time.sleep(pause)
             kwargs: dict[str, Any] = {
                 "StartTime": window.start,
                 "EndTime": window.end,
@@ -318,7 +316,6 @@ def capture_lookup(
             if token:
                 kwargs["NextToken"] = token
             raw_pages.clear()
-            last_call = time.monotonic()
             try:
                 resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
             except CloudError:
@@ -354,6 +351,20 @@ def capture_lookup(
         )
         results.append(item)
     return results
+
+
+class RequestSpacing:
+    """botocore `before-send` hook: at least LOOKUP_MIN_INTERVAL between two requests."""
+
+    def __init__(self, interval: float = LOOKUP_MIN_INTERVAL) -> None:
+        self.interval = interval
+        self.last = -interval
+
+    def __call__(self, **_: Any) -> None:
+        pause = self.interval - (time.monotonic() - self.last)
+        if pause > 0:
+            time.sleep(pause)
+        self.last = time.monotonic()
 
 
 def _keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
