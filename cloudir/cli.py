@@ -195,7 +195,14 @@ def capture_cloudtrail(
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     if lookup:
-        results += cloudtrail.capture_lookup(the_case, aws, regions, window, identity, _say)
+        with count_progress() as bar:
+            task = bar.add_task("LookupEvents", total=None)
+            results += cloudtrail.capture_lookup(
+                the_case, aws, regions, window, identity, _say,
+                on_page=lambda pages, events: bar.update(
+                    task, completed=pages, description=f"LookupEvents: {events} events"
+                ),
+            )  # fmt: skip
     summary = [r.as_dict() for r in results]
     if as_json:
         _emit_json({"case": str(case), "window": window.as_dict(), "items": summary})
