@@ -26,6 +26,7 @@ ERRORS_FILE = "errors.jsonl"
 SUMMARY_FILE = "summary.json"
 CHUNK_BYTES = 32 << 20
 ROW_GROUP_ROWS = 128 * 1024
+DUCKDB_MEMORY = "512MB"
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def build_timeline(
         result.rows_by_evidence = _rows_by_evidence(building)
     final = case.root / TIMELINE_DIR
     result.path = str(final)
+    shutil.rmtree(building / ".duckdb-tmp", ignore_errors=True)
     _write_lines(building / ERRORS_FILE, result.errors)
     (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     _swap_in(building, final)
@@ -210,16 +212,21 @@ def build_timeline(
 
 def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
     """Keep the first copy of each event_id (S3 before LookupEvents, then file order)."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = _duckdb(folder)
     files = "[" + ", ".join(_sql_str(f) for f in staging_files) + "]"
     source = f"read_parquet({files}, filename=true, file_row_number=true)"
+    # 64-bit hashes first: a small table even at millions of events; only the rare
+    # candidates are then compared by their real event_id.
+    con.execute(
+        f"""CREATE TEMP TABLE candidates AS
+            SELECT hash(event_id) AS h FROM {source} GROUP BY 1 HAVING count(*) > 1"""
+    ).fetchall()
     con.execute(
         f"""CREATE TEMP TABLE keep AS
             SELECT event_id, min({{'f': filename, 'r': file_row_number}}) AS first_copy,
                    count(*) - 1 AS extra
-            FROM {source} GROUP BY event_id HAVING count(*) > 1"""
+            FROM {source} WHERE hash(event_id) IN (SELECT h FROM candidates)
+            GROUP BY event_id HAVING count(*) > 1"""
     ).fetchall()
     dropped = int(con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchall()[0][0])
     if dropped == 0:
@@ -245,11 +252,24 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
     return dropped
 
 
-def _rows_by_evidence(folder: Path) -> dict[str, int]:
+def _duckdb(folder: Path) -> Any:
+    """A DuckDB connection with bounded memory that spills into the building folder."""
     import duckdb
 
+    con = duckdb.connect(
+        config={
+            "memory_limit": DUCKDB_MEMORY,
+            "temp_directory": str(folder / ".duckdb-tmp"),
+            "threads": os.cpu_count() or 1,
+            "preserve_insertion_order": False,
+        }
+    )
+    return con
+
+
+def _rows_by_evidence(folder: Path) -> dict[str, int]:
     pattern = _sql_str(str(folder / "*.parquet"))
-    with duckdb.connect() as con:
+    with _duckdb(folder) as con:
         rows = con.execute(
             f"SELECT evidence_id, count(*) FROM read_parquet({pattern}) GROUP BY 1 ORDER BY 1"
         ).fetchall()

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 
 from cloudir.analyze import messages
-from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Parser, register
+from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Parser, Row, register
 
 MAX_DOCUMENT_BYTES = 1 << 30
 SOURCE = "cloudtrail"
@@ -246,14 +246,13 @@ def host_of(identity: Any) -> str | None:
     return None
 
 
-def to_row(
-    event: dict[str, Any], evidence_id: str, number: int, errors: ErrorLog
-) -> dict[str, Any] | None:
+def to_row(event: dict[str, Any], evidence_id: str, number: int, errors: ErrorLog) -> Row | None:
+    """The hot loop of the timeline: plain lookups and one tuple, no per-column dicts."""
     when = event.get("eventTime")
     if not when:
         errors.add("record without eventTime", number)
         return None
-    raw = orjson.dumps(event).decode()
+    raw = orjson.dumps(event)
     identity = event.get("userIdentity")
     user = principal(identity)
     source = _text(event.get("eventSource"))
@@ -261,24 +260,25 @@ def to_row(
     target = target_of(event)
     src_ip = _text(event.get("sourceIPAddress"))
     error_code = _text(event.get("errorCode"))
-    return {
-        "timestamp": _text(when),
-        "timestamp_desc": TIME_DESC,
-        "source": SOURCE,
-        "artifact": ARTIFACT,
-        "host": host_of(identity),
-        "user": user,
-        "src_ip": src_ip,
-        "action": f"{source}:{name}",
-        "target": target,
-        "outcome": outcome_of(event),
-        "message": messages.cloudtrail(
+    event_id = event.get("eventID")
+    return (
+        when if isinstance(when, str) else _text(when),
+        TIME_DESC,
+        SOURCE,
+        ARTIFACT,
+        host_of(identity),
+        user,
+        src_ip,
+        f"{source}:{name}",
+        target,
+        error_code or outcome_of(event),
+        messages.cloudtrail(
             user, source, name, target, src_ip, error_code, _text(event.get("errorMessage"))
         ),
-        "evidence_id": evidence_id,
-        "event_id": _text(event.get("eventID")) or hashlib.sha256(raw.encode()).hexdigest(),
-        "raw": raw,
-    }
+        evidence_id,
+        _text(event_id) if event_id else hashlib.sha256(raw).hexdigest(),
+        raw,
+    )
 
 
 register(Parser(name="cloudtrail", evidence_kinds=("cloudtrail",), accepts=accepts, parse=parse))
