@@ -6,7 +6,8 @@ looks like a real trail bucket (gzipped `{"Records": [...]}` files under
 `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/`), so a slowdown or a memory blow-up in
 the parser shows as a number, not as a complaint from the field. It compares cloudir with:
 
-- the floor: `zcat <files> | wc -c`, only decompressing, which no parser can beat;
+- the floor: `zcat <files> | wc -c`, only decompressing (one zcat process), the work
+  every reader of these files has to do before it parses anything;
 - plaso (`log2timeline` + `psort`), when it is installed. plaso cannot read S3 delivery
   files, so it gets the same events as LookupEvents-shaped JSONL (its
   `aws_cloudtrail_log` JSONL plugin), which the table says.
@@ -14,11 +15,12 @@ the parser shows as a number, not as a complaint from the field. It compares clo
 Each command is timed on the wall clock; its peak memory is read two ways: the largest
 single process (wait4's ru_maxrss, through `/usr/bin/time` or a small Python wrapper) and
 the sum of PSS over its whole process tree (sampled from /proc), because the timeline
-runs one parser process per core. The data is generated first (seeded, so runs compare),
-and generation is not measured.
+runs one parser process per core. CPU time used by other processes during a measurement
+is recorded too, so a timing taken on a busy machine says so. The data is generated first
+(seeded, so runs compare), and generation is not measured.
 
 Usage: .venv/bin/python bench/ingest_cloudtrail.py [--events N] [--files F]
-           [--out bench/out] [--workers W] [--keep] [--seed S]
+           [--out bench/out] [--workers W] [--keep] [--seed S] [--repeat R]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import shlex
 import shutil
 import subprocess
@@ -58,8 +61,11 @@ TARGET_FLOOR_RATIO = 0.5
 TARGET_PLASO_RATIO = 50.0
 TARGET_RSS_MIB = 1024
 TARGET_RSS_AT_EVENTS = 5_000_000
-SAMPLE_SECONDS = 0.1
+SAMPLE_SECONDS = 0.2  # the sampler costs ~3% of one CPU at this rate
 MIB = 1024 * 1024
+BUSY_SHARE = 0.2  # warn when other processes used this many CPU seconds per wall second
+# gzip files + the case's copy + Parquet measured ~530 bytes per event; keep a margin
+DISK_BYTES_PER_EVENT = 1000
 
 
 # --------------------------------------------------------------------------------------
@@ -881,12 +887,12 @@ def write_file(job: tuple[FileSpec, str]) -> tuple[int, int]:
     return len(body), len(data)
 
 
-def write_plaso_jsonl(spec_root: Path, specs: list[FileSpec], out_dir: Path) -> int:
+def write_plaso_jsonl(gen: Path, specs: list[FileSpec], out_dir: Path) -> int:
     """The same events as LookupEvents JSONL (what plaso's aws_cloudtrail_log plugin reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
     for spec in specs:
-        with gzip.open(spec_root / spec.relpath, "rb") as fh:
+        with gzip.open(gen / spec.relpath, "rb") as fh:
             records = orjson.loads(fh.read())["Records"]
         name = Path(spec.relpath).name.removesuffix(".json.gz") + ".jsonl"
         with open(out_dir / name, "wb") as out:
@@ -961,6 +967,25 @@ class Measured:
     cpu_seconds: float | None  # user + system, the whole subtree
     stdout: str = ""
     stderr: str = ""
+    runs_seconds: list[float] = field(default_factory=list)
+    other_cpu_seconds: float | None = None  # CPU the rest of the machine used meanwhile
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all CPUs have spent busy since boot (steal included), from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _proc_tree(root: int) -> list[int]:
@@ -1026,6 +1051,8 @@ def run_measured(argv: list[str], cwd: Path | None = None) -> Measured:
         wrapped = [time_bin, "-f", "%M %U %S", "-o", str(report), *argv]
     else:
         wrapped = [sys.executable, "-c", _RUSAGE_WRAPPER, str(report), *argv]
+    busy_before = _busy_cpu_seconds()
+    self_before = _own_cpu_seconds()
     started = time.perf_counter()
     proc = subprocess.Popen(
         wrapped, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -1034,7 +1061,9 @@ def run_measured(argv: list[str], cwd: Path | None = None) -> Measured:
     sampler.start()
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
+    busy_after = _busy_cpu_seconds()
     sampler.stop()
+    own = _own_cpu_seconds() - self_before  # this script, its memory sampler included
     max_rss = cpu = None
     try:
         fields = report.read_text().split()[-3:]  # time -o may prefix "Command exited..."
@@ -1043,6 +1072,9 @@ def run_measured(argv: list[str], cwd: Path | None = None) -> Measured:
     except (OSError, ValueError, IndexError):
         pass
     report.unlink(missing_ok=True)
+    other = None
+    if busy_before is not None and busy_after is not None and cpu is not None:
+        other = max(0.0, busy_after - busy_before - cpu - own)
     return Measured(
         seconds=seconds,
         returncode=proc.returncode,
@@ -1051,6 +1083,7 @@ def run_measured(argv: list[str], cwd: Path | None = None) -> Measured:
         cpu_seconds=cpu,
         stdout=out,
         stderr=err,
+        other_cpu_seconds=other,
     )
 
 
@@ -1059,6 +1092,32 @@ def check(measured: Measured, what: str, argv: list[str]) -> None:
         _log(f"FAILED ({measured.returncode}): {shlex.join(argv)}")
         _log(measured.stderr[-4000:])
         raise SystemExit(f"{what} failed with exit code {measured.returncode}")
+
+
+def run_repeated(
+    argv: list[str],
+    what: str,
+    repeat: int,
+    cwd: Path | None = None,
+    after: Callable[[Measured], None] | None = None,
+) -> Measured:
+    """The median run by wall time, with the highest memory seen in any run."""
+    runs = []
+    for n in range(repeat):
+        if repeat > 1:
+            _log(f"  run {n + 1}/{repeat}")
+        m = run_measured(argv, cwd=cwd)
+        check(m, what, argv)
+        if after:
+            after(m)
+        runs.append(m)
+    median = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+    rss = [m.max_rss_kib for m in runs if m.max_rss_kib]
+    pss = [m.tree_pss_kib for m in runs if m.tree_pss_kib]
+    median.max_rss_kib = max(rss) if rss else None
+    median.tree_pss_kib = max(pss) if pss else None
+    median.runs_seconds = [m.seconds for m in runs]
+    return median
 
 
 # --------------------------------------------------------------------------------------
@@ -1077,10 +1136,16 @@ class Row:
     tree_pss_mib: float | None = None
     cpu_seconds: float | None = None
     note: str = ""
+    runs_seconds: list[float] = field(default_factory=list)
+    other_cpu_seconds: float | None = None
 
     @classmethod
     def of(cls, tool: str, argv: list[str], m: Measured, events: int, note: str = "") -> Row:
         return cls(
+            runs_seconds=[round(s, 3) for s in m.runs_seconds],
+            other_cpu_seconds=(
+                round(m.other_cpu_seconds, 2) if m.other_cpu_seconds is not None else None
+            ),
             tool=tool,
             command=shlex.join(argv),
             seconds=round(m.seconds, 3),
@@ -1176,15 +1241,16 @@ def ensure_data(out: Path, events: int, files: int, seed: int, workers: int) -> 
     return gen, manifest
 
 
-def measure_floor(gen: Path, events: int) -> tuple[Row, int]:
+def measure_floor(gen: Path, events: int, repeat: int) -> tuple[Row, int]:
     listing = gen.parent / f"{gen.name}.files"
     names = sorted(p.relative_to(gen).as_posix() for p in gen.rglob("*.json.gz"))
     listing.write_bytes(b"".join(n.encode() + b"\0" for n in names))
     pipeline = f"xargs -0 zcat -- < {shlex.quote(str(listing))} | wc -c"
     argv = ["sh", "-c", pipeline]
-    m = run_measured(argv, cwd=gen)
-    listing.unlink()
-    check(m, "the zcat floor", argv)
+    try:
+        m = run_repeated(argv, "the zcat floor", repeat, cwd=gen)
+    finally:
+        listing.unlink()
     decompressed = int(m.stdout.split()[0])
     note = f"zcat {len(names)} files | wc -c (xargs splits the list), {decompressed:,} bytes"
     return Row.of("floor: zcat | wc -c", argv, m, events, note), decompressed
@@ -1203,9 +1269,8 @@ def count_rows(cloudir: str, case: Path) -> tuple[int, int, int]:
     return int(summary["rows"]), int(counted["n"]), int(counted["ids"])
 
 
-def measure_plaso(
-    gen: Path, specs_root: Path, events: int, files: int, seed: int, work: Path
-) -> list[Row]:
+def measure_plaso(gen: Path, events: int, files: int, seed: int, work: Path) -> list[Row]:
+    """log2timeline + psort on the same events, when plaso is installed."""
     l2t = shutil.which("log2timeline.py") or shutil.which("log2timeline")
     psort = shutil.which("psort.py") or shutil.which("psort")
     if not (l2t and psort):
@@ -1214,7 +1279,7 @@ def measure_plaso(
         ]
     _log("plaso found: writing the events as LookupEvents JSONL for it (not timed)")
     jsonl_dir = work / "jsonl"
-    written = write_plaso_jsonl(specs_root, plan_files(events, files, seed), jsonl_dir)
+    written = write_plaso_jsonl(gen, plan_files(events, files, seed), jsonl_dir)
     if written != events:
         raise SystemExit(f"plaso input has {written} events, expected {events}")
     storage = work / "bench.plaso"
@@ -1229,7 +1294,7 @@ def measure_plaso(
         "none",
         "--unattended",
         "--parsers",
-        "jsonl",
+        "jsonl/aws_cloudtrail_log",
         "--storage_file",
         str(storage),
         str(jsonl_dir),
@@ -1358,8 +1423,19 @@ def print_report(report: Report) -> None:
     console.print(table)
     for n, r in enumerate(report.rows, 1):
         console.print(Text(f"[{n}] {r.note}"))
+        if len(r.runs_seconds) > 1:
+            runs = ", ".join(f"{x:.2f}" for x in r.runs_seconds)
+            console.print(Text(f"    median of {len(r.runs_seconds)} runs: {runs} s"))
         if r.command:
             console.print(Text(f"    $ {r.command}"), soft_wrap=True)
+        other = r.other_cpu_seconds
+        if other is not None and r.seconds and other > BUSY_SHARE * r.seconds:
+            console.print(
+                Text(
+                    f"    warning: other processes used {other:.1f} CPU s during these "
+                    f"{r.seconds:.1f} s; the timing is noisy (try --repeat 3)"
+                )
+            )
     targets = Table(title="targets")
     for name in ("target", "goal", "measured", "status"):
         targets.add_column(name)
@@ -1383,9 +1459,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep generated data and the case")
     parser.add_argument("--seed", type=int, default=1, help="generator seed")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the floor and the timeline this many times; report the median run",
+    )
     args = parser.parse_args(argv)
-    if args.events < 1 or args.files < 1:
-        parser.error("--events and --files must be positive")
+    if args.events < 1 or args.files < 1 or args.repeat < 1:
+        parser.error("--events, --files and --repeat must be positive")
     files = min(args.files, args.events)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -1393,6 +1475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info(cloudir)
     gen_workers = os.cpu_count() or 1
 
+    need = args.events * DISK_BYTES_PER_EVENT
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise SystemExit(
+            f"{out}: {free / 2**30:.1f} GiB free, this run needs about {need / 2**30:.1f} GiB "
+            "(generated files, the case's copy of them, and the timeline)"
+        )
     gen, manifest = ensure_data(out, args.events, files, args.seed, gen_workers)
     case = out / f"case-{args.events}-{files}"
     plaso_work = out / f"plaso-{args.events}-{files}"
@@ -1404,6 +1493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "files": files,
                 "seed": args.seed,
                 "workers": args.workers or None,
+                "repeat": args.repeat,
                 "decompressed_bytes": manifest["json_bytes"],
                 "gzip_bytes": manifest["gzip_bytes"],
                 "bytes_per_event": round(manifest["json_bytes"] / args.events),
@@ -1412,7 +1502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         _log("measuring the floor: zcat | wc -c")
-        floor, decompressed = measure_floor(gen, args.events)
+        floor, decompressed = measure_floor(gen, args.events, args.repeat)
         if decompressed != manifest["json_bytes"]:
             raise SystemExit(
                 f"zcat gave {decompressed} bytes, generator wrote {manifest['json_bytes']}"
@@ -1438,25 +1528,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers:
             timeline_argv += ["--workers", str(args.workers)]
         _log("measuring cloudir timeline")
-        m = run_measured(timeline_argv)
-        check(m, "cloudir timeline", timeline_argv)
-        summary_rows, counted, distinct = count_rows(cloudir, case)
-        if not summary_rows == counted == distinct == args.events:
-            raise SystemExit(
-                f"ROW COUNT MISMATCH: generated {args.events} events; timeline summary says "
-                f"{summary_rows}, count(*) {counted}, distinct event_id {distinct}"
-            )
+
+        def rows_match(_: Measured) -> None:
+            summary_rows, counted, distinct = count_rows(cloudir, case)
+            if not summary_rows == counted == distinct == args.events:
+                raise SystemExit(
+                    f"ROW COUNT MISMATCH: generated {args.events} events; timeline summary "
+                    f"says {summary_rows}, count(*) {counted}, distinct event_id {distinct}"
+                )
+
+        m = run_repeated(timeline_argv, "cloudir timeline", args.repeat, after=rows_match)
         report.rows.append(
             Row.of(
                 "cloudir timeline",
                 timeline_argv,
                 m,
                 args.events,
-                f"{counted:,} rows checked (summary.json, count(*), distinct event_id)",
+                f"{args.events:,} rows checked after each run "
+                "(summary.json rows, count(*), count(DISTINCT event_id))",
             )
         )
 
-        report.rows.extend(measure_plaso(gen, gen, args.events, files, args.seed, plaso_work))
+        report.rows.extend(measure_plaso(gen, args.events, files, args.seed, plaso_work))
         evaluate(report, args.events)
         print_report(report)
         result_path = out / "ingest_cloudtrail.json"
