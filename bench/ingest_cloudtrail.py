@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 GENERATOR_VERSION = 1
 ACCOUNT = "111122223333"
@@ -877,7 +877,7 @@ def write_file(job: tuple[FileSpec, str]) -> tuple[int, int]:
     """Runs in a pool worker: build one file's events, write it gzipped; returns sizes."""
     spec, root = job
     assert _WORLD is not None
-    body = orjson.dumps({"Records": file_events(spec, _WORLD)})
+    body = msgspec.json.encode({"Records": file_events(spec, _WORLD)})
     path = Path(root) / spec.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     data = gzip.compress(body, compresslevel=6, mtime=0)
@@ -893,7 +893,7 @@ def write_plaso_jsonl(gen: Path, specs: list[FileSpec], out_dir: Path) -> int:
     written = 0
     for spec in specs:
         with gzip.open(gen / spec.relpath, "rb") as fh:
-            records = orjson.loads(fh.read())["Records"]
+            records = msgspec.json.decode(fh.read())["Records"]
         name = Path(spec.relpath).name.removesuffix(".json.gz") + ".jsonl"
         with open(out_dir / name, "wb") as out:
             for record in records:
@@ -915,9 +915,9 @@ def write_plaso_jsonl(gen: Path, specs: list[FileSpec], out_dir: Path) -> int:
                         }
                         for r in record.get("resources", [])
                     ],
-                    "CloudTrailEvent": orjson.dumps(record).decode(),
+                    "CloudTrailEvent": msgspec.json.encode(record).decode(),
                 }
-                out.write(orjson.dumps(line) + b"\n")
+                out.write(msgspec.json.encode(line) + b"\n")
                 written += 1
     return written
 

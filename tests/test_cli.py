@@ -149,3 +149,35 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
     assert "already exists" in again.stderr
+
+
+def test_records_of_odd_shapes_parse_or_are_reported(tmp_path: Path) -> None:
+    odd = ct_event("2024-07-31T10:00:00Z", userIdentity="not-an-object", requestParameters="x")
+    lookup_bad = {"EventId": "1", "CloudTrailEvent": "{not json"}
+    eventbridge = {"detail-type": "AWS API Call via CloudTrail", "source": "aws.iam",
+                   "detail": ct_event("2024-07-31T10:02:00Z", name="CreateUser",
+                                      requestParameters={"userName": "eve"})}  # fmt: skip
+    events = [odd, 42, lookup_bad, eventbridge]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "odd.json").write_text(json.dumps({"Records": events}))
+    (logs / "notlist.json").write_text(json.dumps({"Records": {"a": 1}}))
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(logs)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    rows = query(case, "SELECT user, target, action FROM timeline ORDER BY timestamp")
+    assert rows == [
+        {"user": None, "target": None, "action": "s3.amazonaws.com:ListBuckets"},
+        {
+            "user": "arn:aws:iam::111111111111:user/alice",
+            "target": "eve",
+            "action": "s3.amazonaws.com:CreateUser",
+        },
+    ]
+    errors = [json.loads(x) for x in (case / "timeline/errors.jsonl").read_text().splitlines()]
+    reasons = sorted((Path(e["path"]).name, e.get("record"), e["reason"]) for e in errors)
+    assert reasons[0][0] == "notlist.json"
+    assert reasons[0][2].startswith("unexpected JSON shape")
+    assert reasons[1] == ("odd.json", 2, "record is not a JSON object")
+    assert reasons[2][:2] == ("odd.json", 3)
+    assert reasons[2][2].startswith("invalid JSON")

@@ -10,6 +10,7 @@ so a failed run leaves the previous timeline intact.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -116,15 +117,15 @@ def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
 
 def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
     """Runs in a worker process: parse each file, append its batches to one Parquet file."""
-    import pyarrow.parquet as pq
-
     from cloudir.analyze.parsers import ErrorLog, parser_for
-    from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     writer = None
     rows = 0
     rows_by_evidence: dict[str, int] = {}
     errors: list[dict[str, Any]] = []
+    # Parsed events hold no reference cycles; the cyclic collector would only re-scan
+    # millions of short-lived dicts (measured: 13% of the timeline's time).
+    gc.disable()
     for task in tasks:
         parser = parser_for(task.kind, Path(task.path))
         log = ErrorLog(task.evidence_id, task.relpath)
@@ -132,9 +133,7 @@ def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
             assert parser is not None
             for batch in parser.parse(Path(task.path), task.evidence_id, log):
                 if writer is None:
-                    writer = pq.ParquetWriter(
-                        staging, TIMELINE_SCHEMA, compression="zstd", compression_level=1
-                    )
+                    writer = _parquet_writer(staging)
                 writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
                 rows += batch.num_rows
                 rows_by_evidence[task.evidence_id] = (
@@ -143,6 +142,7 @@ def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
         except Exception as exc:  # a parser bug must cost one file, not the timeline
             log.add(f"parser {parser.name if parser else '?'} failed: {type(exc).__name__}: {exc}")
         errors.extend(log.entries)
+    gc.enable()
     if writer is not None:
         writer.close()
     return ChunkResult(staging if writer else None, len(tasks), rows, rows_by_evidence, errors)
@@ -231,8 +231,6 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
     dropped = int(con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchall()[0][0])
     if dropped == 0:
         return 0
-    import pyarrow.parquet as pq
-
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     reader = con.sql(
@@ -242,7 +240,7 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
                 AND k.first_copy <> {{'f': s.filename, 'r': s.file_row_number}})"""
     ).to_arrow_reader(ROW_GROUP_ROWS)
     out = folder / "part-dedup.parquet.tmp"
-    with pq.ParquetWriter(out, TIMELINE_SCHEMA, compression="zstd", compression_level=1) as writer:
+    with _parquet_writer(out) as writer:
         for batch in reader:
             writer.write_batch(batch.cast(TIMELINE_SCHEMA), row_group_size=ROW_GROUP_ROWS)
     con.close()
@@ -250,6 +248,21 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
         os.unlink(name)
     out.rename(folder / "part-0-dedup.parquet")
     return dropped
+
+
+def _parquet_writer(path: str | Path) -> Any:
+    """zstd level 1; dictionaries only for columns that repeat (not raw, message, ids)."""
+    import pyarrow.parquet as pq
+
+    from cloudir.analyze.schema import DICTIONARY_COLUMNS, TIMELINE_SCHEMA
+
+    return pq.ParquetWriter(
+        path,
+        TIMELINE_SCHEMA,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=DICTIONARY_COLUMNS,
+    )
 
 
 def _duckdb(folder: Path) -> Any:
