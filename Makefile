@@ -15,7 +15,7 @@ $(BIN)/cloudir: pyproject.toml
 venv: $(BIN)/cloudir
 
 demo: venv
-	$(BIN)/cloudir demo --case $(CASE)
+	$(BIN)/cloudir demo --case $(CASE) --force
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

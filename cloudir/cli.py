@@ -402,6 +402,9 @@ def demo(
     case: Annotated[Path, typer.Option("--case", help="Case folder to create.")] = Path(
         "demo-case"
     ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier demo case in that folder.")
+    ] = False,
 ) -> None:
     """Run the whole job against a local AWS emulator: no account, no network.
 
@@ -409,7 +412,7 @@ def demo(
     """
     from cloudir.demo import run_demo
 
-    run_demo(case, _say)
+    run_demo(case, _say, replace=force)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -137,7 +138,18 @@ def seed_bucket(s3: Any, events: list[dict[str, Any]]) -> int:
     return len(files)
 
 
-def run_demo(case: Path, say: Callable[[str], None]) -> None:
+DEMO_TITLE = "Demo: leaked CI access key"
+
+
+def _is_demo_case(case: Path) -> bool:
+    """Only a case the demo made may be replaced: --force never deletes real evidence."""
+    try:
+        return json.loads((case / "case.json").read_text()).get("title") == DEMO_TITLE
+    except (OSError, ValueError):
+        return False
+
+
+def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> None:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
@@ -150,7 +162,9 @@ def run_demo(case: Path, say: Callable[[str], None]) -> None:
     from cloudir.timewindow import Window
 
     if (case / "case.json").exists():
-        raise UsageError(f"{case} already exists; remove it or pick another --case")
+        if not (replace and _is_demo_case(case)):
+            raise UsageError(f"{case} already exists; remove it or pick another --case")
+        shutil.rmtree(case)
     for name, value in {
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo",
@@ -169,7 +183,7 @@ def run_demo(case: Path, say: Callable[[str], None]) -> None:
         start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
         files = seed_bucket(aws.client("s3"), story(start))
         say(f"seeded s3://{BUCKET} with {files} CloudTrail files (a leaked-key intrusion)")
-        the_case = Case.create(case, title="Demo: leaked CI access key", examiner="demo")
+        the_case = Case.create(case, title=DEMO_TITLE, examiner="demo")
         identity = aws.caller_identity()
         the_case.actor = identity.get("Arn", the_case.actor)
         window = Window.parse("3d", None)

@@ -149,6 +149,12 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
     assert "already exists" in again.stderr
+    assert cloudir("demo", "--case", str(case), "--force").code == 0
+    real = tmp_path / "real"
+    assert cloudir("capture", "files", "--case", str(real), str(case / "case.json")).code == 0
+    refused = cloudir("demo", "--case", str(real), "--force")
+    assert refused.code == 2
+    assert (real / "custody.jsonl").exists()
 
 
 def test_records_of_odd_shapes_parse_or_are_reported(tmp_path: Path) -> None:
