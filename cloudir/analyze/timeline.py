@@ -95,11 +95,11 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
 
 
 def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
-    """Chunks of similar size, at least a few per worker so progress moves and cores fill."""
+    """Chunks of similar size, many per worker so the last ones finish together."""
     if not tasks:
         return []
     total = sum(t.size for t in tasks)
-    target = max(1 << 20, min(CHUNK_BYTES, total // max(1, workers * 4) + 1))
+    target = max(1 << 20, min(CHUNK_BYTES, total // max(1, workers * 12) + 1))
     chunks: list[list[FileTask]] = []
     for priority in sorted({t.priority for t in tasks}):
         current: list[FileTask] = []
@@ -199,8 +199,9 @@ def build_timeline(
 
     if staging_files:
         result.duplicates_dropped = _drop_duplicates(building, sorted(staging_files))
-        result.rows -= result.duplicates_dropped
-        result.rows_by_evidence = _rows_by_evidence(building)
+        if result.duplicates_dropped:
+            result.rows -= result.duplicates_dropped
+            result.rows_by_evidence = _rows_by_evidence(building)
     final = case.root / TIMELINE_DIR
     result.path = str(final)
     shutil.rmtree(building / ".duckdb-tmp", ignore_errors=True)

@@ -322,10 +322,10 @@ def target_of(view: RecordView) -> str | None:
         named = _TARGETS.decode(params)
     except msgspec.ValidationError:
         return None  # requestParameters that are not an object name no target
-    for key in TARGET_PARAMETERS:
-        value = getattr(named, key)
-        if value:
-            return _readable(value)
+    # Fields are declared in priority order, so the first truthy one is the target.
+    value = next(filter(None, msgspec.structs.astuple(named)), None)
+    if value is not None:
+        return _readable(value)
     every = _ANY.decode(params)
     return next((v for v in every.values() if isinstance(v, str) and v), None)
 
@@ -372,19 +372,28 @@ def to_row(
     if not when:
         errors.add("record without eventTime", number)
         return None
-    user = principal(view.userIdentity)
-    source = _text(view.eventSource)
-    name = _text(view.eventName)
+    identity = view.userIdentity
+    user = principal(identity)
+    source = view.eventSource
+    if source.__class__ is not str:
+        source = _text(source) or "?"
+    name = view.eventName
+    if name.__class__ is not str:
+        name = _text(name) or "?"
     target = target_of(view)
-    src_ip = _text(view.sourceIPAddress)
-    error_code = _text(view.errorCode)
+    src_ip = view.sourceIPAddress
+    if src_ip is not None and src_ip.__class__ is not str:
+        src_ip = _text(src_ip)
+    error_code = view.errorCode
+    if error_code is not None and error_code.__class__ is not str:
+        error_code = _text(error_code)
     event_id = view.eventID
     return (
         when if isinstance(when, str) else _text(when),
         TIME_DESC,
         SOURCE,
         ARTIFACT,
-        host_of(view.userIdentity),
+        host_of(identity),
         user,
         src_ip,
         f"{source}:{name}",
@@ -394,7 +403,9 @@ def to_row(
             user, source, name, target, src_ip, error_code, _text(view.errorMessage)
         ),
         evidence_id,
-        _text(event_id) if event_id else hashlib.sha256(raw).hexdigest(),
+        (event_id if event_id.__class__ is str else _text(event_id))
+        if event_id
+        else hashlib.sha256(raw).hexdigest(),
         raw,
     )
 
