@@ -18,6 +18,7 @@ import re
 import shlex
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,12 +43,16 @@ def utc_now() -> str:
 
 
 def safe_name(text: str, limit: int = 120) -> str:
-    """A file or id component that cannot climb out of its folder or hide itself."""
+    """A file or id component that cannot climb out of its folder or hide itself.
+
+    A name that had to be changed gets a short hash of the original, so two originals
+    that clean to the same text (`a b.json`, `a_b.json`) never share one evidence file.
+    """
     cleaned = _ID_UNSAFE.sub("_", text).strip("._") or "unnamed"
-    if len(cleaned) > limit:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-        cleaned = f"{cleaned[: limit - 13]}-{digest}"
-    return cleaned
+    if cleaned == text and len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{cleaned[: limit - 11]}~{digest}"
 
 
 def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
@@ -110,7 +115,9 @@ class Case:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.actor = default_actor()
+        self.operator = default_actor()
+        self.actor = self.operator  # the AWS caller ARN once capture knows it
+        self._recorded: set[str] | None = None
         self.command = shlex.join(["cloudir", *sys.argv[1:]])
         self._custody_lock = threading.Lock()
         info = json.loads((root / CASE_FILE).read_text())
@@ -195,7 +202,13 @@ class Case:
         Returns True when the item already existed (the caller is resuming).
         """
         folder = self.evidence_dir(evidence_id)
-        if (folder / META_FILE).exists():
+        meta_path = folder / META_FILE
+        if meta_path.exists():
+            if self.relpath(meta_path) not in self._recorded_paths():
+                digest, size = sha256_file(meta_path)  # a run stopped before recording it
+                rec = FileRecord(self.relpath(meta_path), digest, size)
+                self.record("evidence-opened", evidence_id, [rec], note="recorded on resume")
+            self.remove_stale_partials(evidence_id)
             return True
         folder.mkdir(parents=True, exist_ok=True)
         body = dict(meta, evidence_id=evidence_id, captured=utc_now(), tool_version=__version__)
@@ -213,24 +226,60 @@ class Case:
             raise EvidenceError(f"evidence file name {name!r} is empty after cleaning")
         return self.evidence_dir(evidence_id).joinpath(*parts)
 
-    def store_stream(self, evidence_id: str, name: str, chunks: Iterable[bytes]) -> FileRecord:
-        """Write chunks to the item under `name`, hashing as they pass; rename when complete."""
+    def store_stream(
+        self,
+        evidence_id: str,
+        name: str,
+        chunks: Iterable[bytes],
+        expected_bytes: int | None = None,
+    ) -> FileRecord:
+        """Write chunks to the item under `name`, hashing as they pass; rename when complete.
+
+        A file custody already holds is never replaced, and a short transfer never gets
+        its final name: only complete, hashed bytes become evidence.
+        """
         target = self.target_path(evidence_id, name)
+        rel = self.relpath(target)
+        if target.exists() and rel in self._recorded_paths():
+            raise EvidenceError(f"{rel} is already evidence and is never overwritten")
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        fd, partial_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+        )
+        partial = Path(partial_name)
         digest = hashlib.sha256()
         size = 0
-        with open(partial, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if expected_bytes is not None and size != expected_bytes:
+                raise EvidenceError(f"{rel}: got {size} bytes, expected {expected_bytes}")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.chmod(partial, 0o444)
         os.replace(partial, target)
         _fsync_dir(target.parent)
-        return FileRecord(self.relpath(target), digest.hexdigest(), size)
+        return FileRecord(rel, digest.hexdigest(), size)
+
+    def remove_stale_partials(self, evidence_id: str) -> int:
+        """Temporary files an interrupted run left: never evidence, so safe to clear."""
+        stale = list(self.evidence_dir(evidence_id).rglob("*" + PARTIAL_SUFFIX))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            self.record(
+                "partials-removed",
+                evidence_id,
+                [],
+                note=f"removed {len(stale)} incomplete temporary file(s) of an interrupted run",
+            )
+        return len(stale)
 
     def store_bytes(self, evidence_id: str, name: str, data: bytes) -> FileRecord:
         return self.store_stream(evidence_id, name, [data])
@@ -253,6 +302,7 @@ class Case:
             "ts": utc_now(),
             "action": action,
             "actor": self.actor,
+            "operator": self.operator,
             "host": socket.gethostname(),
             "tool_version": __version__,
             "command": self.command,
@@ -269,18 +319,37 @@ class Case:
                 entry["prev_sha256"] = hashlib.sha256(_last_line(fh)).hexdigest()
                 line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
                 fh.seek(0, os.SEEK_END)
+                if fh.tell() and not _ends_with_newline(fh):
+                    line = b"\n" + line  # a torn last line stays its own (reported) line
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+            if self._recorded is not None:
+                self._recorded.update(f.path for f in files)
         return entry
 
     def custody_entries(self) -> Iterator[dict[str, Any]]:
+        """Every readable entry; an unreadable line is skipped here and reported by verify."""
         with open(self.root / CUSTODY_FILE, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            lines = fh.readlines()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        for line in lines:
+            if line.strip():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+
+    def _recorded_paths(self) -> set[str]:
+        with self._custody_lock:
+            if self._recorded is None:
+                self._recorded = set(self.recorded_files())
+            return self._recorded
 
     def recorded_files(self) -> dict[str, FileRecord]:
         """Every evidence file custody knows, by path; a later entry for a path wins."""
@@ -303,7 +372,7 @@ class Case:
         folder = self.evidence_dir(evidence_id)
         found = []
         for path in sorted(folder.rglob("*")):
-            complete = not path.name.endswith(PARTIAL_SUFFIX) and path.name != META_FILE
+            complete = not path.name.endswith(PARTIAL_SUFFIX) and path != folder / META_FILE
             if complete and path.is_file() and not path.is_symlink():
                 found.append(path)
         return found
@@ -351,6 +420,13 @@ class Case:
                     )
                 prev = line
         return errors
+
+
+def _ends_with_newline(fh: BinaryIO) -> bool:
+    fh.seek(-1, os.SEEK_END)
+    last = fh.read(1) == b"\n"
+    fh.seek(0, os.SEEK_END)
+    return last
 
 
 def _is_link(dirpath: str, name: str) -> bool:

@@ -43,14 +43,16 @@ class Window:
             raise UsageError(f"--start {window.start:%Y-%m-%dT%H:%M:%SZ} is after --end")
         return window
 
-    def days(self, slack: timedelta = timedelta(0)) -> list[date]:
-        """Every UTC day the window touches, widened by `slack` on both sides."""
-        first = (self.start - slack).date()
-        last = (self.end + slack).date()
+    def days(self, before: timedelta = timedelta(0), after: timedelta = timedelta(0)) -> list[date]:
+        """Every UTC day the window touches once widened by `before` and `after`."""
+        first = (self.start - before).date()
+        last = (self.end + after).date()
         return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
-    def contains(self, moment: datetime, slack: timedelta = timedelta(0)) -> bool:
-        return self.start - slack <= moment <= self.end + slack
+    def contains(
+        self, moment: datetime, before: timedelta = timedelta(0), after: timedelta = timedelta(0)
+    ) -> bool:
+        return self.start - before <= moment <= self.end + after
 
     def label(self) -> str:
         return self.start.strftime("%Y%m%d")

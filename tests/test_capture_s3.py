@@ -156,9 +156,10 @@ def test_lists_only_the_day_folders_the_window_needs(
         case, aws, org_bucket["bucket"], "corp", [A1], ["us-east-1"], window, 4, {}, print
     )
     day_listings = [p["Prefix"] for p in listed if "Delimiter" not in p]
-    assert day_listings == [
+    assert day_listings == [  # 15 minutes before the window, 12 hours of delivery after it
         f"corp/AWSLogs/{ORG}/{A1}/CloudTrail/us-east-1/2024/07/30/",
         f"corp/AWSLogs/{ORG}/{A1}/CloudTrail/us-east-1/2024/07/31/",
+        f"corp/AWSLogs/{ORG}/{A1}/CloudTrail/us-east-1/2024/08/01/",
     ]
     assert all(p["Prefix"].startswith("corp/AWSLogs/") for p in listed)
 
@@ -186,7 +187,7 @@ def test_rerun_skips_what_is_held_and_refetches_what_is_gone(
     case = tmp_path / "case"
     args = ["--bucket", org_bucket["bucket"], "--prefix", "corp", *WINDOW, "--json"]
     assert capture(case, moto_url, *args).code == 0
-    lost = next(case.glob("evidence/*/logs/*.json.gz"))
+    lost = next(case.glob("evidence/*/logs/**/*.json.gz"))
     lost.unlink()
     items_before = sorted(p.name for p in (case / "evidence").iterdir())
     # a day later the same relative window starts elsewhere: it must resume, not fork

@@ -27,9 +27,10 @@ from cloudir.timewindow import Window
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 _FILE_TIME = re.compile(r"_(\d{8}T\d{4})Z_")
-# CloudTrail delivers a file within about 15 minutes of its events; files named up to an
-# hour outside the window may still hold events inside it.
-DELIVERY_SLACK = timedelta(hours=1)
+SLACK_BEFORE = timedelta(minutes=15)
+# A file is named for its delivery, which is always after its events and usually within
+# 15 minutes, but AWS promises no bound: look half a day past the window's end.
+SLACK_AFTER = timedelta(hours=12)
 LOOKUP_MIN_INTERVAL = 0.6  # LookupEvents allows 2 requests/second per account and region
 
 
@@ -48,6 +49,7 @@ class LogObject:
     size: int
     etag: str
     last_modified: datetime | None
+    name: str  # where it goes in the item: logs/YYYY/MM/DD/<file>, unique per key
 
 
 @dataclass
@@ -135,7 +137,7 @@ def list_day_objects(
     s3: Any, bucket: str, region_prefix: str, window: Window
 ) -> Iterator[LogObject]:
     """One listing per day folder; digest files and files far outside the window are left."""
-    for day in window.days(DELIVERY_SLACK):
+    for day in window.days(SLACK_BEFORE, SLACK_AFTER):
         day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=day_prefix)
         for page in call(f"s3:ListObjectsV2 s3://{bucket}/{day_prefix}", list, pages):
@@ -146,10 +148,14 @@ def list_day_objects(
                 stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])
                 if stamp:
                     moment = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
-                    if not window.contains(moment, DELIVERY_SLACK):
+                    if not window.contains(moment, SLACK_BEFORE, SLACK_AFTER):
                         continue
                 yield LogObject(
-                    key, obj["Size"], obj.get("ETag", "").strip('"'), obj.get("LastModified")
+                    key,
+                    obj["Size"],
+                    obj.get("ETag", "").strip('"'),
+                    obj.get("LastModified"),
+                    "logs/" + key.removeprefix(region_prefix),
                 )
 
 
@@ -238,23 +244,20 @@ def _fetch_one(
     item: ItemResult,
     recorded: dict[str, FileRecord],
 ) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    name = "logs/" + obj.key.rsplit("/", 1)[-1]
-    if case.is_captured(item.evidence_id, name, recorded):
-        item.count(skipped=1)
-        return
+    """Fetch one object; any failure is counted against the item, never raised."""
     try:
-        resp = s3.get_object(Bucket=bucket, Key=obj.key)
-        body = resp["Body"]
-        record = case.store_stream(item.evidence_id, name, body.iter_chunks(1 << 20))
-    except (ClientError, BotoCoreError, OSError) as exc:
-        item.count(failed=f"{obj.key}: {exc}")
+        if case.is_captured(item.evidence_id, obj.name, recorded):
+            item.count(skipped=1)
+            return
+        # Pinned to the listed ETag: an object replaced since listing is not taken silently.
+        resp = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
+        expected = resp.get("ContentLength", obj.size)
+        chunks = resp["Body"].iter_chunks(1 << 20)
+        record = case.store_stream(item.evidence_id, obj.name, chunks, expected_bytes=expected)
+    except Exception as exc:  # one object's failure must not stop the others
+        item.count(failed=f"{obj.key}: {type(exc).__name__}: {exc}")
         return
-    expected = resp.get("ContentLength", obj.size)
-    if record.bytes != expected:
-        item.count(failed=f"{obj.key}: got {record.bytes} bytes, expected {expected}")
-        return
+    modified = resp.get("LastModified") or obj.last_modified
     source = {
         "type": "s3",
         "bucket": bucket,
@@ -262,7 +265,9 @@ def _fetch_one(
         "size": obj.size,
         "etag": resp.get("ETag", obj.etag).strip('"'),
         "version_id": resp.get("VersionId"),
-        "last_modified": str(resp.get("LastModified") or obj.last_modified or ""),
+        "last_modified": modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if modified
+        else None,
         "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
     }
     case.record("capture", item.evidence_id, [record], source=source)
