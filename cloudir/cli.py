@@ -61,9 +61,17 @@ RetryOpt = Annotated[
 
 
 def _say(message: str) -> None:
-    from cloudir.console import stderr
+    """Messages often quote evidence (keys, paths, errors): always printed inert."""
+    from cloudir.console import inert, stderr
 
-    stderr.print(message, markup=False)
+    stderr.print(inert(message), markup=False)
+
+
+def _out(message: str) -> None:
+    """A result line on stdout; it may name evidence, so it is printed inert too."""
+    from cloudir.console import inert
+
+    print(inert(message))
 
 
 def handled(fn: F) -> F:
@@ -208,7 +216,7 @@ def capture_cloudtrail(
         _emit_json({"case": str(case), "window": window.as_dict(), "items": summary})
     else:
         for r in results:
-            print(
+            _out(
                 f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
                 f"{len(r.failed)} failed, {r.bytes} bytes"
             )
@@ -246,7 +254,7 @@ def capture_files(
         _emit_json({"case": str(case), "items": [r.as_dict() for r in results]})
         return
     for r in results:
-        print(
+        _out(
             f"{r.evidence_id} ({r.kind}): {r.captured} captured, {r.skipped} already held, "
             f"{r.bytes} bytes from {r.source}"
         )
@@ -288,7 +296,7 @@ def timeline(
     if as_json:
         _emit_json(result.as_dict())
     else:
-        print(
+        _out(
             f"{result.rows} events from {result.files} files into {result.path} "
             f"({result.duplicates_dropped} duplicates dropped)"
         )
@@ -318,7 +326,7 @@ def timeline_export(
         (case / "export").mkdir(exist_ok=True)
         out = case / "export" / f"timeline.{fmt}"
     rows = export(the_case, fmt, out)
-    print(f"{rows} rows written to {out}")
+    _out(f"{rows} rows written to {out}")
 
 
 @app.command()
@@ -343,7 +351,12 @@ def query(
     elif as_csv:
         import csv
 
+        from cloudir.console import inert
+
         writer = csv.writer(sys.stdout)
+        if sys.stdout.isatty():  # a terminal gets inert text; a pipe gets the exact values
+            columns = [inert(c) for c in columns]
+            rows = [tuple(inert(v) for v in row) for row in rows]
         writer.writerow(columns)
         writer.writerows(rows)
     else:
@@ -358,7 +371,7 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) ->
 
     table = Table(show_lines=False)
     for column in columns:
-        table.add_column(Text(column))
+        table.add_column(Text(inert(column, width)))
     for row in rows:
         table.add_row(*[Text(inert(v, width)) for v in row])
     stdout.print(table)
@@ -423,5 +436,7 @@ def main() -> None:
     except Exception as exc:  # typer/click failures outside any command
         if os.environ.get("CLOUDIR_DEBUG") or "--debug" in sys.argv:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from cloudir.console import inert
+
+        print(f"error: {inert(exc)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

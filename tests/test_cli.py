@@ -187,3 +187,68 @@ def test_records_of_odd_shapes_parse_or_are_reported(tmp_path: Path) -> None:
     assert reasons[1] == ("odd.json", 2, "record is not a JSON object")
     assert reasons[2][:2] == ("odd.json", 3)
     assert reasons[2][2].startswith("invalid JSON")
+
+
+def test_times_are_utc_whatever_the_laptop_zone(tmp_path: Path) -> None:
+    case = _case_with(tmp_path, [ct_event("2024-07-31T13:06:24Z")])
+    ny = {"TZ": "America/New_York"}
+    out = tmp_path / "ts.jsonl"
+    assert cloudir("timeline", "export", "--case", str(case), "--out", str(out), env=ny).code == 0
+    assert json.loads(out.read_text())["datetime"] == "2024-07-31T13:06:24.000000+00:00"
+    result = cloudir(
+        "query", "--case", str(case), "SELECT strftime(timestamp, '%H:%M') AS t FROM timeline",
+        "--json", env=ny,
+    )  # fmt: skip
+    assert result.json() == [{"t": "13:06"}]
+
+
+def test_names_that_clean_alike_stay_separate_evidence(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a b.json").write_text(json.dumps([ct_event("2024-07-31T10:00:00Z")]))
+    (logs / "a_b.json").write_text(json.dumps([ct_event("2024-07-31T11:00:00Z")]))
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(logs)).code == 0
+    stored = sorted(p.name for p in case.glob("evidence/*/files/*"))
+    assert len(stored) == 2
+    assert "a_b.json" in stored
+    assert cloudir("verify", "--case", str(case)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 2}]
+
+
+def test_invalid_utf8_in_a_record_is_kept_visible_and_logged(tmp_path: Path) -> None:
+    good = json.dumps(ct_event("2024-07-31T10:00:00Z")).encode()
+    bad = json.dumps(ct_event("2024-07-31T10:01:00Z", userAgent="UA-MARK")).encode()
+    bad = bad.replace(b"UA-MARK", b"ua-\xff-end")
+    source = tmp_path / "mixed.jsonl"
+    source.write_bytes(good + b"\n" + bad + b"\n")
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(source)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    rows = query(case, "SELECT raw->>'userAgent' AS ua FROM timeline ORDER BY timestamp")
+    assert rows == [{"ua": "aws-cli/2"}, {"ua": "ua-\\xff-end"}]
+    errors = (case / "timeline/errors.jsonl").read_text()
+    assert "not valid UTF-8" in errors
+
+
+def test_a_planted_file_is_not_parsed(tmp_path: Path) -> None:
+    case = _case_with(tmp_path, [ct_event("2024-07-31T10:00:00Z")])
+    planted = next(case.glob("evidence/*/files")) / "planted.json"
+    planted.write_text(json.dumps([ct_event("2024-07-31T12:00:00Z")]))
+    result = cloudir("timeline", "--case", str(case), "--json")
+    assert result.code == 0
+    assert result.json()["rows"] == 1
+    assert "not in custody.jsonl" in (case / "timeline/errors.jsonl").read_text()
+
+
+def test_json_lines_with_a_broken_first_line_keep_the_rest(tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    lines = ["{broken", *(json.dumps(ct_event(f"2024-07-31T10:0{n}:00Z")) for n in range(3))]
+    source.write_text("\n".join(lines) + "\n")
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(source)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 3}]
+    [error] = [json.loads(x) for x in (case / "timeline/errors.jsonl").read_text().splitlines()]
+    assert error["line"] == 1

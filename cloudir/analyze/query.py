@@ -23,14 +23,14 @@ TIMESKETCH_COLUMNS = """
 
 
 def connect(case: Case) -> Any:
-    import duckdb
+    from cloudir.analyze.duck import connect as duck_connect
 
     folder = case.root / "timeline"
     if not any(folder.glob("*.parquet")):
         raise EvidenceError(
             f"{case.root}: no timeline yet; run `cloudir timeline --case {case.root}`"
         )
-    con = duckdb.connect()
+    con = duck_connect()
     pattern = str(folder / "*.parquet").replace("'", "''")
     con.execute(f"CREATE VIEW timeline AS SELECT * FROM read_parquet('{pattern}')").fetchall()
     return con

@@ -77,12 +77,31 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
 
     tasks: list[FileTask] = []
     skipped: list[dict[str, Any]] = []
+    recorded = case.recorded_files()
+    last_status = _capture_status(case)
     for evidence_id in case.evidence_ids():
         meta = case.read_meta(evidence_id)
         kind = meta.get("kind", "")
         priority = 1 if meta.get("source", {}).get("type") == "lookup_events" else 0
+        if last_status.get(evidence_id) == "capture-incomplete":
+            skipped.append(
+                {
+                    "evidence_id": evidence_id,
+                    "path": case.relpath(case.evidence_dir(evidence_id)),
+                    "reason": "its last capture did not complete; re-run it to fetch the rest",
+                }
+            )
         for path in case.evidence_files(evidence_id):
             rel = case.relpath(path)
+            if rel not in recorded:
+                skipped.append(
+                    {
+                        "evidence_id": evidence_id,
+                        "path": rel,
+                        "reason": "not in custody.jsonl, so not parsed; run cloudir verify",
+                    }
+                )
+                continue
             if parser_for(kind, path) is None:
                 reason = f"no parser for this file in a {kind or 'untyped'} item"
                 if path.name.lower().endswith(".zip"):
@@ -92,6 +111,15 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
             size = path.stat().st_size
             tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
     return tasks, skipped
+
+
+def _capture_status(case: Case) -> dict[str, str]:
+    """Each item's last capture-complete / capture-incomplete entry in custody."""
+    status: dict[str, str] = {}
+    for entry in case.custody_entries():
+        if entry.get("action") in ("capture-complete", "capture-incomplete"):
+            status[str(entry.get("evidence_id"))] = entry["action"]
+    return status
 
 
 def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
@@ -190,12 +218,12 @@ def build_timeline(
             absorb(parse_chunk(name, chunk))
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-            futures = [
-                pool.submit(parse_chunk, name, chunk)
+            futures = {
+                pool.submit(parse_chunk, name, chunk): chunk
                 for name, chunk in zip(names, chunks, strict=True)
-            ]
+            }
             for future in as_completed(futures):
-                absorb(future.result())
+                absorb(_result_or_failure(future, futures[future]))
 
     if staging_files:
         result.duplicates_dropped = _drop_duplicates(building, sorted(staging_files))
@@ -209,6 +237,22 @@ def build_timeline(
     (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     _swap_in(building, final)
     return result
+
+
+def _result_or_failure(future: Any, chunk: list[FileTask]) -> ChunkResult:
+    """A worker that died (killed, out of memory) costs its chunk, logged, not the run."""
+    try:
+        return future.result()
+    except Exception as exc:
+        errors = [
+            {
+                "evidence_id": t.evidence_id,
+                "path": t.relpath,
+                "reason": f"parser process failed ({type(exc).__name__}); file not parsed",
+            }
+            for t in chunk
+        ]
+        return ChunkResult(None, len(chunk), 0, {}, errors)
 
 
 def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
@@ -268,10 +312,10 @@ def _parquet_writer(path: str | Path) -> Any:
 
 def _duckdb(folder: Path) -> Any:
     """A DuckDB connection with bounded memory that spills into the building folder."""
-    import duckdb
+    from cloudir.analyze.duck import connect
 
-    con = duckdb.connect(
-        config={
+    con = connect(
+        {
             "memory_limit": DUCKDB_MEMORY,
             "temp_directory": str(folder / ".duckdb-tmp"),
             "threads": os.cpu_count() or 1,

@@ -7,6 +7,7 @@ builder never names a parser. Bad input is a normal outcome: a parser reports it
 
 from __future__ import annotations
 
+import codecs
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,16 @@ import pyarrow as pa
 from cloudir.analyze.schema import COLUMN_NAMES, TIMELINE_SCHEMA
 
 BATCH_ROWS = 20_000
+JSON_SAFE_ESCAPE = "cloudir-json-safe"
+
+
+def _json_safe_escape(error: UnicodeDecodeError) -> tuple[str, int]:
+    """An invalid byte becomes the text `\\\\xNN`: inside a JSON string, still valid JSON."""
+    bad = error.object[error.start : error.end]
+    return "".join(f"\\\\x{b:02x}" for b in bad), error.end
+
+
+codecs.register_error(JSON_SAFE_ESCAPE, _json_safe_escape)
 _PARSER_MODULES = ("cloudir.analyze.parsers.cloudtrail",)
 
 
@@ -108,15 +119,34 @@ class BatchBuilder:
             keep = None
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             stamps, keep = self._slow_times(times)
+        numbers = self.record_numbers
+        if keep is not None:
+            numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
         arrays = [stamps]
         for values in columns[1:]:
             if keep is not None:
                 values = tuple(v for v, k in zip(values, keep, strict=True) if k)
-            arrays.append(pa.array(values, pa.string()))
+            arrays.append(self._strings(values, numbers))
         batch = pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
         self.rows = []
         self.record_numbers = []
         return batch
+
+    def _strings(self, values: tuple[Any, ...], numbers: list[int]) -> pa.Array:
+        """Bytes that are not UTF-8 are kept visibly (`\\\\xNN`, still valid JSON), logged."""
+        try:
+            return pa.array(values, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fixed = []
+            for value, number in zip(values, numbers, strict=True):
+                if isinstance(value, bytes):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self.errors.add("not valid UTF-8; bytes kept as \\\\xNN text", number)
+                        value = value.decode("utf-8", JSON_SAFE_ESCAPE)
+                fixed.append(value)
+            return pa.array(fixed, pa.string())
 
     def _slow_times(self, times: tuple[Any, ...]) -> tuple[pa.Array, list[bool]]:
         """Row by row, so one odd time costs only its own row (logged), not the batch."""

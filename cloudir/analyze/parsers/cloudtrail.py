@@ -168,40 +168,82 @@ def _flushed(builder: BatchBuilder) -> Iterator[pa.RecordBatch]:
 
 
 def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[bytes, RecordView]]:
-    """Whole-file JSON, or JSON lines; the first line decides which, read as a stream."""
+    """Whole-file JSON, or JSON lines; the first line decides which, read as a stream.
+
+    No read is unbounded: a line or document over MAX_DOCUMENT_BYTES is reported, not
+    loaded, so a hostile file cannot take the worker's memory.
+    """
     with open_evidence(path) as fh:
-        first = fh.readline()
-        while first and not first.strip():
-            first = fh.readline()
+        lines = _bounded_lines(fh)
+        number, first = next(((n, line) for n, line in lines if line.strip()), (0, b""))
         if not first:
             errors.add("empty file")
             return
         try:
-            first_items = _items(first)
+            first_items = _items(first) if first.endswith(b"\n") or not fh.read(1) else None
         except msgspec.DecodeError:
             first_items = None  # not a complete document on one line: a whole-file document
         if first_items is not None:
-            yield from _unwrap_all(first_items, errors, None)
-            for line_number, line in enumerate(fh, 2):
-                if not line.strip():
-                    continue
-                try:
-                    items = _items(line)
-                except msgspec.DecodeError as exc:
-                    errors.add(_json_error(exc), line=line_number)
-                    continue
-                yield from _unwrap_all(items, errors, line_number)
+            yield from _unwrap_all(first_items, errors, number if number > 1 else None)
+            yield from _json_lines(lines, errors)
             return
-        rest = fh.read(MAX_DOCUMENT_BYTES)
-        if fh.read(1):
+        fh.seek(0)
+        document = fh.read(MAX_DOCUMENT_BYTES + 1)
+        if len(document) > MAX_DOCUMENT_BYTES:
             errors.add(f"a single JSON document over {MAX_DOCUMENT_BYTES} bytes; not parsed")
             return
         try:
-            items = _items(first + rest)
+            items = _items(document)
         except msgspec.DecodeError as exc:
-            errors.add(_json_error(exc))
+            numbered = [(n, line) for n, line in enumerate(document.splitlines(), 1)]
+            if _mostly_json_lines(numbered):  # JSON lines whose first line is broken
+                yield from _json_lines(iter(numbered), errors)
+            else:
+                errors.add(_json_error(exc))
             return
         yield from _unwrap_all(items, errors, None)
+
+
+def _bounded_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines; an over-long line comes back cut, for the caller to report."""
+    number = 0
+    while line := fh.readline(MAX_DOCUMENT_BYTES + 1):
+        number += 1
+        yield number, line
+        if len(line) > MAX_DOCUMENT_BYTES and not line.endswith(b"\n"):
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass  # skip the remainder of the over-long line
+
+
+def _json_lines(
+    lines: Iterator[tuple[int, bytes]], errors: ErrorLog
+) -> Iterator[tuple[bytes, RecordView]]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        if len(line) > MAX_DOCUMENT_BYTES:
+            errors.add(f"line over {MAX_DOCUMENT_BYTES} bytes; not parsed", line=number)
+            continue
+        try:
+            items = _items(line)
+        except msgspec.DecodeError as exc:
+            errors.add(_json_error(exc), line=number)
+            continue
+        yield from _unwrap_all(items, errors, number)
+
+
+def _mostly_json_lines(numbered: list[tuple[int, bytes]]) -> bool:
+    lines = [line for _, line in numbered if line.strip()]
+    if len(lines) < 2:
+        return False
+    good = 0
+    for line in lines:
+        try:
+            _items(line)
+            good += 1
+        except msgspec.DecodeError:
+            pass
+    return good * 2 >= len(lines)
 
 
 def _json_error(exc: msgspec.DecodeError) -> str:
