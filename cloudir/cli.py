@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cloudir import __version__
-from cloudir.errors import EXIT_EVIDENCE, EXIT_USAGE, CloudirError, UsageError
+from cloudir.errors import EXIT_EVIDENCE, EXIT_USAGE, CloudirError, EvidenceError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,7 +89,7 @@ def handled(fn: F) -> F:
             _say(f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _say("interrupted: nothing partial was recorded; run the same command to resume")
+            _say("interrupted: only complete, hashed files were recorded; run it again to resume")
             raise typer.Exit(130) from None
         except Exception as exc:
             if _state["debug"]:
@@ -252,12 +252,15 @@ def capture_files(
     results = capture_paths(the_case, paths, kind, _say)
     if as_json:
         _emit_json({"case": str(case), "items": [r.as_dict() for r in results]})
-        return
-    for r in results:
-        _out(
-            f"{r.evidence_id} ({r.kind}): {r.captured} captured, {r.skipped} already held, "
-            f"{r.bytes} bytes from {r.source}"
-        )
+    else:
+        for r in results:
+            _out(
+                f"{r.evidence_id} ({r.kind}): {r.captured} captured, {r.skipped} already held, "
+                f"{r.bytes} bytes from {r.source}"
+            )
+    problems = sum(len(r.failed) + len(r.warnings) for r in results)
+    if problems:
+        raise EvidenceError(f"{problems} file(s) not captured as they were; see the lines above")
 
 
 @timeline_app.callback()

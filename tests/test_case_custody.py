@@ -126,3 +126,20 @@ def test_unreadable_meta_is_an_evidence_error(tmp_path: Path) -> None:
     (case.evidence_dir("x") / "meta.json").write_text("{broken")
     with pytest.raises(EvidenceError, match=r"unreadable meta\.json"):
         case.read_meta("x")
+
+
+def test_capture_files_names_what_it_could_not_take(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "ok.json").write_text(json.dumps([ct_event("2024-07-31T10:00:00Z")]))
+    os.mkfifo(source / "pipe")
+    (source / "link.json").symlink_to(source / "ok.json")
+    case = tmp_path / "case"
+    result = cloudir("capture", "files", "--case", str(case), str(source), "--json")
+    assert result.code == 3
+    [item] = result.json()["items"]
+    assert item["captured"] == 1
+    assert sorted(Path(w.split(":")[0]).name for w in item["warnings"]) == ["link.json", "pipe"]
+    assert "2 file(s) not captured" in result.stderr
+    last = custody(case)[-1]
+    assert last["action"] == "capture-incomplete"

@@ -208,31 +208,36 @@ def capture_s3(
         on_progress(0, total)
 
     recorded = case.recorded_files()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = []
+    finished = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [
+                pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded)
+                for item, bkt, objects in plan
+                for obj in objects
+            ]
+            try:
+                for done_count, _ in enumerate(as_completed(futures), 1):
+                    if on_progress:
+                        on_progress(done_count, total)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # running downloads finish
+                raise
+        finished = True
+    finally:
         for item, bkt, objects in plan:
-            for obj in objects:
-                futures.append(pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded))
-        try:
-            for done_count, future in enumerate(as_completed(futures), 1):
-                future.result()
-                if on_progress:
-                    on_progress(done_count, total)
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            raise
-    for item, bkt, _ in plan:
-        case.record(
-            "capture-complete" if not item.failed else "capture-incomplete",
-            item.evidence_id,
-            [],
-            note=(
-                f"s3://{bkt}: {item.captured} captured, {item.skipped} already held, "
-                f"{len(item.failed)} failed of {item.listed} listed"
-            ),
-            source={"window": window.as_dict()},
-        )
+            complete = finished and not item.failed
+            case.record(
+                "capture-complete" if complete else "capture-incomplete",
+                item.evidence_id,
+                [],
+                note=(
+                    f"s3://{bkt}: {item.captured} captured, {item.skipped} already held, "
+                    f"{len(item.failed)} failed of {len(objects)} listed"
+                    + ("" if finished else "; interrupted")
+                ),
+                source={"window": window.as_dict()},
+            )
     return [item for item, _, _ in plan]
 
 
@@ -327,6 +332,7 @@ def capture_lookup(
                 case.record("capture-incomplete", evidence_id, [], note="LookupEvents failed")
                 raise
             item.listed += 1
+            reencoded = not raw_pages
             body = raw_pages[-1] if raw_pages else _reencode(resp)
             record = case.store_bytes(evidence_id, f"pages/page-{item.listed:05d}.json", body)
             case.record(
@@ -339,6 +345,7 @@ def capture_lookup(
                     "page": item.listed,
                     "events": len(resp.get("Events", [])),
                     "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
+                    "as_received": not reencoded,
                 },
             )
             item.captured += len(resp.get("Events", []))

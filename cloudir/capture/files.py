@@ -29,6 +29,7 @@ class FilesResult:
     skipped: int = 0
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -48,7 +49,14 @@ def _walk(root: Path, warnings: list[str]) -> list[Path]:
     if root.is_file():
         return [root]
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    if not root.is_dir():
+        warnings.append(f"{root}: not a regular file or folder, not captured")
+        return []
+
+    def unreadable(exc: OSError) -> None:
+        warnings.append(f"{exc.filename}: cannot be read ({exc.strerror}), not captured")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -89,19 +97,28 @@ def capture_paths(
             if resumed and case.is_captured(evidence_id, name, recorded):
                 result.skipped += 1
                 continue
-            before = path.stat()
-            record = case.store_copy(evidence_id, name, path)
-            after = path.stat()
+            try:
+                before = path.stat()
+                record = case.store_copy(evidence_id, name, path)
+                after = path.stat()
+            except OSError as exc:
+                result.failed.append(f"{path}: {exc.strerror or exc}")
+                continue
+            note = ""
             if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-                result.warnings.append(f"{path}: changed while it was copied; capture it again")
+                note = "original changed while it was copied"
+                result.failed.append(f"{path}: changed while it was copied; capture it again")
             case.record(
                 "capture",
                 evidence_id,
                 [record],
+                note=note,
                 source={
                     "type": "file",
                     "original_path": str(path.resolve()),
-                    "original_mtime": datetime.fromtimestamp(before.st_mtime, UTC).isoformat(),
+                    "original_mtime": datetime.fromtimestamp(before.st_mtime, UTC).strftime(
+                        "%Y-%m-%dT%H:%M:%S.%fZ"
+                    ),
                     "original_size": before.st_size,
                 },
             )
@@ -109,13 +126,16 @@ def capture_paths(
             result.bytes += record.bytes
             if on_file:
                 on_file(record.bytes)
-        for warning in result.warnings:
+        for warning in result.warnings + result.failed:
             report(warning)
         case.record(
-            "capture-complete",
+            "capture-incomplete" if result.failed or result.warnings else "capture-complete",
             evidence_id,
             [],
-            note=f"{source}: {result.captured} captured, {result.skipped} already held",
+            note=(
+                f"{source}: {result.captured} captured, {result.skipped} already held, "
+                f"{len(result.failed)} failed, {len(result.warnings)} not captured"
+            ),
         )
         results.append(result)
     return results
