@@ -86,6 +86,7 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
     chain_errors: list[str] = field(default_factory=list)
+    custody_head: str = ""  # SHA-256 of the last custody line: keep it outside the case
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,7 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "custody_head_sha256": self.custody_head,
             "checked": self.checked,
             "changed": self.changed,
             "missing": self.missing,
@@ -380,6 +382,8 @@ class Case:
     # -- verify ----------------------------------------------------------------------
     def verify(self, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
         report = VerifyReport(chain_errors=self._check_chain())
+        with open(self.root / CUSTODY_FILE, "rb") as fh:
+            report.custody_head = hashlib.sha256(_last_line(fh)).hexdigest()
         recorded = self.recorded_files()
         seen: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.root / EVIDENCE_DIR):

@@ -410,6 +410,7 @@ def verify(case: CaseOpt, as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_EVIDENCE)
     if not as_json:
         print(f"ok: {report.checked} evidence files match custody.jsonl")
+        print(f"custody head: sha256 {report.custody_head} (note it outside the case)")
 
 
 @app.command()

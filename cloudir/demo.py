@@ -139,14 +139,12 @@ def seed_bucket(s3: Any, events: list[dict[str, Any]]) -> int:
 
 
 DEMO_TITLE = "Demo: leaked CI access key"
+DEMO_MARKER = ".cloudir-demo"  # written only by the demo; --force deletes nothing without it
 
 
 def _is_demo_case(case: Path) -> bool:
     """Only a case the demo made may be replaced: --force never deletes real evidence."""
-    try:
-        return json.loads((case / "case.json").read_text()).get("title") == DEMO_TITLE
-    except (OSError, ValueError):
-        return False
+    return (case / DEMO_MARKER).is_file()
 
 
 def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> None:
@@ -184,6 +182,7 @@ def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> N
         files = seed_bucket(aws.client("s3"), story(start))
         say(f"seeded s3://{BUCKET} with {files} CloudTrail files (a leaked-key intrusion)")
         the_case = Case.create(case, title=DEMO_TITLE, examiner="demo")
+        (case / DEMO_MARKER).write_text("made by `cloudir demo`; safe to delete\n")
         identity = aws.caller_identity()
         the_case.actor = identity.get("Arn", the_case.actor)
         window = Window.parse("3d", None)

@@ -252,3 +252,18 @@ def test_json_lines_with_a_broken_first_line_keep_the_rest(tmp_path: Path) -> No
     assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 3}]
     [error] = [json.loads(x) for x in (case / "timeline/errors.jsonl").read_text().splitlines()]
     assert error["line"] == 1
+
+
+def test_copies_of_an_event_that_disagree_are_reported(tmp_path: Path) -> None:
+    genuine = ct_event("2024-07-31T10:00:00Z", name="StopLogging")
+    planted = dict(genuine, eventName="ListBuckets")
+    (tmp_path / "a.json").write_text(json.dumps([genuine]))
+    (tmp_path / "b.json").write_text(json.dumps([planted, genuine]))
+    case = tmp_path / "case"
+    for name in ("a.json", "b.json"):
+        assert cloudir("capture", "files", "--case", str(case), str(tmp_path / name)).code == 0
+    result = cloudir("timeline", "--case", str(case), "--json")
+    assert result.json()["duplicates_dropped"] == 2
+    assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 1}]
+    errors = (case / "timeline/errors.jsonl").read_text()
+    assert f"event_id {genuine['eventID']} has 2 different versions" in errors

@@ -226,7 +226,8 @@ def build_timeline(
                 absorb(_result_or_failure(future, futures[future]))
 
     if staging_files:
-        result.duplicates_dropped = _drop_duplicates(building, sorted(staging_files))
+        result.duplicates_dropped, conflicts = _drop_duplicates(building, sorted(staging_files))
+        result.errors.extend(conflicts)
         if result.duplicates_dropped:
             result.rows -= result.duplicates_dropped
             result.rows_by_evidence = _rows_by_evidence(building)
@@ -255,8 +256,12 @@ def _result_or_failure(future: Any, chunk: list[FileTask]) -> ChunkResult:
         return ChunkResult(None, len(chunk), 0, {}, errors)
 
 
-def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
-    """Keep the first copy of each event_id (S3 before LookupEvents, then file order)."""
+def _drop_duplicates(folder: Path, staging_files: list[str]) -> tuple[int, list[dict[str, Any]]]:
+    """Keep the first copy of each event_id (S3 before LookupEvents, then file order).
+
+    Copies that disagree on time, action or principal are not the same event seen twice:
+    each such event_id is reported, so a planted record cannot hide a genuine one quietly.
+    """
     con = _duckdb(folder)
     files = "[" + ", ".join(_sql_str(f) for f in staging_files) + "]"
     source = f"read_parquet({files}, filename=true, file_row_number=true)"
@@ -269,13 +274,26 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
     con.execute(
         f"""CREATE TEMP TABLE keep AS
             SELECT event_id, min({{'f': filename, 'r': file_row_number}}) AS first_copy,
-                   count(*) - 1 AS extra
+                   count(*) - 1 AS extra,
+                   count(DISTINCT (timestamp, action, coalesce("user", ''))) AS variants,
+                   list(DISTINCT evidence_id ORDER BY evidence_id) AS items
             FROM {source} WHERE hash(event_id) IN (SELECT h FROM candidates)
             GROUP BY event_id HAVING count(*) > 1"""
     ).fetchall()
     dropped = int(con.execute("SELECT coalesce(sum(extra), 0) FROM keep").fetchall()[0][0])
+    conflicts = [
+        {
+            "evidence_id": ", ".join(items),
+            "path": "",
+            "reason": f"event_id {event_id} has {variants} different versions; "
+            "the first copy is in the timeline, compare the others in the evidence",
+        }
+        for event_id, variants, items in con.execute(
+            "SELECT event_id, variants, items FROM keep WHERE variants > 1 ORDER BY 1"
+        ).fetchall()
+    ]
     if dropped == 0:
-        return 0
+        return 0, conflicts
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     reader = con.sql(
@@ -292,7 +310,7 @@ def _drop_duplicates(folder: Path, staging_files: list[str]) -> int:
     for name in staging_files:
         os.unlink(name)
     out.rename(folder / "part-0-dedup.parquet")
-    return dropped
+    return dropped, conflicts
 
 
 def _parquet_writer(path: str | Path) -> Any:
