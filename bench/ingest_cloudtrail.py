@@ -1278,6 +1278,7 @@ def measure_plaso(gen: Path, events: int, files: int, seed: int, work: Path) -> 
             Row(tool="plaso", command="", note="not installed (log2timeline/psort not on PATH)")
         ]
     _log("plaso found: writing the events as LookupEvents JSONL for it (not timed)")
+    shutil.rmtree(work, ignore_errors=True)  # psort refuses to overwrite an earlier output
     jsonl_dir = work / "jsonl"
     written = write_plaso_jsonl(gen, plan_files(events, files, seed), jsonl_dir)
     if written != events:

