@@ -142,12 +142,14 @@ def capture_cloudtrail(
         bool, typer.Option("--lookup", help="Also read the LookupEvents API (last 90 days).")
     ] = False,
     account: Annotated[
-        list[str] | None, typer.Option(help="Account id to collect (repeatable; default all).")
+        list[str] | None,
+        typer.Option(metavar="ID", help="Account id to collect (repeatable; default all)."),
     ] = None,
     region: Annotated[
         list[str] | None,
         typer.Option(
-            help="Region to collect (repeatable; default all). The first is the API region."
+            metavar="REGION",
+            help="Region to collect (repeatable; default all). The first is the API region.",
         ),
     ] = None,
     start: Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")] = "7d",
@@ -163,7 +165,7 @@ def capture_cloudtrail(
     """Capture CloudTrail logs from the trail's S3 bucket and/or LookupEvents.
 
     Example: cloudir capture cloudtrail --case ./case-42 --bucket org-trail --account
-    111122223333 --region us-east-1 --start 2024-07-30 --end 36h
+    111122223333 --region us-east-1 --start 2024-07-30 --end 2024-08-01
     """
     from cloudir.capture import cloudtrail
     from cloudir.case import Case
