@@ -17,7 +17,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cloudir import __version__
-from cloudir.errors import EXIT_EVIDENCE, EXIT_USAGE, CloudirError, EvidenceError, UsageError
+from cloudir.errors import (
+    EXIT_EVIDENCE,
+    EXIT_FINDINGS,
+    EXIT_USAGE,
+    CloudirError,
+    EvidenceError,
+    UsageError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -381,6 +388,126 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) ->
         table.add_row(*[Text(inert(v, width)) for v in row])
     stdout.print(table)
     _say(f"{len(rows)} rows")
+
+
+rules_app = typer.Typer(help="Inspect Sigma rules: what loads, what is skipped and why.")
+app.add_typer(rules_app, name="rules")
+
+RulesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--rules", metavar="PATH", help="Extra Sigma rule file or folder (repeatable)."),
+]
+
+
+@app.command()
+@handled
+def detect(
+    case: CaseOpt,
+    rules: RulesOpt = None,
+    no_builtin: Annotated[
+        bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
+    ] = False,
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 when a finding reaches this level.")
+    ] = "high",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run Sigma rules over the timeline; write findings/findings.{json,parquet}.
+
+    Example: cloudir detect --case ./case-42 --rules ./my-rules --fail-on medium
+    """
+    from cloudir.analyze import detect as engine
+    from cloudir.case import Case
+
+    if fail_on not in engine.LEVELS:
+        raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
+    result = engine.detect(Case.open(case), rules or [], builtin=not no_builtin)
+    if as_json:
+        sys.stdout.write((result.path / "findings.json").read_text())
+    else:
+        _print_findings(result.findings)
+    for skipped in result.rules.skipped:
+        _say(f"skipped rule {skipped['title'] or skipped['path']}: {skipped['reason']}")
+    _say(
+        f"{len(result.rules.rules)} rules run, {len(result.rules.skipped)} skipped, "
+        f"{len(result.findings)} findings in {result.path}"
+    )
+    threshold = engine.LEVELS.index(fail_on)
+    if any(engine.LEVELS.index(f["level"]) >= threshold for f in result.findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _print_findings(findings: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cloudir.console import inert, stdout
+
+    table = Table(show_lines=False)
+    for column in ("level", "title", "count", "first seen", "principals", "source IPs"):
+        table.add_column(column)
+    for f in findings:
+        entities = f["entities"]
+        table.add_row(
+            Text(f["level"]),
+            Text(inert(f["title"], 60)),
+            Text(str(f["count"])),
+            Text(f["first_seen"][:19]),
+            Text(inert(", ".join(entities["principals"][:2]), 50)),
+            Text(inert(", ".join(entities["source_ips"][:3]), 40)),
+        )
+    stdout.print(table)
+
+
+@rules_app.command("list")
+@handled
+def rules_list(
+    rules: RulesOpt = None,
+    no_builtin: Annotated[bool, typer.Option("--no-builtin", help="Only --rules.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the rules that load and those skipped, with reasons.
+
+    Example: cloudir rules list --rules ./sigma/rules/cloud/aws
+    """
+    _rules_report(rules or [], not no_builtin, as_json)
+
+
+@rules_app.command("validate")
+@handled
+def rules_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that rules load and compile; exit 3 if any is skipped.
+
+    Example: cloudir rules validate ./my-rules
+    """
+    if _rules_report(paths, False, as_json):
+        raise typer.Exit(EXIT_EVIDENCE)
+
+
+def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
+    from cloudir.analyze import detect as engine
+
+    ruleset = engine.validate(paths, builtin)
+    if as_json:
+        _emit_json(
+            {
+                "loaded": [
+                    {"id": r.rule_id, "title": r.title, "level": r.level, "path": r.path}
+                    for r in ruleset.rules
+                ],
+                "skipped": ruleset.skipped,
+            }
+        )
+    else:
+        for r in ruleset.rules:
+            _out(f"ok       {r.level:<13} {r.title} ({r.path})")
+        for skipped in ruleset.skipped:
+            _out(f"SKIPPED  {skipped['title'] or '-'} ({skipped['path']}): {skipped['reason']}")
+    _say(f"{len(ruleset.rules)} rules load, {len(ruleset.skipped)} skipped")
+    return len(ruleset.skipped)
 
 
 @app.command()

@@ -20,6 +20,9 @@ COMMANDS = [
     ["query"],
     ["verify"],
     ["demo"],
+    ["detect"],
+    ["rules", "list"],
+    ["rules", "validate"],
 ]
 
 

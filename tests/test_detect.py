@@ -1,0 +1,133 @@
+"""Sigma rules compiled to DuckDB SQL and run over a real timeline (Stratus detonations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cloudir, query
+
+HEADER = """title: {title}
+id: {rule_id}
+status: experimental
+description: test rule
+logsource: {{product: aws, service: cloudtrail}}
+level: {level}
+"""
+
+
+def write_rule(folder: Path, name: str, detection: str, level: str = "high") -> Path:
+    rule_id = f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}"
+    path = folder / f"{name}.yml"
+    path.write_text(HEADER.format(title=name, rule_id=rule_id, level=level) + detection)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stratus(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    case = tmp_path_factory.mktemp("detect") / "case"
+    folder = corpus / "cloudtrail/stratus-red-team/detonation-logs"
+    assert cloudir("capture", "files", "--case", str(case), str(folder)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    return case
+
+
+def run(case: Path, rules: Path, *extra: str) -> tuple[int, dict]:
+    result = cloudir(
+        "detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json", *extra
+    )
+    assert result.code in (0, 1), result.stderr
+    return result.code, result.json()
+
+
+def count(case: Path, sql: str) -> int:
+    return query(case, f"SELECT count(*) AS n FROM timeline WHERE {sql}")[0]["n"]
+
+
+def test_matching_is_case_insensitive_like_sigma(stratus: Path, tmp_path: Path) -> None:
+    write_rule(tmp_path, "stop", "detection:\n  s:\n    eventName: stoplogging\n  condition: s\n")
+    code, doc = run(stratus, tmp_path)
+    [finding] = doc["findings"]
+    assert finding["count"] == count(stratus, "raw->>'eventName' = 'StopLogging'") > 0
+    assert code == 1  # a high finding with the default --fail-on high
+    assert set(finding["event_ids"]) == {
+        r["event_id"]
+        for r in query(
+            stratus, "SELECT event_id FROM timeline WHERE raw->>'eventName' = 'StopLogging'"
+        )
+    }
+    assert finding["entities"]["principals"]
+    assert finding["techniques"] == []
+
+
+def test_modifiers_agree_with_plain_sql(stratus: Path, tmp_path: Path) -> None:
+    cases = {
+        "startswith": ("eventName|startswith: getsecret", "raw->>'eventName' ILIKE 'GetSecret%'"),
+        "endswith": (
+            "eventSource|endswith: .AMAZONAWS.COM",
+            "raw->>'eventSource' ILIKE '%.amazonaws.com'",
+        ),
+        "contains_all": (
+            "userAgent|contains|all: [stratus, go]",
+            "raw->>'userAgent' ILIKE '%stratus%' AND raw->>'userAgent' ILIKE '%go%'",
+        ),
+        "re": (
+            "eventName|re: '^(Get|List)Secret'",
+            "regexp_matches(raw->>'eventName', '^(Get|List)Secret')",
+        ),
+        "exists": ("errorCode|exists: true", "raw->>'errorCode' IS NOT NULL"),
+        "nested": ("userIdentity.type: IAMUser", "raw->'userIdentity'->>'type' = 'IAMUser'"),
+        "column": ("outcome: success", "outcome = 'success'"),
+    }
+    for name, (selection, _) in cases.items():
+        write_rule(tmp_path, name, f"detection:\n  s:\n    {selection}\n  condition: s\n", "low")
+    _, doc = run(stratus, tmp_path)
+    counts = {f["title"]: f["count"] for f in doc["findings"]}
+    for name, (_, sql) in cases.items():
+        assert counts.get(name, 0) == count(stratus, sql), name
+    assert doc["rules"]["loaded"] == len(cases)
+
+
+def test_cidr_is_network_math_not_a_string_prefix(stratus: Path, tmp_path: Path) -> None:
+    write_rule(
+        tmp_path, "net", "detection:\n  s:\n    sourceIPAddress|cidr: 86.0.0.0/7\n  condition: s\n"
+    )
+    _, doc = run(stratus, tmp_path)
+    ips = {ip for f in doc["findings"] for ip in f["entities"]["source_ips"]}
+    assert ips and all(ip.split(".")[0] in ("86", "87") for ip in ips)
+
+
+def test_a_rule_that_cannot_run_is_skipped_with_its_reason(stratus: Path, tmp_path: Path) -> None:
+    write_rule(tmp_path, "good", "detection:\n  s:\n    eventName: StopLogging\n  condition: s\n")
+    write_rule(
+        tmp_path, "lookbehind", "detection:\n  s:\n    eventName|re: '(?<=x)y'\n  condition: s\n"
+    )
+    (tmp_path / "broken.yml").write_text("title: [unclosed\n")
+    _, doc = run(stratus, tmp_path)
+    reasons = {Path(s["path"]).name: s["reason"] for s in doc["rules"]["skipped"]}
+    assert "invalid" in reasons["lookbehind.yml"]
+    assert "broken.yml" in reasons
+    assert [f["title"] for f in doc["findings"]] == ["good"]
+    result = cloudir("rules", "validate", str(tmp_path))
+    assert result.code == 3
+    assert "SKIPPED" in result.stdout
+
+
+def test_findings_files_follow_the_contract(stratus: Path, tmp_path: Path) -> None:
+    write_rule(tmp_path, "stop", "detection:\n  s:\n    eventName: StopLogging\n  condition: s\n")
+    code, _ = run(stratus, tmp_path, "--fail-on", "critical")
+    assert code == 0
+    doc = json.loads((stratus / "findings/findings.json").read_text())
+    assert {"case", "generated", "cloudir_version", "rules", "findings"} <= set(doc)
+    finding = doc["findings"][0]
+    assert {
+        "rule_id", "title", "level", "status", "tags", "techniques", "count", "first_seen",
+        "last_seen", "event_ids", "entities", "rule_path",
+    } <= set(finding)  # fmt: skip
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(stratus / "findings/findings.parquet")
+    assert table.num_rows == finding["count"]
+    assert set(table.column("event_id").to_pylist()) == set(finding["event_ids"])
