@@ -191,6 +191,9 @@ def _convert(backend: Any, rule: Any, path: Path, con: Any, result: RuleSet) -> 
     except (SigmaError, ValueError, TypeError, AttributeError) as exc:
         result.skipped.append(_skip(path, rule, f"cannot convert: {exc}"))
         return None
+    if not queries:  # a base rule with generate: false only feeds its correlation
+        result.skipped.append(_skip(path, rule, "only feeds a correlation rule, not run alone"))
+        return None
     predicate = " OR ".join(f"({q})" for q in queries)
     try:
         with _quiet_stderr():  # RE2 logs refused patterns itself; the reason is in exc
