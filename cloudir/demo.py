@@ -198,5 +198,6 @@ def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> N
         f"  cloudir verify --case {case}\n"
         f'  cloudir query --case {case} "SELECT timestamp, src_ip, message FROM timeline '
         f"WHERE src_ip = '{ATTACKER_IP}' ORDER BY timestamp\"\n"
+        f"  cloudir detect --case {case}\n"
         f"  cloudir timeline export --case {case} --format csv\n"
     )
