@@ -426,8 +426,15 @@ def detect(
         sys.stdout.write((result.path / "findings.json").read_text())
     else:
         _print_findings(result.findings)
-    for skipped in result.rules.skipped:
+    builtin_root = str(engine.BUILTIN_RULES)
+    own = [s for s in result.rules.skipped if not s["path"].startswith(builtin_root)]
+    for skipped in own:  # the user's own rules: each one named; built-ins: see `rules list`
         _say(f"skipped rule {skipped['title'] or skipped['path']}: {skipped['reason']}")
+    if len(own) < len(result.rules.skipped):
+        _say(
+            f"{len(result.rules.skipped) - len(own)} built-in rules not run (correlations, "
+            "logsources without data yet); `cloudir rules list` says why"
+        )
     _say(
         f"{len(result.rules.rules)} rules run, {len(result.rules.skipped)} skipped, "
         f"{len(result.findings)} findings in {result.path}"
