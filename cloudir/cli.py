@@ -432,12 +432,14 @@ def detect(
         _say(f"skipped rule {skipped['title'] or skipped['path']}: {skipped['reason']}")
     if len(own) < len(result.rules.skipped):
         _say(
-            f"{len(result.rules.skipped) - len(own)} built-in rules not run (correlations, "
-            "logsources without data yet); `cloudir rules list` says why"
+            f"{len(result.rules.skipped) - len(own)} built-in rules not run; "
+            "`cloudir rules list` says why"
         )
+    reported = result.rules.reported
+    correlations = sum(1 for r in reported if r.is_correlation)
     _say(
-        f"{len(result.rules.rules)} rules run, {len(result.rules.skipped)} skipped, "
-        f"{len(result.findings)} findings in {result.path}"
+        f"{len(reported)} rules run ({correlations} correlations), "
+        f"{len(result.rules.skipped)} skipped, {len(result.findings)} findings in {result.path}"
     )
     threshold = engine.LEVELS.index(fail_on)
     if any(engine.LEVELS.index(f["level"]) >= threshold for f in result.findings):
@@ -494,6 +496,13 @@ def rules_validate(
         raise typer.Exit(EXIT_EVIDENCE)
 
 
+def _rule_kind(rule: Any) -> str:
+    """`rule`, a correlation's type, or `feeds-only` for a base that only feeds one."""
+    if rule.correlation is not None:
+        return rule.correlation.kind
+    return "rule" if rule.output else "feeds-only"
+
+
 def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
     from cloudir.analyze import detect as engine
 
@@ -502,7 +511,13 @@ def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
         _emit_json(
             {
                 "loaded": [
-                    {"id": r.rule_id, "title": r.title, "level": r.level, "path": r.path}
+                    {
+                        "id": r.rule_id,
+                        "title": r.title,
+                        "level": r.level,
+                        "path": r.path,
+                        "kind": _rule_kind(r),
+                    }
                     for r in ruleset.rules
                 ],
                 "skipped": ruleset.skipped,
@@ -510,7 +525,7 @@ def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
         )
     else:
         for r in ruleset.rules:
-            _out(f"ok       {r.level:<13} {r.title} ({r.path})")
+            _out(f"ok       {r.level:<13} {_rule_kind(r):<12} {r.title} ({r.path})")
         for skipped in ruleset.skipped:
             _out(f"SKIPPED  {skipped['title'] or '-'} ({skipped['path']}): {skipped['reason']}")
     _say(f"{len(ruleset.rules)} rules load, {len(ruleset.skipped)} skipped")

@@ -133,18 +133,16 @@ def test_findings_files_follow_the_contract(stratus: Path, tmp_path: Path) -> No
     assert set(table.column("event_id").to_pylist()) == set(finding["event_ids"])
 
 
-ARRAY_TRAVERSAL_PENDING = "4531e26b-7aea-49a2-911e-884a92c58f15"
-CORRELATION_REASONS = ("correlation rules are not run yet", "only feeds a correlation rule")
-
-
 def test_every_shipped_rule_loads() -> None:
     result = cloudir("rules", "list", "--json")
     assert result.code == 0, result.stderr
     doc = result.json()
     assert len(doc["loaded"]) >= 40
-    unexpected = [s for s in doc["skipped"] if not s["reason"].startswith(CORRELATION_REASONS)]
-    linux_only = [s for s in unexpected if "no timeline data for logsource ('linux'" in s["reason"]]
-    assert unexpected == linux_only, "only Linux rules may wait for the host parsers"
+    assert doc["skipped"] == []
+    kinds = {r["kind"] for r in doc["loaded"]}
+    assert kinds == {"rule", "feeds-only", "event_count", "value_count", "temporal"} | {
+        "temporal_ordered"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +171,12 @@ def test_shipped_rules_fire_on_their_stratus_techniques(stratus_by_technique: Pa
     for finding in result.json()["findings"]:
         items = {item_of[e] for e in finding["event_ids"]}
         fired[finding["rule_id"]] = {i.removeprefix("cloudtrail-") for i in items}
-    listed = cloudir("rules", "list", "--json").json()
-    correlations = {
-        s["id"] for s in listed["skipped"] if s["reason"].startswith(CORRELATION_REASONS[0])
-    }
     checked = 0
     missed: list[str] = []
     for rule_id, techniques in positives.items():
-        if str(rule_id) in correlations:
-            continue  # correlation rules run in the next part of the detection issue
         for technique in techniques or []:
             if technique not in fired.get(str(rule_id), set()):
                 missed.append(f"{rule_id} on {technique}")
             checked += 1
-    # Fields that cross a JSON array (requestParameters.eventSelectors.*) need Sigma's
-    # any-element semantics, which the engine does not have yet (rest of issue 3).
-    assert missed == [
-        f"{ARRAY_TRAVERSAL_PENDING} on aws.defense-evasion.cloudtrail-event-selectors.json"
-    ]
-    assert checked >= 15
+    assert missed == []
+    assert checked >= 44

@@ -1,27 +1,27 @@
 """Sigma rules over the timeline: compiled once to DuckDB SQL, run in one scan.
 
-Rules are read with pySigma and converted by a DuckDB flavour of pySigma's SQLite backend:
-string matching is case-insensitive as Sigma requires (ILIKE), regular expressions go to
-RE2 through `regexp_matches`, and a field that is not a timeline column is a JSON path into
-`raw`, so community rules run unmodified. Every rule's predicate is checked on its own
-first (a rule DuckDB cannot bind, or whose regex RE2 refuses, is skipped with the reason);
-the good ones are then evaluated together in a single pass over the Parquet files.
+Rules are read with pySigma and converted by a DuckDB flavour of its SQLite backend
+(`sigma_sql.py`). Every rule's predicate is checked on its own first (a rule DuckDB cannot
+bind, or whose regex RE2 refuses, is skipped with the reason); the good ones are then
+evaluated together in a single pass over the Parquet files, which keeps every matched
+event in a small temp table. Correlation rules run over that table (`correlate.py`).
+The evaluation semantics are written down in docs/detection.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from cloudir import __version__
-from cloudir.analyze.schema import COLUMN_NAMES
+from cloudir.analyze import correlate
+from cloudir.analyze.sigma_sql import backend_class, register_functions, sql_str
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
 
@@ -29,105 +29,69 @@ BUILTIN_RULES = Path(__file__).with_name("rules")
 FINDINGS_DIR = "findings"
 LEVELS = ["informational", "low", "medium", "high", "critical"]
 
-# logsource (product, service, category) -> timeline artifacts. One table, extended by the
+
+@dataclass(frozen=True)
+class LogSource:
+    artifacts: tuple[str, ...]
+    condition: str | None = None  # an extra row test, for categories inside an artifact
+
+
+_SYSLOG = ("linux:syslog", "linux:auth", "linux:cron", "linux:journal")
+_PROCESS = LogSource(
+    ("linux:auditd", "linux:bash_history", "linux:zsh_history"),
+    "json_extract_string(raw, '$.CommandLine') IS NOT NULL",
+)
+
+# logsource (product, service, category) -> timeline rows. One table, extended by the
 # parsers that add artifacts; a rule whose logsource is not here cannot run and says so.
-LOGSOURCES: dict[tuple[str | None, str | None, str | None], tuple[str, ...]] = {
-    ("aws", "cloudtrail", None): ("aws:cloudtrail",),
-    ("aws", None, None): ("aws:cloudtrail",),
+LOGSOURCES: dict[tuple[str | None, str | None, str | None], LogSource] = {
+    ("aws", "cloudtrail", None): LogSource(("aws:cloudtrail",)),
+    ("aws", None, None): LogSource(("aws:cloudtrail",)),
+    ("linux", "auth", None): LogSource(("linux:auth",)),
+    ("linux", "sshd", None): LogSource(("linux:auth",)),
+    ("linux", "syslog", None): LogSource(_SYSLOG),
+    ("linux", "cron", None): LogSource(("linux:cron",)),
+    ("linux", "auditd", None): LogSource(("linux:auditd",)),
+    ("linux", None, "process_creation"): _PROCESS,
 }
-
-
-def _backend_class() -> type:
-    """Built on first use: pySigma is only imported by the commands that run rules."""
-    from sigma.backends.sqlite import sqliteBackend
-    from sigma.conditions import ConditionFieldEqualsValueExpression
-    from sigma.conversion.state import ConversionState
-
-    class DuckDBBackend(sqliteBackend):
-        identifier: ClassVar[str] = "cloudir-duckdb"
-        name: ClassVar[str] = "cloudir DuckDB backend"
-        wildcard_match_expression: ClassVar[str] = "{field} ILIKE '{value}' ESCAPE '\\'"
-        contains_expression: ClassVar[str] = "{field} ILIKE '%{value}%' ESCAPE '\\'"
-        eq_expression: ClassVar[str] = "{field} ILIKE {value}"
-        re_expression: ClassVar[str] = "regexp_matches({field}, '{regex}')"
-        bool_expression: ClassVar[str] = "lower({field}) = {value}"
-        null_safe_expression: ClassVar[str] = "COALESCE({expr}, false)"
-        compare_op_expression: ClassVar[str] = "TRY_CAST({field} AS DOUBLE) {operator} {value}"
-        timestamp_seconds_expression = "epoch({field})"
-        event_id_field = "event_id"
-        table = "timeline"
-
-        def escape_and_quote_field(self, field_name: str) -> str:
-            if field_name in COLUMN_NAMES:
-                return f'"{field_name}"'
-            return json_path(field_name)
-
-        def resolve_table(self, state: Any = None) -> str:
-            return "timeline"
-
-        def convert_condition_field_eq_val_num(
-            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
-        ) -> str:
-            field_sql = self.escape_and_quote_field(cond.field)
-            return f"TRY_CAST({field_sql} AS DOUBLE) = {cond.value.number}"
-
-        def convert_condition_field_eq_val_cidr(
-            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
-        ) -> str:
-            """Real network math (IPv4 and IPv6), not string prefixes: see cidr_match."""
-            network = str(cond.value.network).replace("'", "''")
-            return f"cidr_match({self.escape_and_quote_field(cond.field)}, '{network}')"
-
-        def finalize_query_default(self, rule: Any, query: str, index: int, state: Any) -> Any:
-            return query  # the bare predicate: detect.py builds the one scan around it
-
-    return DuckDBBackend
-
-
-def cidr_match(address: str | None, network: str) -> bool | None:
-    """DuckDB UDF: is `address` inside `network`? DuckDB's inet extension is not built in."""
-    if address is None:
-        return None
-    try:
-        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(network, strict=False)
-    except ValueError:
-        return False  # not an address (a service name such as "ec2.amazonaws.com")
-
-
-def register_functions(con: Any) -> None:
-    con.create_function(
-        "cidr_match", cidr_match, ["VARCHAR", "VARCHAR"], "BOOLEAN", null_handling="special"
-    )
-
-
-def json_path(field_name: str) -> str:
-    """`requestParameters.userName` -> the string at that path in `raw` (NULL if absent)."""
-    parts = [p.replace('"', '\\"') for p in field_name.split(".")]
-    path = "$." + ".".join(f'"{p}"' for p in parts)
-    return "json_extract_string(raw, '" + path.replace("'", "''") + "')"
 
 
 @dataclass
 class LoadedRule:
+    """A detection or correlation rule that runs; `output` False: it only feeds another."""
+
     rule_id: str
     title: str
     level: str
     status: str
     tags: list[str]
     path: str
-    artifacts: tuple[str, ...]
-    predicate: str
     description: str = ""
+    name: str | None = None
+    output: bool = True
+    logsource: LogSource | None = None
+    predicate: str = ""
+    correlation: correlate.Correlation | None = None
 
     @property
     def techniques(self) -> list[str]:
         return [t.split(".", 1)[1].upper() for t in self.tags if t.startswith("attack.t")]
+
+    @property
+    def is_correlation(self) -> bool:
+        return self.correlation is not None
 
 
 @dataclass
 class RuleSet:
     rules: list[LoadedRule] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    backend: Any = None
+    key_columns: dict[str, str] = field(default_factory=dict)  # field SQL -> _hits column
+
+    @property
+    def reported(self) -> list[LoadedRule]:
+        return [r for r in self.rules if r.output]
 
 
 def rule_files(paths: Iterable[Path], builtin: bool) -> list[Path]:
@@ -144,75 +108,186 @@ def rule_files(paths: Iterable[Path], builtin: bool) -> list[Path]:
 
 
 def load_rules(files: list[Path], con: Any) -> RuleSet:
-    """Parse, convert and test-bind every rule; each failure is a skip with its reason."""
-    import yaml
+    """Parse, convert and test-bind every rule; each failure is a skip with its reason.
+
+    All files form one collection, so a correlation may refer to rules in other files.
+    """
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
     from sigma.exceptions import SigmaError
 
-    backend = _backend_class()(collect_errors=False, fulltext_field="raw")
-    result = RuleSet()
+    result = RuleSet(backend=backend_class()(collect_errors=False, fulltext_field="raw"))
+    rules: list[Any] = []
+    paths: dict[int, Path] = {}
     for path in files:
-        try:
-            with _quiet_stderr():  # pySigma's RE2 check logs refused patterns natively
-                collection = SigmaCollection.from_yaml(path.read_text(), collect_errors=True)
-        except (OSError, SigmaError, ValueError, yaml.YAMLError) as exc:
-            reason = " ".join(str(exc).split())
-            result.skipped.append(_skip(path, None, f"cannot read: {reason}"))
-            continue
-        if not collection.rules:
-            reasons = "; ".join(str(e) for e in collection.errors) or "no rule in the file"
-            result.skipped.append(_skip(path, None, f"invalid Sigma: {reasons}"))
-        for rule in collection.rules:
-            if isinstance(rule, SigmaCorrelationRule):
-                result.skipped.append(_skip(path, rule, "correlation rules are not run yet"))
+        for rule in _read(path, result):
+            paths[id(rule)] = path
+            rules.append(rule)
+    collection = SigmaCollection(rules)
+    usable = []
+    for rule in rules:
+        if isinstance(rule, SigmaCorrelationRule):
+            try:
+                rule.resolve_rule_references(collection)
+            except SigmaError as exc:
+                result.skipped.append(_skip(paths[id(rule)], rule, f"cannot resolve: {exc}"))
                 continue
-            loaded = _convert(backend, rule, path, con, result)
-            if loaded is not None:
-                result.rules.append(loaded)
+        usable.append(rule)
+    loaded: dict[int, LoadedRule] = {}  # id(pySigma rule) -> what it became
+    for rule in SigmaCollection._referenced_first(usable):
+        path = paths[id(rule)]
+        if isinstance(rule, SigmaCorrelationRule):
+            done = _convert_correlation(rule, path, loaded, result)
+        else:
+            done = _convert(result.backend, rule, path, con, result)
+        if done is not None:
+            loaded[id(rule)] = done
+            result.rules.append(done)
     return result
+
+
+def _read(path: Path, result: RuleSet) -> list[Any]:
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+
+    try:
+        with _quiet_stderr():  # pySigma's RE2 check logs refused patterns natively
+            collection = SigmaCollection.from_yaml(path.read_text(), collect_errors=True)
+    except (OSError, SigmaError, ValueError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        result.skipped.append(_skip(path, None, f"cannot read: {reason}"))
+        return []
+    if not collection.rules:
+        reasons = "; ".join(str(e) for e in collection.errors) or "no rule in the file"
+        result.skipped.append(_skip(path, None, f"invalid Sigma: {reasons}"))
+    good = []
+    for rule in collection.rules:
+        if getattr(rule, "errors", None):
+            reasons = "; ".join(str(e) for e in rule.errors)
+            result.skipped.append(_skip(path, rule, f"invalid Sigma: {reasons}"))
+        else:
+            good.append(rule)
+    return good
+
+
+def _describe(rule: Any, path: Path) -> dict[str, Any]:
+    return {
+        "rule_id": str(rule.id or rule.name or path.stem),
+        "title": rule.title,
+        "level": str(rule.level.name).lower() if rule.level else "medium",
+        "status": str(rule.status.name).lower() if rule.status else "",
+        "tags": [str(t) for t in rule.tags],
+        "path": str(path),
+        "description": rule.description or "",
+        "name": rule.name,
+        "output": bool(getattr(rule, "_output", True)),
+    }
 
 
 def _convert(backend: Any, rule: Any, path: Path, con: Any, result: RuleSet) -> LoadedRule | None:
     from sigma.exceptions import SigmaError
 
-    if getattr(rule, "errors", None):
-        reasons = "; ".join(str(e) for e in rule.errors)
-        result.skipped.append(_skip(path, rule, f"invalid Sigma: {reasons}"))
-        return None
     source = rule.logsource
     key = (source.product, source.service, source.category)
-    artifacts = LOGSOURCES.get(key)
-    if artifacts is None:
+    logsource = LOGSOURCES.get(key)
+    if logsource is None:
         result.skipped.append(_skip(path, rule, f"no timeline data for logsource {key}"))
         return None
     try:
-        queries = backend.convert_rule(rule)
+        backend.convert_rule(rule)
+        queries = rule.get_conversion_result()
     except (SigmaError, ValueError, TypeError, AttributeError) as exc:
         result.skipped.append(_skip(path, rule, f"cannot convert: {exc}"))
-        return None
-    if not queries:  # a base rule with generate: false only feeds its correlation
-        result.skipped.append(_skip(path, rule, "only feeds a correlation rule, not run alone"))
         return None
     predicate = " OR ".join(f"({q})" for q in queries)
     try:
         with _quiet_stderr():  # RE2 logs refused patterns itself; the reason is in exc
-            con.execute(f"EXPLAIN SELECT event_id FROM timeline WHERE {predicate}").fetchall()
+            con.execute(
+                f"EXPLAIN SELECT event_id FROM ({scan_sql(backend)}) WHERE {predicate}"
+            ).fetchall()
     except Exception as exc:  # DuckDB binder or RE2 refusing the rule's SQL
         reason = str(exc).splitlines()[0]
         result.skipped.append(_skip(path, rule, f"DuckDB cannot run it: {reason}"))
         return None
-    return LoadedRule(
-        rule_id=str(rule.id or path.stem),
-        title=rule.title,
-        level=str(rule.level.name).lower() if rule.level else "medium",
-        status=str(rule.status.name).lower() if rule.status else "",
-        tags=[str(t) for t in rule.tags],
-        path=str(path),
-        artifacts=artifacts,
-        predicate=predicate,
-        description=rule.description or "",
+    return LoadedRule(**_describe(rule, path), logsource=logsource, predicate=predicate)
+
+
+def _convert_correlation(
+    rule: Any, path: Path, loaded: dict[int, LoadedRule], result: RuleSet
+) -> LoadedRule | None:
+    kind = str(rule.type.name).lower()
+    if kind not in correlate.SUPPORTED:
+        result.skipped.append(_skip(path, rule, f"correlation type {kind} is not supported"))
+        return None
+    refs = [ref.rule for ref in rule.referenced_rules]
+    missing = [r.title for r in refs if id(r) not in loaded]
+    if missing:
+        reason = f"refers to rules that cannot run: {', '.join(missing)}"
+        result.skipped.append(_skip(path, rule, reason))
+        return None
+    group_by = list(rule.group_by or [])
+    condition = rule.condition
+    if kind in ("temporal", "temporal_ordered") and condition is None:
+        operator, threshold = ">=", float(len(refs))
+    elif condition is None or not hasattr(condition, "op"):
+        result.skipped.append(_skip(path, rule, "extended correlation conditions not supported"))
+        return None
+    else:
+        operator = correlate.OPERATORS[condition.op.name.lower()]
+        threshold = float(condition.count)
+    value_field = condition.fieldref if condition is not None and kind == "value_count" else None
+    if isinstance(value_field, list):
+        value_field = value_field[0] if len(value_field) == 1 else None
+        if value_field is None:
+            result.skipped.append(_skip(path, rule, "value_count over several fields"))
+            return None
+    aliases = {a.alias: {ref.reference: f for ref, f in a.mapping.items()} for a in rule.aliases}
+    spec = correlate.Correlation(
+        kind=kind,
+        timespan=float(rule.timespan.seconds),
+        operator=operator,
+        threshold=threshold,
+        group_by=group_by,
     )
+    for ref, target in zip(rule.referenced_rules, refs, strict=True):
+        fields = [aliases.get(g, {}).get(ref.reference, g) for g in group_by]
+        done = loaded[id(target)]
+        if done.correlation is None:
+            spec.inputs.append(
+                correlate.CorrelationInput(
+                    hit_column=f"h{result.rules.index(done)}",
+                    alerts_of=None,
+                    group_columns=[_key_column(result, f) for f in fields],
+                    value_column=_key_column(result, value_field) if value_field else None,
+                )
+            )
+            continue
+        theirs = done.correlation.group_by
+        if not all(f in theirs for f in fields):
+            reason = f"groups by {fields}, which {done.title!r} does not all group by"
+            result.skipped.append(_skip(path, rule, reason))
+            return None
+        spec.inputs.append(
+            correlate.CorrelationInput(
+                hit_column=None,
+                alerts_of=result.rules.index(done),
+                group_columns=[f"g{theirs.index(f)}" for f in fields],
+            )
+        )
+    return LoadedRule(**_describe(rule, path), correlation=spec)
+
+
+def _key_column(result: RuleSet, field_name: str) -> str:
+    """A column of _hits holding `field_name`, shared by every correlation that needs it."""
+    sql = result.backend.field_sql(field_name)
+    return result.key_columns.setdefault(sql, f"k{len(result.key_columns)}")
+
+
+def scan_sql(backend: Any) -> str:
+    """The timeline as rules see it: every row with its raw fields parsed once."""
+    extra = backend.fields.select_sql()
+    return f"SELECT *{', ' + extra if extra else ''} FROM timeline"
 
 
 @contextlib.contextmanager
@@ -238,71 +313,93 @@ def _skip(path: Path, rule: Any, reason: str) -> dict[str, str]:
     }
 
 
-ENTITY_COLUMNS = {
-    "principals": '"user"',
-    "access_keys": "json_extract_string(raw, '$.userIdentity.accessKeyId')",
+ENTITY_FIELDS = {
+    "principals": "user",
+    "access_keys": "userIdentity.accessKeyId",
     "source_ips": "src_ip",
     "hosts": "host",
     "targets": "target",
 }
 
 
-def run_rules(con: Any, rules: list[LoadedRule]) -> list[dict[str, Any]]:
-    """One scan: every rule's predicate is a column, rows that match none are never read."""
-    if not rules:
-        return []
-    hits = [
-        f"COALESCE(artifact IN ({_in_list(r.artifacts)}) AND ({r.predicate}), false) AS h{n}"
-        for n, r in enumerate(rules)
-    ]
-    entity_sql = ", ".join(f"{sql} AS {name}" for name, sql in ENTITY_COLUMNS.items())
-    where = " OR ".join(f"h{n}" for n in range(len(rules)))
-    rows = con.execute(
-        f"""SELECT * FROM (
-              SELECT event_id, timestamp, {entity_sql}, {", ".join(hits)} FROM timeline
-            ) WHERE {where} ORDER BY timestamp"""
+def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
+    """One scan: each detection rule is a boolean column; matched rows go to `_hits`.
+
+    Returns, per reported rule (index into ruleset.rules), the matched event ids.
+    """
+    detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
+    hits: dict[int, list[str]] = {}
+    backend = ruleset.backend
+    entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
+    keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
+    flags = [f"{_gated(r)} AS h{n}" for n, r in detections]
+    artifacts = sorted({a for _, r in detections for a in r.logsource.artifacts})
+    any_hit = " OR ".join(f"h{n}" for n, _ in detections) or "false"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM (
+              SELECT event_id, timestamp, {", ".join(entities + keys + flags)}
+              FROM ({scan_sql(backend)}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
+            ) WHERE {any_hit}"""
     ).fetchall()
-    matches: list[dict[str, Any]] = []
-    width = 2 + len(ENTITY_COLUMNS)
-    for row in rows:
-        for n, matched in enumerate(row[width:]):
-            if matched:
-                entities = dict(zip(ENTITY_COLUMNS, row[2:width], strict=True))
-                matches.append({"rule": n, "event_id": row[0], "timestamp": row[1], **entities})
-    return matches
+    for n, _ in detections:
+        rows = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
+        hits[n] = [r[0] for r in rows.fetchall()]
+    for n, rule in enumerate(ruleset.rules):
+        if rule.correlation is not None:
+            hits[n] = correlate.run(con, n, rule.correlation)
+    return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
+
+
+def _gated(rule: LoadedRule) -> str:
+    """CASE keeps each rule's predicate off rows of other logsources (DuckDB skips them)."""
+    source = rule.logsource
+    test = f"artifact IN ({_in_list(source.artifacts)})"
+    if source.condition:
+        test += f" AND {source.condition}"
+    return f"CASE WHEN {test} THEN COALESCE(({rule.predicate}), false) ELSE false END"
 
 
 def _in_list(values: Iterable[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return ", ".join(sql_str(v) for v in values)
 
 
-def findings_from(rules: list[LoadedRule], matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    grouped: dict[int, list[dict[str, Any]]] = {}
-    for match in matches:
-        grouped.setdefault(match["rule"], []).append(match)
+def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> list[dict[str, Any]]:
+    """One finding per rule with hits, its events' entities gathered from `_hits`."""
     findings = []
-    for n, hits in grouped.items():
-        rule = rules[n]
-        entities = {
-            name: sorted({str(h[name]) for h in hits if h[name]}) for name in ENTITY_COLUMNS
-        }
-        findings.append(
-            {
-                "rule_id": rule.rule_id,
-                "title": rule.title,
-                "level": rule.level,
-                "status": rule.status,
-                "tags": rule.tags,
-                "techniques": rule.techniques,
-                "count": len(hits),
-                "first_seen": _iso(hits[0]["timestamp"]),
-                "last_seen": _iso(hits[-1]["timestamp"]),
-                "event_ids": [h["event_id"] for h in hits],
-                "entities": entities,
-                "rule_path": rule.path,
-                "description": rule.description,
-            }
+    for n, event_ids in hits.items():
+        rule = ruleset.rules[n]
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _ids AS SELECT unnest(?::VARCHAR[]) AS id", [event_ids]
+        ).fetchall()
+        columns = ", ".join(
+            f"list_sort(list_distinct(list(e_{name}::VARCHAR)))" for name in ENTITY_FIELDS
         )
+        first, last, *values = con.execute(
+            f"SELECT min(timestamp), max(timestamp), {columns} FROM _hits "
+            "WHERE event_id IN (SELECT id FROM _ids)"
+        ).fetchall()[0]
+        finding = {
+            "rule_id": rule.rule_id,
+            "title": rule.title,
+            "level": rule.level,
+            "status": rule.status,
+            "tags": rule.tags,
+            "techniques": rule.techniques,
+            "count": len(event_ids),
+            "first_seen": _iso(first),
+            "last_seen": _iso(last),
+            "event_ids": event_ids,
+            "entities": {
+                name: [v for v in found if v]
+                for name, found in zip(ENTITY_FIELDS, values, strict=True)
+            },
+            "rule_path": rule.path,
+            "description": rule.description,
+        }
+        if rule.correlation is not None:
+            finding["correlation"] = rule.correlation.kind
+            finding["alerts"] = correlate.alert_count(con, n)
+        findings.append(finding)
     findings.sort(key=lambda f: (-LEVELS.index(f["level"]), f["first_seen"], f["title"]))
     return findings
 
@@ -340,19 +437,19 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
     con = connect(case)
     register_functions(con)
     rules = load_rules(rule_files(extra_rules, builtin), con)
-    matches = run_rules(con, rules.rules)
-    findings = findings_from(rules.rules, matches)
+    hits = run_rules(con, rules)
+    findings = findings_from(con, rules, hits)
     out = case.root / FINDINGS_DIR
     out.mkdir(exist_ok=True)
     document = {
         "case": case.info.get("id"),
         "generated": utc_now(),
         "cloudir_version": __version__,
-        "rules": {"loaded": len(rules.rules), "skipped": rules.skipped},
+        "rules": {"loaded": len(rules.reported), "skipped": rules.skipped},
         "findings": findings,
     }
     _write_json(out / "findings.json", document)
-    _write_parquet(out / "findings.parquet", rules.rules, matches)
+    _write_parquet(con, out / "findings.parquet", findings)
     return DetectResult(rules, findings, out)
 
 
@@ -362,21 +459,20 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _write_parquet(path: Path, rules: list[LoadedRule], matches: list[dict[str, Any]]) -> None:
+def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None:
     """One row per (rule, event): the table a responder joins back to the timeline."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pa.table(
-        {
-            "rule_id": [rules[m["rule"]].rule_id for m in matches],
-            "title": [rules[m["rule"]].title for m in matches],
-            "level": [rules[m["rule"]].level for m in matches],
-            "event_id": [m["event_id"] for m in matches],
-            "timestamp": pa.array([m["timestamp"] for m in matches], pa.timestamp("us", "UTC")),
-            **{name: [m[name] for m in matches] for name in ENTITY_COLUMNS},
-        }
-    )
+    pairs = [(f["rule_id"], f["title"], f["level"], e) for f in findings for e in f["event_ids"]]
+    names = ["rule_id", "title", "level", "event_id"]
+    columns = list(zip(*pairs, strict=True)) if pairs else [[] for _ in names]
+    con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
+    entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    con.execute(
+        f"""COPY (SELECT p.rule_id, p.title, p.level, p.event_id, h.timestamp, {entities}
+                  FROM _pairs p JOIN (SELECT DISTINCT ON (event_id) * FROM _hits) h
+                  USING (event_id) ORDER BY h.timestamp, p.rule_id)
+            TO {sql_str(str(tmp))} (FORMAT parquet)"""
+    ).fetchall()
     tmp.replace(path)

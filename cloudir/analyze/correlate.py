@@ -1,0 +1,129 @@
+"""Sigma correlation rules as SQL window queries over the matched events.
+
+The one scan over the timeline (detect.py) stores every event any rule matched in a temp
+table `_hits`, with a boolean column per rule and a column per field a correlation groups
+or counts by. Correlations then run over that small table only: event_count, value_count
+and temporal as sliding windows `[t - timespan, t]` ending at each event, temporal_ordered
+as a chain of ASOF joins. Each correlation's qualifying windows become a table of alerts
+that a chained correlation reads as its events. The semantics are in docs/detection.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OPERATORS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "neq": "<>"}
+SUPPORTED = ("event_count", "value_count", "temporal", "temporal_ordered")
+
+
+@dataclass
+class CorrelationInput:
+    """One referenced rule: a base rule's hit column, or an earlier correlation's alerts."""
+
+    hit_column: str | None  # "h3" for a detection rule
+    alerts_of: int | None  # index of a correlation whose alerts are the events
+    group_columns: list[str]  # key columns in _hits, or group positions of the alerts table
+    value_column: str | None = None
+
+
+@dataclass
+class Correlation:
+    kind: str
+    timespan: float
+    operator: str
+    threshold: float
+    group_by: list[str]
+    inputs: list[CorrelationInput] = field(default_factory=list)
+
+
+def _events_sql(corr: Correlation) -> str:
+    """Every input event as (slot, ts, g0.., v, ids), with missing group values dropped."""
+    parts = []
+    for slot, source in enumerate(corr.inputs):
+        groups = [f"{_text(g)} AS g{i}" for i, g in enumerate(source.group_columns)]
+        if source.hit_column is not None:
+            value = _text(source.value_column) if source.value_column else "NULL"
+            columns = ", ".join(
+                [f"{slot} AS slot", "epoch(timestamp) AS ts", *groups, f"{value} AS v"]
+            )
+            parts.append(
+                f"SELECT {columns}, [event_id] AS ids FROM _hits WHERE {source.hit_column}"
+            )
+        else:
+            columns = ", ".join([f"{slot} AS slot", "ts", *groups, "NULL AS v"])
+            parts.append(f"SELECT {columns}, ids FROM _alerts_{source.alerts_of}")
+    present = " AND ".join(f"g{i} IS NOT NULL" for i in range(len(corr.group_by))) or "true"
+    return f"SELECT * FROM ({' UNION ALL '.join(parts)}) WHERE {present}"
+
+
+def _text(column: str) -> str:
+    return f"lower(CAST({column} AS VARCHAR))"
+
+
+def _anchors_sql(corr: Correlation) -> str:
+    """Window ends (with their group) where the rule's condition holds."""
+    groups = [f"g{i}" for i in range(len(corr.group_by))]
+    partition = f"PARTITION BY {', '.join(groups)} " if groups else ""
+    window = f"({partition}ORDER BY ts RANGE BETWEEN {corr.timespan} PRECEDING AND CURRENT ROW)"
+    select_groups = "".join(f", {g}" for g in groups)
+    if corr.kind == "temporal_ordered":
+        return _ordered_anchors_sql(corr, groups)
+    metric = {
+        "event_count": "COUNT(*)",
+        "value_count": "COUNT(DISTINCT v)",
+        "temporal": "COUNT(DISTINCT slot)",
+    }[corr.kind]
+    return f"""SELECT DISTINCT ts AS window_end{select_groups} FROM (
+        SELECT ts{select_groups}, {metric} OVER {window} AS metric FROM events
+    ) WHERE metric {corr.operator} {corr.threshold}"""
+
+
+def _ordered_anchors_sql(corr: Correlation, groups: list[str]) -> str:
+    """For each event of slot k, the latest start of a chain slot 0 <= ... <= slot k.
+
+    `l` is that start; the running maximum over earlier events of the previous slot, found
+    by an ASOF join, extends the chain by one slot. A final event qualifies when its chain
+    started within the timespan.
+    """
+    partition = f"PARTITION BY {', '.join(groups)} " if groups else ""
+    on_groups = "".join(f"e.{g} = m.{g} AND " for g in groups)
+    select_groups = "".join(f", {g}" for g in groups)
+    e_groups = "".join(f", e.{g}" for g in groups)
+    ctes = [f"o0 AS (SELECT ts{select_groups}, ts AS l FROM events WHERE slot = 0)"]
+    for slot in range(1, len(corr.inputs)):
+        ctes.append(
+            f"m{slot - 1} AS (SELECT ts{select_groups}, MAX(l) OVER ({partition}ORDER BY ts "
+            f"RANGE UNBOUNDED PRECEDING) AS l FROM o{slot - 1})"
+        )
+        ctes.append(
+            f"o{slot} AS (SELECT e.ts{e_groups}, m.l FROM (SELECT * FROM events WHERE slot = "
+            f"{slot}) e ASOF JOIN m{slot - 1} m ON {on_groups}e.ts >= m.ts)"
+        )
+    last = len(corr.inputs) - 1
+    return (
+        f"WITH {', '.join(ctes)} SELECT DISTINCT ts AS window_end{select_groups} "
+        f"FROM o{last} WHERE l >= ts - {corr.timespan}"
+    )
+
+
+def run(con: Any, index: int, corr: Correlation) -> list[str]:
+    """Evaluate one correlation; creates `_alerts_<index>` and returns the events' ids."""
+    groups = [f"g{i}" for i in range(len(corr.group_by))]
+    join = "".join(f" AND e.{g} = a.{g}" for g in groups)
+    a_groups = "".join(f", a.{g}" for g in groups)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {_events_sql(corr)}").fetchall()
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _alerts_{index} AS
+        WITH anchors AS ({_anchors_sql(corr)})
+        SELECT a.window_end AS ts{a_groups}, list_distinct(flatten(list(e.ids))) AS ids
+        FROM anchors a JOIN events e
+          ON e.ts BETWEEN a.window_end - {corr.timespan} AND a.window_end{join}
+        GROUP BY ALL"""
+    ).fetchall()
+    rows = con.execute(f"SELECT DISTINCT unnest(ids) FROM _alerts_{index} ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def alert_count(con: Any, index: int) -> int:
+    return int(con.execute(f"SELECT count(*) FROM _alerts_{index}").fetchall()[0][0])

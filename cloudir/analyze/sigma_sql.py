@@ -1,0 +1,299 @@
+"""Sigma conditions to DuckDB SQL: a DuckDB flavour of pySigma's SQLite backend.
+
+The rules are evaluated over `timeline` rows whose `raw` column is the source record as
+JSON. Parsing that JSON is the cost that dominates (one `json_extract_string` per field per
+row is twenty times a full scan), so every raw field a rule set uses is read by ONE
+`json_transform` per row into a struct column `_f`, and rules compare struct members.
+
+Sigma's any-element semantics for arrays (`requestParameters.eventSelectors.readWriteType`
+where `eventSelectors` is a list) cannot be expressed by a struct whose shape is fixed in
+advance, so each raw-field condition has an exact fallback: when the row holds an array on
+that path (told by one `json_type` call over all path prefixes, `_t`, or by the leaf
+text starting with `[`), the values are collected by `cloudir_values` and the condition
+is applied to each. The fallback runs under CASE, so only rows with arrays pay for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+from typing import Any, ClassVar
+
+from cloudir.analyze.schema import COLUMN_NAMES
+
+ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
+
+
+class FieldPlan:
+    """Which raw paths the rules read, and how each is reached in SQL.
+
+    Paths become members of one struct (`_f`). DuckDB struct member names are
+    case-insensitive and a member is either a leaf or a struct, so a path that would clash
+    with one already planned (`userIdentity` beside `userIdentity.type`, `Name` beside
+    `name`) is read with its own `json_extract_string` instead.
+    """
+
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+        self.direct: set[tuple[str, ...]] = set()
+        self.prefixes: dict[tuple[str, ...], int] = {}
+
+    def value_sql(self, parts: tuple[str, ...]) -> str:
+        if parts in self.direct or not self._place(parts):
+            self.direct.add(parts)
+            return f"json_extract_string(raw, {sql_str(json_path(parts))})"
+        return "_f." + ".".join(quote_ident(p) for p in parts)
+
+    def _place(self, parts: tuple[str, ...]) -> bool:
+        node = self.tree
+        for depth, part in enumerate(parts):
+            leaf = depth == len(parts) - 1
+            existing = next((k for k in node if k.lower() == part.lower()), None)
+            if existing is not None and existing != part:
+                return False  # differs only by case from a planned member
+            if existing is None:
+                node[part] = "VARCHAR" if leaf else {}
+            elif leaf and node[part] != "VARCHAR":
+                return False  # already an intermediate struct
+            elif not leaf and node[part] == "VARCHAR":
+                return False  # already a leaf
+            if not leaf:
+                node = node[part]
+        return True
+
+    def element_values(self, parts: tuple[str, ...], value: str) -> str:
+        """Every value at the path when an array lies on it, else NULL; evaluated lazily.
+
+        Per row, `_t` (types of the path's prefixes, read by plain object descent) tells
+        where the first array is. From there on arrays may or may not nest, so the values
+        are gathered with DuckDB's `[*]` paths for each choice of the later positions:
+        native JSON reads, and only on rows that hold an array on this path.
+        """
+        branches = []
+        for first in range(1, len(parts)):
+            index = self.prefixes.setdefault(parts[:first], len(self.prefixes) + 1)
+            branches.append(f"WHEN _t[{index}] = 'ARRAY' THEN {_gather(parts, first)}")
+        # how json_transform renders an array leaf
+        branches.append(f"WHEN starts_with({value}, '[') THEN {_gather(parts, len(parts))}")
+        return f"CASE {' '.join(branches)} END"
+
+    def select_sql(self) -> str:
+        """The per-row parse: one json_transform, and one json_type if any path is dotted."""
+        columns = []
+        if self.tree:
+            columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
+        if self.prefixes:
+            paths = ", ".join(sql_str(json_path(p)) for p in self.prefixes)
+            columns.append(f"json_type(raw, [{paths}]) AS _t")
+        return ", ".join(columns)
+
+
+def json_path(parts: tuple[str, ...], wildcards: frozenset[int] = frozenset()) -> str:
+    """`$."a"."b"`; a position in `wildcards` (1-based) is followed by `[*]`."""
+    keys = ['"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts]
+    return "$." + ".".join(k + ("[*]" if n in wildcards else "") for n, k in enumerate(keys, 1))
+
+
+def _gather(parts: tuple[str, ...], first: int) -> str:
+    """All values when position `first` is an array: [*] there, any subset after it."""
+    later = range(first + 1, len(parts) + 1)
+    reads = [
+        f"json_extract_string(raw, {sql_str(json_path(parts, frozenset({first, *chosen})))})"
+        for size in range(len(later) + 1)
+        for chosen in itertools.combinations(later, size)
+    ]
+    return f"flatten([{', '.join(reads)}])"
+
+
+def sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def cidr_match(address: str | None, network: str) -> bool | None:
+    """DuckDB UDF: is `address` inside `network`? DuckDB's inet extension is not built in."""
+    if address is None:
+        return None
+    try:
+        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False  # not an address (a service name such as "ec2.amazonaws.com")
+
+
+# Exactly the dotted quads Python's ipaddress accepts (no leading zeros), as an integer.
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_MACRO = f"""CREATE OR REPLACE TEMP MACRO cloudir_ipv4(a) AS CASE
+    WHEN regexp_full_match(trim(a), '{_OCTET}\\.{_OCTET}\\.{_OCTET}\\.{_OCTET}') THEN
+        (split_part(trim(a), '.', 1)::UBIGINT << 24) + (split_part(trim(a), '.', 2)::UBIGINT << 16)
+        + (split_part(trim(a), '.', 3)::UBIGINT << 8) + split_part(trim(a), '.', 4)::UBIGINT
+    END"""
+
+
+def register_functions(con: Any) -> None:
+    con.execute(IPV4_MACRO).fetchall()
+    con.create_function(
+        "cidr_match", cidr_match, ["VARCHAR", "VARCHAR"], "BOOLEAN", null_handling="special"
+    )
+
+
+def _plain(value: Any) -> str:
+    """The literal text of a SigmaString without wildcards (to_plain() re-escapes `*`)."""
+    return "".join(part for part in value.s if isinstance(part, str))
+
+
+class _InList:
+    """Marks the element form of an IN list while its fallback is generated."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field = field_name
+
+
+def backend_class() -> type:
+    """Built on first use: pySigma is only imported by the commands that run rules."""
+    from sigma.backends.sqlite import sqliteBackend
+    from sigma.conditions import ConditionFieldEqualsValueExpression
+    from sigma.conversion.state import ConversionState
+    from sigma.types import (
+        SigmaCasedString,
+        SigmaExists,
+        SigmaFieldReference,
+        SigmaNull,
+        SigmaString,
+    )
+
+    class DuckDBBackend(sqliteBackend):
+        identifier: ClassVar[str] = "cloudir-duckdb"
+        name: ClassVar[str] = "cloudir DuckDB backend"
+        wildcard_match_expression: ClassVar[str] = "{field} ILIKE '{value}' ESCAPE '\\'"
+        contains_expression: ClassVar[str] = "{field} ILIKE '%{value}%' ESCAPE '\\'"
+        eq_expression: ClassVar[str] = "{field} ILIKE {value}"
+        re_expression: ClassVar[str] = "regexp_matches({field}, '{regex}')"
+        bool_expression: ClassVar[str] = "lower({field}) = {value}"
+        null_safe_expression: ClassVar[str] = "COALESCE({expr}, false)"
+        compare_op_expression: ClassVar[str] = "TRY_CAST({field} AS DOUBLE) {operator} {value}"
+        # fieldref: Sigma compares case-insensitively, like every other string match
+        field_equals_field_expression: ClassVar[str] = "lower({field1}) = lower({field2})"
+        field_equals_field_startswith_expression: ClassVar[str] = (
+            sqliteBackend.field_equals_field_startswith_expression.replace(" LIKE ", " ILIKE ")
+        )
+        field_equals_field_endswith_expression: ClassVar[str] = (
+            sqliteBackend.field_equals_field_endswith_expression.replace(" LIKE ", " ILIKE ")
+        )
+        field_equals_field_contains_expression: ClassVar[str] = (
+            sqliteBackend.field_equals_field_contains_expression.replace(" LIKE ", " ILIKE ")
+        )
+        timestamp_seconds_expression = "epoch({field})"
+        event_id_field = "event_id"
+        table = "timeline"
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.fields = FieldPlan()
+            self._element_of: str | None = None
+            self._in_values = ""
+
+        def field_sql(self, field_name: str) -> str:
+            """A timeline column, or the value at a raw JSON path (NULL when absent)."""
+            if field_name in COLUMN_NAMES:
+                return quote_ident(field_name)
+            return self.fields.value_sql(tuple(field_name.split(".")))
+
+        def escape_and_quote_field(self, field_name: str) -> str:
+            if self._element_of is not None and field_name == self._element_of:
+                return ELEMENT
+            return self.field_sql(field_name)
+
+        def resolve_table(self, state: Any = None) -> str:
+            return "timeline"
+
+        def convert_condition_field_eq_val(
+            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+        ) -> Any:
+            """Scalar test, plus the any-element fallback for raw fields holding arrays."""
+            scalar = super().convert_condition_field_eq_val(cond, state)
+            if (
+                self._element_of is not None  # already generating the element form
+                or not isinstance(cond.field, str)
+                or isinstance(cond.value, SigmaNull | SigmaExists | SigmaFieldReference)
+                or not isinstance(scalar, str)
+            ):
+                return scalar
+            return self._with_elements(cond.field, scalar, state, cond)
+
+        def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
+            if field_name in COLUMN_NAMES:
+                return scalar
+            self._element_of = field_name
+            try:
+                each = self.convert_condition(cond, state)
+            finally:
+                self._element_of = None
+            parts = tuple(field_name.split("."))
+            values = self.fields.element_values(parts, self.field_sql(field_name))
+            each_value = f"list_bool_or(list_transform({values}, lambda {ELEMENT}: {each}))"
+            return f"({scalar} OR COALESCE({each_value}, false))"
+
+        def convert_condition_or(self, cond: Any, state: ConversionState) -> Any:
+            """`field: [a, b, c]` of plain strings: one `lower(field) IN (...)`, not n ILIKEs."""
+            args = cond.args
+            if (
+                self._element_of is None
+                and len(args) > 1
+                and all(isinstance(a, ConditionFieldEqualsValueExpression) for a in args)
+                and len({a.field for a in args}) == 1
+                and isinstance(args[0].field, str)
+                and all(
+                    isinstance(a.value, SigmaString)
+                    and not isinstance(a.value, SigmaCasedString)
+                    and not a.value.contains_special()
+                    for a in args
+                )
+            ):
+                field_name = args[0].field
+                values = ", ".join(sql_str(_plain(a.value).lower()) for a in args)
+                self._in_values = values
+                scalar = f"lower({self.field_sql(field_name)}) IN ({values})"
+                return self._with_elements(field_name, scalar, state, _InList(field_name))
+            return super().convert_condition_or(cond, state)
+
+        def convert_condition(self, cond: Any, state: ConversionState) -> Any:
+            if isinstance(cond, _InList):
+                return f"lower({ELEMENT}) IN ({self._in_values})"
+            return super().convert_condition(cond, state)
+
+        def convert_condition_field_eq_val_str(
+            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+        ) -> Any:
+            """A plain value (no wildcard) compares lower-cased: cheaper than ILIKE."""
+            value = cond.value
+            if isinstance(value, SigmaCasedString) or value.contains_special():
+                return super().convert_condition_field_eq_val_str(cond, state)
+            field_sql = self.escape_and_quote_field(cond.field)
+            return f"lower({field_sql}) = {sql_str(_plain(value).lower())}"
+
+        def convert_condition_field_eq_val_num(
+            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+        ) -> str:
+            field_sql = self.escape_and_quote_field(cond.field)
+            return f"TRY_CAST({field_sql} AS DOUBLE) = {cond.value.number}"
+
+        def convert_condition_field_eq_val_cidr(
+            self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+        ) -> str:
+            """Real network math (IPv4 and IPv6), not string prefixes: see cidr_match."""
+            network = cond.value.network
+            value = self.escape_and_quote_field(cond.field)
+            if network.version == 4:  # in SQL: no Python call per row
+                low, high = int(network.network_address), int(network.broadcast_address)
+                return f"cloudir_ipv4({value}) BETWEEN {low} AND {high}"
+            test = f"cidr_match({value}, {sql_str(str(network))})"
+            return f"CASE WHEN contains({value}, ':') THEN {test} ELSE false END"  # v6 only
+
+        def finalize_query_default(self, rule: Any, query: str, index: int, state: Any) -> Any:
+            return query  # the bare predicate: detect.py builds the one scan around it
+
+    return DuckDBBackend

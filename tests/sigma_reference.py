@@ -1,0 +1,454 @@
+"""A plain-Python reference evaluator for Sigma rules over a cloudir timeline.
+
+It implements docs/detection.md (the contract) independently of the DuckDB engine in
+`cloudir/analyze/detect.py`, so the two can be checked against each other: pySigma parses
+the rules, and every condition is walked here row by row with Python `re` and `ipaddress`.
+It is deliberately slow and simple; nothing in it may import the engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+from sigma.collection import SigmaCollection
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.correlations import SigmaCorrelationRule
+from sigma.rule import SigmaRule
+from sigma.types import (
+    CompareOperators,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaString,
+)
+
+from cloudir.analyze.schema import COLUMN_NAMES
+
+LogsourceKey = tuple[str | None, str | None, str | None]
+
+
+def _has_command_line(row: Row) -> bool:
+    return bool(row.values("CommandLine"))
+
+
+# Re-stated from docs/detection.md rather than imported, so that a change to the engine's
+# table shows up as a disagreement instead of silently changing the reference too.
+_SYSLOG = ("linux:syslog", "linux:auth", "linux:cron", "linux:journal")
+_PROCESS = ("linux:auditd", "linux:bash_history", "linux:zsh_history")
+LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | None]] = {
+    ("aws", "cloudtrail", None): (("aws:cloudtrail",), None),
+    ("aws", None, None): (("aws:cloudtrail",), None),
+    ("linux", "auth", None): (("linux:auth",), None),
+    ("linux", "sshd", None): (("linux:auth",), None),
+    ("linux", "syslog", None): (_SYSLOG, None),
+    ("linux", "cron", None): (("linux:cron",), None),
+    ("linux", "auditd", None): (("linux:auditd",), None),
+    ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
+}
+
+
+# -- rows and field values ------------------------------------------------------------------
+
+
+class JsonNumber(str):
+    """A JSON number kept as its source text: the doc compares numbers "as their JSON text"."""
+
+
+def _json_text(node: Any) -> str:
+    """Compact JSON text of an object or array leaf, numbers exactly as in the source."""
+    if isinstance(node, JsonNumber):
+        return str(node)
+    if isinstance(node, dict):
+        items = (f"{json.dumps(k, ensure_ascii=False)}:{_json_text(v)}" for k, v in node.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(_json_text(v) for v in node) + "]"
+    return json.dumps(node, ensure_ascii=False)
+
+
+def _text(node: Any) -> str:
+    if isinstance(node, str):  # also JsonNumber
+        return str(node)
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return _json_text(node)
+
+
+def _walk(node: Any, keys: list[str]) -> Iterator[Any]:
+    """Every value at `keys` below `node`, descending into every element of any array."""
+    if isinstance(node, list):
+        for element in node:
+            yield from _walk(element, keys)
+    elif not keys:
+        yield node
+    elif isinstance(node, dict) and keys[0] in node:
+        yield from _walk(node[keys[0]], keys[1:])
+
+
+class Row:
+    """One timeline row; `raw` is parsed on first use only."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.event_id: str = record["event_id"]
+        self.time: datetime | None = record.get("timestamp")
+
+    @cached_property
+    def doc(self) -> Any:
+        try:
+            return json.loads(
+                self.record.get("raw") or "null", parse_int=JsonNumber, parse_float=JsonNumber
+            )
+        except ValueError:
+            return None
+
+    def values(self, field: str) -> list[str]:
+        """The field's values as text; empty means "no value" (missing key or JSON null)."""
+        if field in COLUMN_NAMES:
+            value = self.record.get(field)
+            return [] if value is None else [value if isinstance(value, str) else str(value)]
+        found = _walk(self.doc, field.split("."))
+        return [_text(v) for v in found if v is not None]
+
+    def whole_value(self, field: str) -> list[str]:
+        """The value reached through objects only (exists, null, fieldref): an array is one
+        value, its JSON text; an array on the way means no value."""
+        if field in COLUMN_NAMES:
+            return self.values(field)
+        node = self.doc
+        for key in field.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return []
+            node = node[key]
+        return [] if node is None else [_text(node)]
+
+
+def read_timeline(case: Path) -> list[Row]:
+    """All rows of `<case>/timeline/*.parquet`, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    rows: list[Row] = []
+    for path in sorted((case / "timeline").glob("*.parquet")):
+        rows.extend(Row(r) for r in pq.read_table(path).to_pylist())
+    return rows
+
+
+# -- matching -------------------------------------------------------------------------------
+
+
+@cache
+def _regex(pattern: str, flags: int) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+def _string_regex(value: SigmaString) -> re.Pattern[str]:
+    flags = re.DOTALL if isinstance(value, SigmaCasedString) else re.DOTALL | re.IGNORECASE
+    return _regex(str(value.to_regex().regexp), flags)
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _number(text: str) -> float | None:
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+_COMPARE: dict[CompareOperators, Callable[[float, float], bool]] = {
+    CompareOperators.LT: lambda a, b: a < b,
+    CompareOperators.LTE: lambda a, b: a <= b,
+    CompareOperators.GT: lambda a, b: a > b,
+    CompareOperators.GTE: lambda a, b: a >= b,
+    CompareOperators.NEQ: lambda a, b: a != b,
+}
+
+
+def _value_matches(value: Any, text: str) -> bool:
+    """One Sigma value against one field value (text)."""
+    if isinstance(value, SigmaExpansion):
+        return any(_value_matches(v, text) for v in value.values)
+    if isinstance(value, SigmaString):
+        return _string_regex(value).fullmatch(text) is not None
+    if isinstance(value, SigmaRegularExpression):
+        flags = sum(value.sigma_to_python_flags[f] for f in value.flags)
+        return _regex(str(value.regexp), flags).search(text) is not None
+    if isinstance(value, SigmaCIDRExpression):
+        try:
+            return ipaddress.ip_address(text) in value.network
+        except ValueError:
+            return False  # not an address, e.g. "ec2.amazonaws.com"
+    if isinstance(value, SigmaCompareExpression):
+        number = _number(text)
+        return number is not None and _COMPARE[value.op](number, value.number.number)
+    if isinstance(value, SigmaNumber):
+        return _number(text) == value.number
+    if isinstance(value, SigmaBool):
+        return text.lower() == ("true" if value.boolean else "false")
+    raise NotImplementedError(f"no reference semantics for {type(value).__name__}")
+
+
+def _fieldref_matches(ref: SigmaFieldReference, text: str, other: str) -> bool:
+    text, other = text.lower(), other.lower()
+    if ref.starts_with and ref.ends_with:
+        return other in text
+    if ref.starts_with:
+        return text.startswith(other)
+    if ref.ends_with:
+        return text.endswith(other)
+    return text == other
+
+
+def _field_condition(cond: ConditionFieldEqualsValueExpression, row: Row) -> bool:
+    """Any-element semantics: true if the value matches any value found on the path."""
+    value = cond.value
+    if isinstance(value, SigmaNull):
+        return not row.whole_value(cond.field)
+    if isinstance(value, SigmaExists):
+        return bool(row.whole_value(cond.field)) == value.exists
+    if isinstance(value, SigmaFieldReference):
+        mine, others = row.whole_value(cond.field), row.whole_value(value.field)
+        return any(_fieldref_matches(value, v, o) for v in mine for o in others)
+    return any(_value_matches(value, v) for v in row.values(cond.field))
+
+
+def _keyword(value: Any, raw: str) -> bool:
+    """A keyword is a case-insensitive substring (wildcards allowed) of `raw` as stored."""
+    if isinstance(value, SigmaExpansion):
+        return any(_keyword(v, raw) for v in value.values)
+    if isinstance(value, SigmaString):
+        return _string_regex(value).search(raw) is not None
+    if isinstance(value, SigmaNumber):
+        return str(value.number) in raw
+    if isinstance(value, SigmaRegularExpression):
+        return _value_matches(value, raw)
+    raise NotImplementedError(f"no reference semantics for keyword {type(value).__name__}")
+
+
+def holds(node: Any, row: Row) -> bool:
+    """Evaluate a node of pySigma's parsed condition tree on one row."""
+    if isinstance(node, ConditionAND):
+        return all(holds(arg, row) for arg in node.args)
+    if isinstance(node, ConditionOR):
+        return any(holds(arg, row) for arg in node.args)
+    if isinstance(node, ConditionNOT):
+        return not holds(node.args[0], row)
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        return _field_condition(node, row)
+    if isinstance(node, ConditionValueExpression):
+        return _keyword(node.value, row.record.get("raw") or "")
+    raise NotImplementedError(f"no reference semantics for {type(node).__name__}")
+
+
+def rule_matches(rule: SigmaRule, row: Row) -> bool:
+    return any(holds(c.parsed, row) for c in rule.detection.parsed_condition)
+
+
+# -- rules, correlations, findings ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a correlation counts: a matched row, or an alert carrying its events."""
+
+    row: Row  # for an alert: the row at its window's end (group-by values are read there)
+    time: datetime
+    ids: frozenset[str]
+
+
+@dataclass
+class Finding:
+    rule_id: str
+    title: str
+    event_ids: set[str]
+
+
+def load_rules(paths: Iterable[Path]) -> list[SigmaRule | SigmaCorrelationRule]:
+    """Every valid rule of the files (folders are searched for .yml/.yaml), references resolved."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(
+            sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml"))
+            if path.is_dir()
+            else [path]
+        )
+    rules = []
+    for file in files:
+        collection = SigmaCollection.from_yaml(
+            file.read_text(), collect_errors=True, resolve_references=False
+        )
+        rules.extend(r for r in collection.rules if not r.errors)
+    return list(SigmaCollection(rules, resolve_references=True).rules)
+
+
+class Evaluator:
+    """Evaluates rules over a fixed set of rows; a base rule shared by correlations runs once."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self._matches: dict[int, list[Row]] = {}
+        self._windows: dict[int, list[list[Event]]] = {}
+
+    def hits(self, rule: SigmaRule | SigmaCorrelationRule) -> set[str]:
+        """A rule's finding: its rows, or every event of each qualifying window."""
+        if isinstance(rule, SigmaCorrelationRule):
+            return {i for window in self.windows(rule) for e in window for i in e.ids}
+        return {row.event_id for row in self.matches(rule)}
+
+    def matches(self, rule: SigmaRule) -> list[Row]:
+        if id(rule) not in self._matches:
+            self._matches[id(rule)] = [row for row in self.rows if _selects(rule, row)]
+        return self._matches[id(rule)]
+
+    def events(self, rule: SigmaRule | SigmaCorrelationRule) -> list[Event]:
+        """What a correlation counts: matched rows, or a referenced correlation's alerts."""
+        if isinstance(rule, SigmaCorrelationRule):
+            return [_alert(window) for window in self.windows(rule)]
+        return [
+            Event(row, row.time, frozenset([row.event_id]))
+            for row in self.matches(rule)
+            if row.time is not None
+        ]
+
+    def windows(self, corr: SigmaCorrelationRule) -> list[list[Event]]:
+        """The events of every qualifying window `[t - timespan, t]`, per group."""
+        if id(corr) in self._windows:
+            return self._windows[id(corr)]
+        groups: dict[tuple[Any, ...], list[tuple[int, Event]]] = {}
+        for slot, ref in enumerate(corr.rules):
+            for event in self.events(ref.rule):
+                key = _group_key(corr, ref.rule, event)
+                if key is not None:
+                    groups.setdefault(key, []).append((slot, event))
+        found = []
+        for members in groups.values():
+            members.sort(key=lambda m: m[1].time)
+            times = [e.time for _, e in members]
+            for end in sorted(set(times)):
+                window = members[bisect_left(times, end - _span(corr)) : bisect_right(times, end)]
+                if _qualifies(corr, window, end):
+                    found.append([e for _, e in window])
+        self._windows[id(corr)] = found
+        return found
+
+
+def _selects(rule: SigmaRule, row: Row) -> bool:
+    """The rule's logsource admits the row, and its condition holds."""
+    source = rule.logsource
+    entry = LOGSOURCES.get((source.product, source.service, source.category))
+    if entry is None:
+        return False  # the engine skips such a rule: no finding
+    artifacts, extra = entry
+    if row.record.get("artifact") not in artifacts or (extra and not extra(row)):
+        return False
+    return rule_matches(rule, row)
+
+
+def _alert(window: list[Event]) -> Event:
+    """A qualifying window as an event for a chained correlation: at its end, with its events."""
+    end = max(window, key=lambda e: e.time)
+    return Event(end.row, end.time, frozenset(i for e in window for i in e.ids))
+
+
+def _span(corr: SigmaCorrelationRule) -> timedelta:
+    return timedelta(seconds=corr.timespan.seconds)
+
+
+def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
+    """The field name `field` stands for in events of `rule`, after the correlation's aliases."""
+    alias = corr.aliases.aliases.get(field)
+    if alias is not None:
+        for ref, name in alias.mapping.items():
+            if ref.rule is rule:
+                return name
+    return field
+
+
+def _group_key(corr: SigmaCorrelationRule, rule: Any, event: Event) -> tuple[Any, ...] | None:
+    key = []
+    for field in corr.group_by or []:
+        values = event.row.values(_resolve(corr, field, rule))
+        if not values:
+            return None  # an event with a missing group-by value is not counted
+        key.append(tuple(v.lower() for v in values))
+    return tuple(key)
+
+
+_THRESHOLD: dict[str, Callable[[int, int], bool]] = {
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+}
+
+
+def _qualifies(corr: SigmaCorrelationRule, window: list[tuple[int, Event]], end: Any) -> bool:
+    """Does the window ending at `end` (events tagged with their rule's slot) qualify?"""
+    kind = corr.type.name.lower()
+    slots = len(corr.rules)
+    if kind == "temporal":
+        return {slot for slot, _ in window} == set(range(slots))
+    if kind == "temporal_ordered":
+        earliest = end - _span(corr)  # greedy: each rule's first event after the last
+        for slot in range(slots - 1):
+            times = [e.time for s, e in window if s == slot and e.time >= earliest]
+            if not times:
+                return False
+            earliest = min(times)
+        return any(s == slots - 1 and e.time == end for s, e in window)
+    condition = corr.condition
+    if kind == "event_count":
+        metric = len(window)
+    elif kind == "value_count":
+        metric = len(
+            {
+                v.lower()
+                for slot, e in window
+                for v in e.row.values(_resolve(corr, condition.fieldref, corr.rules[slot].rule))
+            }
+        )
+    else:
+        raise NotImplementedError(f"no reference semantics for correlation type {kind}")
+    return _THRESHOLD[condition.op.name.lower()](metric, condition.count)
+
+
+def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> dict[str, Finding]:
+    """Every reported rule's finding, keyed by rule id (an empty set: the rule has no hits).
+
+    Rules that only feed a correlation (referenced by one whose `generate` is false) are
+    not reported, as in the engine.
+    """
+    hidden = {
+        id(ref.rule)
+        for rule in rules
+        if isinstance(rule, SigmaCorrelationRule) and not rule.generate
+        for ref in rule.rules
+    }
+    evaluator = Evaluator(rows)
+    return {
+        str(rule.id): Finding(str(rule.id), rule.title, evaluator.hits(rule))
+        for rule in rules
+        if id(rule) not in hidden
+    }
