@@ -452,18 +452,23 @@ def _print_findings(findings: list[dict[str, Any]]) -> None:
 
     from cloudir.console import inert, stdout
 
-    table = Table(show_lines=False)
-    for column in ("level", "title", "count", "first seen", "principals", "source IPs"):
-        table.add_column(column)
+    table = Table(show_lines=False, pad_edge=False)
+    table.add_column("level", no_wrap=True)
+    table.add_column("finding", ratio=3)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("first seen (UTC)", no_wrap=True)
+    table.add_column("who", ratio=1)
+    table.add_column("from", ratio=1)
     for f in findings:
         entities = f["entities"]
+        who = [p.rsplit(":", 1)[-1] for p in entities["principals"][:2]]  # user/name, role/x
         table.add_row(
             Text(f["level"]),
-            Text(inert(f["title"], 60)),
+            Text(inert(f["title"], 80)),
             Text(str(f["count"])),
-            Text(f["first_seen"][:19]),
-            Text(inert(", ".join(entities["principals"][:2]), 50)),
-            Text(inert(", ".join(entities["source_ips"][:3]), 40)),
+            Text(f["first_seen"][:19].replace("T", " ")),
+            Text(inert(", ".join(who), 50)),
+            Text(inert(", ".join(entities["source_ips"][:3]), 50)),
         )
     stdout.print(table)
 
@@ -580,7 +585,7 @@ def demo(
     """
     from cloudir.demo import run_demo
 
-    run_demo(case, _say, replace=force)
+    run_demo(case, _say, _print_findings, replace=force)
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ from rich.progress import (
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
+if not stdout.is_terminal:  # a pipe or file has no width: do not squeeze tables to 80
+    stdout.width = max(stdout.width, 140)
 
 # C0/C1 controls (tabs and newlines too: one value, one line), and the Unicode format
 # characters that reorder or hide text on screen (bidi overrides, zero-width marks).

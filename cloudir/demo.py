@@ -68,6 +68,7 @@ def story(start: datetime) -> list[dict[str, Any]]:
         for m in range(0, 60, 20)
     ]
     t += timedelta(hours=2)
+    events += _enumeration(t - timedelta(minutes=8))
     events += [
         _event(t, "sts.amazonaws.com", "GetCallerIdentity", ATTACKER_IP),
         _event(t + timedelta(minutes=1), "s3.amazonaws.com", "ListBuckets", ATTACKER_IP),
@@ -108,6 +109,16 @@ def story(start: datetime) -> list[dict[str, Any]]:
             },
         ),
         _event(
+            t + timedelta(minutes=8),
+            "iam.amazonaws.com",
+            "AttachUserPolicy",
+            ATTACKER_IP,
+            requestParameters={
+                "userName": "svc-backup",
+                "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess",
+            },
+        ),
+        _event(
             t + timedelta(minutes=9),
             "cloudtrail.amazonaws.com",
             "StopLogging",
@@ -115,6 +126,31 @@ def story(start: datetime) -> list[dict[str, Any]]:
             requestParameters={"name": f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail"},
         ),
     ]
+    return events
+
+
+# What a stolen-key enumeration tool tries first: many services, many refused.
+_ENUMERATED = [
+    ("iam", "ListUsers"), ("iam", "ListRoles"), ("iam", "ListPolicies"),
+    ("iam", "GetAccountSummary"), ("iam", "ListAccessKeys"), ("iam", "ListGroups"),
+    ("s3", "ListBuckets"), ("s3", "GetBucketPolicy"), ("ec2", "DescribeInstances"),
+    ("ec2", "DescribeSecurityGroups"), ("ec2", "DescribeVpcs"), ("ec2", "DescribeSnapshots"),
+    ("ec2", "DescribeVolumes"), ("lambda", "ListFunctions"), ("rds", "DescribeDBInstances"),
+    ("secretsmanager", "ListSecrets"), ("ssm", "DescribeParameters"), ("kms", "ListKeys"),
+    ("dynamodb", "ListTables"), ("sns", "ListTopics"), ("sqs", "ListQueues"),
+    ("cloudtrail", "DescribeTrails"), ("guardduty", "ListDetectors"), ("eks", "ListClusters"),
+]  # fmt: skip
+_REFUSED = {"ListRoles", "ListPolicies", "GetAccountSummary", "ListGroups", "DescribeSnapshots",
+            "DescribeVolumes", "DescribeDBInstances", "ListSecrets", "DescribeParameters",
+            "ListKeys", "ListClusters"}  # fmt: skip
+
+
+def _enumeration(start: datetime) -> list[dict[str, Any]]:
+    events = []
+    for n, (service, name) in enumerate(_ENUMERATED):
+        refused = {"errorCode": "AccessDenied"} if name in _REFUSED else {}
+        when = start + timedelta(seconds=15 * n)
+        events.append(_event(when, f"{service}.amazonaws.com", name, ATTACKER_IP, **refused))
     return events
 
 
@@ -147,12 +183,18 @@ def _is_demo_case(case: Path) -> bool:
     return (case / DEMO_MARKER).is_file()
 
 
-def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> None:
+def run_demo(
+    case: Path,
+    say: Callable[[str], None],
+    show_findings: Callable[[list[dict[str, Any]]], None],
+    replace: bool = False,
+) -> None:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         raise UsageError("the demo needs moto: pip install 'cloudir[demo]'") from exc
 
+    from cloudir.analyze.detect import detect
     from cloudir.analyze.timeline import build_timeline
     from cloudir.capture.aws import Aws, AwsOptions
     from cloudir.capture.cloudtrail import capture_s3
@@ -193,11 +235,14 @@ def run_demo(case: Path, say: Callable[[str], None], replace: bool = False) -> N
     say(f"captured {captured} files into {case}/evidence with custody in {case}/custody.jsonl")
     result = build_timeline(the_case)
     say(f"timeline: {result.rows} events in {result.path}")
+    detection = detect(the_case, [])
+    say(f"detect: {len(detection.findings)} findings in {detection.path}")
+    show_findings(detection.findings)
     print(
         "\nNext:\n"
         f"  cloudir verify --case {case}\n"
         f'  cloudir query --case {case} "SELECT timestamp, src_ip, message FROM timeline '
         f"WHERE src_ip = '{ATTACKER_IP}' ORDER BY timestamp\"\n"
-        f"  cloudir detect --case {case}\n"
+        f"  cloudir detect --case {case} --fail-on medium\n"
         f"  cloudir timeline export --case {case} --format csv\n"
     )

@@ -140,15 +140,26 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
         case,
         "SELECT action, target FROM timeline WHERE src_ip = '203.0.113.77' ORDER BY timestamp",
     )
-    assert [r["action"].split(":")[1] for r in rows] == [
+    actions = [r["action"].split(":")[1] for r in rows]
+    assert len(actions) == 24 + 7  # the enumeration burst, then the intrusion
+    assert actions[24:] == [
         "GetCallerIdentity",
         "ListBuckets",
         "GetObject",
         "CreateUser",
         "CreateAccessKey",
+        "AttachUserPolicy",
         "StopLogging",
     ]
-    assert rows[3]["target"] == "svc-backup"
+    # the demo goes on to run detect and shows what it found
+    findings = json.loads((case / "findings/findings.json").read_text())["findings"]
+    titles = {f["title"] for f in findings}
+    expected = {"CloudTrail Logging Stopped", "New IAM User Given an Access Key by Its Creator"}
+    assert expected <= titles
+    for title in titles:
+        assert title in result.stdout
+    assert {ip for f in findings for ip in f["entities"]["source_ips"]} == {"203.0.113.77"}
+    assert rows[24 + 3]["target"] == "svc-backup"
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
     assert "already exists" in again.stderr

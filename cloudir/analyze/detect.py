@@ -286,8 +286,7 @@ def _key_column(result: RuleSet, field_name: str) -> str:
 
 def scan_sql(backend: Any) -> str:
     """The timeline as rules see it: every row with its raw fields parsed once."""
-    extra = backend.fields.select_sql()
-    return f"SELECT *{', ' + extra if extra else ''} FROM timeline"
+    return backend.fields.scan_sql("timeline")
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ class FieldPlan:
         self.tree: dict[str, Any] = {}
         self.direct: set[tuple[str, ...]] = set()
         self.prefixes: dict[tuple[str, ...], int] = {}
+        self.lower_columns: dict[str, str] = {}
 
     def value_sql(self, parts: tuple[str, ...]) -> str:
         if parts in self.direct or not self._place(parts):
@@ -62,7 +63,11 @@ class FieldPlan:
                 node = node[part]
         return True
 
-    def element_values(self, parts: tuple[str, ...], value: str) -> str:
+    def lowered(self, value_sql: str) -> str:
+        """A column holding lower(value), computed once per row for all rules that use it."""
+        return self.lower_columns.setdefault(value_sql, f"_l{len(self.lower_columns)}")
+
+    def element_values(self, parts: tuple[str, ...], value: str) -> tuple[str, str]:
         """Every value at the path when an array lies on it, else NULL; evaluated lazily.
 
         Per row, `_t` (types of the path's prefixes, read by plain object descent) tells
@@ -70,23 +75,27 @@ class FieldPlan:
         are gathered with DuckDB's `[*]` paths for each choice of the later positions:
         native JSON reads, and only on rows that hold an array on this path.
         """
-        branches = []
+        tests, branches = [], []
         for first in range(1, len(parts)):
             index = self.prefixes.setdefault(parts[:first], len(self.prefixes) + 1)
-            branches.append(f"WHEN _t[{index}] = 'ARRAY' THEN {_gather(parts, first)}")
-        # how json_transform renders an array leaf
-        branches.append(f"WHEN starts_with({value}, '[') THEN {_gather(parts, len(parts))}")
-        return f"CASE {' '.join(branches)} END"
+            tests.append(f"_t[{index}] = 'ARRAY'")
+            branches.append(f"WHEN {tests[-1]} THEN {_gather(parts, first)}")
+        tests.append(f"starts_with({value}, '[')")  # how json_transform renders an array leaf
+        branches.append(f"WHEN {tests[-1]} THEN {_gather(parts, len(parts))}")
+        return " OR ".join(tests), f"CASE {' '.join(branches)} END"
 
-    def select_sql(self) -> str:
-        """The per-row parse: one json_transform, and one json_type if any path is dotted."""
-        columns = []
+    def scan_sql(self, table: str) -> str:
+        """The rows as rules see them: one json_transform, one json_type if any path is
+        dotted, then the lower-cased values the rules compare."""
+        columns = ["*"]
         if self.tree:
             columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
         if self.prefixes:
             paths = ", ".join(sql_str(json_path(p)) for p in self.prefixes)
             columns.append(f"json_type(raw, [{paths}]) AS _t")
-        return ", ".join(columns)
+        parsed = f"SELECT {', '.join(columns)} FROM {table}"
+        lowered = [f"lower({sql}) AS {name}" for sql, name in self.lower_columns.items()]
+        return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
 
 
 def json_path(parts: tuple[str, ...], wildcards: frozenset[int] = frozenset()) -> str:
@@ -233,9 +242,9 @@ def backend_class() -> type:
             finally:
                 self._element_of = None
             parts = tuple(field_name.split("."))
-            values = self.fields.element_values(parts, self.field_sql(field_name))
+            guard, values = self.fields.element_values(parts, self.field_sql(field_name))
             each_value = f"list_bool_or(list_transform({values}, lambda {ELEMENT}: {each}))"
-            return f"({scalar} OR COALESCE({each_value}, false))"
+            return f"({scalar} OR CASE WHEN {guard} THEN COALESCE({each_value}, false) END)"
 
         def convert_condition_or(self, cond: Any, state: ConversionState) -> Any:
             """`field: [a, b, c]` of plain strings: one `lower(field) IN (...)`, not n ILIKEs."""
@@ -256,7 +265,7 @@ def backend_class() -> type:
                 field_name = args[0].field
                 values = ", ".join(sql_str(_plain(a.value).lower()) for a in args)
                 self._in_values = values
-                scalar = f"lower({self.field_sql(field_name)}) IN ({values})"
+                scalar = f"{self._lower(field_name)} IN ({values})"
                 return self._with_elements(field_name, scalar, state, _InList(field_name))
             return super().convert_condition_or(cond, state)
 
@@ -272,8 +281,12 @@ def backend_class() -> type:
             value = cond.value
             if isinstance(value, SigmaCasedString) or value.contains_special():
                 return super().convert_condition_field_eq_val_str(cond, state)
-            field_sql = self.escape_and_quote_field(cond.field)
-            return f"lower({field_sql}) = {sql_str(_plain(value).lower())}"
+            return f"{self._lower(cond.field)} = {sql_str(_plain(value).lower())}"
+
+        def _lower(self, field_name: str) -> str:
+            if self._element_of is not None and field_name == self._element_of:
+                return f"lower({ELEMENT})"
+            return self.fields.lowered(self.field_sql(field_name))
 
         def convert_condition_field_eq_val_num(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
