@@ -1,0 +1,296 @@
+"""Every shipped Sigma rule fires on its positive cases and stays quiet on its near misses.
+
+The cases are data (tests/data/rule_cases.yml; its header says how an event is built).
+Stratus logs (test_detect.py) show that a rule catches one real attack; these cases pin
+down the boundary: the same event with the one thing the rule is about changed must not
+fire, so a rule that silently widens (or an engine that matches too much) fails here.
+
+All CloudTrail cases go through the real `capture files` and `timeline` commands into one
+case; all Linux cases are written as timeline rows into a second case (no host parser
+yet). `cloudir detect` runs once per case, and each rule is then its own test id.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, cloudir
+from tests.timeline_rows import timeline_row, write_timeline
+
+RULES_DIR = REPO / "cloudir" / "analyze" / "rules"
+CASES_FILE = Path(__file__).parent / "data" / "rule_cases.yml"
+POLARITIES = ("positive", "negative")
+FIRST_DAY = date(2026, 1, 1)
+DEFAULT_START = time(10, 0, 0)
+# Artifacts whose `raw` is a syslog line; the host parsers add its time and host to `raw`.
+SYSLOG_ARTIFACTS = {"linux:auth", "linux:syslog", "linux:cron", "linux:journal"}
+
+
+@dataclass(frozen=True)
+class ShippedRule:
+    rule_id: str
+    title: str
+    path: Path
+    product: str  # "aws" or "linux": which case its events go into
+
+    def describe(self) -> str:
+        return f"{self.path.name}: {self.title} ({self.rule_id})"
+
+
+@functools.cache
+def shipped_rules() -> dict[str, ShippedRule]:
+    """Rules that produce findings, read from the rule files themselves.
+
+    Read from the files rather than from `cloudir rules list`, so that a rule the engine
+    skips is still required to have cases. A rule named by a correlation only feeds it
+    (Sigma's `generate` is false unless the correlation says otherwise).
+    """
+    docs = [
+        (path, doc)
+        for path in sorted(RULES_DIR.rglob("*.yml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    by_name = {doc["name"]: doc for _, doc in docs if doc.get("name")}
+    feeding: set[str] = set()
+    for _, doc in docs:
+        correlation = doc.get("correlation")
+        if correlation and not correlation.get("generate", False):
+            feeding.update(correlation["rules"])
+
+    def product(doc: dict[str, Any]) -> str:
+        if "correlation" in doc:
+            return product(by_name[doc["correlation"]["rules"][0]])
+        return str(doc["logsource"]["product"])
+
+    return {
+        str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
+        for path, doc in docs
+        if doc.get("name") not in feeding
+    }
+
+
+@functools.cache
+def case_file() -> dict[str, Any]:
+    return yaml.safe_load(CASES_FILE.read_text())
+
+
+@dataclass
+class RuleEvents:
+    """One rule's events, built: records (CloudTrail) or rows (Linux), and their ids."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ids: dict[str, list[str]] = field(default_factory=lambda: {p: [] for p in POLARITIES})
+
+
+def substitute(value: Any, tokens: dict[str, str]) -> Any:
+    """Placeholders in every string, at any depth (policy JSON keeps its own braces)."""
+    if isinstance(value, str):
+        for token, text in tokens.items():
+            value = value.replace(token, text)
+        return value
+    if isinstance(value, dict):
+        return {key: substitute(item, tokens) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, tokens) for item in value]
+    return value
+
+
+def event_time(day: date, at: Any, index: int) -> datetime:
+    """`at` on the polarity's own day; without it, one second apart so order is stable."""
+    if at is None:
+        start = datetime.combine(day, DEFAULT_START, UTC)
+        return start + timedelta(seconds=index)
+    assert isinstance(at, str), f"`at: {at!r}` must be quoted, YAML reads 10:00:00 as a number"
+    return datetime.combine(day, time.fromisoformat(at), UTC)
+
+
+@functools.cache
+def built_events() -> dict[str, RuleEvents]:
+    """Every rule's cases as CloudTrail records or timeline rows, with readable unique ids.
+
+    Rule number n (its place in the file) has days 2n and 2n+1 after FIRST_DAY for its
+    positives and negatives and the address 203.0.113.n: no correlation (at most one hour
+    long) can mix two rules' events or one rule's two polarities.
+    """
+    doc = case_file()
+    defaults = doc["defaults"]
+    rules = shipped_rules()
+    built: dict[str, RuleEvents] = {}
+    for number, (rule_id, cases) in enumerate(doc["rules"].items(), start=1):
+        assert number < 255, "out of addresses in 203.0.113.0/24 for one per rule"
+        rule = rules.get(rule_id)
+        if rule is None:
+            continue  # reported by test_every_rule_that_produces_findings_has_cases
+        tag = rule_id[:8]
+        tokens = {"{tag}": tag, "{TAG}": tag.upper(), "{ip}": f"203.0.113.{number}"}
+        events = RuleEvents()
+        for offset, polarity in enumerate(POLARITIES):
+            day = FIRST_DAY + timedelta(days=2 * number + offset)
+            for index, spec in enumerate((cases or {}).get(polarity) or []):
+                event_id = f"{tag}-{polarity[:3]}-{index + 1:02d}"
+                when = event_time(day, spec.get("at"), index)
+                if rule.product == "aws":
+                    record = cloudtrail_record(defaults["cloudtrail"], cases, spec)
+                    record.update(eventTime=when.strftime("%Y-%m-%dT%H:%M:%SZ"), eventID=event_id)
+                    events.records.append(substitute(record, tokens))
+                else:
+                    row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
+                    events.records.append(row)
+                events.ids[polarity].append(event_id)
+        built[rule_id] = events
+    return built
+
+
+def cloudtrail_record(
+    base: dict[str, Any], cases: dict[str, Any], spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Defaults, then the rule's defaults, then the event; top-level keys replace whole."""
+    assert not {"eventID", "eventTime"} & set(spec), "the test sets eventID and eventTime"
+    event = {key: value for key, value in spec.items() if key != "at"}
+    return {**base, **(cases.get("defaults") or {}), **event}
+
+
+def linux_row(
+    base: dict[str, Any],
+    cases: dict[str, Any],
+    spec: dict[str, Any],
+    when: datetime,
+    event_id: str,
+    tokens: dict[str, str],
+) -> dict[str, Any]:
+    """A timeline row as a host parser would write it; `raw` merges key by key."""
+    layers = [base, cases.get("defaults") or {}, spec]
+    columns: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for layer in layers:
+        columns.update({k: v for k, v in layer.items() if k not in ("at", "raw")})
+        raw.update(layer.get("raw") or {})
+    columns, raw = substitute(columns, tokens), substitute(raw, tokens)
+    artifact = columns.pop("artifact")
+    if artifact in SYSLOG_ARTIFACTS:
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        raw = {"timestamp": stamp, "host": columns.get("host"), **raw}
+    columns.setdefault("message", raw.get("message") or raw.get("CommandLine"))
+    return timeline_row(
+        artifact, when, raw, event_id=event_id, evidence_id="linux-rule-cases", **columns
+    )
+
+
+def rules_of(product: str) -> Iterator[tuple[ShippedRule, RuleEvents]]:
+    shipped = shipped_rules()
+    for rule_id, events in built_events().items():
+        if shipped[rule_id].product == product:
+            yield shipped[rule_id], events
+
+
+@dataclass
+class DetectRun:
+    fired: dict[str, set[str]]  # rule id -> event ids in its finding(s)
+    skipped: dict[str, str]  # rule id -> why the engine did not run it
+
+
+def run_detect(case: Path) -> DetectRun:
+    result = cloudir("detect", "--case", str(case), "--json", "--fail-on", "critical")
+    assert result.code == 0, result.stderr
+    doc = json.loads((case / "findings" / "findings.json").read_text())
+    fired: dict[str, set[str]] = {}
+    for finding in doc["findings"]:
+        fired.setdefault(finding["rule_id"], set()).update(finding["event_ids"])
+    skipped = {s["id"]: s["reason"] for s in doc["rules"]["skipped"] if s.get("id")}
+    return DetectRun(fired, skipped)
+
+
+def assert_unique_ids() -> None:
+    ids = [i for events in built_events().values() for p in POLARITIES for i in events.ids[p]]
+    assert len(ids) == len(set(ids)), "two rules share the first 8 characters of their id"
+
+
+@pytest.fixture(scope="module")
+def aws_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    """One case with every CloudTrail case, one delivery-style file per rule."""
+    assert_unique_ids()
+    root = tmp_path_factory.mktemp("rule-cases-aws")
+    folder = root / "cloudtrail"
+    folder.mkdir()
+    total = 0
+    for rule, events in rules_of("aws"):
+        (folder / f"{rule.path.stem}.json").write_text(
+            json.dumps({"Records": events.records}, indent=1)
+        )
+        total += len(events.records)
+    case = root / "case"
+    captured = cloudir("capture", "files", "--case", str(case), str(folder))
+    assert captured.code == 0, captured.stderr
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    summary = timeline.json()
+    assert (summary["rows"], summary["errors"]) == (total, 0), "every case event is one row"
+    return run_detect(case)
+
+
+@pytest.fixture(scope="module")
+def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    """One case whose timeline is every Linux case's row, as the host parsers will write."""
+    assert_unique_ids()
+    case = tmp_path_factory.mktemp("rule-cases-linux") / "case"
+    rows = [row for _, events in rules_of("linux") for row in events.records]
+    write_timeline(case, rows)
+    return run_detect(case)
+
+
+def rule_params() -> list[Any]:
+    rules = sorted(shipped_rules().values(), key=lambda r: (r.product, r.path.name))
+    stems = [r.path.stem for r in rules]
+    return [
+        pytest.param(r.rule_id, id=r.path.stem if stems.count(r.path.stem) == 1 else r.rule_id)
+        for r in rules
+    ]
+
+
+def run_for(rule_id: str, request: pytest.FixtureRequest) -> tuple[ShippedRule, DetectRun]:
+    rule = shipped_rules()[rule_id]
+    if rule_id not in built_events():
+        pytest.fail(f"{rule.describe()}: no cases in {CASES_FILE.name}")
+    return rule, request.getfixturevalue(f"{rule.product}_run")
+
+
+def test_every_rule_that_produces_findings_has_cases() -> None:
+    """A new rule without cases, or cases for a rule that is gone, fails here."""
+    shipped = shipped_rules()
+    cases = case_file()["rules"]
+    missing = [
+        shipped[rule_id].describe()
+        for rule_id in shipped
+        if not all((cases.get(rule_id) or {}).get(p) for p in POLARITIES)
+    ]
+    assert not missing, "rules without a positive and a negative case:\n" + "\n".join(missing)
+    unknown = sorted(set(cases) - set(shipped))
+    assert not unknown, f"cases for rules that do not exist or do not alert: {unknown}"
+
+
+@pytest.mark.parametrize("rule_id", rule_params())
+def test_positive_cases_fire(rule_id: str, request: pytest.FixtureRequest) -> None:
+    rule, run = run_for(rule_id, request)
+    if rule_id in run.skipped:
+        pytest.fail(f"{rule.describe()}: not run: {run.skipped[rule_id]}")
+    missed = sorted(set(built_events()[rule_id].ids["positive"]) - run.fired.get(rule_id, set()))
+    assert not missed, f"{rule.describe()}: did not fire on {missed}"
+
+
+@pytest.mark.parametrize("rule_id", rule_params())
+def test_negative_cases_do_not_fire(rule_id: str, request: pytest.FixtureRequest) -> None:
+    rule, run = run_for(rule_id, request)
+    if rule_id in run.skipped:  # a rule that never ran proves nothing about near misses
+        pytest.fail(f"{rule.describe()}: not run: {run.skipped[rule_id]}")
+    hit = sorted(set(built_events()[rule_id].ids["negative"]) & run.fired.get(rule_id, set()))
+    assert not hit, f"{rule.describe()}: fired on near misses {hit}"
