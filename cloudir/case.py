@@ -380,10 +380,17 @@ class Case:
         return found
 
     # -- verify ----------------------------------------------------------------------
+    def custody_head(self) -> str:
+        """SHA-256 of the last custody line: what a responder notes outside the case."""
+        with open(self.root / CUSTODY_FILE, "rb") as fh:
+            return hashlib.sha256(_last_line(fh)).hexdigest()
+
+    def custody_chain_errors(self) -> list[str]:
+        return self._check_chain()
+
     def verify(self, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
         report = VerifyReport(chain_errors=self._check_chain())
-        with open(self.root / CUSTODY_FILE, "rb") as fh:
-            report.custody_head = hashlib.sha256(_last_line(fh)).hexdigest()
+        report.custody_head = self.custody_head()
         recorded = self.recorded_files()
         seen: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.root / EVIDENCE_DIR):

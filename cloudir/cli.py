@@ -426,6 +426,14 @@ def detect(
         sys.stdout.write((result.path / "findings.json").read_text())
     else:
         _print_findings(result.findings)
+    _say_detection(result)
+    if _reaches(result.findings, fail_on):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _say_detection(result: Any) -> None:
+    from cloudir.analyze import detect as engine
+
     builtin_root = str(engine.BUILTIN_RULES)
     own = [s for s in result.rules.skipped if not s["path"].startswith(builtin_root)]
     for skipped in own:  # the user's own rules: each one named; built-ins: see `rules list`
@@ -441,8 +449,94 @@ def detect(
         f"{len(reported)} rules run ({correlations} correlations), "
         f"{len(result.rules.skipped)} skipped, {len(result.findings)} findings in {result.path}"
     )
-    threshold = engine.LEVELS.index(fail_on)
-    if any(engine.LEVELS.index(f["level"]) >= threshold for f in result.findings):
+
+
+def _reaches(findings: list[dict[str, Any]], fail_on: str) -> bool:
+    from cloudir.analyze.detect import LEVELS
+
+    return any(LEVELS.index(f["level"]) >= LEVELS.index(fail_on) for f in findings)
+
+
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Comma-separated: html, md, json (default all three).")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Folder for the report (default CASE/report).")
+]
+
+
+@app.command()
+@handled
+def report(
+    case: CaseOpt, fmt: FormatOpt = "html,md,json", out: OutOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Write the incident report (HTML, Markdown, JSON) from the case's findings.
+
+    Example: cloudir report --case ./case-42 --format html,md --out ./handover
+    """
+    from cloudir.case import Case
+    from cloudir.report.write import parse_formats, write_report
+
+    written = write_report(Case.open(case), parse_formats(fmt), out)
+    _report_written(written, as_json)
+
+
+def _report_written(written: dict[str, Path], as_json: bool) -> None:
+    if as_json:
+        _emit_json({fmt: str(path) for fmt, path in written.items()})
+    else:
+        for path in written.values():
+            _out(str(path))
+
+
+@app.command()
+@handled
+def analyze(
+    case: CaseOpt,
+    rules: RulesOpt = None,
+    no_builtin: Annotated[
+        bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
+    ] = False,
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 when a finding reaches this level.")
+    ] = "high",
+    fmt: FormatOpt = "html,md,json",
+    out: OutOpt = None,
+    workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Timeline, detect and report in one go; exits like detect (1 at --fail-on).
+
+    Example: cloudir analyze --case ./case-42 --fail-on medium
+    """
+    from cloudir.analyze import detect as engine
+    from cloudir.analyze.timeline import build_timeline
+    from cloudir.case import Case
+    from cloudir.console import count_progress
+    from cloudir.report.write import parse_formats, write_report
+
+    if fail_on not in engine.LEVELS:
+        raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
+    formats = parse_formats(fmt)
+    the_case = Case.open(case)
+    with count_progress() as bar:
+        task = bar.add_task("timeline: parsing evidence", total=3)
+
+        def progress(done: int, total: int, rows: int) -> None:
+            bar.update(task, description=f"timeline: {rows} events from {done}/{total} files")
+
+        timeline = build_timeline(the_case, workers or None, progress)
+        bar.update(task, completed=1, description="detect: running rules")
+        detection = engine.detect(the_case, rules or [], builtin=not no_builtin)
+        bar.update(task, completed=2, description="report: writing")
+        written = write_report(the_case, formats, out)
+        bar.update(task, completed=3, description="done")
+    _say(f"timeline: {timeline.rows} events, {len(timeline.errors)} evidence problems skipped")
+    if not as_json:
+        _print_findings(detection.findings)
+    _say_detection(detection)
+    _report_written(written, as_json)
+    if _reaches(detection.findings, fail_on):
         raise typer.Exit(EXIT_FINDINGS)
 
 

@@ -67,6 +67,7 @@ class LoadedRule:
     tags: list[str]
     path: str
     description: str = ""
+    falsepositives: list[str] = field(default_factory=list)
     name: str | None = None
     output: bool = True
     logsource: LogSource | None = None
@@ -180,6 +181,7 @@ def _describe(rule: Any, path: Path) -> dict[str, Any]:
         "tags": [str(t) for t in rule.tags],
         "path": str(path),
         "description": rule.description or "",
+        "falsepositives": [str(f) for f in (rule.falsepositives or [])],
         "name": rule.name,
         "output": bool(getattr(rule, "_output", True)),
     }
@@ -394,6 +396,7 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
             },
             "rule_path": rule.path,
             "description": rule.description,
+            "falsepositives": rule.falsepositives,
         }
         if rule.correlation is not None:
             finding["correlation"] = rule.correlation.kind
