@@ -206,7 +206,8 @@ def _convert(backend: Any, rule: Any, path: Path, con: Any, result: RuleSet) -> 
     try:
         with _quiet_stderr():  # RE2 logs refused patterns itself; the reason is in exc
             con.execute(
-                f"EXPLAIN SELECT event_id FROM ({scan_sql(backend)}) WHERE {predicate}"
+                f"EXPLAIN SELECT event_id FROM ({scan_sql(backend)}) "
+                f"WHERE {backend.fields.resolve(predicate)}"
             ).fetchall()
     except Exception as exc:  # DuckDB binder or RE2 refusing the rule's SQL
         reason = str(exc).splitlines()[0]
@@ -333,7 +334,7 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
     backend = ruleset.backend
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
-    flags = [f"{_gated(r)} AS h{n}" for n, r in detections]
+    flags = [f"{_gated(r, backend)} AS h{n}" for n, r in detections]
     artifacts = sorted({a for _, r in detections for a in r.logsource.artifacts})
     any_hit = " OR ".join(f"h{n}" for n, _ in detections) or "false"
     con.execute(
@@ -342,7 +343,9 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
               FROM ({scan_sql(backend)}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
             ) WHERE {any_hit}"""
     ).fetchall()
-    for n, _ in detections:
+    for n, rule in detections:
+        if not rule.output:
+            continue  # a base rule: its hits stay in DuckDB for the correlations
         rows = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
         hits[n] = [r[0] for r in rows.fetchall()]
     for n, rule in enumerate(ruleset.rules):
@@ -351,13 +354,18 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
     return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
 
 
-def _gated(rule: LoadedRule) -> str:
-    """CASE keeps each rule's predicate off rows of other logsources (DuckDB skips them)."""
+def _gated(rule: LoadedRule, backend: Any) -> str:
+    """The rule on its own rows only; NULL counts as no match.
+
+    A bare AND chain, with no CASE or COALESCE around it: DuckDB stops evaluating an AND
+    at the first false operand only there, so rows of other logsources, or whose
+    eventName already differs, cost one compare instead of the whole predicate.
+    """
     source = rule.logsource
     test = f"artifact IN ({_in_list(source.artifacts)})"
     if source.condition:
         test += f" AND {source.condition}"
-    return f"CASE WHEN {test} THEN COALESCE(({rule.predicate}), false) ELSE false END"
+    return f"({test} AND ({backend.fields.resolve(rule.predicate)}))"
 
 
 def _in_list(values: Iterable[str]) -> str:
@@ -438,6 +446,7 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
 
     con = connect(case)
     register_functions(con)
+    limit_memory(con, case.root / FINDINGS_DIR)
     rules = load_rules(rule_files(extra_rules, builtin), con)
     hits = run_rules(con, rules)
     findings = findings_from(con, rules, hits)
@@ -452,7 +461,23 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
     }
     _write_json(out / "findings.json", document)
     _write_parquet(con, out / "findings.parquet", findings)
+    con.close()
+    with contextlib.suppress(OSError):
+        (out / ".spill").rmdir()  # DuckDB removed its spill files when it closed
     return DetectResult(rules, findings, out)
+
+
+MEMORY_LIMIT = "1GB"
+
+
+def limit_memory(con: Any, scratch: Path) -> None:
+    """Bound DuckDB: the matched events of a broad base rule (every read-only call feeds
+    the discovery-burst correlation) can be millions of rows; they spill to disk instead."""
+    spill = scratch / ".spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'").fetchall()
+    con.execute(f"SET temp_directory = {sql_str(str(spill))}").fetchall()
+    con.execute("SET preserve_insertion_order = false").fetchall()
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

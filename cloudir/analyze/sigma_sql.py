@@ -18,11 +18,40 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
+import re
 from typing import Any, ClassVar
 
 from cloudir.analyze.schema import COLUMN_NAMES
 
 ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
+
+# Fields the CloudTrail record format defines as single strings (or booleans), never
+# arrays: they need no any-element fallback, which keeps the hottest comparisons of the
+# rule set (eventSource, eventName, errorCode, userIdentity.type) a plain compare.
+# https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-record-contents.html
+SCALAR_FIELDS = frozenset(
+    {
+        "eventVersion", "eventTime", "eventSource", "eventName", "awsRegion",
+        "sourceIPAddress", "userAgent", "errorCode", "errorMessage", "requestID", "eventID",
+        "eventType", "apiVersion", "managementEvent", "readOnly", "recipientAccountId",
+        "sharedEventID", "vpcEndpointId", "vpcEndpointAccountId", "eventCategory",
+        "sessionCredentialFromConsole",
+        "userIdentity.type", "userIdentity.principalId", "userIdentity.arn",
+        "userIdentity.accountId", "userIdentity.accessKeyId", "userIdentity.userName",
+        "userIdentity.invokedBy", "userIdentity.identityProvider",
+        "userIdentity.credentialId", "userIdentity.onBehalfOf.userId",
+        "userIdentity.sessionContext.attributes.creationDate",
+        "userIdentity.sessionContext.attributes.mfaAuthenticated",
+        "userIdentity.sessionContext.sessionIssuer.type",
+        "userIdentity.sessionContext.sessionIssuer.principalId",
+        "userIdentity.sessionContext.sessionIssuer.arn",
+        "userIdentity.sessionContext.sessionIssuer.accountId",
+        "userIdentity.sessionContext.sessionIssuer.userName",
+        "userIdentity.sessionContext.sourceIdentity",
+        "userIdentity.sessionContext.ec2RoleDelivery",
+        "tlsDetails.tlsVersion", "tlsDetails.cipherSuite", "tlsDetails.clientProvidedHostHeader",
+    }
+)  # fmt: skip
 
 
 class FieldPlan:
@@ -39,6 +68,7 @@ class FieldPlan:
         self.direct: set[tuple[str, ...]] = set()
         self.prefixes: dict[tuple[str, ...], int] = {}
         self.lower_columns: dict[str, str] = {}
+        self.lower_uses: dict[str, int] = {}
 
     def value_sql(self, parts: tuple[str, ...]) -> str:
         if parts in self.direct or not self._place(parts):
@@ -64,8 +94,29 @@ class FieldPlan:
         return True
 
     def lowered(self, value_sql: str) -> str:
-        """A column holding lower(value), computed once per row for all rules that use it."""
-        return self.lower_columns.setdefault(value_sql, f"_l{len(self.lower_columns)}")
+        """lower(value), as a token that `resolve` turns into a shared column or inline call.
+
+        A value many rules compare (eventName) is lower-cased once per row in the scan; a
+        rarely used one stays inline, where AND short-circuits it for most rows.
+        """
+        name = self.lower_columns.setdefault(value_sql, f"_l{len(self.lower_columns)}")
+        self.lower_uses[name] = self.lower_uses.get(name, 0) + 1
+        return f"\x00{name}\x00"
+
+    def shared_lowers(self) -> dict[str, str]:
+        return {
+            sql: name
+            for sql, name in self.lower_columns.items()
+            if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES
+        }
+
+    def resolve(self, predicate: str) -> str:
+        """Replace lower() tokens: shared columns by name, the others inline."""
+        shared = set(self.shared_lowers().values())
+        inline = {name: sql for sql, name in self.lower_columns.items()}
+        return _LOWER_TOKEN.sub(
+            lambda m: m[1] if m[1] in shared else f"lower({inline[m[1]]})", predicate
+        )
 
     def element_values(self, parts: tuple[str, ...], value: str) -> tuple[str, str]:
         """Every value at the path when an array lies on it, else NULL; evaluated lazily.
@@ -94,8 +145,12 @@ class FieldPlan:
             paths = ", ".join(sql_str(json_path(p)) for p in self.prefixes)
             columns.append(f"json_type(raw, [{paths}]) AS _t")
         parsed = f"SELECT {', '.join(columns)} FROM {table}"
-        lowered = [f"lower({sql}) AS {name}" for sql, name in self.lower_columns.items()]
+        lowered = [f"lower({sql}) AS {name}" for sql, name in self.shared_lowers().items()]
         return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
+
+
+SHARED_LOWER_USES = 3
+_LOWER_TOKEN = re.compile("\x00(_l[0-9]+)\x00")
 
 
 def json_path(parts: tuple[str, ...], wildcards: frozenset[int] = frozenset()) -> str:
@@ -234,7 +289,7 @@ def backend_class() -> type:
             return self._with_elements(cond.field, scalar, state, cond)
 
         def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
-            if field_name in COLUMN_NAMES:
+            if field_name in COLUMN_NAMES or field_name in SCALAR_FIELDS:
                 return scalar
             self._element_of = field_name
             try:
