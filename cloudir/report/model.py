@@ -105,7 +105,8 @@ def _finding(con: Any, finding: dict[str, Any]) -> dict[str, Any]:
     )
     for event in events:
         event["raw"] = _parse_raw(event["raw"])
-    tactics = [t.split(".", 1)[1] for t in finding["tags"] if t.split(".", 1)[1] in TACTICS]
+    tags = [t.split(".", 1)[1].replace("-", "_") for t in finding["tags"] if "." in t]
+    tactics = [t for t in tags if t in TACTICS]  # Sigma writes attack.defense-evasion
     return {
         **{k: v for k, v in finding.items() if k != "event_ids"},
         "event_ids": ids,
@@ -159,12 +160,12 @@ def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[s
     counts = ", ".join(f"{by_level[lv]} {lv}" for lv in reversed(LEVELS) if by_level[lv])
     if findings:
         headline = (
-            f"{len(findings)} findings ({counts}) between {first} and {last}, involving "
-            f"{len(entities['principals'])} principals and "
-            f"{len(entities['source_ips'])} source addresses."
+            f"{_count(len(findings), 'finding')} ({counts}) between {first} and {last}, "
+            f"involving {_count(len(entities['principals']), 'principal')} and "
+            f"{_count(len(entities['source_ips']), 'source address', 'source addresses')}."
         )
     else:
-        headline = f"No findings in {timeline['events']} events."
+        headline = f"No findings in {_count(timeline['events'], 'event')}."
     return {
         "headline": headline,
         "severity": worst,
@@ -178,6 +179,10 @@ def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[s
         "first_event": timeline["first"],
         "last_event": timeline["last"],
     }
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _attack(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,7 +284,8 @@ def _timeline(con: Any, case: Case, findings: list[dict[str, Any]]) -> dict[str,
             "buckets": buckets,
             "marks": [
                 {"timestamp": f["first_seen"], "level": f["level"], "title": f["title"]}
-                for f in findings
+                | {"finding": n}
+                for n, f in enumerate(findings, 1)
             ],
         },
     }
