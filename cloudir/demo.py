@@ -199,6 +199,7 @@ def run_demo(
     from cloudir.capture.aws import Aws, AwsOptions
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
+    from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
 
     if (case / "case.json").exists():
@@ -238,6 +239,7 @@ def run_demo(
     detection = detect(the_case, [])
     say(f"detect: {len(detection.findings)} findings in {detection.path}")
     show_findings(detection.findings)
+    written = write_report(the_case, list(FORMATS))
     print(
         "\nNext:\n"
         f"  cloudir verify --case {case}\n"
@@ -246,3 +248,4 @@ def run_demo(
         f"  cloudir detect --case {case} --fail-on medium\n"
         f"  cloudir timeline export --case {case} --format csv\n"
     )
+    print(f"Report: {written['html']}  (also {written['md'].name}, {written['json'].name})")

@@ -159,6 +159,10 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     for title in titles:
         assert title in result.stdout
     assert {ip for f in findings for ip in f["entities"]["source_ips"]} == {"203.0.113.77"}
+    # and ends with the report
+    assert result.stdout.rstrip().splitlines()[-1].startswith(f"Report: {case}/report/report.html")
+    report = json.loads((case / "report/report.json").read_text())
+    assert [f["title"] for f in report["findings"]] == [f["title"] for f in findings]
     assert rows[24 + 3]["target"] == "svc-backup"
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
