@@ -8,9 +8,9 @@ row is twenty times a full scan), so every raw field a rule set uses is read by 
 Sigma's any-element semantics for arrays (`requestParameters.eventSelectors.readWriteType`
 where `eventSelectors` is a list) cannot be expressed by a struct whose shape is fixed in
 advance, so each raw-field condition has an exact fallback: when the row holds an array on
-that path (told by one `json_type` call over all path prefixes, `_t`, or by the leaf
-text starting with `[`), the values are collected by `cloudir_values` and the condition
-is applied to each. The fallback runs under CASE, so only rows with arrays pay for it.
+that path, the values are gathered with DuckDB's `[*]` JSON paths and the condition is
+applied to each (see FieldPlan.element_values). The fallback runs under CASE after the
+rule's earlier conditions, so only the few rows that reach it pay for it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class FieldPlan:
     def __init__(self) -> None:
         self.tree: dict[str, Any] = {}
         self.direct: set[tuple[str, ...]] = set()
-        self.prefixes: dict[tuple[str, ...], int] = {}
         self.lower_columns: dict[str, str] = {}
         self.lower_uses: dict[str, int] = {}
 
@@ -119,31 +118,35 @@ class FieldPlan:
         )
 
     def element_values(self, parts: tuple[str, ...], value: str) -> tuple[str, str]:
-        """Every value at the path when an array lies on it, else NULL; evaluated lazily.
+        """A guard (is there an array on the path?) and every value at the path.
 
-        Per row, `_t` (types of the path's prefixes, read by plain object descent) tells
-        where the first array is. From there on arrays may or may not nest, so the values
-        are gathered with DuckDB's `[*]` paths for each choice of the later positions:
-        native JSON reads, and only on rows that hold an array on this path.
+        An array leaf shows in the struct as JSON text starting with `[`; an array further
+        up leaves the struct member NULL, and `json_type` over the prefixes tells it from
+        an absent key. Both are evaluated inline, so only rows that passed the rule's
+        earlier conditions pay for the extra parse. From the first array on, arrays may or
+        may not nest, so the values are gathered with DuckDB's `[*]` paths for each choice
+        of the later positions.
         """
-        tests, branches = [], []
-        for first in range(1, len(parts)):
-            index = self.prefixes.setdefault(parts[:first], len(self.prefixes) + 1)
-            tests.append(f"_t[{index}] = 'ARRAY'")
-            branches.append(f"WHEN {tests[-1]} THEN {_gather(parts, first)}")
-        tests.append(f"starts_with({value}, '[')")  # how json_transform renders an array leaf
-        branches.append(f"WHEN {tests[-1]} THEN {_gather(parts, len(parts))}")
+        prefixes = [parts[:first] for first in range(1, len(parts))]
+        tests = [f"starts_with({value}, '[')"]  # how json_transform renders an array leaf
+        branches = [f"WHEN {tests[0]} THEN {_gather(parts, len(parts))}"]
+        if prefixes:
+            listed = ", ".join(sql_str(json_path(p)) for p in prefixes)
+            has_array = f"list_contains(json_type(raw, [{listed}]), 'ARRAY')"
+            tests.append(f"({value} IS NULL AND {has_array})")
+            branches = [
+                f"WHEN json_type(raw, {sql_str(json_path(prefix))}) = 'ARRAY' "
+                f"THEN {_gather(parts, len(prefix))}"
+                for prefix in prefixes
+            ] + branches
         return " OR ".join(tests), f"CASE {' '.join(branches)} END"
 
     def scan_sql(self, table: str) -> str:
-        """The rows as rules see them: one json_transform, one json_type if any path is
-        dotted, then the lower-cased values the rules compare."""
+        """The rows as rules see them: raw parsed once by json_transform, then the
+        lower-cased values many rules compare."""
         columns = ["*"]
         if self.tree:
             columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
-        if self.prefixes:
-            paths = ", ".join(sql_str(json_path(p)) for p in self.prefixes)
-            columns.append(f"json_type(raw, [{paths}]) AS _t")
         parsed = f"SELECT {', '.join(columns)} FROM {table}"
         lowered = [f"lower({sql}) AS {name}" for sql, name in self.shared_lowers().items()]
         return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
