@@ -133,7 +133,9 @@ class FieldPlan:
         if prefixes:
             listed = ", ".join(sql_str(json_path(p)) for p in prefixes)
             has_array = f"list_contains(json_type(raw, [{listed}]), 'ARRAY')"
-            tests.append(f"({value} IS NULL AND {has_array})")
+            # the leaf's key must be in the text at all: a substring test spares the parse
+            has_key = f"contains(raw, {sql_str(json.dumps(parts[-1])[1:-1])})"
+            tests.append(f"({value} IS NULL AND {has_key} AND {has_array})")
             branches = [
                 f"WHEN json_type(raw, {sql_str(json_path(prefix))}) = 'ARRAY' "
                 f"THEN {_gather(parts, len(prefix))}"
