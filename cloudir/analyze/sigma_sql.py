@@ -304,7 +304,10 @@ def backend_class() -> type:
             parts = tuple(field_name.split("."))
             guard, values = self.fields.element_values(parts, self.field_sql(field_name))
             each_value = f"list_bool_or(list_transform({values}, lambda {ELEMENT}: {each}))"
-            return f"({scalar} OR CASE WHEN {guard} THEN COALESCE({each_value}, false) END)"
+            return (
+                f"CASE WHEN {scalar} THEN true "
+                f"WHEN {guard} THEN COALESCE({each_value}, false) ELSE false END"
+            )
 
         def convert_condition_or(self, cond: Any, state: ConversionState) -> Any:
             """`field: [a, b, c]` of plain strings: one `lower(field) IN (...)`, not n ILIKEs."""
@@ -327,7 +330,34 @@ def backend_class() -> type:
                 self._in_values = values
                 scalar = f"{self._lower(field_name)} IN ({values})"
                 return self._with_elements(field_name, scalar, state, _InList(field_name))
-            return super().convert_condition_or(cond, state)
+            return self._lazy(cond, state, conjunction=False)
+
+        def convert_condition_and(self, cond: Any, state: ConversionState) -> Any:
+            return self._lazy(cond, state, conjunction=True)
+
+        def _lazy(self, cond: Any, state: ConversionState, conjunction: bool) -> Any:
+            """AND and OR as CASE chains, false for NULL as Sigma reads a missing field.
+
+            DuckDB stops at the first deciding operand of an AND or OR only in a filter;
+            in a projection (one column per rule) it evaluates every operand on every row.
+            CASE evaluates a branch only on the rows that reach it, in both places.
+            """
+            args = [
+                self.convert_condition(a, state)
+                if self.compare_precedence(cond, a)
+                else self.convert_condition_group(a, state)
+                for a in cond.args
+            ]
+            args = [a for a in args if a is not None]
+            if not args:
+                return None
+            if not conjunction:
+                whens = " ".join(f"WHEN {a} THEN true" for a in args)
+                return f"CASE {whens} ELSE false END"
+            expr = f"CASE WHEN {args[-1]} THEN true ELSE false END"
+            for arg in reversed(args[:-1]):
+                expr = f"CASE WHEN {arg} THEN {expr} ELSE false END"
+            return expr
 
         def convert_condition(self, cond: Any, state: ConversionState) -> Any:
             if isinstance(cond, _InList):
