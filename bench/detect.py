@@ -96,6 +96,7 @@ from ingest_cloudtrail import (
     _stamp,
     _uuid,
     build_world,
+    ingress_params,
     machine_info,
     run_measured,
 )
@@ -764,22 +765,7 @@ class ChunkGenerator:
 
     def ep_security_group_open(self, times: list[int]) -> list[Row]:
         group = self.rng.choice(self.east.w.security_groups)
-        params = {
-            "groupId": group,
-            "ipPermissions": {
-                "items": [
-                    {
-                        "ipProtocol": "tcp",
-                        "fromPort": 22,
-                        "toPort": 22,
-                        "groups": {},
-                        "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
-                        "ipv6Ranges": {},
-                        "prefixListIds": {},
-                    }
-                ]
-            },
-        }
+        params = ingress_params(group, "0.0.0.0/0")
         template = self.api("ec2", "AuthorizeSecurityGroupIngress", params)
         event = self.east.call(self.index["alice"], times[0], template)
         return [self.ct_row(self.attacker(event, self.attack_ip(), ATTACKER_AGENTS[0]))]

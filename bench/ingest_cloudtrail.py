@@ -124,6 +124,20 @@ def _hex(rng: random.Random, n: int) -> str:
     return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
+def ingress_params(group: str, cidr: str) -> dict[str, Any]:
+    """AuthorizeSecurityGroupIngress's requestParameters for ssh from `cidr`."""
+    permission = {
+        "ipProtocol": "tcp",
+        "fromPort": 22,
+        "toPort": 22,
+        "groups": {},
+        "ipRanges": {"items": [{"cidrIp": cidr}]},
+        "ipv6Ranges": {},
+        "prefixListIds": {},
+    }
+    return {"groupId": group, "ipPermissions": {"items": [permission]}}
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
@@ -493,22 +507,7 @@ class EventMaker:
         rng = self.rng
         group = rng.choice(self.w.security_groups)
         cidr = "0.0.0.0/0" if rng.random() < 0.2 else f"10.{rng.randrange(256)}.0.0/16"
-        params = {
-            "groupId": group,
-            "ipPermissions": {
-                "items": [
-                    {
-                        "ipProtocol": "tcp",
-                        "fromPort": 22,
-                        "toPort": 22,
-                        "groups": {},
-                        "ipRanges": {"items": [{"cidrIp": cidr}]},
-                        "ipv6Ranges": {},
-                        "prefixListIds": {},
-                    }
-                ]
-            },
-        }
+        params = ingress_params(group, cidr)
         response = {
             "requestId": _uuid(rng),
             "_return": True,

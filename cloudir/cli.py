@@ -398,18 +398,19 @@ RulesOpt = Annotated[
     typer.Option("--rules", metavar="PATH", help="Extra Sigma rule file or folder (repeatable)."),
 ]
 
+NoBuiltinOpt = Annotated[
+    bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
+]
+FailOnOpt = Annotated[str, typer.Option(help="Exit 1 when a finding reaches this level.")]
+
 
 @app.command()
 @handled
 def detect(
     case: CaseOpt,
     rules: RulesOpt = None,
-    no_builtin: Annotated[
-        bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
-    ] = False,
-    fail_on: Annotated[
-        str, typer.Option(help="Exit 1 when a finding reaches this level.")
-    ] = "high",
+    no_builtin: NoBuiltinOpt = False,
+    fail_on: FailOnOpt = "high",
     as_json: JsonOpt = False,
 ) -> None:
     """Run Sigma rules over the timeline; write findings/findings.{json,parquet}.
@@ -494,12 +495,8 @@ def _report_written(written: dict[str, Path], as_json: bool) -> None:
 def analyze(
     case: CaseOpt,
     rules: RulesOpt = None,
-    no_builtin: Annotated[
-        bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
-    ] = False,
-    fail_on: Annotated[
-        str, typer.Option(help="Exit 1 when a finding reaches this level.")
-    ] = "high",
+    no_builtin: NoBuiltinOpt = False,
+    fail_on: FailOnOpt = "high",
     fmt: FormatOpt = "html,md,json",
     out: OutOpt = None,
     workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
