@@ -552,7 +552,7 @@ def _print_findings(findings: list[dict[str, Any]]) -> None:
     table.add_column("from", ratio=1)
     for f in findings:
         entities = f["entities"]
-        who = [p.rsplit(":", 1)[-1] for p in entities["principals"][:2]]  # user/name, role/x
+        who = list(dict.fromkeys(p.rsplit(":", 1)[-1] for p in entities["principals"]))[:2]
         table.add_row(
             Text(f["level"]),
             Text(inert(f["title"], 80)),

@@ -660,3 +660,26 @@ def test_long_strings_are_capped_in_tables(hostile_reports: dict[str, str]) -> N
     for element in page.elements:
         if element.tag in ("td", "th"):
             assert longest not in element.plain_text, element.plain_text[:200]
+
+
+def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: Path) -> None:
+    """A zip among the logs: the timeline skips it, the report says which and why."""
+    import zipfile
+
+    from tests.conftest import ct_event, records_gz
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stop = ct_event("2024-07-31T10:00:00Z", "StopLogging", eventSource="cloudtrail.amazonaws.com")
+    (logs / "trail.json.gz").write_bytes(records_gz([stop]))
+    with zipfile.ZipFile(logs / "more.zip", "w") as archive:
+        archive.writestr("inner.json", "{}")
+    case = tmp_path / "case"
+    capture(case, logs)
+    result = analyze(case, "--fail-on", "critical")
+    assert result.code == 0, result.stderr
+    report = json.loads((case / "report/report.json").read_text())
+    [unparsed] = report["parse_errors"]["unparsed_files"]
+    assert unparsed["path"].endswith("more.zip")
+    assert unparsed["reason"].startswith("zip archive")
+    assert "more.zip" in (case / "report/report.html").read_text()

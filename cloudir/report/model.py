@@ -353,17 +353,37 @@ def _custody(case: Case) -> dict[str, Any]:
 
 
 def _parse_errors(case: Case) -> dict[str, Any]:
+    """What the timeline could not read: each skipped record or file, with its reason."""
     path = case.root / "timeline" / "errors.jsonl"
     items, count = [], 0
+    file_reasons: dict[str, str] = {}
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 count += 1
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    item = {"reason": line.strip()}
+                if not isinstance(item, dict):
+                    item = {"reason": str(item)}
+                if "line" not in item and "record" not in item and item.get("path"):
+                    file_reasons.setdefault(str(item["path"]), str(item.get("reason", "")))
                 if len(items) < PARSE_ERRORS_SHOWN:
-                    try:
-                        items.append(json.loads(line))
-                    except ValueError:
-                        items.append({"reason": line.strip()})
+                    items.append(item)
     summary_path = case.root / "timeline" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"count": count, "items": items, "unparsed_files": summary.get("unparsed_files", [])}
+    unparsed = [
+        {
+            "evidence_id": _evidence_id_of(str(p)),
+            "path": str(p),
+            "reason": file_reasons.get(str(p)),
+        }
+        for p in summary.get("unparsed_files", [])
+    ]
+    return {"count": count, "items": items, "unparsed_files": unparsed}
+
+
+def _evidence_id_of(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "evidence" else None
