@@ -270,8 +270,16 @@ class Case:
         return FileRecord(rel, digest.hexdigest(), size)
 
     def remove_stale_partials(self, evidence_id: str) -> int:
-        """Temporary files an interrupted run left: never evidence, so safe to clear."""
-        stale = list(self.evidence_dir(evidence_id).rglob("*" + PARTIAL_SUFFIX))
+        """Temporary files an interrupted run left: never evidence, so safe to clear.
+
+        A partial with a `.checkpoint` beside it (an EBS image download) is kept: the
+        checkpoint names the blocks in it already verified, so a re-run resumes.
+        """
+        stale = [
+            p
+            for p in self.evidence_dir(evidence_id).rglob("*" + PARTIAL_SUFFIX)
+            if not any(p.parent.glob(p.name.removesuffix(PARTIAL_SUFFIX) + "*.checkpoint"))
+        ]
         for path in stale:
             path.unlink(missing_ok=True)
         if stale:

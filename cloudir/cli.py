@@ -238,6 +238,92 @@ def capture_cloudtrail(
         raise CloudError(f"{len(failed)} log files could not be fetched; re-run to resume")
 
 
+@capture_app.command("ebs")
+@handled
+def capture_ebs(
+    case: CaseOpt,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Describe this instance and snapshot all its EBS volumes at once."),
+    ] = None,
+    volume_id: Annotated[
+        list[str] | None, typer.Option(metavar="VOL", help="Snapshot this volume (repeatable).")
+    ] = None,
+    snapshot_id: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SNAP", help="Use this existing snapshot (repeatable)."),
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Read each snapshot into the case as image.raw.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Parallel block downloads.")] = 32,
+    share_with: Annotated[
+        str | None,
+        typer.Option(metavar="ACCOUNT", help="Let this account create volumes from them."),
+    ] = None,
+    copy_to_region: Annotated[
+        str | None, typer.Option(metavar="REGION", help="Copy the snapshots into this region.")
+    ] = None,
+    kms_key_id: Annotated[
+        str | None, typer.Option(help="KMS key for the copies (encrypted snapshots).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for snapshots (and again for copies).")
+    ] = 1800,
+    region: Annotated[str | None, typer.Option(help="AWS region of the instance.")] = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
+    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot EBS volumes, tagged with the case; optionally download, share or copy them.
+
+    Exits 4 when --timeout passes first: the snapshots keep running in AWS, and running
+    the command again with --snapshot-id picks them up.
+
+    Example: cloudir capture ebs --case ./case-42 --region eu-west-1 --instance-id
+    i-0abc123def4567890 --download --share-with 111122223333
+    """
+    from cloudir.capture.ebs import EbsRequest
+    from cloudir.capture.ebs import capture_ebs as run
+    from cloudir.case import Case
+
+    request = EbsRequest(
+        instance_id=instance_id,
+        volume_ids=tuple(volume_id or ()),
+        snapshot_ids=tuple(snapshot_id or ()),
+        download=download,
+        workers=workers,
+        share_with=share_with,
+        copy_to_region=copy_to_region,
+        kms_key_id=kms_key_id,
+        timeout=timeout,
+    )
+    request.check()
+    aws = _aws(profile, region, endpoint_url, retry_mode, workers)
+    identity = aws.caller_identity()
+    the_case = Case.open_or_create(case, title=title, examiner=examiner)
+    the_case.actor = identity.get("Arn", the_case.actor)
+    the_case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    result = run(the_case, aws, request, identity, _say)
+    if as_json:
+        _emit_json({"case": str(case), **result.as_dict()})
+        return
+    if result.instance:
+        _out(f"{result.instance.evidence_id}: {len(result.instance.files)} files")
+    for snap in result.snapshots:
+        line = f"{snap.evidence_id}: {snap.snapshot_id} of {snap.volume_id} {snap.state}"
+        if snap.shared_with:
+            line += f", shared with {', '.join(snap.shared_with)}"
+        for copy in snap.copies:
+            line += f", copied to {copy['region']} as {copy['snapshot_id']}"
+        if snap.image:
+            line += f", image {snap.image['path']} sha256 {snap.image['sha256']}"
+        _out(line)
+
+
 @capture_app.command("files")
 @handled
 def capture_files(

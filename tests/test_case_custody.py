@@ -143,3 +143,17 @@ def test_capture_files_names_what_it_could_not_take(tmp_path: Path) -> None:
     assert "2 file(s) not captured" in result.stderr
     last = custody(case)[-1]
     assert last["action"] == "capture-incomplete"
+
+
+def test_a_partial_with_a_checkpoint_survives_so_a_download_resumes(tmp_path: Path) -> None:
+    from cloudir.case import Case
+
+    case = Case.create(tmp_path / "case")
+    folder = case.evidence_dir("ebs-snap-1")
+    folder.mkdir(parents=True)
+    (folder / "image.raw.partial").write_bytes(b"half")
+    (folder / "image.raw.checkpoint").write_text("{}")
+    (folder / ".other.json.abc.partial").write_bytes(b"junk")
+    assert case.remove_stale_partials("ebs-snap-1") == 1
+    assert (folder / "image.raw.partial").exists()
+    assert not (folder / ".other.json.abc.partial").exists()

@@ -1,0 +1,590 @@
+"""A snapshot's blocks as one raw disk image in the case, through the EBS direct APIs.
+
+The direct APIs read a snapshot without creating a volume or attaching it to anything,
+so the responder's account never runs the suspect disk. The loop is coldsnap's: a list of
+blocks (ListSnapshotBlocks), a bounded pool of fetches (GetSnapshotBlock), a SHA-256
+compare per block against the checksum AWS computed when the block was written, and a
+write at the block's offset into a sparse file whose holes are the blocks AWS never
+stored (zeros). A checkpoint of verified blocks lets an interrupted download of a large
+disk resume; only a complete image, hashed end to end, gets its name and a custody entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from cloudir.capture.aws import Aws
+from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
+from cloudir.errors import CloudError, EvidenceError
+
+IMAGE_NAME = "image.raw"
+ACTION = "capture-ebs-image"
+CHECKPOINT_SUFFIX = ".checkpoint"
+CHECKPOINT_EVERY_BLOCKS = 256
+CHECKPOINT_EVERY_SECONDS = 5.0
+BACKOFF_BASE = 0.2  # seconds before the second attempt; doubles per attempt, with jitter
+BACKOFF_CAP = 20.0
+HASH_READ = 16 << 20  # large sequential reads: the whole-image hash is disk-bound
+LIST_PAGE = 10000  # ListSnapshotBlocks' largest page
+_THROTTLING = {
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "SlowDown",
+}
+
+Progress = Callable[[int, int], None]
+Reporter = Callable[[str], None]
+
+
+@dataclass
+class DownloadResult:
+    snapshot_id: str
+    path: Path  # the final evidence file, CASE/evidence/<evidence_id>/image.raw
+    volume_bytes: int
+    block_size: int
+    blocks_listed: int
+    blocks_fetched: int  # fetched in this run
+    blocks_resumed: int  # already verified by an earlier, interrupted run
+    sha256: str  # of the whole image, streamed
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What ListSnapshotBlocks said: the geometry comes from AWS, never assumed."""
+
+    volume_bytes: int
+    block_size: int
+    blocks: list[Block]  # sorted by index, each index once
+
+
+class _Stopped(Exception):
+    """A fetch abandoned because the download as a whole is stopping."""
+
+
+# -- the download --------------------------------------------------------------------------
+def download_snapshot(
+    case: Case,
+    aws: Aws,
+    snapshot_id: str,
+    evidence_id: str,
+    *,
+    workers: int = 32,
+    request_timeout: float = 30.0,
+    max_attempts: int = 8,
+    progress: Progress | None = None,
+    report: Reporter | None = None,
+) -> DownloadResult:
+    """Download the snapshot into `<item>/image.raw`, resuming an interrupted run.
+
+    Raises CloudError (exit 4) when AWS refuses or keeps failing, EvidenceError (exit 3)
+    when a block never matches its checksum; either way nothing enters custody and the
+    partial image and its checkpoint stay for a resume.
+    """
+    started = time.monotonic()
+    say = report or _stderr
+    target = case.target_path(evidence_id, IMAGE_NAME)
+    held = _already_held(case, target, snapshot_id, started)
+    if held is not None:
+        return held
+    ebs = ebs_client(aws, workers, request_timeout)
+    listing = list_blocks(ebs, snapshot_id, max_attempts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    checkpoint = Checkpoint.resume(
+        target.with_name(target.name + CHECKPOINT_SUFFIX), partial, snapshot_id, listing, say
+    )
+    todo = [b for b in listing.blocks if not checkpoint.has(b.index)]
+    resumed = len(listing.blocks) - len(todo)
+    if resumed:
+        say(f"{snapshot_id}: resuming, {resumed} of {len(listing.blocks)} blocks already verified")
+    fd = _open_partial(partial, listing.volume_bytes, fresh=not resumed)
+    try:
+        fetched = _fetch_all(
+            ebs, snapshot_id, fd, listing, todo, checkpoint, workers, max_attempts, progress
+        )
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    record = _seal(case, partial, target, listing.volume_bytes)
+    case.record(
+        ACTION,
+        evidence_id,
+        [record],
+        note=(
+            f"{snapshot_id}: {len(listing.blocks)} blocks of {listing.block_size} bytes listed, "
+            f"{fetched} fetched, {resumed} resumed, each matched its SHA-256 checksum; "
+            "blocks the snapshot does not hold are zeros"
+        ),
+        source={
+            "snapshot_id": snapshot_id,
+            "volume_bytes": listing.volume_bytes,
+            "block_size": listing.block_size,
+            "blocks_listed": len(listing.blocks),
+            "api": "ebs:GetSnapshotBlock",
+        },
+    )
+    checkpoint.path.unlink(missing_ok=True)
+    return DownloadResult(
+        snapshot_id=snapshot_id,
+        path=target,
+        volume_bytes=listing.volume_bytes,
+        block_size=listing.block_size,
+        blocks_listed=len(listing.blocks),
+        blocks_fetched=fetched,
+        blocks_resumed=resumed,
+        sha256=record.sha256,
+        seconds=time.monotonic() - started,
+    )
+
+
+def ebs_client(aws: Aws, workers: int, request_timeout: float) -> Any:
+    """An `ebs` client that tries each request once: the retry loop here is the only one,
+    so every retry is visible and a checksum mismatch is retried like a throttle."""
+    from botocore.config import Config
+
+    config = Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=request_timeout,
+        read_timeout=request_timeout,
+        max_pool_connections=max(10, workers),
+        user_agent_extra="cloudir",
+    )
+    return aws.session.client(
+        "ebs", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config
+    )
+
+
+def list_blocks(ebs: Any, snapshot_id: str, max_attempts: int = 8) -> Listing:
+    """Every block the snapshot holds, over all pages, in index order."""
+    blocks: dict[int, str] = {}
+    token: str | None = None
+    geometry: tuple[int, int] | None = None
+    while True:
+        kwargs: dict[str, Any] = {"SnapshotId": snapshot_id, "MaxResults": LIST_PAGE}
+        if token:
+            kwargs["NextToken"] = token
+        page = _retrying(
+            "ebs:ListSnapshotBlocks",
+            snapshot_id,
+            lambda kw=kwargs: ebs.list_snapshot_blocks(**kw),
+            max_attempts,
+        )
+        geometry = geometry or (page["VolumeSize"] << 30, page["BlockSize"])
+        for entry in page.get("Blocks", []):
+            blocks[entry["BlockIndex"]] = entry["BlockToken"]
+        token = page.get("NextToken")
+        if not token:
+            break
+    volume_bytes, block_size = geometry
+    if block_size <= 0 or volume_bytes % block_size:
+        raise EvidenceError(
+            f"{snapshot_id}: BlockSize {block_size} does not divide the volume size "
+            f"{volume_bytes}; the listing cannot be laid out as an image"
+        )
+    beyond = [i for i in blocks if not 0 <= i < volume_bytes // block_size]
+    if beyond:
+        raise EvidenceError(f"{snapshot_id}: block index {beyond[0]} lies outside the volume")
+    return Listing(volume_bytes, block_size, [Block(i, blocks[i]) for i in sorted(blocks)])
+
+
+# -- the hard loop: bounded pool, checksum per block, write at offset -----------------------
+def _fetch_all(
+    ebs: Any,
+    snapshot_id: str,
+    fd: int,
+    listing: Listing,
+    todo: list[Block],
+    checkpoint: Checkpoint,
+    workers: int,
+    max_attempts: int,
+    progress: Progress | None,
+) -> int:
+    """Fetch `todo` with at most `workers` blocks in flight (and so in memory).
+
+    Each worker fetches, verifies and pwrites its block; this thread only marks finished
+    blocks, reports progress and saves the checkpoint. However the loop ends (done, a
+    failed block, Ctrl-C) the blocks already written are fsynced and checkpointed.
+    """
+    stop = threading.Event()
+    total = len(listing.blocks) * listing.block_size
+    done_blocks = len(listing.blocks) - len(todo)
+    if progress:
+        progress(done_blocks * listing.block_size, total)
+    fetched = 0
+    pending: set[Future[int]] = set()
+    queue = iter(todo)
+
+    def fetch(block: Block) -> int:
+        data = get_block(ebs, snapshot_id, block, listing.block_size, max_attempts, stop)
+        os.pwrite(fd, data, block.index * listing.block_size)
+        return block.index
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        try:
+            while True:
+                for block in islice(queue, max(1, workers) - len(pending)):
+                    pending.add(pool.submit(fetch, block))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                count = _mark(finished, checkpoint)
+                fetched += count
+                done_blocks += count
+                if progress and count:
+                    progress(done_blocks * listing.block_size, total)
+                if checkpoint.due():
+                    _save_checkpoint(fd, checkpoint)
+        finally:
+            stop.set()
+            fetched += _mark(wait(pending).done, checkpoint, raise_first=False)
+            _save_checkpoint(fd, checkpoint)
+    return fetched
+
+
+def get_block(
+    ebs: Any,
+    snapshot_id: str,
+    block: Block,
+    block_size: int,
+    max_attempts: int,
+    stop: threading.Event,
+) -> bytes:
+    """One block's bytes, only once they hash to the checksum AWS gave with them.
+
+    Throttling, 5xx, dropped connections, timeouts and a checksum mismatch are all
+    retried with backoff; a block that never matches is an evidence problem, not a
+    cloud one, and says which block and which hashes.
+    """
+    what = f"ebs:GetSnapshotBlock {snapshot_id} block {block.index}"
+    mismatch = ""
+    problem = ""
+    for attempt in range(1, max_attempts + 1):
+        if attempt > 1 and stop.wait(_backoff(attempt)):
+            raise _Stopped
+        if stop.is_set():
+            raise _Stopped
+        try:
+            reply = ebs.get_snapshot_block(
+                SnapshotId=snapshot_id, BlockIndex=block.index, BlockToken=block.token
+            )
+            data = reply["BlockData"].read()
+        except Exception as exc:
+            if not _transient(exc):
+                raise _cloud_error("ebs:GetSnapshotBlock", snapshot_id, exc) from exc
+            problem, mismatch = _describe(exc), ""
+            continue
+        expected = reply.get("Checksum") or ""
+        actual = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        if reply.get("ChecksumAlgorithm") == "SHA256" and expected == actual:
+            if len(data) != block_size:
+                raise EvidenceError(
+                    f"{what}: {len(data)} bytes, but the snapshot's BlockSize is {block_size}"
+                )
+            return data
+        mismatch = (
+            f"SHA-256 mismatch: expected {expected or '(none)'} "
+            f"({reply.get('ChecksumAlgorithm') or 'no algorithm'}), got {actual}"
+        )
+        problem = mismatch
+    if mismatch:
+        raise EvidenceError(f"{what}: {mismatch} after {max_attempts} attempts; not recorded")
+    raise CloudError(f"{what} failed after {max_attempts} attempts: {problem}")
+
+
+def _mark(finished: Iterable[Future[int]], checkpoint: Checkpoint, raise_first: bool = True) -> int:
+    """Mark every block that was written; then raise the first failure, if asked to."""
+    failure: BaseException | None = None
+    count = 0
+    for future in finished:
+        error = future.exception()
+        if error is None:
+            checkpoint.mark(future.result())
+            count += 1
+        elif failure is None and not isinstance(error, _Stopped):
+            failure = error
+    if failure is not None and raise_first:
+        raise failure
+    return count
+
+
+def _save_checkpoint(fd: int, checkpoint: Checkpoint) -> None:
+    """fsync first: the checkpoint may only name blocks whose bytes are on disk."""
+    os.fsync(fd)
+    checkpoint.save()
+
+
+# -- retries -----------------------------------------------------------------------------------
+def _retrying(what: str, snapshot_id: str, fn: Callable[[], Any], max_attempts: int) -> Any:
+    """`fn` with the same backoff as block fetches, for the listing calls."""
+    problem = ""
+    for attempt in range(1, max_attempts + 1):
+        if attempt > 1:
+            time.sleep(_backoff(attempt))
+        try:
+            return fn()
+        except Exception as exc:
+            if not _transient(exc):
+                raise _cloud_error(what, snapshot_id, exc) from exc
+            problem = _describe(exc)
+    raise CloudError(f"{what} {snapshot_id} failed after {max_attempts} attempts: {problem}")
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential with jitter, so many workers throttled together do not return together."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 2))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _transient(exc: Exception) -> bool:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
+
+    if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = exc.response.get("Error", {}).get("Code", "")
+        return code in _THROTTLING or status == 429 or status >= 500
+    return False
+
+
+def _describe(exc: Exception) -> str:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _cloud_error(what: str, snapshot_id: str, exc: Exception) -> CloudError:
+    """One line naming the permission a responder has to ask for."""
+    from botocore.exceptions import ClientError
+
+    text = f"{what} {snapshot_id} failed: {_describe(exc)}"
+    if not isinstance(exc, ClientError):
+        return CloudError(text)
+    err = exc.response.get("Error", {})
+    code = err.get("Code", "")
+    reason = exc.response.get("Reason") or err.get("Reason") or ""
+    if reason == "DEPENDENCY_ACCESS_DENIED" or "kms" in f"{code} {err.get('Message')}".lower():
+        return CloudError(f"{text} (the snapshot is encrypted: the caller needs kms:Decrypt)")
+    if "AccessDenied" in code or "UnauthorizedOperation" in code:
+        return CloudError(f"{text} (the caller needs {what})")
+    return CloudError(text)
+
+
+# -- checkpoint --------------------------------------------------------------------------------
+class Checkpoint:
+    """The blocks whose bytes are verified and on disk, as a bitmap beside the partial.
+
+    A bitmap keeps it small for any disk (a 16 TiB volume has 32M blocks: 4 MiB of bits,
+    far less compressed), so it can be rewritten every few seconds.
+    """
+
+    def __init__(self, path: Path, snapshot_id: str, listing: Listing) -> None:
+        self.path = path
+        self.snapshot_id = snapshot_id
+        self.volume_bytes = listing.volume_bytes
+        self.block_size = listing.block_size
+        self.bits = bytearray((listing.volume_bytes // listing.block_size + 7) // 8)
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+
+    @classmethod
+    def resume(
+        cls, path: Path, partial: Path, snapshot_id: str, listing: Listing, say: Reporter
+    ) -> Checkpoint:
+        """The earlier run's checkpoint when it describes this snapshot, else an empty one."""
+        fresh = cls(path, snapshot_id, listing)
+        if not path.exists():
+            return fresh
+        try:
+            saved = json.loads(path.read_text())
+            bits = zlib.decompress(base64.b64decode(saved["verified"]))
+        except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
+            say(f"{path.name}: unreadable ({exc}); downloading every block again")
+            return fresh
+        found = (saved.get("snapshot_id"), saved.get("volume_bytes"), saved.get("block_size"))
+        wanted = (snapshot_id, listing.volume_bytes, listing.block_size)
+        if found != wanted or len(bits) != len(fresh.bits):
+            say(f"{path.name} is for {found}, not {wanted}; discarded, downloading every block")
+            return fresh
+        if not partial.is_file() or partial.stat().st_size != listing.volume_bytes:
+            say(f"{path.name}: the partial image it describes is gone; downloading every block")
+            return fresh
+        fresh.bits[:] = bits
+        return fresh
+
+    def has(self, index: int) -> bool:
+        return bool(self.bits[index >> 3] & (1 << (index & 7)))
+
+    def mark(self, index: int) -> None:
+        self.bits[index >> 3] |= 1 << (index & 7)
+        self.unsaved += 1
+
+    def due(self) -> bool:
+        return self.unsaved >= CHECKPOINT_EVERY_BLOCKS or (
+            self.unsaved and time.monotonic() - self.saved_at >= CHECKPOINT_EVERY_SECONDS
+        )
+
+    def save(self) -> None:
+        """Atomically: a crash leaves the old checkpoint or the new one, never half of one."""
+        body = {
+            "snapshot_id": self.snapshot_id,
+            "volume_bytes": self.volume_bytes,
+            "block_size": self.block_size,
+            "verified_count": sum(bin(b).count("1") for b in self.bits if b),
+            "verified": base64.b64encode(zlib.compress(bytes(self.bits))).decode(),
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as out:
+            json.dump(body, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+
+
+# -- the image file ------------------------------------------------------------------------------
+def _open_partial(partial: Path, volume_bytes: int, fresh: bool) -> int:
+    """The sparse partial image at full size: blocks never written read as zeros."""
+    if fresh:
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.ftruncate(fd, volume_bytes)
+        return fd
+    os.chmod(partial, 0o644)  # a run stopped between sealing and renaming left it 0444
+    return os.open(partial, os.O_RDWR)
+
+
+def _seal(case: Case, partial: Path, target: Path, volume_bytes: int) -> FileRecord:
+    """Hash the whole image, make it read-only and give it its final name, never over
+    a file custody already holds (a hard link fails rather than replacing)."""
+    size = partial.stat().st_size
+    if size != volume_bytes:
+        raise EvidenceError(f"{case.relpath(partial)}: {size} bytes, expected {volume_bytes}")
+    digest = hash_image(partial, size)
+    os.chmod(partial, 0o444)
+    rel = case.relpath(target)
+    if rel in case.recorded_files() or target.exists():
+        raise EvidenceError(f"{rel} already exists and is never overwritten; move it aside")
+    os.link(partial, target)
+    partial.unlink()
+    _fsync_dir(target.parent)
+    return FileRecord(rel, digest, size)
+
+
+def hash_image(path: Path, size: int) -> str:
+    """SHA-256 of the image in constant memory: data regions in large reads, holes (most
+    of a typical disk) hashed as zeros without reading them through the page cache.
+
+    Filesystems may report a hole as data (then it is read, and is zeros) but never data
+    as a hole, so the digest is the one a plain read gives, only faster.
+    """
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_READ)
+    view = memoryview(buffer)
+    zeros = memoryview(bytes(HASH_READ))
+    with open(path, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        pos = 0
+        while pos < size:
+            data_at = _seek(fd, pos, os.SEEK_DATA, size)
+            while pos < data_at:  # a hole
+                step = min(HASH_READ, data_at - pos)
+                digest.update(zeros[:step])
+                pos += step
+            hole_at = _seek(fd, pos, os.SEEK_HOLE, size)
+            while pos < hole_at:  # data
+                n = os.preadv(fd, [view[: min(HASH_READ, hole_at - pos)]], pos)
+                if n <= 0:
+                    raise EvidenceError(f"{path}: short read at offset {pos}")
+                digest.update(view[:n])
+                pos += n
+    return digest.hexdigest()
+
+
+def _seek(fd: int, pos: int, whence: int, size: int) -> int:
+    """lseek for SEEK_DATA/SEEK_HOLE. ENXIO means only a hole follows; a filesystem that
+    cannot tell holes (EINVAL) is read as data from here to the end."""
+    if pos >= size:
+        return size
+    try:
+        return min(os.lseek(fd, pos, whence), size)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return size
+        return pos if whence == os.SEEK_DATA else size
+
+
+def _already_held(
+    case: Case, target: Path, snapshot_id: str, started: float
+) -> DownloadResult | None:
+    """The result of an earlier run that completed, read back from custody."""
+    rel = case.relpath(target)
+    for entry in reversed(list(case.custody_entries())):
+        files = [f for f in entry.get("files", []) if f.get("path") == rel]
+        if not files:
+            continue
+        source = entry.get("source") or {}
+        if entry.get("action") != ACTION or source.get("snapshot_id") != snapshot_id:
+            raise EvidenceError(f"{rel} is already evidence of something else; use another item")
+        if not target.is_file():
+            raise EvidenceError(f"{rel} is in custody but missing from the case; run verify")
+        return DownloadResult(
+            snapshot_id=snapshot_id,
+            path=target,
+            volume_bytes=source["volume_bytes"],
+            block_size=source["block_size"],
+            blocks_listed=source["blocks_listed"],
+            blocks_fetched=0,
+            blocks_resumed=source["blocks_listed"],
+            sha256=files[0]["sha256"],
+            seconds=time.monotonic() - started,
+        )
+    return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stderr(message: str) -> None:
+    from cloudir.console import inert, stderr
+
+    stderr.print(inert(message), markup=False)

@@ -1,0 +1,193 @@
+"""An HTTP proxy between boto3 and moto that misbehaves on request, as AWS sometimes does.
+
+moto answers every request perfectly; the EBS download must also survive the answers a
+real network and a busy API give: a corrupted block body, throttling, a 503, a connection
+dropped halfway through a block, a refused permission. The proxy forwards everything to
+moto untouched except the requests a test named a fault for.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+BLOCK_PATH = re.compile(r"^/snapshots/(?P<snap>[^/]+)/blocks/(?P<index>\d+)")
+LIST_PATH = re.compile(r"^/snapshots/(?P<snap>[^/]+)/blocks(\?|$)")
+
+
+@dataclass
+class Fault:
+    """What to do to matching requests, how many more times (-1: always)."""
+
+    kind: str  # corrupt | drop | throttle | unavailable | deny | kms-deny
+    on: str  # "block" (GetSnapshotBlock) or "list" (ListSnapshotBlocks)
+    index: int | None = None  # a block index, or None for any block
+    times: int = 1
+
+    def matches(self, on: str, index: int | None) -> bool:
+        if self.times == 0 or self.on != on:
+            return False
+        return self.index is None or self.index == index
+
+
+class FaultProxy:
+    """A threaded proxy on 127.0.0.1; `url` is what boto3's endpoint_url should be."""
+
+    def __init__(self, upstream: str, block_delay: float = 0.0) -> None:
+        self.upstream = urlsplit(upstream)
+        self.block_delay = block_delay
+        self.block_size: int | None = None  # rewrite ListSnapshotBlocks' BlockSize (moto: 512)
+        self.list_page: int | None = None  # page ListSnapshotBlocks (moto answers in one page)
+        self.faults: list[Fault] = []
+        self.block_requests: list[int] = []
+        self.list_requests = 0
+        self._lock = threading.Lock()
+        ThreadingHTTPServer.request_queue_size = 128  # 32 workers connect at once
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add(self, kind: str, on: str = "block", index: int | None = None, times: int = 1) -> None:
+        with self._lock:
+            self.faults.append(Fault(kind, on, index, times))
+
+    def take(self, on: str, index: int | None) -> str | None:
+        """The fault this request gets, counting it down."""
+        with self._lock:
+            if on == "block" and index is not None:
+                self.block_requests.append(index)
+            if on == "list":
+                self.list_requests += 1
+            for fault in self.faults:
+                if fault.matches(on, index):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    return fault.kind
+        return None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._forward()
+
+            def do_POST(self) -> None:
+                self._forward()
+
+            def do_PUT(self) -> None:
+                self._forward()
+
+            def _forward(self) -> None:
+                block = BLOCK_PATH.match(self.path)
+                on = "block" if block else "list" if LIST_PATH.match(self.path) else "other"
+                index = int(block["index"]) if block else None
+                fault = proxy.take(on, index) if on != "other" else None
+                if block and proxy.block_delay:
+                    time.sleep(proxy.block_delay)
+                if fault in ERRORS:
+                    self._send(*ERRORS[fault])
+                    return
+                status, headers, body = self._upstream()
+                if on == "list" and status == 200:
+                    body = self._relist(body)
+                if fault == "corrupt":
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                if fault == "drop":
+                    self._send_head(status, headers, len(body))
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self._send_head(status, headers, len(body))
+                self.wfile.write(body)
+
+            def _relist(self, body: bytes) -> bytes:
+                """The listing as AWS would give it: its block size, in pages."""
+                listing = json.loads(body)
+                if proxy.block_size:
+                    listing["BlockSize"] = proxy.block_size
+                if proxy.list_page:
+                    query = parse_qs(urlsplit(self.path).query)
+                    start = int(query.get("pageToken", ["0"])[0])
+                    end = start + proxy.list_page
+                    blocks = listing["Blocks"]
+                    listing["Blocks"] = blocks[start:end]
+                    if end < len(blocks):
+                        listing["NextToken"] = str(end)
+                return json.dumps(listing).encode()
+
+            def _upstream(self) -> tuple[int, list[tuple[str, str]], bytes]:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=30
+                )
+                try:
+                    path = re.sub(r"([?&])pageToken=[^&]*&?", r"\1", self.path)
+                    conn.request(self.command, path, body=payload, headers=dict(self.headers))
+                    reply = conn.getresponse()
+                    return reply.status, reply.getheaders(), reply.read()
+                finally:
+                    conn.close()
+
+            def _send_head(self, status: int, headers: list[tuple[str, str]], size: int) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in HOP_HEADERS:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(size))
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+            def _send(self, status: int, error_type: str, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
+                self._send_head(status, headers, len(data))
+                self.wfile.write(data)
+
+        return Handler
+
+
+HOP_HEADERS = {"content-length", "connection", "transfer-encoding", "server", "date"}
+ERRORS: dict[str, tuple[int, str, dict[str, Any]]] = {
+    "throttle": (400, "ThrottlingException", {"message": "Rate exceeded"}),
+    "unavailable": (503, "ServiceUnavailable", {"message": "Service unavailable"}),
+    "deny": (
+        403,
+        "AccessDeniedException",
+        {"message": "User is not authorized", "Reason": "UNAUTHORIZED_ACCOUNT"},
+    ),
+    "kms-deny": (
+        403,
+        "AccessDeniedException",
+        {"message": "Access denied to the KMS key", "Reason": "DEPENDENCY_ACCESS_DENIED"},
+    ),
+}
