@@ -136,6 +136,10 @@ def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: s
     return Aws(AwsOptions(profile, region, endpoint, retry_mode=retry, pool_size=pool))
 
 
+TitleOpt = Annotated[str | None, typer.Option(help="Case title when creating it.")]
+ExaminerOpt = Annotated[str | None, typer.Option(help="Examiner when creating the case.")]
+
+
 @capture_app.command("cloudtrail")
 @handled
 def capture_cloudtrail(
@@ -165,8 +169,8 @@ def capture_cloudtrail(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     retry_mode: RetryOpt = "adaptive",
-    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
-    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Capture CloudTrail logs from the trail's S3 bucket and/or LookupEvents.
@@ -274,8 +278,8 @@ def capture_ebs(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     retry_mode: RetryOpt = "adaptive",
-    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
-    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot EBS volumes, tagged with the case; optionally download, share or copy them.
@@ -330,8 +334,8 @@ def capture_files(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
     case: CaseOpt,
     kind: Annotated[str, typer.Option(help="Evidence kind: auto, cloudtrail or files.")] = "auto",
-    title: Annotated[str | None, typer.Option(help="Case title when creating it.")] = None,
-    examiner: Annotated[str | None, typer.Option(help="Examiner when creating the case.")] = None,
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy evidence you already hold into the case; the originals are only read.
