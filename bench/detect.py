@@ -95,6 +95,7 @@ from ingest_cloudtrail import (
     _proc_tree,
     _stamp,
     _uuid,
+    bucket_resource,
     build_world,
     ingress_params,
     machine_info,
@@ -351,9 +352,7 @@ class TimelineEventMaker(EventMaker):
                 "x-amz-id-2": _alnum(rng, 76, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789+/"),
                 "bytesTransferredOut": rng.randrange(300, 90_000),
             },
-            "resources": [
-                {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"}
-            ],
+            "resources": [bucket_resource(bucket)],
             "_readOnly": True,
             "_management": False,
         }
@@ -362,11 +361,7 @@ class TimelineEventMaker(EventMaker):
     def s3_get_bucket_policy(self, who: Principal) -> Call:
         bucket = self.rng.choice(self.w.buckets)
         params = {"bucketName": bucket, "Host": f"{bucket}.s3.amazonaws.com", "policy": ""}
-        extra = {
-            "resources": [
-                {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"}
-            ]
-        }
+        extra = {"resources": [bucket_resource(bucket)]}
         return "s3.amazonaws.com", "GetBucketPolicy", params, None, extra
 
     def describe_trails(self, who: Principal) -> Call:

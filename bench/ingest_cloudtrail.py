@@ -124,6 +124,11 @@ def _hex(rng: random.Random, n: int) -> str:
     return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
+def bucket_resource(bucket: str) -> dict[str, str]:
+    """The `resources` entry CloudTrail writes for an S3 bucket."""
+    return {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"}
+
+
 def ingress_params(group: str, cidr: str) -> dict[str, Any]:
     """AuthorizeSecurityGroupIngress's requestParameters for ssh from `cidr`."""
     permission = {
@@ -577,7 +582,7 @@ class EventMaker:
             },
             "resources": [
                 {"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{bucket}/{key}"},
-                {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"},
+                bucket_resource(bucket),
             ],
             "_readOnly": read_only,
             "_management": False,
@@ -608,11 +613,7 @@ class EventMaker:
     def s3_bucket_acl(self, who: Principal) -> tuple[str, str, Any, Any, Event]:
         bucket = self.rng.choice(self.w.buckets)
         params = {"bucketName": bucket, "Host": f"{bucket}.s3.amazonaws.com", "acl": ""}
-        extra = {
-            "resources": [
-                {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"}
-            ]
-        }
+        extra = {"resources": [bucket_resource(bucket)]}
         return "s3.amazonaws.com", "GetBucketAcl", params, None, extra
 
     # -- STS, KMS --------------------------------------------------------------------
