@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect lint clean
+.PHONY: venv demo test bench bench-detect bench-ebs lint clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: venv
 # the generated case is cached in bench/out-detect/, results go to bench/results/.
 bench-detect: venv
 	$(BIN)/python bench/detect.py $(BENCH_ARGS)
+
+# cloudir's EBS download vs a bare GetSnapshotBlock loop against a local moto server (0.9x
+# target), at two sizes for memory; results go to bench/results/.
+bench-ebs: venv
+	$(BIN)/python bench/ebs_download.py --mib 256 --mib 1024 $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check cloudir tests bench

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,33 @@ DEMO_TITLE = "Demo: leaked CI access key"
 DEMO_MARKER = ".cloudir-demo"  # written only by the demo; --force deletes nothing without it
 
 
+def capture_runner(
+    case: Any, aws: Any, identity: dict[str, str], intrusion: datetime, say: Callable[[str], None]
+) -> None:
+    """The CI runner the key leaked from: launched, then captured as a responder would,
+    with `capture ebs --instance-id I --download`."""
+    from cloudir.capture.ebs import EbsRequest, capture_ebs
+    from cloudir.demo_instance import HOSTNAME, VolumeContents, build_disk, launch_instance
+
+    with tempfile.TemporaryDirectory(prefix="cloudir-demo-disk-") as tmp:
+        image = build_disk(Path(tmp), intrusion, ATTACKER_IP, LEAKED_KEY)
+        if image is None:
+            say("mkfs.ext4 not found (install e2fsprogs): no compromised instance in this demo")
+            return
+        instance_id, volume_id = launch_instance(aws)
+        say(f"launched {instance_id} ({HOSTNAME}); its disk holds the intruder's traces")
+        request = EbsRequest(instance_id=instance_id, download=True, workers=8)
+        with VolumeContents(identity["Account"], REGION, volume_id, image):
+            result = capture_ebs(case, aws, request, identity, say)
+    for snap in result.snapshots:
+        if snap.image:
+            say(
+                f"{snap.snapshot_id} of {snap.volume_id}: {snap.image['blocks_listed']} blocks "
+                f"into {case.relpath(Path(snap.image['path']))}, "
+                f"sha256 {snap.image['sha256'][:16]}..."
+            )
+
+
 def _is_demo_case(case: Path) -> bool:
     """Only a case the demo made may be replaced: --force never deletes real evidence."""
     return (case / DEMO_MARKER).is_file()
@@ -230,12 +258,16 @@ def run_demo(
         the_case.actor = identity.get("Arn", the_case.actor)
         window = Window.parse("3d", None)
         items = capture_s3(the_case, aws, BUCKET, "", [], [], window, 8, identity, say)
+        captured = sum(i.captured for i in items)
+        say(f"captured {captured} files into {case}/evidence with custody in {case}/custody.jsonl")
+        intrusion = start + timedelta(minutes=80)  # on the host, before the key's first use
+        capture_runner(the_case, aws, identity, intrusion, say)
     finally:
         server.stop()
-    captured = sum(i.captured for i in items)
-    say(f"captured {captured} files into {case}/evidence with custody in {case}/custody.jsonl")
     result = build_timeline(the_case)
     say(f"timeline: {result.rows} events in {result.path}")
+    if result.unparsed:
+        say(f"timeline: {len(result.unparsed)} file(s) no parser reads yet, listed in the report")
     detection = detect(the_case, [])
     say(f"detect: {len(detection.findings)} findings in {detection.path}")
     show_findings(detection.findings)

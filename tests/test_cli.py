@@ -164,6 +164,7 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     report = json.loads((case / "report/report.json").read_text())
     assert [f["title"] for f in report["findings"]] == [f["title"] for f in findings]
     assert rows[24 + 3]["target"] == "svc-backup"
+    _assert_the_runner_disk_was_captured(case)
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
     assert "already exists" in again.stderr
@@ -285,3 +286,35 @@ def test_copies_of_an_event_that_disagree_are_reported(tmp_path: Path) -> None:
     assert query(case, "SELECT count(*) AS n FROM timeline") == [{"n": 1}]
     errors = (case / "timeline/errors.jsonl").read_text()
     assert f"event_id {genuine['eventID']} has 2 different versions" in errors
+
+
+def _assert_the_runner_disk_was_captured(case: Path) -> None:
+    """The demo's CI runner went through `capture ebs --instance-id --download`: metadata,
+    a snapshot tagged to the case, and an ext4 image of the 1 GiB volume in custody."""
+    import hashlib
+    import shutil
+
+    if not shutil.which("mkfs.ext4", path="/usr/sbin:/sbin:/usr/bin:/bin"):
+        pytest.skip("mkfs.ext4 not installed: the demo has no instance disk")
+    entries = [json.loads(line) for line in (case / "custody.jsonl").read_text().splitlines()]
+    [snapshot] = [e for e in entries if e["action"] == "snapshot"]
+    assert snapshot["source"]["tags"]["cloudir:case"] == case.name
+    [image_entry] = [e for e in entries if e["action"] == "capture-ebs-image"]
+    [image] = image_entry["files"]
+    assert image_entry["source"]["snapshot_id"] == snapshot["source"]["snapshot_id"]
+    assert image_entry["source"]["block_size"] == 512 * 1024
+    raw = case / image["path"]
+    assert raw.stat().st_size == image["bytes"] == 1 << 30
+    digest = hashlib.sha256()
+    with open(raw, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    assert digest.hexdigest() == image["sha256"]
+    with open(raw, "rb") as fh:
+        head = fh.read(48 << 20)
+    assert head[1080:1082] == b"\x53\xef"  # the ext4 superblock's magic
+    assert b"attacker@kali" in head and b"Accepted password for deploy" in head
+    instance_item = next((case / "evidence").glob("ec2-i-*"))
+    described = json.loads((instance_item / "describe-instances.json").read_text())
+    [instance] = described["Reservations"][0]["Instances"]
+    assert instance["IamInstanceProfile"]["Arn"].endswith("/ci-runner")
