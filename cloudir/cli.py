@@ -138,6 +138,14 @@ def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: s
 
 TitleOpt = Annotated[str | None, typer.Option(help="Case title when creating it.")]
 ExaminerOpt = Annotated[str | None, typer.Option(help="Examiner when creating the case.")]
+FsTimelineOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--fs-timeline/--no-fs-timeline",
+        help="MACB rows for every file in disk images (default: images under 64 GiB).",
+        show_default=False,
+    ),
+]
 
 
 @capture_app.command("cloudtrail")
@@ -333,20 +341,25 @@ def capture_ebs(
 def capture_files(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
     case: CaseOpt,
-    kind: Annotated[str, typer.Option(help="Evidence kind: auto, cloudtrail or files.")] = "auto",
+    kind: Annotated[
+        str, typer.Option(help="Evidence kind: auto, cloudtrail, disk-image or files.")
+    ] = "auto",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy evidence you already hold into the case; the originals are only read.
 
-    Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs
+    Disk images (raw/dd, split raw, E01, VMDK, VHD, qcow2) and tar exports of a file
+    system are opened by `cloudir timeline` through dissect.target.
+
+    Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs web-1.E01
     """
     from cloudir.capture.files import capture_paths
     from cloudir.case import Case
 
-    if kind not in ("auto", "cloudtrail", "files"):
-        raise UsageError("--kind must be auto, cloudtrail or files")
+    if kind not in ("auto", "cloudtrail", "disk-image", "files"):
+        raise UsageError("--kind must be auto, cloudtrail, disk-image or files")
     the_case = Case.open_or_create(case, title=title, examiner=examiner)
     results = capture_paths(the_case, paths, kind, _say)
     if as_json:
@@ -373,6 +386,7 @@ def timeline(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 3 when any evidence file had errors.")
     ] = False,
+    fs_timeline: FsTimelineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse all evidence into CASE/timeline/*.parquet (rebuilt on every run).
@@ -394,7 +408,7 @@ def timeline(
         def progress(done: int, total: int, rows: int) -> None:
             bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
 
-        result = build_timeline(the_case, workers or None, progress)
+        result = build_timeline(the_case, workers or None, progress, _parse_options(fs_timeline))
     if as_json:
         _emit_json(result.as_dict())
     else:
@@ -572,6 +586,12 @@ def report(
     _report_written(written, as_json)
 
 
+def _parse_options(fs_timeline: bool | None) -> Any:
+    from cloudir.analyze.parsers import ParseOptions
+
+    return ParseOptions(fs_timeline=fs_timeline)
+
+
 def _report_written(written: dict[str, Path], as_json: bool) -> None:
     if as_json:
         _emit_json({fmt: str(path) for fmt, path in written.items()})
@@ -590,6 +610,7 @@ def analyze(
     fmt: FormatOpt = "html,md,json",
     out: OutOpt = None,
     workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
+    fs_timeline: FsTimelineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Timeline, detect and report in one go; exits like detect (1 at --fail-on).
@@ -612,7 +633,7 @@ def analyze(
         def progress(done: int, total: int, rows: int) -> None:
             bar.update(task, description=f"timeline: {rows} events from {done}/{total} files")
 
-        timeline = build_timeline(the_case, workers or None, progress)
+        timeline = build_timeline(the_case, workers or None, progress, _parse_options(fs_timeline))
         bar.update(task, completed=1, description="detect: running rules")
         detection = engine.detect(the_case, rules or [], builtin=not no_builtin)
         bar.update(task, completed=2, description="report: writing")

@@ -93,10 +93,13 @@ def _write_tree(root: Path, t0: datetime, ip: str, key_id: str) -> None:
         boot,
         0o600,
     )
+    users = ["admin", "test", "oracle", "jenkins", "gitlab-runner", "ubuntu", "postgres",
+             "git", "deploy", "ci", "build", "runner"]  # fmt: skip
     guesses = [
-        syslog(-4 + n * 0.5, f"sshd[{2210 + n}]: Failed password for invalid user {user} "
+        syslog(-6 + n * 0.5, f"sshd[{2210 + n}]: Failed password for "
+               f"{'' if user in ('ubuntu', 'deploy') else 'invalid user '}{user} "
                f"from {ip} port {51000 + n} ssh2")
-        for n, user in enumerate(["admin", "test", "oracle", "jenkins", "gitlab-runner"])
+        for n, user in enumerate(users)
     ]  # fmt: skip
     auth = [
         syslog(-60, "sshd[1801]: Accepted publickey for ubuntu from 198.51.100.10 port 40022 "
@@ -141,7 +144,9 @@ def _write_tree(root: Path, t0: datetime, ip: str, key_id: str) -> None:
     cron = [syslog(10 + 5 * n, f"CRON[{3100 + n}]: (deploy) CMD (/var/tmp/.cache/kworkerd)")
             for n in range(4)]  # fmt: skip
     put("var/log/syslog", "".join(cron), at(25))
-    for folder in ("bin", "usr/bin", "root", "tmp", "home/ubuntu"):
+    put("etc/sysctl.conf", "net.ipv4.ip_forward=0\n", boot)
+    put("etc/debian_version", "bookworm/sid\n", boot)
+    for folder in ("bin", "usr/bin", "root", "tmp", "home/ubuntu", "run", "sys", "proc", "boot"):
         (root / folder).mkdir(parents=True, exist_ok=True)
 
 

@@ -138,7 +138,8 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     assert cloudir("verify", "--case", str(case)).code == 0
     rows = query(
         case,
-        "SELECT action, target FROM timeline WHERE src_ip = '203.0.113.77' ORDER BY timestamp",
+        "SELECT action, target FROM timeline WHERE src_ip = '203.0.113.77' "
+        "AND artifact = 'aws:cloudtrail' ORDER BY timestamp",
     )
     actions = [r["action"].split(":")[1] for r in rows]
     assert len(actions) == 24 + 7  # the enumeration burst, then the intrusion
@@ -314,6 +315,30 @@ def _assert_the_runner_disk_was_captured(case: Path) -> None:
         head = fh.read(48 << 20)
     assert head[1080:1082] == b"\x53\xef"  # the ext4 superblock's magic
     assert b"attacker@kali" in head and b"Accepted password for deploy" in head
+    # the timeline read the downloaded disk: the guessing, the login, the commands
+    host = query(
+        case,
+        "SELECT artifact, outcome, count(*) AS n FROM timeline WHERE source = 'host' "
+        "AND src_ip = '203.0.113.77' GROUP BY ALL ORDER BY ALL",
+    )
+    assert {(r["artifact"], r["outcome"]): r["n"] for r in host} == {
+        ("linux:auth", "failure"): 12,
+        ("linux:auth", "success"): 2,
+    }
+    history = query(
+        case,
+        "SELECT json_extract_string(raw, '$.CommandLine') AS c FROM timeline "
+        "WHERE artifact = 'linux:bash_history' ORDER BY timestamp",
+    )
+    assert [r["c"] for r in history][1] == "cat ~/.aws/credentials"
+    assert len(history) == 8
+    findings = json.loads((case / "findings/findings.json").read_text())["findings"]
+    titles = {f["title"] for f in findings}
+    assert {
+        "SSH Brute Force Followed by Successful Login",
+        "Shell History Cleared or Disabled",
+        "SSH authorized_keys Written From the Command Line",
+    } <= titles
     instance_item = next((case / "evidence").glob("ec2-i-*"))
     described = json.loads((instance_item / "describe-instances.json").read_text())
     [instance] = described["Reservations"][0]["Instances"]

@@ -18,9 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudir.case import Case
+
+if TYPE_CHECKING:
+    from cloudir.analyze.parsers import ParseOptions
 
 TIMELINE_DIR = "timeline"
 ERRORS_FILE = "errors.jsonl"
@@ -73,7 +76,7 @@ class TimelineResult:
 
 def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
     """Every evidence file with a parser; files without one become logged skips."""
-    from cloudir.analyze.parsers import parser_for
+    from cloudir.analyze.parsers import parser_for, skip_reason
 
     tasks: list[FileTask] = []
     skipped: list[dict[str, Any]] = []
@@ -103,7 +106,9 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 )
                 continue
             if parser_for(kind, path) is None:
-                reason = f"no parser for this file in a {kind or 'untyped'} item"
+                reason = skip_reason(kind, path) or (
+                    f"no parser for this file in a {kind or 'untyped'} item"
+                )
                 if path.name.lower().endswith(".zip"):
                     reason = "zip archive: not opened; unpack it and capture the folder"
                 skipped.append({"evidence_id": evidence_id, "path": rel, "reason": reason})
@@ -143,10 +148,13 @@ def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
     return chunks
 
 
-def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
+def parse_chunk(
+    staging: str, tasks: list[FileTask], options: ParseOptions | None = None
+) -> ChunkResult:
     """Runs in a worker process: parse each file, append its batches to one Parquet file."""
-    from cloudir.analyze.parsers import ErrorLog, parser_for
+    from cloudir.analyze.parsers import ErrorLog, ParseOptions, parser_for
 
+    options = options or ParseOptions()
     writer = None
     rows = 0
     rows_by_evidence: dict[str, int] = {}
@@ -159,7 +167,7 @@ def parse_chunk(staging: str, tasks: list[FileTask]) -> ChunkResult:
         log = ErrorLog(task.evidence_id, task.relpath)
         try:
             assert parser is not None
-            for batch in parser.parse(Path(task.path), task.evidence_id, log):
+            for batch in parser.parse(Path(task.path), task.evidence_id, log, options):
                 if writer is None:
                     writer = _parquet_writer(staging)
                 writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
@@ -180,6 +188,7 @@ def build_timeline(
     case: Case,
     workers: int | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
+    options: ParseOptions | None = None,
 ) -> TimelineResult:
     """Rebuild `timeline/` from all evidence; returns counts and the logged errors."""
     workers = max(1, workers or os.cpu_count() or 1)
@@ -215,11 +224,11 @@ def build_timeline(
     ]
     if workers == 1 or len(chunks) <= 1:
         for name, chunk in zip(names, chunks, strict=True):
-            absorb(parse_chunk(name, chunk))
+            absorb(parse_chunk(name, chunk, options))
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
             futures = {
-                pool.submit(parse_chunk, name, chunk): chunk
+                pool.submit(parse_chunk, name, chunk, options): chunk
                 for name, chunk in zip(names, chunks, strict=True)
             }
             for future in as_completed(futures):

@@ -35,11 +35,29 @@ class FilesResult:
         return dict(self.__dict__)
 
 
+DISK_IMAGE_SUFFIXES = (
+    ".raw", ".dd", ".img", ".e01", ".ex01", ".vmdk", ".vhd", ".vhdx", ".qcow2", ".vdi",
+    ".tar", ".tar.gz", ".tgz",
+)  # fmt: skip
+
+
 def guess_kind(paths: list[Path]) -> str:
-    """The parser family a set of files belongs to; later issues add images and tars."""
-    if any(p.name.lower().endswith(CLOUDTRAIL_SUFFIXES) for p in paths):
+    """The parser family a set of files belongs to. A disk image, its split segments or a
+    file system export (tar) is `disk-image`; the timeline opens those through dissect."""
+    names = [p.name.lower() for p in paths]
+    if any(n.endswith(CLOUDTRAIL_SUFFIXES) for n in names):
         return "cloudtrail"
+    if names and any(n.endswith(DISK_IMAGE_SUFFIXES) or _segment(n) for n in names):
+        return "disk-image"
     return "files"
+
+
+def _segment(name: str) -> bool:
+    """Split raw (`.000`, `.001`, ...) and EWF segments (`.E02`, ...)."""
+    suffix = name.rsplit(".", 1)[-1]
+    return (len(suffix) == 3 and suffix.isdigit()) or (
+        len(suffix) == 3 and suffix[0] == "e" and suffix[1:].isdigit()
+    )
 
 
 def _walk(root: Path, warnings: list[str]) -> list[Path]:

@@ -30,7 +30,7 @@ def _json_safe_escape(error: UnicodeDecodeError) -> tuple[str, int]:
 
 
 codecs.register_error(JSON_SAFE_ESCAPE, _json_safe_escape)
-_PARSER_MODULES = ("cloudir.analyze.parsers.cloudtrail",)
+_PARSER_MODULES = ("cloudir.analyze.parsers.cloudtrail", "cloudir.analyze.parsers.host")
 
 
 @dataclass
@@ -52,7 +52,14 @@ class ErrorLog:
         self.entries.append(entry)
 
 
-ParseFn = Callable[[Path, str, ErrorLog], Iterator[pa.RecordBatch]]
+@dataclass(frozen=True)
+class ParseOptions:
+    """What the responder chose for this timeline run (`cloudir timeline` options)."""
+
+    fs_timeline: bool | None = None  # None: for disk images under FS_TIMELINE_AUTO_LIMIT
+
+
+ParseFn = Callable[[Path, str, ErrorLog, ParseOptions], Iterator[pa.RecordBatch]]
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class Parser:
     evidence_kinds: tuple[str, ...]
     accepts: Callable[[Path], bool]
     parse: ParseFn
+    skip_reason: Callable[[Path], str | None] | None = None  # why a near miss is not read
 
 
 _REGISTRY: list[Parser] = []
@@ -76,6 +84,16 @@ def parsers() -> list[Parser]:
         for module in _PARSER_MODULES:
             importlib.import_module(module)
     return list(_REGISTRY)
+
+
+def skip_reason(kind: str, path: Path) -> str | None:
+    """A parser's own word on a file of its kind that it does not read by itself."""
+    for parser in parsers():
+        if kind in parser.evidence_kinds and parser.skip_reason:
+            reason = parser.skip_reason(path)
+            if reason:
+                return reason
+    return None
 
 
 def parser_for(kind: str, path: Path) -> Parser | None:

@@ -25,7 +25,15 @@ import msgspec
 import pyarrow as pa
 
 from cloudir.analyze import messages
-from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Parser, Row, register
+from cloudir.analyze.parsers import (
+    BATCH_ROWS,
+    BatchBuilder,
+    ErrorLog,
+    ParseOptions,
+    Parser,
+    Row,
+    register,
+)
 
 # A single JSON document is parsed whole; CloudTrail's own files are a few MB. Larger
 # documents (or gzip bombs) are refused with a reason; JSON lines stream without limit.
@@ -152,7 +160,9 @@ def _inflate_single_member(data: bytes) -> bytes | None:
     return out
 
 
-def parse(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[pa.RecordBatch]:
+def parse(
+    path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions | None = None
+) -> Iterator[pa.RecordBatch]:
     builder = BatchBuilder(errors)
     number = 0
     try:

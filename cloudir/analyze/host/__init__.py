@@ -1,0 +1,1 @@
+"""Host evidence (disk images, file system exports) read through dissect.target."""

@@ -1,0 +1,402 @@
+"""dissect records to timeline rows: a generic mapping for any record, curated ones for
+the artifacts a responder reads first.
+
+Generic: every datetime field of a record is a row (its `timestamp_desc` names the
+field), the whole record goes to `raw`. A record without any time (a cron entry, an SSH
+key, a user) takes the modification time of the file it came from, and says so.
+Curated: the artifacts below also fill `user`, `src_ip`, `action`, `target`, `outcome`
+and a readable `message`, and put in `raw` the fields Sigma rules read (docs/detection.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudir.analyze.host.rows import host_row, iso_time, json_value, raw_json
+from cloudir.analyze.parsers import ErrorLog, Row
+
+MESSAGE_LIMIT = 400
+
+
+@dataclass
+class Mapped:
+    """What a curated mapper says about one record, beyond its times."""
+
+    artifact: str
+    message: str
+    user: str | None = None
+    src_ip: str | None = None
+    action: str | None = None
+    target: str | None = None
+    outcome: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # added to raw, for the rules
+
+
+Mapper = Callable[[dict[str, Any], str], Mapped]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One dissect function and how its records become rows."""
+
+    function: str  # dissect's function name, dotted for namespaces ("ssh.authorized_keys")
+    artifact: str  # the timeline's artifact for the generic mapping
+    mapper: Mapper | None = None
+
+
+# -- curated mappers -------------------------------------------------------------------------
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _syslog_extra(fields: dict[str, Any], host: str | None) -> dict[str, Any]:
+    """The keys SigmaHQ's syslog rules use."""
+    return {
+        "timestamp": fields.get("ts"),
+        "host": host,
+        "program": fields.get("service"),
+        "pid": fields.get("pid"),
+        "message": fields.get("message"),
+    }
+
+
+def _line(fields: dict[str, Any]) -> str:
+    pid = f"[{fields['pid']}]" if fields.get("pid") is not None else ""
+    return f"{fields.get('service') or '?'}{pid}: {fields.get('message') or ''}"
+
+
+_INVALID_USER = re.compile(r"\binvalid user (\S+)")
+TIME_NAMES = {"ts": "Event Time"}
+
+
+def auth(fields: dict[str, Any], host: str) -> Mapped:
+    action = _text(fields.get("action"))
+    user = _text(fields.get("user"))
+    invalid = _INVALID_USER.search(_text(fields.get("message")) or "")
+    if invalid:  # dissect reads "Failed password for invalid user admin" as user "invalid"
+        user = invalid.group(1)
+    outcome = None
+    if action:
+        lowered = action.lower()
+        outcome = "failure" if ("fail" in lowered or "invalid" in lowered) else None
+        outcome = outcome or ("success" if "accepted" in lowered else None)
+    return Mapped(
+        "linux:auth",
+        _line(fields),
+        user=user,
+        src_ip=_text(fields.get("remote_ip")),
+        action=f"{fields.get('service') or 'auth'}:{action}"
+        if action
+        else _text(fields.get("service")),
+        outcome=outcome,
+        extra=_syslog_extra(fields, host),
+    )
+
+
+def syslog(fields: dict[str, Any], host: str) -> Mapped:
+    service = _text(fields.get("service")) or ""
+    artifact = "linux:cron" if service.upper() in ("CRON", "CROND", "ANACRON") else "linux:syslog"
+    return Mapped(
+        artifact, _line(fields), action=service or None, extra=_syslog_extra(fields, host)
+    )
+
+
+def journal(fields: dict[str, Any], host: str) -> Mapped:
+    program = _text(fields.get("syslog_identifier") or fields.get("comm"))
+    pid = fields.get("pid") or fields.get("syslog_pid")
+    message = _text(fields.get("message")) or ""
+    extra = {"timestamp": fields.get("ts"), "host": host, "program": program, "pid": pid,
+             "message": message}  # fmt: skip
+    return Mapped(
+        "linux:journal",
+        f"{program or '?'}[{pid}]: {message}" if pid else f"{program or '?'}: {message}",
+        user=_text(fields.get("uid")),
+        action=program,
+        extra=extra,
+    )
+
+
+def history(fields: dict[str, Any], host: str) -> Mapped:
+    """A typed command as a process creation: the fields SigmaHQ's rules match on."""
+    command = _text(fields.get("command")) or ""
+    shell = _text(fields.get("shell")) or "bash"
+    user = _text(fields.get("username"))
+    try:
+        words = shlex.split(command, posix=True)
+    except ValueError:
+        words = command.split()
+    image = words[0] if words else ""
+    return Mapped(
+        f"linux:{shell}_history" if shell in ("bash", "zsh") else "linux:shell_history",
+        f"{user or '?'}$ {command}",
+        user=user,
+        action=f"{shell}:command",
+        target=image or None,
+        extra={
+            "Image": image,
+            "CommandLine": command,
+            "User": user,
+            "ParentImage": f"/bin/{shell}",
+            "CurrentDirectory": fields.get("user_home"),
+        },
+    )
+
+
+def login(kind: str) -> Mapper:
+    def mapped(fields: dict[str, Any], host: str) -> Mapped:
+        user = _text(fields.get("ut_user"))
+        remote = _text(fields.get("ut_host")) or _text(fields.get("ut_addr"))
+        what = _text(fields.get("ut_type")) or kind
+        return Mapped(
+            f"linux:{kind}",
+            f"{kind} {what}: {user or '?'} on {fields.get('ut_line') or '?'} from {remote or '-'}",
+            user=user,
+            src_ip=_address(remote) or _address(fields.get("ut_addr")),
+            action=f"{kind}:{what}",
+            outcome="failure" if kind == "btmp" else None,
+        )
+
+    return mapped
+
+
+def lastlog(fields: dict[str, Any], host: str) -> Mapped:
+    user = _text(fields.get("username") or fields.get("uid"))
+    remote = _text(fields.get("remote_host") or fields.get("ut_host"))
+    return Mapped(
+        "linux:lastlog",
+        f"last login of {user or '?'} from {remote or '-'}",
+        user=user,
+        src_ip=_address(remote),
+        action="lastlog:login",
+    )
+
+
+def user_account(fields: dict[str, Any], host: str) -> Mapped:
+    name = _text(fields.get("name"))
+    return Mapped(
+        "linux:users",
+        f"user {name} uid {fields.get('uid')} gid {fields.get('gid')} "
+        f"home {fields.get('home')} shell {fields.get('shell')}",
+        user=name,
+        action="account:user",
+        target=name,
+    )
+
+
+def shadow(fields: dict[str, Any], host: str) -> Mapped:
+    name = _text(fields.get("name"))
+    return Mapped(
+        "linux:shadow",
+        f"password entry of {name} (last change {json_value(fields.get('last_change'))})",
+        user=name,
+        action="account:password",
+        target=name,
+    )
+
+
+def cronjob(fields: dict[str, Any], host: str) -> Mapped:
+    schedule = " ".join(
+        str(fields.get(k) or "") for k in ("minute", "hour", "day", "month", "weekday")
+    )
+    command = _text(fields.get("command")) or ""
+    user = _text(fields.get("username"))
+    return Mapped(
+        "linux:cron_job",
+        f"cron job of {user or '?'}: {schedule} {command}",
+        user=user,
+        action="cron:job",
+        target=command or None,
+    )
+
+
+def authorized_key(fields: dict[str, Any], host: str) -> Mapped:
+    user = _text(fields.get("username"))
+    comment = _text(fields.get("comment")) or ""
+    return Mapped(
+        "linux:ssh_authorized_key",
+        f"authorized key of {user or '?'}: {fields.get('key_type') or '?'} {comment}".rstrip(),
+        user=user,
+        action="ssh:authorized_key",
+        target=comment or None,
+    )
+
+
+def known_host(fields: dict[str, Any], host: str) -> Mapped:
+    user = _text(fields.get("username"))
+    remote = _text(fields.get("host"))
+    return Mapped(
+        "linux:ssh_known_host",
+        f"known host of {user or '?'}: {remote}",
+        user=user,
+        src_ip=_address(remote),
+        action="ssh:known_host",
+        target=remote,
+    )
+
+
+def service(fields: dict[str, Any], host: str) -> Mapped:
+    name = _text(fields.get("name"))
+    command = _text(fields.get("ExecStart") or fields.get("exec_start"))
+    return Mapped(
+        "linux:service",
+        f"service {name}: {command or fields.get('source') or ''}".rstrip(": "),
+        action="service:installed",
+        target=name,
+    )
+
+
+def package(fields: dict[str, Any], host: str) -> Mapped:
+    what = _text(fields.get("operation") or fields.get("status"))
+    name = _text(fields.get("package_name") or fields.get("name"))
+    return Mapped(
+        "linux:package",
+        f"package {what or '?'}: {name or fields.get('command') or ''}",
+        user=_text(fields.get("requested_by_user")),
+        action=f"package:{what}" if what else "package",
+        target=name,
+    )
+
+
+LINUX: tuple[Artifact, ...] = (
+    Artifact("authlog", "linux:auth", auth),
+    Artifact("syslog", "linux:syslog", syslog),
+    Artifact("journal", "linux:journal", journal),
+    Artifact("audit", "linux:auditd"),
+    Artifact("commandhistory", "linux:shell_history", history),
+    Artifact("wtmp", "linux:wtmp", login("wtmp")),
+    Artifact("btmp", "linux:btmp", login("btmp")),
+    Artifact("lastlog", "linux:lastlog", lastlog),
+    Artifact("users", "linux:users", user_account),
+    Artifact("shadow", "linux:shadow", shadow),
+    Artifact("cronjobs", "linux:cron_job", cronjob),
+    Artifact("services", "linux:service", service),
+    Artifact("ssh.authorized_keys", "linux:ssh_authorized_key", authorized_key),
+    Artifact("ssh.known_hosts", "linux:ssh_known_host", known_host),
+    Artifact("packagemanager.logs", "linux:package", package),
+    Artifact("dpkg.log", "linux:package", package),
+    Artifact("docker.containers", "docker:container"),
+    Artifact("docker.images", "docker:image"),
+    Artifact("docker.logs", "docker:log"),
+)
+
+WINDOWS: tuple[Artifact, ...] = tuple(
+    Artifact(function, f"windows:{function.replace('.', '_')}")
+    for function in (
+        "evtx", "evt", "services", "tasks", "runkeys", "prefetch", "shimcache",
+        "amcache.applications", "amcache.files", "userassist", "bam", "recyclebin",
+        "lnk", "powershell_history", "users",
+    )
+)  # fmt: skip
+
+
+def artifacts_for(os_name: str) -> tuple[Artifact, ...]:
+    if os_name == "windows":
+        return WINDOWS
+    if os_name in ("linux", "unix", "debian", "redhat", "suse", "alpine", "amazon"):
+        return LINUX
+    return ()
+
+
+# -- the generic part ------------------------------------------------------------------------
+def record_fields(record: Any) -> dict[str, Any]:
+    """The record's own fields, without flow.record's bookkeeping (`_source`, ...)."""
+    return {k: v for k, v in record._asdict().items() if not k.startswith("_")}
+
+
+def datetime_fields(record: Any) -> list[str]:
+    return [n for n, f in record._desc.fields.items() if f.typename == "datetime"]
+
+
+class RecordRows:
+    """Rows for the records of one target; caches the mtimes of the files records cite."""
+
+    def __init__(self, target: Any, host: str | None, evidence_id: str, errors: ErrorLog) -> None:
+        self.target = target
+        self.host = host
+        self.evidence_id = evidence_id
+        self.errors = errors
+        self._mtimes: dict[str, str | None] = {}
+
+    def rows(self, record: Any, spec: Artifact) -> Iterator[Row]:
+        fields = record_fields(record)
+        mapped = spec.mapper(fields, self.host or "") if spec.mapper else None
+        artifact = mapped.artifact if mapped else spec.artifact
+        raw_fields = dict(fields)
+        raw_fields["record_type"] = record._desc.name
+        if mapped:
+            raw_fields.update({k: v for k, v in mapped.extra.items() if k not in raw_fields})
+        raw = raw_json(raw_fields)
+        message = mapped.message if mapped else generic_message(record._desc.name, fields)
+        message = message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
+        columns = {
+            "user": mapped.user if mapped else None,
+            "src_ip": mapped.src_ip if mapped else _first_address(fields),
+            "action": (mapped.action if mapped else None) or record._desc.name,
+            "target": mapped.target if mapped else None,
+            "outcome": mapped.outcome if mapped else None,
+        }
+        times = [(name, iso_time(fields.get(name))) for name in datetime_fields(record)]
+        times = [(name, when) for name, when in times if when]
+        if not times:
+            times = [self._file_time(fields)]
+        for name, when in times:
+            yield host_row(
+                when=when,
+                desc=TIME_NAMES.get(name, name),
+                artifact=artifact,
+                host=self.host,
+                evidence_id=self.evidence_id,
+                raw=raw,
+                message=message,
+                **columns,
+            )
+
+    def _file_time(self, fields: dict[str, Any]) -> tuple[str, str | None]:
+        """A timeless record's row: the modification time of the file it came from."""
+        source = fields.get("source") or fields.get("path")
+        if source is None:
+            return ("No Time", None)
+        key = str(source)
+        if key not in self._mtimes:
+            try:
+                stat = self.target.fs.path(key).lstat()
+                self._mtimes[key] = iso_time(datetime.fromtimestamp(stat.st_mtime, UTC))
+            except Exception:  # the file a record cites may be gone or unreadable
+                self._mtimes[key] = None
+        when = self._mtimes[key]
+        return (f"Source File Modification Time ({key})", when) if when else ("No Time", None)
+
+
+def generic_message(name: str, fields: dict[str, Any]) -> str:
+    parts = []
+    for key, value in fields.items():
+        if key in ("hostname", "domain") or value is None or value == "":
+            continue
+        parts.append(f"{key}={json_value(value)}")
+    return f"{name}: " + "; ".join(parts)
+
+
+_ADDRESS_FIELDS = ("remote_ip", "src_ip", "source_ip", "client_ip", "ip", "remote_host")
+
+
+def _first_address(fields: dict[str, Any]) -> str | None:
+    for name in _ADDRESS_FIELDS:
+        address = _address(fields.get(name))
+        if address:
+            return address
+    return None
+
+
+def _address(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        return None

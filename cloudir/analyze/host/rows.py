@@ -1,0 +1,87 @@
+"""One timeline row from a host artifact: the shape every host mapper returns.
+
+dissect's values (datetimes, addresses, paths, digests, bytes) are turned into JSON text
+here once, so a mapper only says which value goes to which column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudir.analyze.parsers import Row
+
+SOURCE = "host"
+# Times a tar export or a zeroed inode gives for "no time": kept as no time, not 1970.
+_NO_TIME_BEFORE = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+def iso_time(value: Any) -> str | None:
+    """UTC ISO 8601 text, or None for a missing, zero or 1970-01-01 time."""
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value < _NO_TIME_BEFORE:
+        return None
+    return value.astimezone(UTC).isoformat()
+
+
+def json_value(value: Any) -> Any:
+    """A dissect field value as JSON: times in ISO 8601, bytes as hex, the rest as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return iso_time(value) if value.tzinfo or value.year > 1970 else None
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    digest = {k: getattr(value, k, None) for k in ("md5", "sha1", "sha256")}
+    if any(digest.values()):
+        return digest
+    return str(value)
+
+
+def raw_json(fields: dict[str, Any]) -> str:
+    return json.dumps({k: json_value(v) for k, v in fields.items()}, ensure_ascii=False)
+
+
+def host_row(
+    *,
+    when: str | None,
+    desc: str,
+    artifact: str,
+    host: str | None,
+    evidence_id: str,
+    raw: str,
+    message: str,
+    user: str | None = None,
+    src_ip: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    outcome: str | None = None,
+) -> Row:
+    """The tuple in schema.COLUMN_NAMES order; the event id is stable across runs, so a
+    record read twice from one item is dropped as a duplicate, not counted twice."""
+    key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}".encode()
+    return (
+        when,
+        desc,
+        SOURCE,
+        artifact,
+        host,
+        user,
+        src_ip,
+        action,
+        target,
+        outcome,
+        message,
+        evidence_id,
+        hashlib.sha256(key).hexdigest()[:32],
+        raw,
+    )

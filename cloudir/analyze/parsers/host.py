@@ -1,0 +1,164 @@
+"""Disk images and file system exports: host artifacts and the file system timeline.
+
+The image is opened in place through dissect.target (nothing is mounted or extracted);
+the artifacts its operating system has become rows (`host/records.py`), then every file
+system entry becomes MACB rows (`host/fs_timeline.py`). One artifact that fails costs
+that artifact, logged, not the image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cloudir.analyze.parsers import (
+    BATCH_ROWS,
+    BatchBuilder,
+    ErrorLog,
+    ParseOptions,
+    Parser,
+    Row,
+    register,
+)
+from cloudir.errors import EvidenceError
+
+# Images bigger than this get no file system timeline unless asked (--fs-timeline).
+FS_TIMELINE_AUTO_LIMIT = 64 << 30
+_IMAGE = re.compile(
+    r"(\.(raw|dd|img|e01|ex01|vmdk|vhd|vhdx|qcow2|vdi|tar|tar\.gz|tgz)|\.(000|001))$", re.I
+)
+_LATER_SEGMENT = re.compile(r"\.(e0[2-9]|e[1-9]\d|[0-9]{3})$", re.I)
+
+
+def accepts(path: Path) -> bool:
+    name = path.name
+    return bool(_IMAGE.search(name)) and skip_reason(path) is None
+
+
+def skip_reason(path: Path) -> str | None:
+    """Why a file that looks like part of an image is not opened by itself."""
+    match = _LATER_SEGMENT.search(path.name)
+    if not match:
+        return None
+    suffix = match.group(1).lower()
+    if suffix == "000":
+        return None
+    if suffix == "001" and not path.with_name(path.name[:-3] + "000").exists():
+        return None
+    return "a later segment of a split image; read with its first segment"
+
+
+def parse(
+    path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions | None = None
+) -> Iterator[pa.RecordBatch]:
+    from cloudir.analyze.host.records import RecordRows, artifacts_for
+    from cloudir.analyze.host.target import hostname, open_target, os_name
+
+    options = options or ParseOptions()
+    try:
+        target = open_target(path)
+    except EvidenceError as exc:
+        errors.add(str(exc))
+        return
+    host = hostname(target) or evidence_id
+    system = os_name(target)
+    builder = BatchBuilder(errors)
+    numbered = _Numbered()
+    if system is None:
+        errors.add(
+            f"{path.name}: no operating system recognised; only the file system timeline is read"
+        )
+    else:
+        mapper = RecordRows(target, host, evidence_id, errors)
+        for spec in artifacts_for(system):
+            records = _records(target, spec.function, errors)
+            for record in records:
+                try:
+                    rows = list(mapper.rows(record, spec))
+                except Exception as exc:  # one odd record costs that record
+                    errors.add(f"{spec.function}: record not mapped: {exc}", numbered.next())
+                    continue
+                yield from _add(builder, numbered, rows)
+    if _fs_timeline_wanted(path, options):
+        try:
+            from cloudir.analyze.host.fs_timeline import fs_rows
+
+            for row in fs_rows(target, host, evidence_id, errors):
+                yield from _add(builder, numbered, [row])
+        except Exception as exc:
+            errors.add(f"file system timeline stopped: {type(exc).__name__}: {exc}")
+    batch = builder.flush()
+    if batch is not None:
+        yield batch
+
+
+class _Numbered:
+    """Row numbers for the error log: the n-th row this image produced."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def next(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def _add(builder: BatchBuilder, numbered: _Numbered, rows: list[Row]) -> Iterator[pa.RecordBatch]:
+    for row in rows:
+        builder.add(numbered.next(), row)
+    if len(builder) >= BATCH_ROWS:
+        batch = builder.flush()
+        if batch is not None:
+            yield batch
+
+
+def _records(target: Any, function: str, errors: ErrorLog) -> Iterator[Any]:
+    """The function's records; a function this image does not have yields nothing, one
+    that breaks midway is logged with what it had yielded so far kept."""
+    from dissect.target.exceptions import PluginNotFoundError, UnsupportedPluginError
+
+    try:
+        found: Any = target
+        for part in function.split("."):
+            found = getattr(found, part)
+        iterator = iter(found())
+    except (PluginNotFoundError, UnsupportedPluginError):
+        return
+    except Exception as exc:
+        errors.add(f"{function}: {type(exc).__name__}: {exc}")
+        return
+    while True:
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except (PluginNotFoundError, UnsupportedPluginError):
+            return
+        except Exception as exc:
+            errors.add(f"{function} stopped: {type(exc).__name__}: {exc}")
+            return
+        yield record
+
+
+def _fs_timeline_wanted(path: Path, options: ParseOptions) -> bool:
+    if options.fs_timeline is not None:
+        return options.fs_timeline
+    try:
+        return path.stat().st_size < FS_TIMELINE_AUTO_LIMIT
+    except OSError:
+        return False
+
+
+register(
+    Parser(
+        name="host",
+        evidence_kinds=("ebs-snapshot", "files", "disk-image"),
+        accepts=accepts,
+        parse=parse,
+        skip_reason=skip_reason,
+    )
+)
