@@ -122,6 +122,58 @@ def journal(fields: dict[str, Any], host: str) -> Mapped:
     )
 
 
+_AUDIT_PAIR = re.compile(r"([\w-]+)=(?:\"([^\"]*)\"|'([^']*)'|(\S+))")
+_HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
+
+
+def audit_fields(text: str) -> dict[str, str]:
+    """auditd's key=value text as a dict, as auditd wrote it; the quoted `msg='...'` of
+    user-space records is opened too (its keys never override the outer ones), and the
+    hex form auditd gives arguments holding spaces (`a1=2F746D70...`) is decoded."""
+    found: dict[str, str] = {}
+    for key, double, single, bare in _AUDIT_PAIR.findall(text):
+        if single and key == "msg":
+            for inner_key, value in audit_fields(single).items():
+                found.setdefault(inner_key, value)
+            continue
+        value = double or single or bare
+        if bare and re.fullmatch(r"a\d+|proctitle|cmd", key) and _HEX.match(bare):
+            value = bytes.fromhex(bare).replace(b"\0", b" ").decode("utf-8", "replace")
+        found.setdefault(key, value)
+    return found
+
+
+def audit(fields: dict[str, Any], host: str) -> Mapped:
+    """One auditd record; an EXECVE record is also a process creation (its arguments)."""
+    kind = _text(fields.get("audit_type")) or "?"
+    pairs = audit_fields(_text(fields.get("message")) or "")
+    extra: dict[str, Any] = {"type": kind, **pairs}
+    target = pairs.get("exe") or pairs.get("name")
+    if kind == "EXECVE":
+        count = int(pairs["argc"]) if pairs.get("argc", "").isdigit() else 0
+        args = [pairs.get(f"a{n}", "") for n in range(count)] if count else []
+        if not args:
+            args = [v for k, v in sorted(pairs.items()) if re.fullmatch(r"a\d+", k)]
+        extra["CommandLine"] = " ".join(args)
+        extra["Image"] = args[0] if args else ""
+        target = extra["Image"] or target
+    result = pairs.get("res") or pairs.get("success")
+    outcome = None
+    if result:
+        outcome = "success" if result.lower() in ("success", "yes", "1") else "failure"
+    user = pairs.get("acct") or pairs.get("auid") or pairs.get("uid")
+    return Mapped(
+        "linux:auditd",
+        f"audit {kind}: {_text(fields.get('message')) or ''}",
+        user=None if user in (None, "4294967295", "-1", "unset") else user,
+        src_ip=_address(pairs.get("addr")),
+        action=f"auditd:{kind}",
+        target=target,
+        outcome=outcome,
+        extra=extra,
+    )
+
+
 def history(fields: dict[str, Any], host: str) -> Mapped:
     """A typed command as a process creation: the fields SigmaHQ's rules match on."""
     command = _text(fields.get("command")) or ""
@@ -267,7 +319,7 @@ LINUX: tuple[Artifact, ...] = (
     Artifact("authlog", "linux:auth", auth),
     Artifact("syslog", "linux:syslog", syslog),
     Artifact("journal", "linux:journal", journal),
-    Artifact("audit", "linux:auditd"),
+    Artifact("audit", "linux:auditd", audit),
     Artifact("commandhistory", "linux:shell_history", history),
     Artifact("wtmp", "linux:wtmp", login("wtmp")),
     Artifact("btmp", "linux:btmp", login("btmp")),
