@@ -140,3 +140,36 @@ def test_an_unreadable_image_is_one_line_and_nothing_else(tmp_path: Path) -> Non
     [entry] = errors.entries
     assert entry["reason"].startswith("disk.raw: no file system found")
     assert "\n" not in entry["reason"]
+
+
+def test_docker_containers_inside_a_host_tree(tmp_path: Path, corpus: Path) -> None:
+    """docker-explorer's overlay2 /var/lib/docker, placed where a Linux host keeps it."""
+    root = tmp_path / "root"
+    (root / "var/lib").mkdir(parents=True)
+    for folder in ("etc", "run", "sys"):
+        (root / folder).mkdir(exist_ok=True)
+    (root / "etc/os-release").write_text("ID=ubuntu\n")
+    (root / "etc/hostname").write_text("dockhost\n")
+    with tarfile.open(corpus / "images/docker-explorer/overlay2.v2.tgz") as source:
+        source.extractall(root / "var/lib", filter="tar")  # it holds absolute links
+    export = tmp_path / "host.tar"
+    with tarfile.open(export, "w") as tar:
+        tar.add(root, arcname=".")
+    errors = ErrorLog("host", "host.tar")
+    rows = [
+        r
+        for batch in parse(export, "host", errors, ParseOptions(fs_timeline=False))
+        for r in batch.to_pylist()
+    ]
+    containers = [r for r in rows if r["artifact"] == "docker:container"]
+    # 5 containers in config.v2.json files; each has created/started/finished times,
+    # and the running one's finished time (0001-01-01) is no time
+    assert {json.loads(r["raw"])["container_id"][:12] for r in containers} == {
+        p.name[:12] for p in (root / "var/lib/docker/containers").iterdir()
+    }
+    assert len({json.loads(r["raw"])["container_id"] for r in containers}) == 5
+    running = [r for r in containers if "running" in r["message"]]
+    assert {r["timestamp_desc"] for r in running} == {"created", "started"}
+    [ohai] = [r for r in rows if r["artifact"] == "docker:log" and r["message"].endswith(": ohai")]
+    assert ohai["timestamp"] == datetime(2018, 5, 16, 10, 51, 11, 853151, tzinfo=UTC)
+    assert ohai["action"] == "docker:log:stdout"

@@ -315,6 +315,39 @@ def package(fields: dict[str, Any], host: str) -> Mapped:
     )
 
 
+def container(fields: dict[str, Any], host: str) -> Mapped:
+    name = _text(fields.get("name"))
+    cid = (_text(fields.get("container_id")) or "")[:12]
+    state = "running" if fields.get("running") else "stopped"
+    return Mapped(
+        "docker:container",
+        f"container {name or cid} ({cid}, image {fields.get('image')}, {state}): "
+        f"{fields.get('command') or ''}".rstrip(": "),
+        action="docker:container",
+        target=name or cid or None,
+    )
+
+
+def container_image(fields: dict[str, Any], host: str) -> Mapped:
+    tag = _text(fields.get("tag") or fields.get("name"))
+    return Mapped(
+        "docker:image",
+        f"image {tag} ({fields.get('image_id')})",
+        action="docker:image",
+        target=tag,
+    )
+
+
+def container_log(fields: dict[str, Any], host: str) -> Mapped:
+    cid = (_text(fields.get("container")) or "")[:12]
+    return Mapped(
+        "docker:log",
+        f"container {cid} {fields.get('stream') or ''}: {fields.get('message') or ''}",
+        action=f"docker:log:{fields.get('stream') or '?'}",
+        target=cid or None,
+    )
+
+
 LINUX: tuple[Artifact, ...] = (
     Artifact("authlog", "linux:auth", auth),
     Artifact("syslog", "linux:syslog", syslog),
@@ -332,9 +365,9 @@ LINUX: tuple[Artifact, ...] = (
     Artifact("ssh.known_hosts", "linux:ssh_known_host", known_host),
     Artifact("packagemanager.logs", "linux:package", package),
     Artifact("dpkg.log", "linux:package", package),
-    Artifact("docker.containers", "docker:container"),
-    Artifact("docker.images", "docker:image"),
-    Artifact("docker.logs", "docker:log"),
+    Artifact("docker.containers", "docker:container", container),
+    Artifact("docker.images", "docker:image", container_image),
+    Artifact("docker.logs", "docker:log", container_log),
 )
 
 WINDOWS: tuple[Artifact, ...] = tuple(
