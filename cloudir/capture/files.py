@@ -97,9 +97,11 @@ def capture_paths(
     for given in paths:
         if not given.exists():
             raise UsageError(f"{given}: no such file or folder")
+    for group in split_sets(paths):
+        given = group[0]
         source = given.resolve()
         warnings: list[str] = []
-        files = _walk(given, warnings)
+        files = _walk(given, warnings) if len(group) == 1 else group
         item_kind = guess_kind(files) if kind == "auto" else kind
         evidence_id = _item_for(case, source, item_kind, len(files))
         result = FilesResult(evidence_id, str(source), item_kind, warnings=warnings)
@@ -110,7 +112,9 @@ def capture_paths(
         resumed = case.open_item(evidence_id, meta)
         recorded = case.recorded_files()
         for path in files:
-            name = path.name if path == given else path.relative_to(given).as_posix()
+            name = (
+                path.name if path == given or len(group) > 1 else path.relative_to(given).as_posix()
+            )
             name = "files/" + name
             if resumed and case.is_captured(evidence_id, name, recorded):
                 result.skipped += 1
@@ -157,6 +161,29 @@ def capture_paths(
         )
         results.append(result)
     return results
+
+
+def split_sets(paths: list[Path]) -> list[list[Path]]:
+    """The paths, with the segments of one split image (`disk.000 disk.001`, `web.E01
+    web.E02`, given side by side) as one group, so they land in one item together."""
+    groups: list[list[Path]] = []
+    by_set: dict[tuple[Path, str, str], list[Path]] = {}
+    for path in paths:
+        suffix = path.name.rsplit(".", 1)[-1].lower() if "." in path.name else ""
+        if path.is_file() and _segment(path.name.lower()):
+            key = (
+                path.parent.resolve(),
+                path.name[: -len(suffix) - 1],
+                "raw" if suffix[0].isdigit() else "ewf",
+            )
+            if key in by_set:
+                by_set[key].append(path)
+                continue
+            by_set[key] = [path]
+            groups.append(by_set[key])
+        else:
+            groups.append([path])
+    return [sorted(group, key=lambda p: p.name.lower()) for group in groups]
 
 
 def _item_for(case: Case, source: Path, kind: str, files: int) -> str:

@@ -71,16 +71,27 @@ def _line(fields: dict[str, Any]) -> str:
     return f"{fields.get('service') or '?'}{pid}: {fields.get('message') or ''}"
 
 
-_INVALID_USER = re.compile(r"\binvalid user (\S+)")
+_INVALID_USER = re.compile(r"\binvalid user\s+(\S+)")
+_PAM_FIELD = re.compile(r"\b(rhost|user)=(\S+)")
+# sshd lines where dissect's `user` is not an account (a reverse-DNS name, say)
+_NO_USER = ("reverse mapping checking", "POSSIBLE BREAK-IN ATTEMPT", "Address ")
 TIME_NAMES = {"ts": "Event Time"}
 
 
 def auth(fields: dict[str, Any], host: str) -> Mapped:
     action = _text(fields.get("action"))
     user = _text(fields.get("user"))
-    invalid = _INVALID_USER.search(_text(fields.get("message")) or "")
+    message = _text(fields.get("message")) or ""
+    remote = _text(fields.get("remote_ip"))
+    invalid = _INVALID_USER.search(message)
     if invalid:  # dissect reads "Failed password for invalid user admin" as user "invalid"
         user = invalid.group(1)
+    elif any(marker in message for marker in _NO_USER):
+        user = None
+    if "pam_unix" in (fields.get("service") or "") or "pam_unix" in message:
+        pam = dict(_PAM_FIELD.findall(message))  # "authentication failure; ... rhost=IP user=x"
+        user = user or pam.get("user")
+        remote = remote or _address(pam.get("rhost"))
     outcome = None
     if action:
         lowered = action.lower()
@@ -90,7 +101,7 @@ def auth(fields: dict[str, Any], host: str) -> Mapped:
         "linux:auth",
         _line(fields),
         user=user,
-        src_ip=_text(fields.get("remote_ip")),
+        src_ip=remote,
         action=f"{fields.get('service') or 'auth'}:{action}"
         if action
         else _text(fields.get("service")),
@@ -252,12 +263,27 @@ def shadow(fields: dict[str, Any], host: str) -> Mapped:
     )
 
 
+_SYSTEM_CRONTAB = re.compile(r"^/etc/(crontab|cron\.d/)")
+
+
 def cronjob(fields: dict[str, Any], host: str) -> Mapped:
+    """A cron job, or one of the environment lines (`SHELL=/bin/sh`) dissect yields with
+    them; a system crontab's line names its user before the command."""
+    if "command" not in fields and "key" in fields:
+        return Mapped(
+            "linux:cron_env",
+            f"cron environment in {fields.get('source')}: {fields.get('key')}="
+            f"{fields.get('value') or ''}",
+            action="cron:environment",
+            target=_text(fields.get("key")),
+        )
     schedule = " ".join(
         str(fields.get(k) or "") for k in ("minute", "hour", "day", "month", "weekday")
     )
     command = _text(fields.get("command")) or ""
     user = _text(fields.get("username"))
+    if _SYSTEM_CRONTAB.match(str(fields.get("source") or "")) and " " in command.strip():
+        user, command = command.strip().split(None, 1)
     return Mapped(
         "linux:cron_job",
         f"cron job of {user or '?'}: {schedule} {command}",
@@ -358,7 +384,7 @@ LINUX: tuple[Artifact, ...] = (
     Artifact("btmp", "linux:btmp", login("btmp")),
     Artifact("lastlog", "linux:lastlog", lastlog),
     Artifact("users", "linux:users", user_account),
-    Artifact("shadow", "linux:shadow", shadow),
+    Artifact("passwords", "linux:shadow", shadow),
     Artifact("cronjobs", "linux:cron_job", cronjob),
     Artifact("services", "linux:service", service),
     Artifact("ssh.authorized_keys", "linux:ssh_authorized_key", authorized_key),
@@ -408,7 +434,9 @@ class RecordRows:
         self.errors = errors
         self._mtimes: dict[str, str | None] = {}
 
-    def rows(self, record: Any, spec: Artifact) -> Iterator[Row]:
+    def rows(self, record: Any, spec: Artifact, position: int) -> Iterator[Row]:
+        """`position` is the record's place in its function's output: part of the event
+        id, so two identical records (one log line twice in a second) stay two rows."""
         fields = record_fields(record)
         mapped = spec.mapper(fields, self.host or "") if spec.mapper else None
         artifact = mapped.artifact if mapped else spec.artifact
@@ -439,6 +467,7 @@ class RecordRows:
                 evidence_id=self.evidence_id,
                 raw=raw,
                 message=message,
+                occurrence=position,
                 **columns,
             )
 

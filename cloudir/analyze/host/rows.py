@@ -65,10 +65,12 @@ def host_row(
     action: str | None = None,
     target: str | None = None,
     outcome: str | None = None,
+    occurrence: int = 0,
 ) -> Row:
-    """The tuple in schema.COLUMN_NAMES order; the event id is stable across runs, so a
-    record read twice from one item is dropped as a duplicate, not counted twice."""
-    key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}".encode()
+    """The tuple in schema.COLUMN_NAMES order. The event id is stable across runs; two
+    identical records (the same log line twice in one second) differ by `occurrence`,
+    their position in the evidence, so de-duplication never merges them."""
+    key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}\x00{occurrence}".encode()
     return (
         when,
         desc,

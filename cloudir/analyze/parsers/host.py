@@ -68,22 +68,24 @@ def parse(
     system = os_name(target)
     builder = BatchBuilder(errors)
     numbered = _Numbered()
+    fs_timeline = _fs_timeline_wanted(path, options)
     if system is None:
         errors.add(
-            f"{path.name}: no operating system recognised; only the file system timeline is read"
+            f"{path.name}: no operating system recognised, so no host artifacts"
+            + ("; the file system timeline is read" if fs_timeline else "")
         )
     else:
         mapper = RecordRows(target, host, evidence_id, errors)
         for spec in artifacts_for(system):
             records = _records(target, spec.function, errors)
-            for record in records:
+            for position, record in enumerate(records):
                 try:
-                    rows = list(mapper.rows(record, spec))
+                    rows = list(mapper.rows(record, spec, position))
                 except Exception as exc:  # one odd record costs that record
                     errors.add(f"{spec.function}: record not mapped: {exc}", numbered.next())
                     continue
                 yield from _add(builder, numbered, rows)
-    if _fs_timeline_wanted(path, options):
+    if fs_timeline:
         try:
             from cloudir.analyze.host.fs_timeline import fs_rows
 
@@ -156,8 +158,19 @@ def _fs_timeline_wanted(path: Path, options: ParseOptions) -> bool:
 register(
     Parser(
         name="host",
-        evidence_kinds=("ebs-snapshot", "files", "disk-image"),
+        evidence_kinds=("ebs-snapshot", "files"),
         accepts=accepts,
+        parse=parse,
+        skip_reason=skip_reason,
+    )
+)
+# What the responder declared a disk image (`--kind disk-image`) is opened whatever its
+# name (`sda`, `disk.bin`); a file that is none says so in one line.
+register(
+    Parser(
+        name="host",
+        evidence_kinds=("disk-image",),
+        accepts=lambda path: skip_reason(path) is None,
         parse=parse,
         skip_reason=skip_reason,
     )
