@@ -130,7 +130,8 @@ def _write_tree(root: Path, t0: datetime, ip: str, key_id: str) -> None:
     put("home/deploy/.bash_history", lines, at(13), 0o600)
     put(
         "home/deploy/.ssh/authorized_keys",
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICiRunnerDeployKey ci@build\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINX169p2KxeV78w/8842mSm4rO+SS5FhwS4dpYvlfahu "
+        "ci@build\n"
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA7tt0ck attacker@kali\n",
         at(6),
         0o600,

@@ -231,10 +231,14 @@ def test_bad_images_cost_a_logged_line_and_the_rest_is_parsed(
     assert "Traceback" not in result.stderr
     [iso_reason] = reasons_for(case, ids["iso9660.raw"])
     assert iso_reason.startswith("iso9660.raw: ") and NO_FS in iso_reason
-    # 64 KiB of a 4 MiB ext2: dissect still finds the superblock, so the error is not
-    # "no file system" but it is one line that names the file.
-    [truncated_reason] = reasons_for(case, ids["ext2-truncated.raw"])
-    assert truncated_reason.startswith("ext2-truncated.raw: ")
+    # 64 KiB of a 4 MiB ext2: dissect still finds the superblock; cloudir says the image
+    # is cut short, in one line that names the file and both sizes
+    truncated_reasons = reasons_for(case, ids["ext2-truncated.raw"])
+    assert truncated_reasons[0] == (
+        "ext2-truncated.raw: the image looks truncated: its ext file system spans 4,194,304 "
+        "bytes, the volume holds 65,536; what lies past the end cannot be read"
+    )
+    assert all(r.startswith("ext2-truncated.raw: ") for r in truncated_reasons)
     for entry in errors_of(case):
         assert one_line(entry["reason"]), entry
     # The CloudTrail file in the same case is complete.
@@ -514,16 +518,24 @@ def test_invalid_user_with_a_leading_space_is_not_called_invalid(
 
 
 def test_messages_match_the_linux_ground_truth_but_for_two_token_programs(
-    linux_rows: list[dict[str, Any]], corpus: Path
+    linux_case: Path, linux_rows: list[dict[str, Any]], corpus: Path
 ) -> None:
     """dissect's syslog line needs `HOST PROGRAM[PID]:` with a one-word program; the 7
     `syslogd 1.4.1: restart.` lines and the `-- root[2421]: ROOT LOGIN ON tty2` line of
-    Linux_2k.log do not fit and are dropped (with a dissect warning only, not in
-    errors.jsonl)."""
+    Linux_2k.log do not fit: each is skipped and listed in errors.jsonl, not dropped."""
     truth = loghub(corpus, "Linux")
     assert len(truth) == 2000
     unreadable = [t for t in truth if re.search(r"\s", t["Component"])]
     assert Counter(t["Component"] for t in unreadable) == {"syslogd 1.4.1": 7, "-- root": 1}
+    skipped = [
+        e["reason"]
+        for e in errors_of(linux_case)
+        if e["reason"].startswith(
+            "dissect skipped: Unable to parse message line in /var/log/messages"
+        )
+    ]
+    assert len(skipped) == 8
+    assert sum("ROOT LOGIN ON tty2" in reason for reason in skipped) == 1
     rows = [r for r in linux_rows if r["raw"].get("source") == "/var/log/messages"]
     assert {r["artifact"] for r in rows} == {"linux:syslog"}  # Linux_2k.log has no cron lines
     assert len(rows) == len(truth) - len(unreadable) == 1992

@@ -8,9 +8,12 @@ no file system, an encrypted volume, no recognised operating system.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+from cloudir.analyze.parsers import ErrorLog
 from cloudir.errors import EvidenceError
 
 # Names dissect gives the volume systems of encrypted volumes it cannot open unkeyed.
@@ -18,11 +21,61 @@ _ENCRYPTED = ("luks", "bitlocker", "bde", "fve")
 UNKNOWN_OS = ("default", "", None)
 
 
+# What dissect logs that says nothing about the evidence: a plugin that does not apply to
+# this OS, the time zone it assumes, the OS it picked.
+_NOISE = re.compile(
+    r"Failed to load (sub)?plugin|falling back to UTC|Found compatible|Selected OS|"
+    r"No log files found|not supported|Unsupported|not compatible|Can.t identify|"
+    r"Failed to find OS plugin|will affect performance|Broken OS plugin"
+)
+_TARGET_PREFIX = re.compile(r"^<Target [^>]*>: ")
+
+
 def quiet_dissect() -> None:
-    """dissect logs every plugin that does not apply to an image at ERROR; those are not
-    problems with the evidence, and real ones reach the error log through exceptions."""
+    """dissect's log goes nowhere by itself (never the responder's terminal); what it
+    says about the evidence reaches the error log through `DissectWarnings`."""
+    # dissect sets its target logger to this level on every open (default CRITICAL)
+    os.environ["DISSECT_LOG_TARGET"] = "WARNING"
     for name in ("dissect", "flow.record"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    logging.getLogger("dissect.target.target").setLevel(logging.WARNING)
+
+
+class DissectWarnings(logging.Handler):
+    """Collects what dissect skipped while reading (a log line it cannot parse, a file in
+    an unknown format), so no skip is silent: each becomes one error-log entry."""
+
+    def __init__(self, errors: ErrorLog, limit: int = 10_000) -> None:
+        super().__init__(logging.WARNING)
+        self.errors = errors
+        self.limit = limit
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string in a third-party message
+            text = str(record.msg)
+        if _NOISE.search(text):
+            return
+        if self.limit <= 0:
+            self.dropped += 1
+            return
+        self.limit -= 1
+        line = _TARGET_PREFIX.sub("", text.strip()).splitlines()[0][:300]
+        self.errors.add(f"dissect skipped: {line}")
+
+    def __enter__(self) -> DissectWarnings:
+        quiet_dissect()
+        logging.getLogger("dissect").addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("dissect").removeHandler(self)
+        if self.dropped:
+            self.errors.add(f"dissect skipped {self.dropped} more items (not listed)")
 
 
 def open_target(path: Path) -> Any:
@@ -49,6 +102,24 @@ def open_target(path: Path) -> Any:
             "file system dissect does not read)"
         )
     return target
+
+
+def truncation(target: Any, path: Path) -> str | None:
+    """One line when a file system claims more bytes than its volume holds: the image was
+    cut short (an interrupted copy), and whatever lies past the end reads as missing."""
+    for fs in target.filesystems:
+        ext = getattr(fs, "extfs", None)
+        volume_size = getattr(getattr(fs, "volume", None), "size", None)
+        if ext is None or not volume_size:
+            continue
+        claimed = int(ext.block_count) * int(ext.block_size)
+        if claimed > volume_size:
+            return (
+                f"{path.name}: the image looks truncated: its ext file system spans "
+                f"{claimed:,} bytes, the volume holds {volume_size:,}; what lies past the "
+                "end cannot be read"
+            )
+    return None
 
 
 def os_name(target: Any) -> str | None:

@@ -55,15 +55,27 @@ def skip_reason(path: Path) -> str | None:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions | None = None
 ) -> Iterator[pa.RecordBatch]:
-    from cloudir.analyze.host.records import RecordRows, artifacts_for
-    from cloudir.analyze.host.target import hostname, open_target, os_name
+    from cloudir.analyze.host.target import DissectWarnings
 
     options = options or ParseOptions()
+    with DissectWarnings(errors):
+        yield from _parse_target(path, evidence_id, errors, options)
+
+
+def _parse_target(
+    path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
+) -> Iterator[pa.RecordBatch]:
+    from cloudir.analyze.host.records import RecordRows, artifacts_for
+    from cloudir.analyze.host.target import hostname, open_target, os_name, truncation
+
     try:
         target = open_target(path)
     except EvidenceError as exc:
         errors.add(str(exc))
         return
+    cut = truncation(target, path)
+    if cut:
+        errors.add(cut)
     host = hostname(target) or evidence_id
     system = os_name(target)
     builder = BatchBuilder(errors)
