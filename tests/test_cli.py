@@ -338,6 +338,7 @@ def _assert_the_runner_disk_was_captured(case: Path) -> None:
         "SSH Brute Force Followed by Successful Login",
         "Shell History Cleared or Disabled",
         "SSH authorized_keys Written From the Command Line",
+        "Cron Runs a Command From a Temporary Directory",
     } <= titles
     instance_item = next((case / "evidence").glob("ec2-i-*"))
     described = json.loads((instance_item / "describe-instances.json").read_text())

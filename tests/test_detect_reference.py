@@ -206,6 +206,7 @@ def host_log_rows() -> list[dict[str, Any]]:
         syslog("linux:cron", 20005, "crontab", "(root) REPLACE (root)"),
         syslog("linux:cron", 20006, "crontab", "(alice) BEGIN EDIT (alice)"),
         syslog("linux:cron", 20007, "CRON", "(root) CMD (run-parts /etc/cron.hourly)"),
+        syslog("linux:cron", 20008, "CRON", "(deploy) CMD (/var/tmp/.cache/kworkerd)"),
     ]
 
 
