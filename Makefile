@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-ebs lint clean
+.PHONY: venv demo test bench bench-detect bench-ebs bench-fs lint clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench-detect: venv
 # target), at two sizes for memory; results go to bench/results/.
 bench-ebs: venv
 	$(BIN)/python bench/ebs_download.py --mib 256 --mib 1024 $(BENCH_ARGS)
+
+# cloudir's file system timeline over ext4 images of 10k/25k/50k files beside dissect's
+# walkfs (stopped at 120 s) and os.walk; results go to bench/results/.
+bench-fs: venv
+	$(BIN)/python bench/fs_timeline.py $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check cloudir tests bench

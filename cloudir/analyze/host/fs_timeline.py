@@ -10,7 +10,9 @@ artifacts. Executables where intruders drop their tools get a SHA-256 to look up
 The walk is iterative over dissect's directory entries (`scandir()`, then the entry's own
 `lstat()`), so each entry costs the same whatever its depth or its directory's size.
 dissect's `walkfs` plugin (and `DirEntry.stat()`) resolve every path again from the root,
-which slows down quadratically on ext4 (bench/fs_timeline.py).
+looking each name up in its directory, so an entry costs more the deeper it is and the
+bigger its directory: quadratic within a large directory, and about 30x slower than this
+walk even with 100 entries per directory (bench/fs_timeline.py).
 
 What is walked: the target's root view (`target.fs`), which is the root file system with
 the others dissect found mounted on it: at their fstab mount points, and at
@@ -25,7 +27,9 @@ because a real mount can sit below it. On a plain ext4 image there are none.
 
 Nothing is left out silently: an entry that cannot be read or listed is logged to the
 `ErrorLog` with its path and the walk goes on; an entry with no time gets one "No Time"
-row. Symlinks are recorded with their target, never followed, and no directory (by file
+row. dissect skips the unreadable records of a damaged ext directory without a word, so
+on ext a directory that yields fewer subdirectories than its link count promises is
+logged too. Symlinks are recorded with their target, never followed, and no directory (by file
 system and inode) is walked twice, so a corrupt image with a directory loop ends. Paths
 are the image's, kept as text; they are never used on the host's file system.
 """
@@ -37,13 +41,18 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dissect.target.filesystem import VirtualDirectory, VirtualFilesystem
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import ErrorLog, Row
 
+if TYPE_CHECKING:
+    from dissect.target import Target
+
 ARTIFACT = "fs:entry"
-# Where intruders drop their tools: executables here get a SHA-256 (README: fs timeline).
+# Where intruders drop their tools: executables here get a SHA-256.
 HASHED_UNDER = ("/tmp", "/dev/shm", "/var/tmp", "/home", "/root")
 HASH_CHUNK = 1 << 20
 NO_TIME = "No Time"
@@ -69,7 +78,7 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 def fs_rows(
-    target: Any,
+    target: Target,
     host: str | None,
     evidence_id: str,
     errors: ErrorLog,
@@ -77,7 +86,8 @@ def fs_rows(
 ) -> Iterator[Row]:
     """MACB rows for every entry of `target.fs` (a dissect Target), streamed as it walks.
 
-    Only the stack of directories still to list is held, never the list of entries.
+    Only the stack of directories still to list is held, never the list of entries
+    (and, against loops, one key per directory walked).
     Executable regular files under `HASHED_UNDER` up to `hash_max_bytes` get a SHA-256.
     """
     return _Walk(host, evidence_id, errors, hash_max_bytes).rows(target.fs.get("/"))
@@ -177,8 +187,6 @@ def _children(directory: _Directory, errors: ErrorLog) -> Iterator[tuple[str, An
 def _on_disk(entry: Any) -> Any:
     """The part of a root-view entry that is on a file system of the image, or None when
     dissect made the entry up (a virtual directory or a mapped volume)."""
-    from dissect.target.filesystem import VirtualDirectory, VirtualFilesystem
-
     for sub in getattr(entry, "entries", None) or [entry]:
         while isinstance(sub, VirtualDirectory) and sub.top is not None:
             sub = sub.top  # a mount point: the mounted file system's root
