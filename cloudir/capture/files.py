@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudir.capture.tree import TreeCounts, looks_like_root_fs, tree_tar_chunks
 from cloudir.case import Case, safe_name
 from cloudir.errors import UsageError
 
@@ -100,6 +101,11 @@ def capture_paths(
     for group in split_sets(paths):
         given = group[0]
         source = given.resolve()
+        if given.is_dir() and (
+            kind == "disk-image" or (kind == "auto" and looks_like_root_fs(given))
+        ):
+            results.append(capture_tree(case, given, report))
+            continue
         warnings: list[str] = []
         files = _walk(given, warnings) if len(group) == 1 else group
         item_kind = guess_kind(files) if kind == "auto" else kind
@@ -161,6 +167,42 @@ def capture_paths(
         )
         results.append(result)
     return results
+
+
+def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> FilesResult:
+    """A folder holding a file system (a root, a mounted image) as one tar in the case,
+    links, owners, modes and times kept as data; the timeline reads it through dissect."""
+    source = given.resolve()
+    name = f"files/{safe_name(source.name or 'root')}.tar"
+    meta = {"kind": "disk-image", "source": {"type": "tree", "path": str(source)}}
+    held = case.item_with_source(meta["source"])
+    evidence_id = held or case.unique_evidence_id(safe_name(f"disk-image-{source.name}"))
+    result = FilesResult(evidence_id, str(source), "disk-image")
+    resumed = case.open_item(evidence_id, meta)
+    if resumed and case.is_captured(evidence_id, name, case.recorded_files()):
+        result.skipped = 1
+        return result
+    counts = TreeCounts()
+    record = case.store_stream(evidence_id, name, tree_tar_chunks(given, counts))
+    result.failed = counts.problems
+    result.captured, result.bytes = 1, record.bytes
+    note = (
+        f"{source}: {counts.entries} entries ({counts.links} links, kept as links) as a tar "
+        f"made by cloudir; {len(counts.problems)} could not be read"
+    )
+    case.record(
+        "capture",
+        evidence_id,
+        [record],
+        note=note,
+        source={"type": "tree", "original_path": str(source), "entries": counts.entries},
+    )
+    for problem in counts.problems:
+        report(problem)
+    case.record(
+        "capture-incomplete" if counts.problems else "capture-complete", evidence_id, [], note=note
+    )
+    return result
 
 
 def split_sets(paths: list[Path]) -> list[list[Path]]:

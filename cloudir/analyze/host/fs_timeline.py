@@ -43,10 +43,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dissect.target.filesystem import VirtualDirectory, VirtualFilesystem
+from dissect.target.filesystem import (
+    MappedCompressedFile,
+    MappedFile,
+    VirtualDirectory,
+    VirtualFile,
+    VirtualFilesystem,
+    VirtualSymlink,
+)
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import ErrorLog, Row
+
+# The entries dissect makes up to lay out a target (parents of mount points, files that
+# stand for whole volumes); an archive's members subclass some of them, so exact types.
+_INVENTED = (VirtualDirectory, VirtualFile, VirtualSymlink, MappedFile, MappedCompressedFile)
 
 if TYPE_CHECKING:
     from dissect.target import Target
@@ -185,12 +196,15 @@ def _children(directory: _Directory, errors: ErrorLog) -> Iterator[tuple[str, An
 
 
 def _on_disk(entry: Any) -> Any:
-    """The part of a root-view entry that is on a file system of the image, or None when
-    dissect made the entry up (a virtual directory or a mapped volume)."""
+    """The part of a root-view entry that is evidence, or None when dissect made the entry
+    up (a virtual directory, a mapped volume). Archive members (a tar export's entries)
+    live in a virtual file system too but are the evidence: told apart by their class."""
     for sub in getattr(entry, "entries", None) or [entry]:
         while isinstance(sub, VirtualDirectory) and sub.top is not None:
             sub = sub.top  # a mount point: the mounted file system's root
-        if not isinstance(sub.fs, VirtualFilesystem):
+        if type(sub) in _INVENTED:
+            continue
+        if not isinstance(sub.fs, VirtualFilesystem) or isinstance(sub, VirtualFile):
             return sub
     return None
 
