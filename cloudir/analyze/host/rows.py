@@ -66,6 +66,7 @@ def host_row(
     target: str | None = None,
     outcome: str | None = None,
     occurrence: int = 0,
+    source: str = SOURCE,
 ) -> Row:
     """The tuple in schema.COLUMN_NAMES order. The event id is stable across runs; two
     identical records (the same log line twice in one second) differ by `occurrence`,
@@ -74,7 +75,7 @@ def host_row(
     return (
         when,
         desc,
-        SOURCE,
+        source,
         artifact,
         host,
         user,

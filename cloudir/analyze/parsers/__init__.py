@@ -30,7 +30,11 @@ def _json_safe_escape(error: UnicodeDecodeError) -> tuple[str, int]:
 
 
 codecs.register_error(JSON_SAFE_ESCAPE, _json_safe_escape)
-_PARSER_MODULES = ("cloudir.analyze.parsers.cloudtrail", "cloudir.analyze.parsers.host")
+_PARSER_MODULES = (
+    "cloudir.analyze.parsers.cloudtrail",
+    "cloudir.analyze.parsers.host",
+    "cloudir.analyze.parsers.container",
+)
 
 
 @dataclass
