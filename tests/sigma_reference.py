@@ -66,6 +66,8 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("linux", "cron", None): (("linux:cron",), None),
     ("linux", "auditd", None): (("linux:auditd",), None),
     ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
+    ("docker", "diff", None): (("container:diff",), None),
+    ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
 }
 
 

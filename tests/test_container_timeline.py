@@ -172,3 +172,15 @@ def test_bad_container_files_are_counted_not_fatal(tmp_path: Path) -> None:
     assert "logs.txt line 1: no timestamp at its start" in reasons
     states = query(case, "SELECT count(*) AS n FROM timeline WHERE artifact = 'container:state'")
     assert states == [{"n": 2}]
+
+
+def test_the_container_rules_fire_on_the_changes(container_case: Path) -> None:
+    result = cloudir("detect", "--case", str(container_case), "--json")
+    assert result.code == 1, result.stderr  # high findings, the default --fail-on
+    findings = {f["title"]: f for f in result.json()["findings"]}
+    assert set(findings) == {
+        "Executable Added to a Container's Temporary Directory",
+        "Accounts, Sudoers or SSH Keys Changed Inside a Container",
+    }
+    added = findings["Executable Added to a Container's Temporary Directory"]
+    assert added["entities"]["targets"] == ["/tmp/.x/miner"]

@@ -238,14 +238,24 @@ def aws_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return run_detect(case)
 
 
-@pytest.fixture(scope="module")
-def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
-    """One case whose timeline is every Linux case's row, as the host parsers will write."""
+def _rows_run(tmp_path_factory: pytest.TempPathFactory, product: str) -> DetectRun:
+    """One case whose timeline is every case row of the product's rules, as its parser
+    writes them."""
     assert_unique_ids()
-    case = tmp_path_factory.mktemp("rule-cases-linux") / "case"
-    rows = [row for _, events in rules_of("linux") for row in events.records]
+    case = tmp_path_factory.mktemp(f"rule-cases-{product}") / "case"
+    rows = [row for _, events in rules_of(product) for row in events.records]
     write_timeline(case, rows)
     return run_detect(case)
+
+
+@pytest.fixture(scope="module")
+def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "linux")
+
+
+@pytest.fixture(scope="module")
+def docker_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "docker")
 
 
 def rule_params() -> list[Any]:

@@ -53,6 +53,8 @@ LOGSOURCES: dict[tuple[str | None, str | None, str | None], LogSource] = {
     ("linux", "cron", None): LogSource(("linux:cron",)),
     ("linux", "auditd", None): LogSource(("linux:auditd",)),
     ("linux", None, "process_creation"): _PROCESS,
+    ("docker", "diff", None): LogSource(("container:diff",)),
+    ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
 }
 
 

@@ -227,6 +227,7 @@ def _members(export: Path, wanted: dict[str, str], errors: ErrorLog) -> dict[str
                     "uid": member.uid,
                     "gid": member.gid,
                     "type": _type_name(member),
+                    "executable": bool(member.isreg() and member.mode & 0o111),
                 }
                 if member.issym() or member.islnk():
                     info["link_target"] = member.linkname  # recorded, never followed
