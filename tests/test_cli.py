@@ -15,6 +15,7 @@ from tests.conftest import cloudir, ct_event, query, records_gz
 COMMANDS = [
     ["capture", "cloudtrail"],
     ["capture", "files"],
+    ["capture", "container"],
     ["timeline"],
     ["timeline", "export"],
     ["query"],

@@ -33,7 +33,9 @@ from cloudir.analyze.parsers import (
     register,
 )
 
-SOURCE_FILES = ("inspect.json", "diff.json", "logs.txt", "fs.tar", "changed.tar")
+SOURCE_FILES = (
+    "inspect.json", "diff.json", "logs.txt", "fs.tar", "changed.tar", "image-history.json",
+)  # fmt: skip
 DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
 HASH_PLACES = ("/tmp/", "/dev/shm/", "/var/tmp/", "/root/", "/home/")
 HASH_MAX_BYTES = 64 << 20
@@ -42,6 +44,15 @@ MAX_DOCUMENT_BYTES = 64 << 20
 
 def accepts(path: Path) -> bool:
     return path.name in SOURCE_FILES
+
+
+def skip_reason(path: Path) -> str | None:
+    """The item's documents that hold no times, said plainly in the unparsed list."""
+    return {
+        "top.json": "the process list at capture time; it holds no times (read it in the case)",
+        "image.json": "the image's inspect document; its build steps are read from "
+        "image-history.json",
+    }.get(path.name)
 
 
 def parse(
@@ -60,6 +71,8 @@ def parse(
         rows: Iterator[Row] = context.state_rows()
     elif path.name == "diff.json":
         rows = context.diff_rows(path, errors)
+    elif path.name == "image-history.json":
+        rows = context.history_rows(path, errors)
     else:
         rows = context.log_rows(path, errors)
     for number, row in enumerate(rows, 1):
@@ -178,6 +191,35 @@ class _Context:
                 + (f" ({mode}, {info['size']:,} bytes)" if info else ""),
                 action=f"container:{kind}",
                 target=changed,
+            )
+
+    # -- how its image was built ----------------------------------------------------------
+    def history_rows(self, path: Path, errors: ErrorLog) -> Iterator[Row]:
+        """Each image layer's build step at its time: a step added after the base image
+        (a `RUN curl ... | sh`) is part of the story as much as a run-time change."""
+        layers = _document(path, errors)
+        if not isinstance(layers, list):
+            if layers is not None:
+                errors.add("image-history.json is not a list of layers")
+            return
+        for layer in layers:
+            if not isinstance(layer, dict):
+                continue
+            created = layer.get("Created")
+            when = (
+                iso_time(datetime.fromtimestamp(created, UTC))
+                if isinstance(created, int | float) and created > 0
+                else None
+            )
+            step = str(layer.get("CreatedBy") or "").strip()
+            yield self.row(
+                when,
+                "Image Layer Created",
+                "container:image_history",
+                {k: layer.get(k) for k in ("Id", "CreatedBy", "Size", "Comment", "Tags")},
+                message=f"image {self.image} layer: {step[:300]}",
+                action="container:image_layer",
+                target=self.image,
             )
 
     # -- what it printed -------------------------------------------------------------------
@@ -307,4 +349,12 @@ def _document(path: Path, errors: ErrorLog) -> Any:
         return None
 
 
-register(Parser(name="container", evidence_kinds=("container",), accepts=accepts, parse=parse))
+register(
+    Parser(
+        name="container",
+        evidence_kinds=("container",),
+        accepts=accepts,
+        parse=parse,
+        skip_reason=skip_reason,
+    )
+)

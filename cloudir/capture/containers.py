@@ -1,0 +1,705 @@
+"""Docker container capture: what the engine knows about a container, and its file system.
+
+A container is the most volatile evidence there is: `docker rm` (or an orchestrator
+rescheduling it) deletes its writable layer, its logs and its configuration in one call.
+So the engine's own answers are stored as it gave them, each hashed into custody with
+the API call that produced it: the inspect document (command, environment, mounts,
+start time), the image it ran and that image's history, the layer diff (what was added,
+changed or deleted since the image: implants, dropped keys), the logs with the engine's
+timestamps, the process list while it runs, and the whole file system as the export tar.
+`--changed-only` keeps the tar to what the diff names, for large images.
+
+Nothing from the container is executed or extracted on this host: tars are streamed
+into the case as bytes, and `changed.tar` is assembled member by member in memory.
+`--pause` freezes the processes (cgroup freezer) while the capture runs and always thaws
+them again, so the file system and process list belong to one moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import os
+import socket
+import tarfile
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+import urllib3.exceptions
+from docker.context import ContextAPI
+from docker.models.containers import Container
+
+from cloudir.case import Case
+from cloudir.errors import CloudError, EvidenceError, UsageError
+
+API_TIMEOUT = 60  # seconds per API call; streams (export, logs) have no read timeout
+EXPORT_CHUNK = 1 << 20
+COALESCE = 1 << 16  # a TTY container's logs arrive one byte at a time
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+_GO_MODE_DIR = 1 << 31  # os.ModeDir in the archive stat header the engine sends
+CHANGED, ADDED, DELETED = 0, 1, 2
+DONE, INCOMPLETE = "done", "INCOMPLETE"  # the last word on a container's progress line
+
+# Everything the Docker SDK and its HTTP stack raise when the engine refuses or goes away.
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
+
+_TRANSPORT_ERRORS = (*ENGINE_ERRORS, OSError, http.client.HTTPException)
+Reporter = Callable[[str], None]
+Tick = Callable[[str, int], None]  # (step now running, bytes just stored)
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    """What the responder asked for: names or ids, or --all; then the options."""
+
+    names: tuple[str, ...] = ()
+    all: bool = False
+    running: bool = False
+    pause: bool = False
+    changed_only: bool = False
+    workers: int = 4
+    docker_host: str | None = None
+
+    def check(self) -> None:
+        """Usage errors (exit 2) before anything reaches the engine."""
+        if bool(self.names) == self.all:
+            raise UsageError("name the containers to capture, or give --all (not both)")
+        if self.running and not self.all:
+            raise UsageError("--running only applies to --all")
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+
+
+@dataclass
+class ContainerCapture:
+    """One container's item and what this run got into it."""
+
+    evidence_id: str
+    container_id: str
+    name: str
+    files: list[str] = field(default_factory=list)
+    bytes: int = 0
+    paused: bool = False  # cloudir paused it for the capture (and unpaused it after)
+    complete: bool = False
+    problems: list[str] = field(default_factory=list)
+    engine_failed: bool = False  # a problem came from the engine (exit 4), not the disk
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "engine_failed"}
+
+
+@dataclass
+class Engine:
+    """A connected Docker engine: the client, the address as the responder knows it."""
+
+    client: docker.DockerClient
+    host: str
+    version: dict[str, Any]
+
+
+class _Interrupted(Exception):
+    """Ctrl-C (or a crash) in the main thread: workers stop between chunks, say why."""
+
+
+# -- connecting and choosing ------------------------------------------------------------
+def engine_address(environment: dict[str, str]) -> str:
+    """The engine address as from_env resolves it: DOCKER_HOST, the docker CLI's current
+    context, the local socket. It goes into meta.json and custody as the evidence source."""
+    if environment.get("DOCKER_HOST"):
+        return environment["DOCKER_HOST"]
+    try:
+        context = ContextAPI.kwargs_from_context(environment=environment)
+    except docker.errors.DockerException:
+        context = {}
+    return str(context.get("base_url") or DEFAULT_HOST)
+
+
+def connect(docker_host: str | None, workers: int) -> Engine:
+    """A client configured like the docker CLI (DOCKER_HOST, DOCKER_TLS_VERIFY,
+    DOCKER_CERT_PATH, the current context), with --docker-host overriding DOCKER_HOST.
+
+    ssh:// hosts go through the system ssh client, so ~/.ssh/config and agents apply (the
+    SDK still needs paramiko importable for that).
+    """
+    environment = dict(os.environ)
+    if docker_host:
+        environment["DOCKER_HOST"] = docker_host
+    host = engine_address(environment)
+    try:
+        client = docker.from_env(
+            environment=environment,
+            timeout=API_TIMEOUT,
+            max_pool_size=max(10, 2 * workers),
+            use_ssh_client=host.startswith("ssh://"),
+        )
+        version = client.version()
+    except ENGINE_ERRORS as exc:
+        reason = _reason(exc)
+        if "paramiko" in reason:  # the SDK imports it even when ssh is shelled out to
+            reason = "ssh:// needs the paramiko package (pip install 'docker[ssh]==7.2.0')"
+        raise CloudError(f"no Docker engine at {host}: {reason}") from exc
+    return Engine(client, host, version)
+
+
+def select(engine: Engine, request: ContainerRequest) -> list[Container]:
+    """The containers to capture, each once; every unknown name is listed in one error.
+
+    An unknown name is a usage error (exit 2): the engine answered, the name is wrong or
+    the container is already gone, and nothing is captured until the list is right.
+    """
+    try:
+        if request.all:
+            return engine.client.containers.list(all=not request.running, ignore_removed=True)
+        found: dict[str, Container] = {}
+        unknown = []
+        for name in request.names:
+            try:
+                container = engine.client.containers.get(name)
+            except docker.errors.NotFound:
+                unknown.append(name)
+                continue
+            found.setdefault(container.id, container)
+    except ENGINE_ERRORS as exc:
+        raise CloudError(f"Docker engine at {engine.host}: {_reason(exc)}") from exc
+    if unknown:
+        raise UsageError(f"no such container on {engine.host}: {', '.join(unknown)}")
+    return list(found.values())
+
+
+# -- the whole command ------------------------------------------------------------------
+def capture_containers(
+    case: Case, engine: Engine, containers: list[Container], request: ContainerRequest
+) -> list[ContainerCapture]:
+    """Capture the containers in parallel, one progress line each.
+
+    On Ctrl-C the workers stop at the next chunk, record `capture-incomplete`, unpause what
+    they paused, and the interrupt is raised again once they have.
+    """
+    from rich.markup import escape
+
+    from cloudir.console import byte_progress, inert
+
+    case.record(
+        "docker-engine",
+        None,
+        [],
+        note=f"Docker engine {engine.version.get('Version', '?')} at {engine.host}",
+        source={"docker_host": engine.host, **_engine_summary(engine.version)},
+    )
+    cancel = threading.Event()
+    streams = _OpenStreams()
+    engine.client.api.hooks["response"].append(streams.add)
+    results: list[ContainerCapture] = []
+    with byte_progress() as bar:
+
+        def ticker(label: str) -> Tick:
+            label = escape(label)  # a progress description is rich markup
+            task = bar.add_task(label, total=None)
+            stored = [0]
+
+            def tick(step: str, size: int) -> None:
+                stored[0] += size
+                bar.update(
+                    task,
+                    completed=stored[0],
+                    total=stored[0] if step == DONE else None,
+                    description=f"{label}: {step}",
+                )
+
+            return tick
+
+        pool = ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="container")
+        try:
+            futures = [
+                pool.submit(
+                    capture_one,
+                    case,
+                    engine,
+                    c,
+                    request,
+                    cancel,
+                    ticker(inert(_name(c.attrs), 40)),
+                )
+                for c in containers
+            ]
+            results = [f.result() for f in as_completed(futures)]
+        except BaseException:
+            cancel.set()
+            streams.cut()  # a worker blocked on a stalled engine stream wakes up now
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    order = {c.id: n for n, c in enumerate(containers)}
+    return sorted(results, key=lambda r: order[r.container_id])
+
+
+def raise_if_incomplete(results: list[ContainerCapture], report: Reporter) -> None:
+    """One line per incomplete container; exit 4 when the engine failed, else 3 (disk)."""
+    failed = [r for r in results if not r.complete]
+    lines = [f"container {r.name} ({r.container_id[:12]}): {'; '.join(r.problems)}" for r in failed]
+    error = CloudError if any(r.engine_failed for r in failed) else EvidenceError
+    if len(lines) == 1:
+        raise error(lines[0])
+    for line in lines:
+        report(line)
+    if lines:
+        raise error(f"{len(lines)} containers captured incompletely; see the lines above")
+
+
+def capture_one(
+    case: Case,
+    engine: Engine,
+    container: Container,
+    request: ContainerRequest,
+    cancel: threading.Event,
+    tick: Tick,
+) -> ContainerCapture:
+    """One `container-<name>-<id12>` item: every file, then capture-complete or -incomplete."""
+    name = _name(container.attrs)
+    source = {
+        "type": "docker",
+        "docker_host": engine.host,
+        "container_id": container.id,
+        "name": name,
+        "image": container.attrs.get("Config", {}).get("Image"),
+    }
+    evidence_id = _open_item(case, name, container.id, source, engine.version)
+    run = _Run(case, engine, container, evidence_id, cancel, tick)
+    try:
+        run.capture(request)
+    except _Interrupted:
+        run.problem("interrupted before every file was captured")
+    except BaseException as exc:  # still close the item honestly, then let it surface
+        run.problem(f"stopped by {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        run.finish()
+    return run.result
+
+
+_ITEM_LOCK = threading.Lock()  # two workers must never pick the same fresh evidence id
+
+
+def _open_item(
+    case: Case, name: str, container_id: str, source: dict[str, Any], version: dict[str, Any]
+) -> str:
+    meta = {"kind": "container", "source": source, "engine": _engine_summary(version)}
+    with _ITEM_LOCK:
+        evidence_id = case.unique_evidence_id(f"container-{name}-{container_id[:12]}")
+        case.open_item(evidence_id, meta)
+    return evidence_id
+
+
+class _OpenStreams:
+    """Every response the SDK opens, so Ctrl-C can cut the streams workers are reading.
+
+    The SDK turns the socket timeout off for export and logs; a stalled engine would hold
+    a worker (and its paused container) forever. Shutting the socket down makes that read
+    fail at once, and the worker goes on to unpause and record the item as incomplete.
+    """
+
+    def __init__(self) -> None:
+        self._responses: weakref.WeakSet[requests.Response] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, response: requests.Response, *_: Any, **__: Any) -> None:
+        with self._lock:
+            self._responses.add(response)
+
+    def cut(self) -> None:
+        with self._lock:
+            responses = list(self._responses)
+        for response in responses:
+            connection = getattr(response.raw, "connection", None)  # None once fully read
+            with contextlib.suppress(AttributeError, OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Run:
+    """One container's capture: each step stored and recorded, or its failure kept."""
+
+    def __init__(
+        self,
+        case: Case,
+        engine: Engine,
+        container: Container,
+        evidence_id: str,
+        cancel: threading.Event,
+        tick: Tick,
+    ) -> None:
+        self.case, self.engine, self.container = case, engine, container
+        self.evidence_id, self.cancel, self.tick = evidence_id, cancel, tick
+        self.result = ContainerCapture(evidence_id, container.id, _name(container.attrs))
+        self.notes: list[str] = []
+        self.diff: list[dict[str, Any]] | None = None
+
+    # -- the steps, most volatile first ---------------------------------------------
+    def capture(self, request: ContainerRequest) -> None:
+        """Inspect, pause, then the rest; the unpause is in `finally`, whatever happens."""
+        attrs: dict[str, Any] = {}
+
+        def inspect() -> None:
+            self.container.reload()
+            attrs.update(self.container.attrs)
+
+        if not self.attempt("inspect.json", inspect):
+            return  # the container is gone or the engine is: nothing else can follow
+        state = attrs.get("State", {})
+        running = bool(state.get("Running"))
+        if request.pause and running and state.get("Paused"):
+            self.notes.append("already paused when found; left paused")
+        try:
+            if request.pause and running and not state.get("Paused"):
+                self.pause()
+            self.attempt("inspect.json", lambda: self.store_json("inspect.json", "inspect", attrs))
+            if running:
+                self.attempt("top.json", lambda: self.store_json("top.json", "top", self._top()))
+            self.attempt("diff.json", self._diff)
+            self.attempt("logs.txt", self._logs)
+            self._image(attrs.get("Image", ""))
+            if request.changed_only:
+                self.attempt("changed.tar", self._changed)
+            else:
+                self.attempt("fs.tar", self._export)
+        finally:
+            if self.result.paused:
+                self.unpause()
+
+    def _top(self) -> dict[str, Any]:
+        self.tick("top", 0)
+        return self.container.top()
+
+    def _diff(self) -> None:
+        self.tick("diff", 0)
+        self.diff = self.container.diff() or []  # the SDK says None for "no changes"
+        self.store_json("diff.json", "diff", self.diff)
+
+    def _logs(self) -> None:
+        self.tick("logs", 0)
+        try:
+            chunks = self.container.logs(
+                stream=True, follow=False, timestamps=True, stdout=True, stderr=True
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 501:  # log driver none/syslog/...: the engine keeps none
+                self.notes.append(f"logs.txt not available: {exc.explanation}")
+                return
+            raise
+        self.store("logs.txt", "logs", chunks, step="logs")
+
+    def _image(self, image_id: str) -> None:
+        """The image the container ran, as the engine has it now (it may be gone)."""
+        try:
+            image = self.engine.client.images.get(image_id)
+        except docker.errors.ImageNotFound:
+            self.notes.append(
+                f"image {image_id} is no longer on the engine: "
+                "image.json and image-history.json not captured"
+            )
+            return
+        except ENGINE_ERRORS as exc:
+            self.problem(f"image.json and image-history.json not captured: {_reason(exc)}")
+            self.result.engine_failed = True
+            return
+        extra = {"image_id": image_id}
+        self.attempt(
+            "image.json", lambda: self.store_json("image.json", "image-inspect", image.attrs, extra)
+        )
+        self.attempt(
+            "image-history.json",
+            lambda: self.store_json("image-history.json", "image-history", image.history(), extra),
+        )
+
+    def _export(self) -> None:
+        self.tick("export", 0)
+        self.store("fs.tar", "export", self.container.export(chunk_size=EXPORT_CHUNK), "export")
+
+    def _changed(self) -> None:
+        if self.diff is None:
+            raise EvidenceError("the diff could not be read, so nothing says what changed")
+        self.tick("changed files", 0)
+        roots = changed_roots(self.diff)
+        gone: list[str] = []
+        chunks = changed_tar_chunks(self.container, roots, self.cancel, gone)
+        paths = [path for path, _ in roots]
+        self.store("changed.tar", "get-archive", chunks, "changed files", {"paths": paths})
+        if gone:  # deleted between the diff and the fetch: the container was not paused
+            self.notes.append(f"gone before changed.tar fetched them: {', '.join(gone)}")
+
+    # -- pause ----------------------------------------------------------------------
+    def pause(self) -> None:
+        """A failed pause still captures: the evidence matters more than one instant."""
+        try:
+            self.container.pause()
+        except ENGINE_ERRORS as exc:
+            self.problem(f"--pause failed ({_reason(exc)}): captured while running")
+            self.result.engine_failed = True
+            return
+        self.result.paused = True
+        self.case.record(
+            "container-paused",
+            self.evidence_id,
+            [],
+            note=f"{self.result.name} paused (cgroup freezer) for the capture",
+            source=self.source("pause"),
+        )
+
+    def unpause(self) -> None:
+        """Thaw what cloudir froze. A failure is loud: the service stays down until then."""
+        try:
+            self.container.unpause()
+        except ENGINE_ERRORS as exc:
+            self.problem(
+                f"unpause failed: {_reason(exc)}; the container is STILL PAUSED: "
+                f"run `docker unpause {self.container.id[:12]}`"
+            )
+            self.result.engine_failed = True
+            self.case.record(
+                "container-unpause-failed",
+                self.evidence_id,
+                [],
+                note=_reason(exc),
+                source=self.source("unpause"),
+            )
+            return
+        self.case.record(
+            "container-unpaused",
+            self.evidence_id,
+            [],
+            note=f"{self.result.name} unpaused after the capture",
+            source=self.source("unpause"),
+        )
+
+    # -- storing and recording ------------------------------------------------------
+    def source(self, api: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "api": f"docker:{api}",
+            "docker_host": self.engine.host,
+            "container_id": self.container.id,
+            **(extra or {}),
+        }
+
+    def store_json(
+        self, name: str, api: str, value: Any, extra: dict[str, Any] | None = None
+    ) -> None:
+        """As the API returned it: keys in the engine's order, nothing added or dropped."""
+        data = json.dumps(value, indent=2, sort_keys=False).encode() + b"\n"
+        self.store(name, api, [data], api, extra)
+
+    def store(
+        self,
+        name: str,
+        api: str,
+        chunks: Iterable[bytes],
+        step: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Stream into the case (hashed while written, renamed only when complete)."""
+        counted = _counted(chunks, self.cancel, lambda n: self.tick(step, n))
+        record = self.case.store_stream(self.evidence_id, name, counted)
+        self.case.record("capture", self.evidence_id, [record], source=self.source(api, extra))
+        self.result.files.append(record.path)
+        self.result.bytes += record.bytes
+
+    def attempt(self, what: str, step: Callable[[], None]) -> bool:
+        """Run one step; a failure is kept as a problem and the next step still runs."""
+        if self.cancel.is_set():
+            raise _Interrupted
+        try:
+            step()
+        except ENGINE_ERRORS as exc:
+            if self.cancel.is_set():  # the stream was cut for Ctrl-C: say that, not this
+                raise _Interrupted from exc
+            self.problem(f"{what} not captured: Docker engine error: {_reason(exc)}")
+            self.result.engine_failed = True
+            return False
+        except (EvidenceError, OSError) as exc:
+            self.problem(f"{what} not stored: {exc}")
+            return False
+        return True
+
+    def problem(self, text: str) -> None:
+        self.result.problems.append(text)
+
+    def finish(self) -> None:
+        """The closing custody entry says plainly whether the item is whole."""
+        self.result.complete = not self.result.problems
+        names = [p.rsplit("/", 1)[-1] for p in self.result.files]
+        note = f"{self.result.name} ({self.container.id[:12]}): captured {', '.join(names)}"
+        note = "; ".join([note, *self.notes])
+        if self.result.problems:
+            note += "; INCOMPLETE: " + "; ".join(self.result.problems)
+        action = "capture-complete" if self.result.complete else "capture-incomplete"
+        self.case.record(action, self.evidence_id, [], note=note)
+        self.tick(DONE if self.result.complete else INCOMPLETE, 0)
+
+
+# -- changed files only -----------------------------------------------------------------
+def changed_roots(diff: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The added or changed paths to fetch, none inside an added directory already fetched.
+
+    A changed (kind 0) directory is not a root for what lies under it: it only means an
+    entry in it was added, changed or deleted, and those entries are in the diff
+    themselves. Fetching it whole would carry every unchanged image file in it.
+    """
+    kinds = {d["Path"]: d["Kind"] for d in diff}
+    roots = []
+    for path in sorted(p for p, k in kinds.items() if k in (CHANGED, ADDED)):
+        parents = [path[:i] for i in range(1, len(path)) if path[i] == "/"]
+        if not any(kinds.get(p) == ADDED for p in parents):
+            roots.append((path, kinds[path]))
+    return roots
+
+
+def changed_tar_chunks(
+    container: Container,
+    roots: list[tuple[str, int]],
+    cancel: threading.Event,
+    gone: list[str],
+) -> Iterator[bytes]:
+    """One tar of every path, member names at their absolute place (`tmp/.x/miner`).
+
+    Each `get_archive` answer is read as a tar stream and its members written out again
+    with tarfile's own header encoding (PAX), data copied in chunks: nothing touches the
+    disk and memory stays bounded. tarfile's `w|` mode writes a whole member per
+    `addfile` call, which cannot hand chunks to the case's hashing writer in between.
+    A changed directory contributes its own entry only (its mode, owner and times).
+    A path deleted since the diff was read is added to `gone`.
+    """
+    for path, kind in roots:
+        if cancel.is_set():
+            raise _Interrupted
+        try:
+            stream, stat = container.get_archive(path, chunk_size=EXPORT_CHUNK)
+        except docker.errors.NotFound:
+            gone.append(path)
+            continue
+        parent = path.rstrip("/").rsplit("/", 1)[0].strip("/")
+        prefix = f"{parent}/" if parent else ""
+        is_dir = bool(int(stat.get("mode", 0)) & _GO_MODE_DIR)
+        own_entry_only = kind == CHANGED and is_dir
+        try:
+            with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as source:
+                for member in source:
+                    yield from _member_bytes(source, member, prefix)
+                    if own_entry_only:
+                        break
+        finally:
+            stream.close()  # a directory's own entry is read: the rest is not wanted
+    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # the end-of-archive marker
+
+
+def _member_bytes(source: tarfile.TarFile, member: tarfile.TarInfo, prefix: str) -> Iterator[bytes]:
+    """The member's header and data, renamed under `prefix`; hard links follow it."""
+    member.pax_headers = {
+        k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")
+    }
+    member.name = prefix + member.name
+    if member.islnk():
+        member.linkname = prefix + member.linkname
+    yield member.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+    if not member.isreg() or member.size == 0:
+        return
+    data = source.extractfile(member)
+    assert data is not None  # a regular file always has a data stream
+    left = member.size
+    while left:
+        chunk = data.read(min(EXPORT_CHUNK, left))
+        if not chunk:
+            raise EvidenceError(f"{member.name}: the engine's archive ended inside the file")
+        left -= len(chunk)
+        yield chunk
+    pad = -member.size % tarfile.BLOCKSIZE
+    if pad:
+        yield tarfile.NUL * pad
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            try:
+                self._left = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+# -- small helpers ----------------------------------------------------------------------
+def _counted(
+    chunks: Iterable[bytes], cancel: threading.Event, on_bytes: Callable[[int], None]
+) -> Iterator[bytes]:
+    """Chunks joined to a sensible size, counted for the progress line, stoppable."""
+    buffered: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if cancel.is_set():
+            raise _Interrupted
+        buffered.append(chunk)
+        size += len(chunk)
+        if size >= COALESCE:
+            on_bytes(size)
+            yield b"".join(buffered)
+            buffered, size = [], 0
+    if buffered:
+        on_bytes(size)
+        yield b"".join(buffered)
+
+
+def _name(attrs: dict[str, Any]) -> str:
+    return str(attrs.get("Name") or attrs.get("Id", "")[:12]).lstrip("/")
+
+
+def _engine_summary(version: dict[str, Any]) -> dict[str, Any]:
+    keys = ("Version", "ApiVersion", "Os", "Arch", "KernelVersion")
+    return {k: version.get(k) for k in keys}
+
+
+def _reason(exc: BaseException) -> str:
+    """The engine's own words when it answered, else the deepest cause's, on one line.
+
+    The SDK wraps a refused socket four times over (DockerException, requests, urllib3,
+    OSError); the innermost message is the one a responder can act on.
+    """
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return f"{exc.explanation} (HTTP {exc.status_code})"
+    text = ""
+    current: BaseException | None = exc
+    for _ in range(10):  # exception chains are short; never loop on a cycle
+        if current is None:
+            break
+        first = current.args[0] if current.args else None
+        if isinstance(current, OSError) and current.strerror:
+            text = current.strerror
+        elif isinstance(first, str) and first:
+            text = first
+        nested = [a for a in current.args if isinstance(a, BaseException)]
+        current = current.__cause__ or (nested[-1] if nested else None)
+        if not isinstance(current, _TRANSPORT_ERRORS):
+            break  # a NameError under "Install paramiko" says less than the message above
+    return " ".join(text.split()) or type(exc).__name__
