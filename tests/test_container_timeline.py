@@ -184,3 +184,13 @@ def test_the_container_rules_fire_on_the_changes(container_case: Path) -> None:
     }
     added = findings["Executable Added to a Container's Temporary Directory"]
     assert added["entities"]["targets"] == ["/tmp/.x/miner"]
+
+
+def test_hostile_member_names_never_pass_for_other_paths() -> None:
+    from cloudir.analyze.parsers.container import member_path
+
+    assert member_path("./etc/passwd") == "/etc/passwd"
+    assert member_path("etc/passwd") == "/etc/passwd"
+    assert member_path("../../etc/passwd") == "/../../etc/passwd"
+    assert member_path("/etc/passwd") == "/etc/passwd"
+    assert member_path("./../etc/shadow") == "/../etc/shadow"

@@ -258,7 +258,7 @@ def _members(export: Path, wanted: dict[str, str], errors: ErrorLog) -> dict[str
     try:
         with tarfile.open(export, "r|*") as tar:
             for member in tar:
-                path = "/" + member.name.lstrip("./").lstrip("/")
+                path = member_path(member.name)
                 if path not in wanted or path in found:
                     continue
                 info: dict[str, Any] = {
@@ -286,6 +286,15 @@ def _members(export: Path, wanted: dict[str, str], errors: ErrorLog) -> dict[str
     except (tarfile.TarError, OSError, EOFError) as exc:
         errors.add(f"{export.name}: unreadable after {len(found)} changed paths: {exc}")
     return found
+
+
+def member_path(name: str) -> str:
+    """The absolute path a member stands for: `./etc/x` and `etc/x` are `/etc/x`; a name
+    with `..` or a leading `/` keeps them, so a hostile member never passes for another
+    path (and nothing is ever written anywhere by its name)."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name if name.startswith("/") else "/" + name
 
 
 def _sha256(stream: Any) -> str:
