@@ -194,3 +194,52 @@ def test_hostile_member_names_never_pass_for_other_paths() -> None:
     assert member_path("../../etc/passwd") == "/../../etc/passwd"
     assert member_path("/etc/passwd") == "/etc/passwd"
     assert member_path("./../etc/shadow") == "/../etc/shadow"
+
+
+def test_a_hostile_export_is_read_in_place_and_recorded_as_it_is(tmp_path: Path) -> None:
+    """Members named `../..` or absolute, links pointing out, a device node: all are
+    recorded as the tar has them; nothing is written outside the case, nothing followed."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+
+        def add(
+            name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""
+        ) -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mtime = int(MINER_TIME.timestamp())
+            info.linkname = link
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
+
+        add("tmp/", tarfile.DIRTYPE)
+        add("../../escaped.txt", data=b"outside?\n")
+        add("/abs/owned.txt", data=b"absolute\n")
+        add("tmp/up", tarfile.SYMTYPE, link="../../../../etc/shadow")
+        add("tmp/kmem", tarfile.CHRTYPE)
+    case_dir = tmp_path / "case"
+    evidence_id = _item(
+        case_dir, diff=[{"Path": "/tmp/up", "Kind": 1}, {"Path": "/tmp/kmem", "Kind": 1}]
+    )
+    export = case_dir / "evidence" / evidence_id / "fs.tar"
+    export.chmod(0o644)
+    export.write_bytes(out.getvalue())  # the item's export, swapped for the hostile one
+    result = cloudir("timeline", "--case", str(case_dir))
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        sorted(p.name for p in tmp_path.rglob("*") if "timeline" not in p.parts)
+        == sorted(p for p in before if p != "timeline")
+        or not (tmp_path / "escaped.txt").exists()
+    )
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/abs/owned.txt").exists()
+    rows = {
+        r["target"]: json.loads(r["raw"])
+        for r in query(
+            case_dir, "SELECT target, raw FROM timeline WHERE artifact = 'container:diff'"
+        )
+    }
+    assert rows["/tmp/up"]["link_target"] == "../../../../etc/shadow"
+    assert rows["/tmp/up"]["type"] == "symlink"
+    assert rows["/tmp/kmem"]["mode_text"].startswith("c")
