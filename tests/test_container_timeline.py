@@ -228,12 +228,9 @@ def test_a_hostile_export_is_read_in_place_and_recorded_as_it_is(tmp_path: Path)
     result = cloudir("timeline", "--case", str(case_dir))
     assert result.code == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert (
-        sorted(p.name for p in tmp_path.rglob("*") if "timeline" not in p.parts)
-        == sorted(p for p in before if p != "timeline")
-        or not (tmp_path / "escaped.txt").exists()
-    )
-    assert not (tmp_path / "escaped.txt").exists() and not Path("/abs/owned.txt").exists()
+    written = {p.name for p in tmp_path.parent.rglob("*")}
+    assert not {"escaped.txt", "owned.txt"} & written
+    assert not Path("/abs").exists()
     rows = {
         r["target"]: json.loads(r["raw"])
         for r in query(
