@@ -342,7 +342,8 @@ def capture_files(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
     case: CaseOpt,
     kind: Annotated[
-        str, typer.Option(help="Evidence kind: auto, cloudtrail, disk-image or files.")
+        str,
+        typer.Option(help="Evidence kind: auto, cloudtrail, disk-image, container-image or files."),
     ] = "auto",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
@@ -358,8 +359,8 @@ def capture_files(
     from cloudir.capture.files import capture_paths
     from cloudir.case import Case
 
-    if kind not in ("auto", "cloudtrail", "disk-image", "files"):
-        raise UsageError("--kind must be auto, cloudtrail, disk-image or files")
+    if kind not in ("auto", "cloudtrail", "disk-image", "container-image", "files"):
+        raise UsageError("--kind must be auto, cloudtrail, disk-image, container-image or files")
     the_case = Case.open_or_create(case, title=title, examiner=examiner)
     results = capture_paths(the_case, paths, kind, _say)
     if as_json:

@@ -48,6 +48,11 @@ def guess_kind(paths: list[Path]) -> str:
     names = [p.name.lower() for p in paths]
     if any(n.endswith(CLOUDTRAIL_SUFFIXES) for n in names):
         return "cloudtrail"
+    if len(paths) == 1 and names[0].endswith(".tar"):
+        from cloudir.analyze.parsers.image_layers import is_image_archive
+
+        if is_image_archive(paths[0]):
+            return "container-image"  # `docker save` or an OCI layout, not a file system
     if names and any(n.endswith(DISK_IMAGE_SUFFIXES) or _segment(n) for n in names):
         return "disk-image"
     return "files"

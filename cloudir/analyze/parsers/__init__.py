@@ -34,6 +34,7 @@ _PARSER_MODULES = (
     "cloudir.analyze.parsers.cloudtrail",
     "cloudir.analyze.parsers.host",
     "cloudir.analyze.parsers.container",
+    "cloudir.analyze.parsers.image_layers",
 )
 
 
