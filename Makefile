@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-ebs bench-fs lint clean
+.PHONY: venv demo test bench bench-detect bench-ebs bench-fs bench-container lint clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench-ebs: venv
 # walkfs (stopped at 120 s) and os.walk; results go to bench/results/.
 bench-fs: venv
 	$(BIN)/python bench/fs_timeline.py $(BENCH_ARGS)
+
+# cloudir's container capture (hashing on) vs `docker export NAME > FILE` of a container
+# holding 20k files / 200 MB, on the engine DOCKER_HOST names (0.8x target); results go to
+# bench/results/. Start an engine with scripts/dockerd.sh start, image, env.
+bench-container: venv
+	$(BIN)/python bench/container_capture.py $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check cloudir tests bench

@@ -227,6 +227,7 @@ def run_demo(
     from cloudir.capture.aws import Aws, AwsOptions
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
+    from cloudir.demo_container import capture_compromised_container
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
 
@@ -264,6 +265,8 @@ def run_demo(
         capture_runner(the_case, aws, identity, intrusion, say)
     finally:
         server.stop()
+    # The same intruder's shell in a web container, when a Docker engine is reachable.
+    capture_compromised_container(the_case, say)
     result = build_timeline(the_case)
     say(f"timeline: {result.rows} events in {result.path}")
     if result.unparsed:

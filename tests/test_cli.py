@@ -166,6 +166,7 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     report = json.loads((case / "report/report.json").read_text())
     assert [f["title"] for f in report["findings"]] == [f["title"] for f in findings]
     assert rows[24 + 3]["target"] == "svc-backup"
+    _assert_the_container_was_captured_or_said_absent(case, result.stdout + result.stderr)
     _assert_the_runner_disk_was_captured(case)
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
@@ -345,3 +346,46 @@ def _assert_the_runner_disk_was_captured(case: Path) -> None:
     described = json.loads((instance_item / "describe-instances.json").read_text())
     [instance] = described["Reservations"][0]["Instances"]
     assert instance["IamInstanceProfile"]["Arn"].endswith("/ci-runner")
+
+
+def _assert_the_container_was_captured_or_said_absent(case: Path, output: str) -> None:
+    """Issue 7: with a reachable Docker engine the demo runs a compromised container and
+    captures it through `capture container --pause`'s code, and the container rules fire
+    on it; without one it says so in one line and the rest of the demo is unchanged."""
+    import hashlib
+
+    import docker
+
+    from tests.conftest import custody
+
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception:  # the demo's own test: anything that stops a ping means "none"
+        client = None
+    items = sorted((case / "evidence").glob("container-*"))
+    if client is None:
+        said = [line for line in output.splitlines() if "no Docker engine reachable" in line]
+        assert len(said) == 1, output
+        assert said[0].endswith("the demo goes on without a container")
+        assert items == []
+        return
+    [item] = items
+    entries = [e for e in custody(case) if e["evidence_id"] == item.name]
+    stored = {Path(f["path"]).name: f for e in entries for f in e["files"]}
+    assert {"inspect.json", "diff.json", "logs.txt", "top.json", "fs.tar"} <= set(stored)
+    tar = case / stored["fs.tar"]["path"]
+    assert hashlib.sha256(tar.read_bytes()).hexdigest() == stored["fs.tar"]["sha256"]
+    actions = [e["action"] for e in entries]
+    assert actions[-1] == "capture-complete"
+    assert "container-paused" in actions and "container-unpaused" in actions
+    assert f"{item.name}: " in output
+    findings = json.loads((case / "findings/findings.json").read_text())["findings"]
+    assert {
+        "Executable Added to a Container's Temporary Directory",
+        "Accounts, Sudoers or SSH Keys Changed Inside a Container",
+    } <= {f["title"] for f in findings}
+    # and nothing is left running on the engine
+    name = json.loads((case / stored["inspect.json"]["path"]).read_text())["Name"].lstrip("/")
+    assert client.containers.list(all=True, filters={"name": f"^/{name}$"}) == []
+    client.close()
