@@ -368,16 +368,28 @@ class _Run:
             self.attempt("inspect.json", lambda: self.store_json("inspect.json", "inspect", attrs))
             if running:
                 self.attempt("top.json", lambda: self.store_json("top.json", "top", self._top()))
-            self.attempt("diff.json", self._diff)
-            self.attempt("logs.txt", self._logs)
-            self._image(attrs.get("Image", ""))
-            if request.changed_only:
+            if request.changed_only:  # the archive is built from the diff: one after the other
+                self._metadata(attrs)
                 self.attempt("changed.tar", self._changed)
             else:
-                self.attempt("fs.tar", self._export)
+                # The engine computes the diff (on vfs, a walk of every file) and serves the
+                # logs while the export streams: the wait is the longer one, not the sum.
+                beside = threading.Thread(
+                    target=self._metadata, args=(attrs,), name="container-metadata", daemon=True
+                )
+                beside.start()
+                try:
+                    self.attempt("fs.tar", self._export)
+                finally:
+                    beside.join()
         finally:
             if self.result.paused:
                 self.unpause()
+
+    def _metadata(self, attrs: dict[str, Any]) -> None:
+        self.attempt("diff.json", self._diff)
+        self.attempt("logs.txt", self._logs)
+        self._image(attrs.get("Image", ""))
 
     def _top(self) -> dict[str, Any]:
         self.tick("top", 0)
