@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,6 +179,20 @@ class BatchBuilder:
                 parsed.append(moment)
                 keep.append(True)
         return pa.array(parsed, TIMELINE_SCHEMA.field("timestamp").type), keep
+
+
+def batches(rows: Iterable[Row], errors: ErrorLog) -> Iterator[pa.RecordBatch]:
+    """Rows to record batches of at most BATCH_ROWS, numbered in order for the error log."""
+    builder = BatchBuilder(errors)
+    for number, row in enumerate(rows, 1):
+        builder.add(number, row)
+        if len(builder) >= BATCH_ROWS:
+            batch = builder.flush()
+            if batch is not None:
+                yield batch
+    batch = builder.flush()
+    if batch is not None:
+        yield batch
 
 
 def parse_timestamp(value: Any) -> datetime | None:

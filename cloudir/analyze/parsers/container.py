@@ -24,12 +24,11 @@ import pyarrow as pa
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import (
-    BATCH_ROWS,
-    BatchBuilder,
     ErrorLog,
     ParseOptions,
     Parser,
     Row,
+    batches,
     register,
 )
 
@@ -66,7 +65,6 @@ def parse(
         errors.add("inspect.json missing or unreadable: the container's rows need it")
         return
     context = _Context(inspect, evidence_id)
-    builder = BatchBuilder(errors)
     if path.name == "inspect.json":
         rows: Iterator[Row] = context.state_rows()
     elif path.name == "diff.json":
@@ -75,15 +73,7 @@ def parse(
         rows = context.history_rows(path, errors)
     else:
         rows = context.log_rows(path, errors)
-    for number, row in enumerate(rows, 1):
-        builder.add(number, row)
-        if len(builder) >= BATCH_ROWS:
-            batch = builder.flush()
-            if batch is not None:
-                yield batch
-    batch = builder.flush()
-    if batch is not None:
-        yield batch
+    yield from batches(rows, errors)
 
 
 def _exported_fs(

@@ -22,12 +22,11 @@ import pyarrow as pa
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import (
-    BATCH_ROWS,
-    BatchBuilder,
     ErrorLog,
     ParseOptions,
     Parser,
     Row,
+    batches,
     register,
 )
 from cloudir.analyze.parsers.container import member_path
@@ -71,16 +70,7 @@ def parse(
         except (KeyError, ValueError, TypeError) as exc:
             errors.add(f"{path.name}: not a docker save or OCI image ({exc})")
             return
-        builder = BatchBuilder(errors)
-        for number, row in enumerate(_rows(outer, image, layers, evidence_id, errors), 1):
-            builder.add(number, row)
-            if len(builder) >= BATCH_ROWS:
-                batch = builder.flush()
-                if batch is not None:
-                    yield batch
-        batch = builder.flush()
-        if batch is not None:
-            yield batch
+        yield from batches(_rows(outer, image, layers, evidence_id, errors), errors)
 
 
 def _json(outer: tarfile.TarFile, name: str) -> Any:
