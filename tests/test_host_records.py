@@ -173,3 +173,12 @@ def test_docker_containers_inside_a_host_tree(tmp_path: Path, corpus: Path) -> N
     [ohai] = [r for r in rows if r["artifact"] == "docker:log" and r["message"].endswith(": ohai")]
     assert ohai["timestamp"] == datetime(2018, 5, 16, 10, 51, 11, 853151, tzinfo=UTC)
     assert ohai["action"] == "docker:log:stdout"
+
+
+def test_cron_lines_name_the_user_whose_job_ran(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    rows, _ = tar_rows
+    cron = [r for r in rows if r["artifact"] == "linux:cron"]
+    assert len(cron) == 4
+    assert {(r["user"], r["action"]) for r in cron} == {("deploy", "CRON")}

@@ -110,11 +110,22 @@ def auth(fields: dict[str, Any], host: str) -> Mapped:
     )
 
 
+_CRON_USER = re.compile(r"^\((\S+)\) ")  # "(deploy) CMD (...)", "(root) REPLACE (root)"
+
+
 def syslog(fields: dict[str, Any], host: str) -> Mapped:
     service = _text(fields.get("service")) or ""
-    artifact = "linux:cron" if service.upper() in ("CRON", "CROND", "ANACRON") else "linux:syslog"
+    if service.upper() in ("CRON", "CROND", "ANACRON", "CRONTAB"):
+        user = _CRON_USER.match(_text(fields.get("message")) or "")
+        return Mapped(
+            "linux:cron",
+            _line(fields),
+            user=user.group(1) if user else None,
+            action=service,
+            extra=_syslog_extra(fields, host),
+        )
     return Mapped(
-        artifact, _line(fields), action=service or None, extra=_syslog_extra(fields, host)
+        "linux:syslog", _line(fields), action=service or None, extra=_syslog_extra(fields, host)
     )
 
 
