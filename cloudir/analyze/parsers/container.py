@@ -127,7 +127,7 @@ class _Context:
             ("Container Finished", state.get("FinishedAt"), "finished"),
         ]
         for desc, value, what in times:
-            when = _docker_time(value)
+            when = docker_time(value)
             if when is None:
                 continue
             detail = f" (exit code {state.get('ExitCode')})" if what == "finished" else ""
@@ -218,7 +218,7 @@ class _Context:
             for number, line in enumerate(fh, 1):
                 text = line.rstrip(b"\r\n").decode("utf-8", "replace")
                 stamp, _, message = text.partition(" ")
-                when = _docker_time(stamp)
+                when = docker_time(stamp)
                 if when is None:
                     errors.add(f"logs.txt line {number}: no timestamp at its start", line=number)
                     continue
@@ -316,7 +316,7 @@ def _type_name(member: tarfile.TarInfo) -> str:
     return "other"
 
 
-def _docker_time(value: Any) -> str | None:
+def docker_time(value: Any) -> str | None:
     """Docker's RFC 3339 with nanoseconds; its zero time (0001-01-01) is no time."""
     if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
         return None

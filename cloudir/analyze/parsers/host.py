@@ -16,12 +16,11 @@ from typing import Any
 import pyarrow as pa
 
 from cloudir.analyze.parsers import (
-    BATCH_ROWS,
-    BatchBuilder,
     ErrorLog,
     ParseOptions,
     Parser,
     Row,
+    batches,
     register,
 )
 from cloudir.errors import EvidenceError
@@ -65,21 +64,28 @@ def parse(
 def _parse_target(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
-    from cloudir.analyze.host.records import RecordRows, artifacts_for
-    from cloudir.analyze.host.target import hostname, open_target, os_name, truncation
+    from cloudir.analyze.host.target import open_target
 
     try:
         target = open_target(path)
     except EvidenceError as exc:
         errors.add(str(exc))
         return
+    yield from batches(_rows(target, path, evidence_id, errors, options), errors)
+
+
+def _rows(
+    target: Any, path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
+) -> Iterator[Row]:
+    """The image's artifacts, then its file system timeline, row by row."""
+    from cloudir.analyze.host.records import RecordRows, artifacts_for
+    from cloudir.analyze.host.target import hostname, os_name, truncation
+
     cut = truncation(target, path)
     if cut:
         errors.add(cut)
     host = hostname(target) or evidence_id
     system = os_name(target)
-    builder = BatchBuilder(errors)
-    numbered = _Numbered()
     fs_timeline = _fs_timeline_wanted(path, options)
     if system is None:
         errors.add(
@@ -89,45 +95,20 @@ def _parse_target(
     else:
         mapper = RecordRows(target, host, evidence_id, errors)
         for spec in artifacts_for(system):
-            records = _records(target, spec.function, errors)
-            for position, record in enumerate(records):
+            for position, record in enumerate(_records(target, spec.function, errors)):
                 try:
                     rows = list(mapper.rows(record, spec, position))
                 except Exception as exc:  # one odd record costs that record
-                    errors.add(f"{spec.function}: record not mapped: {exc}", numbered.next())
+                    errors.add(f"{spec.function}: record {position + 1} not mapped: {exc}")
                     continue
-                yield from _add(builder, numbered, rows)
+                yield from rows
     if fs_timeline:
         try:
             from cloudir.analyze.host.fs_timeline import fs_rows
 
-            for row in fs_rows(target, host, evidence_id, errors):
-                yield from _add(builder, numbered, [row])
+            yield from fs_rows(target, host, evidence_id, errors)
         except Exception as exc:
             errors.add(f"file system timeline stopped: {type(exc).__name__}: {exc}")
-    batch = builder.flush()
-    if batch is not None:
-        yield batch
-
-
-class _Numbered:
-    """Row numbers for the error log: the n-th row this image produced."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def next(self) -> int:
-        self.count += 1
-        return self.count
-
-
-def _add(builder: BatchBuilder, numbered: _Numbered, rows: list[Row]) -> Iterator[pa.RecordBatch]:
-    for row in rows:
-        builder.add(numbered.next(), row)
-    if len(builder) >= BATCH_ROWS:
-        batch = builder.flush()
-        if batch is not None:
-            yield batch
 
 
 def _records(target: Any, function: str, errors: ErrorLog) -> Iterator[Any]:

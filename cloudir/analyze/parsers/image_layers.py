@@ -29,7 +29,7 @@ from cloudir.analyze.parsers import (
     batches,
     register,
 )
-from cloudir.analyze.parsers.container import member_path
+from cloudir.analyze.parsers.container import docker_time, member_path
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -108,7 +108,12 @@ def _layers(outer: tarfile.TarFile) -> tuple[str, list[Layer]]:
     for position, (member, media_type) in enumerate(blobs):
         step = steps[position] if position < len(steps) else {}
         layers.append(
-            Layer(member, media_type, _time(step.get("created")), str(step.get("created_by") or ""))
+            Layer(
+                member,
+                media_type,
+                docker_time(step.get("created")),
+                str(step.get("created_by") or ""),
+            )
         )
     return image, layers
 
@@ -241,14 +246,6 @@ def _open_layer(outer: tarfile.TarFile, layer: Layer, errors: ErrorLog) -> IO[by
             return None
         return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[no-any-return]
     return raw  # type: ignore[return-value]
-
-
-def _time(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    from cloudir.analyze.parsers.container import _docker_time
-
-    return _docker_time(value)
 
 
 register(
