@@ -1,5 +1,8 @@
 """An HTTP proxy between boto3 and moto that misbehaves on request, as AWS sometimes does.
 
+It also refuses named query-API actions (`proxy.deny("DetachInstances")`) with the
+error AWS gives a caller who lacks the permission, which moto never enforces.
+
 moto answers every request perfectly; the EBS download must also survive the answers a
 real network and a busy API give: a corrupted block body, throttling, a 503, a connection
 dropped halfway through a block, a refused permission. The proxy forwards everything to
@@ -49,6 +52,8 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.block_requests: list[int] = []
         self.list_requests = 0
+        self.denied: dict[str, int] = {}  # query-API action -> refusals left (-1: always)
+        self.refused: list[str] = []
         self._lock = threading.Lock()
         ThreadingHTTPServer.request_queue_size = 128  # 32 workers connect at once
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -73,6 +78,21 @@ class FaultProxy:
     def add(self, kind: str, on: str = "block", index: int | None = None, times: int = 1) -> None:
         with self._lock:
             self.faults.append(Fault(kind, on, index, times))
+
+    def deny(self, action: str, times: int = -1) -> None:
+        """Refuse a query-API action (EC2, IAM, Auto Scaling, STS) as a missing permission."""
+        with self._lock:
+            self.denied[action] = times
+
+    def refuse(self, action: str | None) -> bool:
+        with self._lock:
+            left = self.denied.get(action or "", 0)
+            if left == 0:
+                return False
+            if left > 0:
+                self.denied[action or ""] = left - 1
+            self.refused.append(action or "")
+            return True
 
     def take(self, on: str, index: int | None) -> str | None:
         """The fault this request gets, counting it down."""
@@ -105,6 +125,12 @@ class FaultProxy:
                 self._forward()
 
             def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = self.rfile.read(length) if length else None
+                action = _query_action(payload)
+                if action and proxy.refuse(action):
+                    self._send_denied(action)
+                    return
                 block = BLOCK_PATH.match(self.path)
                 on = "block" if block else "list" if LIST_PATH.match(self.path) else "other"
                 index = int(block["index"]) if block else None
@@ -114,7 +140,7 @@ class FaultProxy:
                 if fault in ERRORS:
                     self._send(*ERRORS[fault])
                     return
-                status, headers, body = self._upstream()
+                status, headers, body = self._upstream(payload)
                 if on == "list" and status == 200:
                     body = self._relist(body)
                 if fault == "corrupt":
@@ -144,9 +170,7 @@ class FaultProxy:
                         listing["NextToken"] = str(end)
                 return json.dumps(listing).encode()
 
-            def _upstream(self) -> tuple[int, list[tuple[str, str]], bytes]:
-                length = int(self.headers.get("Content-Length") or 0)
-                payload = self.rfile.read(length) if length else None
+            def _upstream(self, payload: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
                 conn = http.client.HTTPConnection(
                     proxy.upstream.hostname, proxy.upstream.port, timeout=30
                 )
@@ -167,6 +191,30 @@ class FaultProxy:
                 self.send_header("Connection", "close")
                 self.end_headers()
 
+            def _send_denied(self, action: str) -> None:
+                """The refusal AWS gives: EC2's <Response><Errors> or the query <ErrorResponse>."""
+                scope = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/",
+                                  self.headers.get("Authorization", ""))  # fmt: skip
+                service = scope.group(1) if scope else "ec2"
+                who = "arn:aws:iam::123456789012:user/responder"
+                if service == "ec2":
+                    message = f"You are not authorized to perform this operation. User: {who}"
+                    body = (
+                        "<?xml version='1.0' encoding='UTF-8'?><Response><Errors><Error>"
+                        f"<Code>UnauthorizedOperation</Code><Message>{message}</Message>"
+                        "</Error></Errors><RequestID>denied-by-test</RequestID></Response>"
+                    )
+                else:
+                    message = f"User: {who} is not authorized to perform: {service}:{action}"
+                    body = (
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                        f"<Message>{message}</Message></Error>"
+                        "<RequestId>denied-by-test</RequestId></ErrorResponse>"
+                    )
+                data = body.encode()
+                self._send_head(403, [("Content-Type", "text/xml")], len(data))
+                self.wfile.write(data)
+
             def _send(self, status: int, error_type: str, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
@@ -174,6 +222,16 @@ class FaultProxy:
                 self.wfile.write(data)
 
         return Handler
+
+
+def _query_action(payload: bytes | None) -> str | None:
+    """The Action of a query-protocol request (form-encoded POST body), if it is one."""
+    if not payload or b"Action=" not in payload:
+        return None
+    try:
+        return parse_qs(payload.decode())["Action"][0]
+    except (UnicodeDecodeError, KeyError, IndexError):
+        return None
 
 
 HOP_HEADERS = {"content-length", "connection", "transfer-encoding", "server", "date"}

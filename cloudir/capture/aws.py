@@ -63,8 +63,25 @@ class Aws:
         return {k: ident[k] for k in ("Account", "Arn", "UserId") if k in ident}
 
 
+DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "Client.UnauthorizedOperation",
+        "UnauthorizedAccess",
+        "AuthorizationError",
+    }
+)
+"""Error codes that mean the caller lacks an IAM permission (EC2, IAM, STS, Auto Scaling)."""
+
+
 def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one AWS call; turn botocore's failures into a one-line CloudError (exit 4)."""
+    """Run one AWS call; turn botocore's failures into a one-line CloudError (exit 4).
+
+    `what` is the IAM action ("ec2:CreateSnapshots"), so a refusal names the permission
+    the responder has to ask for.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -73,6 +90,10 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         err = exc.response.get("Error", {})
         code = err.get("Code", "Error")
         message = err.get("Message", "")
+        if code in DENIED_CODES:
+            raise CloudError(
+                f"{what} denied: missing permission {what} ({code}: {message})".replace(" ()", "")
+            ) from exc
         raise CloudError(f"{what} failed: {code}: {message}".rstrip(": ")) from exc
     except BotoCoreError as exc:
         raise CloudError(f"{what} failed: {exc}") from exc

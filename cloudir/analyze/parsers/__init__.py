@@ -35,6 +35,7 @@ _PARSER_MODULES = (
     "cloudir.analyze.parsers.host",
     "cloudir.analyze.parsers.container",
     "cloudir.analyze.parsers.image_layers",
+    "cloudir.analyze.parsers.response",
 )
 
 

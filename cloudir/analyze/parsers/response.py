@@ -1,0 +1,92 @@
+"""The responders' own actions on the timeline: each containment change at its time.
+
+An analyst reading the timeline must see "isolated at 06:10" between the intruder's
+events, and the CloudTrail events the isolation itself caused must not read as the
+intruder's. `outcome.json` of a `response` item lists every change made (and the one
+that failed); the plan beside it is the intent and gives no rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cloudir.analyze.host.rows import host_row
+from cloudir.analyze.parsers import ErrorLog, ParseOptions, Parser, batches, register
+
+SOURCE = "response"
+ARTIFACT = "cloudir:respond"
+MAX_BYTES = 16 << 20
+
+
+def accepts(path: Path) -> bool:
+    return path.name == "outcome.json"
+
+
+def skip_reason(path: Path) -> str | None:
+    if path.name == "plan.json":
+        return "the containment plan: what was done is read from outcome.json"
+    return None
+
+
+def parse(
+    path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
+) -> Iterator[pa.RecordBatch]:
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            errors.add(f"{path.name}: larger than {MAX_BYTES} bytes, not read")
+            return
+        outcome = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        errors.add(f"{path.name}: not valid JSON ({exc})")
+        return
+    if not isinstance(outcome, dict):
+        errors.add(f"{path.name}: not a containment outcome")
+        return
+    yield from batches(_rows(outcome, evidence_id, errors), errors)
+
+
+def _rows(outcome: dict[str, Any], evidence_id: str, errors: ErrorLog) -> Iterator[Any]:
+    action = str(outcome.get("action") or "respond")
+    subject = str(outcome.get("target") or "")
+    host = subject if subject.startswith("i-") else None
+    steps = [(e, "success") for e in outcome.get("done") or []]
+    if outcome.get("failed"):
+        steps.append((outcome["failed"], "failure"))
+    for number, (step, result) in enumerate(steps, 1):
+        if not isinstance(step, dict) or not step.get("at"):
+            errors.add("a step without a time is not placed on the timeline", record=number)
+            continue
+        message = f"cloudir respond {action}: {step.get('summary', '')}"
+        if result == "failure":
+            message += f" FAILED: {step.get('error', '')}"
+        yield host_row(
+            when=step["at"],
+            desc="Response Time",
+            artifact=ARTIFACT,
+            host=host,
+            evidence_id=evidence_id,
+            raw=json.dumps(step, sort_keys=True, default=str),
+            message=message,
+            user=outcome.get("actor") or None,
+            action=f"cloudir:{action}:{step.get('kind', '')}",
+            target=str(step.get("target") or ""),
+            outcome=result,
+            occurrence=number,
+            source=SOURCE,
+        )
+
+
+register(
+    Parser(
+        name="response",
+        evidence_kinds=("response",),
+        accepts=accepts,
+        parse=parse,
+        skip_reason=skip_reason,
+    )
+)

@@ -1,0 +1,153 @@
+"""Carry out a plan with every step on the record, so a half-done action can be undone.
+
+The plan (with the state found before any change) is evidence before the first change;
+each change is a custody entry the moment it lands; the end is either `respond-complete`
+or `respond-incomplete` naming what was done, what failed and what was never tried.
+Custody, not a file written at the end, is what restore reads: a run killed between
+two changes still leaves the first one on the record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudir.case import Case, safe_name, utc_now
+from cloudir.errors import CloudError, CloudirError
+from cloudir.respond.changes import Context, write
+from cloudir.respond.plan import Plan
+
+RESPONSE_KIND = "response"
+
+
+@dataclass
+class Outcome:
+    action_id: str
+    status: str  # complete | incomplete
+    done: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, Any] | None = None
+    not_done: list[dict[str, Any]] = field(default_factory=list)
+
+    action: str = ""
+    target: str = ""
+    actor: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "action": self.action,
+            "target": self.target,
+            "actor": self.actor,
+            "status": self.status,
+            "done": self.done,
+            "failed": self.failed,
+            "not_done": self.not_done,
+        }
+
+
+def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None) -> Outcome:
+    """Apply the plan's changes in order; stop at the first failure, on the record."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    subject = plan.target.split(" ")[0]
+    action_id = case.unique_evidence_id(f"response-{plan.action}-{safe_name(subject)}-{stamp}")
+    source = {
+        "type": RESPONSE_KIND,
+        "action": plan.action,
+        "target": subject,
+        "region": plan.region,
+        "account": ctx.identity.get("Account"),
+    }
+    if restores:
+        source["restores"] = restores
+    case.open_item(
+        action_id, {"kind": RESPONSE_KIND, "source": source, "caller_identity": ctx.identity}
+    )
+    planned = case.store_bytes(action_id, "plan.json", _json(plan.as_dict()))
+    case.record(
+        "respond-plan",
+        action_id,
+        [planned],
+        note=f"{plan.action} {plan.target}: {len(plan.changes)} change(s) planned",
+    )
+    outcome = Outcome(
+        action_id,
+        "incomplete",
+        action=plan.action,
+        target=subject,
+        actor=ctx.identity.get("Arn", case.actor),
+    )
+    total = len(plan.changes)
+    for index, change in enumerate(plan.changes, 1):
+        try:
+            applied, result = write(ctx, change, ctx.resolve(change.after))
+        except (CloudirError, KeyboardInterrupt) as exc:
+            error = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            outcome.failed = {"step": index, **change.as_dict(), "error": error, "at": utc_now()}
+            outcome.not_done = [
+                {"step": n, **c.as_dict()} for n, c in enumerate(plan.changes[index:], index + 1)
+            ]
+            _finish(case, plan, outcome)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise CloudError(
+                f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
+                f"{error}. {_done_text(outcome)} recorded in {action_id}; undo with: "
+                f"cloudir respond restore --case {case.root} --action {action_id} --yes"
+            ) from exc
+        entry = {
+            "step": index,
+            **change.as_dict(),
+            "after": applied,
+            "result": result,
+            "at": utc_now(),
+        }
+        case.record(
+            "respond-change",
+            action_id,
+            [],
+            note=f"step {index}/{total}: {change.summary}",
+            source=entry,
+        )
+        outcome.done.append(entry)
+        ctx.report(f"done {index}/{total}: {change.summary}")
+    outcome.status = "complete"
+    _finish(case, plan, outcome)
+    return outcome
+
+
+def _finish(case: Case, plan: Plan, outcome: Outcome) -> None:
+    rec = case.store_bytes(outcome.action_id, "outcome.json", _json(outcome.as_dict()))
+    if outcome.status == "complete":
+        note = f"{plan.action} {plan.target}: all {len(outcome.done)} change(s) done"
+    else:
+        failed = outcome.failed or {}
+        note = (
+            f"{plan.action} {plan.target}: stopped at step {failed.get('step')} "
+            f"({failed.get('error')}); {_done_text(outcome)}; "
+            f"not done: {_steps(outcome.not_done) or 'nothing'}"
+        )
+    case.record(
+        f"respond-{outcome.status}",
+        outcome.action_id,
+        [rec],
+        note=note,
+        source={
+            "done": [e["step"] for e in outcome.done],
+            "failed": (outcome.failed or {}).get("step"),
+            "not_done": [e["step"] for e in outcome.not_done],
+        },
+    )
+
+
+def _done_text(outcome: Outcome) -> str:
+    return f"done: {_steps(outcome.done)}" if outcome.done else "nothing was changed"
+
+
+def _steps(entries: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{e['step']} ({e['kind']} {e['target']})" for e in entries)
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode() + b"\n"
