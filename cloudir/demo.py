@@ -181,7 +181,7 @@ DEMO_MARKER = ".cloudir-demo"  # written only by the demo; --force deletes nothi
 
 def capture_runner(
     case: Any, aws: Any, identity: dict[str, str], intrusion: datetime, say: Callable[[str], None]
-) -> None:
+) -> str | None:
     """The CI runner the key leaked from: launched, then captured as a responder would,
     with `capture ebs --instance-id I --download`."""
     from cloudir.capture.ebs import EbsRequest, capture_ebs
@@ -191,7 +191,7 @@ def capture_runner(
         image = build_disk(Path(tmp), intrusion, ATTACKER_IP, LEAKED_KEY)
         if image is None:
             say("mkfs.ext4 not found (install e2fsprogs): no compromised instance in this demo")
-            return
+            return None
         instance_id, volume_id = launch_instance(aws)
         say(f"launched {instance_id} ({HOSTNAME}); its disk holds the intruder's traces")
         request = EbsRequest(instance_id=instance_id, download=True, workers=8)
@@ -204,6 +204,21 @@ def capture_runner(
                 f"into {case.relpath(Path(snap.image['path']))}, "
                 f"sha256 {snap.image['sha256'][:16]}..."
             )
+    return instance_id
+
+
+def show_isolation_plan(case: Any, aws: Any, instance_id: str, say: Callable[[str], None]) -> None:
+    """What `cloudir respond isolate` would do to the runner: the plan only, nothing changed."""
+    from cloudir.respond.changes import Context
+    from cloudir.respond.isolate import plan_isolation
+
+    plan = plan_isolation(Context(aws, say), case.info["id"], instance_id, [])
+    say(
+        f"containment, plan only (nothing changed; `cloudir respond isolate --instance-id "
+        f"{instance_id} --yes` would act):"
+    )
+    for line in plan.lines():
+        say(line)
 
 
 def _is_demo_case(case: Path) -> bool:
@@ -262,7 +277,9 @@ def run_demo(
         captured = sum(i.captured for i in items)
         say(f"captured {captured} files into {case}/evidence with custody in {case}/custody.jsonl")
         intrusion = start + timedelta(minutes=80)  # on the host, before the key's first use
-        capture_runner(the_case, aws, identity, intrusion, say)
+        runner = capture_runner(the_case, aws, identity, intrusion, say)
+        if runner:
+            show_isolation_plan(the_case, aws, runner, say)
     finally:
         server.stop()
     # The same intruder's shell in a web container, when a Docker engine is reachable.

@@ -16,6 +16,9 @@ COMMANDS = [
     ["capture", "cloudtrail"],
     ["capture", "files"],
     ["capture", "container"],
+    ["respond", "isolate"],
+    ["respond", "disable-key"],
+    ["respond", "restore"],
     ["timeline"],
     ["timeline", "export"],
     ["query"],
@@ -168,6 +171,7 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     assert rows[24 + 3]["target"] == "svc-backup"
     _assert_the_container_was_captured_or_said_absent(case, result.stdout + result.stderr)
     _assert_the_runner_disk_was_captured(case)
+    _assert_the_isolation_plan_was_shown_only(case, result.stderr)
     again = cloudir("demo", "--case", str(case))
     assert again.code == 2
     assert "already exists" in again.stderr
@@ -389,3 +393,15 @@ def _assert_the_container_was_captured_or_said_absent(case: Path, output: str) -
     name = json.loads((case / stored["inspect.json"]["path"]).read_text())["Name"].lstrip("/")
     assert client.containers.list(all=True, filters={"name": f"^/{name}$"}) == []
     client.close()
+
+
+def _assert_the_isolation_plan_was_shown_only(case: Path, stderr: str) -> None:
+    """The demo shows how it would contain the runner, and contains nothing."""
+    assert "containment, plan only (nothing changed" in stderr
+    assert "create security group cloudir-quarantine-demo" in stderr
+    assert "→ the quarantine group only" in stderr
+    assert "termination protection of i-" in stderr
+    assert "connections already established may survive" in stderr
+    assert "the instance profile" in stderr
+    entries = [json.loads(line) for line in (case / "custody.jsonl").read_text().splitlines()]
+    assert not [e for e in entries if e["action"].startswith("respond-")]
