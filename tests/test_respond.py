@@ -264,6 +264,18 @@ def test_restore_returns_the_recorded_state_and_keeps_the_snapshots(
     assert again.code == 0 and again.json()["plans"] == []
     assert "no containment action in the case left to restore" in again.stderr
 
+    # the hand-over report says what was changed and that it was put back
+    assert cloudir("analyze", "--case", str(case)).code == 0
+    report = json.loads((case / "report" / "report.json").read_text())
+    [isolation] = report["containment"]
+    assert isolation["action"] == "isolate" and isolation["status"] == "complete"
+    assert isolation["restored_by"].startswith("response-restore-")
+    assert len(isolation["steps"]) == 9
+    markdown = (case / "report" / "report.md").read_text()
+    assert "## Containment" in markdown and "→ the quarantine group only" in markdown
+    html = (case / "report" / "report.html").read_text()
+    assert 'id="containment"' in html and isolation["action_id"] in html
+
 
 def test_allow_cidr_lets_only_the_examiners_in(
     tmp_path: Path, moto_url: str, estate: Estate

@@ -67,6 +67,7 @@ def build(case: Case) -> dict[str, Any]:
         "entities": _entities(con, findings),
         "timeline": timeline,
         "evidence": _evidence(case),
+        "containment": _containment(case),
         "custody": _custody(case),
         "parse_errors": _parse_errors(case),
         "rules": findings_doc.get("rules", {}),
@@ -325,6 +326,13 @@ def _evidence(case: Case) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+def _containment(case: Case) -> list[dict[str, Any]]:
+    """What the responders changed in the account (`cloudir respond`), from custody."""
+    from cloudir.respond.restore import recorded_actions
+
+    return [action.as_dict() for action in recorded_actions(case)]
 
 
 def _custody(case: Case) -> dict[str, Any]:

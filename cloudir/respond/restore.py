@@ -40,6 +40,10 @@ class RecordedAction:
     status: str  # complete | incomplete | started (no end entry: the run was killed)
     changes: list[Change] = field(default_factory=list)
     restored_by: str | None = None
+    actor: str | None = None
+    started: str | None = None
+    end_note: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # each change: time, summary
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,10 @@ class RecordedAction:
             "status": self.status,
             "changes": len(self.changes),
             "restored_by": self.restored_by,
+            "actor": self.actor,
+            "started": self.started,
+            "end_note": self.end_note,
+            "steps": self.steps,
         }
 
 
@@ -82,11 +90,22 @@ def recorded_actions(case: Case) -> list[RecordedAction]:
                 "started",
             ),
         )
-        if entry.get("action") == "respond-change":
+        if entry.get("action") == "respond-plan":
+            item.started, item.actor = entry.get("ts"), entry.get("actor")
+        elif entry.get("action") == "respond-change":
             change = Change.from_dict(entry.get("source") or {})
             item.changes.append(change)
+            item.steps.append(
+                {
+                    "ts": entry.get("ts"),
+                    "kind": change.kind,
+                    "target": change.target,
+                    "summary": change.summary,
+                }
+            )
         elif entry.get("action") in ("respond-complete", "respond-incomplete"):
             item.status = entry["action"].removeprefix("respond-")
+            item.end_note = entry.get("note")
     for eid, item in actions.items():
         item.restored_by = restores.get(eid)
     return list(actions.values())
