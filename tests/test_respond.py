@@ -220,7 +220,7 @@ def test_yes_leaves_only_the_quarantine_group_and_records_every_step(
     assert cloudir("timeline", "--case", str(case)).code == 0
     rows = query(
         case,
-        "SELECT action, target, host, outcome, message, \"user\" FROM timeline "
+        'SELECT action, target, host, outcome, message, "user" FROM timeline '
         "WHERE source = 'response' ORDER BY timestamp",
     )
     assert len(rows) == 9
@@ -280,8 +280,15 @@ def test_restore_returns_the_recorded_state_and_keeps_the_snapshots(
 def test_allow_cidr_lets_only_the_examiners_in(
     tmp_path: Path, moto_url: str, estate: Estate
 ) -> None:
-    result = isolate(moto_url, tmp_path / "case", estate, "--allow-cidr", "198.51.100.0/24",
-                     "--no-snapshot", "--yes")  # fmt: skip
+    result = isolate(
+        moto_url,
+        tmp_path / "case",
+        estate,
+        "--allow-cidr",
+        "198.51.100.0/24",
+        "--no-snapshot",
+        "--yes",
+    )
     assert result.code == 0, result.stderr
     (groups,) = {tuple(g) for g in estate.state()["interfaces"].values()}
     rules = estate.ec2.describe_security_groups(GroupIds=list(groups))["SecurityGroups"][0]
@@ -371,8 +378,10 @@ def test_disable_key_then_restore(tmp_path: Path, moto_url: str) -> None:
     assert plan.code == 0, plan.stderr
     changes = plan.json()["plans"][0]["changes"]
     assert next((c["kind"], c["before"], c["after"]) for c in changes) == (
-        "access-key-status", "Active", "Inactive",
-    )  # fmt: skip
+        "access-key-status",
+        "Active",
+        "Inactive",
+    )
     assert changes[1]["target"] == f"user/{user}"
     assert any(other in n for n in plan.json()["plans"][0]["notes"])
 
@@ -411,15 +420,23 @@ def test_session_key_revokes_its_role_found_in_the_case_cloudtrail(
 
     from tests.conftest import ct_event
 
-    event = ct_event("2026-11-20T10:00:00Z", "GetCallerIdentity", userIdentity={
-        "type": "AssumedRole",
-        "arn": f"arn:aws:sts::123456789012:assumed-role/{role}/i-1",
-        "accountId": "123456789012",
-        "accessKeyId": session_key,
-        "sessionContext": {"sessionIssuer": {
-            "type": "Role", "userName": role, "arn": f"arn:aws:iam::123456789012:role/{role}",
-        }},
-    })  # fmt: skip
+    event = ct_event(
+        "2026-11-20T10:00:00Z",
+        "GetCallerIdentity",
+        userIdentity={
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::123456789012:assumed-role/{role}/i-1",
+            "accountId": "123456789012",
+            "accessKeyId": session_key,
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "userName": role,
+                    "arn": f"arn:aws:iam::123456789012:role/{role}",
+                }
+            },
+        },
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "trail.json.gz").write_bytes(records_gz([event]))

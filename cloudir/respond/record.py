@@ -90,6 +90,11 @@ def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None)
             ]
             _finish(case, plan, outcome)
             if isinstance(exc, KeyboardInterrupt):
+                ctx.report(
+                    f"{plan.action} interrupted at step {index} of {total}: "
+                    f"{_done_text(outcome)}, recorded in {action_id}; undo with: "
+                    f"cloudir respond restore --case {case.root} --action {action_id} --yes"
+                )
                 raise
             raise CloudError(
                 f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
