@@ -452,3 +452,18 @@ def test_session_key_revokes_its_role_found_in_the_case_cloudtrail(
     back = respond(moto_url, "restore", "--case", str(case), "--yes")
     assert back.code == 0, back.stderr
     assert iam.list_role_policies(RoleName=role)["PolicyNames"] == []
+
+
+def test_isolating_again_changes_only_what_is_not_yet_isolated(
+    tmp_path: Path, moto_url: str, estate: Estate
+) -> None:
+    case = tmp_path / "case"
+    assert isolate(moto_url, case, estate, "--no-snapshot", "--yes").code == 0
+    again = isolate(moto_url, case, estate, "--no-snapshot", "--json")
+    assert again.code == 0, again.stderr
+    plan = again.json()["plans"][0]
+    assert [c["kind"] for c in plan["changes"]] == ["tags"]  # only the new time stamp
+    notes = " ".join(plan["notes"])
+    assert "reusing quarantine group" in notes
+    assert "already has only the quarantine group" in notes
+    assert "termination protection is already on" in notes
