@@ -495,6 +495,13 @@ def respond_isolate(
         bool,
         typer.Option("--replace", help="Let its auto-scaling group launch a replacement instance."),
     ] = False,
+    keep_credentials: Annotated[
+        bool,
+        typer.Option(
+            "--keep-credentials",
+            help="Leave its instance profile and metadata service alone.",
+        ),
+    ] = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
@@ -503,8 +510,9 @@ def respond_isolate(
     examiner: ExaminerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cut an instance off the network, keeping its disk: snapshot, quarantine group on
-    every interface, out of its auto-scaling group, termination and stop protection, tags.
+    """Cut an instance off the network, keeping its disk: snapshot, out of its
+    auto-scaling group, termination and stop protection, instance profile detached and
+    metadata service off, quarantine group alone on every interface, tags.
 
     Without --yes it prints the plan and changes nothing. Connections already
     established may survive a security-group change: the plan says how to cut them.
@@ -525,6 +533,7 @@ def respond_isolate(
         _say,
         snapshot=not no_snapshot,
         replace=replace,
+        keep_credentials=keep_credentials,
     )
     _respond_out(response, as_json, case)
 
@@ -534,8 +543,9 @@ def respond_isolate(
 def respond_disable_key(
     case: CaseOpt,
     access_key_id: Annotated[
-        str, typer.Option(help="AKIA... (a user's key) or ASIA... (a session).")
-    ],
+        str | None,
+        typer.Option(help="AKIA... (a user's key) or ASIA... (a session); or give --role."),
+    ] = None,
     revoke_sessions: Annotated[
         bool,
         typer.Option(
@@ -563,6 +573,9 @@ def respond_disable_key(
 
     Example: cloudir respond disable-key --case ./case-42 --access-key-id
     AKIAIOSFODNN7EXAMPLE --revoke-sessions --yes
+
+    Example: cloudir respond disable-key --case ./case-42 --role ci-runner
+    --revoke-sessions --yes
     """
     from cloudir.respond import run
 

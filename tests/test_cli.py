@@ -402,6 +402,7 @@ def _assert_the_isolation_plan_was_shown_only(case: Path, stderr: str) -> None:
     assert "→ the quarantine group only" in stderr
     assert "termination protection of i-" in stderr
     assert "connections already established may survive" in stderr
-    assert "the instance profile" in stderr
+    assert "detach instance profile arn:aws:iam::" in stderr
+    assert "instance metadata service of i-" in stderr
     entries = [json.loads(line) for line in (case / "custody.jsonl").read_text().splitlines()]
     assert not [e for e in entries if e["action"].startswith("respond-")]

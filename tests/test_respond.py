@@ -146,13 +146,14 @@ def test_plan_only_changes_nothing_and_writes_nothing(
     kinds = [c["kind"] for c in plan["changes"]]
     assert kinds == [
         "snapshot",
+        "asg-min-size",
+        "asg-membership",  # out of the group before the network is cut
+        "instance-attribute",
+        "instance-attribute",
+        "metadata-endpoint",
         "security-group",
         "eni-security-groups",
         "eni-security-groups",
-        "asg-min-size",
-        "asg-membership",
-        "instance-attribute",
-        "instance-attribute",
         "tags",
     ]
     eni_before = {c["target"]: c["before"] for c in plan["changes"] if c["kind"].startswith("eni")}
@@ -180,7 +181,7 @@ def test_yes_leaves_only_the_quarantine_group_and_records_every_step(
     result = isolate(moto_url, case, estate, "--yes", "--json")
     assert result.code == 0, result.stderr
     outcome = result.json()["outcomes"][0]
-    assert outcome["status"] == "complete" and len(outcome["done"]) == 9
+    assert outcome["status"] == "complete" and len(outcome["done"]) == 10
 
     after = estate.state()
     quarantine = {tuple(groups) for groups in after["interfaces"].values()}
@@ -203,7 +204,7 @@ def test_yes_leaves_only_the_quarantine_group_and_records_every_step(
 
     entries = actions(case)
     assert [e["action"] for e in entries] == (
-        ["respond-plan"] + ["respond-change"] * 9 + ["respond-complete"]
+        ["respond-plan"] + ["respond-change-started", "respond-change"] * 10 + ["respond-complete"]
     )
     changes = [e["source"] for e in entries if e["action"] == "respond-change"]
     eni_changes = {c["target"]: c for c in changes if c["kind"] == "eni-security-groups"}
@@ -223,7 +224,7 @@ def test_yes_leaves_only_the_quarantine_group_and_records_every_step(
         'SELECT action, target, host, outcome, message, "user" FROM timeline '
         "WHERE source = 'response' ORDER BY timestamp",
     )
-    assert len(rows) == 9
+    assert len(rows) == 10
     assert {r["host"] for r in rows} == {estate.instance}
     assert {r["outcome"] for r in rows} == {"success"}
     assert rows[0]["action"] == "cloudir:isolate:snapshot"
@@ -244,7 +245,7 @@ def test_restore_returns_the_recorded_state_and_keeps_the_snapshots(
     preview = respond(moto_url, "restore", "--case", str(case), "--json")
     assert preview.code == 0, preview.stderr
     assert preview.json()["applied"] is False
-    assert len(preview.json()["plans"][0]["changes"]) == 8  # all but the snapshot
+    assert len(preview.json()["plans"][0]["changes"]) == 9  # all but the snapshot
     assert estate.state() != before
 
     result = respond(moto_url, "restore", "--case", str(case), "--yes", "--json")
@@ -270,7 +271,7 @@ def test_restore_returns_the_recorded_state_and_keeps_the_snapshots(
     [isolation] = report["containment"]
     assert isolation["action"] == "isolate" and isolation["status"] == "complete"
     assert isolation["restored_by"].startswith("response-restore-")
-    assert len(isolation["steps"]) == 9
+    assert len(isolation["steps"]) == 10
     markdown = (case / "report" / "report.md").read_text()
     assert "## Containment" in markdown and "→ the quarantine group only" in markdown
     html = (case / "report" / "report.html").read_text()
@@ -312,26 +313,43 @@ def test_a_permission_refused_half_way_is_on_the_record_and_restorable(
 ) -> None:
     before = estate.state()
     case = tmp_path / "case"
-    proxy.deny("DetachInstances")
+    proxy.deny("ModifyInstanceMetadataOptions")
     result = isolate(proxy.url, case, estate, "--no-snapshot", "--yes")
     assert result.code == 4
     line = one_line(result.stderr)
-    assert "missing permission autoscaling:DetachInstances" in line
-    assert "stopped at step 5 of 8" in line and "respond restore" in line
+    assert "missing permission ec2:ModifyInstanceMetadataOptions" in line
+    assert "stopped at step 5 of 9" in line and "respond restore" in line
 
     half = estate.state()
-    assert all(len(g) == 1 for g in half["interfaces"].values())  # steps 1-4 landed
-    assert half["in_group"] and not half["termination_protection"]
+    assert not half["in_group"] and half["termination_protection"]  # steps 1-4 landed
+    assert half["interfaces"] == before["interfaces"]  # 6-9 never tried
     end = actions(case)[-1]
     assert end["action"] == "respond-incomplete"
-    assert end["source"] == {"done": [1, 2, 3, 4], "failed": 5, "not_done": [6, 7, 8]}
-    assert "autoscaling:DetachInstances" in end["note"]
+    assert end["source"] == {"done": [1, 2, 3, 4], "failed": 5, "not_done": [6, 7, 8, 9]}
+    assert "ec2:ModifyInstanceMetadataOptions" in end["note"]
     outcome = json.loads((case / "evidence" / end["evidence_id"] / "outcome.json").read_text())
-    assert outcome["failed"]["kind"] == "asg-membership"
+    assert outcome["failed"]["kind"] == "metadata-endpoint"
     assert [s["kind"] for s in outcome["not_done"]][-1] == "tags"
 
     back = respond(proxy.url, "restore", "--case", str(case), "--yes", "--json")
     assert back.code == 0, back.stderr
+    assert estate.state() == before
+
+
+def test_a_quarantine_group_left_half_made_is_deleted_again(
+    tmp_path: Path, estate: Estate, proxy: FaultProxy
+) -> None:
+    before = estate.state()
+    case = tmp_path / "case"
+    proxy.deny("RevokeSecurityGroupEgress")
+    result = isolate(proxy.url, case, estate, "--no-snapshot", "--yes")
+    assert result.code == 4
+    line = one_line(result.stderr)
+    assert "missing permission ec2:RevokeSecurityGroupEgress" in line
+    assert "was deleted again" in line
+    assert estate.state()["vpc_groups"] == before["vpc_groups"]  # no open group left
+    assert estate.state()["interfaces"] == before["interfaces"]
+    assert respond(proxy.url, "restore", "--case", str(case), "--yes").code == 0
     assert estate.state() == before
 
 
@@ -462,8 +480,125 @@ def test_isolating_again_changes_only_what_is_not_yet_isolated(
     again = isolate(moto_url, case, estate, "--no-snapshot", "--json")
     assert again.code == 0, again.stderr
     plan = again.json()["plans"][0]
-    assert [c["kind"] for c in plan["changes"]] == ["tags"]  # only the new time stamp
+    assert plan["changes"] == []
     notes = " ".join(plan["notes"])
+    assert "already tagged as isolated for this case" in notes
     assert "reusing quarantine group" in notes
     assert "already has only the quarantine group" in notes
     assert "termination protection is already on" in notes
+
+
+def test_two_instances_of_one_group_isolated_then_restored_newest_first(
+    tmp_path: Path, moto_url: str, estate: Estate
+) -> None:
+    """The second isolation lowers the minimum the first one already lowered: restore
+    plans the older action only after the newer one is undone, so that is no drift."""
+    group = estate.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[estate.group_name])
+    other = next(
+        i["InstanceId"]
+        for i in group["AutoScalingGroups"][0]["Instances"]
+        if i["InstanceId"] != estate.instance
+    )
+    before = estate.state()
+    case = tmp_path / "case"
+    assert isolate(moto_url, case, estate, "--no-snapshot", "--yes").code == 0
+    second = respond(
+        moto_url, "isolate", "--case", str(case), "--instance-id", other, "--no-snapshot", "--yes"
+    )
+    assert second.code == 0, second.stderr
+    shrunk = estate.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[estate.group_name])
+    assert shrunk["AutoScalingGroups"][0]["MinSize"] == 0
+
+    back = respond(moto_url, "restore", "--case", str(case), "--yes", "--json")
+    assert back.code == 0, back.stderr
+    assert len(back.json()["outcomes"]) == 2
+    after = estate.state()
+    assert after == before
+
+
+def test_instance_credentials_are_cut_and_put_back(tmp_path: Path, moto_url: str) -> None:
+    ec2 = boto_client(moto_url, "ec2")
+    iam = boto_client(moto_url, "iam")
+    name = f"runner-{uuid.uuid4().hex[:8]}"
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")
+    profile = iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        IamInstanceProfile={"Arn": profile},
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet}],
+    )["Instances"][0]["InstanceId"]
+
+    def credentials() -> tuple[list[str], str]:
+        found = ec2.describe_iam_instance_profile_associations(
+            Filters=[{"Name": "instance-id", "Values": [instance]}]
+        )["IamInstanceProfileAssociations"]
+        live = [
+            a["IamInstanceProfile"]["Arn"]
+            for a in found
+            if a["State"] in ("associated", "associating")
+        ]
+        described = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]
+        return live, described["Instances"][0]["MetadataOptions"]["HttpEndpoint"]
+
+    assert credentials() == ([profile], "enabled")
+    case = tmp_path / "case"
+    args = ["isolate", "--case", str(case), "--instance-id", instance, "--no-snapshot"]
+    plan = respond(moto_url, *args)
+    assert "detach instance profile" in plan.stdout
+    assert "role credentials already taken" in plan.stdout
+    assert "DNS tunnelling still gets out" in plan.stdout
+    assert respond(moto_url, *args, "--yes").code == 0
+    assert credentials() == ([], "disabled")
+    assert respond(moto_url, "restore", "--case", str(case), "--yes").code == 0
+    assert credentials() == ([profile], "enabled")
+
+    kept = tmp_path / "kept"
+    result = respond(
+        moto_url,
+        "isolate",
+        "--case",
+        str(kept),
+        "--instance-id",
+        instance,
+        "--no-snapshot",
+        "--keep-credentials",
+        "--json",
+    )
+    kinds = {c["kind"] for c in result.json()["plans"][0]["changes"]}
+    assert not kinds & {"instance-profile", "metadata-endpoint"}
+
+
+def test_a_role_alone_can_have_its_sessions_revoked(tmp_path: Path, moto_url: str) -> None:
+    iam = boto_client(moto_url, "iam")
+    role = f"runner-{uuid.uuid4().hex[:8]}"
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
+    case = tmp_path / "case"
+    done = respond(
+        moto_url, "disable-key", "--case", str(case), "--role", role, "--revoke-sessions", "--yes"
+    )
+    assert done.code == 0, done.stderr
+    assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["AWSRevokeOlderSessions"]
+    alone = respond(moto_url, "disable-key", "--case", str(case), "--role", role)
+    assert alone.code == 2 and "--revoke-sessions" in one_line(alone.stderr)
+
+
+def test_a_deleted_key_does_not_stop_the_rest_of_the_restore(tmp_path: Path, moto_url: str) -> None:
+    iam = boto_client(moto_url, "iam")
+    user = f"ci-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    case = tmp_path / "case"
+    args = ["disable-key", "--case", str(case), "--access-key-id", key, "--revoke-sessions"]
+    assert respond(moto_url, *args, "--yes").code == 0
+    iam.delete_access_key(UserName=user, AccessKeyId=key)  # the next step of the response
+    back = respond(moto_url, "restore", "--case", str(case), "--yes", "--json")
+    assert back.code == 0, back.stderr
+    notes = " ".join(back.json()["plans"][0]["notes"])
+    assert f"status of access key {key}: gone" in notes
+    assert iam.list_user_policies(UserName=user)["PolicyNames"] == []

@@ -8,17 +8,25 @@ the recorded BEFORE, after a read that shows nobody else has changed it since.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloudir.capture.aws import Aws, call
-from cloudir.errors import CloudError, UsageError
+from cloudir.errors import CloudError, CloudirError, UsageError
 
 Reporter = Callable[[str], None]
 
-QUARANTINE_GROUP = "$quarantine-group"
-"""Placeholder for the id of the quarantine group, known only once it is created."""
+QUARANTINE_GROUP = "$quarantine-group:"
+"""Placeholder prefix (+ VPC id) for a quarantine group's id, known once it is created."""
+
+GONE_MARKERS = ("NotFound", "NoSuchEntity", "not found", "is not a key of user")
+"""Words in an error that mean the resource is gone (terminated, deleted), not refused."""
+
+
+def is_gone(exc: CloudError) -> bool:
+    return any(marker in str(exc) for marker in GONE_MARKERS)
 
 
 @dataclass
@@ -32,6 +40,7 @@ class Change:
     summary: str
     detail: dict[str, Any] = field(default_factory=dict)
     undoable: bool = True
+    step: int = 0  # its place in the action that made it, once recorded
 
     @property
     def permission(self) -> str:
@@ -44,6 +53,8 @@ class Change:
             return "ec2:DeleteSecurityGroup"
         if self.kind == "asg-membership" and not undoing:
             return "autoscaling:AttachInstances"
+        if self.kind == "instance-profile" and not undoing:
+            return "ec2:AssociateIamInstanceProfile, iam:PassRole"
         if self.kind == "tags" and isinstance(self.after, dict):
             verbs = {
                 "ec2:DeleteTags" if v is None else "ec2:CreateTags" for v in self.after.values()
@@ -75,6 +86,7 @@ class Change:
             summary=data.get("summary", ""),
             detail=data.get("detail") or {},
             undoable=bool(data.get("undoable", True)),
+            step=int(data.get("step") or 0),
         )
 
 
@@ -185,10 +197,37 @@ def _write_group(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[st
         ],
     )
     group_id = created["GroupId"]
-    ctx.resolved[QUARANTINE_GROUP] = group_id
-    described = call(
-        "ec2:DescribeSecurityGroups", ec2.describe_security_groups, GroupIds=[group_id]
-    )["SecurityGroups"][0]
+    try:
+        egress, cidrs = _seal_group(ec2, group_id, change.detail.get("allow_cidrs") or [])
+    except (CloudirError, KeyboardInterrupt) as exc:
+        # One recorded step is several calls: a group left half-made (open egress) would
+        # be neither isolation nor on the record, so it goes again before the error does.
+        try:
+            call("ec2:DeleteSecurityGroup", ec2.delete_security_group, GroupId=group_id)
+            fate = f"the half-made group {group_id} was deleted again"
+        except CloudError as gone:
+            fate = f"the half-made group {group_id} could NOT be deleted ({gone}): delete it"
+        if isinstance(exc, KeyboardInterrupt):
+            ctx.report(fate)
+            raise
+        raise CloudError(f"{exc}; {fate}") from exc
+    ctx.resolved[QUARANTINE_GROUP + change.target] = group_id
+    return _done(group_id, created, egress_revoked=len(egress), ingress_cidrs=cidrs)
+
+
+def _seal_group(ec2: Any, group_id: str, cidrs: list[str]) -> tuple[list[Any], list[str]]:
+    """No egress, and ingress only from the examiners' ranges."""
+    described: dict[str, Any] = {}
+    for attempt in range(5):  # a new group can take a moment to be visible (eventual)
+        try:
+            described = call(
+                "ec2:DescribeSecurityGroups", ec2.describe_security_groups, GroupIds=[group_id]
+            )["SecurityGroups"][0]
+            break
+        except CloudError as exc:
+            if "InvalidGroup.NotFound" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.5 * 2**attempt)
     egress = described.get("IpPermissionsEgress") or []
     if egress:  # a new group allows all egress until told otherwise
         call(
@@ -197,7 +236,6 @@ def _write_group(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[st
             GroupId=group_id,
             IpPermissions=egress,
         )
-    cidrs = change.detail.get("allow_cidrs") or []
     if cidrs:
         call(
             "ec2:AuthorizeSecurityGroupIngress",
@@ -219,7 +257,7 @@ def _write_group(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[st
                 }
             ],
         )
-    return _done(group_id, created, egress_revoked=len(egress), ingress_cidrs=cidrs)
+    return egress, cidrs
 
 
 # -- network interfaces ----------------------------------------------------------------
@@ -310,7 +348,9 @@ def _write_asg_min(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[
 ATTRIBUTE_PARAMS = {
     "disableApiTermination": "DisableApiTermination",
     "disableApiStop": "DisableApiStop",
+    "instanceInitiatedShutdownBehavior": "InstanceInitiatedShutdownBehavior",
 }
+TEXT_ATTRIBUTES = {"instanceInitiatedShutdownBehavior"}
 
 
 def _read_attribute(ctx: Context, change: Change) -> Any:
@@ -322,7 +362,8 @@ def _read_attribute(ctx: Context, change: Change) -> Any:
         InstanceId=change.target,
         Attribute=name,
     )
-    return bool(resp.get(ATTRIBUTE_PARAMS[name], {}).get("Value", False))
+    value = resp.get(ATTRIBUTE_PARAMS[name], {}).get("Value")
+    return value if name in TEXT_ATTRIBUTES else bool(value)
 
 
 def _write_attribute(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str, Any]]:
@@ -332,9 +373,13 @@ def _write_attribute(ctx: Context, change: Change, value: Any) -> tuple[Any, dic
         "ec2:ModifyInstanceAttribute",
         ec2.modify_instance_attribute,
         InstanceId=change.target,
-        **{param: {"Value": bool(value)}},
+        **{
+            param: {
+                "Value": value if change.detail["attribute"] in TEXT_ATTRIBUTES else bool(value)
+            }
+        },
     )
-    return _done(bool(value), resp)
+    return _done(value, resp)
 
 
 def _read_tags(ctx: Context, change: Change) -> Any:
@@ -375,6 +420,64 @@ def _write_tags(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str
 
 def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+# -- credentials on the instance: its profile and the metadata service --------------------
+def _profile_association(ctx: Context, instance_id: str) -> dict[str, Any] | None:
+    ec2 = ctx.client("ec2")
+    found = call(
+        "ec2:DescribeIamInstanceProfileAssociations",
+        ec2.describe_iam_instance_profile_associations,
+        Filters=[{"Name": "instance-id", "Values": [instance_id]}],
+    )["IamInstanceProfileAssociations"]
+    live = [a for a in found if a.get("State") in ("associated", "associating")]
+    return live[0] if live else None
+
+
+def _read_profile(ctx: Context, change: Change) -> Any:
+    association = _profile_association(ctx, change.target)
+    return association["IamInstanceProfile"]["Arn"] if association else None
+
+
+def _write_profile(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str, Any]]:
+    ec2 = ctx.client("ec2")
+    if value is None:
+        association = _profile_association(ctx, change.target)
+        if association is None:
+            return None, {"note": "no profile was associated"}
+        resp = call(
+            "ec2:DisassociateIamInstanceProfile",
+            ec2.disassociate_iam_instance_profile,
+            AssociationId=association["AssociationId"],
+        )
+        return _done(None, resp, association_id=association["AssociationId"])
+    resp = call(
+        "ec2:AssociateIamInstanceProfile",
+        ec2.associate_iam_instance_profile,
+        IamInstanceProfile={"Arn": value},
+        InstanceId=change.target,
+    )
+    return _done(value, resp)
+
+
+def _read_metadata_endpoint(ctx: Context, change: Change) -> Any:
+    ec2 = ctx.client("ec2")
+    found = call("ec2:DescribeInstances", ec2.describe_instances, InstanceIds=[change.target])
+    instance = found["Reservations"][0]["Instances"][0]
+    return instance.get("MetadataOptions", {}).get("HttpEndpoint", "enabled")
+
+
+def _write_metadata_endpoint(
+    ctx: Context, change: Change, value: Any
+) -> tuple[Any, dict[str, Any]]:
+    ec2 = ctx.client("ec2")
+    resp = call(
+        "ec2:ModifyInstanceMetadataOptions",
+        ec2.modify_instance_metadata_options,
+        InstanceId=change.target,
+        HttpEndpoint=value,
+    )
+    return _done(value, resp)
 
 
 # -- IAM ----------------------------------------------------------------------------------
@@ -450,6 +553,10 @@ KINDS: dict[str, Kind] = {
     ),
     "instance-attribute": Kind("ec2:ModifyInstanceAttribute", _read_attribute, _write_attribute),
     "tags": Kind("ec2:CreateTags", _read_tags, _write_tags),
+    "instance-profile": Kind("ec2:DisassociateIamInstanceProfile", _read_profile, _write_profile),
+    "metadata-endpoint": Kind(
+        "ec2:ModifyInstanceMetadataOptions", _read_metadata_endpoint, _write_metadata_endpoint
+    ),
     "access-key-status": Kind("iam:UpdateAccessKey", _read_key_status, _write_key_status),
     "inline-policy": Kind("iam:PutRolePolicy", _read_inline_policy, _write_inline_policy),
 }
@@ -464,7 +571,10 @@ def write(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str, Any]
 
 
 def same(kind: str, a: Any, b: Any) -> bool:
-    """Equal as settings: group lists compare as sets."""
+    """Equal as settings: group lists compare as sets; a group "to create" (its spec) is
+    matched by any group of that name existing."""
     if kind == "eni-security-groups" and isinstance(a, list) and isinstance(b, list):
         return sorted(a) == sorted(b)
+    if kind == "security-group" and isinstance(b, dict):
+        return a is not None
     return a == b

@@ -36,6 +36,18 @@ ESTABLISHED_NOTE = (
 )
 
 
+UNFILTERED_NOTE = (
+    "security groups do not filter the VPC's DNS resolver, the instance metadata service "
+    "or Time Sync: DNS tunnelling still gets out. Route 53 Resolver DNS Firewall on the "
+    "VPC closes that"
+)
+
+LIVE_DATA_NOTE = (
+    "isolation ends live response: with no egress the SSM agent loses contact. Acquire "
+    "memory and live data first, or let your examiners' range in with --allow-cidr"
+)
+
+
 def check_cidrs(cidrs: list[str]) -> list[str]:
     """Examiner ranges, normalised; a range that lets everyone in defeats the isolation."""
     out = []
@@ -65,6 +77,7 @@ def plan_isolation(
     allow_cidrs: list[str],
     snapshot: bool = True,
     replace: bool = False,
+    keep_credentials: bool = False,
 ) -> Plan:
     """Read the instance, its interfaces, group and protection; list what would change."""
     ec2 = ctx.client("ec2")
@@ -110,39 +123,97 @@ def plan_isolation(
     else:
         notes.append("no snapshot (--no-snapshot): the disk is not preserved before isolation")
 
-    changes.extend(_quarantine_changes(ctx, case_id, instance, vpc_id, cidrs, notes))
+    # Out of its auto-scaling group before its network is cut: a quarantined instance
+    # fails its health checks, and the group would terminate it with its disk.
     changes.extend(_asg_changes(ctx, instance_id, replace, notes))
-    for attribute, label in (
-        ("disableApiTermination", "termination protection"),
-        ("disableApiStop", "stop protection"),
-    ):
-        probe = Change(
-            "instance-attribute", instance_id, None, True, "", detail={"attribute": attribute}
+    changes.extend(_protection_changes(ctx, instance, notes))
+    if keep_credentials:
+        notes.append(
+            "credentials left on the instance (--keep-credentials): its metadata service "
+            "still hands out the role's credentials"
         )
-        if read(ctx, probe):
-            notes.append(f"{label} is already on")
-            continue
-        probe.before = False
-        probe.summary = f"{label} of {instance_id}: off → on"
-        changes.append(probe)
+    else:
+        changes.extend(_credential_changes(ctx, instance, notes))
+    changes.extend(_quarantine_changes(ctx, case_id, instance, vpc_id, cidrs, notes))
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     wanted = {CASE_TAG: case_id, ISOLATED_TAG: stamp}
     tags = Change("tags", instance_id, None, wanted, "", detail={"keys": sorted(wanted)})
     tags.before = read(ctx, tags)
-    tags.summary = f"tag {instance_id} with {CASE_TAG}={case_id} and {ISOLATED_TAG}={stamp}"
-    changes.append(tags)
+    if tags.before.get(CASE_TAG) == case_id and tags.before.get(ISOLATED_TAG):
+        notes.append(f"already tagged as isolated for this case at {tags.before[ISOLATED_TAG]}")
+    else:
+        tags.summary = f"tag {instance_id} with {CASE_TAG}={case_id} and {ISOLATED_TAG}={stamp}"
+        changes.append(tags)
 
     notes.append(ESTABLISHED_NOTE)
-    if facts["iam_instance_profile"]:
-        notes.append(
-            f"the instance profile {facts['iam_instance_profile']} stays attached: role "
-            "credentials already taken from the instance keep working from anywhere until "
-            "they expire; revoke them with cloudir respond disable-key --role NAME "
-            "--revoke-sessions"
-        )
+    notes.append(UNFILTERED_NOTE)
+    notes.append(LIVE_DATA_NOTE)
     label = f"{instance_id} ({name})" if name else instance_id
     return Plan("isolate", label, ctx.aws.region, changes, notes, facts)
+
+
+def _protection_changes(ctx: Context, instance: dict[str, Any], notes: list[str]) -> list[Change]:
+    """Nobody terminates or stops it by mistake, and a shutdown from inside keeps it."""
+    instance_id = instance["InstanceId"]
+    changes = []
+    wanted: list[tuple[str, Any, str]] = [("disableApiTermination", True, "termination protection")]
+    if instance.get("InstanceLifecycle") == "spot" or instance.get("RootDeviceType") == (
+        "instance-store"
+    ):
+        notes.append("stop protection is not available for spot or instance-store instances")
+    else:
+        wanted.append(("disableApiStop", True, "stop protection"))
+    wanted.append(("instanceInitiatedShutdownBehavior", "stop", "shutdown from inside"))
+    for attribute, value, label in wanted:
+        change = Change(
+            "instance-attribute", instance_id, None, value, "", detail={"attribute": attribute}
+        )
+        change.before = read(ctx, change)
+        if change.before == value:
+            if attribute != "instanceInitiatedShutdownBehavior":
+                notes.append(f"{label} is already on")
+            continue
+        if attribute == "instanceInitiatedShutdownBehavior":
+            change.summary = (
+                f"{label} of {instance_id}: {change.before} → stop, so a shutdown by the "
+                "intruder does not terminate it"
+            )
+        else:
+            change.summary = f"{label} of {instance_id}: off → on"
+        changes.append(change)
+    if any(c.detail.get("attribute") == "disableApiStop" for c in changes):
+        notes.append(
+            "to stop the instance later (its memory is lost), turn stop protection off "
+            "first: cloudir respond restore puts it back, or ModifyInstanceAttribute"
+        )
+    return changes
+
+
+def _credential_changes(ctx: Context, instance: dict[str, Any], notes: list[str]) -> list[Change]:
+    """No new role credentials for the intruder: profile detached, metadata service off."""
+    instance_id = instance["InstanceId"]
+    changes = []
+    profile = Change("instance-profile", instance_id, None, None, "")
+    profile.before = read(ctx, profile)
+    if profile.before:
+        profile.summary = (
+            f"detach instance profile {profile.before} from {instance_id}: no new role "
+            "credentials on the instance"
+        )
+        changes.append(profile)
+        notes.append(
+            f"role credentials already taken through {profile.before} keep working from "
+            "anywhere until they expire: revoke them with cloudir respond disable-key "
+            "--role NAME --revoke-sessions (it stops every session of that role, on every "
+            "instance that uses it)"
+        )
+    endpoint = Change("metadata-endpoint", instance_id, None, "disabled", "")
+    endpoint.before = read(ctx, endpoint)
+    if endpoint.before != "disabled":
+        endpoint.summary = f"instance metadata service of {instance_id}: enabled → disabled"
+        changes.append(endpoint)
+    return changes
 
 
 def _quarantine_changes(
@@ -153,56 +224,67 @@ def _quarantine_changes(
     cidrs: list[str],
     notes: list[str],
 ) -> list[Change]:
-    changes: list[Change] = []
-    group_name = quarantine_group_name(case_id, cidrs)
-    rules = f"ingress only from {', '.join(cidrs)}" if cidrs else "no ingress"
-    group = Change(
-        "security-group",
-        vpc_id,
-        None,
-        {"name": group_name, "ingress": cidrs, "egress": []},
-        f"create security group {group_name} in {vpc_id}: {rules}, no egress",
-        detail={
-            "name": group_name,
-            "description": f"cloudir quarantine for case {case_id}: {rules}, no egress",
-            "allow_cidrs": cidrs,
-            "tags": {CASE_TAG: case_id, "Name": group_name},
-        },
-    )
-    existing = read(ctx, group)
-    if existing:
-        _check_existing_group(ctx, existing, cidrs)
-        quarantine: str = existing
-        notes.append(f"reusing quarantine group {existing} ({group_name}) made earlier")
-    else:
-        changes.append(group)
-        quarantine = QUARANTINE_GROUP
+    """One quarantine group per VPC the interfaces are in, alone on every interface."""
     interfaces = sorted(
         instance.get("NetworkInterfaces", []),
         key=lambda n: n.get("Attachment", {}).get("DeviceIndex", 0),
     )
     if not interfaces:
         raise CloudError(f"{instance['InstanceId']} has no network interfaces to isolate")
+    group_name = quarantine_group_name(case_id, cidrs)
+    rules = f"ingress only from {', '.join(cidrs)}" if cidrs else "no ingress"
+    groups: list[Change] = []
+    quarantine: dict[str, str] = {}
+    eni_changes: list[Change] = []
     for eni in interfaces:
+        vpc = eni.get("VpcId") or vpc_id
+        if vpc not in quarantine:
+            group = Change(
+                "security-group",
+                vpc,
+                None,
+                {"name": group_name, "ingress": cidrs, "egress": []},
+                f"create security group {group_name} in {vpc}: {rules}, no egress",
+                detail={
+                    "name": group_name,
+                    "description": f"cloudir quarantine for case {case_id}: {rules}, no egress",
+                    "allow_cidrs": cidrs,
+                    "tags": {CASE_TAG: case_id, "Name": group_name},
+                },
+            )
+            existing = read(ctx, group)
+            if existing:
+                _check_existing_group(ctx, existing, cidrs)
+                quarantine[vpc] = existing
+                notes.append(f"reusing quarantine group {existing} ({group_name}) in {vpc}")
+            else:
+                groups.append(group)
+                quarantine[vpc] = QUARANTINE_GROUP + vpc
         before = sorted(g["GroupId"] for g in eni.get("Groups", []))
-        if before == [quarantine]:
+        if before == [quarantine[vpc]]:
             notes.append(f"{eni['NetworkInterfaceId']} already has only the quarantine group")
             continue
         names = ", ".join(
             f"{g['GroupId']} ({g.get('GroupName', '?')})" for g in eni.get("Groups", [])
         )
         device = eni.get("Attachment", {}).get("DeviceIndex", "?")
-        changes.append(
+        eni_changes.append(
             Change(
                 "eni-security-groups",
                 eni["NetworkInterfaceId"],
                 before,
-                [quarantine],
+                [quarantine[vpc]],
                 f"interface {eni['NetworkInterfaceId']} (device {device}): security groups "
                 f"{names or 'none'} → the quarantine group only",
             )
         )
-    return changes
+    tag_keys = [t.get("Key", "") for t in instance.get("Tags", [])]
+    if any(k == "eks:cluster-name" or k.startswith("kubernetes.io/cluster/") for k in tag_keys):
+        notes.append(
+            "this is a Kubernetes node: pod branch interfaces (security groups for pods) "
+            "are not listed on the instance and keep their network"
+        )
+    return groups + eni_changes
 
 
 def _check_existing_group(ctx: Context, group_id: str, cidrs: list[str]) -> None:

@@ -39,19 +39,28 @@ def revoke_document(issued_before: str) -> dict[str, Any]:
 
 def plan_disable_key(
     ctx: Context,
-    access_key_id: str,
+    access_key_id: str | None,
     revoke_sessions: bool,
     role: str | None = None,
     case_root: Path | None = None,
 ) -> Plan:
-    if not KEY_ID.match(access_key_id):
+    if access_key_id is None:
+        if not (role and revoke_sessions):
+            raise UsageError("name --access-key-id, or --role NAME with --revoke-sessions")
+    elif not KEY_ID.match(access_key_id):
         raise UsageError(f"{access_key_id!r} is not an AWS access key id (AKIA... or ASIA...)")
     changes: list[Change] = []
     notes: list[str] = []
     facts: dict[str, Any] = {"access_key_id": access_key_id}
     revoke_on: str | None = f"role/{role}" if role else None
+    caller = ctx.aws.caller_identity()
+    facts["caller"] = caller.get("Arn")
+    if access_key_id:
+        _same_account(ctx, access_key_id, caller)
 
-    if access_key_id.startswith("AKIA"):
+    if access_key_id is None:
+        pass
+    elif access_key_id.startswith("AKIA"):
         iam = ctx.client("iam")
         used = call(
             "iam:GetAccessKeyLastUsed", iam.get_access_key_last_used, AccessKeyId=access_key_id
@@ -96,7 +105,7 @@ def plan_disable_key(
                 "case's CloudTrail names the role)"
             )
         if not revoke_on:
-            revoke_on = principal_from_timeline(case_root, access_key_id)
+            revoke_on = principal_from_timeline(case_root, access_key_id, caller.get("Account"))
         if not revoke_on:
             raise UsageError(
                 f"no CloudTrail event in the case names who {access_key_id} belongs to: "
@@ -121,6 +130,7 @@ def plan_disable_key(
             f"sessions issued before {now}"
         )
         changes.append(policy)
+        notes.extend(_principal_warnings(ctx, kind, name, caller))
         if kind == "role":
             notes.append(
                 f"every session of role {name} issued before {now} stops working, the "
@@ -141,10 +151,52 @@ def plan_disable_key(
             "working until they expire: add --revoke-sessions, and revoke the roles it "
             "assumed with --role NAME --revoke-sessions"
         )
-    return Plan("disable-key", access_key_id, ctx.aws.region, changes, notes, facts)
+    subject = access_key_id or f"role/{role}"
+    return Plan("disable-key", subject, ctx.aws.region, changes, notes, facts)
 
 
-def principal_from_timeline(case_root: Path | None, access_key_id: str) -> str | None:
+def _same_account(ctx: Context, access_key_id: str, caller: dict[str, str]) -> None:
+    """A key of another account cannot be changed from this one: say so, do not guess."""
+    sts = ctx.client("sts")
+    owner = call("sts:GetAccessKeyInfo", sts.get_access_key_info, AccessKeyId=access_key_id)
+    account = owner.get("Account")
+    if account and caller.get("Account") and account != caller["Account"]:
+        raise UsageError(
+            f"{access_key_id} belongs to account {account}; these credentials are for "
+            f"{caller['Account']}: run with credentials for {account}"
+        )
+
+
+def _principal_warnings(ctx: Context, kind: str, name: str, caller: dict[str, str]) -> list[str]:
+    """What a responder must know before a deny lands on this role or user."""
+    warnings = []
+    arn = caller.get("Arn", "")
+    own_role = ":assumed-role/" in arn and arn.split(":assumed-role/")[1].split("/")[0] == name
+    own_user = arn.endswith(f":user/{name}")
+    if (kind == "role" and own_role) or (kind == "user" and own_user):
+        warnings.append(
+            f"{kind} {name} is the one these credentials use: your own session stops "
+            "working the moment the policy lands, and restore then needs other credentials"
+        )
+    if kind == "role" and name.startswith("AWSReservedSSO_"):
+        warnings.append(
+            f"{name} belongs to IAM Identity Center: an inline policy on it is overwritten "
+            "when its permission set is provisioned again; revoke through the permission set"
+        )
+    if kind == "role":
+        iam = ctx.client("iam")
+        path = call("iam:GetRole", iam.get_role, RoleName=name)["Role"].get("Path", "/")
+        if path.startswith("/aws-service-role/"):
+            raise UsageError(
+                f"{name} is a service-linked role: it takes no inline policy; contain the "
+                "service that uses it instead"
+            )
+    return warnings
+
+
+def principal_from_timeline(
+    case_root: Path | None, access_key_id: str, account: str | None = None
+) -> str | None:
     """The role (or user) a session key belongs to, as the case's CloudTrail says."""
     if case_root is None or not any((case_root / "timeline").glob("*.parquet")):
         return None
@@ -158,7 +210,8 @@ def principal_from_timeline(case_root: Path | None, access_key_id: str) -> str |
             SELECT json_extract_string(raw, '$.userIdentity.type'),
                    json_extract_string(raw, '$.userIdentity.sessionContext.sessionIssuer.type'),
                    json_extract_string(raw, '$.userIdentity.sessionContext.sessionIssuer.userName'),
-                   json_extract_string(raw, '$.userIdentity.userName')
+                   json_extract_string(raw, '$.userIdentity.userName'),
+                   json_extract_string(raw, '$.userIdentity.accountId')
             FROM timeline
             WHERE source = 'cloudtrail'
               AND json_extract_string(raw, '$.userIdentity.accessKeyId') = ?
@@ -171,7 +224,9 @@ def principal_from_timeline(case_root: Path | None, access_key_id: str) -> str |
         con.close()
     if not row:
         return None
-    identity_type, issuer_type, issuer_name, user_name = row
+    identity_type, issuer_type, issuer_name, user_name, key_account = row
+    if account and key_account and key_account != account:
+        return None  # a role of that name here would be someone else's
     if issuer_type == "Role" and issuer_name:
         return f"role/{issuer_name}"
     if identity_type == "IAMUser" and user_name:

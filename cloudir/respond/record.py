@@ -22,6 +22,12 @@ from cloudir.respond.plan import Plan
 RESPONSE_KIND = "response"
 
 
+class ResponseInterrupted(CloudirError):
+    """Ctrl-C during an action: recorded, and the message says how to undo it."""
+
+    exit_code = 130
+
+
 @dataclass
 class Outcome:
     action_id: str
@@ -80,21 +86,38 @@ def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None)
     )
     total = len(plan.changes)
     for index, change in enumerate(plan.changes, 1):
+        intended = ctx.resolve(change.after)
+        # Before the call: a run killed while AWS is acting still leaves this on the
+        # record, and restore checks whether the change landed.
+        case.record(
+            "respond-change-started",
+            action_id,
+            [],
+            note=f"step {index}/{total}: starting",
+            source={"step": index, **change.as_dict(), "after": intended},
+        )
         try:
-            applied, result = write(ctx, change, ctx.resolve(change.after))
-        except (CloudirError, KeyboardInterrupt) as exc:
-            error = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            applied, result = write(ctx, change, intended)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                error = "interrupted (Ctrl-C)"
+            elif isinstance(exc, CloudirError):
+                error = str(exc)
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             outcome.failed = {"step": index, **change.as_dict(), "error": error, "at": utc_now()}
             outcome.not_done = [
                 {"step": n, **c.as_dict()} for n, c in enumerate(plan.changes[index:], index + 1)
             ]
             _finish(case, plan, outcome)
+            undo = f"cloudir respond restore --case {case.root} --action {action_id} --yes"
             if isinstance(exc, KeyboardInterrupt):
-                ctx.report(
+                raise ResponseInterrupted(
                     f"{plan.action} interrupted at step {index} of {total}: "
-                    f"{_done_text(outcome)}, recorded in {action_id}; undo with: "
-                    f"cloudir respond restore --case {case.root} --action {action_id} --yes"
-                )
+                    f"{_done_text(outcome)}, recorded in {action_id}; undo with: {undo}"
+                ) from None
+            if not isinstance(exc, CloudirError):
+                ctx.report(f"{plan.action} failed at step {index}; undo with: {undo}")
                 raise
             raise CloudError(
                 f"{plan.action} stopped at step {index} of {total} ({change.summary}): "

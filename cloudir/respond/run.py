@@ -14,13 +14,13 @@ from typing import Any
 
 from cloudir.capture.aws import Aws, AwsOptions
 from cloudir.case import CASE_FILE, Case, safe_name
-from cloudir.errors import UsageError
+from cloudir.errors import EvidenceError, UsageError
 from cloudir.respond.changes import Context, Reporter
 from cloudir.respond.isolate import plan_isolation
 from cloudir.respond.keys import plan_disable_key
 from cloudir.respond.plan import Plan
 from cloudir.respond.record import Outcome, carry_out
-from cloudir.respond.restore import plan_restores
+from cloudir.respond.restore import chosen_actions, plan_restore
 
 
 @dataclass
@@ -68,16 +68,19 @@ def isolate(
     report: Reporter,
     snapshot: bool = True,
     replace: bool = False,
+    keep_credentials: bool = False,
 ) -> Response:
     ctx = Context(aws, report)
-    plan = plan_isolation(ctx, ref.case_id, instance_id, allow_cidrs, snapshot, replace)
+    plan = plan_isolation(
+        ctx, ref.case_id, instance_id, allow_cidrs, snapshot, replace, keep_credentials
+    )
     return _act(ref, ctx, plan, yes)
 
 
 def disable_key(
     ref: CaseRef,
     aws: Aws,
-    access_key_id: str,
+    access_key_id: str | None,
     revoke_sessions: bool,
     role: str | None,
     yes: bool,
@@ -97,25 +100,43 @@ def restore(
     yes: bool,
     report: Reporter,
 ) -> Response:
+    """Plan each action's restore just before carrying it out, newest first: an older
+    action is judged against the state the newer ones' restores left, not before them."""
     if not (ref.root / CASE_FILE).is_file():
         raise UsageError(f"{ref.root} is not a cloudir case: nothing to restore")
     case = Case.open(ref.root)
-    planned = plan_restores(lambda region: Context(aws_for(region), report), case, action_id, force)
-    response = Response([plan for _, _, plan in planned], applied=yes)
-    if not planned:
-        report("no containment action in the case left to restore")
-    if not yes:
-        return response
-    drifted = [d for _, _, plan in planned for d in plan.facts.get("drift", [])]
-    if drifted:
-        raise UsageError(
-            f"{len(drifted)} setting(s) changed since cloudir set them, nothing restored: "
-            f"{'; '.join(drifted)}. Re-run with --force to put them back anyway"
+    chain = case.custody_chain_errors()
+    if chain and not force:
+        raise EvidenceError(
+            f"custody.jsonl is broken ({chain[0]}): restore reads what to put back from it; "
+            "run cloudir verify, and --force only if you trust every respond entry"
         )
-    for action, ctx, plan in planned:
-        opened, identity = ref.open_for_action(ctx.aws)
-        ctx.case, ctx.identity = opened, identity
-        response.outcomes.append(carry_out(opened, ctx, plan, restores=action.action_id))
+    actions = chosen_actions(case, action_id)
+    response = Response([], applied=yes)
+    if not actions:
+        report("no containment action in the case left to restore")
+    if not yes and len(actions) > 1:
+        report(
+            f"{len(actions)} actions, newest first; each is planned against the account "
+            "as it is now, and with --yes again just before it is restored"
+        )
+    for action in actions:
+        ctx = Context(aws_for(action.region), report)
+        plan = plan_restore(ctx, action, force)
+        response.plans.append(plan)
+        if not yes:
+            continue
+        drift = plan.facts.get("drift", [])
+        if drift:
+            done = [o.action_id for o in response.outcomes]
+            raise UsageError(
+                f"{action.action_id}: {len(drift)} setting(s) changed since cloudir set them, "
+                f"so it was not restored: {'; '.join(drift)}. "
+                + (f"Already restored: {', '.join(done)}. " if done else "")
+                + "Re-run with --force to put them back anyway"
+            )
+        ctx.case, ctx.identity = ref.open_for_action(ctx.aws)
+        response.outcomes.append(carry_out(ctx.case, ctx, plan, restores=action.action_id))
     return response
 
 
