@@ -140,7 +140,7 @@ def connect(docker_host: str | None, workers: int) -> Engine:
         environment["DOCKER_HOST"] = docker_host
     host = engine_address(environment)
     try:
-        client = docker.from_env(
+        client = _EngineClient.from_env(
             environment=environment,
             timeout=API_TIMEOUT,
             max_pool_size=max(10, 2 * workers),
@@ -153,6 +153,29 @@ def connect(docker_host: str | None, workers: int) -> Engine:
             reason = "ssh:// needs the paramiko package (pip install 'docker[ssh]==7.2.0')"
         raise CloudError(f"no Docker engine at {host}: {reason}") from exc
     return Engine(client, host, version)
+
+
+class _EngineAPI(docker.APIClient):
+    """DOCKER_CERT_PATH's ca.pem (or, without DOCKER_TLS_VERIFY, no check) as the docker
+    CLI uses it, even when REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE is set.
+
+    requests lets those variables replace the session's `verify` (docker/docker-py#2433):
+    the engine's own CA gives way to the system bundle and a TLS engine fails with
+    CERTIFICATE_VERIFY_FAILED. The session's value, passed per request, is kept. A
+    subclass, because the SDK's constructor already asks the engine for its version.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if verify is None and self.verify is not True:  # True: no TLS settings of Docker's
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+class _EngineClient(docker.DockerClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.api = _EngineAPI(*args, **kwargs)
 
 
 def select(engine: Engine, request: ContainerRequest) -> list[Container]:
