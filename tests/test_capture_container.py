@@ -63,9 +63,9 @@ def start(engine: Any) -> Iterator[Callable[..., Any]]:
     """Start a container from the test image; all of them are removed at module end."""
     created: list[Any] = []
 
-    def run(command: str, wait_for_exit: bool = False) -> Any:
+    def run(command: str, wait_for_exit: bool = False, image: str = IMAGE) -> Any:
         container = engine.containers.run(
-            IMAGE,
+            image,
             ["sh", "-c", command],
             name=f"cloudir-test-{uuid.uuid4().hex[:8]}",
             detach=True,
@@ -128,10 +128,10 @@ def item_entries(case: Path, folder: Path) -> list[dict[str, Any]]:
 def assert_every_file_in_custody(case: Path, folder: Path) -> None:
     recorded = {f["path"]: f for e in custody(case) for f in e["files"]}
     for path in folder.rglob("*"):
-        data = path.read_bytes()
         rec = recorded[path.relative_to(case).as_posix()]
-        assert rec["sha256"] == hashlib.sha256(data).hexdigest(), path
-        assert rec["bytes"] == len(data), path
+        with path.open("rb") as fh:  # streamed: an fs.tar can be hundreds of MB
+            assert rec["sha256"] == hashlib.file_digest(fh, "sha256").hexdigest(), path
+        assert rec["bytes"] == path.stat().st_size, path
 
 
 def test_capture_keeps_the_implant_key_deletion_and_logs(
@@ -418,3 +418,335 @@ def test_a_captured_container_reads_onto_the_timeline_and_fires_the_rules(
         "Executable Added to a Container's Temporary Directory",
         "Accounts, Sudoers or SSH Keys Changed Inside a Container",
     } <= titles
+
+
+# -- --all and --all --running ----------------------------------------------------------
+def by_name(result: Result, names: set[str]) -> dict[str, dict[str, Any]]:
+    """The summaries of the containers this test made; the engine may hold others."""
+    return {c["name"]: c for c in result.json()["containers"] if c["name"] in names}
+
+
+def assert_item_whole(case: Path, entry: dict[str, Any], running: bool) -> None:
+    folder = case / "evidence" / entry["evidence_id"]
+    assert entry["complete"] is True and entry["problems"] == []
+    names = {p.name for p in folder.iterdir()}
+    assert {"inspect.json", "diff.json", "logs.txt", "fs.tar", "meta.json"} <= names
+    assert ("top.json" in names) is running
+    assert sorted(entry["files"]) == sorted(
+        p.relative_to(case).as_posix() for p in folder.iterdir() if p.name != "meta.json"
+    )
+    assert_every_file_in_custody(case, folder)
+    inspect = json.loads((folder / "inspect.json").read_text())
+    assert inspect["Id"] == entry["container_id"]
+    assert inspect["State"]["Running"] is running
+    assert item_entries(case, folder)[-1]["action"] == "capture-complete"
+
+
+def test_all_captures_running_and_stopped_containers(tmp_path: Path, start: Any) -> None:
+    up = start("sleep 3600")
+    down = start("echo bye", wait_for_exit=True)
+    case = tmp_path / "case"
+    result = capture(case, "--all")
+    assert result.code == 0, result.stderr
+    mine = by_name(result, {up.name, down.name})
+    assert set(mine) == {up.name, down.name}
+    assert mine[up.name]["container_id"] == up.id
+    assert mine[down.name]["container_id"] == down.id
+    assert_item_whole(case, mine[up.name], running=True)
+    assert_item_whole(case, mine[down.name], running=False)
+    ids = [c["container_id"] for c in result.json()["containers"]]
+    assert len(ids) == len(set(ids))  # each container once
+    assert {p.name for p in (case / "evidence").iterdir()} == {
+        c["evidence_id"] for c in result.json()["containers"]
+    }
+
+
+def test_all_running_leaves_the_stopped_ones_out(tmp_path: Path, start: Any) -> None:
+    up = start("sleep 3600")
+    down = start("echo bye", wait_for_exit=True)
+    case = tmp_path / "case"
+    result = capture(case, "--all", "--running")
+    assert result.code == 0, result.stderr
+    mine = by_name(result, {up.name, down.name})
+    assert set(mine) == {up.name}
+    assert_item_whole(case, mine[up.name], running=True)
+    for entry in result.json()["containers"]:  # nobody's stopped container, not only ours
+        inspect = case / "evidence" / entry["evidence_id"] / "inspect.json"
+        assert json.loads(inspect.read_text())["State"]["Running"] is True
+    assert not [p for p in (case / "evidence").iterdir() if down.id[:12] in p.name]
+
+
+# -- TLS over tcp -----------------------------------------------------------------------
+def write_tls_material(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, in the file
+    names the docker CLI and SDK read from DOCKER_CERT_PATH (plus server-*.pem)."""
+    import datetime as dt
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> Any:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(
+        subject: str, key: Any, issuer: Any, issuer_key: Any, ca: bool, usage: Any = None
+    ) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=not ca,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        )
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            import ipaddress
+
+            san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(stem: str, cert: Any, key: Any) -> None:
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem.replace('cert', 'key')}.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("cloudir-test-ca", ca_key, name("cloudir-test-ca"), ca_key, ca=True)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for stem, cn, usage in (
+        ("server-cert", "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("cert", "cloudir-test-client", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write(stem, issue(cn, key, ca.subject, ca_key, ca=False, usage=usage), key)
+
+
+class TlsProxy:
+    """An engine's TLS endpoint as `dockerd --tlsverify` offers it: TLS on 127.0.0.1,
+    client certificate required and checked against the CA, bytes relayed to the unix
+    socket. asyncio in one thread: an SSL object is never used by two threads at once."""
+
+    def __init__(self, engine_socket: str, certs: Path) -> None:
+        import asyncio
+        import ssl
+
+        self.engine_socket = engine_socket
+        self.clients: list[str] = []  # the client certificate CN of each connection
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs / "ca.pem")
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_cert_chain(certs / "server-cert.pem", certs / "server-key.pem")
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context)
+        )
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def __enter__(self) -> TlsProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        import asyncio
+
+        async def shutdown() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    async def _relay(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        peer = writer.get_extra_info("peercert") or {}
+        self.clients.append(dict(x[0] for x in peer.get("subject", ())).get("commonName", ""))
+        up_reader, up_writer = await asyncio.open_unix_connection(self.engine_socket)
+
+        async def pipe(source: Any, sink: Any) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await source.read(1 << 16):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+
+def test_capture_over_tls_with_client_certificates(
+    tmp_path: Path, implanted: Any, start: Any
+) -> None:
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host.startswith("unix://"):
+        pytest.skip(f"the TLS proxy forwards to a unix socket; DOCKER_HOST is {host!r}")
+    certifi = pytest.importorskip("certifi")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    write_tls_material(certs)
+    case = tmp_path / "case"
+    with TlsProxy(host.removeprefix("unix://"), certs) as proxy:
+        url = proxy.url
+        tls = {
+            "DOCKER_HOST": url,
+            "DOCKER_TLS_VERIFY": "1",
+            "DOCKER_CERT_PATH": str(certs),
+            # Set on many responders' machines; it must not replace the engine's CA.
+            "REQUESTS_CA_BUNDLE": certifi.where(),
+            "CURL_CA_BUNDLE": certifi.where(),
+        }
+        result = cloudir(
+            "capture", "container", "--case", str(case), implanted.name, "--json", env=tls
+        )
+        assert result.code == 0, result.stderr
+        assert proxy.clients and set(proxy.clients) == {"cloudir-test-client"}
+        # Without the CA the server certificate is not trusted: one line, exit 4, no item.
+        (certs / "ca.pem").write_bytes((certs / "cert.pem").read_bytes())
+        refused = cloudir(
+            "capture", "container", "--case", str(tmp_path / "c2"), implanted.name, env=tls
+        )
+        # DOCKER_CERT_PATH without DOCKER_TLS_VERIFY is the CLI's --tls: TLS, no check.
+        unchecked = cloudir(
+            "capture", "container", "--case", str(tmp_path / "c3"), implanted.name,
+            env={**tls, "DOCKER_TLS_VERIFY": ""},
+        )  # fmt: skip
+    folder = item(case, result)
+    assert_every_file_in_custody(case, folder)
+    recorded = {f["path"]: f for e in item_entries(case, folder) for f in e["files"]}
+    fs_tar = folder / "fs.tar"
+    with fs_tar.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    assert recorded[fs_tar.relative_to(case).as_posix()]["sha256"] == digest
+    with tarfile.open(fs_tar) as tar:
+        assert tar.extractfile("tmp/.x/miner").read() == IMPLANT  # type: ignore[union-attr]
+    assert json.loads((folder / "meta.json").read_text())["source"]["docker_host"] == url
+    engines = [e for e in custody(case) if e["action"] == "docker-engine"]
+    assert engines and engines[0]["source"]["docker_host"] == url
+
+    assert refused.code == 4, refused.stderr
+    (line,) = error_lines(refused)
+    assert line.startswith(f"error: no Docker engine at {url}: ")
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "c2" / "evidence").exists()
+    assert unchecked.code == 0, unchecked.stderr
+
+
+# -- a huge sparse file -----------------------------------------------------------------
+SPARSE_BYTES = 200 << 20  # the export carries every zero: 2 GiB is a 2 GiB fs.tar
+
+
+def test_a_large_sparse_file_is_captured_and_timed_inside_the_case(
+    tmp_path: Path, start: Any
+) -> None:
+    holder = start("sleep 3600")
+    try:
+        sh(holder, f"mkdir -p /data && truncate -s {SPARSE_BYTES} /data/sparse.bin")
+        case = tmp_path / "case"
+        scratch = {"TMPDIR": tmp_path / "tmp", "HOME": tmp_path / "home"}
+        for folder in scratch.values():
+            folder.mkdir()
+        env = {k: str(v) for k, v in scratch.items()}
+        result = cloudir(
+            "capture", "container", "--case", str(case), holder.name, "--json", env=env
+        )
+        folder = item(case, result)
+        timeline = cloudir("timeline", "--case", str(case), "--json", env=env)
+    finally:
+        holder.remove(force=True)  # a 200 MiB container would slow every later --all
+    assert timeline.code == 0, timeline.stderr
+    assert_every_file_in_custody(case, folder)
+    with tarfile.open(folder / "fs.tar") as tar:
+        assert tar.getmember("data/sparse.bin").size == SPARSE_BYTES
+    assert (folder / "fs.tar").stat().st_size > SPARSE_BYTES
+
+    (row,) = query(
+        case,
+        "SELECT action, message, raw FROM timeline "
+        "WHERE artifact = 'container:diff' AND target = '/data/sparse.bin'",
+    )
+    assert row["action"] == "container:added"
+    raw = json.loads(row["raw"])
+    assert raw["size"] == SPARSE_BYTES and raw["type"] == "file"
+    assert f"{SPARSE_BYTES:,} bytes" in row["message"]
+
+    assert {p.name for p in tmp_path.iterdir()} == {"case", "tmp", "home"}
+    assert [list(f.iterdir()) for f in scratch.values()] == [[], []]
+    assert not [p for p in case.rglob("*") if p.name.endswith(".partial")]
+
+
+# -- a container whose image was deleted ------------------------------------------------
+def test_a_container_whose_image_was_deleted_is_still_captured(
+    tmp_path: Path, engine: Any, start: Any
+) -> None:
+    """`docker rmi -f` deletes an image a stopped container still uses (a running one
+    only loses the tag): the container's layer and config remain, the image does not."""
+    docker = pytest.importorskip("docker")
+    base = start("echo base > /marker", wait_for_exit=True)
+    tag = f"cloudir-test/throwaway:{uuid.uuid4().hex[:8]}"
+    image = base.commit(repository=tag.split(":")[0], tag=tag.split(":")[1])
+    try:
+        orphan = start("echo orphan > /tmp/left", wait_for_exit=True, image=tag)
+    finally:
+        engine.images.remove(image.id, force=True)
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(image.id)
+
+    case = tmp_path / "case"
+    result = capture(case, orphan.name)
+    assert result.code == 0, result.stderr
+    (summary,) = result.json()["containers"]
+    assert summary["complete"] is True and summary["problems"] == []
+    folder = case / "evidence" / summary["evidence_id"]
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"inspect.json", "diff.json", "logs.txt", "fs.tar", "meta.json"}
+    assert_every_file_in_custody(case, folder)
+    assert json.loads((folder / "inspect.json").read_text())["Image"] == image.id
+    assert json.loads((folder / "meta.json").read_text())["source"]["image"] == tag
+    with tarfile.open(folder / "fs.tar") as tar:
+        assert tar.extractfile("tmp/left").read() == b"orphan\n"  # type: ignore[union-attr]
+        assert tar.extractfile("marker").read() == b"base\n"  # type: ignore[union-attr]
+    last = item_entries(case, folder)[-1]
+    assert last["action"] == "capture-complete"
+    assert f"image {image.id} is no longer on the engine" in last["note"]
+    assert "image.json and image-history.json not captured" in last["note"]
