@@ -448,6 +448,8 @@ def capture_container(
                 + (", paused during capture" if r.paused else "")
                 + ("" if r.complete else ", INCOMPLETE")
             )
+            for note in r.notes:
+                _say(f"{r.evidence_id}: {note}")
     capture.raise_if_incomplete(results, _say)
 
 

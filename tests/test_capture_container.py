@@ -737,6 +737,7 @@ def test_a_container_whose_image_was_deleted_is_still_captured(
     assert result.code == 0, result.stderr
     (summary,) = result.json()["containers"]
     assert summary["complete"] is True and summary["problems"] == []
+    assert any("is no longer on the engine" in note for note in summary["notes"])
     folder = case / "evidence" / summary["evidence_id"]
     names = {p.name for p in folder.iterdir()}
     assert names == {"inspect.json", "diff.json", "logs.txt", "fs.tar", "meta.json"}

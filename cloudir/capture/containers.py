@@ -96,6 +96,7 @@ class ContainerCapture:
     paused: bool = False  # cloudir paused it for the capture (and unpaused it after)
     complete: bool = False
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts, not failures (image gone, ...)
     engine_failed: bool = False  # a problem came from the engine (exit 4), not the disk
 
     def as_dict(self) -> dict[str, Any]:
@@ -367,7 +368,7 @@ class _Run:
         self.case, self.engine, self.container = case, engine, container
         self.evidence_id, self.cancel, self.tick = evidence_id, cancel, tick
         self.result = ContainerCapture(evidence_id, container.id, _name(container.attrs))
-        self.notes: list[str] = []
+        self.notes: list[str] = self.result.notes
         self.diff: list[dict[str, Any]] | None = None
 
     # -- the steps, most volatile first ---------------------------------------------
