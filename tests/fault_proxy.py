@@ -54,6 +54,8 @@ class FaultProxy:
         self.list_requests = 0
         self.denied: dict[str, int] = {}  # query-API action -> refusals left (-1: always)
         self.refused: list[str] = []
+        self.stalled: set[str] = set()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         ThreadingHTTPServer.request_queue_size = 128  # 32 workers connect at once
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -72,12 +74,19 @@ class FaultProxy:
         return self
 
     def __exit__(self, *_: Any) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
     def add(self, kind: str, on: str = "block", index: int | None = None, times: int = 1) -> None:
         with self._lock:
             self.faults.append(Fault(kind, on, index, times))
+
+    def stall(self, action: str) -> None:
+        """Hold every request for a query-API action, unanswered, until the proxy closes:
+        an engine (or API) that hangs while the client waits."""
+        with self._lock:
+            self.stalled.add(action)
 
     def deny(self, action: str, times: int = -1) -> None:
         """Refuse a query-API action (EC2, IAM, Auto Scaling, STS) as a missing permission."""
@@ -130,6 +139,10 @@ class FaultProxy:
                 action = _query_action(payload)
                 if action and proxy.refuse(action):
                     self._send_denied(action)
+                    return
+                if action in proxy.stalled:
+                    proxy._closing.wait()
+                    self.close_connection = True
                     return
                 block = BLOCK_PATH.match(self.path)
                 on = "block" if block else "list" if LIST_PATH.match(self.path) else "other"

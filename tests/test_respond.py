@@ -9,6 +9,10 @@ group's launch template with `NetworkInterfaces` does.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -602,3 +606,64 @@ def test_a_deleted_key_does_not_stop_the_rest_of_the_restore(tmp_path: Path, mot
     notes = " ".join(back.json()["plans"][0]["notes"])
     assert f"status of access key {key}: gone" in notes
     assert iam.list_user_policies(UserName=user)["PolicyNames"] == []
+
+
+def _isolate_until_stalled(proxy: FaultProxy, case: Path, estate: Estate) -> subprocess.Popen[str]:
+    """`isolate --yes` with CreateTags (the last step) hanging; returns once it hangs."""
+    proxy.stall("CreateTags")
+    command = ["respond", "isolate", "--case", str(case), "--instance-id", estate.instance]
+    command += ["--no-snapshot", "--yes", "--endpoint-url", proxy.url, *REGION]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cloudir", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        entries = custody(case) if (case / "custody.jsonl").exists() else []
+        started = [e for e in entries if e["action"] == "respond-change-started"]
+        if started and started[-1]["source"]["kind"] == "tags":
+            time.sleep(0.3)  # the request is on its way to the stalled proxy
+            return process
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("isolate never reached its last step")
+
+
+def test_ctrl_c_mid_action_is_recorded_and_says_how_to_undo(
+    tmp_path: Path, moto_url: str, estate: Estate, proxy: FaultProxy
+) -> None:
+    before = estate.state()
+    case = tmp_path / "case"
+    process = _isolate_until_stalled(proxy, case, estate)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    line = one_line(stderr)
+    assert "interrupted at step 9 of 9" in line and "respond restore" in line
+    end = actions(case)[-1]
+    assert end["action"] == "respond-incomplete"
+    assert end["source"] == {"done": list(range(1, 9)), "failed": 9, "not_done": []}
+    back = respond(moto_url, "restore", "--case", str(case), "--yes")
+    assert back.code == 0, back.stderr
+    assert estate.state() == before
+
+
+def test_a_killed_action_is_still_restored_from_custody(
+    tmp_path: Path, moto_url: str, estate: Estate, proxy: FaultProxy
+) -> None:
+    """kill -9 while AWS is acting: no end entry at all; restore works from the changes
+    custody holds, and checks whether the step cut short landed."""
+    before = estate.state()
+    case = tmp_path / "case"
+    process = _isolate_until_stalled(proxy, case, estate)
+    process.kill()
+    process.communicate(timeout=30)
+    assert not [e for e in actions(case) if e["action"].startswith("respond-incomplete")]
+    back = respond(moto_url, "restore", "--case", str(case), "--yes", "--json")
+    assert back.code == 0, back.stderr
+    notes = " ".join(back.json()["plans"][0]["notes"])
+    assert "the step that was cut short did not land" in notes
+    assert "did not finish (started)" in notes
+    assert estate.state() == before
