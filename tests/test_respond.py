@@ -621,7 +621,10 @@ def _isolate_until_stalled(proxy: FaultProxy, case: Path, estate: Estate) -> sub
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        entries = custody(case) if (case / "custody.jsonl").exists() else []
+        try:
+            entries = custody(case) if (case / "custody.jsonl").exists() else []
+        except json.JSONDecodeError:  # a line read while it is being written
+            entries = []
         started = [e for e in entries if e["action"] == "respond-change-started"]
         if started and started[-1]["source"]["kind"] == "tags":
             time.sleep(0.3)  # the request is on its way to the stalled proxy
