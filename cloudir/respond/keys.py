@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,10 @@ def plan_disable_key(
     notes: list[str] = []
     facts: dict[str, Any] = {"access_key_id": access_key_id}
     revoke_on: str | None = f"role/{role}" if role else None
-    caller = ctx.aws.caller_identity()
+    sts = ctx.client("sts")
+    identity = call("sts:GetCallerIdentity", sts.get_caller_identity)
+    caller = {k: identity[k] for k in ("Account", "Arn", "UserId") if k in identity}
+    aws_now = _server_time(identity)
     facts["caller"] = caller.get("Arn")
     if access_key_id:
         _same_account(ctx, access_key_id, caller)
@@ -114,7 +118,9 @@ def plan_disable_key(
 
     if revoke_sessions:
         assert revoke_on
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # AWS's clock or ours, whichever is later: a laptop running behind would leave
+        # the sessions issued in between working.
+        now = max(datetime.now(UTC), aws_now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         policy = Change(
             "inline-policy",
             revoke_on,
@@ -153,6 +159,15 @@ def plan_disable_key(
         )
     subject = access_key_id or f"role/{role}"
     return Plan("disable-key", subject, ctx.aws.region, changes, notes, facts)
+
+
+def _server_time(response: dict[str, Any]) -> datetime | None:
+    """The Date header AWS sent with this response."""
+    header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(header).astimezone(UTC) if header else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _same_account(ctx: Context, access_key_id: str, caller: dict[str, str]) -> None:
