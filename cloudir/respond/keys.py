@@ -62,54 +62,20 @@ def plan_disable_key(
     if access_key_id:
         _same_account(ctx, access_key_id, caller)
 
-    if access_key_id is None:
-        pass
-    elif access_key_id.startswith("AKIA"):
-        iam = ctx.client("iam")
-        used = call(
-            "iam:GetAccessKeyLastUsed", iam.get_access_key_last_used, AccessKeyId=access_key_id
-        )
-        user = used.get("UserName")
-        if not user or user == "root":
-            raise UsageError(
-                f"{access_key_id} belongs to the account's root user: only root can change "
-                "root keys (sign in as root, or ask AWS Support)"
-            )
-        last = used.get("AccessKeyLastUsed", {})
-        facts.update(
-            user=user,
-            last_used=last.get("LastUsedDate"),
-            last_service=last.get("ServiceName"),
-            last_region=last.get("Region"),
-        )
-        status = Change(
-            "access-key-status", access_key_id, None, "Inactive", "", detail={"user": user}
-        )
-        status.before = read(ctx, status)
-        if status.before == "Inactive":
-            notes.append(f"{access_key_id} of user {user} is already inactive")
-        else:
-            status.summary = f"access key {access_key_id} of user {user}: Active → Inactive"
-            changes.append(status)
-        others = [
-            k["AccessKeyId"]
-            for k in call("iam:ListAccessKeys", iam.list_access_keys, UserName=user)[
-                "AccessKeyMetadata"
-            ]
-            if k["AccessKeyId"] != access_key_id and k["Status"] == "Active"
-        ]
-        if others:
-            notes.append(f"user {user} has other active keys, not touched: {', '.join(others)}")
+    if access_key_id and access_key_id.startswith("AKIA"):
+        user, key_changes = _user_key(ctx, access_key_id, facts, notes)
+        changes.extend(key_changes)
         revoke_on = revoke_on or f"user/{user}"
-    else:
+    elif access_key_id:
         if not revoke_sessions:
             raise UsageError(
                 f"{access_key_id} is a temporary session key: it cannot be made inactive. "
                 "Add --revoke-sessions (with --role NAME, or after cloudir timeline so the "
                 "case's CloudTrail names the role)"
             )
-        if not revoke_on:
-            revoke_on = principal_from_timeline(case_root, access_key_id, caller.get("Account"))
+        revoke_on = revoke_on or principal_from_timeline(
+            case_root, access_key_id, caller.get("Account")
+        )
         if not revoke_on:
             raise UsageError(
                 f"no CloudTrail event in the case names who {access_key_id} belongs to: "
@@ -159,6 +125,44 @@ def plan_disable_key(
         )
     subject = access_key_id or f"role/{role}"
     return Plan("disable-key", subject, ctx.aws.region, changes, notes, facts)
+
+
+def _user_key(
+    ctx: Context, access_key_id: str, facts: dict[str, Any], notes: list[str]
+) -> tuple[str, list[Change]]:
+    """The user a long-term key belongs to, and the change making it inactive."""
+    iam = ctx.client("iam")
+    used = call("iam:GetAccessKeyLastUsed", iam.get_access_key_last_used, AccessKeyId=access_key_id)
+    user = used.get("UserName")
+    if not user or user == "root":
+        raise UsageError(
+            f"{access_key_id} belongs to the account's root user: only root can change "
+            "root keys (sign in as root, or ask AWS Support)"
+        )
+    last = used.get("AccessKeyLastUsed", {})
+    facts.update(
+        user=user,
+        last_used=last.get("LastUsedDate"),
+        last_service=last.get("ServiceName"),
+        last_region=last.get("Region"),
+    )
+    changes = []
+    status = Change("access-key-status", access_key_id, None, "Inactive", "", detail={"user": user})
+    status.before = read(ctx, status)
+    if status.before == "Inactive":
+        notes.append(f"{access_key_id} of user {user} is already inactive")
+    else:
+        status.summary = f"access key {access_key_id} of user {user}: Active → Inactive"
+        changes.append(status)
+    keys = call("iam:ListAccessKeys", iam.list_access_keys, UserName=user)["AccessKeyMetadata"]
+    others = [
+        k["AccessKeyId"]
+        for k in keys
+        if k["AccessKeyId"] != access_key_id and k["Status"] == "Active"
+    ]
+    if others:
+        notes.append(f"user {user} has other active keys, not touched: {', '.join(others)}")
+    return user, changes
 
 
 def _server_time(response: dict[str, Any]) -> datetime | None:
