@@ -664,6 +664,9 @@ def test_a_killed_action_is_still_restored_from_custody(
     process.kill()
     process.communicate(timeout=30)
     assert not [e for e in actions(case) if e["action"].startswith("respond-incomplete")]
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    rows = query(case, "SELECT action FROM timeline WHERE source = 'response'")
+    assert len(rows) == 8  # every change that landed before the kill
     back = respond(moto_url, "restore", "--case", str(case), "--yes", "--json")
     assert back.code == 0, back.stderr
     notes = " ".join(back.json()["plans"][0]["notes"])

@@ -1,8 +1,9 @@
 """Carry out a plan with every step on the record, so a half-done action can be undone.
 
 The plan (with the state found before any change) is evidence before the first change;
-each change is a custody entry the moment it lands; the end is either `respond-complete`
-or `respond-incomplete` naming what was done, what failed and what was never tried.
+each change is a custody entry (and `steps/NNN.json`) the moment it lands; the end is
+either `respond-complete` or `respond-incomplete` naming what was done, what failed and
+what was never tried.
 Custody, not a file written at the end, is what restore reads: a run killed between
 two changes still leaves the first one on the record.
 """
@@ -131,10 +132,13 @@ def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None)
             "result": result,
             "at": utc_now(),
         }
+        # The step as evidence too, so the timeline has it even if the run dies before
+        # outcome.json; custody's copy is what restore reads.
+        step_file = case.store_bytes(action_id, f"steps/{index:03d}.json", _json(entry))
         case.record(
             "respond-change",
             action_id,
-            [],
+            [step_file],
             note=f"step {index}/{total}: {change.summary}",
             source=entry,
         )

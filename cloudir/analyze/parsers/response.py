@@ -2,8 +2,9 @@
 
 An analyst reading the timeline must see "isolated at 06:10" between the intruder's
 events, and the CloudTrail events the isolation itself caused must not read as the
-intruder's. `outcome.json` of a `response` item lists every change made (and the one
-that failed); the plan beside it is the intent and gives no rows.
+intruder's. Each change made is `steps/NNN.json` of a `response` item, written the
+moment it lands (so a run killed half-way still has its rows); `outcome.json` adds the
+step that failed. The plan beside them is the intent and gives no rows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ MAX_BYTES = 16 << 20
 
 
 def accepts(path: Path) -> bool:
-    return path.name == "outcome.json"
+    return path.name == "outcome.json" or (path.parent.name == "steps" and path.suffix == ".json")
 
 
 def skip_reason(path: Path) -> str | None:
@@ -45,18 +46,38 @@ def parse(
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return
     if not isinstance(outcome, dict):
-        errors.add(f"{path.name}: not a containment outcome")
+        errors.add(f"{path.name}: not a containment record")
         return
-    yield from batches(_rows(outcome, evidence_id, errors), errors)
+    meta = _meta(path)
+    yield from batches(_rows(path, outcome, meta, evidence_id, errors), errors)
 
 
-def _rows(outcome: dict[str, Any], evidence_id: str, errors: ErrorLog) -> Iterator[Any]:
-    action = str(outcome.get("action") or "respond")
-    subject = str(outcome.get("target") or "")
+def _meta(path: Path) -> dict[str, Any]:
+    """The item's meta.json: which action, on what, by whom (for the step files)."""
+    folder = path.parent.parent if path.parent.name == "steps" else path.parent
+    try:
+        meta = json.loads((folder / "meta.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _rows(
+    path: Path,
+    document: dict[str, Any],
+    meta: dict[str, Any],
+    evidence_id: str,
+    errors: ErrorLog,
+) -> Iterator[Any]:
+    source = meta.get("source") or {}
+    action = str(source.get("action") or document.get("action") or "respond")
+    subject = str(source.get("target") or document.get("target") or "")
+    actor = (meta.get("caller_identity") or {}).get("Arn") or document.get("actor")
     host = subject if subject.startswith("i-") else None
-    steps = [(e, "success") for e in outcome.get("done") or []]
-    if outcome.get("failed"):
-        steps.append((outcome["failed"], "failure"))
+    if path.name == "outcome.json":  # each change done has its own step file
+        steps = [(document["failed"], "failure")] if document.get("failed") else []
+    else:
+        steps = [(document, "success")]
     for number, (step, result) in enumerate(steps, 1):
         if not isinstance(step, dict) or not step.get("at"):
             errors.add("a step without a time is not placed on the timeline", record=number)
@@ -72,7 +93,7 @@ def _rows(outcome: dict[str, Any], evidence_id: str, errors: ErrorLog) -> Iterat
             evidence_id=evidence_id,
             raw=json.dumps(step, sort_keys=True, default=str),
             message=message,
-            user=outcome.get("actor") or None,
+            user=actor or None,
             action=f"cloudir:{action}:{step.get('kind', '')}",
             target=str(step.get("target") or ""),
             outcome=result,
