@@ -618,6 +618,9 @@ def _isolate_until_stalled(proxy: FaultProxy, case: Path, estate: Estate) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # CI runs the tests as a background job, which ignores SIGINT; a responder's
+        # terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
