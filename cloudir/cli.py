@@ -187,7 +187,7 @@ def capture_cloudtrail(
     111122223333 --region us-east-1 --start 2024-07-30 --end 2024-08-01
     """
     from cloudir.capture import cloudtrail
-    from cloudir.case import Case
+    from cloudir.capture.aws import open_case_as_caller
     from cloudir.console import count_progress
     from cloudir.timewindow import Window
 
@@ -198,10 +198,7 @@ def capture_cloudtrail(
     window = Window.parse(start, end)
     regions = region or []
     aws = _aws(profile, regions[0] if regions else None, endpoint_url, retry_mode, workers)
-    identity = aws.caller_identity()
-    the_case = Case.open_or_create(case, title=title, examiner=examiner)
-    the_case.actor = identity.get("Arn", the_case.actor)
-    the_case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
     results: list[Any] = []
     if bucket or trail:
         if trail:
@@ -298,9 +295,9 @@ def capture_ebs(
     Example: cloudir capture ebs --case ./case-42 --region eu-west-1 --instance-id
     i-0abc123def4567890 --download --share-with 111122223333
     """
+    from cloudir.capture.aws import open_case_as_caller
     from cloudir.capture.ebs import EbsRequest
     from cloudir.capture.ebs import capture_ebs as run
-    from cloudir.case import Case
 
     request = EbsRequest(
         instance_id=instance_id,
@@ -315,10 +312,7 @@ def capture_ebs(
     )
     request.check()
     aws = _aws(profile, region, endpoint_url, retry_mode, workers)
-    identity = aws.caller_identity()
-    the_case = Case.open_or_create(case, title=title, examiner=examiner)
-    the_case.actor = identity.get("Arn", the_case.actor)
-    the_case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
     result = run(the_case, aws, request, identity, _say)
     if as_json:
         _emit_json({"case": str(case), **result.as_dict()})

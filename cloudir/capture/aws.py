@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloudir.errors import CloudError
+
+if TYPE_CHECKING:
+    from cloudir.case import Case
 
 T = TypeVar("T")
 
@@ -74,6 +78,20 @@ DENIED_CODES = frozenset(
     }
 )
 """Error codes that mean the caller lacks an IAM permission (EC2, IAM, STS, Auto Scaling)."""
+
+
+def open_case_as_caller(
+    aws: Aws, root: Path, title: str | None = None, examiner: str | None = None
+) -> tuple[Case, dict[str, str]]:
+    """Open (or create) the case with the AWS caller as custody's actor, on the record:
+    every command that talks to AWS starts here."""
+    from cloudir.case import Case
+
+    identity = aws.caller_identity()
+    case = Case.open_or_create(root, title=title, examiner=examiner)
+    case.actor = identity.get("Arn", case.actor)
+    case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    return case, identity
 
 
 def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

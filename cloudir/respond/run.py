@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudir.capture.aws import Aws, AwsOptions
+from cloudir.capture.aws import Aws, AwsOptions, open_case_as_caller
 from cloudir.case import CASE_FILE, Case, safe_name
 from cloudir.errors import EvidenceError, UsageError
 from cloudir.respond.changes import Context, Reporter
@@ -52,11 +52,7 @@ class CaseRef:
         return safe_name(self.root.resolve().name)
 
     def open_for_action(self, aws: Aws) -> tuple[Case, dict[str, str]]:
-        identity = aws.caller_identity()
-        case = Case.open_or_create(self.root, title=self.title, examiner=self.examiner)
-        case.actor = identity.get("Arn", case.actor)
-        case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
-        return case, identity
+        return open_case_as_caller(aws, self.root, self.title, self.examiner)
 
 
 def isolate(
