@@ -49,7 +49,7 @@ class LogObject:
     size: int
     etag: str
     last_modified: datetime | None
-    name: str  # where it goes in the item: logs/YYYY/MM/DD/<file>, unique per key
+    name: str  # where it goes in the item: logs/YYYY/MM/DD/<file>, one name per key
 
 
 @dataclass
@@ -136,15 +136,15 @@ def discover_regions(s3: Any, bucket: str, log_prefix: LogPrefix, regions: list[
 def list_day_objects(
     s3: Any, bucket: str, region_prefix: str, window: Window
 ) -> Iterator[LogObject]:
-    """One listing per day folder; digest files and files far outside the window are left."""
+    """One listing per day folder; only files named for a time far outside the window are
+    left. Anything else in a day folder is taken, whatever its name: an object skipped
+    for its name would be a place to hide a log."""
     for day in window.days(SLACK_BEFORE, SLACK_AFTER):
         day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=day_prefix)
         for page in call(f"s3:ListObjectsV2 s3://{bucket}/{day_prefix}", list, pages):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                if "CloudTrail-Digest" in key or key.endswith("/"):
-                    continue
                 stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])
                 if stamp:
                     moment = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
@@ -155,7 +155,7 @@ def list_day_objects(
                     obj["Size"],
                     obj.get("ETag", "").strip('"'),
                     obj.get("LastModified"),
-                    "logs/" + key.removeprefix(region_prefix),
+                    evidence_name_for_key(key.removeprefix(region_prefix)),
                 )
 
 
@@ -390,3 +390,107 @@ def _reencode(resp: dict[str, Any]) -> bytes:
 
     body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
     return json.dumps(body, default=str).encode()
+
+
+# -- evidence names for S3 keys --------------------------------------------------------
+# An S3 key is any UTF-8 string up to 1024 bytes: `a/./b`, `a/x/../b`, `a//b`, `a/` and
+# `a/b` are five different objects. A file system (and the case's own name cleaning)
+# would fold several of them into one path, so the name an object gets in the case is an
+# injective, reversible encoding of its key, never a normalisation:
+# - the key is split on "/"; each segment becomes one path component;
+# - a segment made only of [A-Za-z0-9._-], starting with a letter or digit, not ending with
+#   "." or "_", at most 100 characters, is kept as it is when it is a folder without a "."
+#   or a file with one (`2024/07/31/<name>.json.gz`: every genuine CloudTrail key);
+# - any other segment is escaped: bytes outside [A-Za-z0-9.] become `_XX` (and a final "."
+#   becomes `_2E`), written as `-<escaped>` for a file and `-<escaped>-` for a folder, so a
+#   file and a folder of one name (`a` and `a/b`) never meet and `.`, `..` and empty
+#   segments are plain names;
+# - an escaped segment longer than 100 characters is cut into `--<piece>` folders followed
+#   by its last piece, so no component passes the 255-byte file name limit.
+# `key_for_evidence_name` reverses it; custody also keeps the key itself.
+_PLAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9-])?$")
+_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
+_PART_MAX = 100
+_ESCAPE = re.compile(r"_([0-9A-F]{2})")
+_ESCAPED_BODY = re.compile(r"^(?:[A-Za-z0-9.]|_[0-9A-F]{2})*$")
+
+
+def evidence_name_for_key(rest: str) -> str:
+    """`logs/` + the injective encoding of a key (the part after the region folder)."""
+    segments = rest.split("/")
+    parts: list[str] = []
+    for number, segment in enumerate(segments):
+        parts.extend(_encode_segment(segment, is_file=number == len(segments) - 1))
+    return "logs/" + "/".join(parts)
+
+
+def key_for_evidence_name(name: str) -> str:
+    """The key part `evidence_name_for_key` encoded; ValueError for a name it never makes."""
+    parts = name.split("/")
+    if parts[0] != "logs" or len(parts) < 2:
+        raise ValueError(f"{name!r} is not an encoded S3 key")
+    segments: list[str] = []
+    pieces: list[str] = []
+    for number, part in enumerate(parts[1:], 2):
+        is_file = number == len(parts)
+        if part.startswith("--") and len(part) > 2 and not is_file:
+            if not _ESCAPED_BODY.match(part[2:]):
+                raise ValueError(f"{name!r}: {part!r} is not a cut segment")
+            pieces.append(part[2:])
+            continue
+        if pieces or not _plain(part, is_file):
+            body = _escaped_body(part, is_file)
+            segments.append(_unescape("".join(pieces) + body))
+            pieces = []
+        else:
+            segments.append(part)
+    if pieces:
+        raise ValueError(f"{name!r} ends inside a cut segment")
+    return "/".join(segments)
+
+
+def _plain(segment: str, is_file: bool) -> bool:
+    return (
+        len(segment) <= _PART_MAX
+        and _PLAIN.match(segment) is not None
+        and ("." in segment) == is_file
+    )
+
+
+def _encode_segment(segment: str, is_file: bool) -> list[str]:
+    if _plain(segment, is_file):
+        return [segment]
+    tokens = [
+        chr(byte) if byte in _LITERAL else f"_{byte:02X}"
+        for byte in segment.encode("utf-8", "surrogatepass")
+    ]
+    pieces: list[list[str]] = [[]]
+    for token in tokens:
+        if sum(map(len, pieces[-1])) + len(token) > _PART_MAX - 4:
+            pieces.append([])
+        pieces[-1].append(token)
+    for piece in pieces:
+        if piece and piece[-1] == ".":  # a name never ends with "." (the case strips it)
+            piece[-1] = "_2E"
+    parts = ["--" + "".join(piece) for piece in pieces[:-1]]
+    last = "-" + "".join(pieces[-1])
+    return [*parts, last if is_file else last + "-"]
+
+
+def _escaped_body(part: str, is_file: bool) -> str:
+    shaped = part.startswith("-") if is_file else (len(part) >= 2 and part[0] == part[-1] == "-")
+    body = part[1:] if is_file else part[1:-1]
+    if not shaped or body.startswith("-") or not _ESCAPED_BODY.match(body):
+        raise ValueError(f"{part!r} is not an encoded segment")
+    return body
+
+
+def _unescape(body: str) -> str:
+    data = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(body):
+        data += body[pos : match.start()].encode()
+        data.append(int(match.group(1), 16))
+        pos = match.end()
+    data += body[pos:].encode()
+    return data.decode("utf-8", "surrogatepass")

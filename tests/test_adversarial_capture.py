@@ -1,0 +1,181 @@
+"""Capture played as an adversary: hostile S3 keys, hostile local trees, files that change
+while they are copied, and a case captured into itself.
+
+Invariants asserted throughout: every input object ends up either as evidence or as a named,
+counted problem (never neither); nothing is written outside the case; exit codes follow the
+contract; no traceback; `cloudir verify` exits 0 afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudir.capture import cloudtrail
+from cloudir.capture.aws import Aws, AwsOptions
+from cloudir.case import Case
+from cloudir.timewindow import Window
+from tests.conftest import boto_client, cloudir, custody, records_gz
+
+ACCOUNT = "111111111111"
+REGION_PREFIX = f"t/AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/"
+DAY = "2024/07/31/"
+LOG = f"{ACCOUNT}_CloudTrail_us-east-1_20240731T0905Z_0123456789abcdef.json.gz"
+WINDOW = ["--start", "2024-07-31T00:00:00Z", "--end", "2024-07-31T23:59:59Z"]
+
+
+def _bucket(moto_url: str) -> tuple[Any, str]:
+    s3 = boto_client(moto_url, "s3")
+    bucket = f"adv-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    return s3, bucket
+
+
+def _capture_s3(case: Path, moto_url: str, bucket: str, *extra: str) -> Any:
+    return cloudir(
+        "capture", "cloudtrail", "--case", str(case), "--endpoint-url", moto_url,
+        "--bucket", bucket, "--prefix", "t", *WINDOW, "--json", *extra,
+    )  # fmt: skip
+
+
+def _tree_snapshot(root: Path) -> dict[str, int]:
+    """Every path under root with its mtime: what 'nothing written outside the case' compares."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            found[path] = os.lstat(path).st_mtime_ns
+    return found
+
+
+def _assert_s3_capture_holds_every_object(
+    case: Path, objects: dict[str, bytes], cli_verify: bool = True
+) -> None:
+    """One evidence file per object, byte for byte; each key once in custody; decodable."""
+    entries = [e for e in custody(case) if e["action"] == "capture"]
+    keys = [e["source"]["key"] for e in entries]
+    assert sorted(keys) == sorted(objects), "every key exactly once in custody"
+    paths = [f["path"] for e in entries for f in e["files"]]
+    assert len(set(paths)) == len(paths) == len(objects), "one evidence path per object"
+    on_disk = [p for p in (case / "evidence").rglob("*") if p.is_file() and p.name != "meta.json"]
+    assert len(on_disk) == len(objects)
+    for entry in entries:
+        [record] = entry["files"]
+        body = objects[entry["source"]["key"]]
+        stored = (case / record["path"]).read_bytes()
+        assert stored == body
+        assert record["sha256"] == hashlib.sha256(body).hexdigest()
+        name = record["path"].split("/", 2)[2]  # evidence/<id>/<name>
+        assert REGION_PREFIX + cloudtrail.key_for_evidence_name(name) == entry["source"]["key"]
+    if cli_verify:
+        verify = cloudir("verify", "--case", str(case))
+        assert verify.code == 0, verify.stderr
+
+
+# -- item 1: colliding object keys -------------------------------------------------------
+
+
+def test_keys_that_normalise_alike_are_three_objects_and_three_files(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """Before: 3 captured reported, 2 files stored, one path in custody twice with two hashes."""
+    s3, bucket = _bucket(moto_url)
+    objects = {
+        REGION_PREFIX + DAY + LOG: records_gz([]) + b"genuine",
+        REGION_PREFIX + DAY + "./" + LOG: b"dot",
+        REGION_PREFIX + DAY + "x/../" + LOG: b"dotdot",
+        REGION_PREFIX + DAY + ".../" + LOG: b"three dots",
+        REGION_PREFIX + DAY + "/" + LOG: b"empty segment",
+    }
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    case = tmp_path / "case"
+    result = _capture_s3(case, moto_url, bucket)
+    assert result.code == 0, result.stderr
+    [item] = result.json()["items"]
+    assert (item["captured"], item["failed"]) == (len(objects), [])
+    _assert_s3_capture_holds_every_object(case, objects)
+    genuine = REGION_PREFIX + DAY + LOG
+    [entry] = [e for e in custody(case) if e.get("source", {}).get("key") == genuine]
+    assert entry["files"][0]["path"].endswith(f"/logs/{DAY}{LOG}"), "plain keys keep their name"
+
+
+def test_file_and_folder_of_one_name_and_keys_differing_in_case(
+    moto_url: str, tmp_path: Path
+) -> None:
+    s3, bucket = _bucket(moto_url)
+    names = ["a", "a/b", "A", "a/", "a.json/x", "a.json", "%41", "é.json", "e\u0301.json"]
+    names.append("z" * 300)
+    objects = {REGION_PREFIX + DAY + n: f"body of {n}".encode() for n in names}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    case = tmp_path / "case"
+    result = _capture_s3(case, moto_url, bucket)
+    assert result.code == 0, result.stderr
+    _assert_s3_capture_holds_every_object(case, objects)
+    again = _capture_s3(case, moto_url, bucket)
+    assert again.code == 0, again.stderr
+    [item] = again.json()["items"]
+    assert (item["captured"], item["skipped"]) == (0, len(objects))
+
+
+SEGMENT = st.one_of(
+    st.sampled_from(["", ".", "..", "...", "a", "A", "a.json.gz", "%2F", "%", "-", "_", "~"]),
+    st.text(
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
+        min_size=1,
+        max_size=12,
+    ),
+    st.text(st.sampled_from("aZ.-_%é"), min_size=100, max_size=300),
+)
+TAIL = st.lists(SEGMENT, min_size=1, max_size=5).map("/".join)
+
+
+@given(tails=st.lists(TAIL, min_size=1, max_size=6, unique=True))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_hostile_keys_each_get_their_own_evidence_file(
+    moto_url: str, tmp_path_factory: pytest.TempPathFactory, tails: list[str]
+) -> None:
+    """In-process (the CLI path is covered above), so 25 examples stay fast."""
+    keys = [REGION_PREFIX + DAY + t for t in tails]
+    keys = [k for k in keys if len(k.encode()) <= 1024]
+    if not keys:
+        return
+    s3, bucket = _bucket(moto_url)
+    objects = {key: f"{n}:{key}".encode() for n, key in enumerate(keys)}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    work = tmp_path_factory.mktemp("adv")
+    before = _tree_snapshot(work)
+    case = work / "case"
+    aws = Aws(AwsOptions(region="us-east-1", endpoint_url=moto_url))
+    window = Window.parse(*WINDOW[1::2])
+    [item] = cloudtrail.capture_s3(
+        Case.create(case), aws, bucket, "t", [], [], window, 4, {}, lambda _: None
+    )
+    assert (item.captured, item.failed) == (len(objects), [])
+    _assert_s3_capture_holds_every_object(case, objects, cli_verify=False)
+    assert Case.open(case).verify().ok
+    outside = {p: t for p, t in _tree_snapshot(work).items() if not p.startswith(str(case))}
+    assert outside == before
+
+
+@given(tail=TAIL)
+@settings(max_examples=300, deadline=None)
+def test_the_encoding_is_reversible_and_survives_the_case_cleaning(tail: str) -> None:
+    name = cloudtrail.evidence_name_for_key(tail)
+    assert cloudtrail.key_for_evidence_name(name) == tail
+    parts = name.split("/")
+    assert all(0 < len(p.encode()) <= 120 for p in parts)
+    case_like = Path("/c")
+    from cloudir.case import safe_name
+
+    assert [safe_name(p) for p in parts] == parts, "the case's own cleaning leaves it alone"
+    assert case_like.joinpath(*parts).as_posix() == "/c/" + name
