@@ -9,6 +9,7 @@ contract; no traceback; `cloudir verify` exits 0 afterwards.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from pathlib import Path
@@ -179,3 +180,84 @@ def test_the_encoding_is_reversible_and_survives_the_case_cleaning(tail: str) ->
 
     assert [safe_name(p) for p in parts] == parts, "the case's own cleaning leaves it alone"
     assert case_like.joinpath(*parts).as_posix() == "/c/" + name
+
+
+# -- item 3, capture side: an object that changes while it is fetched ----------------------
+
+
+def _s3_case(moto_url: str, tmp_path: Path, bodies: dict[str, bytes]) -> tuple[Any, str, Aws]:
+    s3, bucket = _bucket(moto_url)
+    for name, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=REGION_PREFIX + DAY + name, Body=body)
+    return s3, bucket, Aws(AwsOptions(region="us-east-1", endpoint_url=moto_url))
+
+
+def _run_s3(case: Case, aws: Aws, bucket: str) -> cloudtrail.ItemResult:
+    window = Window.parse(*WINDOW[1::2])
+    [item] = cloudtrail.capture_s3(case, aws, bucket, "t", [], [], window, 1, {}, lambda _: None)
+    return item
+
+
+def _last_status(case: Path) -> str:
+    return [e for e in custody(case) if e["action"].startswith("capture-")][-1]["action"]
+
+
+def test_an_object_replaced_between_listing_and_reading_is_fetched_again(
+    moto_url: str, tmp_path: Path
+) -> None:
+    s3, bucket, aws = _s3_case(moto_url, tmp_path, {"a.json.gz": b"as listed", "b.json.gz": b"b"})
+    key = REGION_PREFIX + DAY + "a.json.gz"
+    replaced: list[str] = []
+
+    def replace_once(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == key and not replaced:
+            replaced.append(key)
+            s3.put_object(Bucket=bucket, Key=key, Body=b"rewritten after the listing")
+
+    aws.session.events.register("provide-client-params.s3.GetObject", replace_once)
+    case_dir = tmp_path / "case"
+    item = _run_s3(Case.create(case_dir), aws, bucket)
+    assert item.captured == 1
+    [failure] = item.failed
+    assert failure.startswith(key) and "changed since it was listed" in failure
+    assert [e["source"]["key"] for e in custody(case_dir) if e["action"] == "capture"] == [
+        REGION_PREFIX + DAY + "b.json.gz"
+    ]
+    assert _last_status(case_dir) == "capture-incomplete"
+
+    again = _run_s3(Case.open(case_dir), aws, bucket)
+    assert (again.captured, again.skipped, again.failed) == (1, 1, [])
+    captures = [e for e in custody(case_dir) if e["action"] == "capture"]
+    [entry] = [e for e in captures if e["source"]["key"] == key]
+    assert (case_dir / entry["files"][0]["path"]).read_bytes() == b"rewritten after the listing"
+    assert _last_status(case_dir) == "capture-complete"
+    assert Case.open(case_dir).verify().ok
+
+
+def test_a_short_answer_is_never_recorded_even_when_its_length_header_agrees(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """Before: the cut body was stored and recorded as complete (only the header was checked)."""
+    from botocore.response import StreamingBody
+
+    _, bucket, aws = _s3_case(moto_url, tmp_path, {"a.json.gz": b"0123456789" * 10})
+    cut: list[int] = []
+
+    def cut_once(parsed: dict[str, Any], **_: Any) -> None:
+        if not cut:
+            data = parsed["Body"].read()[:37]
+            cut.append(len(data))
+            parsed["Body"] = StreamingBody(io.BytesIO(data), len(data))
+            parsed["ContentLength"] = len(data)
+
+    aws.session.events.register("after-call.s3.GetObject", cut_once)
+    case_dir = tmp_path / "case"
+    item = _run_s3(Case.create(case_dir), aws, bucket)
+    assert item.captured == 0
+    [failure] = item.failed
+    assert "37 bytes" in failure and "100" in failure
+    assert not [e for e in custody(case_dir) if e["action"] == "capture"]
+    assert _last_status(case_dir) == "capture-incomplete"
+    again = _run_s3(Case.open(case_dir), aws, bucket)
+    assert (again.captured, again.skipped, again.failed) == (1, 0, [])
+    assert Case.open(case_dir).verify().ok

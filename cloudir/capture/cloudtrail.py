@@ -21,7 +21,7 @@ from typing import Any
 
 from cloudir.capture.aws import Aws, call
 from cloudir.case import Case, FileRecord
-from cloudir.errors import CloudError, UsageError
+from cloudir.errors import CloudError, EvidenceError, UsageError
 from cloudir.timewindow import Window
 
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -249,18 +249,22 @@ def _fetch_one(
     item: ItemResult,
     recorded: dict[str, FileRecord],
 ) -> None:
-    """Fetch one object; any failure is counted against the item, never raised."""
+    """Fetch one object; any failure is counted against the item, never raised.
+
+    Only the object exactly as listed becomes evidence: the GET is pinned to the listed
+    ETag and the bytes must add up to the listed size. Anything else (replaced since the
+    listing, a short or padded answer) is a named failure, nothing is recorded, the item
+    stays capture-incomplete, and the next run fetches the object again.
+    """
     try:
         if case.is_captured(item.evidence_id, obj.name, recorded):
             item.count(skipped=1)
             return
-        # Pinned to the listed ETag: an object replaced since listing is not taken silently.
-        resp = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
-        expected = resp.get("ContentLength", obj.size)
+        resp = _get_as_listed(s3, bucket, obj)
         chunks = resp["Body"].iter_chunks(1 << 20)
-        record = case.store_stream(item.evidence_id, obj.name, chunks, expected_bytes=expected)
+        record = case.store_stream(item.evidence_id, obj.name, chunks, expected_bytes=obj.size)
     except Exception as exc:  # one object's failure must not stop the others
-        item.count(failed=f"{obj.key}: {type(exc).__name__}: {exc}")
+        item.count(failed=f"{obj.key}: {_failure(exc, obj)}")
         return
     modified = resp.get("LastModified") or obj.last_modified
     source = {
@@ -277,6 +281,44 @@ def _fetch_one(
     }
     case.record("capture", item.evidence_id, [record], source=source)
     item.count(captured=1, nbytes=record.bytes)
+
+
+def _get_as_listed(s3: Any, bucket: str, obj: LogObject) -> dict[str, Any]:
+    resp = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
+    etag = resp.get("ETag", "").strip('"')
+    length = resp.get("ContentLength")
+    if etag != obj.etag:
+        resp["Body"].close()
+        raise ObjectChanged(
+            f"changed since it was listed (listed ETag {obj.etag}, read {etag or 'none'}); "
+            "re-run to fetch it again"
+        )
+    if length != obj.size:
+        resp["Body"].close()
+        raise ObjectChanged(
+            f"answered with {length} bytes for an object listed at {obj.size} bytes: "
+            "a short or padded answer; re-run to fetch it again"
+        )
+    return resp
+
+
+class ObjectChanged(Exception):
+    """The object read is not the object listed."""
+
+
+def _failure(exc: Exception, obj: LogObject) -> str:
+    """Why one object is not evidence, in words a responder can act on."""
+    if isinstance(exc, ObjectChanged):
+        return str(exc)
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    if code in ("PreconditionFailed", "412"):
+        return (
+            f"changed since it was listed (its ETag is no longer {obj.etag}); "
+            "re-run to fetch the current version"
+        )
+    if isinstance(exc, EvidenceError) and "expected" in str(exc):
+        return f"{exc} as listed: a short or padded answer; re-run to fetch it again"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def capture_lookup(
