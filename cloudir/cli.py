@@ -699,14 +699,28 @@ def query(
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
     width: Annotated[int, typer.Option(help="Longest cell shown in the table.")] = 80,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the rows to FILE instead (.csv, .json, .jsonl or .parquet).",
+        ),
+    ] = None,
 ) -> None:
-    """Run SQL over the timeline.
+    """Run read-only SQL over the timeline (no other files, no network, no settings).
 
     Example: cloudir query --case ./case-42 "SELECT user, count(*) FROM timeline GROUP BY 1"
     """
-    from cloudir.analyze.query import run_query
+    from cloudir.analyze.query import run_query, write_result
     from cloudir.case import Case
 
+    if output is not None:
+        if as_json or as_csv:
+            raise UsageError("--output writes a file; leave out --json and --csv")
+        _out(f"{write_result(Case.open(case), sql, output)} rows written to {output}")
+        return
     columns, rows = run_query(Case.open(case), sql)
     if as_json:
         _emit_json([dict(zip(columns, row, strict=True)) for row in rows])
