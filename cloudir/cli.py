@@ -350,11 +350,12 @@ def capture_files(
 
     Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs web-1.E01
     """
-    from cloudir.capture.files import capture_paths
+    from cloudir.capture.files import capture_paths, refuse_case_overlap
     from cloudir.case import Case
 
     if kind not in ("auto", "cloudtrail", "disk-image", "container-image", "files"):
         raise UsageError("--kind must be auto, cloudtrail, disk-image, container-image or files")
+    refuse_case_overlap(case, paths)  # before the case folder is made
     the_case = Case.open_or_create(case, title=title, examiner=examiner)
     results = capture_paths(the_case, paths, kind, _say)
     if as_json:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudir.capture import cloudtrail
+from cloudir.capture import cloudtrail, files
 from cloudir.capture.aws import Aws, AwsOptions
 from cloudir.case import Case
 from cloudir.timewindow import Window
@@ -261,3 +261,104 @@ def test_a_short_answer_is_never_recorded_even_when_its_length_header_agrees(
     again = _run_s3(Case.open(case_dir), aws, bucket)
     assert (again.captured, again.skipped, again.failed) == (1, 0, [])
     assert Case.open(case_dir).verify().ok
+
+
+# -- item 3, capture side: a local file that changes while it is copied --------------------
+
+
+def _mutating_chunks(change: Any) -> Any:
+    """files._chunks, with `change(path)` run once after the first chunk: a deterministic
+    stand-in for a writer racing the copy."""
+    real = files._chunks
+
+    def chunks(fh: Any, path: Path, before: os.stat_result) -> Any:
+        for number, chunk in enumerate(real(fh, path, before)):
+            if number == 0:
+                change(path)
+            yield chunk
+
+    return chunks
+
+
+def _append(path: Path) -> None:
+    with open(path, "ab") as fh:
+        fh.write(b"written during the copy\n")
+
+
+def _replace(path: Path) -> None:
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_bytes(path.read_bytes())  # same size and bytes, another inode
+    os.replace(fresh, path)
+
+
+def _rewrite_in_place(path: Path) -> None:
+    data = path.read_bytes()
+    stamp = path.stat()
+    with open(path, "r+b") as fh:
+        fh.write(b"X" * 16)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # mtime put back: ctime tells
+    assert path.read_bytes() != data
+
+
+@pytest.mark.parametrize("change", [_append, _replace, _rewrite_in_place])
+def test_a_file_changed_mid_copy_is_not_held_and_is_copied_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any
+) -> None:
+    """Before: the changed copy was recorded, and the next run called it 'already held'."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "steady.log").write_bytes(b"steady\n" * 100)
+    busy = logs / "busy.log"
+    busy.write_bytes(b"line\n" * 2000)
+    monkeypatch.setattr(files, "COPY_CHUNK", 4096)
+    pending = [change]  # once: the second run copies a file that holds still
+
+    def change_busy_once(path: Path) -> None:
+        if path == busy and pending:
+            pending.pop()(path)
+
+    monkeypatch.setattr(files, "_chunks", _mutating_chunks(change_busy_once))
+    case_dir = tmp_path / "case"
+    [first] = files.capture_paths(Case.create(case_dir), [logs], "files", lambda _: None)
+    assert first.captured == 1
+    [failure] = first.failed
+    assert failure.startswith(f"{busy}: changed while it was copied")
+    held = [e["source"]["original_path"] for e in custody(case_dir) if e["action"] == "capture"]
+    assert held == [str((logs / "steady.log").resolve())]
+    assert not list(case_dir.glob("evidence/*/files/busy.log*"))
+    assert _last_status(case_dir) == "capture-incomplete"
+
+    [second] = files.capture_paths(Case.open(case_dir), [logs], "files", lambda _: None)
+    assert (second.captured, second.skipped, second.failed) == (1, 1, [])
+    [copy] = case_dir.glob("evidence/*/files/busy.log")
+    assert copy.read_bytes() == busy.read_bytes()
+    assert _last_status(case_dir) == "capture-complete"
+    assert Case.open(case_dir).verify().ok
+
+
+# -- item 13, capture side: the case captured into itself --------------------------------
+
+
+@pytest.mark.parametrize("where", ["the case", "inside", "holds", "link to it", "new case inside"])
+def test_capture_files_refuses_the_case_folder(tmp_path: Path, where: str) -> None:
+    """Before: each was accepted (exit 0), custody and evidence captured as new evidence."""
+    outer = tmp_path / "work"
+    case = outer / "case"
+    (outer / "logs").mkdir(parents=True)
+    (outer / "logs" / "a.log").write_text("a\n")
+    assert cloudir("capture", "files", "--case", str(case), str(outer / "logs")).code == 0
+    os.symlink(case, tmp_path / "alias")
+    target, case_arg = {
+        "the case": (case, case),
+        "inside": (case / "evidence", case),
+        "holds": (outer, case),
+        "link to it": (tmp_path / "alias", case),
+        "new case inside": (outer / "logs", outer / "logs" / "new-case"),
+    }[where]
+    before = custody(case)
+    result = cloudir("capture", "files", "--case", str(case_arg), str(target))
+    assert result.code == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "the case folder" in line
+    assert custody(case) == before
+    assert not (outer / "logs" / "new-case").exists()

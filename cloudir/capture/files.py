@@ -7,17 +7,20 @@ because the copy then matches no stable original.
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloudir.capture.tree import TreeCounts, looks_like_root_fs, tree_tar_chunks
+from cloudir.capture.tree import TreeCounts, change_between, looks_like_root_fs, tree_tar_chunks
 from cloudir.case import Case, safe_name
-from cloudir.errors import UsageError
+from cloudir.errors import CloudirError, EvidenceError, UsageError
 
+COPY_CHUNK = 1 << 20
 CLOUDTRAIL_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
 
@@ -91,6 +94,52 @@ def _walk(root: Path, warnings: list[str]) -> list[Path]:
     return found
 
 
+def refuse_case_overlap(case_root: Path, paths: list[Path]) -> None:
+    """UsageError when a path is the case folder, lies inside it, or holds it.
+
+    Capturing the case into itself would copy custody and evidence as new evidence, and
+    a folder holding the case grows while it is copied. Paths are compared resolved
+    (symbolic links followed) and by device and inode, so a second name for the same
+    folder (a link, a bind mount) is caught too.
+    """
+    for given in paths:
+        overlap = _overlap(case_root, given)
+        if overlap:
+            raise UsageError(
+                f"{given}: {overlap} the case folder {case_root}; capture from outside the case"
+            )
+
+
+def _overlap(case_root: Path, given: Path) -> str:
+    case_chain = _identity_chain(case_root)
+    given_chain = _identity_chain(given)
+    if not case_chain or not given_chain:
+        return ""
+    if case_chain[0] == given_chain[0]:
+        return "is"
+    if case_chain[0] in given_chain:
+        return "is inside"
+    if given_chain[0] in case_chain:
+        return "holds"
+    return ""
+
+
+def _identity_chain(path: Path) -> list[tuple[Any, ...]]:
+    """The path and each folder above it (links resolved), as (device, inode) where it
+    exists and as its resolved name where it does not yet (a case about to be made)."""
+    chain: list[tuple[Any, ...]] = []
+    current = path.resolve()
+    while True:
+        try:
+            info = os.stat(current)
+            chain.append((info.st_dev, info.st_ino))
+        except OSError:
+            chain.append(("path", str(current)))
+        if current.parent == current:
+            return chain
+        current = current.parent
+
+
 def capture_paths(
     case: Case,
     paths: list[Path],
@@ -103,6 +152,7 @@ def capture_paths(
     for given in paths:
         if not given.exists():
             raise UsageError(f"{given}: no such file or folder")
+    refuse_case_overlap(case.root, paths)
     for group in split_sets(paths):
         given = group[0]
         source = given.resolve()
@@ -131,21 +181,23 @@ def capture_paths(
                 result.skipped += 1
                 continue
             try:
-                before = path.stat()
-                record = case.store_copy(evidence_id, name, path)
-                after = path.stat()
-            except OSError as exc:
-                result.failed.append(f"{path}: {exc.strerror or exc}")
+                record, before = copy_stable(case, evidence_id, name, path)
+            except NotRegularFile as exc:
+                result.warnings.append(f"{path}: {exc}, not captured")
                 continue
-            note = ""
-            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-                note = "original changed while it was copied"
-                result.failed.append(f"{path}: changed while it was copied; capture it again")
+            except ChangedWhileCopied as exc:
+                result.failed.append(f"{path}: {exc}")
+                continue
+            except OSError as exc:
+                result.failed.append(f"{path}: cannot be read ({exc.strerror or exc})")
+                continue
+            except CloudirError as exc:  # e.g. the case refused the name: counted, not fatal
+                result.failed.append(f"{path}: {exc}")
+                continue
             case.record(
                 "capture",
                 evidence_id,
                 [record],
-                note=note,
                 source={
                     "type": "file",
                     "original_path": str(path.resolve()),
@@ -174,6 +226,54 @@ def capture_paths(
     return results
 
 
+class NotRegularFile(Exception):
+    """What is at the path now is not a regular file (swapped since it was listed)."""
+
+
+class ChangedWhileCopied(Exception):
+    """The original changed while it was copied: the copy matches no one state of it."""
+
+
+def copy_stable(case: Case, evidence_id: str, name: str, path: Path) -> tuple[Any, os.stat_result]:
+    """Copy `path` into the item, or raise: only a copy of one unchanging file is kept.
+
+    The file is opened without following a link and without waiting on a FIFO (either
+    may have been swapped in since the folder was listed). Its size, mtime and ctime on
+    the open descriptor, the bytes read, and the inode the path names are compared
+    before and after the copy. When anything differs the copy is discarded before it
+    gets its final name, so nothing is recorded and the next run copies the file again
+    (it is never "already held"): a copy that matches no state the original was ever in
+    is not evidence of anything, and the timeline would read it as whole.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile("a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegularFile("not a regular file")
+        os.set_blocking(fd, True)
+        record = case.store_stream(evidence_id, name, _chunks(fh, path, before))
+    return record, before
+
+
+def _chunks(fh: Any, path: Path, before: os.stat_result) -> Iterator[bytes]:
+    """The file's bytes; after the last one, ChangedWhileCopied if it did not hold still."""
+    size = 0
+    while chunk := fh.read(COPY_CHUNK):
+        size += len(chunk)
+        yield chunk
+    reason = change_between(before, os.fstat(fh.fileno()), size, path)
+    if reason:
+        raise ChangedWhileCopied(
+            f"changed while it was copied ({reason}); the copy was not kept: "
+            "capture it again (or copy it somewhere still first)"
+        )
+
+
 def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> FilesResult:
     """A folder holding a file system (a root, a mounted image) as one tar in the case,
     links, owners, modes and times kept as data; the timeline reads it through dissect."""
@@ -188,7 +288,12 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
         result.skipped = 1
         return result
     counts = TreeCounts()
-    record = case.store_stream(evidence_id, name, tree_tar_chunks(given, counts))
+    try:
+        record = case.store_stream(evidence_id, name, tree_tar_chunks(given, counts))
+    except EvidenceError as exc:  # the tar was not kept; the next run makes it again
+        result.failed = [str(exc)]
+        case.record("capture-incomplete", evidence_id, [], note=f"{source}: {exc}")
+        return result
     result.failed = counts.problems
     result.captured, result.bytes = 1, record.bytes
     note = (

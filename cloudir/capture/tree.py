@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import queue
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cloudir.errors import EvidenceError
 
@@ -129,14 +131,56 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, counts: TreeCounts) -> 
         tar.addfile(info)
         return
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - opened before the header is written
+        fh = _open_member(path)  # opened before the header is written
     except OSError as exc:
         counts.problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
         return
     with fh:
+        before = os.fstat(fh.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            counts.problems.append(f"{path}: no longer a regular file when it was opened")
+            return
+        if before.st_size != info.size:
+            raise EvidenceError(
+                f"{path}: changed between listing and reading ({info.size} bytes, then "
+                f"{before.st_size}); the tar was not kept: capture the tree again"
+            )
         try:
             tar.addfile(info, fh)
         except OSError as exc:  # the header is out: the tar cannot be mended, only redone
             raise EvidenceError(
                 f"{path}: changed or failed while it was read ({exc}); capture the tree again"
             ) from exc
+        # A tar holding a member that matches no one state of its file is not kept: the
+        # run fails, nothing is recorded, and the next run makes the tar again.
+        reason = change_between(before, os.fstat(fh.fileno()), info.size, path)
+        if reason:
+            raise EvidenceError(
+                f"{path}: changed while it was read ({reason}); the tar was not kept: "
+                "capture the tree again once nothing writes to it"
+            )
+
+
+def _open_member(path: Path) -> BinaryIO:
+    """Never follows a link and never waits on a FIFO swapped in since the lstat."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def change_between(before: os.stat_result, after: os.stat_result, read: int, path: Path) -> str:
+    """Why a file copied from `before` to `after` is not one state of it; "" if it held
+    still (same size, mtime and ctime on the open descriptor, every byte read, and the
+    path still naming that inode)."""
+    if read != before.st_size:
+        return f"{read} bytes read, {before.st_size} when opened"
+    for label in ("size", "mtime_ns", "ctime_ns"):
+        if getattr(before, f"st_{label}") != getattr(after, f"st_{label}"):
+            return f"its {label.removesuffix('_ns')} changed"
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return "it was removed"
+    if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+        return "another file was put in its place"
+    return ""
