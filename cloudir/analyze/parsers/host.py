@@ -113,14 +113,20 @@ def _rows(
 
 def _records(target: Any, function: str, errors: ErrorLog) -> Iterator[Any]:
     """The function's records; a function this image does not have yields nothing, one
-    that breaks midway is logged with what it had yielded so far kept."""
+    that breaks midway is logged with what it had yielded so far kept. The functions one
+    bad file or line could stop are read file by file, line by line (`host/readers.py`)."""
     from dissect.target.exceptions import PluginNotFoundError, UnsupportedPluginError
 
+    from cloudir.analyze.host.readers import READERS
+
     try:
-        found: Any = target
-        for part in function.split("."):
-            found = getattr(found, part)
-        iterator = iter(found())
+        if function in READERS:
+            iterator = READERS[function](target, errors)
+        else:
+            found: Any = target
+            for part in function.split("."):
+                found = getattr(found, part)
+            iterator = iter(found())
     except (PluginNotFoundError, UnsupportedPluginError):
         return
     except Exception as exc:

