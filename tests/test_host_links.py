@@ -202,6 +202,19 @@ def test_a_link_never_leaves_the_image_for_the_examiners_host(
     assert "which does not exist in the image" in why
 
 
+def test_an_unreadable_rotated_log_costs_that_file(packed: Callable) -> None:
+    """A rotated log that claims to be gzip and is not: dissect cannot decompress it."""
+
+    def spoil(root: Path) -> None:
+        (root / "var/log/auth.log.1.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 64)
+        (root / "var/log/auth.log").write_text(failed(28, 1) + "\n")
+
+    rows, reasons = read(packed(spoil))
+    assert auth_messages(rows) == expected_auth([failed(28, 1)], ROTATED_1, ROTATED_2)
+    [why] = [r for r in reasons if r.startswith("authlog: /var/log/auth.log.1.gz stopped after 0")]
+    assert "Error" in why
+
+
 # -- one line ---------------------------------------------------------------------------------
 def test_accepted_publickey_without_a_fingerprint_is_a_success_row(packed: Callable) -> None:
     rows, reasons = read(packed(lambda root: None))

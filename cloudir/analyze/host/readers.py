@@ -64,9 +64,10 @@ def _timestamped_lines(path: Any, zone: tzinfo) -> Iterator[tuple[Any, str]]:
     from dissect.target.helpers.utils import year_rollover_helper
     from dissect.target.plugins.os.unix.log.helpers import RE_TS, is_iso_fmt, iso_readlines
 
-    if is_iso_fmt(path):
-        return iso_readlines(path)
-    return year_rollover_helper(path, RE_TS, "%b %d %H:%M:%S", zone)
+    if is_iso_fmt(path):  # a generator: a file that fails here costs that file alone
+        yield from iso_readlines(path)
+    else:
+        yield from year_rollover_helper(path, RE_TS, "%b %d %H:%M:%S", zone)
 
 
 def _text_log(
