@@ -128,7 +128,9 @@ def test_file_and_folder_of_one_name_and_keys_differing_in_case(
 
 
 SEGMENT = st.one_of(
-    st.sampled_from(["", ".", "..", "...", "a", "A", "a.json.gz", "%2F", "%", "-", "_", "~"]),
+    st.sampled_from(
+        ["", ".", "..", "...", "a", "A", "a.json.gz", "%2F", "%", "-", "_", "~", "x.partial"]
+    ),
     st.text(
         st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
         min_size=1,
@@ -175,6 +177,7 @@ def test_the_encoding_is_reversible_and_survives_the_case_cleaning(tail: str) ->
     assert cloudtrail.key_for_evidence_name(name) == tail
     parts = name.split("/")
     assert all(0 < len(p.encode()) <= 120 for p in parts)
+    assert not any(p.endswith(".partial") for p in parts), "the case clears *.partial"
     case_like = Path("/c")
     from cloudir.case import safe_name
 
@@ -362,3 +365,177 @@ def test_capture_files_refuses_the_case_folder(tmp_path: Path, where: str) -> No
     assert line.startswith("error: ") and "the case folder" in line
     assert custody(case) == before
     assert not (outer / "logs" / "new-case").exists()
+
+
+# -- hostile local trees for `capture files` ---------------------------------------------
+
+HOSTILE_NAMES = st.one_of(
+    st.sampled_from(
+        ["a\nb.log", "..a", "...", ". .", "-rf", "x.partial", "x.partial~", "%2e%2e", "é", "a\\b"]
+    ),
+    st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+        min_size=1,
+        max_size=20,
+    ),
+    st.text(st.sampled_from("ab.~ é"), min_size=120, max_size=120),  # 255 bytes at most
+).filter(lambda n: n not in (".", "..", "etc", "Windows"))
+KINDS = st.sampled_from(
+    ["file", "file", "empty", "to-devnull", "to-missing", "loop", "to-dir", "fifo", "folder"]
+)
+
+
+def _build(root: Path, entries: list[tuple[str, str]]) -> tuple[set[Path], set[Path]]:
+    """The tree; returns (regular files, entries that are not regular files)."""
+    regular: set[Path] = set()
+    other: set[Path] = set()
+    root.mkdir()
+    for number, (name, kind) in enumerate(entries):
+        path = root / name
+        if kind in ("file", "empty"):
+            path.write_bytes(b"" if kind == "empty" else f"{number}:{name}".encode())
+            regular.add(path)
+        elif kind == "folder":
+            path.mkdir()
+            (path / name).write_bytes(name.encode())
+            regular.add(path / name)
+        else:
+            if kind == "to-devnull":
+                os.symlink("/dev/null", path)
+            elif kind == "to-missing":
+                os.symlink(root / "no-such-file", path)
+            elif kind == "loop":
+                os.symlink(path, path)
+            elif kind == "to-dir":
+                os.symlink("/", path)
+            elif kind == "fifo":
+                os.mkfifo(path)
+            other.add(path)
+    return regular, other
+
+
+def _assert_every_entry_is_evidence_or_named(
+    case: Path, regular: set[Path], other: set[Path], problems: list[str]
+) -> None:
+    captures = [e for e in custody(case) if e["action"] == "capture"]
+    by_original = {e["source"]["original_path"]: e["files"][0] for e in captures}
+    assert sorted(by_original) == sorted(str(p.resolve()) for p in regular)
+    assert len({f["path"] for f in by_original.values()}) == len(regular), "one file each"
+    for path in regular:
+        record = by_original[str(path.resolve())]
+        assert (case / record["path"]).read_bytes() == path.read_bytes()
+    for path in other:
+        assert sum(line.startswith(f"{path}: ") for line in problems) == 1, path
+    assert len(problems) == len(other), "every problem is one of the odd entries, once"
+
+
+@given(
+    entries=st.lists(
+        st.tuples(HOSTILE_NAMES, KINDS), min_size=1, max_size=8, unique_by=lambda e: e[0]
+    )
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_hostile_trees_each_entry_is_evidence_or_a_named_problem(
+    tmp_path_factory: pytest.TempPathFactory, entries: list[tuple[str, str]]
+) -> None:
+    work = tmp_path_factory.mktemp("tree")
+    regular, other = _build(work / "tree", entries)
+    before = _tree_snapshot(work)
+    case = work / "case"
+    [result] = files.capture_paths(Case.create(case), [work / "tree"], "files", lambda _: None)
+    _assert_every_entry_is_evidence_or_named(case, regular, other, result.warnings + result.failed)
+    assert result.captured == len(regular)
+    expected = "capture-incomplete" if other else "capture-complete"
+    assert _last_status(case) == expected
+    outside = {p: t for p, t in _tree_snapshot(work).items() if not p.startswith(str(case))}
+    assert outside == before
+    again = files.capture_paths(Case.open(case), [work / "tree"], "files", lambda _: None)
+    assert (again[0].captured, again[0].skipped) == (0, len(regular))
+    assert Case.open(case).verify().ok
+
+
+def test_a_hostile_tree_through_the_cli(tmp_path: Path) -> None:
+    names = ["a\nb.log", "..a", "x.partial", "-rf", "é" * 100, "ok.log", "link", "pipe", "loop"]
+    kinds = ["file", "file", "file", "file", "file", "file", "to-devnull", "fifo", "loop"]
+    regular, other = _build(tmp_path / "tree", list(zip(names, kinds, strict=True)))
+    (tmp_path / "tree" / "sub").mkdir()
+    os.symlink(tmp_path / "tree", tmp_path / "tree" / "sub" / "up")  # a loop through a folder
+    other.add(tmp_path / "tree" / "sub" / "up")
+    case = tmp_path / "case"
+    first = cloudir("capture", "files", "--case", str(case), str(tmp_path / "tree"), "--json")
+    assert first.code == 3, first.stderr  # evidence problem: some entries not captured
+    assert "Traceback" not in first.stderr
+    assert first.stderr.strip().splitlines()[-1].startswith("error: 4 file(s) not captured")
+    [item] = first.json()["items"]
+    _assert_every_entry_is_evidence_or_named(
+        case, regular, other, item["warnings"] + item["failed"]
+    )
+    second = cloudir("capture", "files", "--case", str(case), str(tmp_path / "tree"), "--json")
+    assert second.code == 3
+    assert (second.json()["items"][0]["skipped"], second.json()["items"][0]["captured"]) == (6, 0)
+    assert cloudir("verify", "--case", str(case)).code == 0, "x.partial was not cleared"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_a_named_failure(tmp_path: Path) -> None:
+    _build(tmp_path / "tree", [("open.log", "file"), ("shut.log", "file")])
+    (tmp_path / "tree" / "shut.log").chmod(0)
+    case = tmp_path / "case"
+    [result] = files.capture_paths(Case.create(case), [tmp_path / "tree"], "files", print)
+    assert result.captured == 1
+    [failure] = result.failed
+    assert failure.startswith(f"{tmp_path / 'tree' / 'shut.log'}: cannot be read")
+    assert Case.open(case).verify().ok
+
+
+def test_a_tree_member_changed_mid_read_keeps_no_tar_and_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the member was silently tarred as a mix of two states, the tar recorded."""
+    from cloudir.capture import tree
+
+    root = tmp_path / "root"
+    for folder in ("etc", "usr", "var/log"):
+        (root / folder).mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("web-1\n")
+    log = root / "var" / "log" / "syslog"
+    log.write_bytes(b"x" * 100_000)
+    real_open = tree._open_member
+    pending = [_rewrite_in_place]
+
+    class ChangedAfterFirstRead:
+        """The member's file, changed by another writer once its first bytes are read."""
+
+        def __init__(self, fh: Any, path: Path) -> None:
+            self.fh, self.path = fh, path
+
+        def read(self, size: int = -1) -> bytes:
+            data = self.fh.read(size)
+            if self.path == log and pending:
+                pending.pop()(self.path)
+            return data
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fh, name)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+    def open_and_change(path: Path) -> Any:
+        return ChangedAfterFirstRead(real_open(path), path)
+
+    monkeypatch.setattr(tree, "_open_member", open_and_change)
+    case = tmp_path / "case"
+    [first] = files.capture_paths(Case.create(case), [root], "auto", lambda _: None)
+    assert first.kind == "disk-image"
+    [failure] = first.failed
+    assert failure.startswith(f"{log}: changed while it was read (its ctime changed)")
+    assert not [e for e in custody(case) if e["action"] == "capture"]
+    assert _last_status(case) == "capture-incomplete"
+    [second] = files.capture_paths(Case.open(case), [root], "auto", lambda _: None)
+    assert (second.captured, second.skipped, second.failed) == (1, 0, [])
+    assert _last_status(case) == "capture-complete"
+    assert Case.open(case).verify().ok

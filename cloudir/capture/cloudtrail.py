@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudir.capture.aws import Aws, call
-from cloudir.case import Case, FileRecord
+from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
 from cloudir.errors import CloudError, EvidenceError, UsageError
 from cloudir.timewindow import Window
 
@@ -447,6 +447,8 @@ def _reencode(resp: dict[str, Any]) -> bytes:
 #   becomes `_2E`), written as `-<escaped>` for a file and `-<escaped>-` for a folder, so a
 #   file and a folder of one name (`a` and `a/b`) never meet and `.`, `..` and empty
 #   segments are plain names;
+# - a name ending in `.partial` (what the case clears as an interrupted run's leftover)
+#   has that "." escaped too;
 # - an escaped segment longer than 100 characters is cut into `--<piece>` folders followed
 #   by its last piece, so no component passes the 255-byte file name limit.
 # `key_for_evidence_name` reverses it; custody also keeps the key itself.
@@ -496,6 +498,7 @@ def _plain(segment: str, is_file: bool) -> bool:
         len(segment) <= _PART_MAX
         and _PLAIN.match(segment) is not None
         and ("." in segment) == is_file
+        and not segment.endswith(PARTIAL_SUFFIX)
     )
 
 
@@ -514,6 +517,8 @@ def _encode_segment(segment: str, is_file: bool) -> list[str]:
     for piece in pieces:
         if piece and piece[-1] == ".":  # a name never ends with "." (the case strips it)
             piece[-1] = "_2E"
+        if "".join(piece[-len(PARTIAL_SUFFIX) :]) == PARTIAL_SUFFIX:
+            piece[-len(PARTIAL_SUFFIX)] = "_2E"  # the case clears *.partial as leftovers
     parts = ["--" + "".join(piece) for piece in pieces[:-1]]
     last = "-" + "".join(pieces[-1])
     return [*parts, last if is_file else last + "-"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.capture.tree import TreeCounts, change_between, looks_like_root_fs, tree_tar_chunks
-from cloudir.case import Case, safe_name
+from cloudir.case import PARTIAL_SUFFIX, Case, safe_name
 from cloudir.errors import CloudirError, EvidenceError, UsageError
 
 COPY_CHUNK = 1 << 20
@@ -84,8 +84,11 @@ def _walk(root: Path, warnings: list[str]) -> list[Path]:
         warnings.append(f"{exc.filename}: cannot be read ({exc.strerror}), not captured")
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
-        dirnames.sort()
-        for name in sorted(filenames):
+        # os.walk lists a link to a folder among the folders and does not enter it: it
+        # must still be named, or it vanishes from the capture without a word.
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        for name in sorted(filenames + links):
             path = Path(dirpath) / name
             if path.is_symlink() or not path.is_file():
                 warnings.append(f"{path}: not a regular file, not captured")
@@ -173,10 +176,10 @@ def capture_paths(
         resumed = case.open_item(evidence_id, meta)
         recorded = case.recorded_files()
         for path in files:
-            name = (
-                path.name if path == given or len(group) > 1 else path.relative_to(given).as_posix()
+            relative = (
+                [path.name] if path == given or len(group) > 1 else path.relative_to(given).parts
             )
-            name = "files/" + name
+            name = "files/" + "/".join(_component(part) for part in relative)
             if resumed and case.is_captured(evidence_id, name, recorded):
                 result.skipped += 1
                 continue
@@ -336,6 +339,13 @@ def split_sets(paths: list[Path]) -> list[list[Path]]:
         else:
             groups.append([path])
     return [sorted(group, key=lambda p: p.name.lower()) for group in groups]
+
+
+def _component(name: str) -> str:
+    """A name the case would take for an interrupted run's leftover (`*.partial`, which it
+    clears on resume) is given a distinct one. NUL cannot occur in a real file name, so
+    the case's hashed cleaning of `name + NUL` meets no other file's name."""
+    return name + "\0" if name.endswith(PARTIAL_SUFFIX) else name
 
 
 def _item_for(case: Case, source: Path, kind: str, files: int) -> str:
