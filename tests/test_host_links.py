@@ -313,6 +313,44 @@ def test_a_syslog_link_loop_leaves_the_rotated_syslog_read(packed: Callable) -> 
     assert "syslog: /var/log/syslog.1: 1 lines not read: no timestamp dissect recognises" in reasons
 
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3PmX3Cq9l0dX6CkqyF8uJ3lQ0mT6b0vQm3p0e7b6k"
+
+
+@pytest.mark.parametrize("bad", ["/dev/null", "loop", "directory"])
+def test_a_bad_crontab_or_ssh_file_of_one_user_leaves_the_others_read(
+    packed: Callable, bad: str
+) -> None:
+    """dissect lists crontabs when its plugin starts (a loop there stopped all cron jobs)
+    and reads every user's ssh files in one loop (one bad file stopped the rest)."""
+
+    def spoil(root: Path) -> None:
+        for folder in ("home/alice/.ssh", "home/bob/.ssh", "var/spool/cron/crontabs"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in ("home/alice/.ssh/authorized_keys", "home/alice/.ssh/known_hosts",
+                     "var/spool/cron/crontabs/alice"):  # fmt: skip
+            path = root / name
+            if bad == "loop":
+                os.symlink(path.name, path)
+            elif bad == "directory":
+                path.mkdir()
+            else:
+                os.symlink(bad, path)
+        (root / "home/bob/.ssh/authorized_keys").write_text(f"{KEY} bob@laptop\n")
+        (root / "home/bob/.ssh/known_hosts").write_text(f"git.example.org {KEY}\n")
+        (root / "var/spool/cron/crontabs/bob").write_text("*/5 * * * * /tmp/.x/run\n")
+
+    rows, reasons = read(packed(spoil))
+    [key] = [r for r in rows if r["artifact"] == "linux:ssh_authorized_key"]
+    assert (key["user"], key["target"]) == ("bob", "bob@laptop")
+    [known] = [r for r in rows if r["artifact"] == "linux:ssh_known_host"]
+    assert (known["user"], known["target"]) == ("bob", "git.example.org")
+    [job] = [r for r in rows if r["artifact"] == "linux:cron_job"]
+    assert (job["user"], job["target"]) == ("bob", "/tmp/.x/run")
+    for path in ("/home/alice/.ssh/authorized_keys", "/home/alice/.ssh/known_hosts",
+                 "/var/spool/cron/crontabs/alice"):  # fmt: skip
+        assert len(naming(reasons, path)) == 1, (path, reasons)
+
+
 # -- through the command line: errors.jsonl --------------------------------------------------
 def test_timeline_names_the_bad_link_in_errors_jsonl(tmp_path: Path) -> None:
     root = tmp_path / "root"

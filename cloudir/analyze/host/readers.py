@@ -289,9 +289,91 @@ def one_file_at_a_time(function: str, attributes: tuple[str, ...]) -> Reader:
     return read
 
 
+# -- cron and ssh: the plugin's own listing, then one file per call --------------------------
+def cronjobs(target: Any, errors: ErrorLog) -> Iterator[Any]:
+    """dissect lists crontabs when the plugin starts, and a link loop among them stops
+    the whole plugin; here they are listed from the same folders, each named if bad."""
+    from dissect.target.plugins.os.unix.cronjobs import CronjobPlugin
+
+    class Cron(CronjobPlugin):
+        def find_crontabs(self) -> Iterator[Any]:  # listed below
+            return iter(())
+
+    plugin = Cron(target)
+    for path in _crontabs(target, plugin, errors):
+        if readable(path, "cronjobs", errors):
+            plugin.crontabs = [path]
+            yield from guarded(plugin.cronjobs(), "cronjobs", path, errors)
+
+
+def _crontabs(target: Any, plugin: Any, errors: ErrorLog) -> Iterator[Any]:
+    for name in plugin.CRONTAB_DIRS:
+        folder = target.fs.path(name)
+        if not present(folder):
+            continue
+        try:
+            entries = list(folder.iterdir())
+        except NotADirectoryError:
+            continue
+        except Exception as exc:
+            errors.add(f"cronjobs: {folder} not listed: {type(exc).__name__}: {exc}")
+            continue
+        # /var/spool/cron/crontabs inside /var/spool/cron is a folder of crontabs, not one
+        yield from (e for e in entries if str(e) not in plugin.CRONTAB_DIRS)
+    for name in plugin.CRONTAB_FILES:
+        path = target.fs.path(name)
+        if present(path):
+            yield path
+
+
+def openssh(function: str) -> Reader:
+    """OpenSSH's `authorized_keys` or `known_hosts`, one file per call: its file listing
+    (`ssh_directory_globs`) is asked once for the list, then made to give one file."""
+
+    def read(target: Any, errors: ErrorLog) -> Iterator[Any]:
+        from dissect.target.plugins.apps.ssh.openssh import OpenSSHPlugin
+
+        class OneFile(OpenSSHPlugin):
+            listing: list[tuple[Any, Any]] | None = None
+            only: tuple[Any, Any] | None = None
+
+            def ssh_directory_globs(self, glob_user: str, glob_sshd: str) -> Iterator[Any]:
+                if self.only is not None:
+                    yield self.only
+                    return
+                files = super().ssh_directory_globs(glob_user, glob_sshd)
+                self.listing = list(guarded(files, f"ssh.{function}", "~/.ssh", errors))
+
+        plugin = OneFile(target)
+        method = getattr(plugin, function)
+        list(method())  # fills plugin.listing, yields nothing
+        for details, path in plugin.listing or []:
+            if readable(path, f"ssh.{function}", errors):
+                plugin.only = (details, path)
+                yield from guarded(method(), f"ssh.{function}", path, errors)
+        if function == "known_hosts":  # PuTTY's, the other ssh client dissect reads
+            yield from _optional(target, "putty.known_hosts", errors)
+
+    return read
+
+
+def _optional(target: Any, function: str, errors: ErrorLog) -> Iterator[Any]:
+    from dissect.target.exceptions import PluginNotFoundError, UnsupportedPluginError
+
+    try:
+        _, method = target.get_function(function)
+        records = method()
+    except (PluginNotFoundError, UnsupportedPluginError):
+        return
+    yield from guarded(records, function, "all files", errors)
+
+
 READERS: dict[str, Reader] = {
     "authlog": authlog,
     "syslog": syslog,
     "commandhistory": commandhistory,
+    "cronjobs": cronjobs,
+    "ssh.authorized_keys": openssh("authorized_keys"),
+    "ssh.known_hosts": openssh("known_hosts"),
     **{function: one_file_at_a_time(function, names) for function, names in FILE_LISTS.items()},
 }
