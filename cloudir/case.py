@@ -27,11 +27,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cloudir import __version__
+from cloudir.case_folder import (
+    CASE_FILE,
+    CUSTODY_FILE,
+    EVIDENCE_DIR,
+    FolderState,
+    folder_state,
+    foreign_entries,
+    read_case_info,
+    refuse_foreign,
+)
 from cloudir.errors import EvidenceError, UsageError
 
-CASE_FILE = "case.json"
-CUSTODY_FILE = "custody.jsonl"
-EVIDENCE_DIR = "evidence"
 META_FILE = "meta.json"
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 1 << 20
@@ -122,15 +129,26 @@ class Case:
         self._recorded: set[str] | None = None
         self.command = shlex.join(["cloudir", *sys.argv[1:]])
         self._custody_lock = threading.Lock()
-        info = json.loads((root / CASE_FILE).read_text())
-        self.info: dict[str, Any] = info
+        self.info: dict[str, Any] = read_case_info(root)
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, title: str | None = None, examiner: str | None = None) -> Case:
-        root.mkdir(parents=True, exist_ok=True)
-        if (root / CASE_FILE).exists():
+    def create(
+        cls,
+        root: Path,
+        title: str | None = None,
+        examiner: str | None = None,
+        adopt_folder: bool = False,
+    ) -> Case:
+        """A new case in a new or empty folder; in a folder holding other things only
+        when the user said so (`adopt_folder`), and custody then names what was there."""
+        state = folder_state(root)
+        if state is FolderState.CASE:
             raise UsageError(f"{root} is already a case; open it instead")
+        if state is FolderState.FOREIGN and not adopt_folder:
+            raise refuse_foreign(root)
+        adopted = foreign_entries(root) if state is FolderState.FOREIGN else []
+        root.mkdir(parents=True, exist_ok=True)
         info = {
             "id": safe_name(root.resolve().name),
             "title": title or root.resolve().name,
@@ -142,14 +160,18 @@ class Case:
         (root / EVIDENCE_DIR).mkdir(exist_ok=True)
         (root / CUSTODY_FILE).touch()
         case = cls(root)
-        case.record(
-            "case-created", None, [], note=f"case {info['id']} opened by {info['examiner']}"
-        )
+        note = f"case {info['id']} opened by {info['examiner']}"
+        if adopted:
+            note += (
+                f"; made in a folder that already held {len(adopted)} entries, "
+                f"not evidence: {', '.join(adopted[:20])}"
+            )
+        case.record("case-created", None, [], note=note)
         return case
 
     @classmethod
     def open(cls, root: Path) -> Case:
-        if not (root / CASE_FILE).is_file():
+        if folder_state(root) is not FolderState.CASE:
             raise UsageError(
                 f"{root} is not a cloudir case (no {CASE_FILE}); capture into it first"
             )
@@ -157,11 +179,15 @@ class Case:
 
     @classmethod
     def open_or_create(
-        cls, root: Path, title: str | None = None, examiner: str | None = None
+        cls,
+        root: Path,
+        title: str | None = None,
+        examiner: str | None = None,
+        adopt_folder: bool = False,
     ) -> Case:
-        if (root / CASE_FILE).is_file():
+        if folder_state(root) is FolderState.CASE:
             return cls(root)
-        return cls.create(root, title=title, examiner=examiner)
+        return cls.create(root, title=title, examiner=examiner, adopt_folder=adopt_folder)
 
     # -- evidence items --------------------------------------------------------------
     def evidence_dir(self, evidence_id: str) -> Path:

@@ -49,7 +49,7 @@ timeline_app = typer.Typer(
 )
 app.add_typer(timeline_app, name="timeline")
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "wait": 0.0}
 
 CaseOpt = Annotated[
     Path, typer.Option("--case", envvar="CLOUDIR_CASE", help="Case folder (or CLOUDIR_CASE).")
@@ -107,6 +107,39 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _locks_case(
+    creates: bool = False,
+    when: Callable[[dict[str, Any]], bool] | None = None,
+    adoptable: bool = True,
+) -> Callable[[F], F]:
+    """A command that changes the case holds its lock for its whole run (exit 2 naming
+    the holder when another has it); `when` limits that to e.g. `--yes`."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            case = kwargs.get("case")
+            if case is None or (when is not None and not when(kwargs)):
+                return fn(*args, **kwargs)
+            from cloudir.case_lock import for_command
+
+            with for_command(
+                case,
+                creates=creates,
+                adopt_folder=kwargs.get("adopt_folder", False),
+                adoptable=adoptable,
+                title=kwargs.get("title"),
+                examiner=kwargs.get("examiner"),
+                wait=_state["wait"],
+                say=_say,
+            ):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -123,9 +156,20 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            metavar="SECONDS",
+            envvar="CLOUDIR_WAIT",
+            help="When another command is changing the case, wait up to SECONDS for it "
+            "(default 0: exit 2 at once, naming it).",
+        ),
+    ] = 0,
 ) -> None:
     """Incident response for AWS."""
     _state["debug"] = debug
+    _state["wait"] = wait
 
 
 def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: str, pool: int):
@@ -138,6 +182,14 @@ def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: s
 
 TitleOpt = Annotated[str | None, typer.Option(help="Case title when creating it.")]
 ExaminerOpt = Annotated[str | None, typer.Option(help="Examiner when creating the case.")]
+AdoptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adopt-folder",
+        help="Make the case in a folder that already holds other files (they stay as "
+        "they are and are not evidence); without it such a folder is refused.",
+    ),
+]
 FsTimelineOpt = Annotated[
     bool | None,
     typer.Option(
@@ -150,6 +202,7 @@ FsTimelineOpt = Annotated[
 
 @capture_app.command("cloudtrail")
 @handled
+@_locks_case(creates=True)
 def capture_cloudtrail(
     case: CaseOpt,
     bucket: Annotated[str | None, typer.Option(help="Trail bucket to read.")] = None,
@@ -179,6 +232,7 @@ def capture_cloudtrail(
     retry_mode: RetryOpt = "adaptive",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Capture CloudTrail logs from the trail's S3 bucket and/or LookupEvents.
@@ -249,6 +303,7 @@ def capture_cloudtrail(
 
 @capture_app.command("ebs")
 @handled
+@_locks_case(creates=True)
 def capture_ebs(
     case: CaseOpt,
     instance_id: Annotated[
@@ -285,6 +340,7 @@ def capture_ebs(
     retry_mode: RetryOpt = "adaptive",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot EBS volumes, tagged with the case; optionally download, share or copy them.
@@ -332,6 +388,7 @@ def capture_ebs(
 
 @capture_app.command("files")
 @handled
+@_locks_case(creates=True)
 def capture_files(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
     case: CaseOpt,
@@ -341,6 +398,7 @@ def capture_files(
     ] = "auto",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy evidence you already hold into the case; the originals are only read.
@@ -373,6 +431,7 @@ def capture_files(
 
 @capture_app.command("container")
 @handled
+@_locks_case(creates=True)
 def capture_container(
     case: CaseOpt,
     containers: Annotated[
@@ -406,6 +465,7 @@ def capture_container(
     ] = None,
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Capture Docker containers: inspect, image, diff, logs, processes, file system.
@@ -477,6 +537,7 @@ def _respond_out(response: Any, as_json: bool, case: Path) -> None:
 
 @respond_app.command("isolate")
 @handled
+@_locks_case(creates=True, when=lambda kw: kw["yes"])
 def respond_isolate(
     case: CaseOpt,
     instance_id: Annotated[str, typer.Option(help="The instance to isolate.")],
@@ -505,6 +566,7 @@ def respond_isolate(
     retry_mode: RetryOpt = "standard",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Cut an instance off the network, keeping its disk: snapshot, out of its
@@ -537,6 +599,7 @@ def respond_isolate(
 
 @respond_app.command("disable-key")
 @handled
+@_locks_case(creates=True, when=lambda kw: kw["yes"])
 def respond_disable_key(
     case: CaseOpt,
     access_key_id: Annotated[
@@ -560,6 +623,7 @@ def respond_disable_key(
     retry_mode: RetryOpt = "standard",
     title: TitleOpt = None,
     examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Stop a stolen key: make it inactive (it can be made active again, and its history
@@ -584,6 +648,7 @@ def respond_disable_key(
 
 @respond_app.command("restore")
 @handled
+@_locks_case(when=lambda kw: kw["yes"])
 def respond_restore(
     case: CaseOpt,
     action: Annotated[
@@ -624,6 +689,7 @@ def respond_restore(
 
 @timeline_app.callback()
 @handled
+@_locks_case(when=lambda kw: kw["ctx"].invoked_subcommand is None)
 def timeline(
     ctx: typer.Context,
     case: Annotated[
@@ -771,6 +837,7 @@ FailOnOpt = Annotated[str, typer.Option(help="Exit 1 when a finding reaches this
 
 @app.command()
 @handled
+@_locks_case()
 def detect(
     case: CaseOpt,
     rules: RulesOpt = None,
@@ -833,6 +900,7 @@ OutOpt = Annotated[
 
 @app.command()
 @handled
+@_locks_case()
 def report(
     case: CaseOpt, fmt: FormatOpt = "html,md,json", out: OutOpt = None, as_json: JsonOpt = False
 ) -> None:
@@ -863,6 +931,7 @@ def _report_written(written: dict[str, Path], as_json: bool) -> None:
 
 @app.command()
 @handled
+@_locks_case()
 def analyze(
     case: CaseOpt,
     rules: RulesOpt = None,
@@ -1034,6 +1103,7 @@ def verify(case: CaseOpt, as_json: JsonOpt = False) -> None:
 
 @app.command()
 @handled
+@_locks_case(creates=True, adoptable=False)
 def demo(
     case: Annotated[Path, typer.Option("--case", help="Case folder to create.")] = Path(
         "demo-case"

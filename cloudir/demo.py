@@ -11,7 +11,6 @@ import gzip
 import json
 import logging
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -242,6 +241,7 @@ def run_demo(
     from cloudir.capture.aws import Aws, AwsOptions
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
+    from cloudir.case_lock import clear_folder_keeping_lock
     from cloudir.demo_container import capture_compromised_container
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
@@ -249,7 +249,7 @@ def run_demo(
     if (case / "case.json").exists():
         if not (replace and _is_demo_case(case)):
             raise UsageError(f"{case} already exists; remove it or pick another --case")
-        shutil.rmtree(case)
+        clear_folder_keeping_lock(case)  # the CLI holds the case lock in it
     for name, value in {
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo",
