@@ -697,7 +697,12 @@ def timeline(
     ] = None,
     workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 3 when any evidence file had errors.")
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 3 when any evidence is incomplete, missing or unreadable, or any "
+            "file had parse errors (implausible times alone do not count).",
+        ),
     ] = False,
     fs_timeline: FsTimelineOpt = None,
     as_json: JsonOpt = False,
@@ -729,10 +734,9 @@ def timeline(
             f"{result.rows} events from {result.files} files into {result.path} "
             f"({result.duplicates_dropped} duplicates dropped)"
         )
-    if result.errors:
-        errors_path = Path(result.path) / "errors.jsonl"
-        _say(f"{len(result.errors)} evidence problems skipped and listed in {errors_path}")
-        if strict:
+    if result.errors or (result.rows == 0 and result.files):
+        _say(result.summary_line())
+        if strict and result.strict_failures():
             raise typer.Exit(EXIT_EVIDENCE)
 
 

@@ -136,6 +136,8 @@ class BatchBuilder:
         try:
             stamps = pa.array(times, pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
             keep = None
+            if not _within_python_years(stamps):
+                raise pa.ArrowInvalid("a time outside years 1-9999")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             stamps, keep = self._slow_times(times)
         numbers = self.record_numbers
@@ -174,7 +176,8 @@ class BatchBuilder:
         for value, number in zip(times, self.record_numbers, strict=True):
             moment = parse_timestamp(value)
             if moment is None:
-                self.errors.add(f"unreadable time {str(value)[:60]!r}", number)
+                why = "outside years 1-9999 UTC" if _out_of_range(value) else ""
+                self.errors.add(f"unreadable time {str(value)[:60]!r} {why}".rstrip(), number)
                 keep.append(False)
             else:
                 parsed.append(moment)
@@ -196,8 +199,33 @@ def batches(rows: Iterable[Row], errors: ErrorLog) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
+# Every stored time is one Python (and so every later stage) can hold. Arrow alone would
+# also read year 0, or 9999-12-31T23:59-01:00 (year 10000 in UTC), which later crash.
+_FIRST_US = -62_135_596_800 * 1_000_000  # 0001-01-01T00:00:00Z, microseconds since 1970
+_LAST_US = 253_402_300_799 * 1_000_000 + 999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def _within_python_years(stamps: pa.Array) -> bool:
+    """True when no time in the column lies outside years 1-9999 UTC."""
+    import pyarrow.compute as pc
+
+    if stamps.null_count == len(stamps):
+        return True
+    bounds = pc.min_max(stamps.cast(pa.int64()))
+    return bounds["min"].as_py() >= _FIRST_US and bounds["max"].as_py() <= _LAST_US
+
+
+def _out_of_range(value: Any) -> bool:
+    """A time Arrow can read but Python cannot hold (year 0, year 10000 once in UTC)."""
+    try:
+        stamp = pa.array([value], pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return not _within_python_years(stamp)
+
+
 def parse_timestamp(value: Any) -> datetime | None:
-    """ISO 8601 with or without zone (naive means UTC) or epoch seconds."""
+    """ISO 8601 with or without zone (naive means UTC) or epoch seconds, in years 1-9999 UTC."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(value, UTC)
@@ -207,8 +235,8 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
