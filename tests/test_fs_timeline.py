@@ -306,3 +306,30 @@ def test_entries_dissect_makes_up_get_no_row_and_no_directory_is_walked_twice(
     assert [e["reason"] for e in errors.entries] == [
         "/mnt/again: directory inode 2 already walked at another path; not walked again"
     ]
+
+
+def test_links_that_blind_log_readers_are_symlink_rows_never_followed(tmp_path: Path) -> None:
+    """The links of issue 14 (to /dev/null, a loop, a missing path, a program on the
+    examiner's host) are entries of the image: one fs:symlink row each, nothing opened,
+    hashed or logged as an error."""
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    (root / "var/log").mkdir(parents=True)
+    links = {
+        "/var/log/auth.log": "/dev/null",
+        "/tmp/loop": "loop",
+        "/tmp/gone": "/nowhere/at/all",
+        "/tmp/host-shell": "/bin/sh",  # exists on the examiner's host, not in the image
+    }
+    for path, target in links.items():
+        os.symlink(target, root / path.lstrip("/"))
+    image = tmp_path / "links.img"
+    _mkfs(root, image)
+    rows, errors = _rows(image)
+    assert errors.entries == []
+    found = _by_path(rows)
+    for path, target in links.items():
+        assert {row[7] for row in found[path]} == {"fs:symlink"}, path
+        raw = _raw(found[path])
+        assert raw["symlink_target"] == target
+        assert raw.get("sha256") is None

@@ -215,6 +215,17 @@ def test_an_unreadable_rotated_log_costs_that_file(packed: Callable) -> None:
     assert "Error" in why
 
 
+def test_a_link_to_a_log_inside_the_image_is_read(packed: Callable) -> None:
+    def spoil(root: Path) -> None:
+        (root / "var/keep").mkdir()
+        (root / "var/keep/real").write_text(failed(28, 3, "mallory") + "\n")
+        os.symlink("../keep/real", root / "var/log/auth.log")
+
+    rows, reasons = read(packed(spoil))
+    assert auth_messages(rows) == expected_auth([failed(28, 3, "mallory")], ROTATED_1, ROTATED_2)
+    assert not [r for r in reasons if r.startswith("authlog")], reasons
+
+
 # -- one line ---------------------------------------------------------------------------------
 def test_accepted_publickey_without_a_fingerprint_is_a_success_row(packed: Callable) -> None:
     rows, reasons = read(packed(lambda root: None))
