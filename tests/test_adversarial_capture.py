@@ -142,11 +142,11 @@ TAIL = st.lists(SEGMENT, min_size=1, max_size=5).map("/".join)
 
 
 @given(tails=st.lists(TAIL, min_size=1, max_size=6, unique=True))
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 def test_hostile_keys_each_get_their_own_evidence_file(
     moto_url: str, tmp_path_factory: pytest.TempPathFactory, tails: list[str]
 ) -> None:
-    """In-process (the CLI path is covered above), so 25 examples stay fast."""
+    """In-process (the CLI path is covered above), so 20 examples stay fast."""
     keys = [REGION_PREFIX + DAY + t for t in tails]
     keys = [k for k in keys if len(k.encode()) <= 1024]
     if not keys:
@@ -539,3 +539,23 @@ def test_a_tree_member_changed_mid_read_keeps_no_tar_and_is_taken_again(
     assert (second.captured, second.skipped, second.failed) == (1, 0, [])
     assert _last_status(case) == "capture-complete"
     assert Case.open(case).verify().ok
+
+
+def test_keys_differing_only_in_case_on_a_case_folding_file_system(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS and Windows fold case: the second key must be a named failure, never an
+    overwrite of the first one's file. (Linux cannot fold case, so the check is forced.)"""
+    assert not cloudtrail.folds_case(Case.create(tmp_path / "probe"))
+    monkeypatch.setattr(cloudtrail, "folds_case", lambda _case: True)
+    _, bucket, aws = _s3_case(
+        moto_url, tmp_path, {"Log.json.gz": b"upper", "log.json.gz": b"lower", "x.json": b"x"}
+    )
+    case_dir = tmp_path / "case"
+    item = _run_s3(Case.create(case_dir), aws, bucket)
+    assert item.captured == 2
+    [failure] = item.failed
+    assert failure.startswith(REGION_PREFIX + DAY + "log.json.gz: its name differs from")
+    assert "only in case" in failure
+    assert _last_status(case_dir) == "capture-incomplete"
+    assert Case.open(case_dir).verify().ok

@@ -10,6 +10,7 @@ its own custody entry with the S3 key, size, ETag, VersionId and SHA-256.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 import time
@@ -208,13 +209,14 @@ def capture_s3(
         on_progress(0, total)
 
     recorded = case.recorded_files()
+    folds = folds_case(case)
     finished = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [
                 pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded)
                 for item, bkt, objects in plan
-                for obj in objects
+                for obj in _without_case_twins(case, item, objects, recorded, folds)
             ]
             try:
                 for done_count, _ in enumerate(as_completed(futures), 1):
@@ -239,6 +241,47 @@ def capture_s3(
                 source={"window": window.as_dict()},
             )
     return [item for item, _, _ in plan]
+
+
+def folds_case(case: Case) -> bool:
+    """True on a case-insensitive file system (macOS and Windows by default), where
+    `A.json` and `a.json` are one file: the case's `evidence` folder answers to
+    `EVIDENCE` too."""
+    evidence = case.evidence_dir("-").parent
+    try:
+        return os.path.samefile(evidence, evidence.with_name(evidence.name.upper()))
+    except OSError:
+        return False
+
+
+def _without_case_twins(
+    case: Case,
+    item: ItemResult,
+    objects: list[LogObject],
+    recorded: dict[str, FileRecord],
+    folds: bool,
+) -> list[LogObject]:
+    """On a file system that folds case, keys whose names differ only in case would share
+    one file: the first (or the one already held) is fetched, each other one is a named
+    failure. On a case-sensitive file system every name is its own file."""
+    if not folds:
+        return objects
+    base = case.relpath(case.evidence_dir(item.evidence_id)) + "/"
+    taken = {
+        path[len(base) :].lower(): path[len(base) :] for path in recorded if path.startswith(base)
+    }
+    kept = []
+    for obj in objects:
+        other = taken.setdefault(obj.name.lower(), obj.name)
+        if other == obj.name:
+            kept.append(obj)
+        else:
+            item.count(
+                failed=f"{obj.key}: its name differs from {other!r} only in case, and this "
+                "file system does not tell them apart; capture into a case on a "
+                "case-sensitive file system"
+            )
+    return kept
 
 
 def _fetch_one(
