@@ -114,6 +114,7 @@ def test_file_and_folder_of_one_name_and_keys_differing_in_case(
     s3, bucket = _bucket(moto_url)
     names = ["a", "a/b", "A", "a/", "a.json/x", "a.json", "%41", "é.json", "e\u0301.json"]
     names.append("z" * 300)
+    names.append("é" * ((1024 - len(REGION_PREFIX + DAY)) // 2))  # S3's longest key
     objects = {REGION_PREFIX + DAY + n: f"body of {n}".encode() for n in names}
     for key, body in objects.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)

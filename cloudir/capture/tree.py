@@ -31,7 +31,10 @@ def looks_like_root_fs(path: Path) -> bool:
     """A folder laid out as an operating system's root: `etc` (or `Windows`) and more."""
     if not path.is_dir() or path.is_symlink():
         return False
-    names = {p.name for p in path.iterdir()}
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:  # an unreadable folder: captured file by file, its problem named there
+        return False
     return ("etc" in names or "Windows" in names) and len(names & set(_ROOT_MARKERS)) >= 1
 
 
