@@ -6,21 +6,38 @@ De-duplication on `event_id` is one DuckDB aggregate over a single column; rows 
 rewritten only when duplicates exist (the same event from S3 and LookupEvents), and
 then the S3 copy is kept. The new dataset is built beside the old one and swapped in,
 so a failed run leaves the previous timeline intact.
+
+Workers buffer their batches into row groups of ROW_GROUP_ROWS rows (or ROW_GROUP_BYTES),
+whatever the files: 50,000 one-record files once gave 50,000 row groups, a writer whose
+footer metadata grew with every file, and a slow count(*). A worker dies with the
+process that started it (PR_SET_PDEATHSIG on Linux, else a thread watching the parent),
+so a killed timeline leaves no parser behind.
+
+What the timeline could not see is said, not skipped: items whose capture never closed
+and files custody records that are missing or odd (`completeness.py`), and rows whose
+time is implausible (kept, counted, a few named), all in errors.jsonl and summary.json.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
 from cloudir.case import Case
+from cloudir.errors import EvidenceError
 
 if TYPE_CHECKING:
     from cloudir.analyze.duplicates import Outcome
@@ -31,7 +48,18 @@ ERRORS_FILE = "errors.jsonl"
 SUMMARY_FILE = "summary.json"
 CHUNK_BYTES = 32 << 20
 ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 64 << 20  # a row group of very large records is cut here instead
 DUCKDB_MEMORY = "512MB"
+# Implausible times: kept, but counted and named. CloudTrail began in 2013 and AWS in
+# 2006; host and file system clocks before 1980 (DOS/FAT's epoch) are almost always an
+# unset or forged clock; nothing is logged more than a day after the timeline is built.
+CLOUDTRAIL_EARLIEST = "2006-01-01T00:00:00Z"
+HOST_EARLIEST = "1980-01-01T00:00:00Z"
+FUTURE_SLACK_SECONDS = 86_400
+IMPLAUSIBLE_EXAMPLES = 5
+IMPLAUSIBLE_KIND = "implausible_time"
+PR_SET_PDEATHSIG = 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,7 @@ class ChunkResult:
     errors: list[dict[str, Any]]
     # (relpath, rows) per file in write order: names the file a staging row came from
     file_rows: list[tuple[str, int]] = field(default_factory=list)
+    implausible: list[dict[str, Any]] = field(default_factory=list)  # a few examples
 
 
 @dataclass
@@ -67,6 +96,10 @@ class TimelineResult:
     conflicting_copies: dict[str, Any] = field(
         default_factory=lambda: {"events": 0, "examples": []}
     )
+    evidence_problems: list[dict[str, Any]] = field(default_factory=list)
+    implausible_times: dict[str, Any] = field(
+        default_factory=lambda: {"rows": 0, "earliest": None, "latest": None, "examples": []}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,40 +111,82 @@ class TimelineResult:
             "unparsed_files": self.unparsed,
             "path": self.path,
             "conflicting_copies": self.conflicting_copies,
+            "evidence_problems": self.evidence_problems,
+            "implausible_times": self.implausible_times,
         }
+
+    def strict_failures(self) -> int:
+        """Entries --strict fails on: every error but implausible times (kept, not lost)."""
+        return sum(1 for e in self.errors if e.get("kind") != IMPLAUSIBLE_KIND)
+
+    def problem_counts(self) -> dict[str, int]:
+        """Evidence problems by kind, for the one-line summary."""
+        counts: dict[str, int] = {}
+        for problem in self.evidence_problems:
+            counts[problem["kind"]] = counts.get(problem["kind"], 0) + 1
+        return counts
+
+    def summary_line(self) -> str:
+        """One line for the terminal: what was not read, by kind, and where it is listed."""
+        listed = Path(self.path) / ERRORS_FILE
+        unparsed = set(self.unparsed)
+        no_parser = parse_errors = 0
+        for entry in self.errors:
+            if "kind" in entry:
+                continue
+            if entry.get("path") in unparsed and "line" not in entry and "record" not in entry:
+                no_parser += 1
+            else:
+                parse_errors += 1
+        parts = [
+            f"{n} {kind.replace('not_regular', 'not regular')}"
+            for kind, n in sorted(self.problem_counts().items())
+        ]
+        parts.append(f"{parse_errors} parse errors")
+        if no_parser:
+            parts.append(f"{no_parser} files not parsed")
+        if self.implausible_times["rows"]:
+            parts.append(f"{self.implausible_times['rows']} rows with implausible times (kept)")
+        if self.rows == 0 and self.files:
+            return (
+                f"no events: all {self.files} files parsed gave none; "
+                f"{'; '.join(parts)}; each listed in {listed}"
+            )
+        return (
+            f"{self.strict_failures()} evidence problems skipped and listed in {listed}: "
+            + "; ".join(parts)
+        )
 
 
 def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
-    """Every evidence file with a parser; files without one become logged skips."""
+    """Every evidence file with a parser; the rest become logged skips.
+
+    The skips start with the evidence problems (`completeness.check_evidence`), each
+    with its `kind`: an item whose capture never closed, a recorded file missing or not
+    a plain file, an unrecorded one. A file with a problem is never opened.
+    """
+    from cloudir.analyze.completeness import check_evidence
     from cloudir.analyze.parsers import parser_for, skip_reason
 
+    checked = check_evidence(case)
+    skipped: list[dict[str, Any]] = [p.as_dict() for p in checked.problems]
+    not_opened = checked.unreadable_paths()
     tasks: list[FileTask] = []
-    skipped: list[dict[str, Any]] = []
-    recorded = case.recorded_files()
-    last_status = _capture_status(case)
     for evidence_id in case.evidence_ids():
-        meta = case.read_meta(evidence_id)
+        try:
+            meta = case.read_meta(evidence_id)
+        except EvidenceError as exc:  # costs this item's parsers, not the timeline
+            meta = {}
+            skipped.append(
+                {"evidence_id": evidence_id, "path": f"evidence/{evidence_id}/meta.json",
+                 "kind": "unreadable", "reason": f"{exc}; its files are read as untyped"}
+            )  # fmt: skip
         kind = meta.get("kind", "")
         priority = 1 if meta.get("source", {}).get("type") == "lookup_events" else 0
-        if last_status.get(evidence_id) == "capture-incomplete":
-            skipped.append(
-                {
-                    "evidence_id": evidence_id,
-                    "path": case.relpath(case.evidence_dir(evidence_id)),
-                    "reason": "its last capture did not complete; re-run it to fetch the rest",
-                }
-            )
         for path in case.evidence_files(evidence_id):
             rel = case.relpath(path)
-            if rel not in recorded:
-                skipped.append(
-                    {
-                        "evidence_id": evidence_id,
-                        "path": rel,
-                        "reason": "not in custody.jsonl, so not parsed; run cloudir verify",
-                    }
-                )
-                continue
+            if rel in not_opened or rel not in checked.recorded:
+                continue  # already an evidence problem, named in skipped
             if parser_for(kind, path) is None:
                 reason = skip_reason(kind, path) or (
                     f"no parser for this file in a {kind or 'untyped'} item"
@@ -120,18 +195,16 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                     reason = "zip archive: not opened; unpack it and capture the folder"
                 skipped.append({"evidence_id": evidence_id, "path": rel, "reason": reason})
                 continue
-            size = path.stat().st_size
+            try:
+                size = path.stat().st_size
+            except OSError as exc:  # gone since the check: still named, never skipped
+                skipped.append(
+                    {"evidence_id": evidence_id, "path": rel, "kind": "missing",
+                     "reason": f"gone while the timeline ran: {exc.strerror or exc}"}
+                )  # fmt: skip
+                continue
             tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
     return tasks, skipped
-
-
-def _capture_status(case: Case) -> dict[str, str]:
-    """Each item's last capture-complete / capture-incomplete entry in custody."""
-    status: dict[str, str] = {}
-    for entry in case.custody_entries():
-        if entry.get("action") in ("capture-complete", "capture-incomplete"):
-            status[str(entry.get("evidence_id"))] = entry["action"]
-    return status
 
 
 def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
@@ -156,17 +229,26 @@ def plan_chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
 
 
 def parse_chunk(
-    staging: str, tasks: list[FileTask], options: ParseOptions | None = None
+    staging: str,
+    tasks: list[FileTask],
+    options: ParseOptions | None = None,
+    ceiling_us: int | None = None,
 ) -> ChunkResult:
-    """Runs in a worker process: parse each file, append its batches to one Parquet file."""
+    """Runs in a worker process: parse each file, append its rows to one Parquet file.
+
+    Rows go out in row groups of ROW_GROUP_ROWS whatever the files, so the writer's
+    footer (kept in memory until close) grows with rows, not with files.
+    """
     from cloudir.analyze.parsers import ErrorLog, ParseOptions, parser_for
 
     options = options or ParseOptions()
-    writer = None
+    ceiling_us = ceiling_us if ceiling_us is not None else _ceiling_us()
+    out = _RowGroups(staging)
     rows = 0
     rows_by_evidence: dict[str, int] = {}
     errors: list[dict[str, Any]] = []
     file_rows: list[tuple[str, int]] = []
+    implausible: list[dict[str, Any]] = []
     # Parsed events hold no reference cycles; the cyclic collector would only re-scan
     # millions of short-lived dicts (measured: 13% of the timeline's time).
     gc.disable()
@@ -177,23 +259,115 @@ def parse_chunk(
         try:
             assert parser is not None
             for batch in parser.parse(Path(task.path), task.evidence_id, log, options):
-                if writer is None:
-                    writer = _parquet_writer(staging)
-                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                if batch.num_rows == 0:
+                    continue
+                out.add(batch)
                 rows += batch.num_rows
                 rows_by_evidence[task.evidence_id] = (
                     rows_by_evidence.get(task.evidence_id, 0) + batch.num_rows
                 )
+                room = IMPLAUSIBLE_EXAMPLES - len(implausible)
+                if room > 0:
+                    implausible += _implausible_examples(batch, task, ceiling_us, room)
         except Exception as exc:  # a parser bug must cost one file, not the timeline
             log.add(f"parser {parser.name if parser else '?'} failed: {type(exc).__name__}: {exc}")
         errors.extend(log.entries)
         file_rows.append((task.relpath, rows - rows_before))
     gc.enable()
-    if writer is not None:
-        writer.close()
+    written = out.close()
     return ChunkResult(
-        staging if writer else None, len(tasks), rows, rows_by_evidence, errors, file_rows
+        staging if written else None,
+        len(tasks),
+        rows,
+        rows_by_evidence,
+        errors,
+        file_rows,
+        implausible,
     )
+
+
+class _RowGroups:
+    """Batches buffered into row groups of ROW_GROUP_ROWS rows (or ROW_GROUP_BYTES).
+
+    Written as it comes, each one-record file's batch would be a row group of its own.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writer: Any = None
+        self.pending: list[Any] = []
+        self.rows = 0
+        self.bytes = 0
+
+    def add(self, batch: Any) -> None:
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        self.bytes += batch.nbytes
+        if self.rows >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
+            self._write(everything=self.bytes >= ROW_GROUP_BYTES)
+
+    def close(self) -> bool:
+        """Write what is left; True when the file holds any row."""
+        if self.pending:
+            self._write(everything=True)
+        if self.writer is not None:
+            self.writer.close()
+        return self.writer is not None
+
+    def _write(self, everything: bool) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_batches(self.pending)
+        cut = table.num_rows if everything else table.num_rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+        if self.writer is None:
+            self.writer = _parquet_writer(self.path)
+        self.writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+        self.pending = table.slice(cut).to_batches()
+        self.rows = table.num_rows - cut
+        self.bytes = sum(b.nbytes for b in self.pending)
+
+
+def _epoch_us(iso: str) -> int:
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _iso_us(us: int) -> str:
+    """An ISO 8601 UTC time for any timeline value (years 1-9999), never via strftime,
+    which drops the leading zeros of years before 1000."""
+    moment = EPOCH + timedelta(microseconds=us)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _ceiling_us() -> int:
+    return _epoch_us(datetime.now(UTC).isoformat()) + FUTURE_SLACK_SECONDS * 1_000_000
+
+
+def _implausible_examples(
+    batch: Any, task: FileTask, ceiling_us: int, room: int
+) -> list[dict[str, Any]]:
+    """Up to `room` rows of this batch whose time is implausible, with the file they are in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stamps = batch.column(0).cast(pa.int64())
+    cloudtrail = pc.fill_null(pc.equal(batch.column(2), "cloudtrail"), False)
+    earliest = pc.if_else(cloudtrail, _epoch_us(CLOUDTRAIL_EARLIEST), _epoch_us(HOST_EARLIEST))
+    odd = pc.fill_null(pc.or_(pc.less(stamps, earliest), pc.greater(stamps, ceiling_us)), False)
+    if not pc.any(odd).as_py():
+        return []
+    picked = batch.filter(odd).slice(0, room)
+    stamps = picked.column(0).cast(pa.int64()).to_pylist()
+    event_ids = picked.column(12).to_pylist()
+    return [
+        {
+            "evidence_id": task.evidence_id,
+            "path": task.relpath,
+            "event_id": event_id,
+            "timestamp": _iso_us(us),
+        }
+        for us, event_id in zip(stamps, event_ids, strict=True)
+    ]
 
 
 def build_timeline(
@@ -210,7 +384,10 @@ def build_timeline(
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     result = TimelineResult(files=len(tasks), errors=list(skipped))
-    result.unparsed = [s["path"] for s in skipped]
+    result.evidence_problems = [s for s in skipped if s.get("kind") in PROBLEM_KINDS]
+    result.unparsed = [s["path"] for s in skipped if s.get("kind") != "incomplete"]
+    ceiling_us = _ceiling_us()
+    examples: list[dict[str, Any]] = []
     staging_files: list[str] = []
     file_rows: dict[str, list[tuple[str, int]]] = {}  # staging file -> its files' rows
     files_done = 0
@@ -229,6 +406,7 @@ def build_timeline(
         if chunk.staging:
             staging_files.append(chunk.staging)
             file_rows[chunk.staging] = chunk.file_rows
+        examples.extend(chunk.implausible[: IMPLAUSIBLE_EXAMPLES - len(examples)])
         if on_progress:
             on_progress(files_done, len(tasks), result.rows)
 
@@ -238,11 +416,15 @@ def build_timeline(
     ]
     if workers == 1 or len(chunks) <= 1:
         for name, chunk in zip(names, chunks, strict=True):
-            absorb(parse_chunk(name, chunk, options))
+            absorb(parse_chunk(name, chunk, options, ceiling_us))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)),
+            initializer=_worker_start,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {
-                pool.submit(parse_chunk, name, chunk, options): chunk
+                pool.submit(parse_chunk, name, chunk, options, ceiling_us): chunk
                 for name, chunk in zip(names, chunks, strict=True)
             }
             for future in as_completed(futures):
@@ -256,6 +438,10 @@ def build_timeline(
         if result.duplicates_dropped:
             result.rows -= result.duplicates_dropped
             result.rows_by_evidence = _rows_by_evidence(building)
+    else:  # no rows at all is still a timeline: query, detect and export read it
+        _parquet_writer(building / "part-0-empty.parquet").close()
+    result.implausible_times = _implausible_times(building, ceiling_us, examples)
+    result.errors.extend(_implausible_errors(result.implausible_times, ceiling_us))
     final = case.root / TIMELINE_DIR
     result.path = str(final)
     shutil.rmtree(building / ".duckdb-tmp", ignore_errors=True)
@@ -263,6 +449,94 @@ def build_timeline(
     (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     _swap_in(building, final)
     return result
+
+
+def _implausible_times(
+    folder: Path, ceiling_us: int, examples: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Rows with implausible times in the finished dataset (after de-duplication)."""
+    pattern = _sql_str(str(folder / "*.parquet"))
+    with _duckdb(folder) as con:
+        rows, earliest, latest = con.execute(
+            f"""SELECT count(*), min(epoch_us(timestamp)), max(epoch_us(timestamp))
+                FROM read_parquet({pattern})
+                WHERE epoch_us(timestamp) > {int(ceiling_us)}
+                   OR epoch_us(timestamp) < CASE WHEN source = 'cloudtrail'
+                        THEN {_epoch_us(CLOUDTRAIL_EARLIEST)} ELSE {_epoch_us(HOST_EARLIEST)} END"""
+        ).fetchall()[0]
+    return {
+        "rows": int(rows),
+        "earliest": _iso_us(earliest) if earliest is not None else None,
+        "latest": _iso_us(latest) if latest is not None else None,
+        "examples": examples if rows else [],
+    }
+
+
+def _implausible_errors(found: dict[str, Any], ceiling_us: int) -> list[dict[str, Any]]:
+    """Bounded: one line with the count and span, then one line per example row."""
+    if not found["rows"]:
+        return []
+    rule = (
+        f"CloudTrail before {CLOUDTRAIL_EARLIEST[:10]}, other rows before "
+        f"{HOST_EARLIEST[:10]}, any after {_iso_us(ceiling_us)[:19]}Z"
+    )
+    lines = [
+        {
+            "evidence_id": "",
+            "path": "",
+            "kind": IMPLAUSIBLE_KIND,
+            "reason": f"{found['rows']} rows have implausible times ({rule}), from "
+            f"{found['earliest']} to {found['latest']}; kept in the timeline, a clock "
+            f"was wrong or a record was forged",
+        }
+    ]
+    for example in found["examples"]:
+        lines.append(
+            {
+                "evidence_id": example["evidence_id"],
+                "path": example["path"],
+                "kind": IMPLAUSIBLE_KIND,
+                "event_id": example["event_id"],
+                "reason": f"implausible time {example['timestamp']} ({rule}); row kept",
+            }
+        )
+    return lines
+
+
+def _worker_start(parent: int) -> None:
+    """Pool initializer: a parser process never outlives the timeline that started it."""
+    watch_parent(parent)
+
+
+def watch_parent(parent: int, interval: float = 1.0, use_prctl: bool = True) -> None:
+    """End this process when `parent` ends, even by `kill -9`.
+
+    Linux delivers SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere, or
+    where prctl fails, a daemon thread polls the parent id. Either way a parent already
+    gone before this ran is caught by the last check.
+    """
+    if not (use_prctl and _death_signal(signal.SIGKILL)):
+        threading.Thread(
+            target=_poll_parent, args=(parent, interval), name="parent-watch", daemon=True
+        ).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _death_signal(signum: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        threading.Event().wait(interval)
+    os._exit(1)
 
 
 def _result_or_failure(future: Any, chunk: list[FileTask]) -> ChunkResult:
