@@ -292,6 +292,8 @@ def capture_cloudtrail(
                 f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
                 f"{len(r.failed)} failed, {r.bytes} bytes"
             )
+    for line in [w for r in results for w in getattr(r, "rewritten", [])][:20]:
+        _say(f"rewritten: {line}")  # a delivered log changed after capture: both are kept
     failed = [f for r in results for f in r.failed]
     if failed:
         for line in failed[:20]:

@@ -176,6 +176,8 @@ def test_hostile_keys_each_get_their_own_evidence_file(
 def test_the_encoding_is_reversible_and_survives_the_case_cleaning(tail: str) -> None:
     name = cloudtrail.evidence_name_for_key(tail)
     assert cloudtrail.key_for_evidence_name(name) == tail
+    for etag in ("logs", "0" * 32 + "-7", tail):
+        assert cloudtrail.key_for_evidence_name(cloudtrail.version_name(etag, name)) == tail
     parts = name.split("/")
     assert all(0 < len(p.encode()) <= 120 for p in parts)
     assert not any(p.endswith(".partial") for p in parts), "the case clears *.partial"
@@ -559,4 +561,35 @@ def test_keys_differing_only_in_case_on_a_case_folding_file_system(
     assert failure.startswith(REGION_PREFIX + DAY + "log.json.gz: its name differs from")
     assert "only in case" in failure
     assert _last_status(case_dir) == "capture-incomplete"
+    assert Case.open(case_dir).verify().ok
+
+
+def test_an_object_rewritten_after_capture_is_named_and_taken_beside_the_held_copy(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """Before: the re-run said 'already held' and the rewrite went unseen."""
+    s3, bucket, aws = _s3_case(moto_url, tmp_path, {LOG: b"as delivered"})
+    case_dir = tmp_path / "case"
+    assert _run_s3(Case.create(case_dir), aws, bucket).captured == 1
+    s3.put_object(Bucket=bucket, Key=REGION_PREFIX + DAY + LOG, Body=b"rewritten by an intruder")
+    again = _run_s3(Case.open(case_dir), aws, bucket)
+    assert (again.captured, again.skipped, again.failed) == (1, 0, [])
+    [line] = again.rewritten
+    assert line.startswith(REGION_PREFIX + DAY + LOG + ": rewritten since it was captured")
+    bodies = sorted(
+        (case_dir / e["files"][0]["path"]).read_bytes()
+        for e in custody(case_dir)
+        if e["action"] == "capture"
+    )
+    assert bodies == [b"as delivered", b"rewritten by an intruder"]
+    third = _run_s3(Case.open(case_dir), aws, bucket)
+    assert (third.captured, third.skipped, len(third.rewritten)) == (0, 1, 1)
+    cli = _capture_s3(case_dir, moto_url, bucket)
+    assert cli.code == 0, cli.stderr
+    assert f"rewritten: {REGION_PREFIX}{DAY}{LOG}: rewritten since it was captured" in cli.stderr
+    objects = {REGION_PREFIX + DAY + LOG: b""}
+    for entry in custody(case_dir):
+        if entry["action"] == "capture":
+            name = entry["files"][0]["path"].split("/", 2)[2]
+            assert REGION_PREFIX + cloudtrail.key_for_evidence_name(name) in objects
     assert Case.open(case_dir).verify().ok

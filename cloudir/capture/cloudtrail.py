@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,16 +63,26 @@ class ItemResult:
     skipped: int = 0
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # objects changed since captured
     resumed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, captured: int = 0, skipped: int = 0, nbytes: int = 0, failed: str = "") -> None:
+    def count(
+        self,
+        captured: int = 0,
+        skipped: int = 0,
+        nbytes: int = 0,
+        failed: str = "",
+        rewritten: str = "",
+    ) -> None:
         with self._lock:
             self.captured += captured
             self.skipped += skipped
             self.bytes += nbytes
             if failed:
                 self.failed.append(failed)
+            if rewritten:
+                self.rewritten.append(rewritten)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -209,12 +219,13 @@ def capture_s3(
         on_progress(0, total)
 
     recorded = case.recorded_files()
+    etags = _held_etags(case)
     folds = folds_case(case)
     finished = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [
-                pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded)
+                pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded, etags)
                 for item, bkt, objects in plan
                 for obj in _without_case_twins(case, item, objects, recorded, folds)
             ]
@@ -291,6 +302,7 @@ def _fetch_one(
     obj: LogObject,
     item: ItemResult,
     recorded: dict[str, FileRecord],
+    etags: dict[str, str],
 ) -> None:
     """Fetch one object; any failure is counted against the item, never raised.
 
@@ -299,10 +311,21 @@ def _fetch_one(
     listing, a short or padded answer) is a named failure, nothing is recorded, the item
     stays capture-incomplete, and the next run fetches the object again.
     """
+    note = ""
     try:
         if case.is_captured(item.evidence_id, obj.name, recorded):
-            item.count(skipped=1)
-            return
+            held_etag = etags.get(case.relpath(case.target_path(item.evidence_id, obj.name)))
+            if held_etag in (None, obj.etag):
+                item.count(skipped=1)
+                return
+            # Rewritten since it was captured: the held copy stays, the new version is
+            # taken beside it and named, since a rewritten log is itself a finding.
+            note = f"rewritten since it was captured: the case holds ETag {held_etag} at {obj.name}"
+            item.count(rewritten=f"{obj.key}: {note}, now ETag {obj.etag}")
+            obj = replace(obj, name=version_name(obj.etag, obj.name))
+            if case.is_captured(item.evidence_id, obj.name, recorded):
+                item.count(skipped=1)
+                return
         resp = _get_as_listed(s3, bucket, obj)
         chunks = resp["Body"].iter_chunks(1 << 20)
         record = case.store_stream(item.evidence_id, obj.name, chunks, expected_bytes=obj.size)
@@ -322,8 +345,27 @@ def _fetch_one(
         else None,
         "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
     }
-    case.record("capture", item.evidence_id, [record], source=source)
+    case.record("capture", item.evidence_id, [record], source=source, note=note)
     item.count(captured=1, nbytes=record.bytes)
+
+
+def _held_etags(case: Case) -> dict[str, str]:
+    """Each S3 object's evidence path with the ETag custody recorded for it."""
+    etags: dict[str, str] = {}
+    for entry in case.custody_entries():
+        source = entry.get("source")
+        if entry.get("action") == "capture" and isinstance(source, dict):
+            for f in entry.get("files") or []:
+                etag = source.get("etag")
+                if source.get("type") == "s3" and isinstance(etag, str) and isinstance(f, dict):
+                    etags.setdefault(str(f.get("path")), etag)
+    return etags
+
+
+def version_name(etag: str, name: str) -> str:
+    """Where a later version of an object goes: `versions/<escaped ETag>/logs/...`, a
+    namespace `logs/` names never enter, so it stays injective over (key, ETag)."""
+    return "/".join(["versions", *_encode_segment(etag, is_file=False), name])
 
 
 def _get_as_listed(s3: Any, bucket: str, obj: LogObject) -> dict[str, Any]:
@@ -514,6 +556,11 @@ def evidence_name_for_key(rest: str) -> str:
 def key_for_evidence_name(name: str) -> str:
     """The key part `evidence_name_for_key` encoded; ValueError for a name it never makes."""
     parts = name.split("/")
+    if parts[0] == "versions":  # versions/<ETag as a folder>/logs/...
+        after = 1
+        while after < len(parts) and parts[after].startswith("--") and len(parts[after]) > 2:
+            after += 1
+        parts = parts[after + 1 :] or [""]
     if parts[0] != "logs" or len(parts) < 2:
         raise ValueError(f"{name!r} is not an encoded S3 key")
     segments: list[str] = []
