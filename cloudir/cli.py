@@ -736,6 +736,11 @@ def timeline(
             f"{result.rows} events from {result.files} files into {result.path} "
             f"({result.duplicates_dropped} duplicates dropped)"
         )
+    if result.conflicting_copies["events"]:
+        _say(
+            f"{result.conflicting_copies['events']} events have copies that disagree, a sign "
+            "of tampering: every version is kept; see conflicting_copies in summary.json"
+        )
     if result.errors or (result.rows == 0 and result.files):
         _say(result.summary_line())
         if strict and result.strict_failures():
@@ -876,7 +881,7 @@ def _say_detection(result: Any) -> None:
     builtin_root = str(engine.BUILTIN_RULES)
     own = [s for s in result.rules.skipped if not s["path"].startswith(builtin_root)]
     for skipped in own:  # the user's own rules: each one named; built-ins: see `rules list`
-        _say(f"skipped rule {skipped['title'] or skipped['path']}: {skipped['reason']}")
+        _say(f"skipped rule {_skipped_where(skipped)}: {skipped['reason']}")
     if len(own) < len(result.rules.skipped):
         _say(
             f"{len(result.rules.skipped) - len(own)} built-in rules not run; "
@@ -1046,6 +1051,14 @@ def _rule_kind(rule: Any) -> str:
     return "rule" if rule.output else "feeds-only"
 
 
+def _skipped_where(skipped: dict[str, Any]) -> str:
+    """`title (file, document 2, line 14)`: enough to find one document in a long file."""
+    where = [skipped["path"]]
+    if skipped.get("document"):
+        where.append(f"document {skipped['document']}, line {skipped['line']}")
+    return f"{skipped['title'] or '-'} ({', '.join(where)})"
+
+
 def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
     from cloudir.analyze import detect as engine
 
@@ -1070,7 +1083,7 @@ def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
         for r in ruleset.rules:
             _out(f"ok       {r.level:<13} {_rule_kind(r):<12} {r.title} ({r.path})")
         for skipped in ruleset.skipped:
-            _out(f"SKIPPED  {skipped['title'] or '-'} ({skipped['path']}): {skipped['reason']}")
+            _out(f"SKIPPED  {_skipped_where(skipped)}: {skipped['reason']}")
     _say(f"{len(ruleset.rules)} rules load, {len(ruleset.skipped)} skipped")
     return len(ruleset.skipped)
 

@@ -112,6 +112,7 @@ def test_copies_differing_only_in_source_ip_are_both_kept_and_reported(case: Cas
     ]
     assert entry["evidence_ids"] == ["cloudtrail-a", "cloudtrail-b"]
     assert "tamper" in entry["reason"]
+    assert entry["kind"] == "conflicting_copies"
     assert summary["conflicting_copies"] == {
         "events": 1,
         "examples": [
@@ -271,6 +272,7 @@ def test_cli_reports_disagreeing_copies_and_strict_exits_3(tmp_path: Path) -> No
 
     assert result.code == 3
     assert "Traceback" not in result.stderr
+    assert "1 events have copies that disagree, a sign of tampering" in result.stderr
     out = result.json()
     assert out["rows"] == 2
     assert out["duplicates_dropped"] == 0

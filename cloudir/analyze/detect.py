@@ -11,8 +11,10 @@ The evaluation semantics are written down in docs/detection.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +116,7 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
     """Parse, convert and test-bind every rule; each failure is a skip with its reason.
 
     All files form one collection, so a correlation may refer to rules in other files.
+    A failure costs one document of a file, never the file's other rules.
     """
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
@@ -121,57 +124,213 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
 
     result = RuleSet(backend=backend_class()(collect_errors=False, fulltext_field="raw"))
     rules: list[Any] = []
-    paths: dict[int, Path] = {}
+    origin: dict[int, tuple[Path, RuleDocument]] = {}  # id(pySigma rule) -> where it is
     for path in files:
-        for rule in _read(path, result):
-            paths[id(rule)] = path
+        for rule, document in read_rule_file(path, result):
+            origin[id(rule)] = (path, document)
             rules.append(rule)
-    collection = SigmaCollection(rules)
+    collection = SigmaCollection(rules, resolve_references=False)
     usable = []
     for rule in rules:
         if isinstance(rule, SigmaCorrelationRule):
             try:
                 rule.resolve_rule_references(collection)
             except SigmaError as exc:
-                result.skipped.append(_skip(paths[id(rule)], rule, f"cannot resolve: {exc}"))
+                path, document = origin[id(rule)]
+                result.skipped.append(_skip(path, rule, f"cannot resolve: {exc}", document))
                 continue
         usable.append(rule)
     loaded: dict[int, LoadedRule] = {}  # id(pySigma rule) -> what it became
     for rule in SigmaCollection._referenced_first(usable):
-        path = paths[id(rule)]
+        path, document = origin[id(rule)]
         if isinstance(rule, SigmaCorrelationRule):
-            done = _convert_correlation(rule, path, loaded, result)
+            done = _convert_correlation(rule, path, loaded, result, document)
         else:
-            done = _convert(result.backend, rule, path, con, result)
+            done = _convert(result.backend, rule, path, con, result, document)
         if done is not None:
             loaded[id(rule)] = done
             result.rules.append(done)
     return result
 
 
-def _read(path: Path, result: RuleSet) -> list[Any]:
+@dataclass
+class RuleDocument:
+    """One YAML document of a rule file: where it starts, and its data or why not."""
+
+    index: int  # 1-based, counting the documents that hold anything
+    line: int  # 1-based line of the file where it starts
+    text: str
+    data: Any = None
+    error: str | None = None
+
+
+# A document starts at `---` in column 0 followed by a blank or the line's end: YAML's
+# scanner reads that as a document start in every context, so splitting there first is
+# what the parser would do, and a document it cannot parse leaves the others readable.
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+_ONLY_DIRECTIVES = re.compile(r"\A(?:[ \t]*(?:[#%][^\n]*)?(?:\n|\Z))*\Z")
+_ACTION_LINE = re.compile(r"^action\s*:", re.MULTILINE)
+
+
+def split_documents(text: str) -> list[RuleDocument]:
+    """The YAML stream's documents, each parsed alone: a syntax error costs one."""
     import yaml
-    from sigma.collection import SigmaCollection
-    from sigma.exceptions import SigmaError
+
+    cuts = [0] + [m.start() for m in _DOCUMENT_START.finditer(text) if m.start()]
+    pieces = [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
+    documents: list[RuleDocument] = []
+    line, carried = 1, ""
+    for piece in pieces:
+        start = line - carried.count("\n")
+        line += piece.count("\n")
+        chunk = carried + piece
+        if _ONLY_DIRECTIVES.match(chunk) and not chunk.lstrip().startswith("---"):
+            carried = chunk  # comments or %directives belong to the next document
+            continue
+        carried = ""
+        document = RuleDocument(index=len(documents) + 1, line=start, text=chunk)
+        try:
+            document.data = yaml.safe_load(chunk)
+        except yaml.YAMLError as exc:
+            document.error = _yaml_reason(exc, start)
+        if document.data is None and document.error is None:
+            continue  # an empty document (`---` with nothing after it)
+        documents.append(document)
+    return documents
+
+
+def _yaml_reason(exc: Any, first_line: int) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {first_line + mark.line}, column {mark.column + 1}" if mark else ""
+    return f"cannot read YAML{where}: {' '.join(str(problem).split())}"
+
+
+def read_rule_file(path: Path, result: RuleSet) -> list[tuple[Any, RuleDocument]]:
+    """Every rule a file's documents make, honouring Sigma's collection actions
+    (global, reset, repeat) as pySigma does; each bad document is one skip."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        result.skipped.append(_skip(path, None, f"cannot read: {exc}"))
+        return []
+    with _quiet_stderr():  # pySigma's RE2 check logs refused patterns natively
+        made = _rules_of(path, split_documents(text), result)
+    return _apply_filters(path, made, result)
+
+
+def _rules_of(
+    path: Path, documents: list[RuleDocument], result: RuleSet
+) -> list[tuple[Any, RuleDocument]]:
+    made: list[tuple[Any, RuleDocument]] = []
+    global_rule: dict[str, Any] = {}
+    previous: dict[str, Any] | None = {}
+    lost_action: int | None = None  # a broken document that may have been an action
+    for document in documents:
+        data = document.data
+        if document.error is not None or not isinstance(data, dict):
+            reason = document.error or f"not a Sigma rule: a YAML {_kind(data)}, not a mapping"
+            result.skipped.append(_skip(path, None, reason, document))
+            previous = None
+            if document.error is not None and _ACTION_LINE.search(document.text):
+                lost_action = document.index
+            continue
+        action = data.get("action")
+        if action in ("global", "reset"):
+            global_rule = {k: v for k, v in data.items() if k != "action"}
+            if action == "reset":
+                global_rule = {}
+            previous, lost_action = global_rule, None
+            continue
+        if action == "repeat":
+            if previous is None:
+                reason = "repeats the document before it, which could not be read"
+                result.skipped.append(_skip(path, None, reason, document))
+                continue
+            previous = deep_update(copy.deepcopy(previous), data)
+            rule = _parse(path, previous, document, result)
+        elif action is not None:
+            reason = f"unknown Sigma collection action {action!r}"
+            result.skipped.append(_skip(path, None, reason, document))
+            continue
+        elif lost_action is not None and "correlation" not in data and "filter" not in data:
+            reason = (
+                f"follows document {lost_action}, a collection action that could not be "
+                "read; the rule would lack what it sets"
+            )
+            result.skipped.append(_skip(path, None, reason, document))
+            previous = None
+            continue
+        else:
+            merged = data
+            if "correlation" not in data and "filter" not in data:
+                merged = deep_update(copy.deepcopy(data), copy.deepcopy(global_rule))
+                previous = data
+            rule = _parse(path, merged, document, result)
+        if rule is not None:
+            made.append((rule, document))
+    return made
+
+
+def deep_update(dest: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    """pySigma's merge for collection actions: `src` wins, nested mappings merged."""
+    from sigma.collection import deep_dict_update
+
+    return deep_dict_update(dest, src)
+
+
+def _kind(data: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(data), type(data).__name__
+    )
+
+
+def _parse(path: Path, data: dict[str, Any], document: RuleDocument, result: RuleSet) -> Any:
+    """One pySigma rule, correlation or filter from a document, or a skip with why."""
+    from sigma.collection import check_alias_expansion
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.exceptions import SigmaCollectionError
+    from sigma.filters import SigmaFilter
+    from sigma.rule import SigmaRule
 
     try:
-        with _quiet_stderr():  # pySigma's RE2 check logs refused patterns natively
-            collection = SigmaCollection.from_yaml(path.read_text(), collect_errors=True)
-    except (OSError, SigmaError, ValueError, yaml.YAMLError) as exc:
-        reason = " ".join(str(exc).split())
-        result.skipped.append(_skip(path, None, f"cannot read: {reason}"))
-        return []
-    if not collection.rules:
-        reasons = "; ".join(str(e) for e in collection.errors) or "no rule in the file"
-        result.skipped.append(_skip(path, None, f"invalid Sigma: {reasons}"))
-    good = []
-    for rule in collection.rules:
-        if getattr(rule, "errors", None):
-            reasons = "; ".join(str(e) for e in rule.errors)
-            result.skipped.append(_skip(path, rule, f"invalid Sigma: {reasons}"))
+        check_alias_expansion(data, SigmaCollectionError, None)
+        if "correlation" in data:
+            rule = SigmaCorrelationRule.from_dict(data, collect_errors=True)
+        elif "filter" in data:
+            rule = SigmaFilter.from_dict(data, collect_errors=True)
         else:
-            good.append(rule)
-    return good
+            rule = SigmaRule.from_dict(data, collect_errors=True)
+    except Exception as exc:  # pySigma raises more than SigmaError on odd shapes
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        result.skipped.append(_skip(path, data, f"invalid Sigma: {reason}", document))
+        return None
+    if getattr(rule, "errors", None):
+        reasons = "; ".join(" ".join(str(e).split()) for e in rule.errors)
+        result.skipped.append(_skip(path, rule, f"invalid Sigma: {reasons}", document))
+        return None
+    return rule
+
+
+def _apply_filters(
+    path: Path, made: list[tuple[Any, RuleDocument]], result: RuleSet
+) -> list[tuple[Any, RuleDocument]]:
+    """Sigma filters in a file apply to that file's rules, as in a pySigma collection."""
+    from sigma.filters import SigmaFilter
+    from sigma.rule import SigmaRule
+
+    filters = [(f, d) for f, d in made if isinstance(f, SigmaFilter)]
+    rules = [(r, d) for r, d in made if not isinstance(r, SigmaFilter)]
+    for sigma_filter, document in filters:
+        try:
+            rules = [
+                (sigma_filter.apply_on_rule(r) if isinstance(r, SigmaRule) else r, d)
+                for r, d in rules
+            ]
+        except Exception as exc:
+            reason = f"filter cannot apply: {' '.join(str(exc).split())}"
+            result.skipped.append(_skip(path, sigma_filter, reason, document))
+    return rules
 
 
 def _describe(rule: Any, path: Path) -> dict[str, Any]:
@@ -189,20 +348,25 @@ def _describe(rule: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _convert(backend: Any, rule: Any, path: Path, con: Any, result: RuleSet) -> LoadedRule | None:
+def _convert(
+    backend: Any, rule: Any, path: Path, con: Any, result: RuleSet, document: RuleDocument
+) -> LoadedRule | None:
     from sigma.exceptions import SigmaError
+
+    def skip(reason: str) -> None:
+        result.skipped.append(_skip(path, rule, reason, document))
 
     source = rule.logsource
     key = (source.product, source.service, source.category)
     logsource = LOGSOURCES.get(key)
     if logsource is None:
-        result.skipped.append(_skip(path, rule, f"no timeline data for logsource {key}"))
+        skip(f"no timeline data for logsource {key}")
         return None
     try:
         backend.convert_rule(rule)
         queries = rule.get_conversion_result()
     except (SigmaError, ValueError, TypeError, AttributeError) as exc:
-        result.skipped.append(_skip(path, rule, f"cannot convert: {exc}"))
+        skip(f"cannot convert: {' '.join(str(exc).split())}")
         return None
     predicate = " OR ".join(f"({q})" for q in queries)
     try:
@@ -213,30 +377,38 @@ def _convert(backend: Any, rule: Any, path: Path, con: Any, result: RuleSet) -> 
             ).fetchall()
     except Exception as exc:  # DuckDB binder or RE2 refusing the rule's SQL
         reason = str(exc).splitlines()[0]
-        result.skipped.append(_skip(path, rule, f"DuckDB cannot run it: {reason}"))
+        skip(f"DuckDB cannot run it: {reason}")
         return None
     return LoadedRule(**_describe(rule, path), logsource=logsource, predicate=predicate)
 
 
 def _convert_correlation(
-    rule: Any, path: Path, loaded: dict[int, LoadedRule], result: RuleSet
+    rule: Any,
+    path: Path,
+    loaded: dict[int, LoadedRule],
+    result: RuleSet,
+    document: RuleDocument | None = None,
 ) -> LoadedRule | None:
     kind = str(rule.type.name).lower()
     if kind not in correlate.SUPPORTED:
-        result.skipped.append(_skip(path, rule, f"correlation type {kind} is not supported"))
+        result.skipped.append(
+            _skip(path, rule, f"correlation type {kind} is not supported", document)
+        )
         return None
     refs = [ref.rule for ref in rule.referenced_rules]
     missing = [r.title for r in refs if id(r) not in loaded]
     if missing:
         reason = f"refers to rules that cannot run: {', '.join(missing)}"
-        result.skipped.append(_skip(path, rule, reason))
+        result.skipped.append(_skip(path, rule, reason, document))
         return None
     group_by = list(rule.group_by or [])
     condition = rule.condition
     if kind in ("temporal", "temporal_ordered") and condition is None:
         operator, threshold = ">=", float(len(refs))
     elif condition is None or not hasattr(condition, "op"):
-        result.skipped.append(_skip(path, rule, "extended correlation conditions not supported"))
+        result.skipped.append(
+            _skip(path, rule, "extended correlation conditions not supported", document)
+        )
         return None
     else:
         operator = correlate.OPERATORS[condition.op.name.lower()]
@@ -245,7 +417,7 @@ def _convert_correlation(
     if isinstance(value_field, list):
         value_field = value_field[0] if len(value_field) == 1 else None
         if value_field is None:
-            result.skipped.append(_skip(path, rule, "value_count over several fields"))
+            result.skipped.append(_skip(path, rule, "value_count over several fields", document))
             return None
     aliases = {a.alias: {ref.reference: f for ref, f in a.mapping.items()} for a in rule.aliases}
     spec = correlate.Correlation(
@@ -271,7 +443,7 @@ def _convert_correlation(
         theirs = done.correlation.group_by
         if not all(f in theirs for f in fields):
             reason = f"groups by {fields}, which {done.title!r} does not all group by"
-            result.skipped.append(_skip(path, rule, reason))
+            result.skipped.append(_skip(path, rule, reason, document))
             return None
         spec.inputs.append(
             correlate.CorrelationInput(
@@ -308,13 +480,38 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _skip(path: Path, rule: Any, reason: str) -> dict[str, str]:
+def _skip(
+    path: Path, rule: Any, reason: str, document: RuleDocument | None = None
+) -> dict[str, Any]:
+    """A skipped rule or document: file, document number and first line when known,
+    and the rule's id and title when they can be read at all."""
+    rule_id, title = _identity(rule, document)
     return {
         "path": str(path),
-        "id": str(getattr(rule, "id", "") or ""),
-        "title": str(getattr(rule, "title", "") or ""),
+        "id": rule_id,
+        "title": title,
         "reason": reason,
+        "document": document.index if document else None,
+        "line": document.line if document else None,
     }
+
+
+_TITLE_LINE = re.compile(r"^title\s*:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+_ID_LINE = re.compile(r"^id\s*:[ \t]*['\"]?([^'\"\s]+)", re.MULTILINE)
+
+
+def _identity(rule: Any, document: RuleDocument | None) -> tuple[str, str]:
+    if isinstance(rule, dict):
+        return str(rule.get("id") or ""), str(rule.get("title") or "")
+    if rule is not None:
+        return str(getattr(rule, "id", "") or ""), str(getattr(rule, "title", "") or "")
+    if document is not None and isinstance(document.data, dict):
+        return str(document.data.get("id") or ""), str(document.data.get("title") or "")
+    if document is not None:  # unreadable YAML: what the lines still say
+        title = _TITLE_LINE.search(document.text)
+        found_id = _ID_LINE.search(document.text)
+        return (found_id[1] if found_id else ""), (title[1].strip("'\"") if title else "")
+    return "", ""
 
 
 ENTITY_FIELDS = {
@@ -422,7 +619,7 @@ def _iso(moment: Any) -> str:
 
 def validate(paths: list[Path], builtin: bool) -> RuleSet:
     """Load and compile rules against an empty timeline: no case needed."""
-    from cloudir.analyze.duck import connect
+    from cloudir.analyze.duck import connect, seal
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     con = connect()
@@ -432,7 +629,11 @@ def validate(paths: list[Path], builtin: bool) -> RuleSet:
     )
     con.execute(f"CREATE VIEW timeline AS SELECT {columns} WHERE false").fetchall()
     register_functions(con)
-    return load_rules(rule_files(paths, builtin), con)
+    seal(con)  # a rule's SQL reads nothing, writes nothing, whoever wrote the rule
+    files = rule_files(paths, builtin)
+    if paths and not files:
+        raise UsageError(f"no rule files (.yml, .yaml) in {', '.join(map(str, paths))}")
+    return load_rules(files, con)
 
 
 @dataclass
@@ -443,13 +644,23 @@ class DetectResult:
 
 
 def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectResult:
-    """Run the rules over the case's timeline; writes findings/findings.{json,parquet}."""
-    from cloudir.analyze.query import connect
+    """Run the rules over the case's timeline; writes findings/findings.{json,parquet}.
 
+    The rules' SQL runs on a sealed connection (duck.seal): it reads the timeline's files
+    and nothing else, whoever wrote the rule. Rules the user named that cannot run at all
+    are a usage error, before anything is written: "no findings" must mean rules ran.
+    """
+    from cloudir.analyze.duck import seal
+    from cloudir.analyze.query import connect, timeline_files
+
+    if not extra_rules and not builtin:
+        raise UsageError("no rules to run: give --rules PATH, or leave out --no-builtin")
     con = connect(case)
     register_functions(con)
     limit_memory(con, case.root / FINDINGS_DIR)
+    seal(con, timeline_files(case))
     rules = load_rules(rule_files(extra_rules, builtin), con)
+    require_runnable(extra_rules, rules)
     hits = run_rules(con, rules)
     findings = findings_from(con, rules, hits)
     out = case.root / FINDINGS_DIR
@@ -467,6 +678,22 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
     with contextlib.suppress(OSError):
         (out / ".spill").rmdir()  # DuckDB removed its spill files when it closed
     return DetectResult(rules, findings, out)
+
+
+def require_runnable(paths: list[Path], rules: RuleSet) -> None:
+    """Every rules path the user gave contributes at least one rule that runs."""
+    for root in paths:
+        files = {str(f) for f in rule_files([root], builtin=False)}
+        if not files:
+            raise UsageError(f"{root}: no rule files (.yml, .yaml) in it")
+        if any(r.path in files for r in rules.rules):
+            continue
+        skipped = [s for s in rules.skipped if s["path"] in files]
+        first = f"; first: {skipped[0]['reason']}" if skipped else ""
+        raise UsageError(
+            f"{root}: none of its rules can run ({len(skipped)} skipped{first}); "
+            f"`cloudir rules validate {root}` lists why"
+        )
 
 
 MEMORY_LIMIT = "1GB"
@@ -492,19 +719,25 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None:
-    """One row per (rule, event): the table a responder joins back to the timeline."""
+    """One row per (rule, event): the table a responder joins back to the timeline.
+
+    Written by cloudir through pyarrow, batch by batch: the sealed connection cannot write.
+    """
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     pairs = [(f["rule_id"], f["title"], f["level"], e) for f in findings for e in f["event_ids"]]
     names = ["rule_id", "title", "level", "event_id"]
     columns = list(zip(*pairs, strict=True)) if pairs else [[] for _ in names]
     con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
     entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
+    reader = con.sql(
+        f"""SELECT p.rule_id, p.title, p.level, p.event_id, h.timestamp, {entities}
+            FROM _pairs p JOIN (SELECT DISTINCT ON (event_id) * FROM _hits) h
+            USING (event_id) ORDER BY h.timestamp, p.rule_id"""
+    ).to_arrow_reader()
     tmp = path.with_name(path.name + ".tmp")
-    con.execute(
-        f"""COPY (SELECT p.rule_id, p.title, p.level, p.event_id, h.timestamp, {entities}
-                  FROM _pairs p JOIN (SELECT DISTINCT ON (event_id) * FROM _hits) h
-                  USING (event_id) ORDER BY h.timestamp, p.rule_id)
-            TO {sql_str(str(tmp))} (FORMAT parquet)"""
-    ).fetchall()
+    with pq.ParquetWriter(tmp, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
     tmp.replace(path)

@@ -38,6 +38,7 @@ import msgspec
 CONFLICT_EXAMPLES = 20  # events named in summary.json; errors.jsonl names every one
 LISTED_COPIES = 50  # copies named per event; `copies` always gives the full count
 WHOLE_RECORD = "(record is not a JSON object)"
+CONFLICT_KIND = "conflicting_copies"  # the `kind` of its errors.jsonl lines
 
 
 @dataclass
@@ -337,6 +338,7 @@ def _error_entry(conflict: dict[str, Any]) -> dict[str, Any]:
     return {
         "evidence_id": ", ".join(conflict["evidence_ids"]),
         "path": conflict["paths"][0] if conflict["paths"] else "",
+        "kind": CONFLICT_KIND,
         **conflict,
         "reason": reason,
     }

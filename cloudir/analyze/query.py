@@ -136,19 +136,20 @@ def _failed(exc: Exception) -> UsageError:
 
 
 @contextlib.contextmanager
-def _cursor(case: Case, sql: str) -> Iterator[Any]:
+def _result(case: Case, sql: str, relation: bool = False) -> Iterator[Any]:
+    """The checked statement's result: a cursor, or a relation to stream Arrow from."""
     import duckdb
 
     with sealed(case) as con:
         check_read_only(con, sql)
         try:
-            yield con.execute(sql)
+            yield con.sql(sql) if relation else con.execute(sql)
         except duckdb.Error as exc:
             raise _failed(exc) from exc
 
 
 def run_query(case: Case, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    with _cursor(case, sql) as cursor:
+    with _result(case, sql) as cursor:
         columns = [d[0] for d in cursor.description or []]
         return columns, cursor.fetchall()
 
@@ -184,8 +185,8 @@ def write_result(case: Case, sql: str, out: Path) -> int:
     fmt = output_format(case, out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with _cursor(case, sql) as cursor:
-            rows = _WRITERS[fmt](cursor.to_arrow_reader(), tmp)
+        with _result(case, sql, relation=True) as relation:
+            rows = _WRITERS[fmt](relation.to_arrow_reader(), tmp)
         tmp.replace(out)
     except OSError as exc:
         raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from exc

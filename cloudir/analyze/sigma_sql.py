@@ -110,12 +110,21 @@ class FieldPlan:
         }
 
     def resolve(self, predicate: str) -> str:
-        """Replace lower() tokens: shared columns by name, the others inline."""
+        """Replace lower() tokens: shared columns by name, the others inline.
+
+        Only tokens outside quoted literals and identifiers: a rule's value may hold the
+        token's very characters (YAML writes NUL as "\\0"), and it stays a value.
+        """
         shared = set(self.shared_lowers().values())
         inline = {name: sql for sql, name in self.lower_columns.items()}
-        return _LOWER_TOKEN.sub(
-            lambda m: m[1] if m[1] in shared else f"lower({inline[m[1]]})", predicate
-        )
+
+        def replace(match: re.Match[str]) -> str:
+            name = match[1]
+            if name is None:
+                return match[0]  # a quoted literal or identifier, kept as it is
+            return name if name in shared else f"lower({inline[name]})"
+
+        return _LOWER_TOKEN.sub(replace, predicate)
 
     def element_values(self, parts: tuple[str, ...], value: str) -> tuple[str, str]:
         """A guard (is there an array on the path?) and every value at the path.
@@ -155,7 +164,7 @@ class FieldPlan:
 
 
 SHARED_LOWER_USES = 3
-_LOWER_TOKEN = re.compile("\x00(_l[0-9]+)\x00")
+_LOWER_TOKEN = re.compile("'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\x00(_l[0-9]+)\x00")
 
 
 def json_path(parts: tuple[str, ...], wildcards: frozenset[int] = frozenset()) -> str:

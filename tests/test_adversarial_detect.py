@@ -1,0 +1,299 @@
+"""Rule files as an adversary (or an unlucky download of community rules) makes them.
+
+A broken document costs that document only: every valid rule in the same file still
+loads and runs, and the broken one is named in findings.json `rules.skipped` with its
+file, document number, line and reason. Values and titles are data, never SQL: a rule
+looking for `' OR 1=1 --` matches the rows holding that text and no other. A rules
+path none of whose rules can run is a usage error (exit 2), never a quiet "no findings".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import cloudir
+from tests.timeline_rows import timeline_row, write_timeline
+
+HOSTILE = [
+    "' OR 1=1 --",
+    "'; DROP VIEW timeline; --",
+    "100%",
+    "a_b",
+    "back\\slash",
+    "\\%",
+    "/* open",
+    "x */ OR true /*",
+    '"double"',
+    "it''s",
+    "ünïcödé ✓",
+    "\u202eevil",
+    "$.eventName",
+    "[*]",
+    "\x00_l0\x00",  # the marker the compiler uses for shared lower() columns
+    "ListBuckets",
+]
+
+MODIFIERS = {
+    "": lambda row, value: row.lower() == value.lower(),
+    "|contains": lambda row, value: value.lower() in row.lower(),
+    "|startswith": lambda row, value: row.lower().startswith(value.lower()),
+    "|endswith": lambda row, value: row.lower().endswith(value.lower()),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """One CloudTrail row per hostile value (in eventName and userAgent), plus decoys."""
+    values = [*HOSTILE, "an ' OR 1=1 -- inside", "1000", "aXb", "DeleteTrail"]
+    rows = [
+        timeline_row(
+            "aws:cloudtrail",
+            f"2026-01-01T10:{n // 60:02d}:{n % 60:02d}Z",
+            {"eventName": value, "userAgent": value, "weird'key": value},
+        )
+        for n, value in enumerate(values)
+    ]
+    case = tmp_path_factory.mktemp("hostile-rules") / "case"
+    write_timeline(case, rows)
+    return case, {row["event_id"]: value for row, value in zip(rows, values, strict=True)}
+
+
+def sigma_literal(text: str) -> str:
+    """`text` as a Sigma string that means exactly itself (wildcards escaped)."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def rule_doc(title: str, field: str, modifier: str, value: str, **extra: Any) -> dict[str, Any]:
+    pattern = value if modifier == "|re" else sigma_literal(value)
+    return {
+        "title": title,
+        "logsource": {"product": "aws", "service": "cloudtrail"},
+        "detection": {"s": {f"{field}{modifier}": pattern}, "condition": "s"},
+        "level": "low",
+        **extra,
+    }
+
+
+BROKEN = {
+    "yaml": "title: broken yaml\ndetection: [unclosed\n",
+    "tab yaml": "title: tabbed\n\tdetection: x\n",
+    "modifier": yaml.safe_dump(rule_doc("bad modifier", "eventName", "|nosuchmod", "x")),
+    "condition": yaml.safe_dump(
+        {
+            **rule_doc("bad condition", "eventName", "", "x"),
+            "detection": {"s": {"a": 1}, "condition": "s and and"},
+        }
+    ),
+    "no detection": "title: no detection\nlogsource: {product: aws, service: cloudtrail}\n",
+    "list": "- a list\n- not a rule\n",
+    "scalar": "just a sentence\n",
+    "missing ref": yaml.safe_dump(
+        {
+            "title": "dangling correlation",
+            "name": "dangling",
+            "correlation": {
+                "type": "event_count",
+                "rules": ["no_such_rule"],
+                "group-by": ["user"],
+                "timespan": "5m",
+                "condition": {"gte": 2},
+            },
+        }
+    ),
+    "action": "action: no-such-action\n",
+    "bad regex": yaml.safe_dump(rule_doc("lookbehind", "eventName", "|re", "(?<=x)y")),
+}
+
+
+def write_stream(path: Path, documents: list[str]) -> None:
+    path.write_text("".join(f"---\n{doc}" for doc in documents))
+
+
+def detect_doc(case: Path, rules: Path) -> tuple[int, dict[str, Any], str]:
+    result = cloudir(
+        "detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json",
+        "--fail-on", "critical",
+    )  # fmt: skip
+    document = json.loads(result.stdout) if result.code == 0 else {}
+    return result.code, document, result.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_one_broken_document_costs_only_itself(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path: Path, kind: str
+) -> None:
+    case, _ = hostile_case
+    before = yaml.safe_dump(rule_doc("good before", "eventName", "", "ListBuckets"))
+    after = yaml.safe_dump(rule_doc("good after", "eventName", "|contains", "100%"))
+    rules = tmp_path / "mixed.yml"
+    write_stream(rules, [before, BROKEN[kind], after])
+    code, doc, stderr = detect_doc(case, rules)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    found = {f["title"]: f["count"] for f in doc["findings"]}
+    assert found == {"good before": 1, "good after": 1}
+    assert doc["rules"]["loaded"] == 2
+    [skipped] = doc["rules"]["skipped"]
+    assert skipped["path"] == str(rules)
+    assert skipped["document"] == 2
+    assert skipped["line"] == 1 + len(f"---\n{before}".splitlines())
+    assert skipped["reason"]
+    listed = cloudir("rules", "validate", str(rules))
+    assert listed.code == 3
+    assert f"({rules}, document 2, line {skipped['line']})" in listed.stdout
+    assert listed.stdout.count("ok ") == 2
+
+
+def test_broken_yaml_keeps_every_readable_document(tmp_path: Path) -> None:
+    """The parser fails mid-stream twice; the documents around both failures still load."""
+    good = [
+        yaml.safe_dump(rule_doc(f"good {n}", "eventName", "", f"e{n}", id=_uuid(n)))
+        for n in range(4)
+    ]
+    rules = tmp_path / "stream.yml"
+    write_stream(
+        rules,
+        [good[0], "title: bad one\nid: " + _uuid(8) + "\nx: [\n", good[1], good[2],
+         "title: 'unterminated\n", good[3]],
+    )  # fmt: skip
+    result = cloudir("rules", "list", "--rules", str(rules), "--no-builtin", "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert sorted(r["title"] for r in doc["loaded"]) == [f"good {n}" for n in range(4)]
+    skipped = {s["document"]: s for s in doc["skipped"]}
+    assert sorted(skipped) == [2, 5]
+    assert skipped[2]["title"] == "bad one" and skipped[2]["id"] == _uuid(8)
+    assert "YAML" in skipped[2]["reason"] and "line" in skipped[2]["reason"]
+
+
+def test_a_broken_global_action_does_not_leave_its_followers_half_made(tmp_path: Path) -> None:
+    rules = tmp_path / "actions.yml"
+    write_stream(
+        rules,
+        [
+            "action: global\nlogsource: {product: aws, service: cloudtrail\n",  # broken
+            "title: needs global\ndetection: {s: {eventName: x}, condition: s}\n",
+            "action: reset\n",
+            yaml.safe_dump(rule_doc("independent", "eventName", "", "y")),
+        ],
+    )
+    result = cloudir("rules", "list", "--rules", str(rules), "--no-builtin", "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert [r["title"] for r in doc["loaded"]] == ["independent"]
+    reasons = {s["document"]: s["reason"] for s in doc["skipped"]}
+    assert sorted(reasons) == [1, 2]
+    assert "document 1" in reasons[2]
+
+
+def test_rules_path_with_nothing_runnable_is_a_usage_error(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    case, _ = hostile_case
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    write_stream(broken / "a.yml", [BROKEN["yaml"], BROKEN["modifier"]])
+    good = tmp_path / "good.yml"
+    write_stream(good, [yaml.safe_dump(rule_doc("fine", "eventName", "", "ListBuckets"))])
+    result = cloudir("detect", "--case", str(case), "--rules", str(broken), "--no-builtin")
+    assert result.code == 2, result.stderr
+    assert f"{broken}: none of its rules can run" in result.stderr
+    assert "cloudir rules validate" in result.stderr
+    with_good = cloudir(
+        "detect", "--case", str(case), "--rules", str(good), "--rules", str(broken),
+        "--no-builtin",
+    )  # fmt: skip
+    assert with_good.code == 2, "each path given must contribute a rule"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cloudir("detect", "--case", str(case), "--rules", str(empty), "--no-builtin")
+    assert result.code == 2
+    assert "no rule files" in result.stderr
+    assert cloudir("detect", "--case", str(case), "--no-builtin").code == 2
+
+
+def _uuid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+valid_rules = st.tuples(
+    st.sampled_from(HOSTILE),
+    st.sampled_from(sorted(MODIFIERS)),
+    st.sampled_from(["eventName", "userAgent", "weird'key"]),
+    st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12),  # title
+)
+documents = st.lists(
+    st.one_of(valid_rules, st.sampled_from(sorted(BROKEN))), min_size=1, max_size=6
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(documents=documents)
+def test_generated_rule_files_load_what_is_valid_and_match_literally(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory,
+    documents: list[Any],
+) -> None:  # fmt: skip
+    from cloudir.analyze import detect as engine
+    from cloudir.case import Case
+    from cloudir.errors import UsageError
+
+    case, value_of = hostile_case
+    texts, expected, broken = [], {}, []
+    for index, item in enumerate(documents, 1):
+        if isinstance(item, str):
+            texts.append(BROKEN[item])
+            broken.append(index)
+            continue
+        value, modifier, field, title_text = item
+        title = f"r{index} {title_text}"
+        texts.append(yaml.safe_dump(rule_doc(title, field, modifier, value), allow_unicode=True))
+        matches = MODIFIERS[modifier]
+        expected[title] = {e for e, v in value_of.items() if matches(v, value)}
+    rules = tmp_path_factory.mktemp("generated") / "rules.yml"
+    write_stream(rules, texts)
+    if not expected:
+        with pytest.raises(UsageError, match="none of its rules can run"):
+            engine.detect(Case.open(case), [rules], builtin=False)
+        return
+    result = engine.detect(Case.open(case), [rules], builtin=False)
+    assert sorted(r.title for r in result.rules.rules) == sorted(expected)
+    assert sorted(s["document"] for s in result.rules.skipped) == broken
+    assert all(s["reason"] and s["path"] == str(rules) for s in result.rules.skipped)
+    found = {f["title"]: set(f["event_ids"]) for f in result.findings}
+    assert found == {title: ids for title, ids in expected.items() if ids}
+
+
+def test_every_hostile_value_matches_itself_only(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """One file, a rule per hostile value and modifier: each finds exactly its rows."""
+    from cloudir.analyze import detect as engine
+    from cloudir.case import Case
+
+    case, value_of = hostile_case
+    texts, expected = [], {}
+    for n, value in enumerate(HOSTILE):
+        for modifier, matches in MODIFIERS.items():
+            for field in ("eventName", "userAgent", "weird'key"):
+                title = f"{n}{modifier}{field} {value}"
+                texts.append(yaml.safe_dump(rule_doc(title, field, modifier, value)))
+                expected[title] = {e for e, v in value_of.items() if matches(v, value)}
+    rules = tmp_path / "hostile.yml"
+    write_stream(rules, texts)
+    result = engine.detect(Case.open(case), [rules], builtin=False)
+    assert result.rules.skipped == []
+    found = {f["title"]: set(f["event_ids"]) for f in result.findings}
+    assert found == {title: ids for title, ids in expected.items() if ids}
+    injection = found["0|containseventName ' OR 1=1 --"]
+    assert {value_of[e] for e in injection} == {"' OR 1=1 --", "an ' OR 1=1 -- inside"}
