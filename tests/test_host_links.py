@@ -382,12 +382,24 @@ def test_timeline_names_the_bad_link_in_errors_jsonl(tmp_path: Path) -> None:
 
 # -- property: any mix of good and bad log files in a tar export -----------------------------
 KINDS = ("real", "dev-null", "missing", "directory", "loop")
-LOG_NAMES = ("auth.log", "auth.log.1", "auth.log.2", "auth.log.3", "secure")
+# path in the image -> the dissect function that reads it
+LOCATIONS = {
+    "var/log/auth.log": "authlog",
+    "var/log/auth.log.1": "authlog",
+    "var/log/auth.log.2": "authlog",
+    "var/log/secure": "authlog",
+    "var/log/syslog": "syslog",
+    "var/log/syslog.1": "syslog",
+    "var/log/messages": "syslog",
+    "home/alice/.bash_history": "commandhistory",
+    "home/bob/.bash_history": "commandhistory",
+}
+MTIME = 1_795_000_000  # 2026-11-18: the year dissect gives the Nov lines
 
 
 def member(tar: tarfile.TarFile, name: str, kind: str, lines: list[str]) -> None:
-    info = tarfile.TarInfo(f"./var/log/{name}")
-    info.mtime = 1_795_000_000
+    info = tarfile.TarInfo(f"./{name}")
+    info.mtime = MTIME
     if kind == "real":
         data = "".join(f"{line}\n" for line in lines).encode()
         info.size = len(data)
@@ -395,52 +407,88 @@ def member(tar: tarfile.TarFile, name: str, kind: str, lines: list[str]) -> None
         return
     info.type = tarfile.DIRTYPE if kind == "directory" else tarfile.SYMTYPE
     info.mode = 0o755 if kind == "directory" else 0o777
-    info.linkname = {"dev-null": "/dev/null", "missing": "/gone/away", "loop": name}.get(kind, "")
+    own = name.rsplit("/", 1)[-1]
+    info.linkname = {"dev-null": "/dev/null", "missing": "/gone/away", "loop": own}.get(kind, "")
     tar.addfile(info)
 
 
 def skeleton(tar: tarfile.TarFile) -> None:
-    for folder in ("etc", "var", "var/log", "run", "sys", "tmp", "root"):
+    for folder in ("etc", "var", "var/log", "run", "sys", "tmp", "root", "home", "home/alice",
+                   "home/bob"):  # fmt: skip
         info = tarfile.TarInfo(f"./{folder}")
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
         tar.addfile(info)
-    for name, text in (("etc/os-release", "ID=debian\n"), ("etc/hostname", "h1\n")):
+    for name, text in (("etc/os-release", "ID=debian\n"), ("etc/hostname", "h1\n"),
+                       ("etc/passwd", PASSWD)):  # fmt: skip
         data = text.encode()
         info = tarfile.TarInfo(f"./{name}")
-        info.size = len(data)
+        info.size, info.mtime = len(data), MTIME
         tar.addfile(info, io.BytesIO(data))
 
 
-auth_line = st.builds(
-    lambda n, user, good: failed(20 + n % 8, n % 60, user) if good else f"noise {n} {user}",
-    st.integers(0, 10_000),
-    st.sampled_from(["root", "admin", "alice"]),
-    st.booleans(),
+def log_line(function: str, n: int, good: bool) -> str:
+    """A line the function reads as one record, or (not good) one it cannot: a log line
+    without a timestamp. Every history line is a command."""
+    if function == "commandhistory":
+        return f"echo {n}"
+    if not good:
+        return f"noise {n}"
+    if function == "authlog":
+        return failed(20 + n % 8, n % 60, "admin")
+    return f"Nov {20 + n % 8} 05:{n % 60:02d}:00 h1 kernel[{n}]: event {n}"
+
+
+files_strategy = st.dictionaries(
+    st.sampled_from(sorted(LOCATIONS)),
+    st.tuples(
+        st.sampled_from(KINDS),
+        st.lists(st.tuples(st.integers(0, 9_999), st.booleans()), min_size=1, max_size=5),
+    ),
+    min_size=1,
+    max_size=len(LOCATIONS),
 )
-log_file = st.tuples(st.sampled_from(KINDS), st.lists(auth_line, min_size=1, max_size=5))
+
+
+def messages_of(rows: list[dict[str, Any]], artifact: str) -> list[str]:
+    return sorted(json.loads(r["raw"])["message"] for r in rows if r["artifact"] == artifact)
 
 
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(files=st.dictionaries(st.sampled_from(LOG_NAMES), log_file, min_size=1, max_size=5))
+@given(files=files_strategy)
 def test_any_mix_of_log_files_costs_only_the_bad_ones(
-    tmp_path: Path, files: dict[str, tuple[str, list[str]]]
+    tmp_path: Path, files: dict[str, tuple[str, list[tuple[int, bool]]]]
 ) -> None:
+    """Invariant: every line of a real file is a row or a counted error, every bad file is
+    named once, nothing else is an error, no traceback."""
+    contents = {
+        name: [log_line(LOCATIONS[name], n, good) for n, good in spec]
+        for name, (_, spec) in files.items()
+    }
     export = tmp_path / f"{uuid.uuid4().hex}.tar"
     with tarfile.open(export, "w") as tar:
         skeleton(tar)
-        for name, (kind, lines) in sorted(files.items()):
-            member(tar, name, kind, lines)
+        for name, (kind, _) in sorted(files.items()):
+            member(tar, name, kind, contents[name])
     rows, reasons = read(export)
 
-    real = {name: lines for name, (kind, lines) in files.items() if kind == "real"}
-    good = [line for lines in real.values() for line in lines if not line.startswith("noise")]
-    assert auth_messages(rows) == expected_auth(good)
-    for name, lines in real.items():  # every unreadable line is counted against its file
-        noise = sum(1 for line in lines if line.startswith("noise"))
-        counted = [r for r in reasons if r.startswith(f"authlog: /var/log/{name}: {noise} lines")]
-        assert len(counted) == (1 if noise else 0), (name, reasons)
+    real = {name: contents[name] for name, (kind, _) in files.items() if kind == "real"}
+    expected: dict[str, list[str]] = {"authlog": [], "syslog": [], "commandhistory": []}
+    for name, lines in real.items():
+        expected[LOCATIONS[name]] += [line for line in lines if not line.startswith("noise")]
+        noise = sum(line.startswith("noise") for line in lines)
+        counted = f"{LOCATIONS[name]}: /{name}: {noise} lines not read: no timestamp"
+        assert sum(r.startswith(counted) for r in reasons) == (1 if noise else 0), reasons
+    assert auth_messages(rows) == expected_auth(expected["authlog"])
+    assert messages_of(rows, "linux:syslog") == sorted(
+        line.split("]: ", 1)[1] for line in expected["syslog"]
+    )
+    for user in ("alice", "bob"):
+        name = f"home/{user}/.bash_history"
+        assert history_of(rows, user) == real.get(name, [])
     for name, (kind, _) in files.items():
-        assert len(naming(reasons, f"/var/log/{name}")) == (0 if kind == "real" else 1), name
+        assert len(naming(reasons, f"/{name}")) == (0 if kind == "real" else 1), (name, reasons)
+    unexpected = [r for r in reasons if " not read: " not in r and " lines not read: " not in r]
+    assert [r for r in unexpected if not r.startswith("dissect skipped: No timestamp")] == []
     export.unlink()
