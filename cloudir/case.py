@@ -9,6 +9,7 @@ it, so an edited or deleted entry breaks the chain and `verify` says where.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import getpass
 import hashlib
@@ -17,6 +18,7 @@ import os
 import re
 import shlex
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cloudir import __version__
+from cloudir import __version__, custody_log
 from cloudir.case_folder import (
     CASE_FILE,
     CUSTODY_FILE,
@@ -62,10 +64,92 @@ def safe_name(text: str, limit: int = 120) -> str:
     return f"{cleaned[: limit - 11]}~{digest}"
 
 
+class NotRegularFileError(EvidenceError):
+    """A FIFO, socket, device, link or folder where a file should be. It is never read:
+    a FIFO would block forever, a link would hash whatever it points at."""
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        super().__init__(f"{path}: not a regular file ({kind})")
+        self.kind = kind
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "not a file")
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file at `path`, which is not itself a link.
+
+    lstat turns away anything else before it is opened; O_NOFOLLOW and O_NONBLOCK make
+    an open that lost a race with a swap fail, or return at once, instead of following a
+    link or waiting for a FIFO writer; fstat then checks what was really opened.
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(path, file_kind(mode))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFileError(path, "a symbolic link") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(path, file_kind(mode))
+    return fd
+
+
+SPACE_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit)",
+}
+
+
+class NoSpaceError(EvidenceError):
+    """A case write that failed for lack of space, named with its file. Not an OSError,
+    so code that counts a source file it "cannot read" does not mislabel it."""
+
+
+@contextlib.contextmanager
+def naming_the_file(path: Path) -> Iterator[None]:
+    """A failed write names its file: a bare "No space left on device" does not say
+    which disk filled up. Lack of space becomes NoSpaceError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in SPACE_REASONS:
+            where = exc.filename or path
+            raise NoSpaceError(f"{SPACE_REASONS[exc.errno]} while writing {where}") from exc
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def write_all(fd: int, data: bytes | memoryview, path: Path) -> None:
+    """Every byte, across short writes; a failure names `path`."""
+    view = memoryview(data)
+    with naming_the_file(path):
+        while view:
+            view = view[os.write(fd, view) :]
+
+
 def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a regular file; anything else raises NotRegularFileError."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -90,14 +174,25 @@ class FileRecord:
 class VerifyReport:
     checked: int = 0
     changed: list[str] = field(default_factory=list)
+    changed_reasons: dict[str, str] = field(default_factory=dict)  # when not just other bytes
     missing: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
+    conflicts: dict[str, list[FileRecord]] = field(default_factory=dict)  # one path, 2+ hashes
     chain_errors: list[str] = field(default_factory=list)
+    torn_tail: str = ""  # a last entry cut short, not yet repaired
+    notes: list[str] = field(default_factory=list)  # torn lines a repair entry closed
     custody_head: str = ""  # SHA-256 of the last custody line: keep it outside the case
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.missing or self.unrecorded or self.chain_errors)
+        return not (
+            self.changed
+            or self.missing
+            or self.unrecorded
+            or self.conflicts
+            or self.chain_errors
+            or self.torn_tail
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,9 +200,16 @@ class VerifyReport:
             "custody_head_sha256": self.custody_head,
             "checked": self.checked,
             "changed": self.changed,
+            "changed_reasons": self.changed_reasons,
             "missing": self.missing,
             "unrecorded": self.unrecorded,
+            "conflicts": [
+                {"path": path, "recorded": [r.as_dict() for r in records]}
+                for path, records in self.conflicts.items()
+            ],
             "custody_chain_errors": self.chain_errors,
+            "custody_torn_tail": self.torn_tail or None,
+            "custody_notes": self.notes,
         }
 
 
@@ -126,7 +228,7 @@ class Case:
         self.root = root
         self.operator = default_actor()
         self.actor = self.operator  # the AWS caller ARN once capture knows it
-        self._recorded: set[str] | None = None
+        self._recorded: dict[str, FileRecord] | None = None  # held paths, once loaded
         self.command = shlex.join(["cloudir", *sys.argv[1:]])
         self._custody_lock = threading.Lock()
         self.info: dict[str, Any] = read_case_info(root)
@@ -275,25 +377,21 @@ class Case:
             dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
         )
         partial = Path(partial_name)
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if expected_bytes is not None and size != expected_bytes:
-                raise EvidenceError(f"{rel}: got {size} bytes, expected {expected_bytes}")
+            record = FileRecord(rel, *_write_hashed(fd, partial, chunks))
+            if expected_bytes is not None and record.bytes != expected_bytes:
+                raise EvidenceError(f"{rel}: got {record.bytes} bytes, expected {expected_bytes}")
+            os.chmod(partial, 0o444)
+            with self._custody_lock:  # no other thread can give this path other bytes
+                held = self._held_unlocked()
+                _refuse_second_hash(held, record)
+                os.replace(partial, target)
+                held[rel] = record
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        os.chmod(partial, 0o444)
-        os.replace(partial, target)
         _fsync_dir(target.parent)
-        return FileRecord(rel, digest.hexdigest(), size)
+        return record
 
     def remove_stale_partials(self, evidence_id: str) -> int:
         """Temporary files an interrupted run left: never evidence, so safe to clear.
@@ -333,8 +431,29 @@ class Case:
         note: str = "",
         source: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Append one custody entry, flushed and fsynced before returning."""
-        entry: dict[str, Any] = {
+        """Append one custody entry, fsynced before returning.
+
+        A path custody already holds is never given a second hash: the entry is refused
+        (EvidenceError) and nothing is written. The same hash again is fine.
+        """
+        entry = self._entry_base(action, evidence_id, note)
+        entry["files"] = [f.as_dict() for f in files]
+        if source:
+            entry["source"] = source
+        with self._custody_lock:
+            held = self._held_unlocked()
+            batch: dict[str, FileRecord] = {}
+            for f in files:
+                _refuse_second_hash(held, f)
+                _refuse_second_hash(batch, f)
+                batch[f.path] = f
+            self._append(entry)
+            for path, f in batch.items():
+                held.setdefault(path, f)
+        return entry
+
+    def _entry_base(self, action: str, evidence_id: str | None, note: str) -> dict[str, Any]:
+        return {
             "ts": utc_now(),
             "action": action,
             "actor": self.actor,
@@ -343,65 +462,85 @@ class Case:
             "tool_version": __version__,
             "command": self.command,
             "evidence_id": evidence_id,
-            "files": [f.as_dict() for f in files],
+            "files": [],
             "note": note,
         }
-        if source:
-            entry["source"] = source
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        """One line at the end, under an exclusive flock, chained to the last line. A torn
+        tail a cut-short write left is first closed by a `custody-repaired` entry, in the
+        same write: existing bytes are never edited or removed."""
         path = self.root / CUSTODY_FILE
-        with self._custody_lock, open(path, "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                entry["prev_sha256"] = hashlib.sha256(_last_line(fh)).hexdigest()
-                line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
-                fh.seek(0, os.SEEK_END)
-                if fh.tell() and not _ends_with_newline(fh):
-                    line = b"\n" + line  # a torn last line stays its own (reported) line
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            if self._recorded is not None:
-                self._recorded.update(f.path for f in files)
-        return entry
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = _open_custody(path, flags | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+            base = self._entry_base(custody_log.REPAIR_ACTION, None, "")
+            tail = custody_log.tail_for_append(fd, base)
+            entry["prev_sha256"] = custody_log.sha256_hex(tail.chain_to)
+            line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
+            write_all(fd, tail.prefix + line, path)
+            with naming_the_file(path):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_custody(self) -> bytes:
+        """The whole log, read under a shared flock (a writer appends whole lines)."""
+        path = self.root / CUSTODY_FILE
+        fd = _open_custody(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return custody_log.read_all(fd)
+        finally:
+            os.close(fd)
 
     def custody_entries(self) -> Iterator[dict[str, Any]]:
         """Every readable entry; an unreadable line is skipped here and reported by verify."""
-        with open(self.root / CUSTODY_FILE, "rb") as fh:
-            fcntl.flock(fh, fcntl.LOCK_SH)
-            lines = fh.readlines()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        for line in lines:
-            if line.strip():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    yield entry
+        for raw in custody_log.split_lines(self._read_custody()):
+            entry = custody_log.entry_of(raw)
+            if entry is not None:
+                yield entry
 
-    def _recorded_paths(self) -> set[str]:
+    def _held_unlocked(self) -> dict[str, FileRecord]:
+        """Paths custody holds (and this process has stored), loaded once; the caller
+        holds `_custody_lock` and no flock on the log."""
+        if self._recorded is None:
+            self._recorded = self.recorded_files()
+        return self._recorded
+
+    def _recorded_paths(self) -> dict[str, FileRecord]:
         with self._custody_lock:
-            if self._recorded is None:
-                self._recorded = set(self.recorded_files())
-            return self._recorded
+            return self._held_unlocked()
 
     def recorded_files(self) -> dict[str, FileRecord]:
-        """Every evidence file custody knows, by path; a later entry for a path wins."""
-        files: dict[str, FileRecord] = {}
-        for entry in self.custody_entries():
-            for f in entry.get("files", []):
-                files[f["path"]] = FileRecord(f["path"], f["sha256"], f["bytes"])
-        return files
+        """Every evidence file custody knows, by path, as first recorded (verify reports
+        a path recorded with a second hash as a conflict)."""
+        return {path: records[0] for path, records in self._file_versions().items()}
+
+    def _file_versions(
+        self, entries: Iterable[dict[str, Any]] | None = None
+    ) -> dict[str, list[FileRecord]]:
+        """Each path with every distinct (hash, size) custody records for it, in order."""
+        versions: dict[str, list[FileRecord]] = {}
+        for entry in self.custody_entries() if entries is None else entries:
+            files = entry.get("files")
+            for f in files if isinstance(files, list) else []:
+                rec = _file_record(f)
+                if rec is not None and rec not in (known := versions.setdefault(rec.path, [])):
+                    known.append(rec)
+        return versions
 
     def is_captured(self, evidence_id: str, name: str, recorded: dict[str, FileRecord]) -> bool:
         """True when the file is on disk, in custody, and still hashes to what custody says."""
         target = self.target_path(evidence_id, name)
         rec = recorded.get(self.relpath(target))
-        if rec is None or not target.is_file():
+        if rec is None:
             return False
-        return sha256_file(target) == (rec.sha256, rec.bytes)
+        try:
+            return sha256_file(target) == (rec.sha256, rec.bytes)
+        except (OSError, NotRegularFileError):
+            return False
 
     def evidence_files(self, evidence_id: str) -> list[Path]:
         """The item's complete files (no partials, no meta.json), in a stable order."""
@@ -416,62 +555,135 @@ class Case:
     # -- verify ----------------------------------------------------------------------
     def custody_head(self) -> str:
         """SHA-256 of the last custody line: what a responder notes outside the case."""
-        with open(self.root / CUSTODY_FILE, "rb") as fh:
-            return hashlib.sha256(_last_line(fh)).hexdigest()
+        return self._check_chain().head
 
     def custody_chain_errors(self) -> list[str]:
-        return self._check_chain()
+        """Chain errors, and a torn tail not yet repaired (an entry's content is lost)."""
+        check = self._check_chain()
+        return check.errors + ([check.torn_tail] if check.torn_tail else [])
 
-    def verify(self, on_bytes: Callable[[int], None] | None = None) -> VerifyReport:
-        report = VerifyReport(chain_errors=self._check_chain())
-        report.custody_head = self.custody_head()
-        recorded = self.recorded_files()
+    def verify(
+        self, on_bytes: Callable[[int], None] | None = None, head: str | None = None
+    ) -> VerifyReport:
+        """Custody's chain, then every file under evidence/ against it. `head` is a custody
+        head noted earlier outside the case: the log must still hold that line."""
+        data = self._read_custody()
+        check = self._check_chain(data)
+        report = VerifyReport(
+            chain_errors=check.errors,
+            torn_tail=check.torn_tail,
+            notes=check.notes,
+            custody_head=check.head,
+        )
+        if head and head.lower() not in check.line_hashes:
+            report.chain_errors.append(
+                f"custody head {head} is not in custody.jsonl: entries were removed, "
+                "edited or rewritten since it was noted"
+            )
+        entries = filter(None, map(custody_log.entry_of, custody_log.split_lines(data)))
+        versions = self._file_versions(entries)
+        report.conflicts = {path: recs for path, recs in versions.items() if len(recs) > 1}
         seen: set[str] = set()
+        for path in self._evidence_names(set(versions)):
+            rel = self.relpath(path)
+            seen.add(rel)
+            if rel not in versions:
+                report.unrecorded.append(rel)
+                continue
+            report.checked += 1
+            problem = _hash_problem(path, versions[rel], on_bytes)
+            if problem is not None:
+                report.changed.append(rel)
+                if problem:
+                    report.changed_reasons[rel] = problem
+        report.missing = sorted(set(versions) - seen)
+        return report
+
+    def _evidence_names(self, recorded: set[str]) -> Iterator[Path]:
+        """Every name under evidence/ that is not a plain folder to walk into: files,
+        FIFOs, sockets, links (a link to a folder too), and a folder where custody
+        recorded a file. Nothing is followed or opened here."""
         for dirpath, dirnames, filenames in os.walk(self.root / EVIDENCE_DIR):
             dirnames.sort()
-            for name in sorted(filenames) + [d for d in dirnames if _is_link(dirpath, d)]:
-                path = Path(dirpath) / name
-                rel = self.relpath(path)
-                seen.add(rel)
-                rec = recorded.get(rel)
-                if rec is None or path.is_symlink():
-                    report.unrecorded.append(rel)
-                    continue
-                report.checked += 1
-                if sha256_file(path, on_bytes) != (rec.sha256, rec.bytes):
-                    report.changed.append(rel)
-        report.missing = sorted(set(recorded) - seen)
-        return report
+            odd = [
+                d
+                for d in dirnames
+                if _is_link(dirpath, d) or self.relpath(Path(dirpath) / d) in recorded
+            ]
+            for name in sorted(filenames) + odd:
+                yield Path(dirpath) / name
 
     def total_recorded_bytes(self) -> int:
         return sum(r.bytes for r in self.recorded_files().values())
 
-    def _check_chain(self) -> list[str]:
-        errors = []
-        prev = b""
-        with open(self.root / CUSTODY_FILE, "rb") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    errors.append(f"custody.jsonl line {number}: not valid JSON")
-                    prev = line
-                    continue
-                expected = hashlib.sha256(prev.rstrip(b"\n")).hexdigest()
-                if entry.get("prev_sha256") != expected:
-                    errors.append(
-                        f"custody.jsonl line {number}: chain broken "
-                        "(an entry before it was edited or removed)"
-                    )
-                prev = line
-        return errors
+    def _check_chain(self, data: bytes | None = None) -> custody_log.ChainCheck:
+        return custody_log.check_chain(self._read_custody() if data is None else data)
 
 
-def _ends_with_newline(fh: BinaryIO) -> bool:
-    fh.seek(-1, os.SEEK_END)
-    last = fh.read(1) == b"\n"
-    fh.seek(0, os.SEEK_END)
-    return last
+def _open_custody(path: Path, flags: int) -> int:
+    """custody.jsonl, opened only when it is a regular file (a FIFO would hang verify)."""
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        raise EvidenceError(f"{path} is missing: this case has no custody log") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFileError(path, "a symbolic link") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(path, file_kind(mode))
+    return fd
+
+
+def _refuse_second_hash(held: dict[str, FileRecord], rec: FileRecord) -> None:
+    known = held.get(rec.path)
+    if known is not None and (known.sha256, known.bytes) != (rec.sha256, rec.bytes):
+        raise EvidenceError(
+            f"{rec.path} is already in custody with SHA-256 {known.sha256} ({known.bytes} "
+            f"bytes); refusing to record SHA-256 {rec.sha256} ({rec.bytes} bytes) for it"
+        )
+
+
+def _file_record(f: Any) -> FileRecord | None:
+    """A custody `files` item, or None when it is malformed (the chain check names the
+    edited line; this must not crash verify)."""
+    if not isinstance(f, dict):
+        return None
+    path, digest, size = f.get("path"), f.get("sha256"), f.get("bytes")
+    if isinstance(path, str) and isinstance(digest, str) and type(size) is int:
+        return FileRecord(path, digest, size)
+    return None
+
+
+def _hash_problem(
+    path: Path, records: list[FileRecord], on_bytes: Callable[[int], None] | None
+) -> str | None:
+    """None when the file matches a recorded hash; "" for other bytes; else why not."""
+    try:
+        actual = sha256_file(path, on_bytes)
+    except NotRegularFileError as exc:
+        return f"not a regular file: {exc.kind}"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None if any((r.sha256, r.bytes) == actual for r in records) else ""
+
+
+def _write_hashed(fd: int, path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Write every chunk to fd and fsync it, closing fd; SHA-256 and size of the bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        for chunk in chunks:
+            write_all(fd, chunk, path)
+            digest.update(chunk)
+            size += len(chunk)
+        with naming_the_file(path):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
 
 
 def _is_link(dirpath: str, name: str) -> bool:
@@ -483,30 +695,9 @@ def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _last_line(fh: BinaryIO) -> bytes:
-    """The last complete line of an append-only file, read from its end."""
-    fh.seek(0, os.SEEK_END)
-    end = fh.tell()
-    if end == 0:
-        return b""
-    block = 64 * 1024
-    pos = end
-    data = b""
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        fh.seek(pos)
-        data = fh.read(step) + data
-        body = data.rstrip(b"\n")
-        cut = body.rfind(b"\n")
-        if cut >= 0:
-            return body[cut + 1 :]
-    return data.rstrip(b"\n")
-
-
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(tmp, "wb") as out:
+    with naming_the_file(path), open(tmp, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,29 @@ def _out(message: str) -> None:
     print(inert(message))
 
 
+def _space_problem(exc: BaseException) -> str | None:
+    """A write that failed for lack of space, named with its file where one is known.
+
+    The case's own writes already raise NoSpaceError; this catches the other stages'
+    writes, through causes too, and the text of errors from libraries (DuckDB, Arrow)
+    that report a full disk without an errno.
+    """
+    from cloudir.case import SPACE_REASONS
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in SPACE_REASONS:
+            where = f" while writing {current.filename}" if current.filename else ""
+            return SPACE_REASONS[current.errno] + where
+        text = str(current)
+        if "No space left on device" in text:
+            return f"no space left on device ({text.strip().splitlines()[0][:300]})"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def handled(fn: F) -> F:
     """One line on stderr and the contract's exit code; a traceback only with --debug."""
 
@@ -101,7 +125,11 @@ def handled(fn: F) -> F:
         except Exception as exc:
             if _state["debug"]:
                 raise
-            _say(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            space = _space_problem(exc)
+            if space:
+                _say(f"error: {space}")
+            else:
+                _say(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
             raise typer.Exit(EXIT_EVIDENCE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -1090,29 +1118,49 @@ def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
 
 @app.command()
 @handled
-def verify(case: CaseOpt, as_json: JsonOpt = False) -> None:
+def verify(
+    case: CaseOpt,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head",
+            metavar="SHA256",
+            help="A custody head noted earlier, outside the case: fail unless custody "
+            "still holds that line (catches removed or rewritten entries).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Re-hash every evidence file against custody.jsonl; exit 3 on any difference.
 
-    Example: cloudir verify --case ./case-42
+    Example: cloudir verify --case ./case-42 --head 3f1c...e9
     """
     from cloudir.case import Case
     from cloudir.console import byte_progress, inert
 
+    if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
+        raise UsageError("--head takes the 64 hex digits verify printed as the custody head")
     the_case = Case.open(case)
     with byte_progress() as bar:
         task = bar.add_task("hashing evidence", total=the_case.total_recorded_bytes())
-        report = the_case.verify(on_bytes=lambda n: bar.advance(task, n))
+        report = the_case.verify(on_bytes=lambda n: bar.advance(task, n), head=head)
     if as_json:
         _emit_json(report.as_dict())
     for path in report.changed:
-        _say(f"CHANGED   {inert(path)}")
+        why = report.changed_reasons.get(path)
+        _say(f"CHANGED   {inert(path)}" + (f" ({inert(why)})" if why else ""))
     for path in report.missing:
         _say(f"MISSING   {inert(path)}")
     for path in report.unrecorded:
         hint = " (an interrupted capture: re-run it)" if path.endswith(".partial") else ""
         _say(f"UNRECORDED {inert(path)}{hint}")
-    for line in report.chain_errors:
-        _say(f"CUSTODY   {line}")
+    for path, records in report.conflicts.items():
+        hashes = ", ".join(f"{r.sha256} ({r.bytes} bytes)" for r in records)
+        _say(f"CONFLICT  {inert(path)}: custody records {len(records)} hashes: {hashes}")
+    for line in report.chain_errors + ([report.torn_tail] if report.torn_tail else []):
+        _say(f"CUSTODY   {inert(line)}")
+    for note in report.notes:
+        _say(f"note: {inert(note)}")
     if not report.ok:
         raise typer.Exit(EXIT_EVIDENCE)
     if not as_json:
