@@ -451,3 +451,43 @@ def test_a_file_size_limit_tears_custody_and_the_next_run_repairs_it(
     assert custody_file.read_bytes().startswith(torn)
     result = cloudir("verify", "--case", str(captured))
     assert result.code == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "line"),
+    [
+        (
+            OSError(28, "No space left on device", "/c/timeline/part-0.parquet"),
+            "error: no space left on device while writing /c/timeline/part-0.parquet",
+        ),
+        (
+            OSError(122, "Disk quota exceeded", "/c/report/report.html"),
+            "error: disk quota exceeded while writing /c/report/report.html",
+        ),
+        (
+            RuntimeError('IO Error: Could not write file "/c/x.parquet": No space left on device'),
+            'error: no space left on device (IO Error: Could not write file "/c/x.parquet": '
+            "No space left on device)",
+        ),
+    ],
+    ids=["enospc", "edquot", "library-text"],
+)
+def test_any_stage_running_out_of_space_is_one_line_exit_3(
+    capsys: pytest.CaptureFixture[str], raised: Exception, line: str
+) -> None:
+    """The central net under every command (timeline, report, detect writes)."""
+    import typer
+
+    from cloudir.cli import handled
+
+    @handled
+    def writes_something() -> None:
+        try:
+            raise raised
+        except Exception as exc:
+            raise ValueError("wrapped by the stage") from exc
+
+    with pytest.raises(typer.Exit) as stopped:
+        writes_something()
+    assert stopped.value.exit_code == 3
+    assert capsys.readouterr().err.strip() == line
