@@ -14,11 +14,11 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from cloudir.console import inert
+from cloudir.report import times
 
 # console.inert covers C0/C1 controls, bidi overrides and isolates and zero-width marks.
 # These are the other characters that hide or reorder text (soft hyphen, Arabic letter
@@ -251,7 +251,7 @@ def events_over_time(chart: dict[str, Any], mark_labels: Sequence[str] | None = 
     last_date = None
     for n in range(0, len(buckets), every):
         x = MARGIN_LEFT + n * slot
-        moment = datetime.fromtimestamp(starts[n], UTC)
+        moment = times.from_seconds(starts[n])
         out.append(
             _empty(
                 "line",
@@ -263,7 +263,7 @@ def events_over_time(chart: dict[str, Any], mark_labels: Sequence[str] | None = 
                 stroke_width="1",
             )
         )
-        date = moment.strftime("%Y-%m-%d")
+        date = f"{moment.year:04d}-{moment:%m-%d}"
         first_line = moment.strftime("%H:%M") if step < 86400 else date
         out.append(_element("text", first_line, x=_n(x), y=_n(bottom + 18), text_anchor="middle"))
         if step < 86400 and date != last_date:
@@ -424,19 +424,19 @@ def _frac(t: float, t0: float, t1: float) -> float:
     return min(max((t - t0) / (t1 - t0), 0.0), 1.0) if t1 > t0 else 0.0
 
 
-def _epoch(text: str) -> float:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+def _epoch(text: Any) -> float:
+    """Seconds since 1970 of any time the timeline holds (year 1 to 9999); 0 for no time."""
+    moment = times.parse_time(text)
+    return times.to_seconds(moment) if moment else 0.0
 
 
 def _time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return times.display_seconds(seconds)
 
 
 def _duration(seconds: int) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    units = (("year", 365 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60))
+    for unit, size in units:
         if seconds >= size and seconds % size == 0:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"

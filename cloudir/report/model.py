@@ -5,28 +5,43 @@ metadata, the timeline Parquet, findings/findings.json) and nothing in the case 
 changed. Every string passes through `mask_document` before it is rendered, so a secret
 that an event carried never reaches a reader. The JSON rendering is this model as it is,
 versioned by REPORT_VERSION and described in docs/report.md.
+
+Nothing in the case may stop the report or blow it up: every time the timeline holds
+(year 1 to 9999) is handled (`times`), the chart has at most CHART_MAX_BUCKETS bars
+whatever the span, and every list that grows with the evidence (event ids, entity
+values, parse errors, problems) is capped with a count of the rest, so report.json
+stays small whatever an intruder writes into the logs. What the timeline says went
+wrong (incomplete or missing evidence, disagreeing copies, implausible times, parse
+errors) is carried to the top of the report as `warnings`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from cloudir import __version__
 from cloudir.analyze.detect import ENTITY_FIELDS, FINDINGS_DIR, LEVELS
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
+from cloudir.report import times
 from cloudir.report.mask import mask_document
 
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "1.1"
 EVENTS_PER_FINDING = 25  # matched events shown in full; the rest are counted
 CONTEXT_MINUTES = 30  # the key timeline: this long before and after a finding
 CONTEXT_EVENTS = 40
 ENTITY_ROWS = 50
 PARSE_ERRORS_SHOWN = 200
-CHART_BUCKETS = 60
+CHART_BUCKETS = 60  # the bars a chart aims for
+CHART_MAX_BUCKETS = 200  # and never exceeds, whatever the span
+EVENT_IDS_LISTED = 1000  # per finding; findings/findings.json has them all
+ENTITY_VALUES_LISTED = 100  # per finding and kind
+PROBLEMS_LISTED = 200  # evidence problems, disagreeing copies, error groups
+EXAMPLES_LISTED = 20  # implausible times
+TEXT_LIMIT = 2000  # characters of one string read from the timeline's own files
 
 # ATT&CK enterprise tactics in kill-chain order, as Sigma tags name them.
 TACTICS = [
@@ -45,22 +60,39 @@ ENTITY_SQL = {
     "source_ips": "src_ip",
     "hosts": "host",
 }
-STEPS = [60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400]
+DAY = 86400
+YEAR = 365 * DAY
+STEPS = [60, 300, 900, 3600, 6 * 3600, DAY, 7 * DAY, 30 * DAY, 91 * DAY, YEAR] + [
+    n * YEAR for n in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+]
 
 
 def build(case: Case) -> dict[str, Any]:
     """The whole report as plain data (JSON types only)."""
     from cloudir.analyze.query import connect
 
-    findings_doc = _read_findings(case)
-    con = connect(case)
+    summary_file = _timeline_summary(case)
+    findings_doc = _read_findings(case, summary_file)
+    con = connect(case) if _has_rows(case) else _empty_timeline()
     findings = [_finding(con, f) for f in findings_doc["findings"]]
-    timeline = _timeline(con, case, findings)
+    generated = utc_now()
+    window = times.plausible_window(summary_file, times.parse_time(generated) or times.LAST)
+
+    timeline = _timeline(con, summary_file, findings, window)
+    problems = _evidence_problems(summary_file)
+    conflicts = _conflicting_copies(summary_file)
+    suspicious = _suspicious_times(con, summary_file, window)
+    suspicious["rule"] = _time_rule(suspicious)
+    parse_errors = _parse_errors(case, summary_file)
+    custody = _custody(case)
     model = {
         "report_version": REPORT_VERSION,
-        "generated": utc_now(),
+        "generated": generated,
         "cloudir_version": __version__,
         "case": {**case.info, "path": str(case.root)},
+        "evidence_incomplete": bool(problems["count"]),
+        "warnings": _warnings(problems, conflicts, suspicious, parse_errors, timeline, custody),
+        "evidence_problems": problems,
         "summary": _summary(findings, timeline),
         "findings": findings,
         "attack": _attack(findings),
@@ -68,24 +100,60 @@ def build(case: Case) -> dict[str, Any]:
         "timeline": timeline,
         "evidence": _evidence(case),
         "containment": _containment(case),
-        "custody": _custody(case),
-        "parse_errors": _parse_errors(case),
+        "custody": custody,
+        "conflicting_copies": conflicts,
+        "suspicious_times": suspicious,
+        "parse_errors": parse_errors,
         "rules": findings_doc.get("rules", {}),
     }
     return mask_document(model)
 
 
-def _read_findings(case: Case) -> dict[str, Any]:
+def _timeline_summary(case: Case) -> dict[str, Any]:
+    """timeline/summary.json, or {} when it is missing or unreadable (the report says so)."""
+    path = case.root / "timeline" / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _has_rows(case: Case) -> bool:
+    return any((case.root / "timeline").glob("*.parquet"))
+
+
+def _empty_timeline() -> Any:
+    """A timeline view with no rows: the timeline ran but could read nothing."""
+    from cloudir.analyze.duck import connect as duck_connect
+    from cloudir.analyze.schema import TIMELINE_SCHEMA
+
+    con = duck_connect()
+    columns = ", ".join(
+        f'NULL::{"TIMESTAMPTZ" if f.name == "timestamp" else "VARCHAR"} AS "{f.name}"'
+        for f in TIMELINE_SCHEMA
+    )
+    con.execute(f"CREATE VIEW timeline AS SELECT {columns} WHERE false").fetchall()
+    return con
+
+
+def _read_findings(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
+    """findings.json; when the timeline ran and read no row, no findings (nothing to run on)."""
     path = case.root / FINDINGS_DIR / "findings.json"
     if not path.is_file():
+        if summary and (summary.get("rows") == 0 or not _has_rows(case)):
+            return {"findings": [], "rules": {"loaded": 0, "skipped": []}}
         raise UsageError(
             f"{case.root}: no findings yet; run `cloudir detect --case {case.root}` "
             f"(or `cloudir analyze --case {case.root}` for all steps)"
         )
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except ValueError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc}); run `cloudir detect` again") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("findings"), list):
+        raise UsageError(f"{path}: not a findings document; run `cloudir detect` again")
+    return doc
 
 
 def _rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -95,7 +163,16 @@ def _rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str,
 
 
 def _finding(con: Any, finding: dict[str, Any]) -> dict[str, Any]:
-    """The finding with its matched events (raw included) and the key timeline around it."""
+    """The finding with its matched events (raw included) and the key timeline around it.
+
+    Its times are rewritten in ISO form with a four-digit year, which findings.json may
+    lack (strftime writes year 1 as "1-01-01"); its id and entity lists are capped.
+    """
+    finding = {
+        **finding,
+        "first_seen": times.iso_text(finding.get("first_seen")),
+        "last_seen": times.iso_text(finding.get("last_seen")),
+    }
     ids = finding["event_ids"]
     shown = ids[:EVENTS_PER_FINDING]
     events = _rows(
@@ -108,9 +185,17 @@ def _finding(con: Any, finding: dict[str, Any]) -> dict[str, Any]:
         event["raw"] = _parse_raw(event["raw"])
     tags = [t.split(".", 1)[1].replace("-", "_") for t in finding["tags"] if "." in t]
     tactics = [t for t in tags if t in TACTICS]  # Sigma writes attack.defense-evasion
+    entities = finding.get("entities") or {}
     return {
         **{k: v for k, v in finding.items() if k != "event_ids"},
-        "event_ids": ids,
+        "event_ids": ids[:EVENT_IDS_LISTED],
+        "event_ids_not_listed": max(0, len(ids) - EVENT_IDS_LISTED),
+        "entities": {k: list(v)[:ENTITY_VALUES_LISTED] for k, v in entities.items()},
+        "entities_not_listed": {
+            k: len(v) - ENTITY_VALUES_LISTED
+            for k, v in entities.items()
+            if len(v) > ENTITY_VALUES_LISTED
+        },
         "tactics": tactics,
         "events": events,
         "events_not_shown": len(ids) - len(events),
@@ -150,20 +235,26 @@ def _parse_raw(raw: str | None) -> Any:
 def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[str, Any]:
     """What happened, when, who and how bad: the paragraph an incident lead reads first."""
     by_level = Counter(f["level"] for f in findings)
-    worst = max((f["level"] for f in findings), key=LEVELS.index, default=None)
+    worst = max((f["level"] for f in findings), key=_rank, default=None)
     entities: dict[str, Counter[str]] = {name: Counter() for name in ENTITY_FIELDS}
     for f in findings:
         for name, values in f["entities"].items():
             entities.setdefault(name, Counter()).update(values)
     first = min((f["first_seen"] for f in findings), default=None)
     last = max((f["last_seen"] for f in findings), default=None)
-    top = sorted(findings, key=lambda f: (-LEVELS.index(f["level"]), f["first_seen"]))[:5]
+    top = sorted(findings, key=lambda f: (-_rank(f["level"]), str(f["first_seen"])))[:5]
     counts = ", ".join(f"{by_level[lv]} {lv}" for lv in reversed(LEVELS) if by_level[lv])
+    capped = {k for f in findings for k in f.get("entities_not_listed", {})}
+
+    def involved(kind: str, one: str, many: str | None = None) -> str:
+        counted = _count(len(entities[kind]), one, many)
+        return f"at least {counted}" if kind in capped else counted
+
     if findings:
         headline = (
             f"{_count(len(findings), 'finding')} ({counts}) between {first} and {last}, "
-            f"involving {_count(len(entities['principals']), 'principal')} and "
-            f"{_count(len(entities['source_ips']), 'source address', 'source addresses')}."
+            f"involving {involved('principals', 'principal')} and "
+            f"{involved('source_ips', 'source address', 'source addresses')}."
         )
     else:
         headline = f"No findings in {_count(timeline['events'], 'event')}."
@@ -180,6 +271,20 @@ def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[s
         "first_event": timeline["first"],
         "last_event": timeline["last"],
     }
+
+
+def _time_rule(suspicious: dict[str, Any]) -> str:
+    """The implausible-time rule in words, for the warning and the section."""
+    return (
+        f"CloudTrail before {times.display(suspicious['cloudtrail_before'])[:10]}, other "
+        f"sources before {times.display(suspicious['other_before'])[:10]}, any after "
+        f"{times.display(suspicious['after'])}"
+    )
+
+
+def _rank(level: Any) -> int:
+    """A severity's place in LEVELS; a level no rule format knows ranks below them all."""
+    return LEVELS.index(level) if level in LEVELS else -1
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -238,72 +343,110 @@ def _entities(con: Any, findings: list[dict[str, Any]]) -> dict[str, list[dict[s
     return tables
 
 
-def _timeline(con: Any, case: Case, findings: list[dict[str, Any]]) -> dict[str, Any]:
+def _timeline(
+    con: Any,
+    summary: dict[str, Any],
+    findings: list[dict[str, Any]],
+    window: times.Window,
+) -> dict[str, Any]:
     """Counts per source and over time: the chart and the data-source coverage."""
     iso = "'%Y-%m-%dT%H:%M:%S.%fZ'"
     [total] = _rows(
         con,
         f"SELECT count(*) AS events, strftime(min(timestamp), {iso}) AS first, "
-        f"strftime(max(timestamp), {iso}) AS last, epoch(min(timestamp)) AS t0, "
-        "epoch(max(timestamp)) AS t1 FROM timeline",
+        f"strftime(max(timestamp), {iso}) AS last FROM timeline",
     )
     by_source = _rows(
         con,
         f"""SELECT source, artifact, count(*) AS events,
                strftime(min(timestamp), {iso}) AS first, strftime(max(timestamp), {iso}) AS last
-            FROM timeline GROUP BY ALL ORDER BY events DESC""",
+            FROM timeline GROUP BY ALL ORDER BY events DESC, source, artifact""",
     )
-    step = _bucket_seconds(total["t0"], total["t1"])
-    buckets = []
-    if total["events"]:
-        counts = _rows(
-            con,
-            f"""SELECT CAST(floor(epoch(timestamp) / {step}) AS BIGINT) AS bucket, source,
-                   count(*) AS events FROM timeline WHERE timestamp IS NOT NULL
-                GROUP BY ALL ORDER BY bucket""",
-        )
-        grouped: dict[int, dict[str, int]] = {}
-        for row in counts:
-            grouped.setdefault(row["bucket"], {})[row["source"] or "unknown"] = row["events"]
-        first_bucket = int(total["t0"] // step)
-        last_bucket = int(total["t1"] // step)
-        buckets = [
-            {"start": _iso_seconds(b * step), "counts": grouped.get(b, {})}
-            for b in range(first_bucket, last_bucket + 1)
-        ]
-    summary_path = case.root / "timeline" / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return {
         "events": total["events"],
         "first": total["first"],
         "last": total["last"],
-        "by_source": by_source,
+        "by_source": by_source[:PROBLEMS_LISTED],
+        "by_source_not_listed": max(0, len(by_source) - PROBLEMS_LISTED),
         "rows_by_evidence": summary.get("rows_by_evidence", {}),
         "duplicates_dropped": summary.get("duplicates_dropped", 0),
-        "chart": {
-            "bucket_seconds": step,
-            "buckets": buckets,
-            "marks": [
-                {"timestamp": f["first_seen"], "level": f["level"], "title": f["title"]}
-                | {"finding": n}
-                for n, f in enumerate(findings, 1)
-            ],
-        },
+        "chart": _chart(con, findings, window),
     }
 
 
-def _bucket_seconds(t0: float | None, t1: float | None) -> int:
-    """The smallest round step that draws the span in at most CHART_BUCKETS bars."""
+def _chart(con: Any, findings: list[dict[str, Any]], window: times.Window) -> dict[str, Any]:
+    """Events per bar and source over the plausible span, at most CHART_MAX_BUCKETS bars.
+
+    Events at implausible times are counted under `not_charted` rather than drawn: one
+    forged year-9999 event must not squeeze the real incident into one bar. When every
+    event is implausible, those are what the chart shows.
+    """
+    plausible = times.PLAUSIBLE_SQL
+    [span] = _rows(
+        con,
+        f"""SELECT count(*) FILTER (WHERE {plausible}) AS plausible,
+               count(timestamp) AS timed, count(*) AS events,
+               min(epoch(timestamp)) FILTER (WHERE {plausible}) AS p0,
+               max(epoch(timestamp)) FILTER (WHERE {plausible}) AS p1,
+               min(epoch(timestamp)) AS t0, max(epoch(timestamp)) AS t1
+           FROM timeline""",
+        window.params(),
+    )
+    only_plausible = bool(span["plausible"])
+    t0, t1 = (span["p0"], span["p1"]) if only_plausible else (span["t0"], span["t1"])
+    chart: dict[str, Any] = {
+        "bucket_seconds": STEPS[0],
+        "buckets": [],
+        "marks": [],
+        "not_charted": {
+            "implausible_time": span["timed"] - span["plausible"] if only_plausible else 0,
+            "no_time": span["events"] - span["timed"],
+        },
+    }
     if t0 is None or t1 is None:
-        return STEPS[0]
+        return chart
+    step = _bucket_seconds(t0, t1)
+    origin = math.floor(t0 / step) * step
+    count = int((t1 - origin) // step) + 1
+    rows = _rows(
+        con,
+        f"""SELECT CAST(floor((epoch(timestamp) - $origin) / $step) AS BIGINT) AS bucket,
+               source, count(*) AS events FROM timeline
+            WHERE timestamp IS NOT NULL AND ($everything OR {plausible})
+            GROUP BY ALL ORDER BY bucket""",
+        window.params() | {"origin": origin, "step": step, "everything": not only_plausible},
+    )
+    grouped: dict[int, dict[str, int]] = {}
+    for row in rows:
+        bucket = min(max(int(row["bucket"]), 0), count - 1)  # float rounding at the edges
+        counts = grouped.setdefault(bucket, {})
+        name = row["source"] or "unknown"
+        counts[name] = counts.get(name, 0) + row["events"]
+    chart["bucket_seconds"] = step
+    chart["buckets"] = [
+        {"start": times.iso(times.from_seconds(origin + b * step)), "counts": grouped.get(b, {})}
+        for b in range(count)
+    ]
+    end = origin + count * step
+    for n, f in enumerate(findings, 1):
+        moment = times.parse_time(f["first_seen"])
+        if moment is not None and origin <= times.to_seconds(moment) < end:
+            chart["marks"].append(
+                {"timestamp": f["first_seen"], "level": f["level"], "title": f["title"]}
+                | {"finding": n}
+            )
+    return chart
+
+
+def _bucket_seconds(t0: float, t1: float) -> int:
+    """The smallest round step that draws the span in about CHART_BUCKETS bars, and one
+    that keeps it within CHART_MAX_BUCKETS whatever the span (a bar is one more when the
+    span does not start on a step)."""
     span = max(t1 - t0, 1)
-    return next((s for s in STEPS if span / s <= CHART_BUCKETS), STEPS[-1])
-
-
-def _iso_seconds(seconds: float) -> str:
-    from datetime import UTC
-
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    step = next((s for s in STEPS if span / s <= CHART_BUCKETS), STEPS[-1])
+    if span / step > CHART_MAX_BUCKETS - 2:
+        step = math.ceil(span / (CHART_MAX_BUCKETS - 2))
+    return step
 
 
 def _evidence(case: Case) -> list[dict[str, Any]]:
@@ -360,14 +503,21 @@ def _custody(case: Case) -> dict[str, Any]:
     }
 
 
-def _parse_errors(case: Case) -> dict[str, Any]:
-    """What the timeline could not read: each skipped record or file, with its reason."""
+def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the timeline could not read: each skipped record or file, with its reason.
+
+    Counted in full; the first PARSE_ERRORS_SHOWN listed, their strings capped, with the
+    count per evidence item, so a case where every file is bad still says which and why.
+    """
     path = case.root / "timeline" / "errors.jsonl"
     items, count = [], 0
     file_reasons: dict[str, str] = {}
+    by_evidence: Counter[str] = Counter()
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
+                if not line.strip():
+                    continue
                 count += 1
                 try:
                     item = json.loads(line)
@@ -375,21 +525,187 @@ def _parse_errors(case: Case) -> dict[str, Any]:
                     item = {"reason": line.strip()}
                 if not isinstance(item, dict):
                     item = {"reason": str(item)}
+                item = _capped(item)
+                by_evidence[str(item.get("evidence_id") or "unknown")] += 1
                 if "line" not in item and "record" not in item and item.get("path"):
                     file_reasons.setdefault(str(item["path"]), str(item.get("reason", "")))
                 if len(items) < PARSE_ERRORS_SHOWN:
                     items.append(item)
-    summary_path = case.root / "timeline" / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    unparsed_paths = summary.get("unparsed_files") or []
     unparsed = [
         {
             "evidence_id": _evidence_id_of(str(p)),
-            "path": str(p),
+            "path": _cap(str(p)),
             "reason": file_reasons.get(str(p)),
         }
-        for p in summary.get("unparsed_files", [])
+        for p in (unparsed_paths if isinstance(unparsed_paths, list) else [])
     ]
-    return {"count": count, "items": items, "unparsed_files": unparsed}
+    return {
+        "count": count,
+        "items": items,
+        "by_evidence": dict(by_evidence.most_common(PROBLEMS_LISTED)),
+        "unparsed_files": unparsed[:PROBLEMS_LISTED],
+        "unparsed_files_not_listed": max(0, len(unparsed) - PROBLEMS_LISTED),
+    }
+
+
+def _cap(text: str) -> str:
+    if len(text) <= TEXT_LIMIT:
+        return text
+    return f"{text[:TEXT_LIMIT]}... (+{len(text) - TEXT_LIMIT} characters)"
+
+
+def _capped(value: Any, depth: int = 0) -> Any:
+    """A JSON value from the timeline's own files with long strings and lists cut."""
+    if isinstance(value, str):
+        return _cap(value)
+    if depth > 4:
+        return _cap(json.dumps(value, default=str))
+    if isinstance(value, dict):
+        return {_cap(str(k)): _capped(v, depth + 1) for k, v in list(value.items())[:50]}
+    if isinstance(value, list):
+        return [_capped(v, depth + 1) for v in value[:50]]
+    return value
+
+
+def _listed(summary: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = summary.get(key)
+    return [_capped(v) for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _evidence_problems(summary: dict[str, Any]) -> dict[str, Any]:
+    """Evidence the timeline found incomplete, missing, unreadable or not recorded."""
+    problems = _listed(summary, "evidence_problems")
+    return {
+        "count": len(problems),
+        "by_kind": dict(Counter(str(p.get("kind") or "unknown") for p in problems)),
+        "items": problems[:PROBLEMS_LISTED],
+    }
+
+
+def _conflicting_copies(summary: dict[str, Any]) -> dict[str, Any]:
+    """Events whose copies disagree (one eventID, two records): a sign of tampering."""
+    value = summary.get("conflicting_copies")
+    value = value if isinstance(value, dict) else {}
+    events = value.get("events")
+    examples = _listed(value, "examples")
+    return {
+        "events": events if isinstance(events, int) else len(examples),
+        "examples": examples[:PROBLEMS_LISTED],
+    }
+
+
+def _suspicious_times(con: Any, summary: dict[str, Any], window: times.Window) -> dict[str, Any]:
+    """Events dated before the earliest or after the latest plausible time.
+
+    The timeline's count (summary.json `implausible_times`) when it wrote one; otherwise
+    counted here by the same rule, so a timeline built by an older cloudir is checked too.
+    """
+    rule = {
+        "cloudtrail_before": times.iso(window.cloudtrail_from),
+        "other_before": times.iso(window.other_from),
+        "after": times.iso(window.until),
+    }
+    given = summary.get("implausible_times")
+    if isinstance(given, dict) and isinstance(given.get("rows"), int):
+        return {
+            "rows": given["rows"],
+            "earliest": times.iso_text(given.get("earliest")),
+            "latest": times.iso_text(given.get("latest")),
+            **rule,
+            "counted_by": "timeline",
+            "examples": _listed(given, "examples")[:EXAMPLES_LISTED],
+        }
+    outside = f"timestamp IS NOT NULL AND NOT {times.PLAUSIBLE_SQL}"
+    iso = "'%Y-%m-%dT%H:%M:%S.%fZ'"
+    [stats] = _rows(
+        con,
+        f"SELECT count(*) AS n, strftime(min(timestamp), {iso}) AS earliest, "
+        f"strftime(max(timestamp), {iso}) AS latest FROM timeline WHERE {outside}",
+        window.params(),
+    )
+    examples = _rows(
+        con,
+        f"""SELECT strftime(timestamp, {iso}) AS timestamp, source, artifact, evidence_id,
+               event_id, action FROM timeline WHERE {outside}
+            ORDER BY timestamp, event_id LIMIT {EXAMPLES_LISTED}""",
+        window.params(),
+    )
+    return {
+        "rows": stats["n"],
+        "earliest": stats["earliest"],
+        "latest": stats["latest"],
+        **rule,
+        "counted_by": "report",
+        "examples": [_capped(e) for e in examples],
+    }
+
+
+def _warnings(
+    problems: dict[str, Any],
+    conflicts: dict[str, Any],
+    suspicious: dict[str, Any],
+    parse_errors: dict[str, Any],
+    timeline: dict[str, Any],
+    custody: dict[str, Any],
+) -> list[dict[str, str]]:
+    """What a reader must know before trusting anything below it, most serious first."""
+    warnings = []
+    if problems["count"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(problems["by_kind"].items()))
+        warnings.append(
+            {
+                "kind": "evidence_incomplete",
+                "anchor": "evidence-problems",
+                "text": f"EVIDENCE INCOMPLETE: {_count(problems['count'], 'problem')} "
+                f"({kinds}); findings and counts below cover only what could be read.",
+            }
+        )
+    if custody["chain_errors"]:
+        warnings.append(
+            {
+                "kind": "custody_chain_broken",
+                "anchor": "custody",
+                "text": f"CUSTODY CHAIN BROKEN: {_count(len(custody['chain_errors']), 'error')}.",
+            }
+        )
+    if conflicts["events"]:
+        warnings.append(
+            {
+                "kind": "conflicting_copies",
+                "anchor": "conflicting-copies",
+                "text": f"{_count(conflicts['events'], 'event')} recorded more than once with "
+                "copies that disagree: a sign of tampering; every copy was kept.",
+            }
+        )
+    if not timeline["events"] and parse_errors["count"]:
+        warnings.append(
+            {
+                "kind": "nothing_read",
+                "anchor": "parse-errors",
+                "text": f"NO EVENTS COULD BE READ: {_count(parse_errors['count'], 'parse error')}"
+                "; the evidence was not analysed.",
+            }
+        )
+    elif parse_errors["count"]:
+        warnings.append(
+            {
+                "kind": "parse_errors",
+                "anchor": "parse-errors",
+                "text": f"{_count(parse_errors['count'], 'parse error')}: some records or "
+                "files were not read.",
+            }
+        )
+    if suspicious["rows"]:
+        warnings.append(
+            {
+                "kind": "implausible_times",
+                "anchor": "suspicious-times",
+                "text": f"{_count(suspicious['rows'], 'event')} at implausible times "
+                f"({_time_rule(suspicious)}): a forged record or a broken clock.",
+            }
+        )
+    return warnings
 
 
 def _evidence_id_of(path: str) -> str | None:

@@ -23,7 +23,6 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -32,7 +31,7 @@ from markupsafe import Markup, escape
 
 from cloudir.analyze.detect import LEVELS
 from cloudir.analyze.messages import short_principal
-from cloudir.report import charts
+from cloudir.report import charts, times
 from cloudir.report.charts import JSON_INVISIBLE, inert_text
 from cloudir.report.model import CONTEXT_MINUTES
 
@@ -108,11 +107,11 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
                     entity_findings[kind][value].append(n)
 
     marks = model["timeline"]["chart"]["marks"]
-    mark_labels = [  # the model draws one mark per finding, in finding order
-        str(n + 1)
-        if n < len(findings) and findings[n]["title"] == m.get("title")
+    mark_labels = [  # each mark names its finding's number (none outside the chart's span)
+        str(m["finding"])
+        if isinstance(m.get("finding"), int)
         else str(by_title.get((m.get("title"), m.get("level")), "?"))
-        for n, m in enumerate(marks)
+        for m in marks
     ]
     counted = model["timeline"]["rows_by_evidence"]
     return {
@@ -141,21 +140,13 @@ def display_time(value: Any) -> str:
     """`2026-11-27T03:43:31.000000Z` reads `2026-11-27 03:43:31 UTC`; other text stays."""
     if value is None or value == "":
         return "\u2014"  # an em dash: no list marker when it starts a Markdown line
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return times.display(value)
 
 
 def span(first: Any, last: Any) -> str:
     """How long from first to last, for 'when' lines: `17 min`, `2 h 9 min`, `3 days`."""
-    try:
-        a = datetime.fromisoformat(str(first))
-        b = datetime.fromisoformat(str(last))
-    except ValueError:
+    a, b = times.parse_time(first), times.parse_time(last)
+    if a is None or b is None:
         return ""
     seconds = int((b - a).total_seconds())
     if seconds < 60:
@@ -166,7 +157,8 @@ def span(first: Any, last: Any) -> str:
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
+    days = hours // 24
+    return f"{days:,} days" if days < 3 * 365 else f"{days // 365:,} years"
 
 
 def principal(value: Any) -> Any:
