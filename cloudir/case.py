@@ -466,10 +466,16 @@ class Case:
             "note": note,
         }
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def repair_custody_tail(self) -> dict[str, Any] | None:
+        """Close a torn tail now, with the `custody-repaired` entry the next record would
+        write; the entry, or None when the tail was whole (then nothing is written)."""
+        with self._custody_lock:
+            return self._append(None)
+
+    def _append(self, entry: dict[str, Any] | None) -> dict[str, Any] | None:
         """One line at the end, under an exclusive flock, chained to the last line. A torn
         tail a cut-short write left is first closed by a `custody-repaired` entry, in the
-        same write: existing bytes are never edited or removed."""
+        same write: existing bytes are never edited or removed. Returns that repair."""
         path = self.root / CUSTODY_FILE
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
         fd = _open_custody(path, flags | os.O_CLOEXEC)
@@ -477,11 +483,15 @@ class Case:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
             base = self._entry_base(custody_log.REPAIR_ACTION, None, "")
             tail = custody_log.tail_for_append(fd, base)
-            entry["prev_sha256"] = custody_log.sha256_hex(tail.chain_to)
-            line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
-            write_all(fd, tail.prefix + line, path)
-            with naming_the_file(path):
-                os.fsync(fd)
+            data = tail.prefix
+            if entry is not None:
+                entry["prev_sha256"] = custody_log.sha256_hex(tail.chain_to)
+                data += json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
+            if data:
+                write_all(fd, data, path)
+                with naming_the_file(path):
+                    os.fsync(fd)
+            return tail.repair
         finally:
             os.close(fd)
 

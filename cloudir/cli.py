@@ -1118,6 +1118,7 @@ def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
 
 @app.command()
 @handled
+@_locks_case(when=lambda kw: kw["repair"])
 def verify(
     case: CaseOpt,
     head: Annotated[
@@ -1129,6 +1130,14 @@ def verify(
             "still holds that line (catches removed or rewritten entries).",
         ),
     ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="First close a torn custody tail (a write cut short) with a "
+            "custody-repaired entry; nothing else is written.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every evidence file against custody.jsonl; exit 3 on any difference.
@@ -1141,6 +1150,8 @@ def verify(
     if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
         raise UsageError("--head takes the 64 hex digits verify printed as the custody head")
     the_case = Case.open(case)
+    if repair and (closed := the_case.repair_custody_tail()):
+        _say(f"repaired: {inert(closed['note'])}")
     with byte_progress() as bar:
         task = bar.add_task("hashing evidence", total=the_case.total_recorded_bytes())
         report = the_case.verify(on_bytes=lambda n: bar.advance(task, n), head=head)

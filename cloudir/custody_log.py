@@ -116,7 +116,8 @@ def check_chain(data: bytes) -> ChainCheck:
         check.torn_tail = (
             f"{LOG_NAME} {_span(run)}: the last entry is cut short or unreadable "
             f"({sum(len(r) for _, r in run)} bytes), as an interrupted write (full disk, "
-            "crash) leaves it; the next command that writes custody records a repair entry"
+            "crash) leaves it; `cloudir verify --repair`, or the next command that writes "
+            "custody, records a repair entry"
         )
     if lines:
         check.head = sha256_hex(lines[-1])

@@ -491,3 +491,21 @@ def test_any_stage_running_out_of_space_is_one_line_exit_3(
         writes_something()
     assert stopped.value.exit_code == 3
     assert capsys.readouterr().err.strip() == line
+
+
+def test_verify_repair_closes_a_torn_tail_and_writes_nothing_else(captured: Path) -> None:
+    intact = (captured / "custody.jsonl").read_bytes()
+    result = cloudir("verify", "--case", str(captured), "--repair")
+    assert result.code == 0, result.stderr
+    assert (captured / "custody.jsonl").read_bytes() == intact  # nothing torn: no write
+
+    torn = _cut_last_line(captured, 25)
+    result = cloudir("verify", "--case", str(captured), "--repair", "--json")
+    assert result.code == 0, result.stderr
+    after = (captured / "custody.jsonl").read_bytes()
+    assert after.startswith(torn)
+    repair = json.loads(after.splitlines()[-1])
+    assert repair["action"] == "custody-repaired"
+    assert [t["line"] for t in repair["torn"]] == [_line_count(torn)]
+    assert result.json()["custody_notes"]
+    assert "repaired" in result.stderr
