@@ -125,30 +125,50 @@ def detect_doc(case: Path, rules: Path) -> tuple[int, dict[str, Any], str]:
     return result.code, document, result.stderr
 
 
+GOOD_BEFORE = yaml.safe_dump(rule_doc("good before", "eventName", "", "ListBuckets"))
+GOOD_AFTER = yaml.safe_dump(rule_doc("good after", "eventName", "|contains", "100%"))
+BROKEN_LINE = 1 + len(f"---\n{GOOD_BEFORE}".splitlines())  # where document 2 starts
+
+
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_one_broken_document_costs_only_itself(
     hostile_case: tuple[Path, dict[str, str]], tmp_path: Path, kind: str
 ) -> None:
+    from cloudir.analyze import detect as engine
+    from cloudir.case import Case
+
     case, _ = hostile_case
-    before = yaml.safe_dump(rule_doc("good before", "eventName", "", "ListBuckets"))
-    after = yaml.safe_dump(rule_doc("good after", "eventName", "|contains", "100%"))
     rules = tmp_path / "mixed.yml"
-    write_stream(rules, [before, BROKEN[kind], after])
-    code, doc, stderr = detect_doc(case, rules)
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
+    write_stream(rules, [GOOD_BEFORE, BROKEN[kind], GOOD_AFTER])
+    engine.detect(Case.open(case), [rules], builtin=False)
+    doc = json.loads((case / "findings/findings.json").read_text())
     found = {f["title"]: f["count"] for f in doc["findings"]}
     assert found == {"good before": 1, "good after": 1}
     assert doc["rules"]["loaded"] == 2
     [skipped] = doc["rules"]["skipped"]
     assert skipped["path"] == str(rules)
-    assert skipped["document"] == 2
-    assert skipped["line"] == 1 + len(f"---\n{before}".splitlines())
+    assert (skipped["document"], skipped["line"]) == (2, BROKEN_LINE)
     assert skipped["reason"]
-    listed = cloudir("rules", "validate", str(rules))
+
+
+def test_detect_and_validate_name_each_broken_document(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The same files through the command line: exit codes, and where each skip is."""
+    case, _ = hostile_case
+    for kind in BROKEN:
+        write_stream(tmp_path / f"{kind}.yml", [GOOD_BEFORE, BROKEN[kind], GOOD_AFTER])
+    code, doc, stderr = detect_doc(case, tmp_path)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert doc["rules"]["loaded"] == 2 * len(BROKEN)
+    assert len(doc["rules"]["skipped"]) == len(BROKEN)
+    listed = cloudir("rules", "validate", str(tmp_path))
     assert listed.code == 3
-    assert f"({rules}, document 2, line {skipped['line']})" in listed.stdout
-    assert listed.stdout.count("ok ") == 2
+    for kind in BROKEN:
+        assert f"({tmp_path / kind}.yml, document 2, line {BROKEN_LINE}):" in listed.stdout
+        assert f"({tmp_path / kind}.yml, document 2, line {BROKEN_LINE}):" in stderr
+    assert listed.stdout.count("ok ") == 2 * len(BROKEN)
 
 
 def test_broken_yaml_keeps_every_readable_document(tmp_path: Path) -> None:
