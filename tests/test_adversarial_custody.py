@@ -337,5 +337,5 @@ def test_a_fifo_in_place_of_custody_jsonl_does_not_hang_verify(base: Base) -> No
     os.mkfifo(case / "custody.jsonl")
     result = cloudir("verify", "--case", str(case), timeout=60)
     assert result.code == 3
-    assert "custody.jsonl: not a regular file (a FIFO)" in result.stderr
-    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "custody.jsonl" in line and "not a regular file" in line  # opening or reading
