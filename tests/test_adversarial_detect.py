@@ -317,3 +317,33 @@ def test_every_hostile_value_matches_itself_only(
     assert found == {title: ids for title, ids in expected.items() if ids}
     injection = found["0|containseventName ' OR 1=1 --"]
     assert {value_of[e] for e in injection} == {"' OR 1=1 --", "an ' OR 1=1 -- inside"}
+
+
+def test_rule_files_that_are_not_files_cost_themselves_only(
+    hostile_case: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A downloaded rules repository can carry links (git keeps them): a FIFO would hang
+    the read, /dev/zero would fill memory, a huge file is no rule. Each is one skip."""
+    import os
+
+    case, _ = hostile_case
+    rules = tmp_path / "repo"
+    rules.mkdir()
+    write_stream(rules / "good.yml", [GOOD_BEFORE])
+    os.mkfifo(rules / "fifo.yml")
+    (rules / "zero.yml").symlink_to("/dev/zero")
+    (rules / "huge.yml").write_text("# padding\n" * 2_000_000)
+    (rules / "latin1.yml").write_bytes("title: caf\xe9\n".encode("latin-1"))
+    result = cloudir(
+        "detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json",
+        "--fail-on", "critical", timeout=120,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert [f["title"] for f in doc["findings"]] == ["good before"]
+    reasons = {Path(s["path"]).name: s["reason"] for s in doc["rules"]["skipped"]}
+    assert set(reasons) == {"fifo.yml", "zero.yml", "huge.yml", "latin1.yml"}
+    assert "not a regular file" in reasons["fifo.yml"]
+    assert "not a regular file" in reasons["zero.yml"]
+    assert "larger than" in reasons["huge.yml"]
+    assert "UTF-8" in reasons["latin1.yml"]

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -210,13 +211,34 @@ def read_rule_file(path: Path, result: RuleSet) -> list[tuple[Any, RuleDocument]
     """Every rule a file's documents make, honouring Sigma's collection actions
     (global, reset, repeat) as pySigma does; each bad document is one skip."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = _rule_text(path)
+    except (OSError, ValueError) as exc:
         result.skipped.append(_skip(path, None, f"cannot read: {exc}"))
         return []
     with _quiet_stderr():  # pySigma's RE2 check logs refused patterns natively
         made = _rules_of(path, split_documents(text), result)
     return _apply_filters(path, made, result)
+
+
+MAX_RULE_FILE = 8 << 20  # SigmaHQ's largest rule file is under 100 KB
+
+
+def _rule_text(path: Path) -> str:
+    """The file's text, if it is a regular file of sane size: a rules repository may carry
+    links (git keeps them) to a FIFO, which would hang the read, or to /dev/zero."""
+    info = path.stat()  # follows a link: a link to a regular file is fine
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file (a FIFO, device or folder, perhaps by a link)")
+    if info.st_size > MAX_RULE_FILE:
+        raise ValueError(f"larger than {MAX_RULE_FILE >> 20} MiB; no Sigma rule is")
+    with path.open("rb") as fh:
+        data = fh.read(MAX_RULE_FILE + 1)
+    if len(data) > MAX_RULE_FILE:
+        raise ValueError(f"larger than {MAX_RULE_FILE >> 20} MiB; no Sigma rule is")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from exc
 
 
 def _rules_of(
