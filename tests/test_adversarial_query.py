@@ -268,3 +268,29 @@ def test_any_sql_exits_0_or_2_and_writes_nothing(
     assert result.exception is None or isinstance(result.exception, SystemExit), sql
     assert "run with --debug" not in result.output
     assert _tree(sandbox["root"]) == before, sql
+
+
+def test_a_case_path_with_quotes_is_data_not_sql(tmp_path: Path) -> None:
+    from tests.timeline_rows import timeline_row, write_timeline
+
+    case = tmp_path / "it's a ']); COPY x TO 'y" / "case"
+    case.parent.mkdir()
+    write_timeline(case, [timeline_row("aws:cloudtrail", "2026-01-01T10:00:00Z", {"a": 1})])
+    sql = "SELECT count(*) AS n FROM timeline"
+    result = in_process("query", "--case", str(case), sql, "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == [{"n": 1}]
+
+
+def test_a_result_csv_cannot_hold_is_one_line(sandbox: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "nested.csv"
+    sql = "SELECT [1, 2] AS numbers, {'a': 1} AS record"
+    result = in_process("query", "--case", str(sandbox["case"]), sql, "--output", str(out))
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith("error: CSV cannot hold this result")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [], "no half-written file is left"
+    as_json = tmp_path / "nested.json"
+    result = in_process("query", "--case", str(sandbox["case"]), sql, "--output", str(as_json))
+    assert result.code == 0, result.stderr
+    assert json.loads(as_json.read_text()) == [{"numbers": [1, 2], "record": {"a": 1}}]

@@ -216,7 +216,7 @@ def _write_csv(reader: Any, path: Path) -> int:
             for batch in reader:
                 writer.write_batch(batch)
                 rows += batch.num_rows
-    except pa.ArrowNotImplementedError as exc:
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
         raise UsageError(f"CSV cannot hold this result ({exc}); use .json or .parquet") from exc
     return rows
 
