@@ -73,6 +73,12 @@ NAMED_RULES: dict[str, re.Pattern[str]] = {
         r"secret-access-key|session-token|token|api-key|client-secret|private-key)"
         r"(?:=|\s+)[\"']?(?P<secret>[^\s\"']{3,})"
     ),
+    # password=X, pwd: X, secret=X where detect-secrets' keyword rules want the value to
+    # start with a letter or digit (a password may start with any character)
+    "secret-assignment": re.compile(
+        r"(?i)\b(?:password|passwd|pwd|passphrase|secret|client_secret|api_?key|token)"
+        r"[\"']?\s*[=:]\s*[\"']?(?P<secret>[^\s\"'&,;]{3,})"
+    ),
     # Authorization: Basic X / Bearer X / X (HTTP headers, curl -H, logged requests)
     "http-authorization": re.compile(
         r"(?i)\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
@@ -158,14 +164,22 @@ def _keyword_names_a_thing(match: re.Match[str]) -> bool:
     while word_end < len(text) and (text[word_end].isalnum() or text[word_end] == "_"):
         word_end += 1
     word = text[match.start(1) : word_end]
+    return bool(_KEYWORD_NAMES_A_THING.search(word)) or _in_arn(match)
+
+
+def _in_arn(match: re.Match[str]) -> bool:
+    """The match is part of an ARN (`arn:aws:secretsmanager:...:secret:prod/db`)."""
+    text = match.string
     token_start = max(text.rfind(c, 0, match.start()) for c in " \t\r\n\"'=,") + 1
-    return bool(_KEYWORD_NAMES_A_THING.search(word)) or text.startswith("arn:", token_start)
+    return text.startswith("arn:", token_start)
 
 
 def secret_spans(text: str) -> Iterator[tuple[int, int]]:
     """Where the secrets in `text` are, by every rule; spans may overlap."""
-    for pattern in NAMED_RULES.values():
+    for name, pattern in NAMED_RULES.items():
         for match in pattern.finditer(text):
+            if name == "secret-assignment" and _in_arn(match):
+                continue
             yield match.span("secret")
     rules, jwt_rules = _detectors()
     keyword_patterns = _keyword_patterns()

@@ -42,6 +42,8 @@ ENTITY_VALUES_LISTED = 100  # per finding and kind
 PROBLEMS_LISTED = 200  # evidence problems, disagreeing copies, error groups
 EXAMPLES_LISTED = 20  # implausible times
 TEXT_LIMIT = 2000  # characters of one string read from the timeline's own files
+# errors.jsonl kinds whose rows are in the timeline all the same (counted, not lost)
+KEPT_KINDS = frozenset({"implausible_time", "conflicting_copies"})
 
 # ATT&CK enterprise tactics in kill-chain order, as Sigma tags name them.
 TACTICS = [
@@ -207,7 +209,8 @@ def _context(con: Any, finding: dict[str, Any]) -> list[dict[str, Any]]:
     """What the same principals and addresses did around the finding, matched rows marked."""
     who = finding["entities"].get("principals", [])
     where = finding["entities"].get("source_ips", [])
-    if not who and not where:
+    span = [times.parse_time(finding.get(k)) for k in ("first_seen", "last_seen")]
+    if (not who and not where) or None in span:  # no time to centre on: no context
         return []
     rows = _rows(
         con,
@@ -506,13 +509,16 @@ def _custody(case: Case) -> dict[str, Any]:
 def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     """What the timeline could not read: each skipped record or file, with its reason.
 
-    Counted in full; the first PARSE_ERRORS_SHOWN listed, their strings capped, with the
-    count per evidence item, so a case where every file is bad still says which and why.
+    Every line of errors.jsonl is counted (`count`), by kind; `unread` leaves out the
+    kinds whose rows are kept (implausible times, disagreeing copies). The first
+    PARSE_ERRORS_SHOWN are listed, their strings capped, with the count per evidence
+    item, so a case where every file is bad still says which and why.
     """
     path = case.root / "timeline" / "errors.jsonl"
     items, count = [], 0
     file_reasons: dict[str, str] = {}
     by_evidence: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -527,6 +533,7 @@ def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
                     item = {"reason": str(item)}
                 item = _capped(item)
                 by_evidence[str(item.get("evidence_id") or "unknown")] += 1
+                by_kind[str(item.get("kind") or "parse")] += 1
                 if "line" not in item and "record" not in item and item.get("path"):
                     file_reasons.setdefault(str(item["path"]), str(item.get("reason", "")))
                 if len(items) < PARSE_ERRORS_SHOWN:
@@ -542,6 +549,8 @@ def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "count": count,
+        "unread": sum(n for kind, n in by_kind.items() if kind not in KEPT_KINDS),
+        "by_kind": dict(by_kind),
         "items": items,
         "by_evidence": dict(by_evidence.most_common(PROBLEMS_LISTED)),
         "unparsed_files": unparsed[:PROBLEMS_LISTED],
@@ -678,22 +687,24 @@ def _warnings(
                 "copies that disagree: a sign of tampering; every copy was kept.",
             }
         )
+    unread = parse_errors["unread"]
     if not timeline["events"] and parse_errors["count"]:
         warnings.append(
             {
                 "kind": "nothing_read",
                 "anchor": "parse-errors",
-                "text": f"NO EVENTS COULD BE READ: {_count(parse_errors['count'], 'parse error')}"
-                "; the evidence was not analysed.",
+                "text": "NO EVENTS COULD BE READ: "
+                f"{_count(unread, 'record or file', 'records or files')} the timeline could "
+                "not read, each listed under Parse errors; the evidence was not analysed.",
             }
         )
-    elif parse_errors["count"]:
+    elif unread:
         warnings.append(
             {
                 "kind": "parse_errors",
                 "anchor": "parse-errors",
-                "text": f"{_count(parse_errors['count'], 'parse error')}: some records or "
-                "files were not read.",
+                "text": f"{_count(unread, 'record or file', 'records or files')} could not be "
+                "read (listed under Parse errors).",
             }
         )
     if suspicious["rows"]:
@@ -701,7 +712,8 @@ def _warnings(
             {
                 "kind": "implausible_times",
                 "anchor": "suspicious-times",
-                "text": f"{_count(suspicious['rows'], 'event')} at implausible times "
+                "text": f"{_count(suspicious['rows'], 'event')} with "
+                f"{'an implausible time' if suspicious['rows'] == 1 else 'implausible times'} "
                 f"({_time_rule(suspicious)}): a forged record or a broken clock.",
             }
         )
