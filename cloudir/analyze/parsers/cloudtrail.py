@@ -166,7 +166,7 @@ def parse(
     builder = BatchBuilder(errors)
     number = 0
     try:
-        for number, (raw, view) in enumerate(_records(path, errors), 1):
+        for number, raw, view in _records(path, errors):
             row = to_row(raw, view, evidence_id, number, errors)
             if row is not None:
                 builder.add(number, row)
@@ -185,12 +185,15 @@ def _flushed(builder: BatchBuilder) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
-def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[bytes, RecordView]]:
+def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, bytes, RecordView]]:
     """Whole-file JSON, or JSON lines; the first line decides which, read as a stream.
 
     No read is unbounded: a line or document over MAX_DOCUMENT_BYTES is reported, not
-    loaded, so a hostile file cannot take the worker's memory.
+    loaded, so a hostile file cannot take the worker's memory. Each record comes with
+    its number in file order, counting the records that could not be read, so every
+    error about a record names the same record.
     """
+    counter = [0]
     with open_evidence(path) as fh:
         lines = _bounded_lines(fh)
         number, first = next(((n, line) for n, line in lines if line.strip()), (0, b""))
@@ -202,8 +205,8 @@ def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[bytes, RecordView]]
         except msgspec.DecodeError:
             first_items = None  # not a complete document on one line: a whole-file document
         if first_items is not None:
-            yield from _unwrap_all(first_items, errors, number if number > 1 else None)
-            yield from _json_lines(lines, errors)
+            yield from _unwrap_all(first_items, errors, number if number > 1 else None, counter)
+            yield from _json_lines(lines, errors, counter)
             return
         fh.seek(0)
         document = fh.read(MAX_DOCUMENT_BYTES + 1)
@@ -215,11 +218,11 @@ def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[bytes, RecordView]]
         except msgspec.DecodeError as exc:
             numbered = [(n, line) for n, line in enumerate(document.splitlines(), 1)]
             if _mostly_json_lines(numbered):  # JSON lines whose first line is broken
-                yield from _json_lines(iter(numbered), errors)
+                yield from _json_lines(iter(numbered), errors, counter)
             else:
                 errors.add(_json_error(exc))
             return
-        yield from _unwrap_all(items, errors, None)
+        yield from _unwrap_all(items, errors, None, counter)
 
 
 def _bounded_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -234,20 +237,23 @@ def _bounded_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
 
 
 def _json_lines(
-    lines: Iterator[tuple[int, bytes]], errors: ErrorLog
-) -> Iterator[tuple[bytes, RecordView]]:
+    lines: Iterator[tuple[int, bytes]], errors: ErrorLog, counter: list[int]
+) -> Iterator[tuple[int, bytes, RecordView]]:
+    """A line that cannot be read is one record lost: it counts as one, named by line."""
     for number, line in lines:
         if not line.strip():
             continue
         if len(line) > MAX_DOCUMENT_BYTES:
+            counter[0] += 1
             errors.add(f"line over {MAX_DOCUMENT_BYTES} bytes; not parsed", line=number)
             continue
         try:
             items = _items(line)
         except msgspec.DecodeError as exc:
+            counter[0] += 1
             errors.add(_json_error(exc), line=number)
             continue
-        yield from _unwrap_all(items, errors, number)
+        yield from _unwrap_all(items, errors, number, counter)
 
 
 def _mostly_json_lines(numbered: list[tuple[int, bytes]]) -> bool:
@@ -303,20 +309,23 @@ def _typed(decoder: msgspec.json.Decoder, document: bytes) -> Any:
 
 
 def _unwrap_all(
-    items: Items, errors: ErrorLog, line: int | None
-) -> Iterator[tuple[bytes, RecordView]]:
+    items: Items, errors: ErrorLog, line: int | None, counter: list[int]
+) -> Iterator[tuple[int, bytes, RecordView]]:
     raws, views = items
     for index, item in enumerate(raws):
+        counter[0] += 1
         if views is not None:
             view = views[index]
             plain = view.CloudTrailEvent is None and view.detail == NULL
             if plain and (view.eventTime is not None or view.eventName is not None):
-                yield bytes(item), view
+                yield counter[0], bytes(item), view
                 continue
         try:
-            yield unwrap(item)
+            raw, view = unwrap(item)
         except NotCloudTrail as exc:
-            errors.add(str(exc), record=index + 1, line=line)
+            errors.add(str(exc), record=counter[0], line=line)
+            continue
+        yield counter[0], raw, view
 
 
 def _view(raw: bytes | msgspec.Raw) -> RecordView:
