@@ -19,6 +19,7 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -636,7 +637,10 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
 
 
 def _iso(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 for years 1-9999 alike; strftime writes year 1 as `1-01-01`."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def validate(paths: list[Path], builtin: bool) -> RuleSet:
