@@ -182,9 +182,7 @@ def test_an_unreadable_file_is_named() -> None:
         finally:
             if as_root:
                 os.seteuid(0)
-        assert [(p.path, p.kind) for p in found] == [
-            (str(hidden.relative_to(case)), "unreadable")
-        ]
+        assert [(p.path, p.kind) for p in found] == [(str(hidden.relative_to(case)), "unreadable")]
         assert "Permission denied" in found[0].reason
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
@@ -372,6 +370,32 @@ def test_the_parent_watch_fallback_ends_an_orphan(tmp_path: Path) -> None:
     if alive:
         os.kill(orphan, signal.SIGKILL)
     assert not alive
+
+
+def test_a_worker_whose_parent_died_before_it_started_watching_ends(tmp_path: Path) -> None:
+    """The race: the timeline dies between forking a worker and the worker arming its
+    death signal. The worker must notice at once, not live on as an orphan."""
+    marker, pid_file = tmp_path / "survived", tmp_path / "child.pid"
+    child = (
+        "import os, sys, time; from cloudir.analyze.timeline import watch_parent; "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); parent = int(sys.argv[1]); "
+        "[time.sleep(0.05) for _ in range(600) if os.getppid() == parent]; "
+        f"watch_parent(parent); open({str(marker)!r}, 'w').write('yes'); time.sleep(30)"
+    )
+    parent = (
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); "
+        f"[time.sleep(0.05) for _ in range(600) if not os.path.exists({str(pid_file)!r})]"
+    )
+    assert subprocess.run([sys.executable, "-c", parent], timeout=60).returncode == 0
+    orphan = int(pid_file.read_text())
+    deadline = time.monotonic() + 40
+    while _alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(orphan)
+    if alive:
+        os.kill(orphan, signal.SIGKILL)
+    assert not alive and not marker.exists()
 
 
 # -- item 12: many small files ----------------------------------------------------------

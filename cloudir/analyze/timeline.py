@@ -509,18 +509,36 @@ def _worker_start(parent: int) -> None:
 
 
 def watch_parent(parent: int, interval: float = 1.0, use_prctl: bool = True) -> None:
-    """End this process when `parent` ends, even by `kill -9`.
+    """End this process when its parent ends, even by `kill -9`.
 
-    Linux delivers SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere, or
-    where prctl fails, a daemon thread polls the parent id. Either way a parent already
-    gone before this ran is caught by the last check.
+    `parent` is the timeline's pid. Linux delivers SIGKILL on the parent's death
+    (PR_SET_PDEATHSIG); elsewhere, or where prctl fails, a daemon thread polls the parent
+    id. Both watch the immediate parent: under a fork server that is the server, which
+    ends with the timeline. When the timeline itself forked us, a parent gone before the
+    signal was armed is caught by the last check.
     """
+    immediate = os.getppid()
     if not (use_prctl and _death_signal(signal.SIGKILL)):
         threading.Thread(
-            target=_poll_parent, args=(parent, interval), name="parent-watch", daemon=True
+            target=_poll_parent, args=(immediate, interval), name="parent-watch", daemon=True
         ).start()
-    if os.getppid() != parent:
+    if os.getppid() != immediate or (immediate != parent and _gone(parent)):
         os._exit(1)
+
+
+def _gone(pid: int) -> bool:
+    """True when `pid` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _death_signal(signum: int) -> bool:
