@@ -142,6 +142,42 @@ def for_command(
                 root.rmdir()  # only succeeds when nothing was made in it
 
 
+def in_use_by(root: Path) -> str | None:
+    """Who holds the case now (`pid N (cloudir ...) since T`), found without taking the
+    lock, so a read-only command can explain what it sees mid-write."""
+    try:
+        fd = os.open(root / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _is_flocked(st):
+            return None
+        return _holder_text(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_flocked(st: os.stat_result) -> bool:
+    """Whether any process holds a flock on this file, from /proc/locks (Linux). Only a
+    hint depends on it: where that cannot be read, the answer is no."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return False
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            try:
+                major, minor, inode = fields[5].split(":")
+                if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def clear_folder_keeping_lock(root: Path) -> None:
     """Empty a case folder whose lock this process holds (`demo --force`); the lock file
     stays, or a second process could lock a fresh one while this one still works."""

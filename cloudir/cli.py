@@ -168,6 +168,12 @@ def _locks_case(
     return decorate
 
 
+def _in_use_by(case: Path) -> str | None:
+    from cloudir.case_lock import in_use_by
+
+    return in_use_by(case)
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -1162,8 +1168,11 @@ def verify(
         _say(f"CHANGED   {inert(path)}" + (f" ({inert(why)})" if why else ""))
     for path in report.missing:
         _say(f"MISSING   {inert(path)}")
+    busy = _in_use_by(case) if any(p.endswith(".partial") for p in report.unrecorded) else None
     for path in report.unrecorded:
         hint = " (an interrupted capture: re-run it)" if path.endswith(".partial") else ""
+        if hint and busy:
+            hint = f" (still being written: the case is in use by {busy})"
         _say(f"UNRECORDED {inert(path)}{hint}")
     for path, records in report.conflicts.items():
         hashes = ", ".join(f"{r.sha256} ({r.bytes} bytes)" for r in records)

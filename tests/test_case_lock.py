@@ -189,6 +189,14 @@ def test_a_second_capture_is_refused_and_the_first_runs_partial_file_survives(
         assert f"(cloudir capture files --case {case} {source}) since 20" in line
         assert line.endswith("; wait for it or stop it")
         assert partials[0].exists()
+        # verify does not wait; it says the temporary file is still being written
+        checked = cloudir("verify", "--case", str(case))
+        assert checked.code == 3
+        rel = partials[0].relative_to(case).as_posix()
+        assert (
+            f"UNRECORDED {rel} (still being written: the case is in use by "
+            f"pid {holder.proc.pid} (cloudir capture files" in checked.stderr
+        )
         assert holder.release() == 0, holder.stderr.read_text()
     assert cloudir("verify", "--case", str(case)).code == 0
     entries = custody(case)
