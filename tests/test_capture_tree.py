@@ -76,3 +76,39 @@ def test_a_root_folder_becomes_one_tar_with_its_links_as_links(tmp_path: Path) -
 
     again = cloudir("capture", "files", "--case", str(case), str(root), "--json")
     assert again.json()["items"][0]["skipped"] == 1
+
+
+def test_a_run_stopped_after_the_tar_was_recorded_is_closed_by_the_next(tmp_path: Path) -> None:
+    """Killed between recording the tar and closing the item: the re-run finds the tar
+    held and closes the item, so the timeline does not call it cut short for good."""
+    from cloudir.analyze.completeness import check_evidence
+    from cloudir.capture.files import capture_tree
+    from cloudir.case import Case
+
+    root = tmp_path / "root"
+    for name in ("etc/hostname", "var/log/syslog"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("web-1\n")
+    case = Case.create(tmp_path / "case")
+    real_record = Case.record
+
+    def stop_at_close(self: Case, action: str, *args: object, **kwargs: object) -> object:
+        if action == "capture-complete":
+            raise KeyboardInterrupt
+        return real_record(self, action, *args, **kwargs)  # type: ignore[arg-type]
+
+    Case.record = stop_at_close  # type: ignore[method-assign]
+    try:
+        capture_tree(case, root, print)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        Case.record = real_record  # type: ignore[method-assign]
+    [open_item] = check_evidence(Case.open(case.root)).problems
+    assert open_item.kind == "incomplete"
+
+    result = cloudir("capture", "files", "--case", str(case.root), str(root), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["items"][0]["skipped"] == 1
+    assert [e["action"] for e in custody(case.root)][-1] == "capture-complete"
+    assert check_evidence(Case.open(case.root)).problems == []

@@ -289,6 +289,7 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
     resumed = case.open_item(evidence_id, meta)
     if resumed and case.is_captured(evidence_id, name, case.recorded_files()):
         result.skipped = 1
+        _close_if_left_open(case, evidence_id)
         return result
     counts = TreeCounts()
     try:
@@ -308,7 +309,12 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
         evidence_id,
         [record],
         note=note,
-        source={"type": "tree", "original_path": str(source), "entries": counts.entries},
+        source={
+            "type": "tree",
+            "original_path": str(source),
+            "entries": counts.entries,
+            "problems": len(counts.problems),
+        },
     )
     for problem in counts.problems:
         report(problem)
@@ -316,6 +322,30 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
         "capture-incomplete" if counts.problems else "capture-complete", evidence_id, [], note=note
     )
     return result
+
+
+def _close_if_left_open(case: Case, evidence_id: str) -> None:
+    """A run killed between recording the tar and closing its item left the item open, and
+    the timeline would call it cut short for good: the tar is whole, so close the item as
+    that run would have (incomplete unless its capture entry says nothing was unreadable)."""
+    last_capture: dict[str, Any] | None = None
+    for entry in case.custody_entries():
+        if entry.get("evidence_id") != evidence_id:
+            continue
+        if entry.get("action") == "capture":
+            last_capture = entry
+        elif entry.get("action") in ("capture-complete", "capture-incomplete"):
+            last_capture = None
+    if last_capture is None:
+        return
+    problems = (last_capture.get("source") or {}).get("problems")
+    case.record(
+        "capture-complete" if problems == 0 else "capture-incomplete",
+        evidence_id,
+        [],
+        note="closing the item an earlier run recorded and was stopped before closing"
+        + ("" if problems == 0 else f"; that run could not read {problems or 'some'} entries"),
+    )
 
 
 def split_sets(paths: list[Path]) -> list[list[Path]]:
