@@ -97,8 +97,14 @@ def open_regular(path: Path) -> int:
     mode = os.lstat(path).st_mode
     if not stat.S_ISREG(mode):
         raise NotRegularFileError(path, file_kind(mode))
+    return _open_checked(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _open_checked(path: Path, flags: int, create_mode: int = 0o644) -> int:
+    """`os.open` with O_NOFOLLOW among `flags`: a link is named as one, and whatever was
+    opened must be a regular file (fstat), or it is closed and refused."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags, create_mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotRegularFileError(path, "a symbolic link") from None
@@ -633,18 +639,9 @@ class Case:
 def _open_custody(path: Path, flags: int) -> int:
     """custody.jsonl, opened only when it is a regular file (a FIFO would hang verify)."""
     try:
-        fd = os.open(path, flags, 0o644)
+        return _open_checked(path, flags)
     except FileNotFoundError:
         raise EvidenceError(f"{path} is missing: this case has no custody log") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotRegularFileError(path, "a symbolic link") from None
-        raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise NotRegularFileError(path, file_kind(mode))
-    return fd
 
 
 def _refuse_second_hash(held: dict[str, FileRecord], rec: FileRecord) -> None:
