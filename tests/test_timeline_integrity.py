@@ -452,3 +452,16 @@ def test_worker_memory_does_not_grow_with_files(tmp_path: Path) -> None:
     chunk = parse_chunk(str(out), tasks)
     assert chunk.rows == 3000
     assert pq.ParquetFile(out).metadata.num_row_groups == 1
+
+
+def test_one_parser_imported_first_leaves_every_other_parser_registered() -> None:
+    """A parser module imported on its own (as tests and helpers do) once left the
+    registry holding that parser alone, and every CloudTrail file read as "no parser"."""
+    code = (
+        "import cloudir.analyze.parsers.host\n"
+        "from pathlib import Path\n"
+        "from cloudir.analyze.parsers import parser_for\n"
+        "print(parser_for('cloudtrail', Path('x.json.gz')).name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "cloudtrail"
