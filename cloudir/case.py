@@ -403,12 +403,17 @@ class Case:
         """Temporary files an interrupted run left: never evidence, so safe to clear.
 
         A partial with a `.checkpoint` beside it (an EBS image download) is kept: the
-        checkpoint names the blocks in it already verified, so a re-run resumes.
+        checkpoint names the blocks in it already verified, so a re-run resumes. Only
+        regular files custody does not hold are ever removed: recorded evidence that
+        happens to be named `*.partial`, a folder or a link so named stays for verify.
         """
+        held = self._recorded_paths()
         stale = [
             p
             for p in self.evidence_dir(evidence_id).rglob("*" + PARTIAL_SUFFIX)
-            if not any(p.parent.glob(p.name.removesuffix(PARTIAL_SUFFIX) + "*.checkpoint"))
+            if stat.S_ISREG(p.lstat().st_mode)
+            and self.relpath(p) not in held
+            and not any(p.parent.glob(p.name.removesuffix(PARTIAL_SUFFIX) + "*.checkpoint"))
         ]
         for path in stale:
             path.unlink(missing_ok=True)

@@ -159,6 +159,25 @@ def test_a_partial_with_a_checkpoint_survives_so_a_download_resumes(tmp_path: Pa
     assert not (folder / ".other.json.abc.partial").exists()
 
 
+def test_recorded_evidence_named_partial_and_folders_so_named_are_never_cleared(
+    tmp_path: Path,
+) -> None:
+    """A resume clears only an interrupted run's temporary files: a held file that is
+    itself called `*.partial` stays (it was deleted), and a folder so named is passed
+    over (it raised IsADirectoryError)."""
+    from cloudir.case import Case
+
+    case = Case.create(tmp_path / "case")
+    rec = case.store_bytes("files-x", "files/notes.partial", b"evidence")
+    case.record("capture", "files-x", [rec])
+    folder = case.evidence_dir("files-x")
+    (folder / "dir.partial").mkdir()
+    (folder / ".tmp.abc.partial").write_bytes(b"junk")
+    assert case.remove_stale_partials("files-x") == 1
+    assert (case.root / rec.path).read_bytes() == b"evidence"
+    assert (folder / "dir.partial").is_dir()
+
+
 # -- issue 14 item 2: one path, two hashes ---------------------------------------------
 
 
