@@ -61,13 +61,32 @@ def boto_client(moto_url: str, service: str, region: str = "us-east-1") -> Any:
     return boto3.client(service, region_name=region, endpoint_url=moto_url)
 
 
+CORPUS_COPY = REPO / "tests" / "data" / "corpus"
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    path = Path(os.environ.get("CLOUDIR_CORPUS", REPO.parent / "shared" / "corpus"))
-    if not (path / "cloudtrail").is_dir():
+    """Third-party evidence the tests use, kept in the repository with each set's LICENSE
+    and SOURCE.txt (tests/data/corpus/README.md), so a fresh clone tests fully."""
+    assert (CORPUS_COPY / "cloudtrail").is_dir(), f"{CORPUS_COPY} is missing from the checkout"
+    return CORPUS_COPY
+
+
+@pytest.fixture(scope="session")
+def external_corpus() -> Path:
+    """Sets whose licence keeps them out of the repository (loghub: research use only),
+    read in place from the folder CLOUDIR_CORPUS names."""
+    named = os.environ.get("CLOUDIR_CORPUS", "")
+    path = Path(named)
+    if not named or not (path / "linux" / "loghub").is_dir():
+        why = (
+            f"no linux/loghub in CLOUDIR_CORPUS={named}"
+            if named
+            else "CLOUDIR_CORPUS is not set (loghub's research-only logs are not in the repository)"
+        )
         if os.environ.get("CLOUDIR_REQUIRE_CORPUS") == "1":
-            pytest.fail(f"CLOUDIR_REQUIRE_CORPUS=1 but no corpus at {path}")
-        pytest.skip(f"corpus not found at {path}; set CLOUDIR_CORPUS")
+            pytest.fail(f"CLOUDIR_REQUIRE_CORPUS=1 but {why}")
+        pytest.skip(why)
     return path
 
 

@@ -305,14 +305,16 @@ AUTHORIZED_KEY = (
 )
 
 
-def build_rootfs(root: Path, corpus: Path) -> None:
-    """Corpus logs where a Debian system keeps them, plus what dissect needs to see Linux."""
+def build_rootfs(root: Path, corpus: Path, external: Path) -> None:
+    """Corpus logs where a Debian system keeps them, plus what dissect needs to see Linux.
+    loghub's logs come from the external corpus (its licence keeps them out of the repo)."""
 
     def put(rel: str, text: str | None = None, src: str | None = None, mtime: float = 0) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if src is not None:
-            shutil.copyfile(corpus / src, path)
+            base = external if src.startswith("linux/loghub/") else corpus
+            shutil.copyfile(base / src, path)
         else:
             path.write_text(text or "")
         if mtime:
@@ -336,14 +338,16 @@ def build_rootfs(root: Path, corpus: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def linux_image(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def linux_image(
+    corpus: Path, external_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     mkfs = shutil.which("mkfs.ext4") or next(
         (p for p in ("/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
     )
     if mkfs is None:
         pytest.skip("mkfs.ext4 (e2fsprogs) not installed; it builds the Linux test image")
     base = tmp_path_factory.mktemp("linux")
-    build_rootfs(base / "root", corpus)
+    build_rootfs(base / "root", corpus, external_corpus)
     image = base / "linux.raw"
     made = subprocess.run(
         [mkfs, "-q", "-F", "-d", str(base / "root"), str(image), "64M"],
@@ -422,10 +426,10 @@ def test_only_the_expected_artifacts_and_no_broken_errors(
 
 
 def test_auth_log_matches_the_openssh_ground_truth(
-    linux_rows: list[dict[str, Any]], corpus: Path
+    linux_rows: list[dict[str, Any]], external_corpus: Path
 ) -> None:
-    truth = loghub(corpus, "OpenSSH")
-    lines = (corpus / "linux/loghub/OpenSSH/OpenSSH_2k.log").read_text().splitlines()
+    truth = loghub(external_corpus, "OpenSSH")
+    lines = (external_corpus / "linux/loghub/OpenSSH/OpenSSH_2k.log").read_text().splitlines()
     auth = of(linux_rows, "linux:auth")
     assert len(truth) == len(lines) == 2000
     assert len(auth) == 2000
@@ -464,9 +468,9 @@ def test_auth_log_matches_the_openssh_ground_truth(
 
 
 def test_first_auth_rows_are_the_first_lines_of_the_log(
-    linux_rows: list[dict[str, Any]], corpus: Path
+    linux_rows: list[dict[str, Any]], external_corpus: Path
 ) -> None:
-    truth = loghub(corpus, "OpenSSH")
+    truth = loghub(external_corpus, "OpenSSH")
     first = truth[0]
     start = csv_time(2017, first["Date"], first["Day"], first["Time"])
     assert start == "2017-12-10T06:55:46.000000"
@@ -518,12 +522,12 @@ def test_invalid_user_with_a_leading_space_is_not_called_invalid(
 
 
 def test_messages_match_the_linux_ground_truth_but_for_two_token_programs(
-    linux_case: Path, linux_rows: list[dict[str, Any]], corpus: Path
+    linux_case: Path, linux_rows: list[dict[str, Any]], external_corpus: Path
 ) -> None:
     """dissect's syslog line needs `HOST PROGRAM[PID]:` with a one-word program; the 7
     `syslogd 1.4.1: restart.` lines and the `-- root[2421]: ROOT LOGIN ON tty2` line of
     Linux_2k.log do not fit: each is skipped and listed in errors.jsonl, not dropped."""
-    truth = loghub(corpus, "Linux")
+    truth = loghub(external_corpus, "Linux")
     assert len(truth) == 2000
     unreadable = [t for t in truth if re.search(r"\s", t["Component"])]
     assert Counter(t["Component"] for t in unreadable) == {"syslogd 1.4.1": 7, "-- root": 1}
@@ -732,11 +736,13 @@ def brute_force_sources(truth: list[dict[str, str]], count: int = 10, minutes: i
     return found
 
 
-def test_ssh_brute_force_is_found_from_the_right_addresses(linux_case: Path, corpus: Path) -> None:
+def test_ssh_brute_force_is_found_from_the_right_addresses(
+    linux_case: Path, external_corpus: Path
+) -> None:
     result = cloudir("detect", "--case", str(linux_case), "--json", "--fail-on", "critical")
     assert result.code == 0, result.stderr
     findings = {f["title"]: f for f in result.json()["findings"]}
-    truth = loghub(corpus, "OpenSSH")
+    truth = loghub(external_corpus, "OpenSSH")
     sources = brute_force_sources(truth)
     # 183.62.140.253 alone failed 286 times in under 4 hours.
     assert "183.62.140.253" in sources and len(sources) == 6

@@ -1,4 +1,4 @@
-"""The CloudTrail timeline over real third-party evidence (../shared/corpus/cloudtrail)."""
+"""The CloudTrail timeline over real third-party evidence (tests/data/corpus/cloudtrail)."""
 
 from __future__ import annotations
 
