@@ -182,3 +182,15 @@ def test_cron_lines_name_the_user_whose_job_ran(
     cron = [r for r in rows if r["artifact"] == "linux:cron"]
     assert len(cron) == 4
     assert {(r["user"], r["action"]) for r in cron} == {("deploy", "CRON")}
+
+
+def test_shadow_deadlines_are_kept_in_raw_not_made_events(
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+) -> None:
+    """max_age of 99999 days (never expires) made a row in the 2290s, which every report
+    then flagged as an implausible time; the last change is the entry's one event."""
+    rows, _ = tar_rows
+    shadow = [r for r in rows if r["artifact"] == "linux:shadow"]
+    assert shadow and {r["timestamp_desc"] for r in shadow} <= {"last_change", "Last Change"}
+    assert all(r["timestamp"].year < 2100 for r in shadow)
+    assert all("max_age" in json.loads(r["raw"]) for r in shadow)

@@ -36,6 +36,10 @@ class Mapped:
     target: str | None = None
     outcome: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # added to raw, for the rules
+    # Time fields that are deadlines worked out from another time, not events: kept in
+    # raw, never rows (shadow's max_age of 99999 days is a row in the 2290s otherwise,
+    # and every report would flag it as an implausible time).
+    deadlines: tuple[str, ...] = ()
 
 
 Mapper = Callable[[dict[str, Any], str], Mapped]
@@ -271,6 +275,7 @@ def shadow(fields: dict[str, Any], host: str) -> Mapped:
         user=name,
         action="account:password",
         target=name,
+        deadlines=("min_age", "max_age"),
     )
 
 
@@ -465,7 +470,12 @@ class RecordRows:
             "target": mapped.target if mapped else None,
             "outcome": mapped.outcome if mapped else None,
         }
-        times = [(name, iso_time(fields.get(name))) for name in datetime_fields(record)]
+        deadlines = mapped.deadlines if mapped else ()
+        times = [
+            (name, iso_time(fields.get(name)))
+            for name in datetime_fields(record)
+            if name not in deadlines
+        ]
         times = [(name, when) for name, when in times if when]
         if not times:
             times = [self._file_time(fields)]
