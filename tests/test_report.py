@@ -683,3 +683,26 @@ def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: P
     assert unparsed["path"].endswith("more.zip")
     assert unparsed["reason"].startswith("zip archive")
     assert "more.zip" in (case / "report/report.html").read_text()
+
+
+def test_evidence_no_parser_reads_is_not_called_unreadable(tmp_path: Path) -> None:
+    """Files of a kind no parser reads (here a zip) are kept evidence that was not
+    analysed: the report says so in those words, not that they "could not be read"."""
+    import zipfile
+
+    from tests.conftest import ct_event, records_gz
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stop = ct_event("2024-07-31T10:00:00Z", "StopLogging", eventSource="cloudtrail.amazonaws.com")
+    (logs / "trail.json.gz").write_bytes(records_gz([stop]))
+    with zipfile.ZipFile(logs / "more.zip", "w") as archive:
+        archive.writestr("inner.json", "{}")
+    case = tmp_path / "case"
+    capture(case, logs)
+    assert analyze(case, "--fail-on", "critical").code == 0
+    report = json.loads((case / "report/report.json").read_text())
+    kinds = {w["kind"]: w["text"] for w in report["warnings"]}
+    assert "parse_errors" not in kinds
+    assert kinds["no_parser"].startswith("1 evidence file of a kind no timeline parser reads")
+    assert report["parse_errors"]["by_kind"] == {"no_parser": 1}

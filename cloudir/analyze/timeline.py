@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from cloudir.analyze.parsers import ParseOptions
 
 TIMELINE_DIR = "timeline"
+NO_PARSER_KIND = "no_parser"  # evidence kept, but no parser reads its kind of file
 ERRORS_FILE = "errors.jsonl"
 SUMMARY_FILE = "summary.json"
 CHUNK_BYTES = 32 << 20
@@ -193,7 +194,10 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 )
                 if path.name.lower().endswith(".zip"):
                     reason = "zip archive: not opened; unpack it and capture the folder"
-                skipped.append({"evidence_id": evidence_id, "path": rel, "reason": reason})
+                skipped.append(
+                    {"evidence_id": evidence_id, "path": rel, "kind": NO_PARSER_KIND,
+                     "reason": reason}
+                )  # fmt: skip
                 continue
             try:
                 size = path.stat().st_size

@@ -698,15 +698,26 @@ def _warnings(
                 "not read, each listed under Parse errors; the evidence was not analysed.",
             }
         )
-    elif unread:
-        warnings.append(
-            {
-                "kind": "parse_errors",
-                "anchor": "parse-errors",
-                "text": f"{_count(unread, 'record or file', 'records or files')} could not be "
-                "read (listed under Parse errors).",
-            }
-        )
+    else:
+        no_parser = parse_errors["by_kind"].get("no_parser", 0)
+        if unread - no_parser:
+            warnings.append(
+                {
+                    "kind": "parse_errors",
+                    "anchor": "parse-errors",
+                    "text": f"{_count(unread - no_parser, 'record or file', 'records or files')}"
+                    " could not be read (listed under Parse errors).",
+                }
+            )
+        if no_parser:
+            warnings.append(
+                {
+                    "kind": "no_parser",
+                    "anchor": "parse-errors",
+                    "text": f"{_count(no_parser, 'evidence file')} of a kind no timeline parser "
+                    "reads: kept as evidence, not analysed (listed under Parse errors).",
+                }
+            )
     if suspicious["rows"]:
         warnings.append(
             {
