@@ -38,6 +38,7 @@ from cloudir.case_folder import (
     foreign_entries,
     read_case_info,
     refuse_foreign,
+    refuse_inside_a_case,
 )
 from cloudir.errors import EvidenceError, UsageError
 
@@ -255,6 +256,7 @@ class Case:
             raise UsageError(f"{root} is already a case; open it instead")
         if state is FolderState.FOREIGN and not adopt_folder:
             raise refuse_foreign(root)
+        refuse_inside_a_case(root)
         adopted = foreign_entries(root) if state is FolderState.FOREIGN else []
         root.mkdir(parents=True, exist_ok=True)
         info = {

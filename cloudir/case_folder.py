@@ -67,6 +67,15 @@ def folder_state(root: Path) -> FolderState:
     return FolderState.FOREIGN if foreign_entries(root) else FolderState.EMPTY
 
 
+def refuse_inside_a_case(root: Path) -> None:
+    """A new case is never made inside another one: in its evidence/ it would be files
+    custody never recorded, in its timeline/ or report/ it would be wiped by a rebuild."""
+    target = root.expanduser().resolve()
+    for folder in target.parents:
+        if (folder / CASE_FILE).is_file():
+            raise UsageError(f"{root} is inside the case {folder}; make the new case outside it")
+
+
 def foreign_entries(root: Path) -> list[str]:
     """What a folder holds that cloudir did not put there, sorted."""
     return sorted(n for n in _names(root) if n not in OWN_LEFTOVERS)

@@ -35,6 +35,7 @@ from cloudir.case_folder import (
     folder_state,
     read_case_info,
     refuse_foreign,
+    refuse_inside_a_case,
 )
 from cloudir.errors import EvidenceError, UsageError
 
@@ -124,6 +125,8 @@ def for_command(
         raise UsageError(f"{root} is not a cloudir case (no case.json); capture into it first")
     elif state is FolderState.FOREIGN and not adopt_folder:
         raise refuse_foreign(root, adoptable)
+    if state is not FolderState.CASE:
+        refuse_inside_a_case(root)
     if state is not FolderState.ABSENT:
         check_output_links(root)
     made_root = state is FolderState.ABSENT

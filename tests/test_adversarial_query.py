@@ -215,6 +215,11 @@ def test_output_refuses_evidence_and_unknown_formats(
         str(evidence.parent / "new.csv"): "inside the case's evidence",
         str(link / "new.csv"): "inside the case's evidence",
         str(case / "custody.jsonl"): "the case's own record",
+        str(case / "case.lock"): "the case's own record",
+        # a result over summary.json hid missing evidence from the report
+        str(case / "timeline" / "summary.json"): "inside the case's timeline/ folder",
+        str(case / "timeline" / "part-0-00000.parquet"): "inside the case's timeline/ folder",
+        str(case / "findings" / "findings.json"): "inside the case's findings/ folder",
         str(tmp_path / "result.xlsx"): ".csv, .json, .jsonl or .parquet",
         str(tmp_path): "is a folder",
     }
@@ -226,6 +231,39 @@ def test_output_refuses_evidence_and_unknown_formats(
     assert evidence.read_bytes() == original
     assert stat.S_IMODE(evidence.stat().st_mode) == mode
     assert not (evidence.parent / "new.csv").exists()
+    assert cloudir("verify", "--case", str(case)).code == 0
+
+
+def test_report_out_refuses_the_case_records_and_a_file(
+    sandbox: dict[str, Path], tmp_path: Path
+) -> None:
+    """`report --out` follows `query --output`: never into evidence (verify then failed
+    with three UNRECORDED files) or the timeline; a file is a usage error, not exit 3."""
+    case, evidence = sandbox["case"], sandbox["evidence"]
+    a_file = tmp_path / "handover.txt"
+    a_file.write_text("mine\n")
+    targets = {
+        str(evidence.parent): "inside the case's evidence",
+        str(case / "timeline"): "inside the case's timeline/ folder",
+        str(a_file): "is a file; --out names a folder",
+    }
+    for target, reason in targets.items():
+        result = cloudir("report", "--case", str(case), "--out", target)
+        assert result.code == 2, (target, result.stderr)
+        assert reason in result.stderr, (target, result.stderr)
+    assert a_file.read_text() == "mine\n"
+    assert not list(evidence.parent.glob("report.*"))
+    assert cloudir("verify", "--case", str(case)).code == 0
+
+
+def test_no_case_is_made_inside_another(sandbox: dict[str, Path]) -> None:
+    """A case made in another case's evidence/ became files its custody never recorded."""
+    case, evidence = sandbox["case"], sandbox["evidence"]
+    nested = evidence.parent / "nested"
+    result = cloudir("capture", "files", "--case", str(nested), str(evidence))
+    assert result.code == 2, result.stderr
+    assert f"is inside the case {case.resolve()}" in result.stderr
+    assert not nested.exists()
     assert cloudir("verify", "--case", str(case)).code == 0
 
 

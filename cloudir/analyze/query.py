@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.case import CASE_FILE, CUSTODY_FILE, EVIDENCE_DIR, Case
+from cloudir.case_folder import LOCK_FILE
 from cloudir.errors import EvidenceError, UsageError
+
+# Folders whose files a later stage reads as the truth about the case.
+STAGE_OUTPUTS = ("timeline", "timeline.building", "timeline.old", "findings")
 
 TIMESKETCH_COLUMNS = """
     message,
@@ -166,12 +170,22 @@ def output_format(case: Case, out: Path) -> str:
 
 
 def refuse_case_records(case: Case, out: Path) -> None:
-    """Evidence and the custody record are never a result's destination, by any path."""
+    """Evidence, the custody record and what later stages read (the timeline and the
+    findings: a result written over summary.json hid missing evidence from the report)
+    are never a result's destination, by any path."""
     target = out.expanduser().resolve()
     evidence = (case.root / EVIDENCE_DIR).resolve()
     if target == evidence or evidence in target.parents:
         raise UsageError(f"{out}: inside the case's evidence folder, which is never written")
-    if target in ((case.root / CASE_FILE).resolve(), (case.root / CUSTODY_FILE).resolve()):
+    for name in STAGE_OUTPUTS:
+        folder = (case.root / name).resolve()
+        if target == folder or folder in target.parents:
+            raise UsageError(
+                f"{out}: inside the case's {name}/ folder, which only cloudir's "
+                f"{name.split('.')[0]} stage writes; name a file outside it"
+            )
+    records = (CASE_FILE, CUSTODY_FILE, LOCK_FILE)
+    if target in {(case.root / name).resolve() for name in records}:
         raise UsageError(f"{out}: the case's own record ({target.name}) is never overwritten")
 
 

@@ -30,8 +30,14 @@ def write_report(case: Case, formats: list[str], out: Path | None = None) -> dic
     from cloudir.report import model as report_model
     from cloudir.report import render
 
-    model = report_model.build(case)
     folder = out or case.root / REPORT_DIR
+    if out is not None:
+        from cloudir.analyze.query import refuse_case_records
+
+        refuse_case_records(case, out / "report.html")
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} is a file; --out names a folder for the report files")
+    model = report_model.build(case)
     folder.mkdir(parents=True, exist_ok=True)
     renderers: dict[str, Callable[[dict[str, Any]], str]] = {
         "html": render.html,
