@@ -593,3 +593,29 @@ def test_an_object_rewritten_after_capture_is_named_and_taken_beside_the_held_co
             name = entry["files"][0]["path"].split("/", 2)[2]
             assert REGION_PREFIX + cloudtrail.key_for_evidence_name(name) in objects
     assert Case.open(case_dir).verify().ok
+
+
+def test_an_original_changed_after_capture_is_named_and_the_held_copy_kept(
+    tmp_path: Path,
+) -> None:
+    """A re-run over a source whose file changed since it was captured said only "already
+    held": the held copy stays (it is the evidence), and the change is now named."""
+    source = tmp_path / "logs"
+    source.mkdir()
+    (source / "a.json").write_text('{"Records": []}\n')
+    (source / "b.json").write_text('{"Records": []}\n')
+    case = tmp_path / "case"
+    first = cloudir("capture", "files", "--case", str(case), str(source), "--json")
+    assert first.code == 0, first.stderr
+    held = {p.name: p.read_bytes() for p in (case / "evidence").rglob("*.json")}
+    with open(source / "a.json", "a") as fh:
+        fh.write('{"Records": [{"eventName": "Planted"}]}\n')
+    again = cloudir("capture", "files", "--case", str(case), str(source), "--json")
+    assert again.code == 0, again.stderr
+    [item] = again.json()["items"]
+    assert (item["captured"], item["skipped"]) == (0, 2)
+    [changed] = item["changed_since"]
+    assert changed.startswith(f"{source / 'a.json'}: changed since it was captured (")
+    assert "changed since it was captured" in again.stderr
+    assert {p.name: p.read_bytes() for p in (case / "evidence").rglob("*.json")} == held
+    assert cloudir("verify", "--case", str(case)).code == 0

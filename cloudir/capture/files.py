@@ -34,6 +34,8 @@ class FilesResult:
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # held files whose original has changed since: the held copy stays, the change is named
+    changed_since: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -175,6 +177,7 @@ def capture_paths(
         }
         resumed = case.open_item(evidence_id, meta)
         recorded = case.recorded_files()
+        originals = _originals(case, evidence_id) if resumed else {}
         for path in files:
             relative = (
                 [path.name] if path == given or len(group) > 1 else path.relative_to(given).parts
@@ -182,6 +185,13 @@ def capture_paths(
             name = "files/" + "/".join(_component(part) for part in relative)
             if resumed and case.is_captured(evidence_id, name, recorded):
                 result.skipped += 1
+                change = _changed_since(path, originals.get(str(path.resolve())))
+                if change:
+                    result.changed_since.append(
+                        f"{path}: changed since it was captured ({change}); the held copy "
+                        "is kept, the new content is not in this case: capture it into "
+                        "another case folder to keep both"
+                    )
                 continue
             try:
                 record, before = copy_stable(case, evidence_id, name, path)
@@ -214,7 +224,7 @@ def capture_paths(
             result.bytes += record.bytes
             if on_file:
                 on_file(record.bytes)
-        for warning in result.warnings + result.failed:
+        for warning in result.warnings + result.failed + result.changed_since:
             report(warning)
         case.record(
             "capture-incomplete" if result.failed or result.warnings else "capture-complete",
@@ -227,6 +237,39 @@ def capture_paths(
         )
         results.append(result)
     return results
+
+
+def _originals(case: Case, evidence_id: str) -> dict[str, dict[str, Any]]:
+    """What custody recorded of each original this item copied, by its resolved path."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in case.custody_entries():
+        source = entry.get("source")
+        if (
+            entry.get("evidence_id") == evidence_id
+            and isinstance(source, dict)
+            and source.get("type") == "file"
+            and isinstance(source.get("original_path"), str)
+        ):
+            found.setdefault(source["original_path"], source)
+    return found
+
+
+def _changed_since(path: Path, source: dict[str, Any] | None) -> str:
+    """How the original differs from when it was captured (size, mtime); "" if it does
+    not, or custody holds nothing to compare with."""
+    if source is None:
+        return ""
+    try:
+        now = path.lstat()
+    except OSError as exc:
+        return f"cannot be read now: {exc.strerror or exc}"
+    if source.get("original_size") not in (None, now.st_size):
+        return f"{source['original_size']} bytes then, {now.st_size} now"
+    then = source.get("original_mtime")
+    mtime = datetime.fromtimestamp(now.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if then not in (None, mtime):
+        return f"modified {then} then, {mtime} now"
+    return ""
 
 
 class NotRegularFile(Exception):
