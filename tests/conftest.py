@@ -153,3 +153,25 @@ def ct_event(when: str, name: str = "ListBuckets", **extra: Any) -> dict[str, An
 
 def records_gz(events: list[dict[str, Any]]) -> bytes:
     return gzip.compress(json.dumps({"Records": events}).encode())
+
+
+def ext4_image(root: Path, image: Path, size: str) -> Path:
+    """`root` as an ext4 image made by `mkfs.ext4 -d`; the test skips, saying why, where
+    e2fsprogs is missing or too old to populate an image."""
+    import shutil
+
+    mkfs = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
+    )
+    if mkfs is None:
+        pytest.skip("mkfs.ext4 (e2fsprogs) not installed; it builds the ext4 test image")
+    made = subprocess.run(
+        [mkfs, "-q", "-F", "-d", str(root), str(image), size],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0 and "-d" in made.stderr:
+        pytest.skip(f"this mkfs.ext4 cannot populate an image (-d): {made.stderr.strip()}")
+    assert made.returncode == 0, made.stderr
+    return image

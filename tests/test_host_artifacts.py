@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import cloudir, query
+from tests.conftest import cloudir, ext4_image, query
 
 pytestmark = pytest.mark.corpus
 
@@ -341,24 +340,9 @@ def build_rootfs(root: Path, corpus: Path, external: Path) -> None:
 def linux_image(
     corpus: Path, external_corpus: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    mkfs = shutil.which("mkfs.ext4") or next(
-        (p for p in ("/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
-    )
-    if mkfs is None:
-        pytest.skip("mkfs.ext4 (e2fsprogs) not installed; it builds the Linux test image")
     base = tmp_path_factory.mktemp("linux")
     build_rootfs(base / "root", corpus, external_corpus)
-    image = base / "linux.raw"
-    made = subprocess.run(
-        [mkfs, "-q", "-F", "-d", str(base / "root"), str(image), "64M"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0 and "-d" in made.stderr:
-        pytest.skip(f"this mkfs.ext4 cannot populate an image (-d): {made.stderr.strip()}")
-    assert made.returncode == 0, made.stderr
-    return image
+    return ext4_image(base / "root", base / "linux.raw", "64M")
 
 
 @pytest.fixture(scope="module")

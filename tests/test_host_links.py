@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 import uuid
 from collections.abc import Callable
@@ -25,7 +23,7 @@ from hypothesis import strategies as st
 
 from cloudir.analyze.parsers import ErrorLog, ParseOptions
 from cloudir.analyze.parsers.host import parse
-from tests.conftest import cloudir, query
+from tests.conftest import cloudir, ext4_image, query
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/bash\n"
@@ -71,22 +69,7 @@ def as_tar(root: Path) -> Path:
 
 
 def as_ext4(root: Path) -> Path:
-    mkfs = shutil.which("mkfs.ext4") or next(
-        (p for p in ("/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
-    )
-    if mkfs is None:
-        pytest.skip("mkfs.ext4 (e2fsprogs) not installed; it builds the ext4 test image")
-    image = root.parent / "disk.raw"
-    made = subprocess.run(
-        [mkfs, "-q", "-F", "-d", str(root), str(image), "16M"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0 and "-d" in made.stderr:
-        pytest.skip(f"this mkfs.ext4 cannot populate an image (-d): {made.stderr.strip()}")
-    assert made.returncode == 0, made.stderr
-    return image
+    return ext4_image(root, root.parent / "disk.raw", "16M")
 
 
 PACKERS: dict[str, Callable[[Path], Path]] = {"tar": as_tar, "ext4": as_ext4}

@@ -662,8 +662,8 @@ def test_long_strings_are_capped_in_tables(hostile_reports: dict[str, str]) -> N
             assert longest not in element.plain_text, element.plain_text[:200]
 
 
-def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: Path) -> None:
-    """A zip among the logs: the timeline skips it, the report says which and why."""
+def _case_with_a_zip(tmp_path: Path) -> Path:
+    """One CloudTrail file and a zip no parser opens, captured into a new case."""
     import zipfile
 
     from tests.conftest import ct_event, records_gz
@@ -676,6 +676,12 @@ def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: P
         archive.writestr("inner.json", "{}")
     case = tmp_path / "case"
     capture(case, logs)
+    return case
+
+
+def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: Path) -> None:
+    """A zip among the logs: the timeline skips it, the report says which and why."""
+    case = _case_with_a_zip(tmp_path)
     result = analyze(case, "--fail-on", "critical")
     assert result.code == 0, result.stderr
     report = json.loads((case / "report/report.json").read_text())
@@ -688,18 +694,7 @@ def test_a_file_the_timeline_could_not_open_is_named_with_its_reason(tmp_path: P
 def test_evidence_no_parser_reads_is_not_called_unreadable(tmp_path: Path) -> None:
     """Files of a kind no parser reads (here a zip) are kept evidence that was not
     analysed: the report says so in those words, not that they "could not be read"."""
-    import zipfile
-
-    from tests.conftest import ct_event, records_gz
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    stop = ct_event("2024-07-31T10:00:00Z", "StopLogging", eventSource="cloudtrail.amazonaws.com")
-    (logs / "trail.json.gz").write_bytes(records_gz([stop]))
-    with zipfile.ZipFile(logs / "more.zip", "w") as archive:
-        archive.writestr("inner.json", "{}")
-    case = tmp_path / "case"
-    capture(case, logs)
+    case = _case_with_a_zip(tmp_path)
     assert analyze(case, "--fail-on", "critical").code == 0
     report = json.loads((case / "report/report.json").read_text())
     kinds = {w["kind"]: w["text"] for w in report["warnings"]}
