@@ -7,9 +7,7 @@ because the copy then matches no stable original.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.capture.tree import TreeCounts, change_between, looks_like_root_fs, tree_tar_chunks
-from cloudir.case import PARTIAL_SUFFIX, Case, safe_name
+from cloudir.case import PARTIAL_SUFFIX, Case, NotRegularFileError, open_regular, safe_name
 from cloudir.errors import CloudirError, EvidenceError, UsageError
 
 COPY_CHUNK = 1 << 20
@@ -292,15 +290,11 @@ def copy_stable(case: Case, evidence_id: str, name: str, path: Path) -> tuple[An
     is not evidence of anything, and the timeline would read it as whole.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotRegularFile("a symbolic link") from None
-        raise
+        fd = open_regular(path)
+    except NotRegularFileError as exc:
+        raise NotRegularFile(exc.kind) from None
     with os.fdopen(fd, "rb") as fh:
         before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise NotRegularFile("not a regular file")
         os.set_blocking(fd, True)
         record = case.store_stream(evidence_id, name, _chunks(fh, path, before))
     return record, before
