@@ -771,9 +771,10 @@ def timeline(
             f"({result.duplicates_dropped} duplicates dropped)"
         )
     if result.conflicting_copies["events"]:
+        events = result.conflicting_copies["events"]
         _say(
-            f"{result.conflicting_copies['events']} events have copies that disagree, a sign "
-            "of tampering: every version is kept; see conflicting_copies in summary.json"
+            f"{events} {'event has' if events == 1 else 'events have'} copies that disagree, "
+            "a sign of tampering: every version is kept; see conflicting_copies in summary.json"
         )
     if result.errors or (result.rows == 0 and result.files):
         _say(result.summary_line())

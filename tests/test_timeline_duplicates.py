@@ -272,7 +272,7 @@ def test_cli_reports_disagreeing_copies_and_strict_exits_3(tmp_path: Path) -> No
 
     assert result.code == 3
     assert "Traceback" not in result.stderr
-    assert "1 events have copies that disagree, a sign of tampering" in result.stderr
+    assert "1 event has copies that disagree, a sign of tampering" in result.stderr
     out = result.json()
     assert out["rows"] == 2
     assert out["duplicates_dropped"] == 0

@@ -465,3 +465,23 @@ def test_one_parser_imported_first_leaves_every_other_parser_registered() -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "cloudtrail"
+
+
+def test_the_summary_line_counts_what_no_parser_reads_and_keeps_disagreements_apart(
+    tmp_path: Path,
+) -> None:
+    """Files no parser reads had dropped out of the count once they carried a kind, and
+    kept disagreeing copies were counted as skipped problems."""
+    import zipfile
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.json.gz").write_bytes(records_gz([ct_event("2024-07-31T10:00:00Z")]))
+    with zipfile.ZipFile(logs / "more.zip", "w") as archive:
+        archive.writestr("inner.json", "{}")
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(logs)).code == 0
+    result = cloudir("timeline", "--case", str(case))
+    assert result.code == 0, result.stderr
+    assert "1 evidence problems skipped and listed in" in result.stderr
+    assert result.stderr.rstrip().endswith("0 parse errors; 1 files no parser reads")

@@ -128,24 +128,27 @@ class TimelineResult:
         return counts
 
     def summary_line(self) -> str:
-        """One line for the terminal: what was not read, by kind, and where it is listed."""
+        """One line for the terminal: what was not read, by kind, where it is listed, and
+        what was kept but is suspect (disagreeing copies, implausible times)."""
+        from cloudir.analyze.duplicates import CONFLICT_KIND
+
         listed = Path(self.path) / ERRORS_FILE
-        unparsed = set(self.unparsed)
-        no_parser = parse_errors = 0
+        by_kind: dict[str, int] = {}
         for entry in self.errors:
-            if "kind" in entry:
-                continue
-            if entry.get("path") in unparsed and "line" not in entry and "record" not in entry:
-                no_parser += 1
-            else:
-                parse_errors += 1
+            kind = str(entry.get("kind") or "parse")
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        kept = (IMPLAUSIBLE_KIND, CONFLICT_KIND)
+        skipped = sum(n for kind, n in by_kind.items() if kind not in kept)
         parts = [
             f"{n} {kind.replace('not_regular', 'not regular')}"
             for kind, n in sorted(self.problem_counts().items())
         ]
-        parts.append(f"{parse_errors} parse errors")
-        if no_parser:
-            parts.append(f"{no_parser} files not parsed")
+        parts.append(f"{by_kind.get('parse', 0)} parse errors")
+        if by_kind.get(NO_PARSER_KIND):
+            parts.append(f"{by_kind[NO_PARSER_KIND]} files no parser reads")
+        if self.conflicting_copies["events"]:
+            events = self.conflicting_copies["events"]
+            parts.append(f"{events} events with disagreeing copies (kept)")
         if self.implausible_times["rows"]:
             parts.append(f"{self.implausible_times['rows']} rows with implausible times (kept)")
         if self.rows == 0 and self.files:
@@ -153,10 +156,7 @@ class TimelineResult:
                 f"no events: all {self.files} files parsed gave none; "
                 f"{'; '.join(parts)}; each listed in {listed}"
             )
-        return (
-            f"{self.strict_failures()} evidence problems skipped and listed in {listed}: "
-            + "; ".join(parts)
-        )
+        return f"{skipped} evidence problems skipped and listed in {listed}: " + "; ".join(parts)
 
 
 def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
