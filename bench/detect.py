@@ -1265,7 +1265,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
     """Each correlation again over the matched events `run_rules` left in `_hits`."""
     try:
-        from cloudir.analyze import correlate
+        from cloudir.analyze.sigma import correlation
     except ImportError:
         return []
     timed = []
@@ -1274,7 +1274,7 @@ def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
         if corr is None:
             continue
         try:
-            ids, seconds = _timed(lambda n=n, corr=corr: correlate.run(con, n, corr))
+            ids, seconds = _timed(lambda n=n, corr=corr: correlation.run(con, n, corr))
             timed.append({"seconds": seconds, "events": len(ids), "title": rule.title})
         except Exception as exc:
             timed.append({"seconds": None, "error": str(exc).splitlines()[0], "title": rule.title})
@@ -1296,7 +1296,7 @@ def profile_engine(case_root: Path) -> dict[str, Any]:
 
         register = getattr(engine, "register_functions", None)
         if register is None:
-            from cloudir.analyze.sigma_sql import register_functions as register
+            from cloudir.analyze.sigma.runtime import register_functions as register
         con = connect(Case.open(case_root))
         register(con)
         files = engine.rule_files([], True)
