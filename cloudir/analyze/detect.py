@@ -124,7 +124,8 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
     """Parse, convert and test-bind every rule; each failure is a skip with its reason.
 
     All files form one collection, so a correlation may refer to rules in other files.
-    A failure costs one document of a file, never the file's other rules.
+    A failure costs one document of a file, not the file's other rules; only a broken
+    collection action (`action: global`) also costs the rules after it that it would set.
     """
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
@@ -630,7 +631,8 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
 
     The rules' SQL runs on a sealed connection (duck.seal): it reads the timeline's files
     and nothing else, whoever wrote the rule. Rules the user named that cannot run at all
-    are a usage error, before anything is written: "no findings" must mean rules ran.
+    are a usage error, raised before any findings file is written (only DuckDB's empty
+    spill folder, findings/.spill, is made first): "no findings" must mean rules ran.
     """
     from cloudir.analyze.duck import seal
     from cloudir.analyze.query import connect, timeline_files
