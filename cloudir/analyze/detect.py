@@ -325,6 +325,7 @@ def _parse(path: Path, data: dict[str, Any], document: RuleDocument, result: Rul
     from sigma.filters import SigmaFilter
     from sigma.rule import SigmaRule
 
+    rule: SigmaCorrelationRule | SigmaFilter | SigmaRule
     try:
         check_alias_expansion(data, SigmaCollectionError, None)
         if "correlation" in data:
@@ -514,7 +515,7 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
     flags = [f"{_gated(r, backend)} AS h{n}" for n, r in detections]
-    artifacts = sorted({a for _, r in detections for a in r.logsource.artifacts})
+    artifacts = sorted({a for _, r in detections if r.logsource for a in r.logsource.artifacts})
     any_hit = " OR ".join(f"h{n}" for n, _ in detections) or "false"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM (
@@ -540,6 +541,8 @@ def _gated(rule: LoadedRule, backend: Any) -> str:
     logsources, or whose eventName already differs, cost one compare, not the whole rule.
     """
     source = rule.logsource
+    if source is None:
+        raise ValueError(f"{rule.title!r} is a correlation: it reads other rules' hits")
     predicate = backend.fields.resolve(rule.predicate)
     if source.condition:
         predicate = f"CASE WHEN {source.condition} THEN {predicate} ELSE false END"
@@ -566,7 +569,7 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
             f"SELECT min(timestamp), max(timestamp), {columns} FROM _hits "
             "WHERE event_id IN (SELECT id FROM _ids)"
         ).fetchall()[0]
-        finding = {
+        finding: dict[str, Any] = {
             "rule_id": rule.rule_id,
             "title": rule.title,
             "level": rule.level,
@@ -712,7 +715,7 @@ def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None
 
     pairs = [(f["rule_id"], f["title"], f["level"], e) for f in findings for e in f["event_ids"]]
     names = ["rule_id", "title", "level", "event_id"]
-    columns = list(zip(*pairs, strict=True)) if pairs else [[] for _ in names]
+    columns = list(zip(*pairs, strict=True)) if pairs else [() for _ in names]
     con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
     entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
     reader = con.sql(

@@ -80,7 +80,8 @@ class DuckDBBackend(sqliteBackend):
     table = "timeline"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # sqliteBackend.__init__ has no annotations; the ignore covers that one call
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.fields = FieldPlan()
         self._element_of: str | None = None
         self._in_values = ""
