@@ -30,6 +30,7 @@ IPV4_MACRO = f"""CREATE OR REPLACE TEMP MACRO cloudir_ipv4(a) AS CASE
 
 
 def register_functions(con: Any) -> None:
+    """Define on `con` what the compiled rules call; needed before a rule is bound or run."""
     con.execute(IPV4_MACRO).fetchall()
     con.create_function(
         "cidr_match", cidr_match, ["VARCHAR", "VARCHAR"], "BOOLEAN", null_handling="special"
