@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-ebs bench-fs bench-container lint clean
+.PHONY: venv demo test bench bench-detect bench-ebs bench-fs bench-container lint typecheck clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,9 +44,15 @@ bench-fs: venv
 bench-container: venv
 	$(BIN)/python bench/container_capture.py $(BENCH_ARGS)
 
+# ruff, then the type checker (CI runs `make lint`, so both gate a change).
 lint: venv
 	$(BIN)/ruff check cloudir tests bench
 	$(BIN)/ruff format --check cloudir tests bench
+	$(BIN)/mypy
+
+# mypy over cloudir/ as pyproject.toml's [tool.mypy] says: strict for issue 15's new modules.
+typecheck: venv
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(CASE) .pytest_cache
+	rm -rf $(VENV) $(CASE) .pytest_cache .mypy_cache

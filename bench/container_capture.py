@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 # bench/ is on sys.path when this file runs as a script (as for bench/detect.py)
-from ingest_cloudtrail import Measured, machine_info, run_measured
+from common import Measured, machine_info, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 CLOUDIR = REPO / ".venv/bin/cloudir"

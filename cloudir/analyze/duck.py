@@ -22,6 +22,16 @@ from typing import Any
 OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
+def sql_str(text: str) -> str:
+    """A SQL string literal: DuckDB reads `text` back exactly, quotes and all."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    """A quoted SQL identifier, for column and struct member names taken from data."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def connect(config: dict[str, Any] | None = None) -> Any:
     if os.environ.get("TZ") != "UTC":
         os.environ["TZ"] = "UTC"
@@ -38,8 +48,6 @@ def seal(con: Any, readable: Iterable[Path] = ()) -> None:
     not external access. Views made before sealing keep reading their files as long as
     those files are listed in `readable`.
     """
-    from cloudir.analyze.sigma_sql import sql_str
-
     paths = ", ".join(sql_str(str(p)) for p in readable)
     con.execute(f"SET allowed_paths = [{paths}]").fetchall()
     con.execute("SET allowed_directories = []").fetchall()

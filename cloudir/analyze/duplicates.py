@@ -75,7 +75,7 @@ class FileRows:
 
 
 # -- canonical form --------------------------------------------------------------------
-class _Object(list):  # type: ignore[type-arg]
+class _Object(list[Any]):
     """A JSON object as its (key, value) pairs, repeated keys included."""
 
 

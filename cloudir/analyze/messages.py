@@ -1,4 +1,9 @@
-"""The readable `message` of every timeline row, in one place so they read alike."""
+"""The readable `message` of a CloudTrail row, and the short principal name in it.
+
+Only CloudTrail's message is built here: every other parser writes its rows' `message`
+where it builds the row (container, host, image layer and response parsers). The report
+shortens principals as these messages do, so it imports `short_principal` from here.
+"""
 
 from __future__ import annotations
 

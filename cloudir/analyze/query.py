@@ -65,7 +65,7 @@ def timeline_files(case: Case) -> list[Path]:
 def connect(case: Case) -> Any:
     """A connection with the view `timeline` over the case's Parquet files (not sealed)."""
     from cloudir.analyze.duck import connect as duck_connect
-    from cloudir.analyze.sigma_sql import sql_str
+    from cloudir.analyze.duck import sql_str
 
     files = ", ".join(sql_str(str(f)) for f in timeline_files(case))
     con = duck_connect()
@@ -80,8 +80,7 @@ def sealed(case: Case) -> Iterator[Any]:
     DuckDB spills big sorts and joins to a private scratch folder in the system's temp
     (outside the case, which may be on read-only media), removed afterwards.
     """
-    from cloudir.analyze.duck import seal
-    from cloudir.analyze.sigma_sql import sql_str
+    from cloudir.analyze.duck import seal, sql_str
 
     con = connect(case)
     try:

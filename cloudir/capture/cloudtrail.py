@@ -109,7 +109,8 @@ def _common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
         Bucket=bucket, Prefix=prefix, Delimiter="/"
     )
     found: list[str] = []
-    for page in call(f"s3:ListObjectsV2 s3://{bucket}/{prefix}", list, pages):
+    listed: list[dict[str, Any]] = call(f"s3:ListObjectsV2 s3://{bucket}/{prefix}", list, pages)
+    for page in listed:
         found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
     return found
 
@@ -153,7 +154,10 @@ def list_day_objects(
     for day in window.days(SLACK_BEFORE, SLACK_AFTER):
         day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=day_prefix)
-        for page in call(f"s3:ListObjectsV2 s3://{bucket}/{day_prefix}", list, pages):
+        listed: list[dict[str, Any]] = call(
+            f"s3:ListObjectsV2 s3://{bucket}/{day_prefix}", list, pages
+        )
+        for page in listed:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])

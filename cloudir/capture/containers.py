@@ -349,6 +349,8 @@ class _OpenStreams:
             responses = list(self._responses)
         for response in responses:
             connection = getattr(response.raw, "connection", None)  # None once fully read
+            if connection is None:
+                continue
             with contextlib.suppress(AttributeError, OSError):
                 connection.sock.shutdown(socket.SHUT_RDWR)
 

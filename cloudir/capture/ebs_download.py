@@ -12,6 +12,7 @@ disk resume; only a complete image, hashed end to end, gets its name and a custo
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -210,7 +211,7 @@ def list_blocks(ebs: Any, snapshot_id: str, max_attempts: int = 8) -> Listing:
         page = _retrying(
             "ebs:ListSnapshotBlocks",
             snapshot_id,
-            lambda kw=kwargs: ebs.list_snapshot_blocks(**kw),
+            functools.partial(ebs.list_snapshot_blocks, **kwargs),
             max_attempts,
         )
         geometry = geometry or (page["VolumeSize"] << 30, page["BlockSize"])
@@ -476,7 +477,7 @@ class Checkpoint:
 
     def due(self) -> bool:
         return self.unsaved >= CHECKPOINT_EVERY_BLOCKS or (
-            self.unsaved and time.monotonic() - self.saved_at >= CHECKPOINT_EVERY_SECONDS
+            self.unsaved > 0 and time.monotonic() - self.saved_at >= CHECKPOINT_EVERY_SECONDS
         )
 
     def save(self) -> None:

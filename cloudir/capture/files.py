@@ -319,7 +319,7 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
     links, owners, modes and times kept as data; the timeline reads it through dissect."""
     source = given.resolve()
     name = f"files/{safe_name(source.name or 'root')}.tar"
-    meta = {"kind": "disk-image", "source": {"type": "tree", "path": str(source)}}
+    meta: dict[str, Any] = {"kind": "disk-image", "source": {"type": "tree", "path": str(source)}}
     held = case.item_with_source(meta["source"])
     evidence_id = held or case.unique_evidence_id(safe_name(f"disk-image-{source.name}"))
     result = FilesResult(evidence_id, str(source), "disk-image")

@@ -74,7 +74,8 @@ def tree_tar_chunks(root: Path, counts: TreeCounts) -> Iterator[bytes]:
     def produce() -> None:
         sink = _QueueSink(chunks)
         try:
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            # typeshed wants a seekable, readable fileobj; stream mode "w|" only writes
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                 for path, arcname in _entries(root, counts):
                     if stop.is_set():
                         return

@@ -134,7 +134,8 @@ def _detectors() -> tuple[list[tuple[re.Pattern[str], int]], list[Any]]:
     rules: list[tuple[re.Pattern[str], int]] = list(keyword_rules.items())
     # AWSKeyDetector's first pattern is the access key *id*: ids stay visible.
     rules.append((AWSKeyDetector.denylist[1], 1))
-    vendors = [
+    # each sets `denylist` as a class attribute, where the base class declares a property
+    vendors: list[Any] = [
         basic_auth.BasicAuthDetector,
         discord.DiscordBotTokenDetector,
         github_token.GitHubTokenDetector,

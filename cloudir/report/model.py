@@ -158,7 +158,9 @@ def _read_findings(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def _rows(
+    con: Any, sql: str, params: list[Any] | dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     cursor = con.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -515,7 +517,8 @@ def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     item, so a case where every file is bad still says which and why.
     """
     path = case.root / "timeline" / "errors.jsonl"
-    items, count = [], 0
+    items: list[dict[str, Any]] = []
+    count = 0
     file_reasons: dict[str, str] = {}
     by_evidence: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()

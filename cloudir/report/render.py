@@ -83,7 +83,7 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
     """
     findings = model["findings"]
     numbered = list(enumerate(findings, start=1))
-    by_title: dict[tuple[str, str], int] = {}
+    by_title: dict[tuple[Any, Any], int] = {}
     for n, f in numbered:
         by_title.setdefault((f["title"], f["level"]), n)
 
@@ -349,7 +349,7 @@ def md_list(values: Iterable[Any] | None, limit: int = 120, most: int = 3) -> Md
     items = list(values or [])
     shown = [md_escape(v, limit) for v in items[:most]]
     if len(items) > most:
-        shown.append(f"+{len(items) - most} more")
+        shown.append(MdSafe(f"+{len(items) - most} more"))
     return MdSafe(", ".join(shown) if shown else "\u2014")
 
 

@@ -144,7 +144,7 @@ def plausible_window(summary: dict[str, Any], now: datetime) -> Window:
     names it (`implausible_times.ceiling`), else the report's time plus the slack."""
     from cloudir.analyze import timeline
 
-    rule = {name: getattr(timeline, name, value) for name, value in _RULE_FALLBACK.items()}
+    rule: dict[str, Any] = {n: getattr(timeline, n, value) for n, value in _RULE_FALLBACK.items()}
     given = summary.get("implausible_times")
     ceiling = parse_time(given.get("ceiling")) if isinstance(given, dict) else None
     slack = timedelta(seconds=rule["FUTURE_SLACK_SECONDS"])

@@ -117,7 +117,7 @@ def plan_disable_key(
             )
         facts["revoke_sessions_on"] = revoke_on
         facts["issued_before"] = now
-    elif access_key_id.startswith("AKIA"):
+    elif access_key_id and access_key_id.startswith("AKIA"):
         notes.append(
             "sessions already made with this key (GetSessionToken, AssumeRole) keep "
             "working until they expire: add --revoke-sessions, and revoke the roles it "

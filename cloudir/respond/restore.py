@@ -69,9 +69,9 @@ class RecordedAction:
 def recorded_actions(case: Case) -> list[RecordedAction]:
     """Every isolate/disable-key action in the case, oldest first."""
     metas = {
-        eid: meta
+        eid: item_meta
         for eid in case.evidence_ids()
-        if (meta := case.read_meta(eid)).get("kind") == RESPONSE_KIND
+        if (item_meta := case.read_meta(eid)).get("kind") == RESPONSE_KIND
     }
     actions: dict[str, RecordedAction] = {}
     restores: dict[str, str] = {}

@@ -489,7 +489,11 @@ class RecordRows:
                 raw=raw,
                 message=message,
                 occurrence=position,
-                **columns,
+                user=columns["user"],
+                src_ip=columns["src_ip"],
+                action=columns["action"],
+                target=columns["target"],
+                outcome=columns["outcome"],
             )
 
     def _file_time(self, fields: dict[str, Any]) -> tuple[str, str | None]:

@@ -23,8 +23,10 @@ BATCH_ROWS = 20_000
 JSON_SAFE_ESCAPE = "cloudir-json-safe"
 
 
-def _json_safe_escape(error: UnicodeDecodeError) -> tuple[str, int]:
+def _json_safe_escape(error: UnicodeError) -> tuple[str, int]:
     """An invalid byte becomes the text `\\\\xNN`: inside a JSON string, still valid JSON."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error  # registered for decoding only
     bad = error.object[error.start : error.end]
     return "".join(f"\\\\x{b:02x}" for b in bad), error.end
 

@@ -35,7 +35,7 @@ from cloudir.analyze.parsers import (
 SOURCE_FILES = (
     "inspect.json", "diff.json", "logs.txt", "fs.tar", "changed.tar", "image-history.json",
 )  # fmt: skip
-DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
+DIFF_KINDS: dict[object, str] = {0: "changed", 1: "added", 2: "deleted"}  # diff.json Kind
 HASH_PLACES = ("/tmp/", "/dev/shm/", "/var/tmp/", "/root/", "/home/")
 HASH_MAX_BYTES = 64 << 20
 MAX_DOCUMENT_BYTES = 64 << 20

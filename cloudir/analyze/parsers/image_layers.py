@@ -244,8 +244,8 @@ def _open_layer(outer: tarfile.TarFile, layer: Layer, errors: ErrorLog) -> IO[by
         except ImportError:
             errors.add(f"layer {layer.member}: zstd-compressed; install zstandard to read it")
             return None
-        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[no-any-return]
-    return raw  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw)
+    return raw
 
 
 register(

@@ -1,5 +1,8 @@
 """Sigma correlation rules as SQL window queries over the matched events.
 
+Beside the backend as in pySigma's SQLite backend: `from_rule` reads a pySigma correlation
+rule into a `Correlation`, and `run` evaluates it.
+
 The one scan over the timeline (detect.py) stores every event any rule matched in a temp
 table `_hits`, with a boolean column per rule and a column per field a correlation groups
 or counts by. Correlations then run over that small table only: event_count, value_count
@@ -10,6 +13,7 @@ that a chained correlation reads as its events. The semantics are in docs/detect
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,84 @@ class Correlation:
     threshold: float
     group_by: list[str]
     inputs: list[CorrelationInput] = field(default_factory=list)
+
+
+class Unsupported(Exception):
+    """A correlation rule this engine cannot run; the message says why (the skip reason)."""
+
+
+@dataclass(frozen=True)
+class Referenced:
+    """A rule that a correlation refers to, as it was loaded to run."""
+
+    index: int  # its position in the rule set: h<index> is its hit column in _hits
+    title: str
+    correlation: Correlation | None  # None for a detection rule
+
+
+def from_rule(
+    rule: Any,
+    loaded: Callable[[Any], Referenced | None],
+    key_column: Callable[[str], str],
+) -> Correlation:
+    """The correlation a pySigma correlation rule asks for, or Unsupported with why.
+
+    `loaded` tells, for a referenced pySigma rule, how it was loaded (None: it cannot run);
+    `key_column` names the _hits column that holds a field's value.
+    """
+    kind = str(rule.type.name).lower()
+    if kind not in SUPPORTED:
+        raise Unsupported(f"correlation type {kind} is not supported")
+    found = [(ref, loaded(ref.rule)) for ref in rule.referenced_rules]
+    missing = [ref.rule.title for ref, done in found if done is None]
+    if missing:
+        raise Unsupported(f"refers to rules that cannot run: {', '.join(missing)}")
+    inputs = [(ref, done) for ref, done in found if done is not None]
+    group_by = list(rule.group_by or [])
+    condition = rule.condition
+    if kind in ("temporal", "temporal_ordered") and condition is None:
+        operator, threshold = ">=", float(len(inputs))
+    elif condition is None or not hasattr(condition, "op"):
+        raise Unsupported("extended correlation conditions not supported")
+    else:
+        operator = OPERATORS[condition.op.name.lower()]
+        threshold = float(condition.count)
+    value_field = condition.fieldref if condition is not None and kind == "value_count" else None
+    if isinstance(value_field, list):
+        value_field = value_field[0] if len(value_field) == 1 else None
+        if value_field is None:
+            raise Unsupported("value_count over several fields")
+    aliases = {a.alias: {ref.reference: f for ref, f in a.mapping.items()} for a in rule.aliases}
+    spec = Correlation(
+        kind=kind,
+        timespan=float(rule.timespan.seconds),
+        operator=operator,
+        threshold=threshold,
+        group_by=group_by,
+    )
+    for ref, done in inputs:
+        fields = [aliases.get(g, {}).get(ref.reference, g) for g in group_by]
+        if done.correlation is None:
+            spec.inputs.append(
+                CorrelationInput(
+                    hit_column=f"h{done.index}",
+                    alerts_of=None,
+                    group_columns=[key_column(f) for f in fields],
+                    value_column=key_column(value_field) if value_field else None,
+                )
+            )
+            continue
+        theirs = done.correlation.group_by
+        if not all(f in theirs for f in fields):
+            raise Unsupported(f"groups by {fields}, which {done.title!r} does not all group by")
+        spec.inputs.append(
+            CorrelationInput(
+                hit_column=None,
+                alerts_of=done.index,
+                group_columns=[f"g{theirs.index(f)}" for f in fields],
+            )
+        )
+    return spec
 
 
 def _events_sql(corr: Correlation) -> str:
