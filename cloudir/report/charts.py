@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from cloudir.console import inert
 from cloudir.report import times
+from cloudir.safe_text import inert
 
 # console.inert covers C0/C1 controls, bidi overrides and isolates and zero-width marks.
 # These are the other characters that hide or reorder text (soft hyphen, Arabic letter
