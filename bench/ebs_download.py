@@ -133,7 +133,7 @@ def run_bare(url: str, snapshot: str, workers: int, out: Path) -> None:
 
 
 def run_cloudir(url: str, snapshot: str, workers: int, case_dir: Path) -> None:
-    from cloudir.capture.aws import Aws, AwsOptions
+    from cloudir.aws import Aws, AwsOptions
     from cloudir.capture.ebs_download import download_snapshot
     from cloudir.case import Case
 

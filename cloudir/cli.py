@@ -207,7 +207,7 @@ def root(
 
 
 def _aws(profile: str | None, region: str | None, endpoint: str | None, retry: str, pool: int):
-    from cloudir.capture.aws import Aws, AwsOptions
+    from cloudir.aws import Aws, AwsOptions
 
     if retry not in ("standard", "adaptive"):
         raise UsageError("--retry-mode must be standard or adaptive")
@@ -274,8 +274,8 @@ def capture_cloudtrail(
     Example: cloudir capture cloudtrail --case ./case-42 --bucket org-trail --account
     111122223333 --region us-east-1 --start 2024-07-30 --end 2024-08-01
     """
+    from cloudir.aws import open_case_as_caller
     from cloudir.capture import cloudtrail
-    from cloudir.capture.aws import open_case_as_caller
     from cloudir.console import count_progress
     from cloudir.timewindow import Window
 
@@ -387,9 +387,10 @@ def capture_ebs(
     Example: cloudir capture ebs --case ./case-42 --region eu-west-1 --instance-id
     i-0abc123def4567890 --download --share-with 111122223333
     """
-    from cloudir.capture.aws import open_case_as_caller
+    from cloudir.aws import open_case_as_caller
     from cloudir.capture.ebs import EbsRequest
     from cloudir.capture.ebs import capture_ebs as run
+    from cloudir.console import TERMINAL
 
     request = EbsRequest(
         instance_id=instance_id,
@@ -405,7 +406,7 @@ def capture_ebs(
     request.check()
     aws = _aws(profile, region, endpoint_url, retry_mode, workers)
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
-    result = run(the_case, aws, request, identity, _say)
+    result = run(the_case, aws, request, identity, _say, TERMINAL)
     if as_json:
         _emit_json({"case": str(case), **result.as_dict()})
         return
@@ -513,6 +514,7 @@ def capture_container(
     """
     from cloudir.capture import containers as capture
     from cloudir.case import Case
+    from cloudir.console import TERMINAL
 
     request = capture.ContainerRequest(
         names=tuple(containers or ()),
@@ -527,7 +529,9 @@ def capture_container(
     engine = capture.connect(docker_host, workers)
     chosen = capture.select(engine, request)
     the_case = Case.open_or_create(case, title=title, examiner=examiner)
-    results = capture.capture_containers(the_case, engine, chosen, request) if chosen else []
+    results = (
+        capture.capture_containers(the_case, engine, chosen, request, TERMINAL) if chosen else []
+    )
     if as_json:
         _emit_json({"case": str(case), "containers": [r.as_dict() for r in results]})
     else:
@@ -712,7 +716,7 @@ def respond_restore(
     Example: cloudir respond restore --case ./case-42 --action
     response-isolate-i-0abc123def4567890-20261128T061500Z --yes
     """
-    from cloudir.capture.aws import AwsOptions
+    from cloudir.aws import AwsOptions
     from cloudir.respond import run
 
     if retry_mode not in ("standard", "adaptive"):

@@ -2,68 +2,112 @@
 
 Every string that came from evidence passes through `inert()` before it reaches a
 terminal, so an attacker's user agent cannot carry escape sequences or rich markup.
+This module (with cli.py) is the only one that draws: library code reports through
+`cloudir.progress`, and `TERMINAL` turns that into rich bars here.
 """
 
 from __future__ import annotations
 
-import re
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+
+from cloudir.progress import Bar, Unit
+from cloudir.safe_text import inert
+
+__all__ = ["TERMINAL", "byte_progress", "count_progress", "inert", "stderr", "stdout"]
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 if not stdout.is_terminal:  # a pipe or file has no width: do not squeeze tables to 80
     stdout.width = max(stdout.width, 140)
 
-# C0/C1 controls (tabs and newlines too: one value, one line), and the Unicode format
-# characters that reorder or hide text on screen (bidi overrides, zero-width marks).
-_CONTROL = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]"
-)
+# What each unit shows between the bar and the elapsed time.
+_MEASURE: dict[Unit, tuple[type[ProgressColumn], ...]] = {
+    "count": (MofNCompleteColumn,),  # 12/40
+    "bytes": (DownloadColumn, TransferSpeedColumn),  # 1.2/8.0 GB 95 MB/s
+    "percent": (TaskProgressColumn,),  # 37% (as DescribeSnapshots reports it)
+}
 
 
-def inert(value: Any, limit: int | None = None) -> str:
-    """Text safe to print: control characters shown as escapes, optionally shortened."""
-    text = "" if value is None else str(value)
-    text = _CONTROL.sub(_escape, text)
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+def unit_progress(unit: Unit) -> Progress:
+    """Bars on stderr, kept on screen when done: description, bar, measure, time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *(column() for column in _MEASURE[unit]),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+    )
 
 
 def count_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-    )
+    return unit_progress("count")
 
 
 def byte_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-    )
+    return unit_progress("bytes")
+
+
+def _label(text: str) -> str:
+    """A description is rich markup: evidence in it is made inert and escaped."""
+    return escape(inert(text))
+
+
+class _RichBar:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
+
+    def update(
+        self, completed: float, *, total: float | None = None, label: str | None = None
+    ) -> None:
+        changes: dict[str, Any] = {"completed": completed, "total": total}
+        if label is not None:
+            changes["description"] = _label(label)
+        self._progress.update(self._task, **changes)  # total None: rich leaves it
+
+
+class _RichBars:
+    def __init__(self, unit: Unit) -> None:
+        self._progress = unit_progress(unit)
+
+    def __enter__(self) -> _RichBars:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.__exit__(kind, value, traceback)
+
+    def add(self, label: str, total: float | None = None) -> Bar:
+        return _RichBar(self._progress, self._progress.add_task(_label(label), total=total))
+
+
+class _Terminal:
+    """`cloudir.progress.Progress` drawn as rich bars on stderr."""
+
+    def bars(self, unit: Unit) -> _RichBars:
+        return _RichBars(unit)
+
+
+TERMINAL = _Terminal()
+"""What the CLI passes to library code that reports progress."""

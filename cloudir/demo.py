@@ -184,6 +184,7 @@ def capture_runner(
     """The CI runner the key leaked from: launched, then captured as a responder would,
     with `capture ebs --instance-id I --download`."""
     from cloudir.capture.ebs import EbsRequest, capture_ebs
+    from cloudir.console import TERMINAL
     from cloudir.demo_instance import HOSTNAME, VolumeContents, build_disk, launch_instance
 
     with tempfile.TemporaryDirectory(prefix="cloudir-demo-disk-") as tmp:
@@ -195,7 +196,7 @@ def capture_runner(
         say(f"launched {instance_id} ({HOSTNAME}); its disk holds the intruder's traces")
         request = EbsRequest(instance_id=instance_id, download=True, workers=8)
         with VolumeContents(identity["Account"], REGION, volume_id, image):
-            result = capture_ebs(case, aws, request, identity, say)
+            result = capture_ebs(case, aws, request, identity, say, TERMINAL)
     for snap in result.snapshots:
         if snap.image:
             say(
@@ -238,7 +239,7 @@ def run_demo(
 
     from cloudir.analyze.detect import detect
     from cloudir.analyze.timeline import build_timeline
-    from cloudir.capture.aws import Aws, AwsOptions
+    from cloudir.aws import Aws, AwsOptions
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
     from cloudir.case_lock import clear_folder_keeping_lock

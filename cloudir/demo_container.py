@@ -86,6 +86,7 @@ def capture_compromised_container(case: Case, say: Say) -> None:
 def _run_and_capture(case: Case, client: Any, image: str, say: Say) -> None:
     """The container's whole life, removed in `finally`: nothing is left running."""
     from cloudir.capture import containers as capture
+    from cloudir.console import TERMINAL
 
     name = f"cloudir-demo-web-{uuid.uuid4().hex[:8]}"
     container = client.containers.run(
@@ -112,7 +113,7 @@ def _run_and_capture(case: Case, client: Any, image: str, say: Say) -> None:
             return
         try:
             chosen = capture.select(engine, request)
-            [result] = capture.capture_containers(case, engine, chosen, request)
+            [result] = capture.capture_containers(case, engine, chosen, request, TERMINAL)
         except (CloudError, EvidenceError, UsageError) as exc:
             say(f"container {name} not captured: {exc}")
             return

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudir.aws import Aws, AwsOptions
 from cloudir.capture import cloudtrail, files
-from cloudir.capture.aws import Aws, AwsOptions
 from cloudir.case import Case
 from cloudir.timewindow import Window
 from tests.conftest import boto_client, cloudir, custody, records_gz

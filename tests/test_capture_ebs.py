@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from cloudir.capture.aws import call
+from cloudir.aws import call
 from cloudir.capture.ebs import (
     SnapshotCapture,
     SnapshotTimeout,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from cloudir.aws import Aws, AwsOptions
 from cloudir.capture import cloudtrail
-from cloudir.capture.aws import Aws, AwsOptions
 from cloudir.case import Case
 from cloudir.timewindow import Window
 from tests.conftest import boto_client, cloudir, ct_event, custody, query, records_gz

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cloudir.capture.aws import Aws, AwsOptions
+from cloudir.aws import Aws, AwsOptions
 from cloudir.capture.ebs_download import DownloadResult, download_snapshot
 from cloudir.case import Case
 from cloudir.errors import CloudError, EvidenceError
@@ -199,7 +199,7 @@ KILLED_CHILD = """
 import sys
 from pathlib import Path
 from cloudir.capture import ebs_download
-from cloudir.capture.aws import Aws, AwsOptions
+from cloudir.aws import Aws, AwsOptions
 from cloudir.case import Case
 ebs_download.CHECKPOINT_EVERY_BLOCKS = 4
 case = Case.open(Path(sys.argv[1]))

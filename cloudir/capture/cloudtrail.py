@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudir.capture.aws import Aws, call
+from cloudir.aws import Aws, call
 from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
 from cloudir.errors import CloudError, EvidenceError, UsageError
+from cloudir.progress import Counter, Reporter
 from cloudir.timewindow import Window
 
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -86,9 +87,6 @@ class ItemResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-
-Reporter = Callable[[str], None]
 
 
 def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
@@ -185,9 +183,12 @@ def capture_s3(
     workers: int,
     identity: dict[str, str],
     report: Reporter,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Counter | None = None,
 ) -> list[ItemResult]:
-    """Capture every log file the window needs, one evidence item per account and region."""
+    """Capture every log file the window needs, one evidence item per account and region.
+
+    `on_progress` hears (files done, files planned); the caller draws it, if at all.
+    """
     s3 = aws.client("s3")
     plan: list[tuple[ItemResult, str, list[LogObject]]] = []
     for log_prefix in discover_accounts(s3, bucket, prefix, accounts):
@@ -417,7 +418,7 @@ def capture_lookup(
     window: Window,
     identity: dict[str, str],
     report: Reporter,
-    on_page: Callable[[int, int], None] | None = None,
+    on_page: Callable[[int, int], None] | None = None,  # (pages, events): the caller draws
 ) -> list[ItemResult]:
     """Page through LookupEvents, saving each response body byte for byte as received.
 

@@ -40,6 +40,8 @@ from docker.models.containers import Container
 
 from cloudir.case import Case
 from cloudir.errors import CloudError, EvidenceError, UsageError
+from cloudir.progress import NO_PROGRESS, Bars, Progress, Reporter
+from cloudir.safe_text import inert
 
 API_TIMEOUT = 60  # seconds per API call; streams (export, logs) have no read timeout
 EXPORT_CHUNK = 1 << 20
@@ -58,7 +60,6 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _TRANSPORT_ERRORS = (*ENGINE_ERRORS, OSError, http.client.HTTPException)
-Reporter = Callable[[str], None]
 Tick = Callable[[str, int], None]  # (step now running, bytes just stored)
 
 
@@ -206,17 +207,17 @@ def select(engine: Engine, request: ContainerRequest) -> list[Container]:
 
 # -- the whole command ------------------------------------------------------------------
 def capture_containers(
-    case: Case, engine: Engine, containers: list[Container], request: ContainerRequest
+    case: Case,
+    engine: Engine,
+    containers: list[Container],
+    request: ContainerRequest,
+    progress: Progress = NO_PROGRESS,
 ) -> list[ContainerCapture]:
-    """Capture the containers in parallel, one progress line each.
+    """Capture the containers in parallel, one progress line each (bytes stored, step).
 
     On Ctrl-C the workers stop at the next chunk, record `capture-incomplete`, unpause what
     they paused, and the interrupt is raised again once they have.
     """
-    from rich.markup import escape
-
-    from cloudir.console import byte_progress, inert
-
     case.record(
         "docker-engine",
         None,
@@ -228,24 +229,7 @@ def capture_containers(
     streams = _OpenStreams()
     engine.client.api.hooks["response"].append(streams.add)
     results: list[ContainerCapture] = []
-    with byte_progress() as bar:
-
-        def ticker(label: str) -> Tick:
-            label = escape(label)  # a progress description is rich markup
-            task = bar.add_task(label, total=None)
-            stored = [0]
-
-            def tick(step: str, size: int) -> None:
-                stored[0] += size
-                bar.update(
-                    task,
-                    completed=stored[0],
-                    total=stored[0] if step == DONE else None,
-                    description=f"{label}: {step}",
-                )
-
-            return tick
-
+    with progress.bars("bytes") as bars:
         pool = ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="container")
         try:
             futures = [
@@ -256,7 +240,7 @@ def capture_containers(
                     c,
                     request,
                     cancel,
-                    ticker(inert(_name(c.attrs), 40)),
+                    _ticker(bars, _name(c.attrs)),
                 )
                 for c in containers
             ]
@@ -269,6 +253,19 @@ def capture_containers(
             pool.shutdown(wait=True, cancel_futures=True)
     order = {c.id: n for n, c in enumerate(containers)}
     return sorted(results, key=lambda r: order[r.container_id])
+
+
+def _ticker(bars: Bars, name: str) -> Tick:
+    """A container's line: bytes stored so far and the step running; sized when done."""
+    label = inert(name, 40)
+    line = bars.add(label)
+    stored = [0]
+
+    def tick(step: str, size: int) -> None:
+        stored[0] += size
+        line.update(stored[0], total=stored[0] if step == DONE else None, label=f"{label}: {step}")
+
+    return tick
 
 
 def raise_if_incomplete(results: list[ContainerCapture], report: Reporter) -> None:

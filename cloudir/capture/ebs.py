@@ -22,15 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from cloudir import __version__
-from cloudir.capture.aws import Aws, call
+from cloudir.aws import Aws, call, error_code, tag_list
+from cloudir.aws import request_id as _request_id
 from cloudir.case import Case, FileRecord
 from cloudir.errors import CloudError, UsageError
+from cloudir.progress import NO_PROGRESS, Progress, Reporter
 
 POLL_SECONDS = 15.0  # DescribeSnapshots is cheap, but progress only moves every few seconds
 TAG_VALUE_LIMIT = 256
 _ACCOUNT = re.compile(r"^\d{12}$")
 
-Reporter = Callable[[str], None]
 Describe = Callable[[list[str]], list[dict[str, Any]]]
 OnSnapshots = Callable[[list[dict[str, Any]]], None]
 
@@ -150,9 +151,17 @@ class SnapshotTimeout(CloudError):
 
 # -- the whole command ---------------------------------------------------------------
 def capture_ebs(
-    case: Case, aws: Aws, request: EbsRequest, identity: dict[str, str], report: Reporter
+    case: Case,
+    aws: Aws,
+    request: EbsRequest,
+    identity: dict[str, str],
+    report: Reporter,
+    progress: Progress = NO_PROGRESS,
 ) -> EbsResult:
-    """Describe, snapshot, wait, record; then share, copy and download as asked."""
+    """Describe, snapshot, wait, record; then share, copy and download as asked.
+
+    `progress` shows the waits (percent per snapshot, per copy) and downloads (bytes).
+    """
     request.check()
     ec2 = aws.client("ec2")
     instance: InstanceCapture | None = None
@@ -172,7 +181,7 @@ def capture_ebs(
     if not snapshots:
         report("no EBS volumes to snapshot")
         return EbsResult(aws.region, instance, [])
-    _wait_and_record(case, ec2, aws.region, snapshots, identity, request, report)
+    _wait_and_record(case, ec2, aws.region, snapshots, identity, request, report, progress)
     for snap in snapshots:
         if request.share_with:
             share_snapshot(case, ec2, snap, request.share_with, report)
@@ -180,9 +189,9 @@ def capture_ebs(
             start_copy(case, aws, snap, request.copy_to_region, request.kms_key_id, report)
     if request.download:
         for snap in snapshots:
-            snap.image = download(case, aws, snap, request.workers)
+            snap.image = download(case, aws, snap, request.workers, report, progress)
     if request.copy_to_region:
-        wait_for_copies(case, aws, snapshots, request)
+        wait_for_copies(case, aws, snapshots, request, progress)
     return EbsResult(aws.region, instance, snapshots)
 
 
@@ -335,10 +344,6 @@ def snapshot_tags(case: Case, volume_id: str | None, instance_id: str | None) ->
     return {k: str(v)[:TAG_VALUE_LIMIT] for k, v in tags.items() if v}
 
 
-def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
 def take_snapshots(
     case: Case,
     ec2: Any,
@@ -362,7 +367,7 @@ def take_snapshots(
             ec2.create_snapshots,
             InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": False},
             Description=f"cloudir case {case.info['id']}: volumes of {instance_id}",
-            TagSpecifications=[{"ResourceType": "snapshot", "Tags": _tag_list(common)}],
+            TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(common)}],
         )
         taken = [_started(i, instance_id, by_id, _request_id(resp)) for i in resp["Snapshots"]]
         for snap in taken:  # every snapshot that exists is in custody before anything can fail
@@ -377,7 +382,7 @@ def take_snapshots(
                 "ec2:CreateTags",
                 ec2.create_tags,
                 Resources=[snap.snapshot_id],
-                Tags=_tag_list(extra),
+                Tags=tag_list(extra),
             )
             case.record(
                 "tag",
@@ -398,7 +403,7 @@ def take_snapshots(
                 ec2.create_snapshot,
                 VolumeId=volume["VolumeId"],
                 Description=f"cloudir case {case.info['id']}: {volume['VolumeId']}",
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": _tag_list(tags)}],
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
             )
             snap = _started(info, attached_to, by_id, _request_id(info))
             _record_started(case, region, snap, "ec2:CreateSnapshot", tags)
@@ -539,7 +544,7 @@ def _describe_tolerant(ec2: Any) -> Describe:
                 "Snapshots"
             ]
         except CloudError as exc:
-            if _error_code(exc) == "InvalidSnapshot.NotFound":  # eventual consistency
+            if error_code(exc) == "InvalidSnapshot.NotFound":  # eventual consistency
                 return []
             raise
 
@@ -554,24 +559,24 @@ def _wait_and_record(
     identity: dict[str, str],
     request: EbsRequest,
     report: Reporter,
+    progress: Progress,
 ) -> None:
-    """Wait with a progress bar per snapshot, then open one `ebs-<id>` item for each.
+    """Wait with a progress line per snapshot, then open one `ebs-<id>` item for each.
 
     On timeout the completed ones still become items, and the message names the command
     that picks every snapshot up again.
     """
     by_id = {s.snapshot_id: s for s in snapshots}
-    with percent_progress() as bar:
-        tasks = {
-            s.snapshot_id: bar.add_task(f"snapshot {s.snapshot_id} of {s.volume_id}", total=100)
+    with progress.bars("percent") as bars:
+        lines = {
+            s.snapshot_id: bars.add(f"snapshot {s.snapshot_id} of {s.volume_id}", total=100)
             for s in snapshots
         }
 
         def shown(latest: list[dict[str, Any]]) -> None:
             for info in latest:
                 by_id[info["SnapshotId"]].update(info)
-                done = _percent(info.get("Progress"))
-                bar.update(tasks[info["SnapshotId"]], completed=done)
+                lines[info["SnapshotId"]].update(_percent(info.get("Progress")))
 
         try:
             latest = wait_for_snapshots(
@@ -691,7 +696,7 @@ def start_copy(
         "SourceRegion": aws.region,
         "SourceSnapshotId": snap.snapshot_id,
         "Description": f"cloudir case {case.info['id']}: copy of {aws.region}/{snap.snapshot_id}",
-        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": _tag_list(tags)}],
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
     }
     if kms_key_id:
         kwargs.update(Encrypted=True, KmsKeyId=kms_key_id)
@@ -737,7 +742,7 @@ def _copy_failure(
     exc: CloudError, snap: SnapshotCapture, region: str, kms_key_id: str | None
 ) -> CloudError:
     """Name the key and the permission a failed encrypted copy most likely lacked."""
-    code = _error_code(exc) or ""
+    code = error_code(exc) or ""
     about_keys = (
         code.startswith("KMS")
         or "AccessDenied" in code
@@ -764,17 +769,21 @@ def _copy_failure(
 
 
 def wait_for_copies(
-    case: Case, aws: Aws, snapshots: list[SnapshotCapture], request: EbsRequest
+    case: Case,
+    aws: Aws,
+    snapshots: list[SnapshotCapture],
+    request: EbsRequest,
+    progress: Progress = NO_PROGRESS,
 ) -> None:
     """Wait for every copy; record each completed copy in custody under its source item."""
     region = request.copy_to_region or aws.region
     copies = {c["snapshot_id"]: (s, c) for s in snapshots for c in s.copies}
-    with percent_progress() as bar:
-        tasks = {cid: bar.add_task(f"copy {cid} in {region}", total=100) for cid in copies}
+    with progress.bars("percent") as bars:
+        lines = {cid: bars.add(f"copy {cid} in {region}", total=100) for cid in copies}
 
         def shown(latest: list[dict[str, Any]]) -> None:
             for info in latest:
-                bar.update(tasks[info["SnapshotId"]], completed=_percent(info.get("Progress")))
+                lines[info["SnapshotId"]].update(_percent(info.get("Progress")))
 
         try:
             latest = wait_for_snapshots(
@@ -799,20 +808,32 @@ def wait_for_copies(
         )
 
 
-def download(case: Case, aws: Aws, snap: SnapshotCapture, workers: int) -> dict[str, Any]:
+def download(
+    case: Case,
+    aws: Aws,
+    snap: SnapshotCapture,
+    workers: int,
+    report: Reporter,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
     """The snapshot's blocks as `image.raw` in its item, through the EBS direct APIs."""
     from cloudir.capture.ebs_download import download_snapshot
-    from cloudir.console import byte_progress
 
-    with byte_progress() as bar:
+    with progress.bars("bytes") as bars:
         total = (snap.volume_size_gib or 0) << 30
-        task = bar.add_task(f"{snap.snapshot_id}", total=total or None)
+        line = bars.add(snap.snapshot_id, total=total or None)
 
-        def progress(done: int, total_bytes: int | None = None) -> None:
-            bar.update(task, completed=done, total=total_bytes or total or None)
+        def fetched(done: int, total_bytes: int | None = None) -> None:
+            line.update(done, total=total_bytes or total or None)
 
         result = download_snapshot(
-            case, aws, snap.snapshot_id, snap.evidence_id, workers=workers, progress=progress
+            case,
+            aws,
+            snap.snapshot_id,
+            snap.evidence_id,
+            workers=workers,
+            progress=fetched,
+            report=report,
         )
     return {
         "path": str(result.path),
@@ -827,34 +848,6 @@ def download(case: Case, aws: Aws, snap: SnapshotCapture, workers: int) -> dict[
 
 
 # -- small helpers -------------------------------------------------------------------
-def percent_progress() -> Any:
-    """Bars in percent, as DescribeSnapshots reports progress (on stderr)."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    from cloudir.console import stderr
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-    )
-
-
-def _request_id(resp: dict[str, Any]) -> str | None:
-    return resp.get("ResponseMetadata", {}).get("RequestId")
-
-
-def _error_code(exc: CloudError) -> str | None:
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
-
-
 def _as_json(resp: dict[str, Any]) -> bytes:
     """The response as botocore parsed it (EC2 answers in XML), request metadata aside."""
     body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}

@@ -27,10 +27,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from cloudir.capture.aws import Aws
+from cloudir.aws import Aws
 from cloudir.capture.image_hash import FrontierHasher
 from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
 from cloudir.errors import CloudError, EvidenceError
+from cloudir.progress import Counter, Reporter
 
 IMAGE_NAME = "image.raw"
 ACTION = "capture-ebs-image"
@@ -49,9 +50,6 @@ _THROTTLING = {
     "TooManyRequestsException",
     "SlowDown",
 }
-
-Progress = Callable[[int, int], None]
-Reporter = Callable[[str], None]
 
 
 @dataclass
@@ -96,7 +94,7 @@ def download_snapshot(
     workers: int = 32,
     request_timeout: float = 30.0,
     max_attempts: int = 8,
-    progress: Progress | None = None,
+    progress: Counter | None = None,
     report: Reporter | None = None,
 ) -> DownloadResult:
     """Download the snapshot into `<item>/image.raw`, resuming an interrupted run.
@@ -104,9 +102,12 @@ def download_snapshot(
     Raises CloudError (exit 4) when AWS refuses or keeps failing, EvidenceError (exit 3)
     when a block never matches its checksum; either way nothing enters custody and the
     partial image and its checkpoint stay for a resume.
+
+    `progress` hears (bytes done, bytes in the volume); `report` hears why a checkpoint
+    was resumed or set aside. Neither draws anything: the caller decides what is shown.
     """
     started = time.monotonic()
-    say = report or _stderr
+    say = report or _unheard
     target = case.target_path(evidence_id, IMAGE_NAME)
     held = _already_held(case, target, snapshot_id, started)
     if held is not None:
@@ -242,7 +243,7 @@ def _fetch_all(
     checkpoint: Checkpoint,
     workers: int,
     max_attempts: int,
-    progress: Progress | None,
+    progress: Counter | None,
     written: Callable[[], None],
 ) -> int:
     """Fetch `todo` with at most `workers` blocks in flight (and so in memory).
@@ -563,7 +564,5 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _stderr(message: str) -> None:
-    from cloudir.console import inert, stderr
-
-    stderr.print(inert(message), markup=False)
+def _unheard(message: str) -> None:
+    """No one asked to hear about resuming: the result still counts blocks resumed."""

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from cloudir.console import inert
 from cloudir.report import times
+from cloudir.safe_text import inert
 
-# console.inert covers C0/C1 controls, bidi overrides and isolates and zero-width marks.
+# safe_text.inert covers C0/C1 controls, bidi overrides and isolates and zero-width marks.
 # These are the other characters that hide or reorder text (soft hyphen, Arabic letter
 # mark, Hangul and Mongolian fillers, interlinear annotations, tag characters, the rest
 # of U+2060-206F) and lone surrogates, which cannot even be written as UTF-8.
@@ -36,7 +36,7 @@ JSON_INVISIBLE = re.compile(rf"[\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069
 def inert_text(value: Any, limit: int | None = None) -> str:
     """Evidence text that shows what it is: invisible characters as escapes, then capped.
 
-    `console.inert` does the work (one rule for terminal and report); this adds the
+    `safe_text.inert` does the work (one rule for terminal and report); this adds the
     format characters it does not list, so a spoofed name cannot pass as another here.
     """
     text = "" if value is None else str(value)

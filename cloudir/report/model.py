@@ -478,9 +478,9 @@ def _evidence(case: Case) -> list[dict[str, Any]]:
 
 def _containment(case: Case) -> list[dict[str, Any]]:
     """What the responders changed in the account (`cloudir respond`), from custody."""
-    from cloudir.respond.restore import recorded_actions
+    from cloudir.case_responses import response_records
 
-    return [action.as_dict() for action in recorded_actions(case)]
+    return [record.as_dict() for record in response_records(case)]
 
 
 def _custody(case: Case) -> dict[str, Any]:

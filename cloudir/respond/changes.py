@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudir.capture.aws import Aws, call
+from cloudir.aws import Aws, call, request_id, tag_list
 from cloudir.errors import CloudError, CloudirError, UsageError
 
 Reporter = Callable[[str], None]
@@ -129,12 +129,8 @@ class Kind:
     write: Write
 
 
-def _request_id(resp: dict[str, Any]) -> str | None:
-    return resp.get("ResponseMetadata", {}).get("RequestId")
-
-
 def _done(value: Any, resp: dict[str, Any], **extra: Any) -> tuple[Any, dict[str, Any]]:
-    return value, {"request_id": _request_id(resp), **extra}
+    return value, {"request_id": request_id(resp), **extra}
 
 
 # -- snapshots (never undone: they are evidence) ---------------------------------------
@@ -185,7 +181,7 @@ def _write_group(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[st
                 raise
             ctx.report(f"{group_id} is still used by other interfaces; left in place")
             return group_id, {"kept": "still in use"}
-        return None, {"request_id": _request_id(resp), "deleted": group_id}
+        return None, {"request_id": request_id(resp), "deleted": group_id}
     created = call(
         "ec2:CreateSecurityGroup",
         ec2.create_security_group,
@@ -193,7 +189,7 @@ def _write_group(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[st
         Description=change.detail["description"],
         VpcId=change.target,
         TagSpecifications=[
-            {"ResourceType": "security-group", "Tags": _tag_list(change.detail.get("tags", {}))}
+            {"ResourceType": "security-group", "Tags": tag_list(change.detail.get("tags", {}))}
         ],
     )
     group_id = created["GroupId"]
@@ -404,9 +400,9 @@ def _write_tags(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str
     details: dict[str, Any] = {}
     if put:
         resp = call(
-            "ec2:CreateTags", ec2.create_tags, Resources=[change.target], Tags=_tag_list(put)
+            "ec2:CreateTags", ec2.create_tags, Resources=[change.target], Tags=tag_list(put)
         )
-        details["request_id"] = _request_id(resp)
+        details["request_id"] = request_id(resp)
     if gone:
         resp = call(
             "ec2:DeleteTags",
@@ -414,12 +410,8 @@ def _write_tags(ctx: Context, change: Change, value: Any) -> tuple[Any, dict[str
             Resources=[change.target],
             Tags=[{"Key": k} for k in gone],
         )
-        details["delete_request_id"] = _request_id(resp)
+        details["delete_request_id"] = request_id(resp)
     return dict(value), details
-
-
-def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
 # -- credentials on the instance: its profile and the metadata service --------------------

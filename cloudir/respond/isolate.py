@@ -13,7 +13,7 @@ import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudir.capture.aws import call
+from cloudir.aws import call
 from cloudir.errors import CloudError, UsageError
 from cloudir.respond.changes import (
     QUARANTINE_GROUP,

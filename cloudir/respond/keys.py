@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from cloudir.capture.aws import call
+from cloudir.aws import call, caller_of
 from cloudir.errors import UsageError
 from cloudir.respond.changes import Change, Context, read
 from cloudir.respond.plan import Plan
@@ -56,7 +56,7 @@ def plan_disable_key(
     revoke_on: str | None = f"role/{role}" if role else None
     sts = ctx.client("sts")
     identity = call("sts:GetCallerIdentity", sts.get_caller_identity)
-    caller = {k: identity[k] for k in ("Account", "Arn", "UserId") if k in identity}
+    caller = caller_of(identity)
     aws_now = _server_time(identity)
     facts["caller"] = caller.get("Arn")
     if access_key_id:

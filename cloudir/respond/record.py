@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudir.case import Case, safe_name, utc_now
+from cloudir.case_responses import RESPONSE_KIND
 from cloudir.errors import CloudError, CloudirError
 from cloudir.respond.changes import Context, write
 from cloudir.respond.plan import Plan
-
-RESPONSE_KIND = "response"
 
 
 class ResponseInterrupted(CloudirError):

@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudir.capture.aws import call
+from cloudir.aws import call
 from cloudir.case import Case
+from cloudir.case_responses import ResponseRecord, response_records
 from cloudir.errors import CloudError, UsageError
 from cloudir.respond.changes import Change, Context, is_gone, read, same
 from cloudir.respond.plan import Plan
-from cloudir.respond.record import RESPONSE_KIND
 
 LABELS = {
     "security-group": "quarantine group {name} in {target}",
@@ -35,91 +35,42 @@ LABELS = {
 
 @dataclass
 class RecordedAction:
-    """One containment action as custody tells it."""
+    """One containment action as custody tells it, its changes ready to undo."""
 
-    action_id: str
-    action: str
-    target: str
-    region: str | None
-    status: str  # complete | incomplete | started (no end entry: the run was killed)
+    record: ResponseRecord
     changes: list[Change] = field(default_factory=list)  # done, as custody recorded them
     unconfirmed: list[Change] = field(default_factory=list)  # started, never confirmed
-    restored_by: str | None = None
-    actor: str | None = None
-    started: str | None = None
-    end_note: str | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)  # each change: time, summary
+
+    @property
+    def action_id(self) -> str:
+        return self.record.action_id
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def region(self) -> str | None:
+        return self.record.region
+
+    @property
+    def restored_by(self) -> str | None:
+        return self.record.restored_by
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "action_id": self.action_id,
-            "action": self.action,
-            "target": self.target,
-            "region": self.region,
-            "status": self.status,
-            "changes": len(self.changes),
-            "restored_by": self.restored_by,
-            "actor": self.actor,
-            "started": self.started,
-            "end_note": self.end_note,
-            "steps": self.steps,
-        }
+        return self.record.as_dict()
 
 
 def recorded_actions(case: Case) -> list[RecordedAction]:
     """Every isolate/disable-key action in the case, oldest first."""
-    metas = {
-        eid: item_meta
-        for eid in case.evidence_ids()
-        if (item_meta := case.read_meta(eid)).get("kind") == RESPONSE_KIND
-    }
-    actions: dict[str, RecordedAction] = {}
-    restores: dict[str, str] = {}
-    started: dict[str, dict[Any, dict[str, Any]]] = {}
-    for entry in case.custody_entries():
-        eid = str(entry.get("evidence_id"))
-        meta = metas.get(eid)
-        if meta is None:
-            continue
-        source = meta.get("source", {})
-        if source.get("action") == "restore":
-            if entry.get("action") == "respond-complete" and source.get("restores"):
-                restores[source["restores"]] = eid
-            continue
-        item = actions.setdefault(
-            eid,
-            RecordedAction(
-                eid,
-                source.get("action", "?"),
-                source.get("target", "?"),
-                source.get("region"),
-                "started",
-            ),
+    return [
+        RecordedAction(
+            record,
+            [Change.from_dict(c) for c in record.changes],
+            [Change.from_dict(c) for c in record.unconfirmed],
         )
-        if entry.get("action") == "respond-plan":
-            item.started, item.actor = entry.get("ts"), entry.get("actor")
-        elif entry.get("action") == "respond-change-started":
-            started.setdefault(eid, {})[(entry.get("source") or {}).get("step")] = entry
-        elif entry.get("action") == "respond-change":
-            change = Change.from_dict(entry.get("source") or {})
-            started.get(eid, {}).pop((entry.get("source") or {}).get("step"), None)
-            item.changes.append(change)
-            item.steps.append(
-                {
-                    "ts": entry.get("ts"),
-                    "kind": change.kind,
-                    "target": change.target,
-                    "summary": change.summary,
-                }
-            )
-        elif entry.get("action") in ("respond-complete", "respond-incomplete"):
-            item.status = entry["action"].removeprefix("respond-")
-            item.end_note = entry.get("note")
-    for eid, item in actions.items():
-        item.restored_by = restores.get(eid)
-        for entry in started.get(eid, {}).values():  # killed or failed while AWS acted
-            item.unconfirmed.append(Change.from_dict(entry.get("source") or {}))
-    return list(actions.values())
+        for record in response_records(case)
+    ]
 
 
 def chosen_actions(case: Case, action_id: str | None) -> list[RecordedAction]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudir.capture.aws import Aws, AwsOptions, open_case_as_caller
+from cloudir.aws import Aws, AwsOptions, open_case_as_caller
 from cloudir.case import CASE_FILE, Case, safe_name
 from cloudir.errors import EvidenceError, UsageError
 from cloudir.respond.changes import Context, Reporter

@@ -1,5 +1,8 @@
-"""One place that builds AWS clients, so every command retries, times out and
-honours `--endpoint-url` / `AWS_ENDPOINT_URL` the same way.
+"""AWS for every stage that talks to it: capture reads the account, respond changes it.
+
+One place builds the clients, so every command retries, times out and honours
+`--endpoint-url` / `AWS_ENDPOINT_URL` the same way; one place turns botocore's failures
+into one-line errors, reads a response's request id and opens the case as the caller.
 """
 
 from __future__ import annotations
@@ -63,8 +66,12 @@ class Aws:
 
     def caller_identity(self) -> dict[str, str]:
         """Who is capturing: goes into custody as the actor."""
-        ident = call("sts:GetCallerIdentity", self.client("sts").get_caller_identity)
-        return {k: ident[k] for k in ("Account", "Arn", "UserId") if k in ident}
+        return caller_of(call("sts:GetCallerIdentity", self.client("sts").get_caller_identity))
+
+
+def caller_of(response: dict[str, Any]) -> dict[str, str]:
+    """The caller from a GetCallerIdentity response, as custody and meta.json hold it."""
+    return {k: response[k] for k in ("Account", "Arn", "UserId") if k in response}
 
 
 DENIED_CODES = frozenset(
@@ -115,3 +122,21 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise CloudError(f"{what} failed: {code}: {message}".rstrip(": ")) from exc
     except BotoCoreError as exc:
         raise CloudError(f"{what} failed: {exc}") from exc
+
+
+def request_id(response: dict[str, Any]) -> str | None:
+    """The id AWS gave the request: the same id is in the account's CloudTrail event."""
+    found = response.get("ResponseMetadata", {}).get("RequestId")
+    return None if found is None else str(found)
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """Tags as the EC2 API takes them (TagSpecifications, CreateTags)."""
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def error_code(exc: CloudError) -> str | None:
+    """The AWS error code behind a CloudError that `call` raised, if AWS answered."""
+    response = getattr(exc.__cause__, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return None if code is None else str(code)
