@@ -101,7 +101,7 @@ def _compression(head: bytes) -> str | None:
         return "gzip"
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return "zstd"
-    if head.startswith(b"BZh") and head[3:4] in b"123456789" and len(head) > 3:
+    if head[:3] == b"BZh" and len(head) > 3 and head[3] in b"123456789":
         return "bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
@@ -179,7 +179,7 @@ def _partition_entries_plausible(head: bytes) -> bool:
 def _text_or_tar(data: bytes) -> str | None:
     if data[257:262] == b"ustar":
         return "tar"
-    text = data.lstrip(b"\xef\xbb\xbf").lstrip()
+    text = data.removeprefix(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"{"):
         rest = text[1:].lstrip()
         return "cloudtrail" if rest.startswith(b'"Records"') else "json"

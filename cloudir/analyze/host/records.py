@@ -412,9 +412,10 @@ PROCESS_CREATION = Logsource(
 
 
 def _history_rows(shell: str) -> RowSource:
+    typed_in = "another shell (ash, fish, ...)" if shell == "shell" else shell
     return RowSource(
         f"linux:{shell}_history",
-        f"one command typed in {shell} (ash, fish and others: `shell`), as a process creation",
+        f"one command typed in {typed_in}, as a process creation",
         (PROCESS_CREATION,),
     )
 
