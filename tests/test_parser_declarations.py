@@ -25,6 +25,7 @@ import pytest
 from cloudir.analyze import parsers as registry
 from cloudir.analyze.parsers import capture_kinds, parser_for, parsers, recognise_kind
 from tests.conftest import REPO, cloudir, query
+from tests.test_sniff import ext_head
 from tests.timeline_rows import timeline_row, write_timeline
 
 PROCESS_CONDITION = "json_extract_string(raw, '$.CommandLine') IS NOT NULL"
@@ -166,7 +167,7 @@ def test_a_process_creation_rule_sees_shell_history(tmp_path: Path) -> None:
 
 
 # -- recognising by name, as before, and by content --------------------------------------------
-EXT4_HEAD = bytes(1080) + b"\x53\xef" + bytes(4096 - 1082)
+EXT4_HEAD = ext_head()
 
 
 def _files(tmp_path: Path, files: dict[str, bytes]) -> list[Path]:

@@ -8,7 +8,9 @@ import io
 import json
 import lzma
 import os
+import shutil
 import struct
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -24,6 +26,18 @@ def _at(offset: int, data: bytes, size: int = 8192) -> bytes:
     out = bytearray(size)
     out[offset : offset + len(data)] = data
     return bytes(out)
+
+
+def ext_head() -> bytes:
+    """The first 4 KiB of an ext4 file system: its superblock at 1024, fields in range."""
+    block = bytearray(1024)
+    struct.pack_into("<I", block, 0, 65536)  # inodes
+    struct.pack_into("<I", block, 24, 2)  # 4 KiB blocks
+    struct.pack_into("<I", block, 32, 32768)  # blocks per group
+    block[56:58] = b"\x53\xef"
+    struct.pack_into("<H", block, 58, 1)  # cleanly unmounted
+    struct.pack_into("<I", block, 76, 1)  # dynamic revision
+    return bytes(1024) + bytes(block) + bytes(2048)
 
 
 def _mbr() -> bytes:
@@ -46,7 +60,7 @@ def _tar(members: dict[str, bytes]) -> bytes:
 
 TRAIL = json.dumps({"Records": [{"eventName": "ListBuckets"}]}).encode()
 SAMPLES = {
-    "ext": _at(1080, b"\x53\xef"),
+    "ext": ext_head(),
     "xfs": _at(0, b"XFSB"),
     "ntfs": _at(3, b"NTFS    ")[:510] + b"\x55\xaa",
     "fat": _at(82, b"FAT32   ", 512)[:510] + b"\x55\xaa",
@@ -67,6 +81,23 @@ SAMPLES = {
 def test_disk_formats(expected: str, data: bytes) -> None:
     found = identify(data)
     assert found == Sniff(None, expected) and found.disk_image
+
+
+def test_the_ext_magic_alone_is_not_a_file_system() -> None:
+    """0xEF53 at 1080 is in one random file of 65536; the fields around it must fit too."""
+    assert identify(_at(1080, b"\x53\xef")) == NOTHING
+    mounted = bytearray(ext_head())
+    mounted[1024 + 58] = 0  # state 0: mounted, as in a snapshot of a running instance
+    assert identify(bytes(mounted)) == Sniff(None, "ext")
+
+
+def test_a_real_ext4_image(tmp_path: Path) -> None:
+    mkfs = shutil.which("mkfs.ext4") or shutil.which("mkfs.ext4", path="/usr/sbin:/sbin")
+    if mkfs is None:
+        pytest.skip("mkfs.ext4 (e2fsprogs) is not installed")
+    image = tmp_path / "evidence.bin"
+    subprocess.run([mkfs, "-q", "-F", str(image), "4M"], check=True, capture_output=True)
+    assert sniff(image) == Sniff(None, "ext")
 
 
 def test_btrfs_and_a_fixed_vhd_are_found_by_their_probes(tmp_path: Path) -> None:
