@@ -378,3 +378,30 @@ def test_a_new_log_type_is_one_new_file(tmp_path: Path) -> None:
 
     without = cloudir("detect", "--case", str(case), "--rules", str(rule), "--no-builtin")
     assert "no timeline data for logsource ('widget', 'audit', None)" in without.stderr
+
+
+def test_a_module_dropped_into_the_package_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way in: a module beside the built-in ones (here a folder added to the
+    package's search path, so nothing is left in the repository) is found by the scan."""
+    from cloudir.analyze.detect import declared_logsources
+
+    folder = tmp_path / "more_parsers"
+    folder.mkdir()
+    (folder / "widget.py").write_text(SAMPLE_PARSER)
+    (folder / "_helpers.py").write_text("raise RuntimeError('a private module is not a parser')\n")
+    monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(folder)])
+    before = list(registry._REGISTRY)
+    try:
+        registry.discover(again=True)
+        assert [p.name for p in parsers()][-2:] == ["widget", "host"]
+        assert capture_kinds()[-2:] == ["widget-log", "files"]
+        log = tmp_path / "gadget.out"
+        log.write_text("WIDGETLOG v1\n2026-01-01T10:00:00Z\talice\tls\n")
+        assert recognise_kind([log]) == "widget-log"
+        assert declared_logsources()[("widget", "audit", None)].artifacts == ("widget:audit",)
+    finally:
+        registry._REGISTRY[:] = before
+        sys.modules.pop("cloudir.analyze.parsers.widget", None)
+    assert "widget-log" not in capture_kinds()
