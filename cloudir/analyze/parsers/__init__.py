@@ -4,11 +4,12 @@ Adding an evidence kind or a log type is one new module in this package (or one 
 separate package names under the entry point group `cloudir.parsers`): it calls
 `register()` with a `Parser` that declares everything the rest of cloudir needs to know:
 the evidence kinds it reads, how `capture files --kind auto` recognises its files, the
-artifacts its rows carry and the Sigma logsources each artifact serves. The kind list of
-`capture files`, the detection engine's logsource table and the table in
-docs/detection.md are all built from those declarations; nothing names a parser. Bad
-input is a normal outcome: a parser reports it to the `ErrorLog` and carries on with the
-rest of the file.
+artifacts its rows carry and the Sigma logsources each artifact serves. The kinds
+`capture files --kind` takes (not yet its help line, which is fixed text) and the
+detection engine's logsource table are built from those declarations, and a test checks
+the tables in docs/detection.md against them; nothing else names a parser. Bad input is
+a normal outcome: a parser reports it to the `ErrorLog` and carries on with the rest of
+the file.
 """
 
 from __future__ import annotations
