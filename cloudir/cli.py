@@ -445,14 +445,15 @@ def capture_files(
 
     Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs web-1.E01
     """
+    from cloudir.analyze.parsers import capture_kinds, recognise_kind
     from cloudir.capture.files import capture_paths, refuse_case_overlap
     from cloudir.case import Case
 
-    if kind not in ("auto", "cloudtrail", "disk-image", "container-image", "files"):
-        raise UsageError("--kind must be auto, cloudtrail, disk-image, container-image or files")
+    if kind not in (kinds := ["auto", *capture_kinds()]):
+        raise UsageError(f"--kind must be {', '.join(kinds[:-1])} or {kinds[-1]}")
     refuse_case_overlap(case, paths)  # before the case folder is made
     the_case = Case.open_or_create(case, title=title, examiner=examiner)
-    results = capture_paths(the_case, paths, kind, _say)
+    results = capture_paths(the_case, paths, kind, _say, recognise=recognise_kind)
     if as_json:
         _emit_json({"case": str(case), "items": [r.as_dict() for r in results]})
     else:

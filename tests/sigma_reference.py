@@ -56,7 +56,7 @@ def _has_command_line(row: Row) -> bool:
 # Re-stated from docs/detection.md rather than imported, so that a change to the engine's
 # table shows up as a disagreement instead of silently changing the reference too.
 _SYSLOG = ("linux:syslog", "linux:auth", "linux:cron", "linux:journal")
-_PROCESS = ("linux:auditd", "linux:bash_history", "linux:zsh_history")
+_PROCESS = ("linux:auditd", "linux:bash_history", "linux:zsh_history", "linux:shell_history")
 LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | None]] = {
     ("aws", "cloudtrail", None): (("aws:cloudtrail",), None),
     ("aws", None, None): (("aws:cloudtrail",), None),

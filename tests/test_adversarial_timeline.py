@@ -197,10 +197,11 @@ def _check(plan: list[Plan], work: Path, cli: bool) -> None:
         captured = cloudir("capture", "files", "--case", str(case), str(src))
         assert captured.code == 0 and "Traceback" not in captured.stderr, captured.stderr
     else:
+        from cloudir.analyze.parsers import recognise_kind
         from cloudir.capture.files import capture_paths
         from cloudir.case import Case
 
-        capture_paths(Case.create(case), [src], "auto", lambda _: None)
+        capture_paths(Case.create(case), [src], "auto", lambda _: None, recognise=recognise_kind)
     evidence = _hashes(case / "evidence")
 
     if cli:

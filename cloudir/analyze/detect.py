@@ -46,26 +46,31 @@ class LogSource:
     condition: str | None = None  # an extra row test, for categories inside an artifact
 
 
-_SYSLOG = ("linux:syslog", "linux:auth", "linux:cron", "linux:journal")
-_PROCESS = LogSource(
-    ("linux:auditd", "linux:bash_history", "linux:zsh_history"),
-    "json_extract_string(raw, '$.CommandLine') IS NOT NULL",
-)
+LogsourceKey = tuple[str | None, str | None, str | None]
 
-# logsource (product, service, category) -> timeline rows. One table, extended by the
-# parsers that add artifacts; a rule whose logsource is not here cannot run and says so.
-LOGSOURCES: dict[tuple[str | None, str | None, str | None], LogSource] = {
-    ("aws", "cloudtrail", None): LogSource(("aws:cloudtrail",)),
-    ("aws", None, None): LogSource(("aws:cloudtrail",)),
-    ("linux", "auth", None): LogSource(("linux:auth",)),
-    ("linux", "sshd", None): LogSource(("linux:auth",)),
-    ("linux", "syslog", None): LogSource(_SYSLOG),
-    ("linux", "cron", None): LogSource(("linux:cron",)),
-    ("linux", "auditd", None): LogSource(("linux:auditd",)),
-    ("linux", None, "process_creation"): _PROCESS,
-    ("docker", "diff", None): LogSource(("container:diff",)),
-    ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
-}
+
+def declared_logsources() -> dict[LogsourceKey, LogSource]:
+    """logsource (product, service, category) -> timeline rows, as the parsers declare them
+    (`RowSource.logsources`); a rule whose logsource is not here cannot run and says so."""
+    from cloudir.analyze.parsers import logsource_rows
+
+    return {key: _selection(pairs) for key, pairs in logsource_rows().items()}
+
+
+def _selection(pairs: list[tuple[str, str | None]]) -> LogSource:
+    """The artifacts, and one row condition: the artifacts' own where they differ."""
+    artifacts = tuple(dict.fromkeys(artifact for artifact, _ in pairs))
+    conditions = {condition for _, condition in pairs}
+    if len(conditions) == 1:
+        return LogSource(artifacts, conditions.pop())
+    tests = [
+        f"artifact = {sql_str(artifact)}" + (f" AND ({condition})" if condition else "")
+        for artifact, condition in pairs
+    ]
+    return LogSource(artifacts, " OR ".join(f"({test})" for test in tests))
+
+
+LOGSOURCES: dict[LogsourceKey, LogSource] = declared_logsources()
 
 
 @dataclass

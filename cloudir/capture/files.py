@@ -19,7 +19,6 @@ from cloudir.case import PARTIAL_SUFFIX, Case, NotRegularFileError, open_regular
 from cloudir.errors import CloudirError, EvidenceError, UsageError
 
 COPY_CHUNK = 1 << 20
-CLOUDTRAIL_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
 
 @dataclass
@@ -39,26 +38,17 @@ class FilesResult:
         return dict(self.__dict__)
 
 
-DISK_IMAGE_SUFFIXES = (
-    ".raw", ".dd", ".img", ".e01", ".ex01", ".vmdk", ".vhd", ".vhdx", ".qcow2", ".vdi",
-    ".tar", ".tar.gz", ".tgz",
-)  # fmt: skip
+Recognise = Callable[[list[Path]], str]
+"""One item's files -> their evidence kind, for `--kind auto`. The CLI passes the one the
+parsers declare (`cloudir.analyze.parsers.recognise_kind`); capture does not import
+analysis, so without one every item is kept as FALLBACK_KIND."""
+FALLBACK_KIND = "files"
 
 
-def guess_kind(paths: list[Path]) -> str:
-    """The parser family a set of files belongs to. A disk image, its split segments or a
-    file system export (tar) is `disk-image`; the timeline opens those through dissect."""
-    names = [p.name.lower() for p in paths]
-    if any(n.endswith(CLOUDTRAIL_SUFFIXES) for n in names):
-        return "cloudtrail"
-    if len(paths) == 1 and names[0].endswith(".tar"):
-        from cloudir.analyze.parsers.image_layers import is_image_archive
-
-        if is_image_archive(paths[0]):
-            return "container-image"  # `docker save` or an OCI layout, not a file system
-    if names and any(n.endswith(DISK_IMAGE_SUFFIXES) or _segment(n) for n in names):
-        return "disk-image"
-    return "files"
+def guess_kind(paths: list[Path], recognise: Recognise | None = None) -> str:
+    """The parser family a set of files belongs to, as `recognise` says; a disk image, its
+    split segments or a file system export is `disk-image`, opened through dissect."""
+    return recognise(paths) if recognise is not None else FALLBACK_KIND
 
 
 def _segment(name: str) -> bool:
@@ -149,8 +139,10 @@ def capture_paths(
     kind: str,
     report: Callable[[str], None],
     on_file: Callable[[int], None] | None = None,
+    recognise: Recognise | None = None,
 ) -> list[FilesResult]:
-    """One evidence item per path given; re-running with the same path resumes it."""
+    """One evidence item per path given; re-running with the same path resumes it.
+    `recognise` names an item's kind for `kind` "auto" (see `Recognise`)."""
     results = []
     for given in paths:
         if not given.exists():
@@ -166,7 +158,7 @@ def capture_paths(
             continue
         warnings: list[str] = []
         files = _walk(given, warnings) if len(group) == 1 else group
-        item_kind = guess_kind(files) if kind == "auto" else kind
+        item_kind = guess_kind(files, recognise) if kind == "auto" else kind
         evidence_id = _item_for(case, source, item_kind, len(files))
         result = FilesResult(evidence_id, str(source), item_kind, warnings=warnings)
         meta = {

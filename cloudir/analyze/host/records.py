@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudir.analyze.host.rows import host_row, iso_time, json_value, raw_json
-from cloudir.analyze.parsers import ErrorLog, Row
+from cloudir.analyze.parsers import ErrorLog, Logsource, Row, RowSource
 
 MESSAGE_LIMIT = 400
 
@@ -47,11 +47,22 @@ Mapper = Callable[[dict[str, Any], str], Mapped]
 
 @dataclass(frozen=True)
 class Artifact:
-    """One dissect function and how its records become rows."""
+    """One dissect function, how its records become rows, and what those rows are.
+
+    `rows` declares the timeline artifacts the mapper writes and the Sigma logsources they
+    serve (the host parser declares them from this table, so a new host artifact is one
+    entry here); left empty, the rows are the generic mapping's, under `artifact`.
+    """
 
     function: str  # dissect's function name, dotted for namespaces ("ssh.authorized_keys")
     artifact: str  # the timeline's artifact for the generic mapping
     mapper: Mapper | None = None
+    rows: tuple[RowSource, ...] = ()
+
+    def row_sources(self) -> tuple[RowSource, ...]:
+        return self.rows or (
+            RowSource(self.artifact, f"dissect `{self.function}` records, a row per time"),
+        )
 
 
 # -- curated mappers -------------------------------------------------------------------------
@@ -390,18 +401,89 @@ def container_log(fields: dict[str, Any], host: str) -> Mapped:
     )
 
 
+# What SigmaHQ's Linux rules read. A typed command is a process creation only when its
+# row has a command line (auditd rows other than EXECVE have none).
+SYSLOG = Logsource("linux", "syslog")
+PROCESS_CREATION = Logsource(
+    "linux",
+    category="process_creation",
+    condition="json_extract_string(raw, '$.CommandLine') IS NOT NULL",
+)
+
+
+def _history_rows(shell: str) -> RowSource:
+    typed_in = "another shell (ash, fish, ...)" if shell == "shell" else shell
+    return RowSource(
+        f"linux:{shell}_history",
+        f"one command typed in {typed_in}, as a process creation",
+        (PROCESS_CREATION,),
+    )
+
+
 LINUX: tuple[Artifact, ...] = (
-    Artifact("authlog", "linux:auth", auth),
-    Artifact("syslog", "linux:syslog", syslog),
-    Artifact("journal", "linux:journal", journal),
-    Artifact("audit", "linux:auditd", audit),
-    Artifact("commandhistory", "linux:shell_history", history),
+    Artifact(
+        "authlog",
+        "linux:auth",
+        auth,
+        rows=(
+            RowSource(
+                "linux:auth",
+                "one line of auth.log/secure: sshd, sudo, su, PAM",
+                (Logsource("linux", "auth"), Logsource("linux", "sshd"), SYSLOG),
+            ),
+        ),
+    ),
+    Artifact(
+        "syslog",
+        "linux:syslog",
+        syslog,
+        rows=(
+            RowSource("linux:syslog", "one syslog line", (SYSLOG,)),
+            RowSource(
+                "linux:cron",
+                "one syslog line of the cron daemon",
+                (SYSLOG, Logsource("linux", "cron")),
+            ),
+        ),
+    ),
+    Artifact(
+        "journal",
+        "linux:journal",
+        journal,
+        rows=(RowSource("linux:journal", "one systemd journal entry", (SYSLOG,)),),
+    ),
+    Artifact(
+        "audit",
+        "linux:auditd",
+        audit,
+        rows=(
+            RowSource(
+                "linux:auditd",
+                "one auditd record; EXECVE also as a process creation",
+                (Logsource("linux", "auditd"), PROCESS_CREATION),
+            ),
+        ),
+    ),
+    Artifact(
+        "commandhistory",
+        "linux:shell_history",
+        history,
+        rows=tuple(_history_rows(shell) for shell in ("bash", "zsh", "shell")),
+    ),
     Artifact("wtmp", "linux:wtmp", login("wtmp")),
     Artifact("btmp", "linux:btmp", login("btmp")),
     Artifact("lastlog", "linux:lastlog", lastlog),
     Artifact("users", "linux:users", user_account),
     Artifact("passwords", "linux:shadow", shadow),
-    Artifact("cronjobs", "linux:cron_job", cronjob),
+    Artifact(
+        "cronjobs",
+        "linux:cron_job",
+        cronjob,
+        rows=(
+            RowSource("linux:cron_job", "one crontab line: a scheduled command"),
+            RowSource("linux:cron_env", "one crontab environment line (`SHELL=/bin/sh`)"),
+        ),
+    ),
     Artifact("services", "linux:service", service),
     Artifact("ssh.authorized_keys", "linux:ssh_authorized_key", authorized_key),
     Artifact("ssh.known_hosts", "linux:ssh_known_host", known_host),
@@ -420,6 +502,15 @@ WINDOWS: tuple[Artifact, ...] = tuple(
         "lnk", "powershell_history", "users",
     )
 )  # fmt: skip
+
+
+def row_sources() -> tuple[RowSource, ...]:
+    """Every timeline artifact the Linux and Windows tables write, each named once."""
+    seen: dict[str, RowSource] = {}
+    for spec in LINUX + WINDOWS:
+        for source in spec.row_sources():
+            seen.setdefault(source.artifact, source)
+    return tuple(seen.values())
 
 
 def artifacts_for(os_name: str) -> tuple[Artifact, ...]:

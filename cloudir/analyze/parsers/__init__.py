@@ -1,17 +1,27 @@
 """Parsers turn one evidence file into Arrow record batches in the timeline schema.
 
-Adding an evidence kind means adding one module that calls `register()`; the timeline
-builder never names a parser. Bad input is a normal outcome: a parser reports it to the
-`ErrorLog` and carries on with the rest of the file.
+Adding an evidence kind or a log type is one new module in this package (or one module a
+separate package names under the entry point group `cloudir.parsers`): it calls
+`register()` with a `Parser` that declares everything the rest of cloudir needs to know:
+the evidence kinds it reads, how `capture files --kind auto` recognises its files, the
+artifacts its rows carry and the Sigma logsources each artifact serves. The kinds
+`capture files --kind` takes (not yet its help line, which is fixed text) and the
+detection engine's logsource table are built from those declarations, and a test checks
+the tables in docs/detection.md against them; nothing else names a parser. Bad input is
+a normal outcome: a parser reports it to the `ErrorLog` and carries on with the rest of
+the file.
 """
 
 from __future__ import annotations
 
 import codecs
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+import logging
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +42,6 @@ def _json_safe_escape(error: UnicodeError) -> tuple[str, int]:
 
 
 codecs.register_error(JSON_SAFE_ESCAPE, _json_safe_escape)
-_PARSER_MODULES = (
-    "cloudir.analyze.parsers.cloudtrail",
-    "cloudir.analyze.parsers.host",
-    "cloudir.analyze.parsers.container",
-    "cloudir.analyze.parsers.image_layers",
-    "cloudir.analyze.parsers.response",
-)
 
 
 @dataclass
@@ -69,32 +72,119 @@ class ParseOptions:
 
 ParseFn = Callable[[Path, str, ErrorLog, ParseOptions], Iterator[pa.RecordBatch]]
 
+ENTRY_POINT_GROUP = "cloudir.parsers"
+FALLBACK_KIND = "files"  # what `capture files --kind auto` calls what nothing recognised
+
+# How sure a recogniser is that a set of files is its kind. The surest wins; among equals,
+# the parser that comes first. A name (`.json.gz`, `.E01`) is what responders go by, so it
+# outranks content alone; a name whose structure was also checked outranks a bare name (a
+# `docker save` tar is a container image, not a file system export).
+NOT_MINE = 0
+BY_CONTENT = 1
+BY_NAME = 2
+BY_NAME_AND_STRUCTURE = 3
+
+Recogniser = Callable[[Sequence[Path]], int]
+
+
+@dataclass(frozen=True)
+class Logsource:
+    """A Sigma logsource `(product, service, category)` that an artifact's rows serve.
+
+    `condition` is an extra SQL test over one timeline row (DuckDB, over the timeline's
+    columns), for a category that is only part of an artifact's rows.
+    """
+
+    product: str | None
+    service: str | None = None
+    category: str | None = None
+    condition: str | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str | None]:
+        return (self.product, self.service, self.category)
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """One value of the timeline's `artifact` column that a parser writes."""
+
+    artifact: str  # "linux:auth"
+    description: str  # what one row is, in a few words
+    logsources: tuple[Logsource, ...] = ()
+
 
 @dataclass(frozen=True)
 class Parser:
+    """One parser and everything cloudir needs to know about it, declared in one place.
+
+    `capture_kind`: the evidence kind `capture files --kind` takes for these files (None
+    when the parser reads only what cloudir's own capture commands produce). `recognise`
+    says how sure it is that a set of files (one item's) is of that kind, for `--kind
+    auto`: NOT_MINE, BY_CONTENT, BY_NAME or BY_NAME_AND_STRUCTURE. `priority` orders the
+    parsers (lower first; then name, then registration): the first parser of a kind that
+    accepts a file reads it, and `--kind` lists kinds in that order.
+    """
+
     name: str
     evidence_kinds: tuple[str, ...]
     accepts: Callable[[Path], bool]
     parse: ParseFn
     skip_reason: Callable[[Path], str | None] | None = None  # why a near miss is not read
+    artifacts: tuple[RowSource, ...] = ()
+    capture_kind: str | None = None
+    recognise: Recogniser | None = None
+    priority: int = 100
 
 
 _REGISTRY: list[Parser] = []
+_discovered = False
+_log = logging.getLogger("cloudir.parsers")
 
 
 def register(parser: Parser) -> Parser:
-    _REGISTRY.append(parser)
+    if parser not in _REGISTRY:
+        _REGISTRY.append(parser)
     return parser
 
 
 def parsers() -> list[Parser]:
-    """Every parser module is imported, whatever was imported before: one module imported
-    on its own (a test, a helper reaching into `parsers.host`) must not leave the registry
-    holding that parser alone, or every other kind of evidence reads as "no parser"."""
-    for module in _PARSER_MODULES:
-        importlib.import_module(module)
-    order = {module: n for n, module in enumerate(_PARSER_MODULES)}
-    return sorted(_REGISTRY, key=lambda p: order.get(p.parse.__module__, len(order)))
+    """Every parser, found once per process, in a fixed order.
+
+    The modules of this package are all imported whatever was imported before: one module
+    imported on its own (a test, a helper reaching into `parsers.host`) must not leave
+    the registry holding that parser alone, or every other kind of evidence reads as "no
+    parser"."""
+    discover()
+    ranked = sorted(enumerate(_REGISTRY), key=lambda np: (np[1].priority, np[1].name, np[0]))
+    return [parser for _, parser in ranked]
+
+
+def discover(again: bool = False) -> None:
+    """Import this package's parser modules and load the `cloudir.parsers` entry points.
+
+    Modules whose name starts with `_` are the framework's own, not parsers. A third-party
+    entry point that fails to load costs that parser only, with a one-line warning: a
+    broken plug-in must not stop a responder reading the evidence cloudir itself knows.
+    """
+    global _discovered
+    if _discovered and not again:
+        return
+    _discovered = True
+    for module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+        if not module.startswith("_"):
+            importlib.import_module(f"{__name__}.{module}")
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # any failure of foreign code is one warning, not a crash
+            _log.warning(
+                "cloudir: parser plug-in %r (%s) not loaded: %s: %s",
+                entry.name, entry.value, type(exc).__name__, " ".join(str(exc).split()),
+            )  # fmt: skip
+            continue
+        if isinstance(loaded, Parser):
+            register(loaded)
 
 
 def skip_reason(kind: str, path: Path) -> str | None:
@@ -112,6 +202,47 @@ def parser_for(kind: str, path: Path) -> Parser | None:
         if kind in parser.evidence_kinds and parser.accepts(path):
             return parser
     return None
+
+
+def capture_kinds() -> list[str]:
+    """The kinds `capture files --kind` takes besides `auto`, in parser order."""
+    kinds: list[str] = []
+    for parser in parsers():
+        if parser.capture_kind and parser.capture_kind not in kinds:
+            kinds.append(parser.capture_kind)
+    return kinds
+
+
+def recognise_kind(paths: Sequence[Path]) -> str:
+    """The evidence kind of one item's files, for `capture files --kind auto`.
+
+    The surest recogniser wins, the first parser among equals; FALLBACK_KIND when none
+    recognises them. `capture/files.py` is given this function rather than importing it,
+    so capture does not depend on analysis."""
+    best, kind = NOT_MINE, FALLBACK_KIND
+    for parser in parsers():
+        if parser.recognise is None or parser.capture_kind is None:
+            continue
+        sure = parser.recognise(paths)
+        if sure > best:
+            best, kind = sure, parser.capture_kind
+    return kind
+
+
+LogsourceKey = tuple[str | None, str | None, str | None]
+
+
+def logsource_rows() -> dict[LogsourceKey, list[tuple[str, str | None]]]:
+    """Each declared Sigma logsource and the (artifact, extra condition) pairs that serve
+    it, in parser and declaration order; the detection engine's table is built from it."""
+    table: dict[LogsourceKey, list[tuple[str, str | None]]] = {}
+    for parser in parsers():
+        for source in parser.artifacts:
+            for logsource in source.logsources:
+                pairs = table.setdefault(logsource.key, [])
+                if (source.artifact, logsource.condition) not in pairs:
+                    pairs.append((source.artifact, logsource.condition))
+    return table
 
 
 Row = tuple[Any, ...]

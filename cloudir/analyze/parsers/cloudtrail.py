@@ -17,7 +17,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,13 +27,19 @@ import pyarrow as pa
 from cloudir.analyze import messages
 from cloudir.analyze.parsers import (
     BATCH_ROWS,
+    BY_CONTENT,
+    BY_NAME,
+    NOT_MINE,
     BatchBuilder,
     ErrorLog,
+    Logsource,
     ParseOptions,
     Parser,
     Row,
+    RowSource,
     register,
 )
+from cloudir.sniff import sniff
 
 # A single JSON document is parsed whole; CloudTrail's own files are a few MB. Larger
 # documents (or gzip bombs) are refused with a reason; JSON lines stream without limit.
@@ -502,4 +508,34 @@ def to_row(
     )
 
 
-register(Parser(name="cloudtrail", evidence_kinds=("cloudtrail",), accepts=accepts, parse=parse))
+# Names a CloudTrail export goes by; `capture files --kind auto` takes any of them as
+# CloudTrail, and otherwise looks for a `{"Records": ...}` document, plain or compressed.
+NAME_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+
+
+def recognise(paths: Sequence[Path]) -> int:
+    if any(path.name.lower().endswith(NAME_SUFFIXES) for path in paths):
+        return BY_NAME
+    if any(sniff(path).format == "cloudtrail" for path in paths):
+        return BY_CONTENT
+    return NOT_MINE
+
+
+register(
+    Parser(
+        name="cloudtrail",
+        evidence_kinds=("cloudtrail",),
+        accepts=accepts,
+        parse=parse,
+        artifacts=(
+            RowSource(
+                ARTIFACT,
+                "one CloudTrail record: an AWS API call, who made it, from where",
+                (Logsource("aws", "cloudtrail"), Logsource("aws")),
+            ),
+        ),
+        capture_kind="cloudtrail",
+        recognise=recognise,
+        priority=10,
+    )
+)

@@ -25,9 +25,11 @@ import pyarrow as pa
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import (
     ErrorLog,
+    Logsource,
     ParseOptions,
     Parser,
     Row,
+    RowSource,
     batches,
     register,
 )
@@ -355,5 +357,21 @@ register(
         accepts=accepts,
         parse=parse,
         skip_reason=skip_reason,
+        artifacts=(
+            RowSource(
+                "container:diff",
+                "one path the container changed: `action` `container:added`/`changed`/"
+                "`deleted`, `target` the path, `raw.executable`, `raw.sha256`",
+                (Logsource("docker", "diff"), Logsource("docker")),
+            ),
+            RowSource(
+                "container:state",
+                "the container created, started or finished, with its command",
+                (Logsource("docker"),),
+            ),
+            RowSource("container:log", "one line the container printed", (Logsource("docker"),)),
+            RowSource("container:image_history", "one build step of the container's image"),
+        ),
+        priority=40,
     )
 )

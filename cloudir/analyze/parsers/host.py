@@ -9,21 +9,27 @@ that artifact, logged, not the image.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from cloudir.analyze.host.records import row_sources
 from cloudir.analyze.parsers import (
+    BY_CONTENT,
+    BY_NAME,
+    NOT_MINE,
     ErrorLog,
     ParseOptions,
     Parser,
     Row,
+    RowSource,
     batches,
     register,
 )
 from cloudir.errors import EvidenceError
+from cloudir.sniff import sniff
 
 # Images bigger than this get no file system timeline unless asked (--fs-timeline).
 FS_TIMELINE_AUTO_LIMIT = 64 << 30
@@ -31,11 +37,26 @@ _IMAGE = re.compile(
     r"(\.(raw|dd|img|e01|ex01|vmdk|vhd|vhdx|qcow2|vdi|tar|tar\.gz|tgz)|\.(000|001))$", re.I
 )
 _LATER_SEGMENT = re.compile(r"\.(e0[2-9]|e[1-9]\d|[0-9]{3})$", re.I)
+_ANY_SEGMENT = re.compile(r"\.([0-9]{3}|e[0-9]{2})$", re.I)  # split raw, EWF: any segment
 
 
 def accepts(path: Path) -> bool:
-    name = path.name
-    return bool(_IMAGE.search(name)) and skip_reason(path) is None
+    """A disk image by name (`.E01`, `.raw`, a file system export `.tar`) or by content
+    (`disk.ext4`, `evidence.bin`, `sda`); never a later segment of a split image."""
+    if skip_reason(path) is not None:
+        return False
+    return bool(_IMAGE.search(path.name)) or sniff(path).disk_image
+
+
+def recognise(paths: Sequence[Path]) -> int:
+    """One item's files are a disk image when any is one by name, its split segments
+    included (`web.E02`, `disk.001`), or else by content (a superblock, a partition
+    table, an image container's magic)."""
+    if any(_IMAGE.search(path.name) or _ANY_SEGMENT.search(path.name) for path in paths):
+        return BY_NAME
+    if any(sniff(path).disk_image for path in paths):
+        return BY_CONTENT
+    return NOT_MINE
 
 
 def skip_reason(path: Path) -> str | None:
@@ -154,14 +175,10 @@ def _fs_timeline_wanted(path: Path, options: ParseOptions) -> bool:
         return False
 
 
-register(
-    Parser(
-        name="host",
-        evidence_kinds=("ebs-snapshot", "files"),
-        accepts=accepts,
-        parse=parse,
-        skip_reason=skip_reason,
-    )
+# Every artifact the host tables write (`host/records.py`), and the file system timeline.
+ROW_SOURCES = (
+    *row_sources(),
+    RowSource("fs:entry", "one file system entry's times (MACB), from the image itself"),
 )
 # What the responder declared a disk image (`--kind disk-image`) is opened whatever its
 # name (`sda`, `disk.bin`); a file that is none says so in one line.
@@ -172,5 +189,23 @@ register(
         accepts=lambda path: skip_reason(path) is None,
         parse=parse,
         skip_reason=skip_reason,
+        artifacts=ROW_SOURCES,
+        capture_kind="disk-image",
+        recognise=recognise,
+        priority=20,
+    )
+)
+# Loose files and snapshots: the disk images among them, by name or by content. Last of
+# all parsers, so that `--kind` lists `files`, the kind of what nothing recognised, last.
+register(
+    Parser(
+        name="host",
+        evidence_kinds=("ebs-snapshot", "files"),
+        accepts=accepts,
+        parse=parse,
+        skip_reason=skip_reason,
+        artifacts=ROW_SOURCES,
+        capture_kind="files",
+        priority=1000,
     )
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +22,19 @@ import pyarrow as pa
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
 from cloudir.analyze.parsers import (
+    BY_CONTENT,
+    BY_NAME_AND_STRUCTURE,
+    NOT_MINE,
     ErrorLog,
     ParseOptions,
     Parser,
     Row,
+    RowSource,
     batches,
     register,
 )
 from cloudir.analyze.parsers.container import docker_time, member_path
+from cloudir.sniff import Sniff, sniff
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -248,11 +253,33 @@ def _open_layer(outer: tarfile.TarFile, layer: Layer, errors: ErrorLog) -> IO[by
     return raw
 
 
+def accepts(path: Path) -> bool:
+    """A tar by name or by content (`docker save -o image` has no suffix)."""
+    return path.name.lower().endswith(".tar") or sniff(path) == Sniff(None, "tar")
+
+
+def recognise(paths: Sequence[Path]) -> int:
+    """One tar holding an image's manifest (`docker save`) or an OCI layout: it is read as
+    a container image, not as a file system export, which a plain tar is."""
+    if len(paths) != 1 or not accepts(paths[0]) or not is_image_archive(paths[0]):
+        return NOT_MINE
+    return BY_NAME_AND_STRUCTURE if paths[0].name.lower().endswith(".tar") else BY_CONTENT
+
+
 register(
     Parser(
         name="image",
         evidence_kinds=("container-image",),
-        accepts=lambda path: path.name.lower().endswith(".tar"),
+        accepts=accepts,
         parse=parse,
+        artifacts=(
+            RowSource(
+                "container:image_layer",
+                "one build step of a saved image, or one file a layer adds, changes or deletes",
+            ),
+        ),
+        capture_kind="container-image",
+        recognise=recognise,
+        priority=30,
     )
 )

@@ -17,7 +17,14 @@ from typing import Any
 import pyarrow as pa
 
 from cloudir.analyze.host.rows import host_row
-from cloudir.analyze.parsers import ErrorLog, ParseOptions, Parser, batches, register
+from cloudir.analyze.parsers import (
+    ErrorLog,
+    ParseOptions,
+    Parser,
+    RowSource,
+    batches,
+    register,
+)
 
 SOURCE = "response"
 ARTIFACT = "cloudir:respond"
@@ -109,5 +116,7 @@ register(
         accepts=accepts,
         parse=parse,
         skip_reason=skip_reason,
+        artifacts=(RowSource(ARTIFACT, "one containment change cloudir made, at its time"),),
+        priority=50,
     )
 )
