@@ -3,9 +3,11 @@
 errors.jsonl is a contract (docs/DESIGN.md; the report, `--strict` and tests read it), and
 its lines come from the parsers, the completeness check, the file planner, the worker
 pool, de-duplication and the implausible-time check. They are all built here, so every
-line has the same keys in the same order: where (`evidence_id`, `path`, then `line` and
+line says the same things the same way: where (`evidence_id`, `path`, then `line` and
 `record` when known), what kind of trouble (`kind`; none for a record a parser could not
-read), any details of that kind, and last the `reason` a person reads.
+read), any details of that kind, and last the `reason` a person reads. The entries keep
+that order in memory (summary.json's `evidence_problems`, `--json` output); the file
+itself is written with its keys sorted.
 """
 
 from __future__ import annotations
