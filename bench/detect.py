@@ -107,8 +107,9 @@ from common import (
 from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Row
 from cloudir.analyze.parsers.cloudtrail import to_row, unwrap
 from cloudir.analyze.schema import TIMELINE_SCHEMA
-from cloudir.analyze.timeline import ROW_GROUP_ROWS, SUMMARY_FILE, TIMELINE_DIR, _parquet_writer
+from cloudir.analyze.timeline import ROW_GROUP_ROWS, _parquet_writer
 from cloudir.case import Case
+from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, TIMELINE_PARTS, CasePaths
 
 GENERATOR_VERSION = 1
 DEFAULT_ROWS = 5_000_000
@@ -466,7 +467,7 @@ class LinuxMaker:
         raw = msgspec.json.encode(
             {"timestamp": stamp, "host": host, "program": program, "pid": pid, "message": message}
         )
-        return (
+        return Row(
             stamp,
             "Log Time",
             "host",
@@ -498,7 +499,7 @@ class LinuxMaker:
                 "history_file": f"/home/{user}/.bash_history",
             }
         )
-        return (
+        return Row(
             stamp,
             "Command Time",
             "host",
@@ -958,9 +959,9 @@ def write_chunk(job: tuple[ChunkSpec, str]) -> ChunkStats:
         for row in chunk_rows(gen, spec, stats):
             builder.add(stats.rows, row)
             stats.rows += 1
-            stats.raw_bytes += len(row[-1])
-            stats.by_artifact[row[3]] += 1
-            stats.by_evidence[row[11]] += 1
+            stats.raw_bytes += len(row.raw)
+            stats.by_artifact[row.artifact] += 1
+            stats.by_evidence[row.evidence_id] += 1
             if len(builder) >= BATCH_ROWS:
                 flush()
         flush()
@@ -985,7 +986,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
     case_root = out / f"case-{rows}-s{seed}"
     manifest_path = out / f"{case_root.name}.manifest.json"
     wanted = {"generator": GENERATOR_VERSION, "rows": rows, "seed": seed}
-    timeline = case_root / TIMELINE_DIR
+    timeline = CasePaths(case_root).timeline
     if manifest_path.exists() and timeline.is_dir():
         manifest = json.loads(manifest_path.read_text())
         if all(manifest.get(k) == v for k, v in wanted.items()):
@@ -1000,7 +1001,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
     shutil.rmtree(case_root, ignore_errors=True)
     manifest_path.unlink(missing_ok=True)
     case = Case.create(case_root, title=f"detect benchmark, {rows:,} rows, seed {seed}")
-    building = case.root / (TIMELINE_DIR + ".building")
+    building = case.paths.timeline_building
     building.mkdir()
     specs = plan_chunks(rows, seed)
     log(
@@ -1038,7 +1039,7 @@ def ensure_case(out: Path, rows: int, seed: int, workers: int) -> tuple[Path, di
         "synthetic": f"bench/detect.py generator {GENERATOR_VERSION}, seed {seed}",
     }
     (building / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    (building / "errors.jsonl").write_text("")
+    (building / ERRORS_FILE).write_text("")
     building.rename(timeline)
     manifest = dict(
         wanted,
@@ -1625,7 +1626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     case_root, manifest = ensure_case(out, args.rows, args.seed, args.workers)
     if args.generate_only:
         return 0
-    pattern = str(case_root / TIMELINE_DIR / "*.parquet")
+    pattern = str(CasePaths(case_root).timeline / TIMELINE_PARTS)
     params = {
         "rows": args.rows,
         "seed": args.seed,

@@ -115,9 +115,9 @@ def run_cloudir(image: Path) -> None:
     last = None
     for row in fs_rows(target, None, "bench", errors):
         rows += 1
-        if row[8] != last:  # an entry's rows come together
+        if row.target != last:  # an entry's rows come together
             entries += 1
-            last = row[8]
+            last = row.target
     done = time.perf_counter()
     report = {"entries": entries, "rows": rows, "errors": len(errors.entries)}
     report |= {"open_seconds": opened - started, "walk_seconds": done - opened}

@@ -33,6 +33,7 @@ from cloudir.case_folder import (
     CASE_FILE,
     CUSTODY_FILE,
     EVIDENCE_DIR,
+    CasePaths,
     FolderState,
     folder_state,
     foreign_entries,
@@ -298,6 +299,12 @@ class Case:
         if folder_state(root) is FolderState.CASE:
             return cls(root)
         return cls.create(root, title=title, examiner=examiner, adopt_folder=adopt_folder)
+
+    # -- what the stages derive (timeline, findings, report) --------------------------
+    @property
+    def paths(self) -> CasePaths:
+        """The case's derived files and folders, named in one place (case_folder.py)."""
+        return CasePaths(self.root)
 
     # -- evidence items --------------------------------------------------------------
     def evidence_dir(self, evidence_id: str) -> Path:

@@ -14,6 +14,7 @@ import enum
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,103 @@ LOCK_FILE = "case.lock"
 # Left by cloudir itself (a lock of a run that died, a case.json cut short while
 # being created): a folder holding only these is still an empty folder.
 OWN_LEFTOVERS = frozenset({LOCK_FILE, CASE_FILE + ".partial"})
+# What the stages derive from the evidence (docs/DESIGN.md, "The case folder"). Only
+# CasePaths joins these names to a case's root; every module asks it for the path.
+TIMELINE_DIR = "timeline"
+BUILDING_SUFFIX = ".building"  # the next timeline, built beside the current one
+OLD_SUFFIX = ".old"  # the previous timeline, for the moment of the swap
+TIMELINE_PARTS = "*.parquet"  # the timeline dataset: every Parquet file in its folder
+SUMMARY_FILE = "summary.json"
+ERRORS_FILE = "errors.jsonl"
+FINDINGS_DIR = "findings"
+FINDINGS_JSON = "findings.json"
+FINDINGS_PARQUET = "findings.parquet"
+REPORT_DIR = "report"
+EXPORT_DIR = "export"
 # Derived folders the stages write: a link there would carry their writes out of the case.
-OUTPUT_DIRS = ("timeline", "timeline.building", "timeline.old", "findings", "report", "export")
+OUTPUT_DIRS = (
+    TIMELINE_DIR,
+    TIMELINE_DIR + BUILDING_SUFFIX,
+    TIMELINE_DIR + OLD_SUFFIX,
+    FINDINGS_DIR,
+    REPORT_DIR,
+    EXPORT_DIR,
+)
 CASE_FILE_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class CasePaths:
+    """Where each stage's output lives in a case folder, spelled once.
+
+    The layout is a contract (docs/DESIGN.md): the timeline, detect, report and export
+    stages, the query refusals and the benches all ask here, so none of them can write
+    `summary.json` where another one no longer reads it. `Case.paths` gives one.
+    """
+
+    root: Path
+
+    @property
+    def timeline(self) -> Path:
+        """The timeline dataset's folder (Parquet parts, summary.json, errors.jsonl)."""
+        return self.root / TIMELINE_DIR
+
+    @property
+    def timeline_building(self) -> Path:
+        """Where a timeline run builds the next dataset before swapping it in."""
+        return self.root / (TIMELINE_DIR + BUILDING_SUFFIX)
+
+    @property
+    def timeline_old(self) -> Path:
+        """Where the previous dataset is moved while the new one takes its place."""
+        return self.root / (TIMELINE_DIR + OLD_SUFFIX)
+
+    @property
+    def timeline_summary(self) -> Path:
+        return self.timeline / SUMMARY_FILE
+
+    @property
+    def timeline_errors(self) -> Path:
+        return self.timeline / ERRORS_FILE
+
+    def timeline_parts(self) -> list[Path]:
+        """The timeline's Parquet files, sorted; empty when no timeline was built."""
+        return sorted(self.timeline.glob(TIMELINE_PARTS))
+
+    @property
+    def findings(self) -> Path:
+        return self.root / FINDINGS_DIR
+
+    @property
+    def findings_json(self) -> Path:
+        return self.findings / FINDINGS_JSON
+
+    @property
+    def findings_parquet(self) -> Path:
+        return self.findings / FINDINGS_PARQUET
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR
+
+    @property
+    def export(self) -> Path:
+        return self.root / EXPORT_DIR
+
+    def export_file(self, fmt: str) -> Path:
+        """`timeline export`'s default file for a format (`jsonl`, `csv`)."""
+        return self.export / f"timeline.{fmt}"
+
+    @property
+    def stage_outputs(self) -> tuple[Path, ...]:
+        """Folders whose files a later stage reads as the truth about the case: never a
+        place for a query's or an export's own output."""
+        return (self.timeline, self.timeline_building, self.timeline_old, self.findings)
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every folder a stage writes (OUTPUT_DIRS), as paths in this case."""
+        return tuple(self.root / name for name in OUTPUT_DIRS)
 
 
 class FolderState(enum.Enum):
@@ -99,8 +194,7 @@ def check_case_layout(root: Path) -> None:
 
 def check_output_links(root: Path) -> None:
     """Before a stage writes: none of the folders it writes may lead out of the case."""
-    for name in OUTPUT_DIRS:
-        path = root / name
+    for path in CasePaths(root).outputs:
         if path.is_symlink():
             raise EvidenceError(
                 f"{path} is a symbolic link (to {_target(path)}): cloudir writes there and "

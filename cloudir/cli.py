@@ -803,8 +803,8 @@ def timeline_export(
 
     the_case = Case.open(case)
     if out is None:
-        (case / "export").mkdir(exist_ok=True)
-        out = case / "export" / f"timeline.{fmt}"
+        out = the_case.paths.export_file(fmt)
+        out.parent.mkdir(exist_ok=True)
     rows = export(the_case, fmt, out)
     _out(f"{rows} rows written to {out}")
 
@@ -905,9 +905,10 @@ def detect(
 
     if fail_on not in engine.LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
-    result = engine.detect(Case.open(case), rules or [], builtin=not no_builtin)
+    the_case = Case.open(case)
+    result = engine.detect(the_case, rules or [], builtin=not no_builtin)
     if as_json:
-        sys.stdout.write((result.path / "findings.json").read_text())
+        sys.stdout.write(the_case.paths.findings_json.read_text())
     else:
         _print_findings(result.findings)
     _say_detection(result)

@@ -237,8 +237,13 @@ def test_no_engine_is_one_line_and_exit_4(tmp_path: Path) -> None:
 
 
 def test_names_and_all_together_are_a_usage_error(tmp_path: Path) -> None:
-    assert capture(tmp_path / "case", "web", "--all").code == 2
-    assert capture(tmp_path / "case", "web", "--running").code == 2
+    both = capture(tmp_path / "case", "web", "--all")
+    assert both.code == 2
+    assert error_lines(both) == ["error: name the containers to capture, or give --all (not both)"]
+    running = capture(tmp_path / "case", "web", "--running")
+    assert running.code == 2
+    assert error_lines(running) == ["error: --running only applies to --all"]
+    assert not (tmp_path / "case").exists()
 
 
 class ExportCutter:

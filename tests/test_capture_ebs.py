@@ -215,6 +215,8 @@ def test_instance_and_volume_together_is_a_usage_error(tmp_path: Path, moto_url:
 def test_share_with_needs_an_account_id(tmp_path: Path, moto_url: str) -> None:
     result = capture(tmp_path / "case", moto_url, "--volume-id", "vol-1", "--share-with", "bob")
     assert result.code == 2
+    assert "--share-with must be a 12-digit account id, not 'bob'" in result.stderr
+    assert not (tmp_path / "case").exists()
 
 
 def test_wait_timeout_names_pending_snapshots_and_their_progress() -> None:

@@ -383,4 +383,5 @@ def test_a_capture_that_fails_before_making_the_case_leaves_no_folder(tmp_path: 
     case = tmp_path / "new-case"
     result = cloudir("capture", "cloudtrail", "--case", str(case))
     assert result.code == 2
+    assert _one_line(result.stderr) == "error: say where to read: --bucket, --trail or --lookup"
     assert not case.exists()

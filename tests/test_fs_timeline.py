@@ -129,12 +129,12 @@ def _rows(image: Path, **options: Any) -> tuple[list[Row], ErrorLog]:
 def _by_path(rows: list[Row]) -> dict[str, list[Row]]:
     found: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
-        found[row[8]].append(row)
+        found[row.target].append(row)
     return found
 
 
 def _raw(rows: list[Row]) -> dict[str, Any]:
-    return json.loads(rows[0][13])
+    return json.loads(rows[0].raw)
 
 
 def test_every_entry_of_the_tree_and_what_mkfs_added_is_in_the_timeline(
@@ -146,10 +146,10 @@ def test_every_entry_of_the_tree_and_what_mkfs_added_is_in_the_timeline(
     assert set(_by_path(rows)) == expected
     assert "/lost+found" in expected
     assert errors.entries == []
-    assert {row[3] for row in rows} == {"fs:entry"}
-    assert {row[4] for row in rows} == {"web-1"}
-    assert {row[11] for row in rows} == {"ev-1"}
-    assert len({row[12] for row in rows}) == len(rows)  # event ids do not collide
+    assert {row.artifact for row in rows} == {"fs:entry"}
+    assert {row.host for row in rows} == {"web-1"}
+    assert {row.evidence_id for row in rows} == {"ev-1"}
+    assert len({row.event_id for row in rows}) == len(rows)  # event ids do not collide
 
 
 def test_rows_are_valid_utf8_and_fit_the_timeline_schema(built: tuple[Path, Path]) -> None:
@@ -170,16 +170,16 @@ def test_a_name_that_is_not_utf8_is_kept_with_visible_escapes(built: tuple[Path,
     rows, _ = _rows(image)
     odd = _by_path(rows)["/odd/caf\\xe9-\\xff.bin"]
     assert _raw(odd)["path"] == "/odd/caf\\xe9-\\xff.bin"
-    assert odd[0][10].startswith("/odd/caf\\xe9-\\xff.bin (9 bytes, -rw-r--r--, ")
+    assert odd[0].message.startswith("/odd/caf\\xe9-\\xff.bin (9 bytes, -rw-r--r--, ")
 
 
 def test_a_known_mtime_is_its_own_row_with_the_exact_time(built: tuple[Path, Path]) -> None:
     _, image = built
     rows, _ = _rows(image)
-    old = {row[1]: row for row in _by_path(rows)["/data/old.txt"]}
-    assert old["Modification Time"][0] == "2021-03-04T05:06:07+00:00"
-    assert old["Access Time"][0] == "2022-01-01T00:00:00+00:00"
-    assert old["Modification Time"][10].endswith(") M...")
+    old = {row.timestamp_desc: row for row in _by_path(rows)["/data/old.txt"]}
+    assert old["Modification Time"].timestamp == "2021-03-04T05:06:07+00:00"
+    assert old["Access Time"].timestamp == "2022-01-01T00:00:00+00:00"
+    assert old["Modification Time"].message.endswith(") M...")
     raw = _raw([old["Modification Time"]])
     assert raw["mtime"] == "2021-03-04T05:06:07+00:00"
     assert raw["atime"] == "2022-01-01T00:00:00+00:00"
@@ -191,8 +191,8 @@ def test_a_zero_time_is_no_time_not_1970(built: tuple[Path, Path]) -> None:
     rows, _ = _rows(image)
     zero = _by_path(rows)["/data/zero.txt"]
     assert _raw(zero)["mtime"] is None and _raw(zero)["atime"] is None
-    assert all("Modification Time" not in row[1] for row in zero)
-    assert all(row[0] is None or row[0] >= "1970-01-02" for row in rows)
+    assert all("Modification Time" not in row.timestamp_desc for row in zero)
+    assert all(row.timestamp is None or row.timestamp >= "1970-01-02" for row in rows)
 
 
 def test_an_entry_with_no_time_at_all_still_has_one_row(
@@ -205,8 +205,8 @@ def test_an_entry_with_no_time_at_all_still_has_one_row(
         _debugfs(timeless, f"sif /data/zero.txt {field} 0", write=True)
     rows, _ = _rows(timeless)
     (row,) = _by_path(rows)["/data/zero.txt"]
-    assert (row[0], row[1]) == (None, "No Time")
-    assert row[10].endswith(") ....")
+    assert (row.timestamp, row.timestamp_desc) == (None, "No Time")
+    assert row.message.endswith(") ....")
 
 
 def test_executables_where_intruders_drop_tools_are_hashed(built: tuple[Path, Path]) -> None:
@@ -232,14 +232,14 @@ def test_the_tool_row_reads_as_one_line_with_owner_mode_and_macb(
 ) -> None:
     root, image = built
     rows, _ = _rows(image)
-    tool = {row[1]: row for row in _by_path(rows)["/var/tmp/tool"]}
+    tool = {row.timestamp_desc: row for row in _by_path(rows)["/var/tmp/tool"]}
     row = tool["Modification Time; Access Time"]
-    assert row[0] == "2023-05-06T07:08:09+00:00"
-    assert row[10] == (
+    assert row.timestamp == "2023-05-06T07:08:09+00:00"
+    assert row.message == (
         f"/var/tmp/tool ({len(TOOL)} bytes, -rwxr-xr-x, uid {INTRUDER} gid {INTRUDER}) MA.."
     )
-    assert (row[5], row[7], row[8]) == (str(INTRUDER), "fs:file", "/var/tmp/tool")
-    raw = json.loads(row[13])
+    assert (row.user, row.action, row.target) == (str(INTRUDER), "fs:file", "/var/tmp/tool")
+    raw = json.loads(row.raw)
     source = os.lstat(root / "var/tmp/tool")
     assert raw["mode"] == "0o100755" and raw["size"] == len(TOOL)
     assert (raw["uid"], raw["gid"]) == (source.st_uid, source.st_gid)
@@ -259,12 +259,12 @@ def test_symlinks_are_recorded_with_their_target_and_not_followed(
     ):
         raw = _raw(found[path])
         assert (raw["type"], raw["symlink_target"]) == ("symlink", target)
-        assert {row[7] for row in found[path]} == {"fs:symlink"}
-        assert found[path][0][10].startswith(
+        assert {row.action for row in found[path]} == {"fs:symlink"}
+        assert found[path][0].message.startswith(
             f"{path} -> {target} ({len(target)} bytes, lrwxrwxrwx, "
         )
     assert not [p for p in found if p.startswith("/home/u/vartmp/")]
-    assert {row[7] for row in found["/srv/a/b/c"]} == {"fs:dir"}
+    assert {row.action for row in found["/srv/a/b/c"]} == {"fs:dir"}
 
 
 def test_a_damaged_directory_is_logged_and_the_walk_goes_on(
@@ -301,7 +301,7 @@ def test_entries_dissect_makes_up_get_no_row_and_no_directory_is_walked_twice(
     target.fs.append_layer().map_file_fh("/dev/vg0/lv0", io.BytesIO(b"a whole volume"))
     target.fs.mount("/mnt/again", target.fs.mounts["/"])
     errors = ErrorLog()
-    paths = {row[8] for row in fs_rows(target, None, "ev-1", errors)}
+    paths = {row.target for row in fs_rows(target, None, "ev-1", errors)}
     assert paths == _source_paths(root) | _mkfs_added(image, root) | {"/mnt/again"}
     assert [e["reason"] for e in errors.entries] == [
         "/mnt/again: directory inode 2 already walked at another path; not walked again"
@@ -329,7 +329,7 @@ def test_links_that_blind_log_readers_are_symlink_rows_never_followed(tmp_path: 
     assert errors.entries == []
     found = _by_path(rows)
     for path, target in links.items():
-        assert {row[7] for row in found[path]} == {"fs:symlink"}, path
+        assert {row.action for row in found[path]} == {"fs:symlink"}, path
         raw = _raw(found[path])
         assert raw["symlink_target"] == target
         assert raw.get("sha256") is None

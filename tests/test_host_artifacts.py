@@ -689,7 +689,11 @@ def test_users_cron_jobs_and_authorized_keys(linux_rows: list[dict[str, Any]]) -
 
 def test_crontab_environment_lines_are_not_cron_jobs(linux_rows: list[dict[str, Any]]) -> None:
     jobs = of(linux_rows, "linux:cron_job")
+    assert [r["target"] for r in jobs] == ["/tmp/.x/update.sh"]  # the crontab's one job
     assert all("cron job of ?" not in r["message"] for r in jobs)
+    [env] = of(linux_rows, "linux:cron_env")  # its SHELL= line, as what it is
+    assert (env["action"], env["target"]) == ("cron:environment", "SHELL")
+    assert env["message"] == "cron environment in /etc/crontab: SHELL=/bin/sh"
 
 
 def test_system_crontab_target_is_the_command(linux_rows: list[dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +57,8 @@ def test_images_and_split_segments_are_told_apart(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tar_rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], ErrorLog]:
-    """The demo runner's file system as a tar export, parsed without the fs timeline."""
+def tar_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo runner's file system as a tar export."""
     from cloudir.demo_instance import _write_tree
 
     base = tmp_path_factory.mktemp("tar")
@@ -66,11 +67,21 @@ def tar_rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, A
     export = base / "fs.tar.gz"
     with tarfile.open(export, "w:gz") as tar:
         tar.add(root, arcname=".")
+    return export
+
+
+def _parse_tar(export: Path) -> tuple[list[dict[str, Any]], ErrorLog]:
     errors = ErrorLog("tar-item", "fs.tar.gz")
     rows: list[dict[str, Any]] = []
     for batch in parse(export, "tar-item", errors, ParseOptions(fs_timeline=False)):
         rows += batch.to_pylist()
     return rows, errors
+
+
+@pytest.fixture(scope="module")
+def tar_rows(tar_export: Path) -> tuple[list[dict[str, Any]], ErrorLog]:
+    """The tar export, parsed without the fs timeline."""
+    return _parse_tar(tar_export)
 
 
 def test_a_tar_export_gives_the_hosts_artifacts(
@@ -125,11 +136,22 @@ def test_records_without_a_time_take_their_files_mtime(
 
 
 def test_event_ids_are_stable_and_distinct(
-    tar_rows: tuple[list[dict[str, Any]], ErrorLog],
+    tar_rows: tuple[list[dict[str, Any]], ErrorLog], tar_export: Path, tmp_path: Path
 ) -> None:
+    """Distinct, so de-duplication merges no two records; stable, so the same evidence
+    read again (a rebuilt timeline, the item copied elsewhere) gives the same ids, and
+    two timelines of one case can be compared row by row."""
     rows, _ = tar_rows
     ids = [r["event_id"] for r in rows]
+    kinds = {r["artifact"] for r in rows}
+    assert {"linux:auth", "linux:bash_history", "linux:cron_job"} <= kinds  # ids of each kind
     assert len(ids) == len(set(ids))
+    moved = tmp_path / "elsewhere" / "fs.tar.gz"
+    moved.parent.mkdir()
+    shutil.copy2(tar_export, moved)
+    again, errors = _parse_tar(moved)
+    assert errors.entries == []
+    assert [r["event_id"] for r in again] == ids
 
 
 def test_an_unreadable_image_is_one_line_and_nothing_else(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudir.analyze.schema import COLUMN_NAMES, TIMELINE_SCHEMA
 from cloudir.case import CASE_FILE, Case
+from cloudir.case_folder import CasePaths
 
 SOURCES = {"aws": "cloudtrail", "linux": "host"}
 
@@ -60,7 +61,7 @@ def write_timeline(case_dir: Path, rows: list[dict[str, Any]]) -> Path:
     ids = [r["event_id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("two rows share an event_id; make them differ")
-    folder = case_dir / "timeline"
+    folder = CasePaths(case_dir).timeline
     folder.mkdir(exist_ok=True)
     path = folder / "part-0-synthetic.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=TIMELINE_SCHEMA), path)

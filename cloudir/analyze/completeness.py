@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cloudir.analyze.error_entries import error_entry
 from cloudir.case import EVIDENCE_DIR, PARTIAL_SUFFIX, Case
 
 KINDS = ("incomplete", "missing", "unreadable", "unrecorded", "not_regular")
@@ -43,12 +44,8 @@ class EvidenceProblem:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "evidence_id": self.evidence_id,
-            "path": self.path,
-            "kind": self.kind,
-            "reason": self.reason,
-        }
+        """Its errors.jsonl line, also its entry in summary.json's `evidence_problems`."""
+        return error_entry(self.evidence_id, self.path, self.reason, kind=self.kind)
 
 
 @dataclass

@@ -36,7 +36,6 @@ from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
 
 BUILTIN_RULES = Path(__file__).with_name("rules")
-FINDINGS_DIR = "findings"
 LEVELS = ["informational", "low", "medium", "high", "critical"]
 
 
@@ -649,13 +648,13 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
         raise UsageError("no rules to run: give --rules PATH, or leave out --no-builtin")
     con = connect(case)
     register_functions(con)
-    limit_memory(con, case.root / FINDINGS_DIR)
+    limit_memory(con, case.paths.findings)
     seal(con, timeline_files(case))
     rules = load_rules(rule_files(extra_rules, builtin), con)
     require_runnable(extra_rules, rules)
     hits = run_rules(con, rules)
     findings = findings_from(con, rules, hits)
-    out = case.root / FINDINGS_DIR
+    out = case.paths.findings
     out.mkdir(exist_ok=True)
     document = {
         "case": case.info.get("id"),
@@ -664,8 +663,8 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
         "rules": {"loaded": len(rules.reported), "skipped": rules.skipped},
         "findings": findings,
     }
-    _write_json(out / "findings.json", document)
-    _write_parquet(con, out / "findings.parquet", findings)
+    _write_json(case.paths.findings_json, document)
+    _write_parquet(con, case.paths.findings_parquet, findings)
     con.close()
     with contextlib.suppress(OSError):
         (out / ".spill").rmdir()  # DuckDB removed its spill files when it closed

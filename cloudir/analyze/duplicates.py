@@ -35,6 +35,8 @@ from typing import Any
 
 import msgspec
 
+from cloudir.analyze.error_entries import error_entry
+
 CONFLICT_EXAMPLES = 20  # events named in summary.json; errors.jsonl names every one
 LISTED_COPIES = 50  # copies named per event; `copies` always gives the full count
 WHOLE_RECORD = "(record is not a JSON object)"
@@ -335,10 +337,10 @@ def _error_entry(conflict: dict[str, Any]) -> dict[str, Any]:
         "in the timeline. Copies of one event that disagree are a sign of tampering: "
         "one of them was edited or planted. Compare them in the evidence."
     )
-    return {
-        "evidence_id": ", ".join(conflict["evidence_ids"]),
-        "path": conflict["paths"][0] if conflict["paths"] else "",
-        "kind": CONFLICT_KIND,
+    return error_entry(
+        ", ".join(conflict["evidence_ids"]),
+        conflict["paths"][0] if conflict["paths"] else "",
+        reason,
+        kind=CONFLICT_KIND,
         **conflict,
-        "reason": reason,
-    }
+    )

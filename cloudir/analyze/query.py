@@ -24,9 +24,6 @@ from cloudir.case import CASE_FILE, CUSTODY_FILE, EVIDENCE_DIR, Case
 from cloudir.case_folder import LOCK_FILE
 from cloudir.errors import EvidenceError, UsageError
 
-# Folders whose files a later stage reads as the truth about the case.
-STAGE_OUTPUTS = ("timeline", "timeline.building", "timeline.old", "findings")
-
 TIMESKETCH_COLUMNS = """
     message,
     strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%f+00:00') AS datetime,
@@ -54,7 +51,7 @@ _EXPLAIN = re.compile(
 
 
 def timeline_files(case: Case) -> list[Path]:
-    files = sorted((case.root / "timeline").glob("*.parquet"))
+    files = case.paths.timeline_parts()
     if not files:
         raise EvidenceError(
             f"{case.root}: no timeline yet; run `cloudir timeline --case {case.root}`"
@@ -176,12 +173,12 @@ def refuse_case_records(case: Case, out: Path) -> None:
     evidence = (case.root / EVIDENCE_DIR).resolve()
     if target == evidence or evidence in target.parents:
         raise UsageError(f"{out}: inside the case's evidence folder, which is never written")
-    for name in STAGE_OUTPUTS:
-        folder = (case.root / name).resolve()
+    for output in case.paths.stage_outputs:
+        folder = output.resolve()
         if target == folder or folder in target.parents:
             raise UsageError(
-                f"{out}: inside the case's {name}/ folder, which only cloudir's "
-                f"{name.split('.')[0]} stage writes; name a file outside it"
+                f"{out}: inside the case's {output.name}/ folder, which only cloudir's "
+                f"{output.name.split('.')[0]} stage writes; name a file outside it"
             )
     records = (CASE_FILE, CUSTODY_FILE, LOCK_FILE)
     if target in {(case.root / name).resolve() for name in records}:

@@ -1,10 +1,14 @@
 """The timeline's Arrow schema: the single source of truth for every parser and reader.
 
 Declared as data so a parser, the Parquet writer and the exporters cannot disagree on a
-column's name, order or type.
+column's name, order or type. `TimelineRow` is the same columns as a named tuple: parsers
+hand rows to Arrow as plain tuples (fast, column by column), and code and tests read a
+row's values by name, never by a position that shifts when a column is added.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -30,6 +34,36 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 COLUMN_NAMES = [name for name, _, _ in COLUMNS]
+
+Text = str | bytes | None  # a string column: str, or UTF-8 bytes Arrow decodes on flush
+
+
+class TimelineRow(NamedTuple):
+    """One timeline row, as a parser yields it, in COLUMNS order.
+
+    A tuple, so the batch builder turns rows into Arrow columns with one `zip`; a named
+    one, so readers say `row.message`, not `row[10]`. The time is still text (or epoch
+    seconds) here: the batch builder parses every row's time in bulk.
+    """
+
+    timestamp: str | int | float | None
+    timestamp_desc: Text
+    source: Text
+    artifact: Text
+    host: Text
+    user: Text
+    src_ip: Text
+    action: Text
+    target: Text
+    outcome: Text
+    message: Text
+    evidence_id: Text
+    event_id: Text
+    raw: Text
+
+
+if list(TimelineRow._fields) != COLUMN_NAMES:  # not an assert: `python -O` keeps this check
+    raise RuntimeError("TimelineRow's fields must be schema.COLUMNS' names, in order")
 # Columns whose values repeat, so Parquet dictionaries pay; the rest are near-unique.
 DICTIONARY_COLUMNS = [
     "timestamp_desc", "source", "artifact", "host", "user", "src_ip", "action",

@@ -36,17 +36,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
+from cloudir.analyze.error_entries import error_entry
 from cloudir.case import Case
+from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, TIMELINE_PARTS
 from cloudir.errors import EvidenceError
 
 if TYPE_CHECKING:
     from cloudir.analyze.duplicates import Outcome
     from cloudir.analyze.parsers import ParseOptions
 
-TIMELINE_DIR = "timeline"
 NO_PARSER_KIND = "no_parser"  # evidence kept, but no parser reads its kind of file
-ERRORS_FILE = "errors.jsonl"
-SUMMARY_FILE = "summary.json"
 CHUNK_BYTES = 32 << 20
 ROW_GROUP_ROWS = 128 * 1024
 ROW_GROUP_BYTES = 64 << 20  # a row group of very large records is cut here instead
@@ -179,9 +178,13 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
         except EvidenceError as exc:  # costs this item's parsers, not the timeline
             meta = {}
             skipped.append(
-                {"evidence_id": evidence_id, "path": f"evidence/{evidence_id}/meta.json",
-                 "kind": "unreadable", "reason": f"{exc}; its files are read as untyped"}
-            )  # fmt: skip
+                error_entry(
+                    evidence_id,
+                    f"evidence/{evidence_id}/meta.json",
+                    f"{exc}; its files are read as untyped",
+                    kind="unreadable",
+                )
+            )
         kind = meta.get("kind", "")
         priority = 1 if meta.get("source", {}).get("type") == "lookup_events" else 0
         for path in case.evidence_files(evidence_id):
@@ -194,18 +197,13 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 )
                 if path.name.lower().endswith(".zip"):
                     reason = "zip archive: not opened; unpack it and capture the folder"
-                skipped.append(
-                    {"evidence_id": evidence_id, "path": rel, "kind": NO_PARSER_KIND,
-                     "reason": reason}
-                )  # fmt: skip
+                skipped.append(error_entry(evidence_id, rel, reason, kind=NO_PARSER_KIND))
                 continue
             try:
                 size = path.stat().st_size
             except OSError as exc:  # gone since the check: still named, never skipped
-                skipped.append(
-                    {"evidence_id": evidence_id, "path": rel, "kind": "missing",
-                     "reason": f"gone while the timeline ran: {exc.strerror or exc}"}
-                )  # fmt: skip
+                gone = f"gone while the timeline ran: {exc.strerror or exc}"
+                skipped.append(error_entry(evidence_id, rel, gone, kind="missing"))
                 continue
             tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
     return tasks, skipped
@@ -354,15 +352,15 @@ def _implausible_examples(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    stamps = batch.column(0).cast(pa.int64())
-    cloudtrail = pc.fill_null(pc.equal(batch.column(2), "cloudtrail"), False)
+    stamps = batch.column("timestamp").cast(pa.int64())
+    cloudtrail = pc.fill_null(pc.equal(batch.column("source"), "cloudtrail"), False)
     earliest = pc.if_else(cloudtrail, _epoch_us(CLOUDTRAIL_EARLIEST), _epoch_us(HOST_EARLIEST))
     odd = pc.fill_null(pc.or_(pc.less(stamps, earliest), pc.greater(stamps, ceiling_us)), False)
     if not pc.any(odd).as_py():
         return []
     picked = batch.filter(odd).slice(0, room)
-    stamps = picked.column(0).cast(pa.int64()).to_pylist()
-    event_ids = picked.column(12).to_pylist()
+    stamps = picked.column("timestamp").cast(pa.int64()).to_pylist()
+    event_ids = picked.column("event_id").to_pylist()
     return [
         {
             "evidence_id": task.evidence_id,
@@ -384,7 +382,7 @@ def build_timeline(
     workers = max(1, workers or os.cpu_count() or 1)
     tasks, skipped = collect_tasks(case)
     chunks = plan_chunks(tasks, workers)
-    building = case.root / (TIMELINE_DIR + ".building")
+    building = case.paths.timeline_building
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     result = TimelineResult(files=len(tasks), errors=list(skipped))
@@ -446,12 +444,12 @@ def build_timeline(
         _parquet_writer(building / "part-0-empty.parquet").close()
     result.implausible_times = _implausible_times(building, ceiling_us, examples)
     result.errors.extend(_implausible_errors(result.implausible_times, ceiling_us))
-    final = case.root / TIMELINE_DIR
+    final = case.paths.timeline
     result.path = str(final)
     shutil.rmtree(building / ".duckdb-tmp", ignore_errors=True)
     _write_lines(building / ERRORS_FILE, result.errors)
     (building / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    _swap_in(building, final)
+    _swap_in(building, final, case.paths.timeline_old)
     return result
 
 
@@ -459,7 +457,7 @@ def _implausible_times(
     folder: Path, ceiling_us: int, examples: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Rows with implausible times in the finished dataset (after de-duplication)."""
-    pattern = _sql_str(str(folder / "*.parquet"))
+    pattern = _sql_str(str(folder / TIMELINE_PARTS))
     with _duckdb(folder) as con:
         rows, earliest, latest = con.execute(
             f"""SELECT count(*), min(epoch_us(timestamp)), max(epoch_us(timestamp))
@@ -485,24 +483,24 @@ def _implausible_errors(found: dict[str, Any], ceiling_us: int) -> list[dict[str
         f"{HOST_EARLIEST[:10]}, any after {_iso_us(ceiling_us)[:19]}Z"
     )
     lines = [
-        {
-            "evidence_id": "",
-            "path": "",
-            "kind": IMPLAUSIBLE_KIND,
-            "reason": f"{found['rows']} rows have implausible times ({rule}), from "
+        error_entry(
+            "",
+            "",
+            f"{found['rows']} rows have implausible times ({rule}), from "
             f"{found['earliest']} to {found['latest']}; kept in the timeline, a clock "
             f"was wrong or a record was forged",
-        }
+            kind=IMPLAUSIBLE_KIND,
+        )
     ]
     for example in found["examples"]:
         lines.append(
-            {
-                "evidence_id": example["evidence_id"],
-                "path": example["path"],
-                "kind": IMPLAUSIBLE_KIND,
-                "event_id": example["event_id"],
-                "reason": f"implausible time {example['timestamp']} ({rule}); row kept",
-            }
+            error_entry(
+                example["evidence_id"],
+                example["path"],
+                f"implausible time {example['timestamp']} ({rule}); row kept",
+                kind=IMPLAUSIBLE_KIND,
+                event_id=example["event_id"],
+            )
         )
     return lines
 
@@ -566,14 +564,8 @@ def _result_or_failure(future: Any, chunk: list[FileTask]) -> ChunkResult:
     try:
         return future.result()
     except Exception as exc:
-        errors = [
-            {
-                "evidence_id": t.evidence_id,
-                "path": t.relpath,
-                "reason": f"parser process failed ({type(exc).__name__}); file not parsed",
-            }
-            for t in chunk
-        ]
+        reason = f"parser process failed ({type(exc).__name__}); file not parsed"
+        errors = [error_entry(t.evidence_id, t.relpath, reason) for t in chunk]
         return ChunkResult(None, len(chunk), 0, {}, errors)
 
 
@@ -642,7 +634,7 @@ def _duckdb(folder: Path) -> Any:
 
 
 def _rows_by_evidence(folder: Path) -> dict[str, int]:
-    pattern = _sql_str(str(folder / "*.parquet"))
+    pattern = _sql_str(str(folder / TIMELINE_PARTS))
     with _duckdb(folder) as con:
         rows = con.execute(
             f"SELECT evidence_id, count(*) FROM read_parquet({pattern}) GROUP BY 1 ORDER BY 1"
@@ -660,8 +652,7 @@ def _write_lines(path: Path, entries: list[dict[str, Any]]) -> None:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-def _swap_in(building: Path, final: Path) -> None:
-    old = final.with_name(final.name + ".old")
+def _swap_in(building: Path, final: Path, old: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)

@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any
 
 from cloudir import __version__
-from cloudir.analyze.detect import ENTITY_FIELDS, FINDINGS_DIR, LEVELS
+from cloudir.analyze.detect import ENTITY_FIELDS, LEVELS
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
 from cloudir.report import times
@@ -113,7 +113,7 @@ def build(case: Case) -> dict[str, Any]:
 
 def _timeline_summary(case: Case) -> dict[str, Any]:
     """timeline/summary.json, or {} when it is missing or unreadable (the report says so)."""
-    path = case.root / "timeline" / "summary.json"
+    path = case.paths.timeline_summary
     try:
         summary = json.loads(path.read_text(encoding="utf-8", errors="replace"))
     except (OSError, ValueError):
@@ -122,7 +122,7 @@ def _timeline_summary(case: Case) -> dict[str, Any]:
 
 
 def _has_rows(case: Case) -> bool:
-    return any((case.root / "timeline").glob("*.parquet"))
+    return bool(case.paths.timeline_parts())
 
 
 def _empty_timeline() -> Any:
@@ -141,7 +141,7 @@ def _empty_timeline() -> Any:
 
 def _read_findings(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     """findings.json; when the timeline ran and read no row, no findings (nothing to run on)."""
-    path = case.root / FINDINGS_DIR / "findings.json"
+    path = case.paths.findings_json
     if not path.is_file():
         if summary and (summary.get("rows") == 0 or not _has_rows(case)):
             return {"findings": [], "rules": {"loaded": 0, "skipped": []}}
@@ -516,7 +516,7 @@ def _parse_errors(case: Case, summary: dict[str, Any]) -> dict[str, Any]:
     PARSE_ERRORS_SHOWN are listed, their strings capped, with the count per evidence
     item, so a case where every file is bad still says which and why.
     """
-    path = case.root / "timeline" / "errors.jsonl"
+    path = case.paths.timeline_errors
     items: list[dict[str, Any]] = []
     count = 0
     file_reasons: dict[str, str] = {}

@@ -14,7 +14,6 @@ from cloudir.case import Case
 from cloudir.errors import UsageError
 
 FORMATS = ("html", "md", "json")
-REPORT_DIR = "report"
 
 
 def parse_formats(text: str) -> list[str]:
@@ -30,7 +29,7 @@ def write_report(case: Case, formats: list[str], out: Path | None = None) -> dic
     from cloudir.report import model as report_model
     from cloudir.report import render
 
-    folder = out or case.root / REPORT_DIR
+    folder = out or case.paths.report
     if out is not None:
         from cloudir.analyze.query import refuse_case_records
 

@@ -217,7 +217,9 @@ def principal_from_timeline(
     case_root: Path | None, access_key_id: str, account: str | None = None
 ) -> str | None:
     """The role (or user) a session key belongs to, as the case's CloudTrail says."""
-    if case_root is None or not any((case_root / "timeline").glob("*.parquet")):
+    from cloudir.case_folder import CasePaths
+
+    if case_root is None or not CasePaths(case_root).timeline_parts():
         return None
     from cloudir.analyze.query import connect
     from cloudir.case import Case

@@ -68,23 +68,23 @@ def host_row(
     occurrence: int = 0,
     source: str = SOURCE,
 ) -> Row:
-    """The tuple in schema.COLUMN_NAMES order. The event id is stable across runs; two
-    identical records (the same log line twice in one second) differ by `occurrence`,
-    their position in the evidence, so de-duplication never merges them."""
+    """The row, column by name. The event id is stable across runs; two identical
+    records (the same log line twice in one second) differ by `occurrence`, their
+    position in the evidence, so de-duplication never merges them."""
     key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}\x00{occurrence}".encode()
-    return (
-        when,
-        desc,
-        source,
-        artifact,
-        host,
-        user,
-        src_ip,
-        action,
-        target,
-        outcome,
-        message,
-        evidence_id,
-        hashlib.sha256(key).hexdigest()[:32],
-        raw,
+    return Row(
+        timestamp=when,
+        timestamp_desc=desc,
+        source=source,
+        artifact=artifact,
+        host=host,
+        user=user,
+        src_ip=src_ip,
+        action=action,
+        target=target,
+        outcome=outcome,
+        message=message,
+        evidence_id=evidence_id,
+        event_id=hashlib.sha256(key).hexdigest()[:32],
+        raw=raw,
     )

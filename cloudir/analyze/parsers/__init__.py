@@ -27,7 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from cloudir.analyze.schema import TIMELINE_SCHEMA
+from cloudir.analyze.error_entries import error_entry
+from cloudir.analyze.schema import TIMELINE_SCHEMA, TimelineRow
 
 BATCH_ROWS = 20_000
 JSON_SAFE_ESCAPE = "cloudir-json-safe"
@@ -54,13 +55,9 @@ class ErrorLog:
 
     def add(self, reason: str, record: int | None = None, line: int | None = None) -> None:
         """`record` counts events from 1 in file order; `line` is the JSONL line."""
-        entry: dict[str, Any] = {"evidence_id": self.evidence_id, "path": self.path}
-        if line is not None:
-            entry["line"] = line
-        if record is not None:
-            entry["record"] = record
-        entry["reason"] = reason
-        self.entries.append(entry)
+        self.entries.append(
+            error_entry(self.evidence_id, self.path, reason, line=line, record=record)
+        )
 
 
 @dataclass(frozen=True)
@@ -245,12 +242,13 @@ def logsource_rows() -> dict[LogsourceKey, list[tuple[str, str | None]]]:
     return table
 
 
-Row = tuple[Any, ...]
-"""One timeline row: values in schema.COLUMN_NAMES order; strings may be str or UTF-8 bytes."""
+Row = TimelineRow
+"""One timeline row (schema.TimelineRow): read it by name; strings may be str or UTF-8 bytes."""
 
 
 class BatchBuilder:
-    """Collects row tuples; columns are built and times parsed in bulk by Arrow on flush."""
+    """Collects rows (named tuples, so `zip(*rows)` gives the columns); columns are built
+    and times parsed in bulk by Arrow on flush."""
 
     def __init__(self, errors: ErrorLog) -> None:
         self.errors = errors
