@@ -28,6 +28,19 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+VERIFY_STATUS = ("CHANGED ", "MISSING ", "UNRECORDED ", "CONFLICT ", "CUSTODY ", "note: ")
+
+
+def _verify_findings(stderr: str) -> list[str]:
+    """verify lists every difference it found, one line each: that list, or one error line."""
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.strip().splitlines() if "━" not in line]  # progress bars
+    assert lines, stderr
+    if len(lines) > 1:
+        assert all(line.startswith(VERIFY_STATUS) for line in lines), stderr
+    return lines
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     """Every entry under root, links not followed: kind and content hash or link target."""
     found: dict[str, str] = {}
@@ -354,7 +367,10 @@ def test_any_case_folder_gives_an_exit_code_and_one_line_and_changes_nothing_it_
     if "case.json" not in before_case and foreign:
         assert "case.json" not in after  # a folder of other things is never adopted unasked
     if result.code != 0:
-        _one_line(result.stderr)
+        if command == "verify" and result.code == 3:
+            _verify_findings(result.stderr)
+        else:
+            _one_line(result.stderr)
         assert after == before_case  # a refusal writes nothing, not even a lock file
         return
     for rel, was in before_case.items():
