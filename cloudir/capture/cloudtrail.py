@@ -500,15 +500,22 @@ def capture_lookup(
 class RequestSpacing:
     """botocore `before-send` hook: at least LOOKUP_MIN_INTERVAL between two requests."""
 
-    def __init__(self, interval: float = LOOKUP_MIN_INTERVAL) -> None:
+    def __init__(
+        self,
+        interval: float = LOOKUP_MIN_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.interval = interval
-        self.last = -interval
+        self.clock, self.sleep = clock, sleep  # a test passes its own, to check without waiting
+        self.last: float | None = None
 
     def __call__(self, **_: Any) -> None:
-        pause = self.interval - (time.monotonic() - self.last)
-        if pause > 0:
-            time.sleep(pause)
-        self.last = time.monotonic()
+        if self.last is not None:
+            pause = self.interval - (self.clock() - self.last)
+            if pause > 0:
+                self.sleep(pause)
+        self.last = self.clock()
 
 
 def _keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
