@@ -13,6 +13,7 @@ tell the same story.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -24,7 +25,9 @@ from typing import Any
 from cloudir import __version__
 from cloudir.capture.aws import Aws, call
 from cloudir.case import Case, FileRecord
+from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, UsageError
+from cloudir.evidence_item import EvidenceItem
 
 POLL_SECONDS = 15.0  # DescribeSnapshots is cheap, but progress only moves every few seconds
 TAG_VALUE_LIMIT = 256
@@ -69,14 +72,31 @@ class EbsRequest:
 class InstanceCapture:
     """The `ec2-<instance-id>` item: what the instance looked like when captured."""
 
-    evidence_id: str
+    item: EvidenceItem
     instance_id: str
     volume_ids: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def files(self) -> list[str]:
+        return self.item.files
+
+    @property
+    def skipped(self) -> list[str]:
+        """What the API would not give (console output), each a capture-skipped entry."""
+        return self.item.skip_reasons
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            "evidence_id": self.evidence_id,
+            "instance_id": self.instance_id,
+            "volume_ids": self.volume_ids,
+            "files": self.files,
+            "skipped": self.skipped,
+        }
 
 
 @dataclass
@@ -214,25 +234,25 @@ def capture_instance(
         "caller_identity": identity,
         "instance": _instance_summary(found),
     }
-    case.open_item(evidence_id, meta)
-    item = InstanceCapture(evidence_id, instance_id)
-    _store_response(case, item, "describe-instances.json", "ec2:DescribeInstances", described)
-    item.volume_ids = [
-        m["Ebs"]["VolumeId"] for m in found.get("BlockDeviceMappings", []) if "Ebs" in m
-    ]
-    volumes: list[dict[str, Any]] = []
-    if item.volume_ids:
-        resp = call("ec2:DescribeVolumes", ec2.describe_volumes, VolumeIds=item.volume_ids)
-        _store_response(case, item, "describe-volumes.json", "ec2:DescribeVolumes", resp)
-        volumes = resp["Volumes"]
-    _capture_console(case, ec2, item)
-    case.record(
-        "capture-complete",
-        evidence_id,
-        [],
-        note=f"{instance_id}: {len(item.files)} files, {len(item.skipped)} skipped",
-    )
-    return item, volumes
+    summary = functools.partial(_instance_note, instance_id)
+    with case.item(evidence_id, meta, summary=summary) as item:
+        instance = InstanceCapture(item, instance_id)
+        _store_response(instance, "describe-instances.json", "ec2:DescribeInstances", described)
+        instance.volume_ids = [
+            m["Ebs"]["VolumeId"] for m in found.get("BlockDeviceMappings", []) if "Ebs" in m
+        ]
+        volumes: list[dict[str, Any]] = []
+        if instance.volume_ids:
+            resp = call("ec2:DescribeVolumes", ec2.describe_volumes, VolumeIds=instance.volume_ids)
+            _store_response(instance, "describe-volumes.json", "ec2:DescribeVolumes", resp)
+            volumes = resp["Volumes"]
+        _capture_console(ec2, instance)
+    return instance, volumes
+
+
+def _instance_note(instance_id: str, item: EvidenceItem) -> str:
+    text = f"{instance_id}: {len(item.files)} files, {len(item.skip_reasons)} skipped"
+    return "; ".join([text, *item.problems])
 
 
 def _instance_summary(found: dict[str, Any]) -> dict[str, Any]:
@@ -266,55 +286,35 @@ def _instance_summary(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _capture_console(case: Case, ec2: Any, item: InstanceCapture) -> None:
+def _capture_console(ec2: Any, instance: InstanceCapture) -> None:
+    item = instance.item
     try:
-        resp = call("ec2:GetConsoleOutput", ec2.get_console_output, InstanceId=item.instance_id)
+        resp = call("ec2:GetConsoleOutput", ec2.get_console_output, InstanceId=instance.instance_id)
     except CloudError as exc:
-        _skip(case, item, f"console output not captured: {exc}")
+        item.skip(f"console output not captured: {exc}")
         return
     if not resp.get("Output"):
-        _skip(case, item, "console output not captured: the API returned none (yet)")
+        item.skip("console output not captured: the API returned none (yet)")
         return
-    _store_response(case, item, "console-output.json", "ec2:GetConsoleOutput", resp)
+    _store_response(instance, "console-output.json", "ec2:GetConsoleOutput", resp)
     text = resp["Output"].encode("utf-8", "surrogateescape")
-    rec = case.store_bytes(item.evidence_id, "console-output.txt", text)
-    _record_capture(case, item, rec, "ec2:GetConsoleOutput", resp, note="Output field as text")
-
-
-def _skip(case: Case, item: InstanceCapture, note: str) -> None:
-    item.skipped.append(note)
-    case.record("capture-skipped", item.evidence_id, [], note=note)
+    source = _api_source(instance, "ec2:GetConsoleOutput", resp)
+    item.store("console-output.txt", text, source=source, note="Output field as text")
 
 
 def _store_response(
-    case: Case, item: InstanceCapture, name: str, api: str, resp: dict[str, Any]
+    instance: InstanceCapture, name: str, api: str, resp: dict[str, Any]
 ) -> FileRecord:
-    rec = case.store_bytes(item.evidence_id, name, _as_json(resp))
-    _record_capture(case, item, rec, api, resp)
-    return rec
+    return instance.item.store(name, _as_json(resp), source=_api_source(instance, api, resp))
 
 
-def _record_capture(
-    case: Case,
-    item: InstanceCapture,
-    rec: FileRecord,
-    api: str,
-    resp: dict[str, Any],
-    note: str = "",
-) -> None:
-    case.record(
-        "capture",
-        item.evidence_id,
-        [rec],
-        note=note,
-        source={
-            "type": "ec2-api",
-            "api": api,
-            "instance_id": item.instance_id,
-            "request_id": _request_id(resp),
-        },
-    )
-    item.files.append(rec.path)
+def _api_source(instance: InstanceCapture, api: str, resp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "ec2-api",
+        "api": api,
+        "instance_id": instance.instance_id,
+        "request_id": _request_id(resp),
+    }
 
 
 def describe_volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
@@ -380,7 +380,7 @@ def take_snapshots(
                 Tags=_tag_list(extra),
             )
             case.record(
-                "tag",
+                CustodyAction.TAG,
                 snap.evidence_id,
                 [],
                 note=f"tagged {snap.snapshot_id} with its source volume",
@@ -430,7 +430,7 @@ def _record_started(
     case: Case, region: str, snap: SnapshotCapture, api: str, tags: dict[str, str]
 ) -> None:
     case.record(
-        "snapshot",
+        CustodyAction.SNAPSHOT,
         snap.evidence_id,
         [],
         note=f"{snap.snapshot_id} of {snap.volume_id} started",
@@ -469,7 +469,7 @@ def existing_snapshots(
         )
         snap.update(info)
         case.record(
-            "snapshot-described",
+            CustodyAction.SNAPSHOT_DESCRIBED,
             snap.evidence_id,
             [],
             note=f"existing snapshot {snapshot_id} (owner {info.get('OwnerId')})",
@@ -581,7 +581,7 @@ def _wait_and_record(
             for snap in snapshots:
                 if snap.snapshot_id in exc.pending:
                     case.record(
-                        "snapshot-pending",
+                        CustodyAction.SNAPSHOT_PENDING,
                         snap.evidence_id,
                         [],
                         note=f"{snap.snapshot_id} still {snap.state} at {snap.progress or '0%'} "
@@ -651,7 +651,7 @@ def share_snapshot(
             )
         raise CloudError(f"{exc}{hint}") from exc
     case.record(
-        "share",
+        CustodyAction.SHARE,
         snap.evidence_id,
         [],
         note=f"createVolumePermission added for {account}",
@@ -703,7 +703,7 @@ def start_copy(
         raise _copy_failure(exc, snap, region, kms_key_id) from exc
     copy_id = resp["SnapshotId"]
     case.record(
-        "snapshot-copy",
+        CustodyAction.SNAPSHOT_COPY,
         snap.evidence_id,
         [],
         note=f"copy of {snap.snapshot_id} into {region} started as {copy_id}",
@@ -725,7 +725,7 @@ def _earlier_copy(case: Case, snapshot_id: str, region: str) -> str | None:
     for entry in case.custody_entries():
         source = entry.get("source") or {}
         if (
-            entry.get("action") == "snapshot-copy"
+            read_action(entry.get("action")) is CustodyAction.SNAPSHOT_COPY
             and source.get("snapshot_id") == snapshot_id
             and source.get("region") == region
         ):
@@ -791,7 +791,7 @@ def wait_for_copies(
     for copy_id, (snap, copy) in copies.items():
         copy["state"] = latest[copy_id].get("State")
         case.record(
-            "snapshot-copy-complete",
+            CustodyAction.SNAPSHOT_COPY_COMPLETE,
             snap.evidence_id,
             [],
             note=f"{copy_id} in {region} completed",
