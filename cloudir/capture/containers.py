@@ -102,6 +102,14 @@ class ContainerCapture:
         return self.item.evidence_id
 
     @property
+    def files(self) -> list[str]:
+        return self.item.files
+
+    @property
+    def bytes(self) -> int:
+        return self.item.bytes
+
+    @property
     def complete(self) -> bool:
         return self.item.complete is True
 
@@ -119,8 +127,8 @@ class ContainerCapture:
             "evidence_id": self.evidence_id,
             "container_id": self.container_id,
             "name": self.name,
-            "files": self.item.files,
-            "bytes": self.item.bytes,
+            "files": self.files,
+            "bytes": self.bytes,
             "paused": self.paused,
             "complete": self.complete,
             "problems": self.problems,
