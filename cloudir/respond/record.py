@@ -20,7 +20,7 @@ from cloudir.case import Case, safe_name, utc_now
 from cloudir.custody_actions import RESPOND_CLOSING, CustodyAction
 from cloudir.errors import CloudError, CloudirError
 from cloudir.evidence_item import EvidenceItem
-from cloudir.respond.changes import Context, write
+from cloudir.respond.changes import Change, Context, write
 from cloudir.respond.plan import Plan
 
 RESPONSE_KIND = "response"
@@ -87,71 +87,68 @@ def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None)
             target=subject,
             actor=ctx.identity.get("Arn", case.actor),
         )
-        total = len(plan.changes)
         for index, change in enumerate(plan.changes, 1):
-            intended = ctx.resolve(change.after)
-            # Before the call: a run killed while AWS is acting still leaves this on the
-            # record, and restore checks whether the change landed.
-            item.record(
-                CustodyAction.RESPOND_CHANGE_STARTED,
-                note=f"step {index}/{total}: starting",
-                source={"step": index, **change.as_dict(), "after": intended},
-            )
-            try:
-                applied, result = write(ctx, change, intended)
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    error = "interrupted (Ctrl-C)"
-                elif isinstance(exc, CloudirError):
-                    error = str(exc)
-                else:
-                    error = f"{type(exc).__name__}: {exc}"
-                outcome.failed = {
-                    "step": index,
-                    **change.as_dict(),
-                    "error": error,
-                    "at": utc_now(),
-                }
-                outcome.not_done = [
-                    {"step": n, **c.as_dict()}
-                    for n, c in enumerate(plan.changes[index:], index + 1)
-                ]
-                _finish(item, plan, outcome)
-                undo = f"cloudir respond restore --case {case.root} --action {action_id} --yes"
-                if isinstance(exc, KeyboardInterrupt):
-                    raise ResponseInterrupted(
-                        f"{plan.action} interrupted at step {index} of {total}: "
-                        f"{_done_text(outcome)}, recorded in {action_id}; undo with: {undo}"
-                    ) from None
-                if not isinstance(exc, CloudirError):
-                    ctx.report(f"{plan.action} failed at step {index}; undo with: {undo}")
-                    raise
-                raise CloudError(
-                    f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
-                    f"{error}. {_done_text(outcome)} recorded in {action_id}; undo with: "
-                    f"cloudir respond restore --case {case.root} --action {action_id} --yes"
-                ) from exc
-            entry = {
-                "step": index,
-                **change.as_dict(),
-                "after": applied,
-                "result": result,
-                "at": utc_now(),
-            }
-            # The step as evidence too, so the timeline has it even if the run dies before
-            # outcome.json; custody's copy is what restore reads.
-            item.store(
-                f"steps/{index:03d}.json",
-                _json(entry),
-                action=CustodyAction.RESPOND_CHANGE,
-                note=f"step {index}/{total}: {change.summary}",
-                source=entry,
-            )
-            outcome.done.append(entry)
-            ctx.report(f"done {index}/{total}: {change.summary}")
+            _apply(item, ctx, plan, outcome, index, change)
         outcome.status = "complete"
         _finish(item, plan, outcome)
     return outcome
+
+
+def _apply(
+    item: EvidenceItem, ctx: Context, plan: Plan, outcome: Outcome, index: int, change: Change
+) -> None:
+    """One change: started, made, recorded; a failure ends the action on the record and
+    says how to undo what was done."""
+    total = len(plan.changes)
+    intended = ctx.resolve(change.after)
+    # Before the call: a run killed while AWS is acting still leaves this on the
+    # record, and restore checks whether the change landed.
+    item.record(
+        CustodyAction.RESPOND_CHANGE_STARTED,
+        note=f"step {index}/{total}: starting",
+        source={"step": index, **change.as_dict(), "after": intended},
+    )
+    try:
+        applied, result = write(ctx, change, intended)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            error = "interrupted (Ctrl-C)"
+        elif isinstance(exc, CloudirError):
+            error = str(exc)
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        outcome.failed = {"step": index, **change.as_dict(), "error": error, "at": utc_now()}
+        outcome.not_done = [
+            {"step": n, **c.as_dict()} for n, c in enumerate(plan.changes[index:], index + 1)
+        ]
+        _finish(item, plan, outcome)
+        action_id, root = outcome.action_id, item.case.root
+        undo = f"cloudir respond restore --case {root} --action {action_id} --yes"
+        if isinstance(exc, KeyboardInterrupt):
+            raise ResponseInterrupted(
+                f"{plan.action} interrupted at step {index} of {total}: "
+                f"{_done_text(outcome)}, recorded in {action_id}; undo with: {undo}"
+            ) from None
+        if not isinstance(exc, CloudirError):
+            ctx.report(f"{plan.action} failed at step {index}; undo with: {undo}")
+            raise
+        raise CloudError(
+            f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
+            f"{error}. {_done_text(outcome)} recorded in {action_id}; undo with: "
+            f"cloudir respond restore --case {root} --action {action_id} --yes"
+        ) from exc
+    entry = {"step": index, **change.as_dict(), "after": applied, "result": result, "at": utc_now()}
+    # The step as evidence too, so the timeline has it even if the run dies before
+    # outcome.json; custody's copy is what restore reads.
+    item.store(
+        f"steps/{index:03d}.json",
+        _json(entry),
+        action=CustodyAction.RESPOND_CHANGE,
+        note=f"step {index}/{total}: {change.summary}",
+        source=entry,
+    )
+    outcome.done.append(entry)
+    ctx.report(f"done {index}/{total}: {change.summary}")
 
 
 def _finish(item: EvidenceItem, plan: Plan, outcome: Outcome) -> None:

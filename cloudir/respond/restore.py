@@ -14,6 +14,8 @@ from typing import Any
 
 from cloudir.capture.aws import call
 from cloudir.case import Case
+from cloudir.custody_actions import RESPOND_CLOSING, read_action
+from cloudir.custody_actions import CustodyAction as A
 from cloudir.errors import CloudError, UsageError
 from cloudir.respond.changes import Change, Context, is_gone, read, same
 from cloudir.respond.plan import Plan
@@ -82,8 +84,9 @@ def recorded_actions(case: Case) -> list[RecordedAction]:
         if meta is None:
             continue
         source = meta.get("source", {})
+        action = read_action(entry.get("action"))
         if source.get("action") == "restore":
-            if entry.get("action") == "respond-complete" and source.get("restores"):
+            if action is A.RESPOND_COMPLETE and source.get("restores"):
                 restores[source["restores"]] = eid
             continue
         item = actions.setdefault(
@@ -96,11 +99,11 @@ def recorded_actions(case: Case) -> list[RecordedAction]:
                 "started",
             ),
         )
-        if entry.get("action") == "respond-plan":
+        if action is A.RESPOND_PLAN:
             item.started, item.actor = entry.get("ts"), entry.get("actor")
-        elif entry.get("action") == "respond-change-started":
+        elif action is A.RESPOND_CHANGE_STARTED:
             started.setdefault(eid, {})[(entry.get("source") or {}).get("step")] = entry
-        elif entry.get("action") == "respond-change":
+        elif action is A.RESPOND_CHANGE:
             change = Change.from_dict(entry.get("source") or {})
             started.get(eid, {}).pop((entry.get("source") or {}).get("step"), None)
             item.changes.append(change)
@@ -112,8 +115,8 @@ def recorded_actions(case: Case) -> list[RecordedAction]:
                     "summary": change.summary,
                 }
             )
-        elif entry.get("action") in ("respond-complete", "respond-incomplete"):
-            item.status = entry["action"].removeprefix("respond-")
+        elif action in RESPOND_CLOSING:
+            item.status = "complete" if action is A.RESPOND_COMPLETE else "incomplete"
             item.end_note = entry.get("note")
     for eid, item in actions.items():
         item.restored_by = restores.get(eid)
