@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,23 +169,23 @@ def test_an_exception_closes_the_item_incomplete_and_is_raised_again(tmp_path: P
     assert _actions(case, "b")[-1][1].endswith("stopped by OSError: disk on fire")
 
 
-def test_a_failed_closing_entry_is_not_followed_by_a_second(tmp_path: Path) -> None:
+def test_a_failed_closing_entry_is_not_followed_by_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The closing write itself fails (a kill, a full disk): the item stays as it was on
     disk (open), never closed twice with contradicting words."""
     case = Case.create(tmp_path / "case")
     real = Case.record
 
-    def refuse_close(self: Case, action: str, *args: object, **kwargs: object) -> object:
+    def refuse_close(self: Case, action: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if action == CustodyAction.CAPTURE_COMPLETE:
             raise KeyboardInterrupt
-        return real(self, action, *args, **kwargs)  # type: ignore[arg-type]
+        return real(self, action, *args, **kwargs)
 
-    Case.record = refuse_close  # type: ignore[method-assign]
-    try:
-        with pytest.raises(KeyboardInterrupt), case.item("a", {"kind": "files"}) as item:
-            item.store("one.txt", b"1")
-    finally:
-        Case.record = real  # type: ignore[method-assign]
+    monkeypatch.setattr(Case, "record", refuse_close)
+    with pytest.raises(KeyboardInterrupt), case.item("a", {"kind": "files"}) as item:
+        item.store("one.txt", b"1")
+    monkeypatch.undo()
     assert [a for a, _ in _actions(case, "a")] == ["evidence-opened", "capture"]
     with pytest.raises(RuntimeError, match="already ended"):
         item.finish()
