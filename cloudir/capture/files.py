@@ -235,36 +235,45 @@ def capture_paths(
                     else path.relative_to(given).parts
                 )
                 name = "files/" + "/".join(_component(part) for part in relative)
-                if item.resumed and case.is_captured(evidence_id, name, recorded):
-                    item.skip()
-                    change = _changed_since(path, originals.get(str(path.resolve())))
-                    if change:
-                        item.note(
-                            f"{path}: changed since it was captured ({change}); the held copy "
-                            "is kept, the new content is not in this case: capture it into "
-                            "another case folder to keep both"
-                        )
-                    continue
-                try:
-                    record = copy_stable(item, name, path)
-                except NotRegularFile as exc:
-                    item.leave_out(f"{path}: {exc}, not captured")
-                    continue
-                except ChangedWhileCopied as exc:
-                    item.problem(f"{path}: {exc}")
-                    continue
-                except OSError as exc:
-                    item.problem(f"{path}: cannot be read ({exc.strerror or exc})")
-                    continue
-                except CloudirError as exc:  # e.g. the case refused the name: counted, not fatal
-                    item.problem(f"{path}: {exc}")
-                    continue
-                if on_file:
+                record = _capture_file(item, path, name, recorded, originals)
+                if record and on_file:
                     on_file(record.bytes)
             for warning in result.warnings + result.failed + result.changed_since:
                 report(warning)
         results.append(result)
     return results
+
+
+def _capture_file(
+    item: EvidenceItem,
+    path: Path,
+    name: str,
+    recorded: dict[str, FileRecord],
+    originals: dict[str, dict[str, Any]],
+) -> FileRecord | None:
+    """One original into the item; anything short of a stored copy is counted on the item
+    (already held, changed since, left out, failed), never raised."""
+    if item.resumed and item.case.is_captured(item.evidence_id, name, recorded):
+        item.skip()
+        change = _changed_since(path, originals.get(str(path.resolve())))
+        if change:
+            item.note(
+                f"{path}: changed since it was captured ({change}); the held copy is kept, "
+                "the new content is not in this case: capture it into another case folder "
+                "to keep both"
+            )
+        return None
+    try:
+        return copy_stable(item, name, path)
+    except NotRegularFile as exc:
+        item.leave_out(f"{path}: {exc}, not captured")
+    except ChangedWhileCopied as exc:
+        item.problem(f"{path}: {exc}")
+    except OSError as exc:
+        item.problem(f"{path}: cannot be read ({exc.strerror or exc})")
+    except CloudirError as exc:  # e.g. the case refused the name: counted, not fatal
+        item.problem(f"{path}: {exc}")
+    return None
 
 
 def _files_summary(source: Path, item: EvidenceItem) -> str:
