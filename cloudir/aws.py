@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cloudir.custody_actions import CustodyAction
 from cloudir.errors import CloudError
 
 if TYPE_CHECKING:
@@ -97,7 +98,9 @@ def open_case_as_caller(
     identity = aws.caller_identity()
     case = Case.open_or_create(root, title=title, examiner=examiner)
     case.actor = identity.get("Arn", case.actor)
-    case.record("caller-identity", None, [], note="STS GetCallerIdentity", source=identity)
+    case.record(
+        CustodyAction.CALLER_IDENTITY, None, [], note="STS GetCallerIdentity", source=identity
+    )
     return case, identity
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloudir import __version__, custody_log
 from cloudir.case_folder import (
@@ -41,7 +41,11 @@ from cloudir.case_folder import (
     refuse_foreign,
     refuse_inside_a_case,
 )
+from cloudir.custody_actions import CAPTURE_CLOSING, Closing, CustodyAction, custody_action
 from cloudir.errors import EvidenceError, UsageError
+
+if TYPE_CHECKING:
+    from cloudir.evidence_item import EvidenceItem, Summary
 
 META_FILE = "meta.json"
 PARTIAL_SUFFIX = ".partial"
@@ -277,7 +281,7 @@ class Case:
                 f"; made in a folder that already held {len(adopted)} entries, "
                 f"not evidence: {', '.join(adopted[:20])}"
             )
-        case.record("case-created", None, [], note=note)
+        case.record(CustodyAction.CASE_CREATED, None, [], note=note)
         return case
 
     @classmethod
@@ -352,15 +356,35 @@ class Case:
             if self.relpath(meta_path) not in self._recorded_paths():
                 digest, size = sha256_file(meta_path)  # a run stopped before recording it
                 rec = FileRecord(self.relpath(meta_path), digest, size)
-                self.record("evidence-opened", evidence_id, [rec], note="recorded on resume")
+                self.record(
+                    CustodyAction.EVIDENCE_OPENED, evidence_id, [rec], note="recorded on resume"
+                )
             self.remove_stale_partials(evidence_id)
             return True
         folder.mkdir(parents=True, exist_ok=True)
         body = dict(meta, evidence_id=evidence_id, captured=utc_now(), tool_version=__version__)
         data = json.dumps(body, indent=2, sort_keys=True, default=str).encode() + b"\n"
         rec = self.store_bytes(evidence_id, META_FILE, data)
-        self.record("evidence-opened", evidence_id, [rec], note=f"{meta.get('kind', '')} item")
+        self.record(
+            CustodyAction.EVIDENCE_OPENED, evidence_id, [rec], note=f"{meta.get('kind', '')} item"
+        )
         return False
+
+    def item(
+        self,
+        evidence_id: str,
+        meta: dict[str, Any],
+        summary: Summary | None = None,
+        closing: Closing = CAPTURE_CLOSING,
+    ) -> EvidenceItem:
+        """Open the item (`open_item`) and hand back its lifecycle: store and record,
+        skip, problem, finish. Use it as a context manager so the item always ends on
+        the record (cloudir/evidence_item.py)."""
+        from cloudir.evidence_item import EvidenceItem
+
+        resumed = self.open_item(evidence_id, meta)
+        kind = str(meta.get("kind", ""))
+        return EvidenceItem(self, evidence_id, kind, resumed, summary=summary, closing=closing)
 
     def relpath(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -428,7 +452,7 @@ class Case:
             path.unlink(missing_ok=True)
         if stale:
             self.record(
-                "partials-removed",
+                CustodyAction.PARTIALS_REMOVED,
                 evidence_id,
                 [],
                 note=f"removed {len(stale)} incomplete temporary file(s) of an interrupted run",
@@ -445,7 +469,7 @@ class Case:
     # -- custody ---------------------------------------------------------------------
     def record(
         self,
-        action: str,
+        action: CustodyAction | str,
         evidence_id: str | None,
         files: list[FileRecord],
         note: str = "",
@@ -454,9 +478,10 @@ class Case:
         """Append one custody entry, fsynced before returning.
 
         A path custody already holds is never given a second hash: the entry is refused
-        (EvidenceError) and nothing is written. The same hash again is fine.
+        (EvidenceError) and nothing is written. The same hash again is fine. `action` is
+        one of the fixed set (cloudir/custody_actions.py); any other is a ValueError.
         """
-        entry = self._entry_base(action, evidence_id, note)
+        entry = self._entry_base(custody_action(action).value, evidence_id, note)
         entry["files"] = [f.as_dict() for f in files]
         if source:
             entry["source"] = source

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudir.case import Case
+from cloudir.custody_actions import RESPOND_CLOSING, read_action
+from cloudir.custody_actions import CustodyAction as A
 
 RESPONSE_KIND = "response"
 """meta.json `kind` of a containment action's evidence item."""
@@ -66,8 +68,9 @@ def response_records(case: Case) -> list[ResponseRecord]:
         if meta is None:
             continue
         source = meta.get("source", {})
+        action = read_action(entry.get("action"))
         if source.get("action") == "restore":
-            if entry.get("action") == "respond-complete" and source.get("restores"):
+            if action is A.RESPOND_COMPLETE and source.get("restores"):
                 restores[source["restores"]] = eid
             continue
         item = actions.setdefault(
@@ -81,11 +84,11 @@ def response_records(case: Case) -> list[ResponseRecord]:
             ),
         )
         recorded = entry.get("source") or {}
-        if entry.get("action") == "respond-plan":
+        if action is A.RESPOND_PLAN:
             item.started, item.actor = entry.get("ts"), entry.get("actor")
-        elif entry.get("action") == "respond-change-started":
+        elif action is A.RESPOND_CHANGE_STARTED:
             started.setdefault(eid, {})[recorded.get("step")] = entry
-        elif entry.get("action") == "respond-change":
+        elif action is A.RESPOND_CHANGE:
             started.get(eid, {}).pop(recorded.get("step"), None)
             item.changes.append(recorded)
             item.steps.append(
@@ -96,8 +99,8 @@ def response_records(case: Case) -> list[ResponseRecord]:
                     "summary": recorded.get("summary", ""),
                 }
             )
-        elif entry.get("action") in ("respond-complete", "respond-incomplete"):
-            item.status = entry["action"].removeprefix("respond-")
+        elif action in RESPOND_CLOSING:
+            item.status = "complete" if action is A.RESPOND_COMPLETE else "incomplete"
             item.end_note = entry.get("note")
     for eid, item in actions.items():
         item.restored_by = restores.get(eid)

@@ -22,7 +22,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-REPAIR_ACTION = "custody-repaired"
+from cloudir.custody_actions import CustodyAction
+
+REPAIR_ACTION = CustodyAction.CUSTODY_REPAIRED.value
 LOG_NAME = "custody.jsonl"
 
 

@@ -180,7 +180,7 @@ def _library_case(tmp_path: Path) -> Path:
 
     case = Case.create(tmp_path / "case")
     case.open_item("files-x", {"kind": "files"})
-    case.record("evidence-captured", "files-x", [case.store_bytes("files-x", "a.txt", b"a")])
+    case.record("capture", "files-x", [case.store_bytes("files-x", "a.txt", b"a")])
     return case.root
 
 

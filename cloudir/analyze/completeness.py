@@ -24,12 +24,14 @@ from typing import Any
 
 from cloudir.analyze.error_entries import error_entry
 from cloudir.case import EVIDENCE_DIR, PARTIAL_SUFFIX, Case
+from cloudir.custody_actions import CustodyAction as A
+from cloudir.custody_actions import read_action
 
 KINDS = ("incomplete", "missing", "unreadable", "unrecorded", "not_regular")
-OPENS = frozenset({"evidence-opened", "capture", "partials-removed", "respond-plan"})
-CLOSES_WHOLE = frozenset({"capture-complete", "respond-complete", "respond-incomplete"})
-CLOSES_PARTIAL = frozenset({"capture-incomplete"})
-CLOSES_DOWNLOAD = frozenset({"capture-ebs-image"})
+OPENS = frozenset({A.EVIDENCE_OPENED, A.CAPTURE, A.PARTIALS_REMOVED, A.RESPOND_PLAN})
+CLOSES_WHOLE = frozenset({A.CAPTURE_COMPLETE, A.RESPOND_COMPLETE, A.RESPOND_INCOMPLETE})
+CLOSES_PARTIAL = frozenset({A.CAPTURE_INCOMPLETE})
+CLOSES_DOWNLOAD = frozenset({A.CAPTURE_EBS_IMAGE})
 # cloudir opens an ebs-snapshot item only once AWS reports the snapshot completed
 # (capture/ebs.py `_open_snapshot_item`), and writes no capture-complete for it.
 WHOLE_WHEN_OPENED = frozenset({"ebs-snapshot"})
@@ -88,7 +90,7 @@ def check_evidence(case: Case) -> Completeness:
 
 def _advance(states: dict[str, _ItemState], entry: dict[str, Any]) -> None:
     """One custody entry moves its item between open, whole and partial."""
-    evidence_id, action = entry.get("evidence_id"), entry.get("action")
+    evidence_id, action = entry.get("evidence_id"), read_action(entry.get("action"))
     if isinstance(evidence_id, str) and evidence_id:
         item = states.setdefault(evidence_id, _ItemState())
         if action in CLOSES_WHOLE or (action in CLOSES_DOWNLOAD and item.state != "partial"):

@@ -9,20 +9,22 @@ its own custody entry with the S3 key, size, ETag, VersionId and SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudir.aws import Aws, call
 from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
+from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, EvidenceError, UsageError
+from cloudir.evidence_item import EvidenceItem
 from cloudir.progress import Counter, Reporter
 from cloudir.timewindow import Window
 
@@ -56,37 +58,52 @@ class LogObject:
 
 @dataclass
 class ItemResult:
-    evidence_id: str
+    """One account/region folder (or one region's LookupEvents) and what this run got:
+    the item's own tally, shown as the `--json` item."""
+
+    item: EvidenceItem
     account: str
     region: str
-    listed: int = 0
-    captured: int = 0
-    skipped: int = 0
-    bytes: int = 0
-    failed: list[str] = field(default_factory=list)
-    rewritten: list[str] = field(default_factory=list)  # objects changed since captured
-    resumed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    listed: int = 0  # objects listed (S3), pages read (LookupEvents)
 
-    def count(
-        self,
-        captured: int = 0,
-        skipped: int = 0,
-        nbytes: int = 0,
-        failed: str = "",
-        rewritten: str = "",
-    ) -> None:
-        with self._lock:
-            self.captured += captured
-            self.skipped += skipped
-            self.bytes += nbytes
-            if failed:
-                self.failed.append(failed)
-            if rewritten:
-                self.rewritten.append(rewritten)
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def captured(self) -> int:
+        return self.item.captured
+
+    @property
+    def skipped(self) -> int:
+        return self.item.skipped
+
+    @property
+    def bytes(self) -> int:
+        return self.item.bytes
+
+    @property
+    def failed(self) -> list[str]:
+        return self.item.problems
+
+    @property
+    def rewritten(self) -> list[str]:
+        """Objects changed since they were captured: the new version is taken beside."""
+        return self.item.notes
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return {
+            "evidence_id": self.evidence_id,
+            "account": self.account,
+            "region": self.region,
+            "listed": self.listed,
+            "captured": self.captured,
+            "skipped": self.skipped,
+            "bytes": self.bytes,
+            "failed": self.failed,
+            "rewritten": self.rewritten,
+            "resumed": self.item.resumed,
+        }
 
 
 def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
@@ -190,7 +207,57 @@ def capture_s3(
     `on_progress` hears (files done, files planned); the caller draws it, if at all.
     """
     s3 = aws.client("s3")
-    plan: list[tuple[ItemResult, str, list[LogObject]]] = []
+    # Every item opened ends on the record: a listing that fails for a later account
+    # closes the ones already opened as incomplete.
+    with contextlib.ExitStack() as items:
+        plan = _open_items(case, s3, bucket, prefix, accounts, regions, window, identity, items)
+        total = sum(len(objects) for _, objects in plan)
+        report(f"{total} log files in {len(plan)} account/region folder(s) for the window")
+        if on_progress:
+            on_progress(0, total)
+        recorded = case.recorded_files()
+        etags = _held_etags(case)
+        folds = folds_case(case)
+        finished = False
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = [
+                    pool.submit(_fetch_one, case, s3, bucket, obj, result.item, recorded, etags)
+                    for result, objects in plan
+                    for obj in _without_case_twins(case, result.item, objects, recorded, folds)
+                ]
+                try:
+                    for done_count, _ in enumerate(as_completed(futures), 1):
+                        if on_progress:
+                            on_progress(done_count, total)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # running downloads finish
+                    raise
+            finished = True
+        finally:
+            for result, _ in plan:
+                note = result.item.summary(result.item) + ("" if finished else "; interrupted")
+                result.item.finish(
+                    note,
+                    complete=finished and not result.failed,
+                    source={"window": window.as_dict()},
+                )
+    return [result for result, _ in plan]
+
+
+def _open_items(
+    case: Case,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    accounts: list[str],
+    regions: list[str],
+    window: Window,
+    identity: dict[str, str],
+    items: contextlib.ExitStack,
+) -> list[tuple[ItemResult, list[LogObject]]]:
+    """One open item per account and region folder, with the objects the window needs."""
+    plan: list[tuple[ItemResult, list[LogObject]]] = []
     for log_prefix in discover_accounts(s3, bucket, prefix, accounts):
         for region in discover_regions(s3, bucket, log_prefix, regions):
             objects = list(list_day_objects(s3, bucket, f"{log_prefix.prefix}{region}/", window))
@@ -207,56 +274,25 @@ def capture_s3(
             evidence_id = case.item_with_source(source) or case.unique_evidence_id(
                 f"cloudtrail-{log_prefix.account}-{region}-{window.label()}"
             )
-            item = ItemResult(evidence_id, log_prefix.account, region, listed=len(objects))
             meta = {
                 "kind": "cloudtrail",
                 "source": source,
                 "window": window.as_dict(),
                 "caller_identity": identity,
             }
-            item.resumed = case.open_item(evidence_id, meta)
-            plan.append((item, bucket, objects))
+            summary = functools.partial(_s3_summary, bucket, len(objects))
+            item = items.enter_context(case.item(evidence_id, meta, summary=summary))
+            plan.append((ItemResult(item, log_prefix.account, region, len(objects)), objects))
     if not plan:
         raise UsageError(f"no CloudTrail region folders match in s3://{bucket}/{prefix}")
-    total = sum(len(objects) for _, _, objects in plan)
-    report(f"{total} log files in {len(plan)} account/region folder(s) for the window")
-    if on_progress:
-        on_progress(0, total)
+    return plan
 
-    recorded = case.recorded_files()
-    etags = _held_etags(case)
-    folds = folds_case(case)
-    finished = False
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [
-                pool.submit(_fetch_one, case, s3, bkt, obj, item, recorded, etags)
-                for item, bkt, objects in plan
-                for obj in _without_case_twins(case, item, objects, recorded, folds)
-            ]
-            try:
-                for done_count, _ in enumerate(as_completed(futures), 1):
-                    if on_progress:
-                        on_progress(done_count, total)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # running downloads finish
-                raise
-        finished = True
-    finally:
-        for item, bkt, objects in plan:
-            complete = finished and not item.failed
-            case.record(
-                "capture-complete" if complete else "capture-incomplete",
-                item.evidence_id,
-                [],
-                note=(
-                    f"s3://{bkt}: {item.captured} captured, {item.skipped} already held, "
-                    f"{len(item.failed)} failed of {len(objects)} listed"
-                    + ("" if finished else "; interrupted")
-                ),
-                source={"window": window.as_dict()},
-            )
-    return [item for item, _, _ in plan]
+
+def _s3_summary(bucket: str, listed: int, item: EvidenceItem) -> str:
+    return (
+        f"s3://{bucket}: {item.captured} captured, {item.skipped} already held, "
+        f"{len(item.problems)} failed of {listed} listed"
+    )
 
 
 def folds_case(case: Case) -> bool:
@@ -272,7 +308,7 @@ def folds_case(case: Case) -> bool:
 
 def _without_case_twins(
     case: Case,
-    item: ItemResult,
+    item: EvidenceItem,
     objects: list[LogObject],
     recorded: dict[str, FileRecord],
     folds: bool,
@@ -292,8 +328,8 @@ def _without_case_twins(
         if other == obj.name:
             kept.append(obj)
         else:
-            item.count(
-                failed=f"{obj.key}: its name differs from {other!r} only in case, and this "
+            item.problem(
+                f"{obj.key}: its name differs from {other!r} only in case, and this "
                 "file system does not tell them apart; capture into a case on a "
                 "case-sensitive file system"
             )
@@ -305,7 +341,7 @@ def _fetch_one(
     s3: Any,
     bucket: str,
     obj: LogObject,
-    item: ItemResult,
+    item: EvidenceItem,
     recorded: dict[str, FileRecord],
     etags: dict[str, str],
 ) -> None:
@@ -321,24 +357,33 @@ def _fetch_one(
         if case.is_captured(item.evidence_id, obj.name, recorded):
             held_etag = etags.get(case.relpath(case.target_path(item.evidence_id, obj.name)))
             if held_etag in (None, obj.etag):
-                item.count(skipped=1)
+                item.skip()
                 return
             # Rewritten since it was captured: the held copy stays, the new version is
             # taken beside it and named, since a rewritten log is itself a finding.
             note = f"rewritten since it was captured: the case holds ETag {held_etag} at {obj.name}"
-            item.count(rewritten=f"{obj.key}: {note}, now ETag {obj.etag}")
+            item.note(f"{obj.key}: {note}, now ETag {obj.etag}")
             obj = replace(obj, name=version_name(obj.etag, obj.name))
             if case.is_captured(item.evidence_id, obj.name, recorded):
-                item.count(skipped=1)
+                item.skip()
                 return
         resp = _get_as_listed(s3, bucket, obj)
         chunks = resp["Body"].iter_chunks(1 << 20)
-        record = case.store_stream(item.evidence_id, obj.name, chunks, expected_bytes=obj.size)
+        item.store(
+            obj.name,
+            chunks,
+            expected_bytes=obj.size,
+            source=_object_source(bucket, obj, resp),
+            note=note,
+        )
     except Exception as exc:  # one object's failure must not stop the others
-        item.count(failed=f"{obj.key}: {_failure(exc, obj)}")
-        return
+        item.problem(f"{obj.key}: {_failure(exc, obj)}")
+
+
+def _object_source(bucket: str, obj: LogObject, resp: dict[str, Any]) -> dict[str, Any]:
+    """Custody's record of the object as S3 answered the GET."""
     modified = resp.get("LastModified") or obj.last_modified
-    source = {
+    return {
         "type": "s3",
         "bucket": bucket,
         "key": obj.key,
@@ -350,8 +395,6 @@ def _fetch_one(
         else None,
         "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
     }
-    case.record("capture", item.evidence_id, [record], source=source, note=note)
-    item.count(captured=1, nbytes=record.bytes)
 
 
 def _held_etags(case: Case) -> dict[str, str]:
@@ -359,7 +402,7 @@ def _held_etags(case: Case) -> dict[str, str]:
     etags: dict[str, str] = {}
     for entry in case.custody_entries():
         source = entry.get("source")
-        if entry.get("action") == "capture" and isinstance(source, dict):
+        if read_action(entry.get("action")) is CustodyAction.CAPTURE and isinstance(source, dict):
             for f in entry.get("files") or []:
                 etag = source.get("etag")
                 if source.get("type") == "s3" and isinstance(etag, str) and isinstance(f, dict):
@@ -446,55 +489,52 @@ def capture_lookup(
             "window": window.as_dict(),
             "caller_identity": identity,
         }
-        case.open_item(evidence_id, meta)
-        item = ItemResult(evidence_id, account, region)
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "StartTime": window.start,
-                "EndTime": window.end,
-                "MaxResults": 50,
-            }
-            if token:
-                kwargs["NextToken"] = token
-            raw_pages.clear()
-            try:
-                resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
-            except CloudError:
-                case.record("capture-incomplete", evidence_id, [], note="LookupEvents failed")
-                raise
-            item.listed += 1
-            reencoded = not raw_pages
-            body = raw_pages[-1] if raw_pages else _reencode(resp)
-            record = case.store_bytes(evidence_id, f"pages/page-{item.listed:05d}.json", body)
-            case.record(
-                "capture",
-                evidence_id,
-                [record],
-                source={
-                    "type": "lookup_events",
-                    "region": region,
-                    "page": item.listed,
-                    "events": len(resp.get("Events", [])),
-                    "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
-                    "as_received": not reencoded,
-                },
-            )
-            item.captured += len(resp.get("Events", []))
-            item.bytes += record.bytes
-            if on_page:
-                on_page(item.listed, item.captured)
-            token = resp.get("NextToken")
-            if not token:
-                break
-        case.record(
-            "capture-complete",
-            evidence_id,
-            [],
-            note=f"LookupEvents {region}: {item.captured} events in {item.listed} pages",
-        )
-        results.append(item)
+        result = ItemResult(case.item(evidence_id, meta), account, region)
+        result.item.summary = functools.partial(_lookup_summary, result)
+        with result.item as item:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "StartTime": window.start,
+                    "EndTime": window.end,
+                    "MaxResults": 50,
+                }
+                if token:
+                    kwargs["NextToken"] = token
+                raw_pages.clear()
+                try:
+                    resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
+                except CloudError:
+                    item.finish("LookupEvents failed", complete=False)
+                    raise
+                result.listed += 1
+                reencoded = not raw_pages
+                body = raw_pages[-1] if raw_pages else _reencode(resp)
+                item.store(
+                    f"pages/page-{result.listed:05d}.json",
+                    body,
+                    captured=len(resp.get("Events", [])),
+                    source={
+                        "type": "lookup_events",
+                        "region": region,
+                        "page": result.listed,
+                        "events": len(resp.get("Events", [])),
+                        "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
+                        "as_received": not reencoded,
+                    },
+                )
+                if on_page:
+                    on_page(result.listed, item.captured)
+                token = resp.get("NextToken")
+                if not token:
+                    break
+        results.append(result)
     return results
+
+
+def _lookup_summary(result: ItemResult, item: EvidenceItem) -> str:
+    text = f"LookupEvents {result.region}: {item.captured} events in {result.listed} pages"
+    return "; ".join([text, *item.problems])
 
 
 class RequestSpacing:

@@ -18,6 +18,7 @@ them again, so the file system and process list belong to one moment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -28,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -39,7 +40,9 @@ from docker.context import ContextAPI
 from docker.models.containers import Container
 
 from cloudir.case import Case
+from cloudir.custody_actions import CustodyAction
 from cloudir.errors import CloudError, EvidenceError, UsageError
+from cloudir.evidence_item import EvidenceItem
 from cloudir.progress import NO_PROGRESS, Bars, Progress, Reporter
 from cloudir.safe_text import inert
 
@@ -89,19 +92,49 @@ class ContainerRequest:
 class ContainerCapture:
     """One container's item and what this run got into it."""
 
-    evidence_id: str
+    item: EvidenceItem
     container_id: str
     name: str
-    files: list[str] = field(default_factory=list)
-    bytes: int = 0
     paused: bool = False  # cloudir paused it for the capture (and unpaused it after)
-    complete: bool = False
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # facts, not failures (image gone, ...)
     engine_failed: bool = False  # a problem came from the engine (exit 4), not the disk
 
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def files(self) -> list[str]:
+        return self.item.files
+
+    @property
+    def bytes(self) -> int:
+        return self.item.bytes
+
+    @property
+    def complete(self) -> bool:
+        return self.item.complete is True
+
+    @property
+    def problems(self) -> list[str]:
+        return self.item.problems
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts, not failures (the image is gone, the logs driver keeps none, ...)."""
+        return self.item.notes
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "engine_failed"}
+        return {
+            "evidence_id": self.evidence_id,
+            "container_id": self.container_id,
+            "name": self.name,
+            "files": self.files,
+            "bytes": self.bytes,
+            "paused": self.paused,
+            "complete": self.complete,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -219,7 +252,7 @@ def capture_containers(
     they paused, and the interrupt is raised again once they have.
     """
     case.record(
-        "docker-engine",
+        CustodyAction.DOCKER_ENGINE,
         None,
         [],
         note=f"Docker engine {engine.version.get('Version', '?')} at {engine.host}",
@@ -298,17 +331,16 @@ def capture_one(
         "name": name,
         "image": container.attrs.get("Config", {}).get("Image"),
     }
-    evidence_id = _open_item(case, name, container.id, source, engine.version)
-    run = _Run(case, engine, container, evidence_id, cancel, tick)
+    item = _open_item(case, name, container.id, source, engine.version)
+    run = _Run(case, engine, container, item, cancel, tick)
     try:
-        run.capture(request)
-    except _Interrupted:
-        run.problem("interrupted before every file was captured")
-    except BaseException as exc:  # still close the item honestly, then let it surface
-        run.problem(f"stopped by {type(exc).__name__}: {exc}")
-        raise
+        with item:  # an exception ends the item incomplete, naming it, and is raised again
+            try:
+                run.capture(request)
+            except _Interrupted:
+                item.problem("interrupted before every file was captured")
     finally:
-        run.finish()
+        tick(DONE if item.complete else INCOMPLETE, 0)
     return run.result
 
 
@@ -317,12 +349,21 @@ _ITEM_LOCK = threading.Lock()  # two workers must never pick the same fresh evid
 
 def _open_item(
     case: Case, name: str, container_id: str, source: dict[str, Any], version: dict[str, Any]
-) -> str:
+) -> EvidenceItem:
     meta = {"kind": "container", "source": source, "engine": _engine_summary(version)}
+    summary = functools.partial(_summary, name, container_id)
     with _ITEM_LOCK:
         evidence_id = case.unique_evidence_id(f"container-{name}-{container_id[:12]}")
-        case.open_item(evidence_id, meta)
-    return evidence_id
+        return case.item(evidence_id, meta, summary=summary)
+
+
+def _summary(name: str, container_id: str, item: EvidenceItem) -> str:
+    """The closing custody entry says plainly whether the item is whole."""
+    names = [p.rsplit("/", 1)[-1] for p in item.files]
+    note = "; ".join([f"{name} ({container_id[:12]}): captured {', '.join(names)}", *item.notes])
+    if item.problems:
+        note += "; INCOMPLETE: " + "; ".join(item.problems)
+    return note
 
 
 class _OpenStreams:
@@ -360,14 +401,13 @@ class _Run:
         case: Case,
         engine: Engine,
         container: Container,
-        evidence_id: str,
+        item: EvidenceItem,
         cancel: threading.Event,
         tick: Tick,
     ) -> None:
         self.case, self.engine, self.container = case, engine, container
-        self.evidence_id, self.cancel, self.tick = evidence_id, cancel, tick
-        self.result = ContainerCapture(evidence_id, container.id, _name(container.attrs))
-        self.notes: list[str] = self.result.notes
+        self.item, self.cancel, self.tick = item, cancel, tick
+        self.result = ContainerCapture(item, container.id, _name(container.attrs))
         self.diff: list[dict[str, Any]] | None = None
 
     # -- the steps, most volatile first ---------------------------------------------
@@ -384,7 +424,7 @@ class _Run:
         state = attrs.get("State", {})
         running = bool(state.get("Running"))
         if request.pause and running and state.get("Paused"):
-            self.notes.append("already paused when found; left paused")
+            self.item.note("already paused when found; left paused")
         try:
             if request.pause and running and not state.get("Paused"):
                 self.pause()
@@ -431,7 +471,7 @@ class _Run:
             )
         except docker.errors.APIError as exc:
             if exc.status_code == 501:  # log driver none/syslog/...: the engine keeps none
-                self.notes.append(f"logs.txt not available: {exc.explanation}")
+                self.item.note(f"logs.txt not available: {exc.explanation}")
                 return
             raise
         self.store("logs.txt", "logs", chunks, step="logs")
@@ -441,7 +481,7 @@ class _Run:
         try:
             image = self.engine.client.images.get(image_id)
         except docker.errors.ImageNotFound:
-            self.notes.append(
+            self.item.note(
                 f"image {image_id} is no longer on the engine: "
                 "image.json and image-history.json not captured"
             )
@@ -473,7 +513,7 @@ class _Run:
         paths = [path for path, _ in roots]
         self.store("changed.tar", "get-archive", chunks, "changed files", {"paths": paths})
         if gone:  # deleted between the diff and the fetch: the container was not paused
-            self.notes.append(f"gone before changed.tar fetched them: {', '.join(gone)}")
+            self.item.note(f"gone before changed.tar fetched them: {', '.join(gone)}")
 
     # -- pause ----------------------------------------------------------------------
     def pause(self) -> None:
@@ -485,10 +525,8 @@ class _Run:
             self.result.engine_failed = True
             return
         self.result.paused = True
-        self.case.record(
-            "container-paused",
-            self.evidence_id,
-            [],
+        self.item.record(
+            CustodyAction.CONTAINER_PAUSED,
             note=f"{self.result.name} paused (cgroup freezer) for the capture",
             source=self.source("pause"),
         )
@@ -503,18 +541,14 @@ class _Run:
                 f"run `docker unpause {self.container.id[:12]}`"
             )
             self.result.engine_failed = True
-            self.case.record(
-                "container-unpause-failed",
-                self.evidence_id,
-                [],
+            self.item.record(
+                CustodyAction.CONTAINER_UNPAUSE_FAILED,
                 note=_reason(exc),
                 source=self.source("unpause"),
             )
             return
-        self.case.record(
-            "container-unpaused",
-            self.evidence_id,
-            [],
+        self.item.record(
+            CustodyAction.CONTAINER_UNPAUSED,
             note=f"{self.result.name} unpaused after the capture",
             source=self.source("unpause"),
         )
@@ -545,10 +579,7 @@ class _Run:
     ) -> None:
         """Stream into the case (hashed while written, renamed only when complete)."""
         counted = _counted(chunks, self.cancel, lambda n: self.tick(step, n))
-        record = self.case.store_stream(self.evidence_id, name, counted)
-        self.case.record("capture", self.evidence_id, [record], source=self.source(api, extra))
-        self.result.files.append(record.path)
-        self.result.bytes += record.bytes
+        self.item.store(name, counted, source=self.source(api, extra))
 
     def attempt(self, what: str, step: Callable[[], None]) -> bool:
         """Run one step; a failure is kept as a problem and the next step still runs."""
@@ -568,19 +599,7 @@ class _Run:
         return True
 
     def problem(self, text: str) -> None:
-        self.result.problems.append(text)
-
-    def finish(self) -> None:
-        """The closing custody entry says plainly whether the item is whole."""
-        self.result.complete = not self.result.problems
-        names = [p.rsplit("/", 1)[-1] for p in self.result.files]
-        note = f"{self.result.name} ({self.container.id[:12]}): captured {', '.join(names)}"
-        note = "; ".join([note, *self.notes])
-        if self.result.problems:
-            note += "; INCOMPLETE: " + "; ".join(self.result.problems)
-        action = "capture-complete" if self.result.complete else "capture-incomplete"
-        self.case.record(action, self.evidence_id, [], note=note)
-        self.tick(DONE if self.result.complete else INCOMPLETE, 0)
+        self.item.problem(text)
 
 
 # -- changed files only -----------------------------------------------------------------

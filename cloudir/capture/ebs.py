@@ -13,6 +13,7 @@ tell the same story.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -22,10 +23,11 @@ from datetime import datetime
 from typing import Any
 
 from cloudir import __version__
-from cloudir.aws import Aws, call, error_code, tag_list
-from cloudir.aws import request_id as _request_id
+from cloudir.aws import Aws, call, error_code, request_id, tag_list
 from cloudir.case import Case, FileRecord
+from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, UsageError
+from cloudir.evidence_item import EvidenceItem
 from cloudir.progress import NO_PROGRESS, Progress, Reporter
 
 POLL_SECONDS = 15.0  # DescribeSnapshots is cheap, but progress only moves every few seconds
@@ -70,14 +72,31 @@ class EbsRequest:
 class InstanceCapture:
     """The `ec2-<instance-id>` item: what the instance looked like when captured."""
 
-    evidence_id: str
+    item: EvidenceItem
     instance_id: str
     volume_ids: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def files(self) -> list[str]:
+        return self.item.files
+
+    @property
+    def skipped(self) -> list[str]:
+        """What the API would not give (console output), each a capture-skipped entry."""
+        return self.item.skip_reasons
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            "evidence_id": self.evidence_id,
+            "instance_id": self.instance_id,
+            "volume_ids": self.volume_ids,
+            "files": self.files,
+            "skipped": self.skipped,
+        }
 
 
 @dataclass
@@ -223,25 +242,25 @@ def capture_instance(
         "caller_identity": identity,
         "instance": _instance_summary(found),
     }
-    case.open_item(evidence_id, meta)
-    item = InstanceCapture(evidence_id, instance_id)
-    _store_response(case, item, "describe-instances.json", "ec2:DescribeInstances", described)
-    item.volume_ids = [
-        m["Ebs"]["VolumeId"] for m in found.get("BlockDeviceMappings", []) if "Ebs" in m
-    ]
-    volumes: list[dict[str, Any]] = []
-    if item.volume_ids:
-        resp = call("ec2:DescribeVolumes", ec2.describe_volumes, VolumeIds=item.volume_ids)
-        _store_response(case, item, "describe-volumes.json", "ec2:DescribeVolumes", resp)
-        volumes = resp["Volumes"]
-    _capture_console(case, ec2, item)
-    case.record(
-        "capture-complete",
-        evidence_id,
-        [],
-        note=f"{instance_id}: {len(item.files)} files, {len(item.skipped)} skipped",
-    )
-    return item, volumes
+    summary = functools.partial(_instance_note, instance_id)
+    with case.item(evidence_id, meta, summary=summary) as item:
+        instance = InstanceCapture(item, instance_id)
+        _store_response(instance, "describe-instances.json", "ec2:DescribeInstances", described)
+        instance.volume_ids = [
+            m["Ebs"]["VolumeId"] for m in found.get("BlockDeviceMappings", []) if "Ebs" in m
+        ]
+        volumes: list[dict[str, Any]] = []
+        if instance.volume_ids:
+            resp = call("ec2:DescribeVolumes", ec2.describe_volumes, VolumeIds=instance.volume_ids)
+            _store_response(instance, "describe-volumes.json", "ec2:DescribeVolumes", resp)
+            volumes = resp["Volumes"]
+        _capture_console(ec2, instance)
+    return instance, volumes
+
+
+def _instance_note(instance_id: str, item: EvidenceItem) -> str:
+    text = f"{instance_id}: {len(item.files)} files, {len(item.skip_reasons)} skipped"
+    return "; ".join([text, *item.problems])
 
 
 def _instance_summary(found: dict[str, Any]) -> dict[str, Any]:
@@ -275,55 +294,35 @@ def _instance_summary(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _capture_console(case: Case, ec2: Any, item: InstanceCapture) -> None:
+def _capture_console(ec2: Any, instance: InstanceCapture) -> None:
+    item = instance.item
     try:
-        resp = call("ec2:GetConsoleOutput", ec2.get_console_output, InstanceId=item.instance_id)
+        resp = call("ec2:GetConsoleOutput", ec2.get_console_output, InstanceId=instance.instance_id)
     except CloudError as exc:
-        _skip(case, item, f"console output not captured: {exc}")
+        item.skip(f"console output not captured: {exc}")
         return
     if not resp.get("Output"):
-        _skip(case, item, "console output not captured: the API returned none (yet)")
+        item.skip("console output not captured: the API returned none (yet)")
         return
-    _store_response(case, item, "console-output.json", "ec2:GetConsoleOutput", resp)
+    _store_response(instance, "console-output.json", "ec2:GetConsoleOutput", resp)
     text = resp["Output"].encode("utf-8", "surrogateescape")
-    rec = case.store_bytes(item.evidence_id, "console-output.txt", text)
-    _record_capture(case, item, rec, "ec2:GetConsoleOutput", resp, note="Output field as text")
-
-
-def _skip(case: Case, item: InstanceCapture, note: str) -> None:
-    item.skipped.append(note)
-    case.record("capture-skipped", item.evidence_id, [], note=note)
+    source = _api_source(instance, "ec2:GetConsoleOutput", resp)
+    item.store("console-output.txt", text, source=source, note="Output field as text")
 
 
 def _store_response(
-    case: Case, item: InstanceCapture, name: str, api: str, resp: dict[str, Any]
+    instance: InstanceCapture, name: str, api: str, resp: dict[str, Any]
 ) -> FileRecord:
-    rec = case.store_bytes(item.evidence_id, name, _as_json(resp))
-    _record_capture(case, item, rec, api, resp)
-    return rec
+    return instance.item.store(name, _as_json(resp), source=_api_source(instance, api, resp))
 
 
-def _record_capture(
-    case: Case,
-    item: InstanceCapture,
-    rec: FileRecord,
-    api: str,
-    resp: dict[str, Any],
-    note: str = "",
-) -> None:
-    case.record(
-        "capture",
-        item.evidence_id,
-        [rec],
-        note=note,
-        source={
-            "type": "ec2-api",
-            "api": api,
-            "instance_id": item.instance_id,
-            "request_id": _request_id(resp),
-        },
-    )
-    item.files.append(rec.path)
+def _api_source(instance: InstanceCapture, api: str, resp: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "ec2-api",
+        "api": api,
+        "instance_id": instance.instance_id,
+        "request_id": request_id(resp),
+    }
 
 
 def describe_volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
@@ -369,7 +368,7 @@ def take_snapshots(
             Description=f"cloudir case {case.info['id']}: volumes of {instance_id}",
             TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(common)}],
         )
-        taken = [_started(i, instance_id, by_id, _request_id(resp)) for i in resp["Snapshots"]]
+        taken = [_started(i, instance_id, by_id, request_id(resp)) for i in resp["Snapshots"]]
         for snap in taken:  # every snapshot that exists is in custody before anything can fail
             _record_started(case, region, snap, "ec2:CreateSnapshots", common)
         for snap in taken:  # the per-volume tags CreateSnapshots cannot set itself
@@ -385,12 +384,12 @@ def take_snapshots(
                 Tags=tag_list(extra),
             )
             case.record(
-                "tag",
+                CustodyAction.TAG,
                 snap.evidence_id,
                 [],
                 note=f"tagged {snap.snapshot_id} with its source volume",
                 source={"snapshot_id": snap.snapshot_id, "tags": extra,
-                        "request_id": _request_id(tag_resp)},
+                        "request_id": request_id(tag_resp)},
             )  # fmt: skip
     else:
         taken = []
@@ -405,7 +404,7 @@ def take_snapshots(
                 Description=f"cloudir case {case.info['id']}: {volume['VolumeId']}",
                 TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
             )
-            snap = _started(info, attached_to, by_id, _request_id(info))
+            snap = _started(info, attached_to, by_id, request_id(info))
             _record_started(case, region, snap, "ec2:CreateSnapshot", tags)
             taken.append(snap)
     for snap in taken:
@@ -435,7 +434,7 @@ def _record_started(
     case: Case, region: str, snap: SnapshotCapture, api: str, tags: dict[str, str]
 ) -> None:
     case.record(
-        "snapshot",
+        CustodyAction.SNAPSHOT,
         snap.evidence_id,
         [],
         note=f"{snap.snapshot_id} of {snap.volume_id} started",
@@ -470,11 +469,11 @@ def existing_snapshots(
             info.get("VolumeId"),
             tags.get("cloudir:source-instance"),
             taken_by_cloudir=False,
-            request_id=_request_id(resp),
+            request_id=request_id(resp),
         )
         snap.update(info)
         case.record(
-            "snapshot-described",
+            CustodyAction.SNAPSHOT_DESCRIBED,
             snap.evidence_id,
             [],
             note=f"existing snapshot {snapshot_id} (owner {info.get('OwnerId')})",
@@ -586,7 +585,7 @@ def _wait_and_record(
             for snap in snapshots:
                 if snap.snapshot_id in exc.pending:
                     case.record(
-                        "snapshot-pending",
+                        CustodyAction.SNAPSHOT_PENDING,
                         snap.evidence_id,
                         [],
                         note=f"{snap.snapshot_id} still {snap.state} at {snap.progress or '0%'} "
@@ -656,7 +655,7 @@ def share_snapshot(
             )
         raise CloudError(f"{exc}{hint}") from exc
     case.record(
-        "share",
+        CustodyAction.SHARE,
         snap.evidence_id,
         [],
         note=f"createVolumePermission added for {account}",
@@ -664,7 +663,7 @@ def share_snapshot(
             "api": "ec2:ModifySnapshotAttribute",
             "snapshot_id": snap.snapshot_id,
             "account": account,
-            "request_id": _request_id(resp),
+            "request_id": request_id(resp),
         },
     )
     snap.shared_with.append(account)
@@ -708,7 +707,7 @@ def start_copy(
         raise _copy_failure(exc, snap, region, kms_key_id) from exc
     copy_id = resp["SnapshotId"]
     case.record(
-        "snapshot-copy",
+        CustodyAction.SNAPSHOT_COPY,
         snap.evidence_id,
         [],
         note=f"copy of {snap.snapshot_id} into {region} started as {copy_id}",
@@ -719,7 +718,7 @@ def start_copy(
             "region": region,
             "copy_snapshot_id": copy_id,
             "kms_key_id": kms_key_id,
-            "request_id": _request_id(resp),
+            "request_id": request_id(resp),
             "tags": tags,
         },
     )
@@ -730,7 +729,7 @@ def _earlier_copy(case: Case, snapshot_id: str, region: str) -> str | None:
     for entry in case.custody_entries():
         source = entry.get("source") or {}
         if (
-            entry.get("action") == "snapshot-copy"
+            read_action(entry.get("action")) is CustodyAction.SNAPSHOT_COPY
             and source.get("snapshot_id") == snapshot_id
             and source.get("region") == region
         ):
@@ -800,7 +799,7 @@ def wait_for_copies(
     for copy_id, (snap, copy) in copies.items():
         copy["state"] = latest[copy_id].get("State")
         case.record(
-            "snapshot-copy-complete",
+            CustodyAction.SNAPSHOT_COPY_COMPLETE,
             snap.evidence_id,
             [],
             note=f"{copy_id} in {region} completed",

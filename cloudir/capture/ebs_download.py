@@ -30,11 +30,12 @@ from typing import Any
 from cloudir.aws import Aws
 from cloudir.capture.image_hash import FrontierHasher
 from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
+from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, EvidenceError
 from cloudir.progress import Counter, Reporter
 
 IMAGE_NAME = "image.raw"
-ACTION = "capture-ebs-image"
+ACTION = CustodyAction.CAPTURE_EBS_IMAGE
 CHECKPOINT_SUFFIX = ".checkpoint"
 CHECKPOINT_EVERY_BLOCKS = 2048  # 1 GiB of AWS's blocks; saving fsyncs, which stalls the pool
 CHECKPOINT_EVERY_SECONDS = 5.0
@@ -538,7 +539,10 @@ def _already_held(
         if not files:
             continue
         source = entry.get("source") or {}
-        if entry.get("action") != ACTION or source.get("snapshot_id") != snapshot_id:
+        if (
+            read_action(entry.get("action")) is not ACTION
+            or source.get("snapshot_id") != snapshot_id
+        ):
             raise EvidenceError(f"{rel} is already evidence of something else; use another item")
         if not target.is_file():
             raise EvidenceError(f"{rel} is in custody but missing from the case; run verify")

@@ -7,35 +7,84 @@ because the copy then matches no stable original.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cloudir.capture.tree import TreeCounts, change_between, looks_like_root_fs, tree_tar_chunks
-from cloudir.case import PARTIAL_SUFFIX, Case, NotRegularFileError, open_regular, safe_name
+from cloudir.case import (
+    PARTIAL_SUFFIX,
+    Case,
+    FileRecord,
+    NotRegularFileError,
+    open_regular,
+    safe_name,
+)
+from cloudir.custody_actions import CAPTURE_CLOSING, CustodyAction, read_action
 from cloudir.errors import CloudirError, EvidenceError, UsageError
+from cloudir.evidence_item import EvidenceItem
 
 COPY_CHUNK = 1 << 20
 
 
 @dataclass
 class FilesResult:
-    evidence_id: str
+    """One item of files (or one tree) and what this run got into it: the item's own
+    tally, shown as the `--json` item."""
+
+    item: EvidenceItem
     source: str
-    kind: str
-    captured: int = 0
-    skipped: int = 0
-    bytes: int = 0
-    warnings: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    # held files whose original has changed since: the held copy stays, the change is named
-    changed_since: list[str] = field(default_factory=list)
+
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def kind(self) -> str:
+        return self.item.kind
+
+    @property
+    def captured(self) -> int:
+        return self.item.captured
+
+    @property
+    def skipped(self) -> int:
+        return self.item.skipped
+
+    @property
+    def bytes(self) -> int:
+        return self.item.bytes
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was seen and is not a file to copy (a link, a FIFO, an unreadable folder)."""
+        return self.item.left_out
+
+    @property
+    def failed(self) -> list[str]:
+        return self.item.problems
+
+    @property
+    def changed_since(self) -> list[str]:
+        """Held files whose original changed since: the held copy stays, the change is named."""
+        return self.item.notes
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            "evidence_id": self.evidence_id,
+            "source": self.source,
+            "kind": self.kind,
+            "captured": self.captured,
+            "skipped": self.skipped,
+            "bytes": self.bytes,
+            "warnings": self.warnings,
+            "failed": self.failed,
+            "changed_since": self.changed_since,
+        }
 
 
 Recognise = Callable[[list[Path]], str]
@@ -160,73 +209,70 @@ def capture_paths(
         files = _walk(given, warnings) if len(group) == 1 else group
         item_kind = guess_kind(files, recognise) if kind == "auto" else kind
         evidence_id = _item_for(case, source, item_kind, len(files))
-        result = FilesResult(evidence_id, str(source), item_kind, warnings=warnings)
         meta = {
             "kind": item_kind,
             "source": {"type": "files", "path": str(source), "files": len(files)},
         }
-        resumed = case.open_item(evidence_id, meta)
-        recorded = case.recorded_files()
-        originals = _originals(case, evidence_id) if resumed else {}
-        for path in files:
-            relative = (
-                [path.name] if path == given or len(group) > 1 else path.relative_to(given).parts
-            )
-            name = "files/" + "/".join(_component(part) for part in relative)
-            if resumed and case.is_captured(evidence_id, name, recorded):
-                result.skipped += 1
-                change = _changed_since(path, originals.get(str(path.resolve())))
-                if change:
-                    result.changed_since.append(
-                        f"{path}: changed since it was captured ({change}); the held copy "
-                        "is kept, the new content is not in this case: capture it into "
-                        "another case folder to keep both"
-                    )
-                continue
-            try:
-                record, before = copy_stable(case, evidence_id, name, path)
-            except NotRegularFile as exc:
-                result.warnings.append(f"{path}: {exc}, not captured")
-                continue
-            except ChangedWhileCopied as exc:
-                result.failed.append(f"{path}: {exc}")
-                continue
-            except OSError as exc:
-                result.failed.append(f"{path}: cannot be read ({exc.strerror or exc})")
-                continue
-            except CloudirError as exc:  # e.g. the case refused the name: counted, not fatal
-                result.failed.append(f"{path}: {exc}")
-                continue
-            case.record(
-                "capture",
-                evidence_id,
-                [record],
-                source={
-                    "type": "file",
-                    "original_path": str(path.resolve()),
-                    "original_mtime": datetime.fromtimestamp(before.st_mtime, UTC).strftime(
-                        "%Y-%m-%dT%H:%M:%S.%fZ"
-                    ),
-                    "original_size": before.st_size,
-                },
-            )
-            result.captured += 1
-            result.bytes += record.bytes
-            if on_file:
-                on_file(record.bytes)
-        for warning in result.warnings + result.failed + result.changed_since:
-            report(warning)
-        case.record(
-            "capture-incomplete" if result.failed or result.warnings else "capture-complete",
-            evidence_id,
-            [],
-            note=(
-                f"{source}: {result.captured} captured, {result.skipped} already held, "
-                f"{len(result.failed)} failed, {len(result.warnings)} not captured"
-            ),
-        )
+        summary = functools.partial(_files_summary, source)
+        with case.item(evidence_id, meta, summary=summary) as item:
+            result = FilesResult(item, str(source))
+            for warning in warnings:
+                item.leave_out(warning)
+            recorded = case.recorded_files()
+            originals = _originals(case, evidence_id) if item.resumed else {}
+            for path in files:
+                relative = (
+                    [path.name]
+                    if path == given or len(group) > 1
+                    else path.relative_to(given).parts
+                )
+                name = "files/" + "/".join(_component(part) for part in relative)
+                record = _capture_file(item, path, name, recorded, originals)
+                if record and on_file:
+                    on_file(record.bytes)
+            for warning in result.warnings + result.failed + result.changed_since:
+                report(warning)
         results.append(result)
     return results
+
+
+def _capture_file(
+    item: EvidenceItem,
+    path: Path,
+    name: str,
+    recorded: dict[str, FileRecord],
+    originals: dict[str, dict[str, Any]],
+) -> FileRecord | None:
+    """One original into the item; anything short of a stored copy is counted on the item
+    (already held, changed since, left out, failed), never raised."""
+    if item.resumed and item.case.is_captured(item.evidence_id, name, recorded):
+        item.skip()
+        change = _changed_since(path, originals.get(str(path.resolve())))
+        if change:
+            item.note(
+                f"{path}: changed since it was captured ({change}); the held copy is kept, "
+                "the new content is not in this case: capture it into another case folder "
+                "to keep both"
+            )
+        return None
+    try:
+        return copy_stable(item, name, path)
+    except NotRegularFile as exc:
+        item.leave_out(f"{path}: {exc}, not captured")
+    except ChangedWhileCopied as exc:
+        item.problem(f"{path}: {exc}")
+    except OSError as exc:
+        item.problem(f"{path}: cannot be read ({exc.strerror or exc})")
+    except CloudirError as exc:  # e.g. the case refused the name: counted, not fatal
+        item.problem(f"{path}: {exc}")
+    return None
+
+
+def _files_summary(source: Path, item: EvidenceItem) -> str:
+    return (
+        f"{source}: {item.captured} captured, {item.skipped} already held, "
+        f"{len(item.problems)} failed, {len(item.left_out)} not captured"
+    )
 
 
 def _originals(case: Case, evidence_id: str) -> dict[str, dict[str, Any]]:
@@ -270,8 +316,9 @@ class ChangedWhileCopied(Exception):
     """The original changed while it was copied: the copy matches no one state of it."""
 
 
-def copy_stable(case: Case, evidence_id: str, name: str, path: Path) -> tuple[Any, os.stat_result]:
-    """Copy `path` into the item, or raise: only a copy of one unchanging file is kept.
+def copy_stable(item: EvidenceItem, name: str, path: Path) -> FileRecord:
+    """Copy `path` into the item and record it, or raise: only a copy of one unchanging
+    file is kept.
 
     The file is opened without following a link and without waiting on a FIFO (either
     may have been swapped in since the folder was listed). Its size, mtime and ctime on
@@ -288,8 +335,15 @@ def copy_stable(case: Case, evidence_id: str, name: str, path: Path) -> tuple[An
     with os.fdopen(fd, "rb") as fh:
         before = os.fstat(fd)
         os.set_blocking(fd, True)
-        record = case.store_stream(evidence_id, name, _chunks(fh, path, before))
-    return record, before
+        source = {
+            "type": "file",
+            "original_path": str(path.resolve()),
+            "original_mtime": datetime.fromtimestamp(before.st_mtime, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "original_size": before.st_size,
+        }
+        return item.store(name, _chunks(fh, path, before), source=source)
 
 
 def _chunks(fh: Any, path: Path, before: os.stat_result) -> Iterator[bytes]:
@@ -314,66 +368,69 @@ def capture_tree(case: Case, given: Path, report: Callable[[str], None]) -> File
     meta: dict[str, Any] = {"kind": "disk-image", "source": {"type": "tree", "path": str(source)}}
     held = case.item_with_source(meta["source"])
     evidence_id = held or case.unique_evidence_id(safe_name(f"disk-image-{source.name}"))
-    result = FilesResult(evidence_id, str(source), "disk-image")
-    resumed = case.open_item(evidence_id, meta)
-    if resumed and case.is_captured(evidence_id, name, case.recorded_files()):
-        result.skipped = 1
-        _close_if_left_open(case, evidence_id)
-        return result
-    counts = TreeCounts()
-    try:
-        record = case.store_stream(evidence_id, name, tree_tar_chunks(given, counts))
-    except EvidenceError as exc:  # the tar was not kept; the next run makes it again
-        result.failed = [str(exc)]
-        case.record("capture-incomplete", evidence_id, [], note=f"{source}: {exc}")
-        return result
-    result.failed = counts.problems
-    result.captured, result.bytes = 1, record.bytes
-    note = (
-        f"{source}: {counts.entries} entries ({counts.links} links, kept as links) as a tar "
-        f"made by cloudir; {len(counts.problems)} could not be read"
-    )
-    case.record(
-        "capture",
-        evidence_id,
-        [record],
-        note=note,
-        source={
-            "type": "tree",
-            "original_path": str(source),
-            "entries": counts.entries,
-            "problems": len(counts.problems),
-        },
-    )
-    for problem in counts.problems:
-        report(problem)
-    case.record(
-        "capture-incomplete" if counts.problems else "capture-complete", evidence_id, [], note=note
-    )
+    summary = functools.partial(_tree_summary, source)
+    with case.item(evidence_id, meta, summary=summary) as item:
+        result = FilesResult(item, str(source))
+        if item.resumed and case.is_captured(evidence_id, name, case.recorded_files()):
+            item.skip()
+            _close_if_left_open(item)
+            return result
+        counts = TreeCounts()
+
+        def described() -> str:  # known once the tar is written
+            return (
+                f"{source}: {counts.entries} entries ({counts.links} links, kept as links) as "
+                f"a tar made by cloudir; {len(counts.problems)} could not be read"
+            )
+
+        try:
+            item.store(
+                name,
+                tree_tar_chunks(given, counts),
+                note=described,
+                source=lambda: {
+                    "type": "tree",
+                    "original_path": str(source),
+                    "entries": counts.entries,
+                    "problems": len(counts.problems),
+                },
+            )
+        except EvidenceError as exc:  # the tar was not kept; the next run makes it again
+            item.problem(str(exc))
+            item.finish(f"{source}: {exc}")
+            return result
+        for problem in counts.problems:
+            item.problem(problem)
+            report(problem)
+        item.finish(described())
     return result
 
 
-def _close_if_left_open(case: Case, evidence_id: str) -> None:
+def _tree_summary(source: Path, item: EvidenceItem) -> str:
+    return "; ".join([f"{source}", *item.problems])
+
+
+def _close_if_left_open(item: EvidenceItem) -> None:
     """A run killed between recording the tar and closing its item left the item open, and
     the timeline would call it cut short for good: the tar is whole, so close the item as
     that run would have (incomplete unless its capture entry says nothing was unreadable)."""
     last_capture: dict[str, Any] | None = None
-    for entry in case.custody_entries():
-        if entry.get("evidence_id") != evidence_id:
+    for entry in item.case.custody_entries():
+        if entry.get("evidence_id") != item.evidence_id:
             continue
-        if entry.get("action") == "capture":
+        action = read_action(entry.get("action"))
+        if action is CustodyAction.CAPTURE:
             last_capture = entry
-        elif entry.get("action") in ("capture-complete", "capture-incomplete"):
+        elif action in CAPTURE_CLOSING:
             last_capture = None
     if last_capture is None:
+        item.leave_as_is()
         return
     problems = (last_capture.get("source") or {}).get("problems")
-    case.record(
-        "capture-complete" if problems == 0 else "capture-incomplete",
-        evidence_id,
-        [],
-        note="closing the item an earlier run recorded and was stopped before closing"
+    item.finish(
+        "closing the item an earlier run recorded and was stopped before closing"
         + ("" if problems == 0 else f"; that run could not read {problems or 'some'} entries"),
+        complete=problems == 0,
     )
 
 

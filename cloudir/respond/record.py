@@ -10,6 +10,7 @@ two changes still leaves the first one on the record.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,8 +18,10 @@ from typing import Any
 
 from cloudir.case import Case, safe_name, utc_now
 from cloudir.case_responses import RESPONSE_KIND
+from cloudir.custody_actions import RESPOND_CLOSING, CustodyAction
 from cloudir.errors import CloudError, CloudirError
-from cloudir.respond.changes import Context, write
+from cloudir.evidence_item import EvidenceItem
+from cloudir.respond.changes import Change, Context, write
 from cloudir.respond.plan import Plan
 
 
@@ -67,89 +70,88 @@ def carry_out(case: Case, ctx: Context, plan: Plan, restores: str | None = None)
     }
     if restores:
         source["restores"] = restores
-    case.open_item(
-        action_id, {"kind": RESPONSE_KIND, "source": source, "caller_identity": ctx.identity}
-    )
-    planned = case.store_bytes(action_id, "plan.json", _json(plan.as_dict()))
-    case.record(
-        "respond-plan",
-        action_id,
-        [planned],
-        note=f"{plan.action} {plan.target}: {len(plan.changes)} change(s) planned",
-    )
-    outcome = Outcome(
-        action_id,
-        "incomplete",
-        action=plan.action,
-        target=subject,
-        actor=ctx.identity.get("Arn", case.actor),
-    )
-    total = len(plan.changes)
-    for index, change in enumerate(plan.changes, 1):
-        intended = ctx.resolve(change.after)
-        # Before the call: a run killed while AWS is acting still leaves this on the
-        # record, and restore checks whether the change landed.
-        case.record(
-            "respond-change-started",
-            action_id,
-            [],
-            note=f"step {index}/{total}: starting",
-            source={"step": index, **change.as_dict(), "after": intended},
+    meta = {"kind": RESPONSE_KIND, "source": source, "caller_identity": ctx.identity}
+    summary = functools.partial(_stopped_early, plan)
+    with case.item(action_id, meta, summary=summary, closing=RESPOND_CLOSING) as item:
+        item.store(
+            "plan.json",
+            _json(plan.as_dict()),
+            action=CustodyAction.RESPOND_PLAN,
+            note=f"{plan.action} {plan.target}: {len(plan.changes)} change(s) planned",
         )
-        try:
-            applied, result = write(ctx, change, intended)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                error = "interrupted (Ctrl-C)"
-            elif isinstance(exc, CloudirError):
-                error = str(exc)
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-            outcome.failed = {"step": index, **change.as_dict(), "error": error, "at": utc_now()}
-            outcome.not_done = [
-                {"step": n, **c.as_dict()} for n, c in enumerate(plan.changes[index:], index + 1)
-            ]
-            _finish(case, plan, outcome)
-            undo = f"cloudir respond restore --case {case.root} --action {action_id} --yes"
-            if isinstance(exc, KeyboardInterrupt):
-                raise ResponseInterrupted(
-                    f"{plan.action} interrupted at step {index} of {total}: "
-                    f"{_done_text(outcome)}, recorded in {action_id}; undo with: {undo}"
-                ) from None
-            if not isinstance(exc, CloudirError):
-                ctx.report(f"{plan.action} failed at step {index}; undo with: {undo}")
-                raise
-            raise CloudError(
-                f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
-                f"{error}. {_done_text(outcome)} recorded in {action_id}; undo with: "
-                f"cloudir respond restore --case {case.root} --action {action_id} --yes"
-            ) from exc
-        entry = {
-            "step": index,
-            **change.as_dict(),
-            "after": applied,
-            "result": result,
-            "at": utc_now(),
-        }
-        # The step as evidence too, so the timeline has it even if the run dies before
-        # outcome.json; custody's copy is what restore reads.
-        step_file = case.store_bytes(action_id, f"steps/{index:03d}.json", _json(entry))
-        case.record(
-            "respond-change",
+        outcome = Outcome(
             action_id,
-            [step_file],
-            note=f"step {index}/{total}: {change.summary}",
-            source=entry,
+            "incomplete",
+            action=plan.action,
+            target=subject,
+            actor=ctx.identity.get("Arn", case.actor),
         )
-        outcome.done.append(entry)
-        ctx.report(f"done {index}/{total}: {change.summary}")
-    outcome.status = "complete"
-    _finish(case, plan, outcome)
+        for index, change in enumerate(plan.changes, 1):
+            _apply(item, ctx, plan, outcome, index, change)
+        outcome.status = "complete"
+        _finish(item, plan, outcome)
     return outcome
 
 
-def _finish(case: Case, plan: Plan, outcome: Outcome) -> None:
-    rec = case.store_bytes(outcome.action_id, "outcome.json", _json(outcome.as_dict()))
+def _apply(
+    item: EvidenceItem, ctx: Context, plan: Plan, outcome: Outcome, index: int, change: Change
+) -> None:
+    """One change: started, made, recorded; a failure ends the action on the record and
+    says how to undo what was done."""
+    total = len(plan.changes)
+    intended = ctx.resolve(change.after)
+    # Before the call: a run killed while AWS is acting still leaves this on the
+    # record, and restore checks whether the change landed.
+    item.record(
+        CustodyAction.RESPOND_CHANGE_STARTED,
+        note=f"step {index}/{total}: starting",
+        source={"step": index, **change.as_dict(), "after": intended},
+    )
+    try:
+        applied, result = write(ctx, change, intended)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            error = "interrupted (Ctrl-C)"
+        elif isinstance(exc, CloudirError):
+            error = str(exc)
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        outcome.failed = {"step": index, **change.as_dict(), "error": error, "at": utc_now()}
+        outcome.not_done = [
+            {"step": n, **c.as_dict()} for n, c in enumerate(plan.changes[index:], index + 1)
+        ]
+        _finish(item, plan, outcome)
+        action_id, root = outcome.action_id, item.case.root
+        undo = f"cloudir respond restore --case {root} --action {action_id} --yes"
+        if isinstance(exc, KeyboardInterrupt):
+            raise ResponseInterrupted(
+                f"{plan.action} interrupted at step {index} of {total}: "
+                f"{_done_text(outcome)}, recorded in {action_id}; undo with: {undo}"
+            ) from None
+        if not isinstance(exc, CloudirError):
+            ctx.report(f"{plan.action} failed at step {index}; undo with: {undo}")
+            raise
+        raise CloudError(
+            f"{plan.action} stopped at step {index} of {total} ({change.summary}): "
+            f"{error}. {_done_text(outcome)} recorded in {action_id}; undo with: "
+            f"cloudir respond restore --case {root} --action {action_id} --yes"
+        ) from exc
+    entry = {"step": index, **change.as_dict(), "after": applied, "result": result, "at": utc_now()}
+    # The step as evidence too, so the timeline has it even if the run dies before
+    # outcome.json; custody's copy is what restore reads.
+    item.store(
+        f"steps/{index:03d}.json",
+        _json(entry),
+        action=CustodyAction.RESPOND_CHANGE,
+        note=f"step {index}/{total}: {change.summary}",
+        source=entry,
+    )
+    outcome.done.append(entry)
+    ctx.report(f"done {index}/{total}: {change.summary}")
+
+
+def _finish(item: EvidenceItem, plan: Plan, outcome: Outcome) -> None:
+    """outcome.json, carried by respond-complete or respond-incomplete."""
     if outcome.status == "complete":
         note = f"{plan.action} {plan.target}: all {len(outcome.done)} change(s) done"
     else:
@@ -159,17 +161,22 @@ def _finish(case: Case, plan: Plan, outcome: Outcome) -> None:
             f"({failed.get('error')}); {_done_text(outcome)}; "
             f"not done: {_steps(outcome.not_done) or 'nothing'}"
         )
-    case.record(
-        f"respond-{outcome.status}",
-        outcome.action_id,
-        [rec],
-        note=note,
+    item.finish(
+        note,
+        complete=outcome.status == "complete",
         source={
             "done": [e["step"] for e in outcome.done],
             "failed": (outcome.failed or {}).get("step"),
             "not_done": [e["step"] for e in outcome.not_done],
         },
+        file=("outcome.json", _json(outcome.as_dict())),
     )
+
+
+def _stopped_early(plan: Plan, item: EvidenceItem) -> str:
+    """The end of a run stopped outside any change (the plan could not be stored, a
+    change's value could not be resolved): what the record holds says what was done."""
+    return "; ".join([f"{plan.action} {plan.target}: stopped outside a change", *item.problems])
 
 
 def _done_text(outcome: Outcome) -> str:
