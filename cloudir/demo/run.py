@@ -184,7 +184,7 @@ def capture_runner(
     """The CI runner the key leaked from: launched, then captured as a responder would,
     with `capture ebs --instance-id I --download`."""
     from cloudir.capture.ebs import EbsRequest, capture_ebs
-    from cloudir.demo_instance import HOSTNAME, VolumeContents, build_disk, launch_instance
+    from cloudir.demo.instance import HOSTNAME, VolumeContents, build_disk, launch_instance
 
     with tempfile.TemporaryDirectory(prefix="cloudir-demo-disk-") as tmp:
         image = build_disk(Path(tmp), intrusion, ATTACKER_IP, LEAKED_KEY)
@@ -242,7 +242,7 @@ def run_demo(
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
     from cloudir.case_lock import clear_folder_keeping_lock
-    from cloudir.demo_container import capture_compromised_container
+    from cloudir.demo.container import capture_compromised_container
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
 
