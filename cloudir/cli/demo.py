@@ -1,4 +1,7 @@
-"""`cloudir demo`: the whole job against a local AWS emulator."""
+"""`cloudir demo`: the whole job against a local AWS emulator.
+
+`demo` is added to the root app by `cli/__init__.py`, in the order help lists it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`cloudir detect` and `cloudir rules list|validate`: run Sigma rules, show what loads."""
+"""`cloudir detect` and `cloudir rules list|validate`: run Sigma rules, show what loads.
+
+Top-level commands here carry no `@app.command()`: `cli/__init__.py` adds them to the
+root app, in the order help lists them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`cloudir report` and `cloudir analyze` (timeline, detect and report in one go)."""
+"""`cloudir report` and `cloudir analyze` (timeline, detect and report in one go).
+
+Both are added to the root app by `cli/__init__.py`, in the order help lists them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`cloudir timeline`, `timeline export` and `query`: build the timeline and read it."""
+"""`cloudir timeline`, `timeline export` and `query`: build the timeline and read it.
+
+`query` is a top-level command: `cli/__init__.py` adds it to the root app.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`cloudir verify`: re-hash the evidence against custody, optionally close a torn tail."""
+"""`cloudir verify`: re-hash the evidence against custody, optionally close a torn tail.
+
+`verify` is added to the root app by `cli/__init__.py`, in the order help lists it.
+"""
 
 from __future__ import annotations
 
