@@ -2,7 +2,7 @@
 
 Every string that came from evidence passes through `inert()` before it reaches a
 terminal, so an attacker's user agent cannot carry escape sequences or rich markup.
-This module (with cli.py) is the only one that draws: library code reports through
+This module (with the cloudir.cli package) is the only one that draws: library code reports through
 `cloudir.progress`, and `TERMINAL` turns that into rich bars here.
 """
 

@@ -1,6 +1,6 @@
 """Errors that end a command, each with the exit code DESIGN.md assigns to it.
 
-Commands raise these; `cli.py` turns them into one line on stderr and the exit
+Commands raise these; `cloudir.cli` turns them into one line on stderr and the exit
 code, so a responder never sees a traceback unless they asked for `--debug`.
 """
 

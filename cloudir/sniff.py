@@ -178,7 +178,7 @@ def _ext_superblock(block: bytes) -> bool:
     inodes, log_block_size, blocks_per_group = struct.unpack_from("<I20xI4xI", block, 0)
     (state,) = struct.unpack_from("<H", block, 58)
     (revision,) = struct.unpack_from("<I", block, 76)
-    return (
+    return bool(
         inodes > 0
         and log_block_size <= 6
         and blocks_per_group > 0

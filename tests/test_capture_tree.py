@@ -15,7 +15,7 @@ INTRUSION = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
 
 
 def _root(tmp_path: Path) -> Path:
-    from cloudir.demo_instance import _write_tree
+    from cloudir.demo.instance import _write_tree
 
     root = tmp_path / "mnt-web1"
     _write_tree(root, INTRUSION, "203.0.113.77", "AKIAIOSFODNN7EXAMPLE")

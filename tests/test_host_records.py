@@ -59,7 +59,7 @@ def test_images_and_split_segments_are_told_apart(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tar_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo runner's file system as a tar export."""
-    from cloudir.demo_instance import _write_tree
+    from cloudir.demo.instance import _write_tree
 
     base = tmp_path_factory.mktemp("tar")
     root = base / "root"

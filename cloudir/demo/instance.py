@@ -21,6 +21,7 @@ import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 HOSTNAME = "ci-runner-1"
 DISK_MIB = 48
@@ -200,13 +201,16 @@ class VolumeContents:
         self.ebs = ebs_backends[account_id][region]
         self.account_id = account_id
         self._create_snapshot = self.ec2.create_snapshot
+        # patch.object, not assignment: it swaps a method on this one backend and takes the
+        # swap away on exit, where assigning over a method is what a type checker refuses.
+        self._patched = patch.object(self.ec2, "create_snapshot", self._snapshot_with_blocks)
 
     def __enter__(self) -> VolumeContents:
-        self.ec2.create_snapshot = self._snapshot_with_blocks
+        self._patched.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.ec2.create_snapshot = self._create_snapshot
+        self._patched.stop()
 
     def _snapshot_with_blocks(self, volume_id: str, *args: Any, **kwargs: Any) -> Any:
         from moto.ebs.models import EBSSnapshot

@@ -185,7 +185,7 @@ def capture_runner(
     with `capture ebs --instance-id I --download`."""
     from cloudir.capture.ebs import EbsRequest, capture_ebs
     from cloudir.console import TERMINAL
-    from cloudir.demo_instance import HOSTNAME, VolumeContents, build_disk, launch_instance
+    from cloudir.demo.instance import HOSTNAME, VolumeContents, build_disk, launch_instance
 
     with tempfile.TemporaryDirectory(prefix="cloudir-demo-disk-") as tmp:
         image = build_disk(Path(tmp), intrusion, ATTACKER_IP, LEAKED_KEY)
@@ -243,7 +243,7 @@ def run_demo(
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
     from cloudir.case_lock import clear_folder_keeping_lock
-    from cloudir.demo_container import capture_compromised_container
+    from cloudir.demo.container import capture_compromised_container
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
 

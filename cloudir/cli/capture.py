@@ -1,0 +1,349 @@
+"""`cloudir capture ...`: bring evidence into the case (CloudTrail, EBS, files, containers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cloudir.cli.common import (
+    AdoptOpt,
+    CaseOpt,
+    EndpointOpt,
+    ExaminerOpt,
+    JsonOpt,
+    ProfileOpt,
+    RetryOpt,
+    TitleOpt,
+    emit_json,
+    handled,
+    locks_case,
+    open_aws,
+    say,
+    show,
+)
+from cloudir.errors import EvidenceError, UsageError
+
+capture_app = typer.Typer(
+    help="Bring evidence into the case; every file is hashed into custody.jsonl.",
+    no_args_is_help=True,
+)
+
+
+@capture_app.command("cloudtrail")
+@handled
+@locks_case(creates=True)
+def capture_cloudtrail(
+    case: CaseOpt,
+    bucket: Annotated[str | None, typer.Option(help="Trail bucket to read.")] = None,
+    prefix: Annotated[str, typer.Option(help="Key prefix before AWSLogs/.")] = "",
+    trail: Annotated[
+        str | None, typer.Option(help="Trail name: its bucket and prefix come from DescribeTrails.")
+    ] = None,
+    lookup: Annotated[
+        bool, typer.Option("--lookup", help="Also read the LookupEvents API (last 90 days).")
+    ] = False,
+    account: Annotated[
+        list[str] | None,
+        typer.Option(metavar="ID", help="Account id to collect (repeatable; default all)."),
+    ] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="REGION",
+            help="Region to collect (repeatable; default all). The first is the API region.",
+        ),
+    ] = None,
+    start: Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")] = "7d",
+    end: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 16,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture CloudTrail logs from the trail's S3 bucket and/or LookupEvents.
+
+    Example: cloudir capture cloudtrail --case ./case-42 --bucket org-trail --account
+    111122223333 --region us-east-1 --start 2024-07-30 --end 2024-08-01
+    """
+    from cloudir.aws import open_case_as_caller
+    from cloudir.capture import cloudtrail
+    from cloudir.console import count_progress
+    from cloudir.timewindow import Window
+
+    if not (bucket or trail or lookup):
+        raise UsageError("say where to read: --bucket, --trail or --lookup")
+    if bucket and trail:
+        raise UsageError("give --bucket or --trail, not both")
+    window = Window.parse(start, end)
+    regions = region or []
+    aws = open_aws(profile, regions[0] if regions else None, endpoint_url, retry_mode, workers)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
+    results: list[Any] = []
+    if bucket or trail:
+        if trail:
+            bucket, prefix = cloudtrail.resolve_trail(aws, trail)
+            say(f"trail {trail} delivers to s3://{bucket}/{prefix}")
+        assert bucket is not None
+        with count_progress() as bar:
+            task = bar.add_task("downloading", total=None)
+            results += cloudtrail.capture_s3(
+                the_case,
+                aws,
+                bucket,
+                prefix,
+                account or [],
+                regions,
+                window,
+                workers,
+                identity,
+                say,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if lookup:
+        with count_progress() as bar:
+            task = bar.add_task("LookupEvents", total=None)
+            results += cloudtrail.capture_lookup(
+                the_case, aws, regions, window, identity, say,
+                on_page=lambda pages, events: bar.update(
+                    task, completed=pages, description=f"LookupEvents: {events} events"
+                ),
+            )  # fmt: skip
+    summary = [r.as_dict() for r in results]
+    if as_json:
+        emit_json({"case": str(case), "window": window.as_dict(), "items": summary})
+    else:
+        for r in results:
+            show(
+                f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
+                f"{len(r.failed)} failed, {r.bytes} bytes"
+            )
+    for line in [w for r in results for w in getattr(r, "rewritten", [])][:20]:
+        say(f"rewritten: {line}")  # a delivered log changed after capture: both are kept
+    failed = [f for r in results for f in r.failed]
+    if failed:
+        for line in failed[:20]:
+            say(f"failed: {line}")
+        from cloudir.errors import CloudError
+
+        raise CloudError(f"{len(failed)} log files could not be fetched; re-run to resume")
+
+
+@capture_app.command("ebs")
+@handled
+@locks_case(creates=True)
+def capture_ebs(
+    case: CaseOpt,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Describe this instance and snapshot all its EBS volumes at once."),
+    ] = None,
+    volume_id: Annotated[
+        list[str] | None, typer.Option(metavar="VOL", help="Snapshot this volume (repeatable).")
+    ] = None,
+    snapshot_id: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SNAP", help="Use this existing snapshot (repeatable)."),
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Read each snapshot into the case as image.raw.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Parallel block downloads.")] = 32,
+    share_with: Annotated[
+        str | None,
+        typer.Option(metavar="ACCOUNT", help="Let this account create volumes from them."),
+    ] = None,
+    copy_to_region: Annotated[
+        str | None, typer.Option(metavar="REGION", help="Copy the snapshots into this region.")
+    ] = None,
+    kms_key_id: Annotated[
+        str | None, typer.Option(help="KMS key for the copies (encrypted snapshots).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for snapshots (and again for copies).")
+    ] = 1800,
+    region: Annotated[str | None, typer.Option(help="AWS region of the instance.")] = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot EBS volumes, tagged with the case; optionally download, share or copy them.
+
+    Exits 4 when --timeout passes first: the snapshots keep running in AWS, and running
+    the command again with --snapshot-id picks them up.
+
+    Example: cloudir capture ebs --case ./case-42 --region eu-west-1 --instance-id
+    i-0abc123def4567890 --download --share-with 111122223333
+    """
+    from cloudir.aws import open_case_as_caller
+    from cloudir.capture.ebs import EbsRequest
+    from cloudir.capture.ebs import capture_ebs as run
+    from cloudir.console import TERMINAL
+
+    request = EbsRequest(
+        instance_id=instance_id,
+        volume_ids=tuple(volume_id or ()),
+        snapshot_ids=tuple(snapshot_id or ()),
+        download=download,
+        workers=workers,
+        share_with=share_with,
+        copy_to_region=copy_to_region,
+        kms_key_id=kms_key_id,
+        timeout=timeout,
+    )
+    request.check()
+    aws = open_aws(profile, region, endpoint_url, retry_mode, workers)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
+    result = run(the_case, aws, request, identity, say, TERMINAL)
+    if as_json:
+        emit_json({"case": str(case), **result.as_dict()})
+        return
+    if result.instance:
+        show(f"{result.instance.evidence_id}: {len(result.instance.files)} files")
+    for snap in result.snapshots:
+        line = f"{snap.evidence_id}: {snap.snapshot_id} of {snap.volume_id} {snap.state}"
+        if snap.shared_with:
+            line += f", shared with {', '.join(snap.shared_with)}"
+        for copy in snap.copies:
+            line += f", copied to {copy['region']} as {copy['snapshot_id']}"
+        if snap.image:
+            line += f", image {snap.image['path']} sha256 {snap.image['sha256']}"
+        show(line)
+
+
+@capture_app.command("files")
+@handled
+@locks_case(creates=True)
+def capture_files(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to bring in.")],
+    case: CaseOpt,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="Evidence kind: auto (recognised by content), or one a parser declares: "
+            "cloudtrail, disk-image, container-image, files, ... (a wrong one lists them all)."
+        ),
+    ] = "auto",
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy evidence you already hold into the case; the originals are only read.
+
+    Disk images (raw/dd, split raw, E01, VMDK, VHD, qcow2) and tar exports of a file
+    system are opened by `cloudir timeline` through dissect.target.
+
+    Example: cloudir capture files --case ./case-42 ~/Downloads/AWSLogs web-1.E01
+    """
+    from cloudir.analyze.parsers import capture_kinds, recognise_kind
+    from cloudir.capture.files import capture_paths, refuse_case_overlap
+    from cloudir.case import Case
+
+    if kind not in (kinds := ["auto", *capture_kinds()]):
+        raise UsageError(f"--kind must be {', '.join(kinds[:-1])} or {kinds[-1]}")
+    refuse_case_overlap(case, paths)  # before the case folder is made
+    the_case = Case.open_or_create(case, title=title, examiner=examiner)
+    results = capture_paths(the_case, paths, kind, say, recognise=recognise_kind)
+    if as_json:
+        emit_json({"case": str(case), "items": [r.as_dict() for r in results]})
+    else:
+        for r in results:
+            show(
+                f"{r.evidence_id} ({r.kind}): {r.captured} captured, {r.skipped} already held, "
+                f"{r.bytes} bytes from {r.source}"
+            )
+    problems = sum(len(r.failed) + len(r.warnings) for r in results)
+    if problems:
+        raise EvidenceError(f"{problems} file(s) not captured as they were; see the lines above")
+
+
+@capture_app.command("container")
+@handled
+@locks_case(creates=True)
+def capture_container(
+    case: CaseOpt,
+    containers: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="NAME|ID", help="Containers to capture, by name or id."),
+    ] = None,
+    all_containers: Annotated[
+        bool, typer.Option("--all", help="Every container on the engine, stopped ones too.")
+    ] = False,
+    running: Annotated[
+        bool, typer.Option("--running", help="With --all: only the running ones.")
+    ] = False,
+    pause: Annotated[
+        bool,
+        typer.Option("--pause", help="Freeze each running container while it is captured."),
+    ] = False,
+    changed_only: Annotated[
+        bool,
+        typer.Option(
+            "--changed-only", help="changed.tar of what the diff names instead of fs.tar."
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Containers captured in parallel.")] = 4,
+    docker_host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Engine: unix://, tcp:// (TLS per DOCKER_TLS_VERIFY) or ssh:// "
+            "(default DOCKER_HOST).",
+        ),
+    ] = None,
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture Docker containers: inspect, image, diff, logs, processes, file system.
+
+    Exits 2 for a name the engine does not know (nothing is captured then), 4 when the
+    engine cannot be reached or fails mid-capture (the item is marked capture-incomplete).
+
+    Example: cloudir capture container --case ./case-42 --pause web-1 3f2a9c1e7b4d
+    """
+    from cloudir.capture import containers as capture
+    from cloudir.case import Case
+    from cloudir.console import TERMINAL
+
+    request = capture.ContainerRequest(
+        names=tuple(containers or ()),
+        all=all_containers,
+        running=running,
+        pause=pause,
+        changed_only=changed_only,
+        workers=workers,
+        docker_host=docker_host,
+    )
+    request.check()
+    engine = capture.connect(docker_host, workers)
+    chosen = capture.select(engine, request)
+    the_case = Case.open_or_create(case, title=title, examiner=examiner)
+    results = (
+        capture.capture_containers(the_case, engine, chosen, request, TERMINAL) if chosen else []
+    )
+    if as_json:
+        emit_json({"case": str(case), "containers": [r.as_dict() for r in results]})
+    else:
+        if not chosen:
+            say(f"no containers to capture on {engine.host}")
+        for r in results:
+            show(
+                f"{r.evidence_id}: {len(r.files)} files, {r.bytes} bytes"
+                + (", paused during capture" if r.paused else "")
+                + ("" if r.complete else ", INCOMPLETE")
+            )
+            for note in r.notes:
+                say(f"{r.evidence_id}: {note}")
+    capture.raise_if_incomplete(results, say)

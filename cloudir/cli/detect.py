@@ -1,0 +1,182 @@
+"""`cloudir detect` and `cloudir rules list|validate`: run Sigma rules, show what loads.
+
+Top-level commands here carry no `@app.command()`: `cli/__init__.py` adds them to the
+root app, in the order help lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cloudir.cli.common import CaseOpt, JsonOpt, emit_json, handled, locks_case, say, show
+from cloudir.errors import EXIT_EVIDENCE, EXIT_FINDINGS, UsageError
+
+rules_app = typer.Typer(help="Inspect Sigma rules: what loads, what is skipped and why.")
+
+RulesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--rules", metavar="PATH", help="Extra Sigma rule file or folder (repeatable)."),
+]
+
+NoBuiltinOpt = Annotated[
+    bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
+]
+FailOnOpt = Annotated[str, typer.Option(help="Exit 1 when a finding reaches this level.")]
+
+
+@handled
+@locks_case()
+def detect(
+    case: CaseOpt,
+    rules: RulesOpt = None,
+    no_builtin: NoBuiltinOpt = False,
+    fail_on: FailOnOpt = "high",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run Sigma rules over the timeline; write findings/findings.{json,parquet}.
+
+    Example: cloudir detect --case ./case-42 --rules ./my-rules --fail-on medium
+    """
+    from cloudir.analyze import detect as engine
+    from cloudir.case import Case
+
+    if fail_on not in engine.LEVELS:
+        raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
+    the_case = Case.open(case)
+    result = engine.detect(the_case, rules or [], builtin=not no_builtin)
+    if as_json:
+        sys.stdout.write(the_case.paths.findings_json.read_text())
+    else:
+        print_findings(result.findings)
+    say_detection(result)
+    if reaches(result.findings, fail_on):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def say_detection(result: Any) -> None:
+    from cloudir.analyze import detect as engine
+
+    builtin_root = str(engine.BUILTIN_RULES)
+    own = [s for s in result.rules.skipped if not s["path"].startswith(builtin_root)]
+    for skipped in own:  # the user's own rules: each one named; built-ins: see `rules list`
+        say(f"skipped rule {_skipped_where(skipped)}: {skipped['reason']}")
+    if len(own) < len(result.rules.skipped):
+        say(
+            f"{len(result.rules.skipped) - len(own)} built-in rules not run; "
+            "`cloudir rules list` says why"
+        )
+    reported = result.rules.reported
+    correlations = sum(1 for r in reported if r.is_correlation)
+    say(
+        f"{len(reported)} rules run ({correlations} correlations), "
+        f"{len(result.rules.skipped)} skipped, {len(result.findings)} findings in {result.path}"
+    )
+
+
+def reaches(findings: list[dict[str, Any]], fail_on: str) -> bool:
+    from cloudir.analyze.detect import LEVELS
+
+    return any(LEVELS.index(f["level"]) >= LEVELS.index(fail_on) for f in findings)
+
+
+def print_findings(findings: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cloudir.console import inert, stdout
+
+    table = Table(show_lines=False, pad_edge=False)
+    table.add_column("level", no_wrap=True)
+    table.add_column("finding", ratio=3)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("first seen (UTC)", no_wrap=True)
+    table.add_column("who", ratio=1)
+    table.add_column("from", ratio=1)
+    for f in findings:
+        entities = f["entities"]
+        who = list(dict.fromkeys(p.rsplit(":", 1)[-1] for p in entities["principals"]))[:2]
+        table.add_row(
+            Text(f["level"]),
+            Text(inert(f["title"], 80)),
+            Text(str(f["count"])),
+            Text(f["first_seen"][:19].replace("T", " ")),
+            Text(inert(", ".join(who), 50)),
+            Text(inert(", ".join(entities["source_ips"][:3]), 50)),
+        )
+    stdout.print(table)
+
+
+@rules_app.command("list")
+@handled
+def rules_list(
+    rules: RulesOpt = None,
+    no_builtin: Annotated[bool, typer.Option("--no-builtin", help="Only --rules.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the rules that load and those skipped, with reasons.
+
+    Example: cloudir rules list --rules ./sigma/rules/cloud/aws
+    """
+    _rules_report(rules or [], not no_builtin, as_json)
+
+
+@rules_app.command("validate")
+@handled
+def rules_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that rules load and compile; exit 3 if any is skipped.
+
+    Example: cloudir rules validate ./my-rules
+    """
+    if _rules_report(paths, False, as_json):
+        raise typer.Exit(EXIT_EVIDENCE)
+
+
+def _rule_kind(rule: Any) -> str:
+    """`rule`, a correlation's type, or `feeds-only` for a base that only feeds one."""
+    if rule.correlation is not None:
+        return str(rule.correlation.kind)
+    return "rule" if rule.output else "feeds-only"
+
+
+def _skipped_where(skipped: dict[str, Any]) -> str:
+    """`title (file, document 2, line 14)`: enough to find one document in a long file."""
+    where = [skipped["path"]]
+    if skipped.get("document"):
+        where.append(f"document {skipped['document']}, line {skipped['line']}")
+    return f"{skipped['title'] or '-'} ({', '.join(where)})"
+
+
+def _rules_report(paths: list[Path], builtin: bool, as_json: bool) -> int:
+    from cloudir.analyze import detect as engine
+
+    ruleset = engine.validate(paths, builtin)
+    if as_json:
+        emit_json(
+            {
+                "loaded": [
+                    {
+                        "id": r.rule_id,
+                        "title": r.title,
+                        "level": r.level,
+                        "path": r.path,
+                        "kind": _rule_kind(r),
+                    }
+                    for r in ruleset.rules
+                ],
+                "skipped": ruleset.skipped,
+            }
+        )
+    else:
+        for r in ruleset.rules:
+            show(f"ok       {r.level:<13} {_rule_kind(r):<12} {r.title} ({r.path})")
+        for skipped in ruleset.skipped:
+            show(f"SKIPPED  {_skipped_where(skipped)}: {skipped['reason']}")
+    say(f"{len(ruleset.rules)} rules load, {len(ruleset.skipped)} skipped")
+    return len(ruleset.skipped)

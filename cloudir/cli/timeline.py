@@ -1,0 +1,174 @@
+"""`cloudir timeline`, `timeline export` and `query`: build the timeline and read it.
+
+`query` is a top-level command: `cli/__init__.py` adds it to the root app.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cloudir.cli.common import (
+    CaseOpt,
+    FsTimelineOpt,
+    JsonOpt,
+    emit_json,
+    handled,
+    locks_case,
+    parse_options,
+    say,
+    show,
+)
+from cloudir.errors import EXIT_EVIDENCE, UsageError
+
+timeline_app = typer.Typer(
+    help="Parse all evidence into the case's Parquet timeline.\n\n"
+    "Example: cloudir timeline --case ./case-42",
+    invoke_without_command=True,
+)
+
+
+@timeline_app.callback()
+@handled
+@locks_case(when=lambda kw: kw["ctx"].invoked_subcommand is None)
+def timeline(
+    ctx: typer.Context,
+    case: Annotated[
+        Path | None, typer.Option("--case", envvar="CLOUDIR_CASE", help="Case folder.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 3 when any evidence is incomplete, missing or unreadable, or any "
+            "file had parse errors (implausible times alone do not count).",
+        ),
+    ] = False,
+    fs_timeline: FsTimelineOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse all evidence into CASE/timeline/*.parquet (rebuilt on every run).
+
+    Example: cloudir timeline --case ./case-42
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if case is None:
+        raise UsageError("--case is required (or set CLOUDIR_CASE)")
+    from cloudir.analyze.timeline import build_timeline
+    from cloudir.case import Case
+    from cloudir.console import count_progress
+
+    the_case = Case.open(case)
+    with count_progress() as bar:
+        task = bar.add_task("parsing evidence files", total=None)
+
+        def progress(done: int, total: int, rows: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
+
+        result = build_timeline(the_case, workers or None, progress, parse_options(fs_timeline))
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        show(
+            f"{result.rows} events from {result.files} files into {result.path} "
+            f"({result.duplicates_dropped} duplicates dropped)"
+        )
+    if result.conflicting_copies["events"]:
+        events = result.conflicting_copies["events"]
+        say(
+            f"{events} {'event has' if events == 1 else 'events have'} copies that disagree, "
+            "a sign of tampering: every version is kept; see conflicting_copies in summary.json"
+        )
+    if result.errors or (result.rows == 0 and result.files):
+        say(result.summary_line())
+        if strict and result.strict_failures():
+            raise typer.Exit(EXIT_EVIDENCE)
+
+
+@timeline_app.command("export")
+@handled
+def timeline_export(
+    case: CaseOpt,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Output file (default CASE/export/).")] = None,
+) -> None:
+    """Write the timeline in Timesketch's import format (message, datetime, timestamp_desc).
+
+    Example: cloudir timeline export --case ./case-42 --format csv --out case-42.csv
+    """
+    from cloudir.analyze.query import export
+    from cloudir.case import Case
+
+    the_case = Case.open(case)
+    if out is None:
+        out = the_case.paths.export_file(fmt)
+        out.parent.mkdir(exist_ok=True)
+    rows = export(the_case, fmt, out)
+    show(f"{rows} rows written to {out}")
+
+
+@handled
+def query(
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the view `timeline`.")],
+    case: CaseOpt,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+    width: Annotated[int, typer.Option(help="Longest cell shown in the table.")] = 80,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the rows to FILE instead (.csv, .json, .jsonl or .parquet).",
+        ),
+    ] = None,
+) -> None:
+    """Run read-only SQL over the timeline (no other files, no network, no settings).
+
+    Example: cloudir query --case ./case-42 "SELECT user, count(*) FROM timeline GROUP BY 1"
+    """
+    from cloudir.analyze.query import run_query, write_result
+    from cloudir.case import Case
+
+    if output is not None:
+        if as_json or as_csv:
+            raise UsageError("--output writes a file; leave out --json and --csv")
+        show(f"{write_result(Case.open(case), sql, output)} rows written to {output}")
+        return
+    columns, rows = run_query(Case.open(case), sql)
+    if as_json:
+        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+    elif as_csv:
+        import csv
+
+        from cloudir.console import inert
+
+        writer = csv.writer(sys.stdout)
+        if sys.stdout.isatty():  # a terminal gets inert text; a pipe gets the exact values
+            columns = [inert(c) for c in columns]
+            rows = [tuple(inert(v) for v in row) for row in rows]
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        _print_table(columns, rows, width)
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cloudir.console import inert, stdout
+
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(Text(inert(column, width)))
+    for row in rows:
+        table.add_row(*[Text(inert(v, width)) for v in row])
+    stdout.print(table)
+    say(f"{len(rows)} rows")
