@@ -28,6 +28,9 @@ from tests.timeline_rows import timeline_row, write_timeline
 
 RULES_DIR = REPO / "cloudir" / "analyze" / "rules"
 CASES_FILE = Path(__file__).parent / "data" / "rule_cases.yml"
+# More cases, one file per group of rules: each holds a `rules:` mapping like CASES_FILE's
+# (the defaults stay in CASES_FILE), so rule sets added together keep their cases together.
+CASES_DIR = Path(__file__).parent / "data" / "rule_cases"
 POLARITIES = ("positive", "negative")
 FIRST_DAY = date(2026, 1, 1)
 DEFAULT_START = time(10, 0, 0)
@@ -81,7 +84,17 @@ def shipped_rules() -> dict[str, ShippedRule]:
 
 @functools.cache
 def case_file() -> dict[str, Any]:
-    return yaml.safe_load(CASES_FILE.read_text())
+    """CASES_FILE with the `rules:` of every file in CASES_DIR added; a rule id given
+    cases in two files is an error, not a silent override."""
+    cases: dict[str, Any] = yaml.safe_load(CASES_FILE.read_text())
+    rules = cases.setdefault("rules", {})
+    for path in sorted(CASES_DIR.glob("*.yml")):
+        more = (yaml.safe_load(path.read_text()) or {}).get("rules") or {}
+        twice = sorted(set(rules) & set(more))
+        if twice:
+            raise ValueError(f"{path.name}: cases for {twice} are given in another file too")
+        rules.update(more)
+    return cases
 
 
 @dataclass
