@@ -131,6 +131,14 @@ def root(*, mfa: bool = True) -> Event:
     }
 
 
+def sign_in_identity(who: Event) -> Event:
+    """ConsoleLogin names the user, not a session: no session key, no sessionContext."""
+    identity = {k: v for k, v in who.items() if k not in ("sessionContext", "accessKeyId")}
+    if who.get("type") == "Root":
+        identity["accessKeyId"] = ""
+    return identity
+
+
 def aws_service(service: str) -> Event:
     return {"type": "AWSService", "invokedBy": service}
 
@@ -194,6 +202,8 @@ class Scenario:
     ) -> Event:
         self.at(after)
         assert self.clock is not None
+        if name == "ConsoleLogin":
+            who = sign_in_identity(who)
         n = len(self.records)
         service = source.split(".")[0]
         if "{command}" in ua:
@@ -1171,8 +1181,9 @@ def failing_app() -> Scenario:
         },
         "signin.amazonaws.com",
         "ConsoleLogin",
-        error=("Failed authentication", "Failed authentication"),
+        # a failed console sign-in has an errorMessage but no errorCode
         extra={
+            "errorMessage": "Failed authentication",
             "additionalEventData": {
                 "LoginTo": "https://console.aws.amazon.com/console/home",
                 "MobileVersion": "No",
@@ -1986,8 +1997,11 @@ def console_credential_abuse() -> Scenario:
             },
             "signin.amazonaws.com",
             "ConsoleLogin",
-            error=("Failed authentication", "Failed authentication"),
-            extra={"additionalEventData": login, "responseElements": {"ConsoleLogin": "Failure"}},
+            extra={
+                "errorMessage": "Failed authentication",
+                "additionalEventData": login,
+                "responseElements": {"ConsoleLogin": "Failure"},
+            },
             after=6,
             **k,
         )
