@@ -1546,6 +1546,56 @@ def data_jobs() -> Scenario:
     return s
 
 
+def reporting_history() -> Scenario:
+    s = Scenario(
+        "benign-reporting-history",
+        "The reporting service user's usual work on the nights before its key leaks: the "
+        "same job, from the same server and SDK, at the same hour. What the leaked-key "
+        "story's new address and user agent differ from.",
+        datetime(2026, 11, 19, 2, 0, tzinfo=UTC),
+    )
+    user = iam_user("svc-reporting", key_of("svc-reporting"))
+    k = dict(ip="52.4.120.33", ua=BOTO_UA, behaviour="benign-data-job", malicious=False)
+    for night in range(3):
+        s.clock = datetime(2026, 11, 19 + night, 2, 0, tzinfo=UTC)
+        s.add(user, "sts.amazonaws.com", "GetCallerIdentity", **k)
+        s.add(
+            user,
+            "athena.amazonaws.com",
+            "StartQueryExecution",
+            params={
+                "queryString": "SELECT date, sum(total) FROM orders GROUP BY 1",
+                "workGroup": "reporting",
+                "resultConfiguration": {
+                    "outputLocation": "s3://acme-athena-results/query-results/"
+                },
+            },
+            response={"queryExecutionId": str(uuid.uuid5(NAMESPACE, f"report-{night}"))},
+            after=2,
+            **k,
+        )
+        s.add(
+            user,
+            "athena.amazonaws.com",
+            "GetQueryExecution",
+            params={"queryExecutionId": str(uuid.uuid5(NAMESPACE, f"report-{night}"))},
+            after=20,
+            **k,
+        )
+        report = f"daily/2026-11-{19 + night}.csv"
+        s.add(
+            user,
+            "s3.amazonaws.com",
+            "PutObject",
+            data_event=True,
+            params=s3_params("acme-reports", report),
+            extra=s3_data_extra("acme-reports", report),
+            after=5,
+            **k,
+        )
+    return s
+
+
 # --------------------------------------------------------------------------------------
 # Intrusions
 # --------------------------------------------------------------------------------------
@@ -2108,6 +2158,7 @@ SCENARIOS: tuple[Callable[[], Scenario], ...] = (
     retention_and_rotation,
     backups_to_org_account,
     data_jobs,
+    reporting_history,
     leaked_user_key,
     s3_ransomware,
     kms_lockout,
