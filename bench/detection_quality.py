@@ -405,11 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=Path, default=REPO / "bench" / "results", help="where results go"
     )
-    parser.add_argument("--keep", type=Path, help="build the case here and keep it")
+    parser.add_argument("--keep", type=Path, help="build the case in this new folder and keep it")
     parser.add_argument("--show", type=int, default=25, help="misses / false alarms listed")
     args = parser.parse_args(argv)
 
-    eval_set = load_eval_set()
+    if args.keep and args.keep.exists():
+        parser.error(f"--keep {args.keep}: already exists; give a new folder")
+    try:
+        eval_set = load_eval_set()
+    except (ValueError, OSError, KeyError) as exc:
+        raise SystemExit(f"detection_quality: {exc}") from None
     attack = sum(e.malicious for e in eval_set.events)
     log(
         f"evaluation set: {attack} attack events, {len(eval_set.events) - attack} benign "
@@ -422,9 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_capture_input(eval_set, work / "cloudtrail")
         started = time.perf_counter()
         title = "detection quality evaluation set"
-        cloudir("capture", "files", "--case", str(case), "--kind", "cloudtrail",
-                "--title", title, str(work / "cloudtrail"))  # fmt: skip
-        timeline = cloudir("timeline", "--case", str(case))
+        try:
+            cloudir("capture", "files", "--case", str(case), "--kind", "cloudtrail",
+                    "--title", title, str(work / "cloudtrail"))  # fmt: skip
+            timeline = cloudir("timeline", "--case", str(case))
+        except (RuntimeError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"detection_quality: building the case failed: {exc}") from None
         build_seconds = round(time.perf_counter() - started, 2)
         expected = sum(len(records) for _, records in eval_set.files)
         if timeline.get("rows") != expected or timeline.get("errors"):
