@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-ebs bench-fs bench-container lint typecheck clean
+.PHONY: venv demo test bench bench-detect bench-detection-quality bench-ebs bench-fs bench-container lint typecheck clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: venv
 # the generated case is cached in bench/out-detect/, results go to bench/results/.
 bench-detect: venv
 	$(BIN)/python bench/detect.py $(BENCH_ARGS)
+
+# Recall and false-positive rate per behaviour on the labelled evaluation set
+# (tests/data/detection_eval/), the current rules beside the rules as shipped at 641d500;
+# results go to bench/results/detection_quality.{json,md}. About a minute.
+bench-detection-quality: venv
+	$(BIN)/python bench/detection_quality.py $(BENCH_ARGS)
 
 # cloudir's EBS download vs a bare GetSnapshotBlock loop against a local moto server (0.9x
 # target), at two sizes for memory; results go to bench/results/.
