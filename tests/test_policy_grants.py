@@ -375,8 +375,8 @@ def test_random_policies_never_raise(document: Any, owner: str | None) -> None:
 @settings(max_examples=200, deadline=None)
 @given(STATEMENTS)
 def test_a_restricted_star_is_never_public(statement: dict[str, Any]) -> None:
-    """Adding an organisation restriction to a "*" Allow never leaves it public... unless
-    another statement or operator already admits everyone; with one statement it cannot."""
+    """A "*" Allow restricted to an organisation is never public on its own; beside any
+    random statement the result is still a grant class (the other one may be public)."""
     restricted = {
         "Effect": "Allow",
         "Principal": "*",
