@@ -44,7 +44,9 @@ from sigma.types import (
     SigmaString,
 )
 
+from cloudir.analyze.policy_grants import resource_grant
 from cloudir.analyze.schema import COLUMN_NAMES
+from cloudir.analyze.sigma.fields import VIRTUAL_FIELDS
 
 LogsourceKey = tuple[str | None, str | None, str | None]
 
@@ -131,6 +133,9 @@ class Row:
         if field in COLUMN_NAMES:
             value = self.record.get(field)
             return [] if value is None else [value if isinstance(value, str) else str(value)]
+        if field in VIRTUAL_FIELDS:  # computed by the same function the engine calls
+            grant = resource_grant(self.record.get("raw"))
+            return [] if grant is None else [grant]
         found = _walk(self.doc, field.split("."))
         return [_text(v) for v in found if v is not None]
 

@@ -26,7 +26,7 @@ from sigma.types import (
 
 from cloudir.analyze.duck import quote_ident, sql_str
 from cloudir.analyze.schema import COLUMN_NAMES
-from cloudir.analyze.sigma.fields import SCALAR_FIELDS, FieldPlan
+from cloudir.analyze.sigma.fields import SCALAR_FIELDS, VIRTUAL_FIELDS, FieldPlan
 
 ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
 
@@ -87,9 +87,12 @@ class DuckDBBackend(sqliteBackend):
         self._in_values = ""
 
     def field_sql(self, field_name: str) -> str:
-        """A timeline column, or the value at a raw JSON path (NULL when absent)."""
+        """A timeline column, a computed field, or the value at a raw JSON path (NULL when
+        absent)."""
         if field_name in COLUMN_NAMES:
             return quote_ident(field_name)
+        if field_name in VIRTUAL_FIELDS:
+            return VIRTUAL_FIELDS[field_name]
         return self.fields.value_sql(tuple(field_name.split(".")))
 
     def escape_and_quote_field(self, field_name: str) -> str:
@@ -115,7 +118,11 @@ class DuckDBBackend(sqliteBackend):
         return self._with_elements(cond.field, scalar, state, cond)
 
     def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
-        if field_name in COLUMN_NAMES or field_name in SCALAR_FIELDS:
+        if (
+            field_name in COLUMN_NAMES
+            or field_name in SCALAR_FIELDS
+            or field_name in VIRTUAL_FIELDS
+        ):
             return scalar
         self._element_of = field_name
         try:

@@ -51,6 +51,14 @@ SCALAR_FIELDS = frozenset(
 )  # fmt: skip
 
 
+# Fields no record holds, computed from the whole row by a runtime function. Rules name them
+# like any field (`resourceGrant: public`); they are single values, never arrays.
+VIRTUAL_FIELDS = {
+    # "public" | "cross-account:<ids>" | "internal" | NULL: see cloudir/analyze/policy_grants.py
+    "resourceGrant": "resource_grant(raw)",
+}
+
+
 class FieldPlan:
     """Which raw paths the rules read, and how each is reached in SQL.
 

@@ -1,7 +1,9 @@
 """The DuckDB functions the compiled rules call, registered on each connection that runs them.
 
 pySigma's SQLite backend keeps its runtime beside the backend (`runtime.py`); these are the
-DuckDB equivalents: CIDR tests that a plain SQL string compare would get wrong.
+DuckDB equivalents: CIDR tests that a plain SQL string compare would get wrong, and the
+grant class of a resource policy (`resource_grant`, see cloudir/analyze/policy_grants.py),
+which only an IAM policy library can decide.
 """
 
 from __future__ import annotations
@@ -31,7 +33,19 @@ IPV4_MACRO = f"""CREATE OR REPLACE TEMP MACRO cloudir_ipv4(a) AS CASE
 
 def register_functions(con: Any) -> None:
     """Define on `con` what the compiled rules call; needed before a rule is bound or run."""
+    # imported here: policyuniverse reads its action catalogue (0.1 s) on import
+    from cloudir.analyze.policy_grants import resource_grant
+
     con.execute(IPV4_MACRO).fetchall()
     con.create_function(
         "cidr_match", cidr_match, ["VARCHAR", "VARCHAR"], "BOOLEAN", null_handling="special"
+    )
+    # return_null as well as the function's own guard: a row must never stop the scan
+    con.create_function(
+        "resource_grant",
+        resource_grant,
+        ["VARCHAR"],
+        "VARCHAR",
+        null_handling="special",
+        exception_handling="return_null",
     )
