@@ -386,7 +386,8 @@ def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
     alias = corr.aliases.aliases.get(field)
     if alias is not None:
         for ref, name in alias.mapping.items():
-            if ref.rule is rule:
+            # an alias names its rule by name or id (the references there are not resolved)
+            if ref.reference in (rule.name, str(rule.id)):
                 return name
     return field
 
