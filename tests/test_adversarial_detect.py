@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import cloudir
@@ -277,7 +277,12 @@ def test_generated_rule_files_load_what_is_valid_and_match_literally(
             continue
         value, modifier, field, title_text = item
         title = f"r{index} {title_text}"
-        texts.append(yaml.safe_dump(rule_doc(title, field, modifier, value), allow_unicode=True))
+        doc = rule_doc(title, field, modifier, value)
+        text = yaml.safe_dump(doc, allow_unicode=True)
+        # PyYAML writes NEL (U+0085) unescaped inside single quotes and then reads it back
+        # as a space: such a file says something else than the test meant, so skip it.
+        assume(yaml.safe_load(text) == doc)
+        texts.append(text)
         matches = MODIFIERS[modifier]
         expected[title] = {e for e, v in value_of.items() if matches(v, value)}
     rules = tmp_path_factory.mktemp("generated") / "rules.yml"
