@@ -380,8 +380,10 @@ def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
     """The field name `field` stands for in events of `rule`, after the correlation's aliases."""
     alias = corr.aliases.aliases.get(field)
     if alias is not None:
+        # the mapping's keys are unresolved references: a rule's name (or id) as written
+        names = {str(n) for n in (getattr(rule, "name", None), getattr(rule, "id", None)) if n}
         for ref, name in alias.mapping.items():
-            if ref.rule is rule:
+            if ref.reference in names:
                 return name
     return field
 
