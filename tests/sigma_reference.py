@@ -385,9 +385,10 @@ def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
     """The field name `field` stands for in events of `rule`, after the correlation's aliases."""
     alias = corr.aliases.aliases.get(field)
     if alias is not None:
+        # the mapping's keys are unresolved references: a rule's name (or id) as written
+        names = {str(n) for n in (getattr(rule, "name", None), getattr(rule, "id", None)) if n}
         for ref, name in alias.mapping.items():
-            # an alias names its rule by name or id (the references there are not resolved)
-            if ref.reference in (rule.name, str(rule.id)):
+            if ref.reference in names:
                 return name
     return field
 
