@@ -104,6 +104,7 @@ SUPPRESSIONS = [
         "rules": ["00000000-0000-4000-8000-000000000004"],
         "suppressed": 17,
         "event_ids_sample": ["ev-suppressed-1", "ev-suppressed-2"],
+        "not_applied": [{"rule": "no_such_rule", "reason": "names no loaded rule"}],
     },
     {
         "filter_id": "6f9d2c1e-0000-4000-8000-000000000002",
@@ -112,6 +113,7 @@ SUPPRESSIONS = [
         "rules": [],
         "suppressed": 0,
         "event_ids_sample": [],
+        "not_applied": [],
     },
 ]
 
@@ -263,6 +265,8 @@ def test_suppressed_counts_are_in_every_format(doc: dict, reports: dict[str, str
     )
     assert "3 matched events removed by a suppression filter" in reports["md"]
     assert "3 matched events removed by a suppression filter" in reports["html"]
+    for text in (md, html):
+        assert "no_such_rule" in text.replace("\\", "") and "names no loaded rule" in text
 
 
 def test_misused_automation_is_told_with_the_people(tmp_path: Path) -> None:
@@ -272,6 +276,14 @@ def test_misused_automation_is_told_with_the_people(tmp_path: Path) -> None:
     findings[0]["actors"] = {"automation": 1, "human-console": 1}
     doc = json.loads(raw_reports(make_case(tmp_path, rows, findings))["json"])
     assert {s["principal"]: s["group"] for s in doc["stories"]}[TERRAFORM] == "human"
+
+    rows, findings = intrusion()
+    findings[0].update(automation_misused=True, actor_note="terraform-apply used by hand (cli-sdk)")
+    texts = raw_reports(make_case(tmp_path / "flagged", rows, findings))
+    terraform = next(s for s in json.loads(texts["json"])["stories"] if s["principal"] == TERRAFORM)
+    assert terraform["group"] == "human" and "automation identity misused" in terraform["sentence"]
+    assert "used by hand \\(cli-sdk\\)" in texts["md"] and "**misused**" in texts["md"]
+    assert "used by hand (cli-sdk)" in texts["html"]
 
     rows, findings = intrusion()
     findings[0]["rank"], findings[3]["rank"] = 3, 5  # ahead of root's console work

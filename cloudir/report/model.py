@@ -331,6 +331,7 @@ def _suppressions(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "event_ids_sample": [_cap(str(e)) for e in sample[:EXAMPLES_LISTED]]
                 if isinstance(sample, list)
                 else [],
+                "not_applied": _listed(item, "not_applied")[:PROBLEMS_LISTED],
             }
         )
     return listed

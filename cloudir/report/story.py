@@ -78,6 +78,8 @@ def triage_fields(finding: dict[str, Any]) -> dict[str, Any]:
         "level_note": _text(note) if note else None,
         "actor": _text(finding["actor"]) if finding.get("actor") else None,
         "actor_detail": _text(finding["actor_detail"]) if finding.get("actor_detail") else None,
+        "actor_note": _text(finding["actor_note"]) if finding.get("actor_note") else None,
+        "automation_misused": finding.get("automation_misused") is True,
         "actors": {
             _text(k): v
             for k, v in (actors.items() if isinstance(actors, dict) else [])
@@ -101,7 +103,7 @@ def human_findings(findings: list[dict[str, Any]]) -> list[bool]:
 
     Human: actor human-console or cli-sdk, or not classified. Automation or an AWS
     service counts as human when its identity is misused, which the finding shows by
-    `actor_misused`, by human events among its `actors`, or by its `rank`: detect ranks
+    `automation_misused`, by human events among its `actors`, or by its `rank`: detect ranks
     every human finding before every automation finding, so automation ranked before a
     human finding was ranked as human.
     """
@@ -120,7 +122,7 @@ def human_findings(findings: list[dict[str, Any]]) -> list[bool]:
     last_human = max(human_ranks, default=None)
     return [
         h
-        or bool(f.get("actor_misused"))
+        or f["automation_misused"]
         or any(f["actors"].get(a) for a in HUMAN_ACTORS)
         or (last_human is not None and f["rank"] is not None and f["rank"] < last_human)
         for f, h in zip(findings, plain, strict=True)
@@ -181,6 +183,7 @@ def _story(
         "tactics": tactics,
         "tactic_names": [tactic_name(t) for t in tactics],
         "outcomes": dict(Counter(s["outcome"] or "unknown" for s in listed)),
+        "automation_misused": any(s["automation_misused"] for s in listed),
         "findings": len(listed),
         "steps": listed[:STEPS_LISTED],
         "steps_not_listed": max(0, len(listed) - STEPS_LISTED),
@@ -200,6 +203,8 @@ def _step(finding: dict[str, Any], number: int, human: bool) -> dict[str, Any]:
         "outcome": finding.get("outcome"),
         "actor": finding.get("actor"),
         "actor_detail": finding.get("actor_detail"),
+        "actor_note": finding.get("actor_note"),
+        "automation_misused": finding.get("automation_misused") is True,
         "human": human,
         "rank": finding.get("rank"),
         "first_seen": finding.get("first_seen"),
@@ -220,7 +225,8 @@ def _sentence(story: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     if actors:
         details = {s["actor_detail"] for s in steps if s["actor_detail"]}
         detail = details.pop() if len(actors) == 1 and len(details) == 1 else None
-        who += f" ({', '.join(actor_label(a, detail) for a in actors)})"
+        misused = "; automation identity misused" if story["automation_misused"] else ""
+        who += f" ({', '.join(actor_label(a, detail) for a in actors)}{misused})"
     if story["tactic_names"]:
         what = ", then ".join(story["tactic_names"])
     else:
