@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cloudir.report.mask import MASK
+from cloudir.report.story import STEPS_LISTED as STEPS
 from tests.test_adversarial_report import (
     ATTACKS,
     assert_html_inert,
@@ -379,3 +380,14 @@ def test_many_principals_are_counted_not_listed(tmp_path: Path) -> None:
     doc = json.loads(raw_reports(case)["json"])
     assert len(doc["stories"]) == 25 and doc["stories_not_listed"] == 35
     assert "35 more principals not shown" in raw_reports(case)["md"]
+
+
+def test_a_long_story_lists_its_first_steps_and_counts_the_rest(tmp_path: Path) -> None:
+    rows = [row(f"2026-03-01T10:{n:02d}:00Z", EVE, f"Call{n}", n=n) for n in range(STEPS + 5)]
+    findings = [finding_for([r], n, title=f"Step {n}") for n, r in enumerate(rows)]
+    texts = raw_reports(make_case(tmp_path, rows, findings[::-1]))  # model order: not time
+    [story] = json.loads(texts["json"])["stories"]
+    assert [s["title"] for s in story["steps"]] == [f"Step {n}" for n in range(STEPS)]
+    assert story["steps_not_listed"] == 5 and story["findings"] == STEPS + 5
+    assert "5 more findings of this principal" in texts["md"]
+    assert "5 more findings of this principal" in texts["html"]

@@ -34,7 +34,7 @@ ACTOR_NAMES = {
 }
 OUTCOMES = ("succeeded", "mixed", "attempted")
 STORIES_LISTED = 25  # principals with a story in the report; the rest are counted
-STEPS_LISTED = 40  # findings per story; the rest are counted
+STEPS_LISTED = 30  # findings per story; the rest are counted
 TEXT_LIMIT = 300  # characters of a principal or actor detail in a story
 
 
