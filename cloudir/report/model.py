@@ -26,10 +26,10 @@ from cloudir import __version__
 from cloudir.analyze.detect import ENTITY_FIELDS, LEVELS
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
-from cloudir.report import times
+from cloudir.report import story, times
 from cloudir.report.mask import mask_document
 
-REPORT_VERSION = "1.1"
+REPORT_VERSION = "1.2"
 EVENTS_PER_FINDING = 25  # matched events shown in full; the rest are counted
 CONTEXT_MINUTES = 30  # the key timeline: this long before and after a finding
 CONTEXT_EVENTS = 40
@@ -77,6 +77,8 @@ def build(case: Case) -> dict[str, Any]:
     findings_doc = _read_findings(case, summary_file)
     con = connect(case) if _has_rows(case) else _empty_timeline()
     findings = [_finding(con, f) for f in findings_doc["findings"]]
+    stories = story.stories(findings)
+    suppressions = _suppressions(findings_doc)
     generated = utc_now()
     window = times.plausible_window(summary_file, times.parse_time(generated) or times.LAST)
 
@@ -95,8 +97,12 @@ def build(case: Case) -> dict[str, Any]:
         "evidence_incomplete": bool(problems["count"]),
         "warnings": _warnings(problems, conflicts, suspicious, parse_errors, timeline, custody),
         "evidence_problems": problems,
-        "summary": _summary(findings, timeline),
+        "summary": _summary(findings, timeline, stories["stories"], suppressions),
+        "stories": stories["stories"],
+        "stories_not_listed": stories["stories_not_listed"],
+        "findings_without_principal": stories["findings_without_principal"],
         "findings": findings,
+        "suppressions": suppressions,
         "attack": _attack(findings),
         "entities": _entities(con, findings),
         "timeline": timeline,
@@ -190,8 +196,13 @@ def _finding(con: Any, finding: dict[str, Any]) -> dict[str, Any]:
     tags = [t.split(".", 1)[1].replace("-", "_") for t in finding["tags"] if "." in t]
     tactics = [t for t in tags if t in TACTICS]  # Sigma writes attack.defense-evasion
     entities = finding.get("entities") or {}
+    principals = finding.get("principals")
+    if isinstance(principals, list):  # issue 16: the principals, beside entities.principals
+        finding["principals_not_listed"] = max(0, len(principals) - ENTITY_VALUES_LISTED)
+        finding["principals"] = principals[:ENTITY_VALUES_LISTED]
     return {
         **{k: v for k, v in finding.items() if k != "event_ids"},
+        **story.triage_fields(finding),
         "event_ids": ids[:EVENT_IDS_LISTED],
         "event_ids_not_listed": max(0, len(ids) - EVENT_IDS_LISTED),
         "entities": {k: list(v)[:ENTITY_VALUES_LISTED] for k, v in entities.items()},
@@ -237,8 +248,17 @@ def _parse_raw(raw: str | None) -> Any:
         return raw
 
 
-def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[str, Any]:
-    """What happened, when, who and how bad: the paragraph an incident lead reads first."""
+def _summary(
+    findings: list[dict[str, Any]],
+    timeline: dict[str, Any],
+    stories: list[dict[str, Any]],
+    suppressions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What happened, when, who and how bad: the paragraph an incident lead reads first.
+
+    It opens with `lead`, the highest-ranked human actor's story in one sentence, not
+    with counts: volume is what an owner's own busy console session has most of.
+    """
     by_level = Counter(f["level"] for f in findings)
     worst = max((f["level"] for f in findings), key=_rank, default=None)
     entities: dict[str, Counter[str]] = {name: Counter() for name in ENTITY_FIELDS}
@@ -247,7 +267,7 @@ def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[s
             entities.setdefault(name, Counter()).update(values)
     first = min((f["first_seen"] for f in findings), default=None)
     last = max((f["last_seen"] for f in findings), default=None)
-    top = sorted(findings, key=lambda f: (-_rank(f["level"]), str(f["first_seen"])))[:5]
+    top = sorted(findings, key=_top_order)[:5]
     counts = ", ".join(f"{by_level[lv]} {lv}" for lv in reversed(LEVELS) if by_level[lv])
     capped = {k for f in findings for k in f.get("entities_not_listed", {})}
 
@@ -264,18 +284,57 @@ def _summary(findings: list[dict[str, Any]], timeline: dict[str, Any]) -> dict[s
     else:
         headline = f"No findings in {_count(timeline['events'], 'event')}."
     return {
+        "lead": story.lead(stories),
         "headline": headline,
         "severity": worst,
         "findings_by_level": {level: by_level[level] for level in reversed(LEVELS)},
         "first_finding": first,
         "last_finding": last,
         "top_findings": [{"title": f["title"], "level": f["level"]} for f in top],
+        "ranked": any(f.get("rank") is not None for f in findings),
+        "suppressed": sum(s["suppressed"] for s in suppressions),
+        "suppression_filters": len(suppressions),
         "principals": [v for v, _ in entities["principals"].most_common(5)],
         "source_ips": [v for v, _ in entities["source_ips"].most_common(5)],
         "events": timeline["events"],
         "first_event": timeline["first"],
         "last_event": timeline["last"],
     }
+
+
+def _top_order(finding: dict[str, Any]) -> tuple[Any, ...]:
+    """Detect's `rank` when it wrote one (1 = read first), else severity then time."""
+    rank = finding.get("rank")
+    return (rank is None, rank or 0, -_rank(finding["level"]), str(finding["first_seen"]))
+
+
+def _suppressions(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """findings.json `suppressions`: each filter read, the rules it names and what it
+    removed (0 too), so no suppressed match is hidden without a trace; [] when absent."""
+    items = doc.get("suppressions")
+    listed = []
+    for item in items[:PROBLEMS_LISTED] if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        count = item.get("suppressed")
+        rules = item.get("rules")
+        sample = item.get("event_ids_sample")
+        listed.append(
+            {
+                "filter_id": _capped(item.get("filter_id")),
+                "title": _capped(item.get("title")),
+                "path": _capped(item.get("path")),
+                "rules": [_cap(str(r)) for r in rules[:PROBLEMS_LISTED]]
+                if isinstance(rules, list)
+                else [],
+                "suppressed": story.count_or_none(count) or 0,
+                "event_ids_sample": [_cap(str(e)) for e in sample[:EXAMPLES_LISTED]]
+                if isinstance(sample, list)
+                else [],
+                "not_applied": _listed(item, "not_applied")[:PROBLEMS_LISTED],
+            }
+        )
+    return listed
 
 
 def _time_rule(suspicious: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from cloudir.analyze.messages import short_principal
 from cloudir.report import charts, times
 from cloudir.report.charts import JSON_INVISIBLE, inert_text
 from cloudir.report.model import CONTEXT_MINUTES
+from cloudir.report.story import actor_label, outcome_label
 
 CELL = 300  # characters of one value in a table; the raw event JSON holds the rest
 PROSE = 2000  # rule descriptions and notes
@@ -114,6 +115,9 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
         for m in marks
     ]
     counted = model["timeline"]["rows_by_evidence"]
+    story_groups: dict[str, list[tuple[int, dict[str, Any]]]] = {"human": [], "automation": []}
+    for n, story in enumerate(model.get("stories", []), start=1):  # story-<n> anchors
+        story_groups.setdefault(story["group"], []).append((n, story))
     return {
         "m": model,
         "case": model["case"],
@@ -123,6 +127,7 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
         "entity_kinds": ENTITY_KINDS,
         "entity_findings": entity_findings,
         "finding_number": finding_number,
+        "story_groups": story_groups,
         "untagged": [(n, f) for n, f in numbered if not f["tactics"]],
         "mark_labels": mark_labels,
         "evidence_without_rows": [
@@ -145,20 +150,7 @@ def display_time(value: Any) -> str:
 
 def span(first: Any, last: Any) -> str:
     """How long from first to last, for 'when' lines: `17 min`, `2 h 9 min`, `3 days`."""
-    a, b = times.parse_time(first), times.parse_time(last)
-    if a is None or b is None:
-        return ""
-    seconds = int((b - a).total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days = hours // 24
-    return f"{days:,} days" if days < 3 * 365 else f"{days // 365:,} years"
+    return times.duration(first, last)
 
 
 def principal(value: Any) -> Any:
@@ -228,6 +220,8 @@ _COMMON_FILTERS: dict[str, Callable[..., Any]] = {
     "level_name": level_name,
     "level_class": level_class,
     "plural": plural,
+    "actor_label": actor_label,
+    "outcome_label": outcome_label,
 }
 
 

@@ -135,6 +135,24 @@ def display(value: Any) -> str:
     return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S} UTC"
 
 
+def duration(first: Any, last: Any) -> str:
+    """How long from first to last, for 'when' lines: `17 min`, `2 h 9 min`, `3 days`."""
+    a, b = parse_time(first), parse_time(last)
+    if a is None or b is None:
+        return ""
+    seconds = int((b - a).total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days = hours // 24
+    return f"{days:,} days" if days < 3 * 365 else f"{days // 365:,} years"
+
+
 def display_seconds(seconds: float) -> str:
     return display(from_seconds(seconds))
 
