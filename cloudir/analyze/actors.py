@@ -13,13 +13,15 @@ Precedence, first that holds:
    `invokedBy` or `sourceIPAddress` a `*.amazonaws.com` name) -> aws-service;
 3. the console (`sessionCredentialFromConsole`, ConsoleLogin, a browser or console agent)
    -> human-console;
-4. a known CLI or SDK agent (aws-cli, boto3, the AWS SDKs, PowerShell) -> cli-sdk;
+4. an interactive command line (aws-cli, AWS Tools for PowerShell) -> cli-sdk;
 5. a role or user whose name says it is automation (`*terraform*`, `cdk-*-role-*`,
    `*pulumi*`, CloudFormation's session) -> automation;
-6. any other user agent -> cli-sdk ("other"); no agent at all -> no class.
+6. an SDK agent (boto3, botocore, the AWS SDKs) -> cli-sdk;
+7. any other user agent -> cli-sdk ("other"); no agent at all -> no class.
 
 A role or user named as automation (step 5) but seen at steps 3 or 4 keeps the human class:
-that is an automation identity used by hand, which `automation_identity` still reports.
+that is an automation identity used by hand, which `automation_identity` still reports (and
+triage.py calls misuse). The same identity with an SDK agent is taken as its own code.
 """
 
 from __future__ import annotations
@@ -84,8 +86,13 @@ CONSOLE = (
     Signal("console", UA, "*console.amazonaws.com*"),
     Signal("console", UA, "*S3Console*"),
 )
-CLI_AGENTS = (
+# A person at a prompt: with an automation identity, that is the identity used by hand.
+INTERACTIVE_AGENTS = (
     Signal("aws-cli", UA, "*aws-cli/*"),
+    Signal("powershell", UA, "*PowerShell*"),
+)
+# A program: with an automation identity, more likely the automation's own code.
+SDK_AGENTS = (
     Signal("boto3", UA, "*Boto3/*"),
     Signal("botocore", UA, "*Botocore/*"),
     Signal("aws-sdk-go", UA, "*aws-sdk-go*"),
@@ -96,7 +103,6 @@ CLI_AGENTS = (
     Signal("aws-sdk-php", UA, "*aws-sdk-php*"),
     Signal("aws-sdk-rust", UA, "*aws-sdk-rust*"),
     Signal("aws-sdk-cpp", UA, "*aws-sdk-cpp*"),
-    Signal("powershell", UA, "*PowerShell*"),
 )
 AUTOMATION_IDENTITIES = (
     Signal("pulumi", ISSUER_ROLE, "*pulumi*"),
@@ -151,10 +157,12 @@ def classify(event: Mapping[str, Any]) -> Actor:
         return Actor(AWS_SERVICE, _service_detail(event, service), named)
     if _first(CONSOLE, event):
         return Actor(HUMAN_CONSOLE, "console", named)
-    if cli := _first(CLI_AGENTS, event):
+    if cli := _first(INTERACTIVE_AGENTS, event):
         return Actor(CLI_SDK, cli.detail, named)
     if named:
         return Actor(AUTOMATION, named, named)
+    if sdk := _first(SDK_AGENTS, event):
+        return Actor(CLI_SDK, sdk.detail, named)
     if _value(event, UA):
         return Actor(CLI_SDK, "other", named)
     return Actor(None, None, named)
@@ -210,8 +218,13 @@ def actor_sql(field: FieldSql) -> ActorSql:
         (_any(AUTOMATION_AGENTS, field), sql_str(AUTOMATION), _which(AUTOMATION_AGENTS, field)),
         (_any(AWS_SERVICES, field), sql_str(AWS_SERVICE), service_detail),
         (_any(CONSOLE, field), sql_str(HUMAN_CONSOLE), "'console'"),
-        (_any(CLI_AGENTS, field), sql_str(CLI_SDK), _which(CLI_AGENTS, field)),
+        (
+            _any(INTERACTIVE_AGENTS, field),
+            sql_str(CLI_SDK),
+            _which(INTERACTIVE_AGENTS, field),
+        ),
         (f"{named} IS NOT NULL", sql_str(AUTOMATION), named),
+        (_any(SDK_AGENTS, field), sql_str(CLI_SDK), _which(SDK_AGENTS, field)),
         (f"COALESCE({ua} <> '', false)", sql_str(CLI_SDK), "'other'"),
     ]
     kind = "CASE " + " ".join(f"WHEN {test} THEN {k}" for test, k, _ in steps) + " END"

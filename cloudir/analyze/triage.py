@@ -17,7 +17,8 @@ from cloudir.analyze.actors import (
     ACTOR_CLASSES,
     AUTOMATION,
     AWS_SERVICE,
-    HUMAN_CLASSES,
+    HUMAN_CONSOLE,
+    INTERACTIVE_AGENTS,
     FieldSql,
     actor_sql,
     identity_sql,
@@ -192,14 +193,24 @@ def automation_baseline(con: Any) -> None:
 
 
 def finding_triage(con: Any, where: str) -> dict[str, Any]:
-    """Outcome, level, actor and misuse of one finding, whose events are `_hits` rows
-    `where` selects."""
+    """Outcome, actor and misuse of one finding, whose events are `_hits` rows `where`
+    selects.
+
+    Misuse of an automation identity, which makes automation rank with people:
+    - by hand: a role or user NAMED as automation (`actors.AUTOMATION_IDENTITIES`) used
+      from the console or an interactive CLI (not an SDK: that may be its own code);
+    - new address: an automation call (by agent or name) from an IP address the identity
+      first made automation calls from after it had made them from another one. CI
+      runners with changing addresses trip it; a suppression by their network quiets it.
+    An identity that merely once ran Terraform is not "automation" for the first test: a
+    person's own console work stays a person's.
+    """
     ident = identity_sql("r.e_principals")
-    human = ", ".join(sql_str(k) for k in HUMAN_CLASSES)
+    by_hand = ", ".join(sql_str(s.detail) for s in INTERACTIVE_AGENTS)
     marked = f"""SELECT r.timestamp, r.t_actor, r.t_detail, r.t_outcome, r.t_named,
         r.e_source_ips AS ip, {ident} AS ident,
-        COALESCE(r.t_actor IN ({human}) AND (r.t_named IS NOT NULL
-            OR EXISTS (SELECT 1 FROM _automation a WHERE a.ident = {ident})), false) AS by_hand,
+        COALESCE((r.t_actor = {sql_str(HUMAN_CONSOLE)} OR r.t_detail IN ({by_hand}))
+            AND r.t_named IS NOT NULL, false) AS by_hand,
         COALESCE(r.t_actor = {sql_str(AUTOMATION)}
             AND (SELECT min(first_seen) FROM _automation a
                  WHERE a.ident = {ident} AND a.src_ip = r.e_source_ips)
