@@ -179,9 +179,15 @@ def automation_baseline(con: Any) -> None:
             "WHERE t_actor IS NOT NULL AND e_principals IS NOT NULL"
         ).fetchall()
     ]
+    if not wanted:  # no CloudTrail event matched: nothing to compare with
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _automation "
+            "(ident VARCHAR, src_ip VARCHAR, first_seen TIMESTAMPTZ)"
+        ).fetchall()
+        return
     rows = (
         f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
-        f"AND {is_address_sql('src_ip')} AND list_contains(?::VARCHAR[], {user}))"
+        f"AND list_contains(?::VARCHAR[], {user}) AND {is_address_sql('src_ip')})"
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _automation AS
