@@ -223,21 +223,21 @@ def finding_triage(con: Any, where: str) -> dict[str, Any]:
               > (SELECT min(first_seen) FROM _automation a WHERE a.ident = {ident}),
             false) AS new_address
         FROM _hits r WHERE {where}"""
-    succeeded, failed = con.execute(
-        f"SELECT count(*) FILTER (WHERE {SUCCESS_SQL}), count(*) FILTER (WHERE {FAILURE_SQL}) "
-        f"FROM ({marked})"
-    ).fetchall()[0]
-    counts = {
-        (kind, detail): n
-        for kind, detail, n in con.execute(
-            f"SELECT t_actor, t_detail, count(*) FROM ({marked}) "
-            "WHERE t_actor IS NOT NULL GROUP BY ALL"
-        ).fetchall()
-    }
-    misuse = con.execute(
-        f"SELECT ident, ip, t_actor, t_detail, t_named, by_hand FROM ({marked}) "
-        "WHERE by_hand OR new_address ORDER BY timestamp LIMIT 1"
+    groups = con.execute(
+        f"""SELECT t_actor, t_detail, count(*), count(*) FILTER (WHERE {SUCCESS_SQL}),
+                count(*) FILTER (WHERE {FAILURE_SQL}),
+                count(*) FILTER (WHERE t_actor = {sql_str(AUTOMATION)} OR t_named IS NOT NULL)
+            FROM _hits WHERE {where} GROUP BY ALL"""
     ).fetchall()
+    succeeded = sum(g[3] for g in groups)
+    failed = sum(g[4] for g in groups)
+    counts = {(kind, detail): n for kind, detail, n, *_ in groups if kind is not None}
+    misuse = []
+    if any(g[5] for g in groups):  # only then is there an automation identity to judge
+        misuse = con.execute(
+            f"SELECT ident, ip, t_actor, t_detail, t_named, by_hand FROM ({marked}) "
+            "WHERE by_hand OR new_address ORDER BY timestamp LIMIT 1"
+        ).fetchall()
     outcome = outcome_of(succeeded, failed)
     actor, detail, actors = finding_actor(counts)
     return {
