@@ -347,6 +347,32 @@ def test_suppressing_every_match_of_a_finding_leaves_it_counted(
     assert entry["suppressed"] == 1
 
 
+def test_a_filter_for_any_rule_and_one_outside_its_logsource(
+    case: Path, rules: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "suppress"
+    folder.mkdir()
+    (folder / "ci.yml").write_text(
+        "title: CI runners\nlogsource: {product: aws}\nfilter:\n  rules: any\n"
+        f"  runners:\n    sourceIPAddress|cidr: {CI_ADDRESS}/32\n  condition: not runners\n"
+    )
+    (folder / "linux.yml").write_text(
+        "title: Linux only\nlogsource: {product: linux}\nfilter:\n"
+        f"  rules: [{rule_id('cli')}]\n  s: {{program: cron}}\n  condition: not s\n"
+    )
+    document, _ = detect(case, rules, folder)
+    entries = {s["title"]: s for s in document["suppressions"]}
+    # CreateRole, CreateInstanceProfile, CreateAccessKey, and CreatePolicy for two rules
+    assert entries["CI runners"]["suppressed"] == 5
+    assert len(entries["CI runners"]["rules"]) == len(RULES)
+    assert len(entries["CI runners"]["event_ids_sample"]) == 4  # distinct events
+    titles = {f["title"] for f in document["findings"]}
+    assert not titles & {"terraform_ua", "terraform_role", "tf_key", "tf_policy"}
+    assert entries["Linux only"]["suppressed"] == 0
+    assert entries["Linux only"]["not_applied"][0]["reason"].startswith("the rule's logsource")
+    assert "cli" in titles
+
+
 def test_detect_cli_shows_outcome_actor_and_the_suppressed_count(
     case: Path, rules: Path, tmp_path: Path
 ) -> None:
@@ -364,7 +390,7 @@ def test_detect_cli_shows_outcome_actor_and_the_suppressed_count(
     assert "attempted (attempted)" in result.stdout  # the title line says it dropped
     assert "denied_by_design (attempted)" not in result.stdout
     assert "attempted" in result.stdout and "automation (terraform)" in result.stdout
-    assert "1 matches suppressed by 2 filters" in result.stderr
+    assert "1 match suppressed by 2 filters" in result.stderr
     assert "warning: suppression" in result.stderr and "'nope'" in result.stderr
     as_json = cloudir(
         "detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json",

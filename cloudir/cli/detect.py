@@ -83,8 +83,10 @@ def say_detection(result: Any) -> None:
         say(f"warning: {warning}")
     if result.suppressions:
         removed = sum(s["suppressed"] for s in result.suppressions)
+        filters = len(result.suppressions)
         say(
-            f"{removed} matches suppressed by {len(result.suppressions)} filters "
+            f"{removed} {'match' if removed == 1 else 'matches'} suppressed by {filters} "
+            f"{'filter' if filters == 1 else 'filters'} "
             '(findings.json "suppressions" counts each)'
         )
     reported = result.rules.reported
