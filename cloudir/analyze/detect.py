@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -32,11 +32,21 @@ from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupport
 from cloudir.analyze.sigma.correlation import from_rule as correlation_from_rule
 from cloudir.analyze.sigma.correlation import run as run_correlation
 from cloudir.analyze.sigma.runtime import register_functions
+from cloudir.analyze.suppress import SAMPLE as SUPPRESSED_SAMPLE
+from cloudir.analyze.suppress import Suppression
+from cloudir.analyze.triage import LEVELS as LEVELS
+from cloudir.analyze.triage import (
+    automation_baseline,
+    event_columns,
+    finding_triage,
+    shown_level,
+    tests_outcome,
+)
+from cloudir.analyze.triage import rank as rank_findings
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
 
 BUILTIN_RULES = Path(__file__).with_name("rules")
-LEVELS = ["informational", "low", "medium", "high", "critical"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,8 @@ class LoadedRule:
     logsource: LogSource | None = None
     predicate: str = ""
     correlation: Correlation | None = None
+    sigma_logsource: Any = None  # pySigma's, for the suppression filters' logsource test
+    about_failure: bool = False  # it tests the outcome: an attempt keeps its level
 
     @property
     def techniques(self) -> list[str]:
@@ -105,6 +117,7 @@ class RuleSet:
     skipped: list[dict[str, str]] = field(default_factory=list)
     backend: Any = None
     key_columns: dict[str, str] = field(default_factory=dict)  # field SQL -> _hits column
+    suppressed: dict[int, int] = field(default_factory=dict)  # rule index -> matches removed
 
     @property
     def reported(self) -> list[LoadedRule]:
@@ -416,7 +429,13 @@ def _convert(
         reason = str(exc).splitlines()[0]
         skip(f"DuckDB cannot run it: {reason}")
         return None
-    return LoadedRule(**_describe(rule, path), logsource=logsource, predicate=predicate)
+    return LoadedRule(
+        **_describe(rule, path),
+        logsource=logsource,
+        predicate=predicate,
+        sigma_logsource=rule.logsource,
+        about_failure=tests_outcome(rule),
+    )
 
 
 def _convert_correlation(
@@ -437,7 +456,9 @@ def _convert_correlation(
     except Unsupported as exc:
         result.skipped.append(_skip(path, rule, str(exc), document))
         return None
-    return LoadedRule(**_describe(rule, path), correlation=spec)
+    bases = [loaded.get(id(ref.rule)) for ref in rule.referenced_rules]
+    about_failure = any(base is not None and base.about_failure for base in bases)
+    return LoadedRule(**_describe(rule, path), correlation=spec, about_failure=about_failure)
 
 
 def _key_column(result: RuleSet, field_name: str) -> str:
@@ -508,25 +529,54 @@ ENTITY_FIELDS = {
 }
 
 
-def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
+def run_rules(
+    con: Any, ruleset: RuleSet, suppressions: Sequence[Suppression] = ()
+) -> dict[int, list[str]]:
     """One scan: each detection rule is a boolean column; matched rows go to `_hits`.
 
-    Returns, per reported rule (index into ruleset.rules), the matched event ids.
+    Returns, per reported rule (index into ruleset.rules), the matched event ids. A rule
+    some suppression filter applies to has its raw match in `a<n>`, each filter's verdict
+    (the rule matched, the filter's condition did not hold) in `s<k>`, and what is left in
+    `h<n>`, which the findings and the correlations read.
     """
     detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
     hits: dict[int, list[str]] = {}
     backend = ruleset.backend
+    filtered = {
+        n: [k for k, s in enumerate(suppressions) if n in s.applies_to] for n, _ in detections
+    }
+    filtered = {n: ks for n, ks in filtered.items() if ks}
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
-    flags = [f"{_gated(r, backend)} AS h{n}" for n, r in detections]
+    raw_flags = {n: f"a{n}" if n in filtered else f"h{n}" for n, _ in detections}
+    flags = [f"{_gated(r, backend)} AS {raw_flags[n]}" for n, r in detections]
+    triage_columns = event_columns(backend.field_sql)
+    verdicts = [
+        f"CASE WHEN {' OR '.join(f'a{n}' for n in s.applies_to)} "
+        f"THEN NOT COALESCE({backend.fields.resolve(s.keep)}, false) ELSE false END AS s{k}"
+        for k, s in enumerate(suppressions)
+        if s.applies_to
+    ]
+    kept = [
+        f"a{n} AND NOT ({' OR '.join(f's{k}' for k in ks)}) AS h{n}" for n, ks in filtered.items()
+    ]
     artifacts = sorted({a for _, r in detections if r.logsource for a in r.logsource.artifacts})
-    any_hit = " OR ".join(f"h{n}" for n, _ in detections) or "false"
+    any_hit = " OR ".join(raw_flags.values()) or "false"
+    carried = [
+        "event_id", "timestamp", *(f"e_{name}" for name in ENTITY_FIELDS),
+        *ruleset.key_columns.values(), *raw_flags.values(),
+    ]  # fmt: skip
+    judged = ", ".join(carried + [c.rsplit(" AS ", 1)[1] for c in triage_columns + verdicts])
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT * FROM (
-              SELECT event_id, timestamp, {", ".join(entities + keys + flags)}
-              FROM ({scan_sql(backend)}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
-            ) WHERE {any_hit}"""
+        f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT {judged}{"".join(", " + c for c in kept)}
+            FROM (
+              SELECT {", ".join(carried + triage_columns + verdicts)} FROM (
+                SELECT *, {", ".join(entities + keys + flags)}
+                FROM ({scan_sql(backend)}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
+              ) WHERE {any_hit}
+            )"""
     ).fetchall()
+    _count_suppressed(con, ruleset, suppressions, filtered)
     for n, rule in detections:
         if not rule.output:
             continue  # a base rule: its hits stay in DuckDB for the correlations
@@ -536,6 +586,33 @@ def run_rules(con: Any, ruleset: RuleSet) -> dict[int, list[str]]:
         if rule.correlation is not None:
             hits[n] = run_correlation(con, n, rule.correlation)
     return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
+
+
+def _count_suppressed(
+    con: Any,
+    ruleset: RuleSet,
+    suppressions: Sequence[Suppression],
+    filtered: dict[int, list[int]],
+) -> None:
+    """Each filter's removed matches (rule, event) with a sample of their event ids, and
+    each rule's matches removed by any filter: counted, never silently gone."""
+    for k, suppression in enumerate(suppressions):
+        if not suppression.applies_to:
+            continue
+        removed = " + ".join(
+            f"count(*) FILTER (WHERE a{n} AND s{k})" for n in suppression.applies_to
+        )
+        suppression.suppressed = int(con.execute(f"SELECT {removed} FROM _hits").fetchall()[0][0])
+        suppression.event_ids_sample = [
+            r[0]
+            for r in con.execute(
+                f"SELECT event_id FROM _hits WHERE s{k} GROUP BY event_id "
+                f"ORDER BY min(timestamp), event_id LIMIT {SUPPRESSED_SAMPLE}"
+            ).fetchall()
+        ]
+    for n in filtered:
+        count = con.execute(f"SELECT count(*) FILTER (WHERE a{n} AND NOT h{n}) FROM _hits")
+        ruleset.suppressed[n] = int(count.fetchall()[0][0])
 
 
 def _gated(rule: LoadedRule, backend: Any) -> str:
@@ -559,8 +636,11 @@ def _in_list(values: Iterable[str]) -> str:
 
 
 def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> list[dict[str, Any]]:
-    """One finding per rule with hits, its events' entities gathered from `_hits`."""
+    """One finding per rule with hits, its events' entities gathered from `_hits`, triaged
+    (outcome, actor, level; triage.py) and in reading order (`rank`)."""
     findings = []
+    if hits:
+        automation_baseline(con)
     for n, event_ids in hits.items():
         rule = ruleset.rules[n]
         con.execute(
@@ -573,10 +653,17 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
             f"SELECT min(timestamp), max(timestamp), {columns} FROM _hits "
             "WHERE event_id IN (SELECT id FROM _ids)"
         ).fetchall()[0]
+        # a detection rule's own rows; a correlation's events are other rules' rows
+        where = "event_id IN (SELECT id FROM _ids)" if rule.correlation else f"h{n}"
+        triage = finding_triage(con, where)
+        level, level_note = shown_level(rule.level, triage["outcome"], rule.about_failure)
         finding: dict[str, Any] = {
             "rule_id": rule.rule_id,
             "title": rule.title,
-            "level": rule.level,
+            "level": level,
+            "rule_level": rule.level,
+            "level_note": level_note,
+            "outcome": triage.pop("outcome"),
             "status": rule.status,
             "tags": rule.tags,
             "techniques": rule.techniques,
@@ -591,13 +678,14 @@ def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> lis
             "rule_path": rule.path,
             "description": rule.description,
             "falsepositives": rule.falsepositives,
+            **triage,
+            "suppressed": ruleset.suppressed.get(n, 0),
         }
         if rule.correlation is not None:
             finding["correlation"] = rule.correlation.kind
             finding["alerts"] = alert_count(con, n)
         findings.append(finding)
-    findings.sort(key=lambda f: (-LEVELS.index(f["level"]), f["first_seen"], f["title"]))
-    return findings
+    return rank_findings(findings)
 
 
 def _iso(moment: Any) -> str:
@@ -631,29 +719,38 @@ class DetectResult:
     rules: RuleSet
     findings: list[dict[str, Any]]
     path: Path
+    suppressions: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectResult:
+def detect(
+    case: Case, extra_rules: list[Path], builtin: bool = True, suppress: Sequence[Path] = ()
+) -> DetectResult:
     """Run the rules over the case's timeline; writes findings/findings.{json,parquet}.
 
     The rules' SQL runs on a sealed connection (duck.seal): it reads the timeline's files
     and nothing else, whoever wrote the rule. Rules the user named that cannot run at all
     are a usage error, raised before any findings file is written (only DuckDB's empty
     spill folder, findings/.spill, is made first): "no findings" must mean rules ran.
+    So is a suppression filter (`suppress`: folders of Sigma filters) that cannot be read.
     """
+    from cloudir.analyze import suppress as suppressions
     from cloudir.analyze.duck import seal
     from cloudir.analyze.query import connect, timeline_files
 
     if not extra_rules and not builtin:
         raise UsageError("no rules to run: give --rules PATH, or leave out --no-builtin")
+    suppressions.filter_files(list(suppress))  # a wrong folder fails before any work
     con = connect(case)
     register_functions(con)
     limit_memory(con, case.paths.findings)
     seal(con, timeline_files(case))
     rules = load_rules(rule_files(extra_rules, builtin), con)
     require_runnable(extra_rules, rules)
-    hits = run_rules(con, rules)
+    filters = suppressions.load(list(suppress), rules, con)
+    hits = run_rules(con, rules, filters)
     findings = findings_from(con, rules, hits)
+    applied = [f.summary([rules.rules[n].rule_id for n in f.applies_to]) for f in filters]
     out = case.paths.findings
     out.mkdir(exist_ok=True)
     document = {
@@ -661,6 +758,7 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
         "generated": utc_now(),
         "cloudir_version": __version__,
         "rules": {"loaded": len(rules.reported), "skipped": rules.skipped},
+        "suppressions": applied,
         "findings": findings,
     }
     _write_json(case.paths.findings_json, document)
@@ -668,7 +766,7 @@ def detect(case: Case, extra_rules: list[Path], builtin: bool = True) -> DetectR
     con.close()
     with contextlib.suppress(OSError):
         (out / ".spill").rmdir()  # DuckDB removed its spill files when it closed
-    return DetectResult(rules, findings, out)
+    return DetectResult(rules, findings, out, applied, suppressions.warnings(filters))
 
 
 def require_runnable(paths: list[Path], rules: RuleSet) -> None:

@@ -26,6 +26,15 @@ NoBuiltinOpt = Annotated[
     bool, typer.Option("--no-builtin", help="Run only the rules given with --rules.")
 ]
 FailOnOpt = Annotated[str, typer.Option(help="Exit 1 when a finding reaches this level.")]
+SuppressOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--suppress",
+        metavar="DIR",
+        help="Folder of Sigma filter rules that suppress known-good matches (repeatable); "
+        "suppressed matches are counted in findings.json.",
+    ),
+]
 
 
 @handled
@@ -35,11 +44,12 @@ def detect(
     rules: RulesOpt = None,
     no_builtin: NoBuiltinOpt = False,
     fail_on: FailOnOpt = "high",
+    suppress: SuppressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run Sigma rules over the timeline; write findings/findings.{json,parquet}.
 
-    Example: cloudir detect --case ./case-42 --rules ./my-rules --fail-on medium
+    Example: cloudir detect --case ./case-42 --rules ./my-rules --suppress ./known-good
     """
     from cloudir.analyze import detect as engine
     from cloudir.case import Case
@@ -47,7 +57,7 @@ def detect(
     if fail_on not in engine.LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
     the_case = Case.open(case)
-    result = engine.detect(the_case, rules or [], builtin=not no_builtin)
+    result = engine.detect(the_case, rules or [], builtin=not no_builtin, suppress=suppress or [])
     if as_json:
         sys.stdout.write(the_case.paths.findings_json.read_text())
     else:
@@ -69,6 +79,16 @@ def say_detection(result: Any) -> None:
             f"{len(result.rules.skipped) - len(own)} built-in rules not run; "
             "`cloudir rules list` says why"
         )
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    if result.suppressions:
+        removed = sum(s["suppressed"] for s in result.suppressions)
+        filters = len(result.suppressions)
+        say(
+            f"{removed} {'match' if removed == 1 else 'matches'} suppressed by {filters} "
+            f"{'filter' if filters == 1 else 'filters'} "
+            '(findings.json "suppressions" counts each)'
+        )
     reported = result.rules.reported
     correlations = sum(1 for r in reported if r.is_correlation)
     say(
@@ -84,30 +104,51 @@ def reaches(findings: list[dict[str, Any]], fail_on: str) -> bool:
 
 
 def print_findings(findings: list[dict[str, Any]]) -> None:
+    """The findings in reading order (`rank`); automation and AWS services' own activity
+    below a line, apart from people's. An attempt whose level dropped says so after its
+    title."""
     from rich.table import Table
     from rich.text import Text
 
+    from cloudir.analyze.triage import ranks_as_human
     from cloudir.console import inert, stdout
 
     table = Table(show_lines=False, pad_edge=False)
     table.add_column("level", no_wrap=True)
     table.add_column("finding", ratio=3)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("actor", ratio=1)
     table.add_column("events", justify="right", no_wrap=True)
     table.add_column("first seen (UTC)", no_wrap=True)
     table.add_column("who", ratio=1)
     table.add_column("from", ratio=1)
-    for f in findings:
+    human = [f for f in findings if ranks_as_human(f)]
+    for n, f in enumerate(human + [f for f in findings if not ranks_as_human(f)]):
         entities = f["entities"]
         who = list(dict.fromkeys(p.rsplit(":", 1)[-1] for p in entities["principals"]))[:2]
+        title = f["title"] + (" (attempted)" if f.get("level_note") else "")
         table.add_row(
             Text(f["level"]),
-            Text(inert(f["title"], 80)),
+            Text(inert(title, 92)),
+            Text(f.get("outcome") or "-"),
+            Text(inert(_actor_cell(f), 40)),
             Text(str(f["count"])),
             Text(f["first_seen"][:19].replace("T", " ")),
             Text(inert(", ".join(who), 50)),
             Text(inert(", ".join(entities["source_ips"][:3]), 50)),
+            end_section=n == len(human) - 1 and len(human) < len(findings),
         )
     stdout.print(table)
+
+
+def _actor_cell(finding: dict[str, Any]) -> str:
+    """`automation (terraform)`; `!` marks automation whose identity was misused."""
+    actor = finding.get("actor")
+    if not actor:
+        return "-"
+    detail = finding.get("actor_detail")
+    cell = f"{actor} ({detail})" if detail else actor
+    return cell + (" !" if finding.get("automation_misused") else "")
 
 
 @rules_app.command("list")

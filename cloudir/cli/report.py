@@ -25,6 +25,7 @@ from cloudir.cli.detect import (
     FailOnOpt,
     NoBuiltinOpt,
     RulesOpt,
+    SuppressOpt,
     print_findings,
     reaches,
     say_detection,
@@ -74,6 +75,7 @@ def analyze(
     out: OutOpt = None,
     workers: Annotated[int, typer.Option(help="Parser processes (default: all cores).")] = 0,
     fs_timeline: FsTimelineOpt = None,
+    suppress: SuppressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Timeline, detect and report in one go; exits like detect (1 at --fail-on).
@@ -81,6 +83,7 @@ def analyze(
     Example: cloudir analyze --case ./case-42 --fail-on medium
     """
     from cloudir.analyze import detect as engine
+    from cloudir.analyze.suppress import filter_files
     from cloudir.analyze.timeline import build_timeline
     from cloudir.case import Case
     from cloudir.console import count_progress
@@ -89,6 +92,7 @@ def analyze(
     if fail_on not in engine.LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
     formats = parse_formats(fmt)
+    filter_files(suppress or [])  # a wrong --suppress folder fails before the timeline
     the_case = Case.open(case)
     with count_progress() as bar:
         task = bar.add_task("timeline: parsing evidence", total=3)
@@ -98,7 +102,9 @@ def analyze(
 
         timeline = build_timeline(the_case, workers or None, progress, parse_options(fs_timeline))
         bar.update(task, completed=1, description="detect: running rules")
-        detection = engine.detect(the_case, rules or [], builtin=not no_builtin)
+        detection = engine.detect(
+            the_case, rules or [], builtin=not no_builtin, suppress=suppress or []
+        )
         bar.update(task, completed=2, description="report: writing")
         written = write_report(the_case, formats, out)
         bar.update(task, completed=3, description="done")
