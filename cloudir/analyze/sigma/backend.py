@@ -26,6 +26,8 @@ from sigma.types import (
 
 from cloudir.analyze.duck import quote_ident, sql_str
 from cloudir.analyze.schema import COLUMN_NAMES
+from cloudir.analyze.sigma.context import field_sql as computed_field_sql
+from cloudir.analyze.sigma.context import is_computed
 from cloudir.analyze.sigma.fields import SCALAR_FIELDS, FieldPlan
 
 ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
@@ -90,6 +92,9 @@ class DuckDBBackend(sqliteBackend):
         """A timeline column, or the value at a raw JSON path (NULL when absent)."""
         if field_name in COLUMN_NAMES:
             return quote_ident(field_name)
+        computed = computed_field_sql(self.fields, field_name)  # cloudir.* (context.py)
+        if computed is not None:
+            return computed
         return self.fields.value_sql(tuple(field_name.split(".")))
 
     def escape_and_quote_field(self, field_name: str) -> str:
@@ -115,7 +120,7 @@ class DuckDBBackend(sqliteBackend):
         return self._with_elements(cond.field, scalar, state, cond)
 
     def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
-        if field_name in COLUMN_NAMES or field_name in SCALAR_FIELDS:
+        if field_name in COLUMN_NAMES or field_name in SCALAR_FIELDS or is_computed(field_name):
             return scalar
         self._element_of = field_name
         try:
