@@ -111,7 +111,8 @@ def _key(plan: Any) -> str:
 
 def _key_join(plan: Any) -> str:
     return f"""LEFT JOIN (
-        SELECT _ck_key, _ck_ip, _ck_first, min(_ck_first) OVER (PARTITION BY _ck_key) AS _ck_key_first
+        SELECT _ck_key, _ck_ip, _ck_first,
+            min(_ck_first) OVER (PARTITION BY _ck_key) AS _ck_key_first
         FROM (
             SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
                 SELECT timestamp, lower(src_ip) AS ip, CASE WHEN contains(raw, '"AKIA')
@@ -147,8 +148,7 @@ def _instance_join(plan: Any) -> str:
             json_extract_string(raw, '$.requestParameters.publicIp')
         FROM timeline WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:AssociateAddress'"""
     agent = f"""SELECT host, src_ip FROM timeline WHERE {INSTANCE_ROWS}
-        AND CASE WHEN contains(raw, 'amazon-ssm-agent') THEN
-            json_extract_string(raw, '$.userAgent') ILIKE '%amazon-ssm-agent%' ELSE false END
+        AND json_extract_string(raw, '$.userAgent') ILIKE '%amazon-ssm-agent%'
         AND {_is_address("src_ip")}"""
     return f"""LEFT JOIN (
         SELECT lower(instance) AS _ci_instance, list(DISTINCT lower(trim(address))) AS _ci_addresses
@@ -194,9 +194,7 @@ def _discovery_value(plan: Any) -> str:
 CONTEXTS: dict[str, Context] = {
     "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
     "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
-    "cloudir.discovery_unusual": Context(
-        "_c_discovery_unusual", _discovery_join, _discovery_value
-    ),
+    "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
 }
 
 
