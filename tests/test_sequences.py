@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import cloudir
+from tests.sigma_reference import evaluate, load_rules, read_timeline
 from tests.test_detect_reference import assert_agreement
+from tests.timeline_rows import timeline_row, write_timeline
 
 ACCOUNT = "111122223333"
 OFFICE, ATTACKER, OWNER_HOME = "198.51.100.10", "203.0.113.66", "192.0.2.44"
@@ -280,3 +282,135 @@ def test_reference_agrees_on_the_intrusion(story: tuple[Path, Records, dict]) ->
     case, _, _ = story
     reference = assert_agreement(case)
     assert reference[SELF_GRANT_THEN_KEY].event_ids
+
+
+# -- the computed fields, value by value (docs/detection.md "Computed fields") ---------------
+
+T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+
+
+def call(
+    event_id: str, minutes: float, name: str, ip: str | None, identity: dict[str, Any], **raw: Any
+) -> dict[str, Any]:
+    """A CloudTrail row with the columns the parser would give it (user, src_ip, host)."""
+    source = raw.pop("eventSource", "s3.amazonaws.com")
+    record = {"eventSource": source, "eventName": name, "sourceIPAddress": ip,
+              "userIdentity": identity, **raw}  # fmt: skip
+    session = str(identity.get("principalId", "")).rpartition(":")[2]
+    return timeline_row(
+        "aws:cloudtrail", T0 + timedelta(minutes=minutes), record, event_id=event_id,
+        action=f"{source}:{name}", user=identity.get("arn"), src_ip=ip,
+        host=session if session.startswith("i-") else None,
+    )  # fmt: skip
+
+
+def user(name: str, key: str) -> dict[str, Any]:
+    arn = f"arn:aws:iam::{ACCOUNT}:user/{name}"
+    return {"type": "IAMUser", "arn": arn, "accessKeyId": key, "userName": name}
+
+
+def instance(instance_id: str, **more: Any) -> dict[str, Any]:
+    return {
+        "type": "AssumedRole",
+        "principalId": f"AROAWEB:{instance_id}",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/web/{instance_id}",
+        "accessKeyId": "ASIAWEB",
+        **more,
+    }
+
+
+BOB, CAROL = user("bob", "AKIABOB"), user("carol", "ASIACAROL")
+LAUNCH = {
+    "instancesSet": {
+        "items": [
+            {
+                "instanceId": "i-0aaa",
+                "privateIpAddress": "10.0.1.5",
+                "networkInterfaceSet": {"items": [{"association": {"publicIp": "198.51.100.5"}}]},
+            }
+        ]
+    }
+}
+AGENT = "aws-sdk-go/1.44.260 (go1.20.6; linux; amd64) amazon-ssm-agent/3.2.1377.0"
+
+
+def field_rows() -> list[dict[str, Any]]:
+    quiet = [call(f"quiet-{n}", 20 * n, "ListBuckets", OFFICE, CAROL) for n in range(5)]
+    return [
+        # key_new_address: bob's key at the office, then from two new addresses
+        call("bob-1", 0, "ListBuckets", OFFICE, BOB),
+        call("bob-2", 1, "GetObject", OFFICE, BOB),
+        call("bob-3", 2, "ListBuckets", "203.0.113.7", BOB),
+        call("bob-4", 3, "ListBuckets", "203.0.113.7", BOB),
+        call("bob-5", 4, "ListBuckets", "203.0.113.8", BOB),
+        call("bob-6", 5, "ListBuckets", OFFICE, BOB),
+        # instance_address
+        call("launch", 0, "RunInstances", OFFICE, BOB, eventSource="ec2.amazonaws.com",
+             responseElements=LAUNCH),
+        call("eip", 0, "AssociateAddress", OFFICE, BOB, eventSource="ec2.amazonaws.com",
+             requestParameters={"instanceId": "i-0aaa", "publicIp": "198.51.100.6"}),
+        call("agent", 1, "UpdateInstanceInformation", "198.51.100.77", instance("i-0aaa"),
+             eventSource="ssm.amazonaws.com", userAgent=AGENT),
+        call("private-own", 2, "ListBuckets", "10.0.1.5", instance("i-0aaa")),
+        call("public-own", 3, "ListBuckets", "198.51.100.5", instance("i-0aaa")),
+        call("eip-own", 3, "GetObject", "198.51.100.6", instance("i-0aaa")),
+        call("nat-own", 4, "ListBuckets", "198.51.100.77", instance("i-0aaa")),
+        call("private-outside", 5, "ListBuckets", "10.0.9.9", instance("i-0aaa")),
+        call("public-outside", 6, "ListBuckets", "203.0.113.9", instance("i-0aaa")),
+        call("service", 7, "ListBuckets", "ec2.amazonaws.com", instance("i-0aaa")),
+        call("invoked", 7, "GetObject", "203.0.113.9",
+             instance("i-0aaa", invokedBy="ec2.amazonaws.com")),
+        call("unknown", 8, "ListBuckets", "203.0.113.9", instance("i-0bbb")),
+        # discovery_unusual: carol's quiet buckets, then 12 different calls in one bucket
+        *quiet,
+        *(call(f"burst-{n}", 200 + n / 6, name, OFFICE, CAROL,
+               eventSource=f"{source}.amazonaws.com")
+          for n, (source, name) in enumerate(OWNER_CONSOLE[:12])),
+    ]  # fmt: skip
+
+
+FIELD_VALUES = {
+    ("cloudir.key_new_address", "true"): {"bob-3", "bob-5"},
+    ("cloudir.key_new_address", "false"): {"bob-1", "bob-2", "bob-4", "bob-6", "launch", "eip"},
+    ("cloudir.instance_address", "own"): {"agent", "private-own", "public-own", "eip-own",
+                                           "nat-own"},
+    ("cloudir.instance_address", "outside"): {"private-outside", "public-outside"},
+    ("cloudir.instance_address", "service"): {"service", "invoked"},
+    ("cloudir.instance_address", "unknown"): {"unknown"},
+    # carol's burst, and every discovery call of principals without a baseline (< 4 buckets)
+    ("cloudir.discovery_unusual", "true"): {
+        *(f"burst-{n}" for n in range(12)), *(f"bob-{n}" for n in range(1, 7)),
+        "private-own", "public-own", "eip-own", "nat-own", "private-outside",
+        "public-outside", "service", "invoked", "unknown"},
+    ("cloudir.discovery_unusual", "false"): {f"quiet-{n}" for n in range(5)},
+    ("cloudir.api_family", "s3.amazonaws.com:list"): {
+        "bob-1", "bob-3", "bob-4", "bob-5", "bob-6", *(f"quiet-{n}" for n in range(5)),
+        "private-own", "public-own", "nat-own", "private-outside", "public-outside",
+        "service", "unknown"},
+    ("cloudir.api_family", "iam.amazonaws.com:list"): {"burst-10", "burst-11"},
+    ("cloudir.api_family", "ec2.amazonaws.com:run"): {"launch"},
+}  # fmt: skip
+
+
+def test_computed_fields_take_the_documented_values(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    write_timeline(case, field_rows())
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for n, ((name, value), _) in enumerate(FIELD_VALUES.items()):
+        (rules / f"r{n}.yml").write_text(
+            f"title: {name} is {value}\nid: 00000000-0000-4000-8000-{n:012d}\n"
+            "logsource: {product: aws, service: cloudtrail}\n"
+            f"detection:\n  selection:\n    {name}: '{value}'\n  condition: selection\n"
+            "level: low\n"
+        )
+    result = cloudir(
+        "detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json",
+        "--fail-on", "critical",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    found = {f["title"]: set(f["event_ids"]) for f in result.json()["findings"]}
+    for (name, value), expected in FIELD_VALUES.items():
+        assert found.get(f"{name} is {value}", set()) == expected, (name, value)
+    reference = evaluate(load_rules([rules]), read_timeline(case))
+    assert {f.title: f.event_ids for f in reference.values() if f.event_ids} == found
