@@ -469,6 +469,7 @@ COMPUTED_FIELDS = (
     "cloudir.key_new_address",
     "cloudir.instance_address",
     "cloudir.discovery_unusual",
+    "cloudir.family_failing",
 )
 _ADDRESS_KEYS = ("privateIpAddress", "ipAddress", "publicIp", "ipv6Address")
 
@@ -512,7 +513,10 @@ def _key_new_address(rows: list[Row]) -> dict[str, str]:
         first_key[key] = min(first_key.get(key, row.time), row.time)
         used.append((row, pair))
     return {
-        row.event_id: str(row.time == first_pair[pair] and first_key[pair[0]] < row.time).lower()
+        row.event_id: str(
+            first_key[pair[0]] < first_pair[pair]
+            and (row.time - first_pair[pair]).total_seconds() <= 3600
+        ).lower()
         for row, pair in used
     }
 
@@ -612,16 +616,57 @@ def _discovery_unusual(rows: list[Row]) -> dict[str, str]:
     return {row.event_id: str(unusual[key]).lower() for row, key in of_row}
 
 
+_DENIED = {
+    "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation",
+    "UnauthorizedOperation", "Client.AccessDenied",
+}  # fmt: skip
+
+
+def _action_family(row: Row) -> str | None:
+    source, _, rest = (row.record.get("action") or "").partition(":")
+    name = rest.split(":")[0]
+    verb = re.match(r"[A-Za-z][a-z]*", name)
+    return f"{source}:{verb[0]}".lower() if verb and row.record.get("action") else None
+
+
+def _family_failing(rows: list[Row]) -> dict[str, str]:
+    """Per principal, API family and 10-minute bucket: were half its calls refused?"""
+    counts: dict[tuple[str, str | None, int], list[int]] = {}
+    of_row = []
+    for row in rows:
+        user = row.record.get("user")
+        if not _cloudtrail(row) or user is None or row.time is None:
+            continue
+        key = (user, _action_family(row), int(row.time.timestamp() // 600))
+        tally = counts.setdefault(key, [0, 0])
+        tally[0] += row.record.get("outcome") in _DENIED
+        tally[1] += 1
+        of_row.append((row, key))
+    failing = {key: 2 * denied >= total for key, (denied, total) in counts.items()}
+    anywhere = {(u, f) for (u, f, _), bad in failing.items() if bad and f is not None}
+    values = {}
+    for row, key in of_row:
+        if key[1] is None:
+            values[row.event_id] = "no"  # no family: the engine's join finds nothing
+        elif failing[key]:
+            values[row.event_id] = "bucket"
+        else:
+            values[row.event_id] = "case" if key[:2] in anywhere else "no"
+    return values
+
+
 def annotate_computed(rows: list[Row]) -> None:
     """Set every row's computed fields; the engine joins the same aggregates in SQL."""
     new_address = _key_new_address(rows)
     known = _instance_addresses(rows)
     discovery = _discovery_unusual(rows)
+    family = _family_failing(rows)
     for row in rows:
         values = {
             "cloudir.api_family": _api_family(row),
             "cloudir.key_new_address": new_address.get(row.event_id),
             "cloudir.instance_address": _instance_address(row, known),
             "cloudir.discovery_unusual": discovery.get(row.event_id),
+            "cloudir.family_failing": family.get(row.event_id),
         }
         row.computed = {k: v for k, v in values.items() if v is not None}

@@ -301,6 +301,7 @@ def call(
         "aws:cloudtrail", T0 + timedelta(minutes=minutes), record, event_id=event_id,
         action=f"{source}:{name}", user=identity.get("arn"), src_ip=ip,
         host=session if session.startswith("i-") else None,
+        outcome=raw.get("errorCode") or "success",
     )  # fmt: skip
 
 
@@ -319,7 +320,7 @@ def instance(instance_id: str, **more: Any) -> dict[str, Any]:
     }
 
 
-BOB, CAROL = user("bob", "AKIABOB"), user("carol", "ASIACAROL")
+BOB, CAROL, DAVE = user("bob", "AKIABOB"), user("carol", "ASIACAROL"), user("dave", "AKIADAVE")
 LAUNCH = {
     "instancesSet": {
         "items": [
@@ -344,6 +345,15 @@ def field_rows() -> list[dict[str, Any]]:
         call("bob-4", 3, "ListBuckets", "203.0.113.7", BOB),
         call("bob-5", 4, "ListBuckets", "203.0.113.8", BOB),
         call("bob-6", 5, "ListBuckets", OFFICE, BOB),
+        call("bob-7", 63, "GetObject", "203.0.113.7", BOB),  # more than an hour after bob-3
+        # family_failing: two of dave's three iam List calls refused in one bucket
+        call("dave-1", 30, "ListUsers", OFFICE, DAVE, eventSource="iam.amazonaws.com",
+             errorCode="AccessDenied"),
+        call("dave-2", 31, "ListRoles", OFFICE, DAVE, eventSource="iam.amazonaws.com",
+             errorCode="AccessDenied"),
+        call("dave-3", 32, "ListGroups", OFFICE, DAVE, eventSource="iam.amazonaws.com"),
+        call("dave-4", 90, "ListPolicies", OFFICE, DAVE, eventSource="iam.amazonaws.com"),
+        call("dave-5", 91, "GetUser", OFFICE, DAVE, eventSource="iam.amazonaws.com"),
         # instance_address
         call("launch", 0, "RunInstances", OFFICE, BOB, eventSource="ec2.amazonaws.com",
              responseElements=LAUNCH),
@@ -370,8 +380,12 @@ def field_rows() -> list[dict[str, Any]]:
 
 
 FIELD_VALUES = {
-    ("cloudir.key_new_address", "true"): {"bob-3", "bob-5"},
-    ("cloudir.key_new_address", "false"): {"bob-1", "bob-2", "bob-4", "bob-6", "launch", "eip"},
+    # from an address the key first used at most an hour before, the key being older
+    ("cloudir.key_new_address", "true"): {"bob-3", "bob-4", "bob-5"},
+    ("cloudir.key_new_address", "false"): {"bob-1", "bob-2", "bob-6", "bob-7", "launch",
+                                           "eip", *(f"dave-{n}" for n in range(1, 6))},
+    ("cloudir.family_failing", "bucket"): {"dave-1", "dave-2", "dave-3"},
+    ("cloudir.family_failing", "case"): {"dave-4"},
     ("cloudir.instance_address", "own"): {"agent", "private-own", "public-own", "eip-own",
                                            "nat-own"},
     ("cloudir.instance_address", "outside"): {"private-outside", "public-outside"},
@@ -379,7 +393,8 @@ FIELD_VALUES = {
     ("cloudir.instance_address", "unknown"): {"unknown"},
     # carol's burst, and every discovery call of principals without a baseline (< 4 buckets)
     ("cloudir.discovery_unusual", "true"): {
-        *(f"burst-{n}" for n in range(12)), *(f"bob-{n}" for n in range(1, 7)),
+        *(f"burst-{n}" for n in range(12)), *(f"bob-{n}" for n in range(1, 8)),
+        *(f"dave-{n}" for n in range(1, 6)),
         "private-own", "public-own", "eip-own", "nat-own", "private-outside",
         "public-outside", "service", "invoked", "unknown"},
     ("cloudir.discovery_unusual", "false"): {f"quiet-{n}" for n in range(5)},
@@ -387,7 +402,8 @@ FIELD_VALUES = {
         "bob-1", "bob-3", "bob-4", "bob-5", "bob-6", *(f"quiet-{n}" for n in range(5)),
         "private-own", "public-own", "nat-own", "private-outside", "public-outside",
         "service", "unknown"},
-    ("cloudir.api_family", "iam.amazonaws.com:list"): {"burst-10", "burst-11"},
+    ("cloudir.api_family", "iam.amazonaws.com:list"): {"burst-10", "burst-11", "dave-1",
+                                                       "dave-2", "dave-3", "dave-4"},
     ("cloudir.api_family", "ec2.amazonaws.com:run"): {"launch"},
 }  # fmt: skip
 

@@ -10,10 +10,19 @@ than it usually does?". These fields answer them, so the rules stay plain Sigma.
   word of eventName (`List` of `ListBuckets`, `Describe` of `DescribeInstances20160101`).
   Row-level.
 - `cloudir.key_new_address`: for a call signed with a long-term access key (AKIA...),
-  `true` on the first call of that key from that sourceIPAddress when the key was already
-  used earlier in the case (necessarily from other addresses); `false` on its other calls.
-  No value for other rows. The first call of a key seen for the first time is not "new":
-  there is nothing in the case to compare with.
+  `true` when the key's first call from this sourceIPAddress was at most an hour
+  (NEW_ADDRESS_SECONDS) before this one and the key was used earlier than that first call
+  (necessarily from other addresses); `false` on its other calls. No value for other rows.
+  A key seen for the first time is not "new" anywhere: nothing in the case to compare with.
+  The hour keeps what a sequence rule correlates small: only the calls from a new address.
+- `cloudir.family_failing`: for a CloudTrail call with a principal (timeline `user`), whether
+  the principal's calls of the same API family (as cloudir.api_family, read from the
+  timeline's `action`) were mostly refused: `bucket` when at least half of them were refused
+  for lack of permission (`outcome` AccessDenied, AccessDeniedException,
+  Client.UnauthorizedOperation, UnauthorizedOperation, Client.AccessDenied) in this call's
+  fixed 10-minute bucket, `case` when that holds in another bucket of the case, `no`
+  otherwise. An application that is sometimes refused is not "failing"; a tool walking
+  the actions of a service it may not use is.
 - `cloudir.instance_address`: for a call made with an EC2 instance profile session (the
   timeline's `host` is the instance id), where it came from:
   `service` (an AWS service on its behalf: `invokedBy`, or a source that is not an IP
@@ -45,7 +54,11 @@ from typing import Any
 DISCOVERY_BUCKET_SECONDS = 600
 DISCOVERY_FACTOR = 3
 DISCOVERY_MIN_BUCKETS = 4
-DISCOVERY_VERBS = ("List", "Describe", "Get")
+NEW_ADDRESS_SECONDS = 3600
+DENIED = (
+    "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation",
+    "UnauthorizedOperation", "Client.AccessDenied",
+)  # fmt: skip
 CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
 
 
@@ -124,9 +137,10 @@ def _key_join(plan: Any) -> str:
 
 
 def _key_value(plan: Any) -> str:
+    fresh = f"epoch(timestamp) - epoch(_ck_first) <= {NEW_ADDRESS_SECONDS}"
     return (
         f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') AND src_ip IS NOT NULL "
-        "THEN CAST(timestamp = _ck_first AND _ck_key_first < timestamp AS VARCHAR) END"
+        f"THEN CAST(_ck_key_first < _ck_first AND {fresh} AS VARCHAR) END"
     )
 
 
@@ -191,7 +205,36 @@ def _discovery_value(plan: Any) -> str:
     return f"CASE WHEN {DISCOVERY_ROWS} THEN CAST(_cd_unusual AS VARCHAR) END"
 
 
+# -- cloudir.family_failing -------------------------------------------------------------------
+
+_ACTION_FAMILY = (
+    "lower(split_part(action, ':', 1) || ':' || "
+    "NULLIF(regexp_extract(split_part(action, ':', 2), '^[A-Za-z][a-z]*'), ''))"
+)
+FAMILY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL"
+
+
+def _family_join(plan: Any) -> str:
+    codes = ", ".join(f"'{code}'" for code in DENIED)
+    return f"""LEFT JOIN (
+        SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
+            bool_or(_cf_failing) OVER (PARTITION BY _cf_user, _cf_family) AS _cf_any
+        FROM (
+            SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
+                2 * count(*) FILTER (WHERE outcome IN ({codes})) >= count(*) AS _cf_failing
+            FROM timeline WHERE {FAMILY_ROWS} GROUP BY ALL
+        )
+    ) _cf ON _cf_user = CASE WHEN {FAMILY_ROWS} THEN user END
+        AND _cf_family = {_ACTION_FAMILY} AND _cf_bucket = {_BUCKET}"""
+
+
+def _family_value(plan: Any) -> str:
+    return f"""CASE WHEN {FAMILY_ROWS} THEN CASE
+        WHEN _cf_failing THEN 'bucket' WHEN _cf_any THEN 'case' ELSE 'no' END END"""
+
+
 CONTEXTS: dict[str, Context] = {
+    "cloudir.family_failing": Context("_c_family_failing", _family_join, _family_value),
     "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
     "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
     "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
