@@ -108,10 +108,12 @@ def _api_family(plan: Any) -> str:
 
 
 def _is_address(value: str) -> str:
-    """IPv4 (cloudir_ipv4 macro) or IPv6 (cidr_match, on the few values with a colon)."""
+    """IPv4 (cloudir_ipv4 macro) or IPv6 (cidr_match, a Python UDF: only on the few values
+    with a colon; CASE, because a projection evaluates both sides of an AND)."""
     return (
-        f"(cloudir_ipv4({value}) IS NOT NULL OR "
-        f"COALESCE(contains({value}, ':') AND cidr_match({value}, '::/0'), false))"
+        f"(CASE WHEN cloudir_ipv4({value}) IS NOT NULL THEN true "
+        f"WHEN contains({value}, ':') THEN COALESCE(cidr_match({value}, '::/0'), false) "
+        "ELSE false END)"
     )
 
 
