@@ -128,8 +128,13 @@ class Row:
         except ValueError:
             return None
 
+    computed: dict[str, str] | None = None  # cloudir.* fields, set by annotate_computed
+
     def values(self, field: str) -> list[str]:
         """The field's values as text; empty means "no value" (missing key or JSON null)."""
+        if field in COMPUTED_FIELDS:
+            value = (self.computed or {}).get(field)
+            return [] if value is None else [value]
         if field in COLUMN_NAMES:
             value = self.record.get(field)
             return [] if value is None else [value if isinstance(value, str) else str(value)]
@@ -142,7 +147,7 @@ class Row:
     def whole_value(self, field: str) -> list[str]:
         """The value reached through objects only (exists, null, fieldref): an array is one
         value, its JSON text; an array on the way means no value."""
-        if field in COLUMN_NAMES:
+        if field in COLUMN_NAMES or field in COMPUTED_FIELDS:
             return self.values(field)
         node = self.doc
         for key in field.split("."):
@@ -313,6 +318,7 @@ class Evaluator:
 
     def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
+        annotate_computed(rows)
         self._matches: dict[int, list[Row]] = {}
         self._windows: dict[int, list[list[Event]]] = {}
 
@@ -461,3 +467,213 @@ def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> 
         for rule in rules
         if id(rule) not in hidden
     }
+
+
+# -- computed fields (docs/detection.md "Computed fields"), worked out row by row -----------
+
+COMPUTED_FIELDS = (
+    "cloudir.api_family",
+    "cloudir.key_new_address",
+    "cloudir.instance_address",
+    "cloudir.discovery_unusual",
+    "cloudir.family_failing",
+)
+_ADDRESS_KEYS = ("privateIpAddress", "ipAddress", "publicIp", "ipv6Address")
+
+
+def _one(row: Row, field: str) -> str | None:
+    found = row.whole_value(field)
+    return found[0] if found else None
+
+
+def _cloudtrail(row: Row) -> bool:
+    return row.record.get("artifact") == "aws:cloudtrail"
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _api_family(row: Row) -> str | None:
+    source, name = _one(row, "eventSource"), _one(row, "eventName")
+    verb = re.match(r"[A-Za-z][a-z]*", name) if name is not None else None
+    return f"{source}:{verb[0]}".lower() if source is not None and verb else None
+
+
+def _key_new_address(rows: list[Row]) -> dict[str, str]:
+    """First (key, address) time, and the key's first time, over the whole case."""
+    first_pair: dict[tuple[str, str], datetime] = {}
+    first_key: dict[str, datetime] = {}
+    used = []
+    for row in rows:
+        key, ip = _one(row, "userIdentity.accessKeyId"), row.record.get("src_ip")
+        if not _cloudtrail(row) or row.time is None or ip is None or key is None:
+            continue
+        if not key.startswith("AKIA"):
+            continue
+        pair = (key, ip.lower())
+        first_pair[pair] = min(first_pair.get(pair, row.time), row.time)
+        first_key[key] = min(first_key.get(key, row.time), row.time)
+        used.append((row, pair))
+    return {
+        row.event_id: str(
+            first_key[pair[0]] < first_pair[pair]
+            and (row.time - first_pair[pair]).total_seconds() <= 3600
+        ).lower()
+        for row, pair in used
+    }
+
+
+def _collect_addresses(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (
+                key in _ADDRESS_KEYS
+                and isinstance(value, str)
+                and not isinstance(value, JsonNumber)
+            ):
+                found.add(value.strip().lower())
+            _collect_addresses(value, found)
+    elif isinstance(node, list):
+        for element in node:
+            _collect_addresses(element, found)
+
+
+def _instance_addresses(rows: list[Row]) -> dict[str, set[str]]:
+    """Each instance's own addresses as the case shows them: launch, EIP, SSM agent."""
+    known: dict[str, set[str]] = {}
+    for row in rows:
+        if not _cloudtrail(row):
+            continue
+        action, host, ip = (row.record.get(c) for c in ("action", "host", "src_ip"))
+        if action == "ec2.amazonaws.com:RunInstances":
+            items = _walk_keys(row.doc, ["responseElements", "instancesSet", "items"])
+            for item in items if isinstance(items, list) else []:
+                instance = item.get("instanceId") if isinstance(item, dict) else None
+                if instance is not None:
+                    addresses: set[str] = set()
+                    _collect_addresses(item, addresses)
+                    known.setdefault(_text(instance).lower(), set()).update(addresses)
+        elif action == "ec2.amazonaws.com:AssociateAddress":
+            instance = _one(row, "requestParameters.instanceId")
+            public = _one(row, "requestParameters.publicIp")
+            if instance is not None and public is not None:
+                known.setdefault(instance.lower(), set()).add(public.strip().lower())
+        if host and host.startswith("i-") and ip is not None and _is_address(ip):
+            agent = _one(row, "userAgent")
+            if agent is not None and "amazon-ssm-agent" in agent.lower():
+                known.setdefault(host.lower(), set()).add(ip.strip().lower())
+    return known
+
+
+def _walk_keys(node: Any, keys: list[str]) -> Any:
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _instance_address(row: Row, known: dict[str, set[str]]) -> str | None:
+    host, ip = row.record.get("host"), row.record.get("src_ip")
+    if not _cloudtrail(row) or not host or not host.startswith("i-"):
+        return None
+    if _one(row, "userIdentity.invokedBy") is not None or ip is None or not _is_address(ip):
+        return "service"
+    addresses = known.get(host.lower())
+    if addresses is None:
+        return "unknown"
+    return "own" if ip.strip().lower() in addresses else "outside"
+
+
+def _discovery_verb(row: Row) -> bool:
+    action = row.record.get("action") or ""
+    parts = action.split(":")
+    name = parts[1] if len(parts) > 1 else ""
+    return (
+        _cloudtrail(row)
+        and row.record.get("user") is not None
+        and bool(re.match("List|Describe|Get", name))
+    )
+
+
+def _discovery_unusual(rows: list[Row]) -> dict[str, str]:
+    """A principal's 10-minute bucket against three times its median bucket in the case."""
+    from statistics import median
+
+    buckets: dict[tuple[str, int], set[str]] = {}
+    of_row = []
+    for row in rows:
+        if not _discovery_verb(row) or row.time is None:
+            continue
+        key = (row.record["user"], int(row.time.timestamp() // 600))
+        buckets.setdefault(key, set()).add(row.record["action"].split(":")[1].lower())
+        of_row.append((row, key))
+    per_user: dict[str, list[int]] = {}
+    for (user, _), names in buckets.items():
+        per_user.setdefault(user, []).append(len(names))
+    unusual = {
+        key: len(per_user[key[0]]) < 4 or len(names) >= 3 * median(per_user[key[0]])
+        for key, names in buckets.items()
+    }
+    return {row.event_id: str(unusual[key]).lower() for row, key in of_row}
+
+
+_DENIED = {
+    "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation",
+    "UnauthorizedOperation", "Client.AccessDenied",
+}  # fmt: skip
+
+
+def _action_family(row: Row) -> str | None:
+    source, _, rest = (row.record.get("action") or "").partition(":")
+    name = rest.split(":")[0]
+    verb = re.match(r"[A-Za-z][a-z]*", name)
+    return f"{source}:{verb[0]}".lower() if verb and row.record.get("action") else None
+
+
+def _family_failing(rows: list[Row]) -> dict[str, str]:
+    """Per principal, API family and 10-minute bucket: were half its calls refused?"""
+    counts: dict[tuple[str, str | None, int], list[int]] = {}
+    of_row = []
+    for row in rows:
+        user = row.record.get("user")
+        if not _cloudtrail(row) or user is None or row.time is None:
+            continue
+        key = (user, _action_family(row), int(row.time.timestamp() // 600))
+        tally = counts.setdefault(key, [0, 0])
+        tally[0] += row.record.get("outcome") in _DENIED
+        tally[1] += 1
+        of_row.append((row, key))
+    failing = {key: 2 * denied >= total for key, (denied, total) in counts.items()}
+    anywhere = {(u, f) for (u, f, _), bad in failing.items() if bad and f is not None}
+    values = {}
+    for row, key in of_row:
+        if key[1] is None:
+            values[row.event_id] = "no"  # no family: the engine's join finds nothing
+        elif failing[key]:
+            values[row.event_id] = "bucket"
+        else:
+            values[row.event_id] = "case" if key[:2] in anywhere else "no"
+    return values
+
+
+def annotate_computed(rows: list[Row]) -> None:
+    """Set every row's computed fields; the engine joins the same aggregates in SQL."""
+    new_address = _key_new_address(rows)
+    known = _instance_addresses(rows)
+    discovery = _discovery_unusual(rows)
+    family = _family_failing(rows)
+    for row in rows:
+        values = {
+            "cloudir.api_family": _api_family(row),
+            "cloudir.key_new_address": new_address.get(row.event_id),
+            "cloudir.instance_address": _instance_address(row, known),
+            "cloudir.discovery_unusual": discovery.get(row.event_id),
+            "cloudir.family_failing": family.get(row.event_id),
+        }
+        row.computed = {k: v for k, v in values.items() if v is not None}

@@ -32,6 +32,9 @@ CASES_FILE = Path(__file__).parent / "data" / "rule_cases.yml"
 # (the defaults stay in CASES_FILE), so rule sets added together keep their cases together.
 CASES_DIR = Path(__file__).parent / "data" / "rule_cases"
 POLARITIES = ("positive", "negative")
+# `setup:` events go on the positives' day and are neither required nor forbidden in the
+# finding: what a sequence needs to have happened first (a key's earlier history).
+SETUP = "setup"
 FIRST_DAY = date(2026, 1, 1)
 DEFAULT_START = time(10, 0, 0)
 # Artifacts whose `raw` is a syslog line; the host parsers add its time and host to `raw`.
@@ -147,7 +150,7 @@ def built_events() -> dict[str, RuleEvents]:
         tag = rule_id[:8]
         tokens = {"{tag}": tag, "{TAG}": tag.upper(), "{ip}": f"203.0.113.{number}"}
         events = RuleEvents()
-        for offset, polarity in enumerate(POLARITIES):
+        for offset, polarity in ((0, SETUP), (0, "positive"), (1, "negative")):
             day = FIRST_DAY + timedelta(days=2 * number + offset)
             for index, spec in enumerate((cases or {}).get(polarity) or []):
                 event_id = f"{tag}-{polarity[:3]}-{index + 1:02d}"
@@ -159,7 +162,7 @@ def built_events() -> dict[str, RuleEvents]:
                 else:
                     row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
                     events.records.append(row)
-                events.ids[polarity].append(event_id)
+                events.ids.setdefault(polarity, []).append(event_id)
         built[rule_id] = events
     return built
 
@@ -224,7 +227,7 @@ def run_detect(case: Path) -> DetectRun:
 
 
 def assert_unique_ids() -> None:
-    ids = [i for events in built_events().values() for p in POLARITIES for i in events.ids[p]]
+    ids = [i for events in built_events().values() for p in events.ids for i in events.ids[p]]
     assert len(ids) == len(set(ids)), "two rules share the first 8 characters of their id"
 
 

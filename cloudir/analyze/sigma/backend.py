@@ -26,6 +26,8 @@ from sigma.types import (
 
 from cloudir.analyze.duck import quote_ident, sql_str
 from cloudir.analyze.schema import COLUMN_NAMES
+from cloudir.analyze.sigma.context import field_sql as computed_field_sql
+from cloudir.analyze.sigma.context import is_computed
 from cloudir.analyze.sigma.fields import SCALAR_FIELDS, VIRTUAL_FIELDS, FieldPlan
 
 ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
@@ -93,6 +95,9 @@ class DuckDBBackend(sqliteBackend):
             return quote_ident(field_name)
         if field_name in VIRTUAL_FIELDS:
             return VIRTUAL_FIELDS[field_name]
+        computed = computed_field_sql(self.fields, field_name)  # cloudir.* (context.py)
+        if computed is not None:
+            return computed
         return self.fields.value_sql(tuple(field_name.split(".")))
 
     def escape_and_quote_field(self, field_name: str) -> str:
@@ -122,6 +127,7 @@ class DuckDBBackend(sqliteBackend):
             field_name in COLUMN_NAMES
             or field_name in SCALAR_FIELDS
             or field_name in VIRTUAL_FIELDS
+            or is_computed(field_name)
         ):
             return scalar
         self._element_of = field_name

@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from cloudir.analyze.duck import quote_ident, sql_str
+from cloudir.analyze.sigma.context import with_context
 
 # Fields the CloudTrail record format defines as single strings (or booleans), never
 # arrays: they need no any-element fallback, which keeps the hottest comparisons of the
@@ -73,6 +74,8 @@ class FieldPlan:
         self.direct: set[tuple[str, ...]] = set()
         self.lower_columns: dict[str, str] = {}
         self.lower_uses: dict[str, int] = {}
+        # computed `cloudir.*` fields in use, joined to the scan (sigma/context.py)
+        self.context: dict[str, Any] = {}
 
     def value_sql(self, parts: tuple[str, ...]) -> str:
         if parts in self.direct or not self._place(parts):
@@ -163,7 +166,7 @@ class FieldPlan:
         columns = ["*"]
         if self.tree:
             columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
-        parsed = f"SELECT {', '.join(columns)} FROM {table}"
+        parsed = with_context(f"SELECT {', '.join(columns)} FROM {table}", self)
         lowered = [f"lower({sql}) AS {name}" for sql, name in self.shared_lowers().items()]
         return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
 

@@ -1,0 +1,253 @@
+"""Computed fields: `cloudir.*` values a rule reads like any field, worked out by cloudir.
+
+A Sigma rule compares one row's fields with constants (or, with `fieldref`, with another
+field of the same row). Some questions a sequence rule asks need more than the row:
+"is this the first time this access key is seen from this address, in the whole case?",
+"is this address one of the instance's own?", "is this principal enumerating far more
+than it usually does?". These fields answer them, so the rules stay plain Sigma.
+
+- `cloudir.api_family`: `<eventSource>:<verb>` (lower case), the verb being the leading
+  word of eventName (`List` of `ListBuckets`, `Describe` of `DescribeInstances20160101`).
+  Row-level.
+- `cloudir.key_new_address`: for a call signed with a long-term access key (AKIA...),
+  `true` when the key's first call from this sourceIPAddress was at most an hour
+  (NEW_ADDRESS_SECONDS) before this one and the key was used earlier than that first call
+  (necessarily from other addresses); `false` on its other calls. No value for other rows.
+  A key seen for the first time is not "new" anywhere: nothing in the case to compare with.
+  The hour keeps what a sequence rule correlates small: only the calls from a new address.
+- `cloudir.family_failing`: for a CloudTrail call with a principal (timeline `user`), whether
+  the principal's calls of the same API family (as cloudir.api_family, read from the
+  timeline's `action`) were mostly refused: `bucket` when at least half of them were refused
+  for lack of permission (`outcome` AccessDenied, AccessDeniedException,
+  Client.UnauthorizedOperation, UnauthorizedOperation, Client.AccessDenied) in this call's
+  fixed 10-minute bucket, `case` when that holds in another bucket of the case, `no`
+  otherwise. An application that is sometimes refused is not "failing"; a tool walking
+  the actions of a service it may not use is.
+- `cloudir.instance_address`: for a call made with an EC2 instance profile session (the
+  timeline's `host` is the instance id), where it came from:
+  `service` (an AWS service on its behalf: `invokedBy`, or a source that is not an IP
+  address such as `ec2.amazonaws.com` or `AWS Internal`), `own` (one of the instance's own
+  addresses), `outside` (an address, and not one of the instance's own), `unknown` (the
+  case does not show the instance's own addresses). The instance's own addresses are what
+  the case shows of it: the private and public addresses in RunInstances'
+  responseElements, the public IP of AssociateAddress, and the addresses the SSM agent
+  running on the instance (user agent `amazon-ssm-agent`) called from with its
+  credentials. The address range is not used: an attacker inside the VPC, or anonymised
+  data, gives a private address that is still not the instance's.
+- `cloudir.discovery_unusual`: for a List/Describe/Get call, `true` when the principal's
+  (timeline `user`) distinct discovery calls in that fixed 10-minute bucket are at least
+  DISCOVERY_FACTOR times its median over its active buckets in the case, or when the
+  principal has fewer than DISCOVERY_MIN_BUCKETS active buckets (no baseline to compare
+  with); `false` otherwise. Rules put their absolute floor in the correlation.
+
+Row-level fields are SQL over the row. The others join the scan (FieldPlan.scan_sql) to a
+small aggregate over the whole timeline, computed by the same statement, and only when a
+loaded rule reads the field. tests/sigma_reference.py computes them independently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DISCOVERY_BUCKET_SECONDS = 600
+DISCOVERY_FACTOR = 3
+DISCOVERY_MIN_BUCKETS = 4
+NEW_ADDRESS_SECONDS = 3600
+DENIED = (
+    "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation",
+    "UnauthorizedOperation", "Client.AccessDenied",
+)  # fmt: skip
+CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
+
+
+@dataclass(frozen=True)
+class Context:
+    """A computed field that needs the whole timeline: an aggregate joined to each row."""
+
+    column: str  # the scan's column holding the field's value
+    join: Callable[[Any], str]  # FieldPlan -> "LEFT JOIN (...) ON ..."
+    value: Callable[[Any], str]  # FieldPlan -> the value's SQL over the row and the join
+
+
+ROW_FIELDS = ("cloudir.api_family",)
+
+
+def is_computed(field_name: str) -> bool:
+    """A computed field cloudir knows: a single value per row (no any-element fallback)."""
+    return field_name in ROW_FIELDS or field_name in CONTEXTS
+
+
+def field_sql(plan: Any, field_name: str) -> str | None:
+    """The SQL of a computed field (registering its join on the plan), None if unknown.
+
+    An unknown `cloudir.` name is read as a raw path as before (it has no value): a
+    community rule's field of that name keeps working.
+    """
+    if field_name == "cloudir.api_family":
+        return _api_family(plan)
+    context = CONTEXTS.get(field_name)
+    if context is None:
+        return None
+    if field_name not in plan.context:
+        context.join(plan)  # plans the raw paths they read now, before the scan is built
+        context.value(plan)
+        plan.context[field_name] = context
+    return context.column
+
+
+def _raw(plan: Any, path: str) -> str:
+    return str(plan.value_sql(tuple(path.split("."))))
+
+
+def _api_family(plan: Any) -> str:
+    source, name = _raw(plan, "eventSource"), _raw(plan, "eventName")
+    verb = f"NULLIF(regexp_extract({name}, '^[A-Za-z][a-z]*'), '')"
+    return f"lower({source} || ':' || {verb})"
+
+
+def _is_address(value: str) -> str:
+    """IPv4 (cloudir_ipv4 macro) or IPv6 (cidr_match, a Python UDF: only on the few values
+    with a colon; CASE, because a projection evaluates both sides of an AND)."""
+    return (
+        f"(CASE WHEN cloudir_ipv4({value}) IS NOT NULL THEN true "
+        f"WHEN contains({value}, ':') THEN COALESCE(cidr_match({value}, '::/0'), false) "
+        "ELSE false END)"
+    )
+
+
+# -- cloudir.key_new_address ------------------------------------------------------------------
+
+
+def _key(plan: Any) -> str:
+    return _raw(plan, "userIdentity.accessKeyId")
+
+
+def _key_join(plan: Any) -> str:
+    return f"""LEFT JOIN (
+        SELECT _ck_key, _ck_ip, _ck_first,
+            min(_ck_first) OVER (PARTITION BY _ck_key) AS _ck_key_first
+        FROM (
+            SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
+                SELECT timestamp, lower(src_ip) AS ip, CASE WHEN contains(raw, '"AKIA')
+                    THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+                FROM timeline WHERE {CLOUDTRAIL}
+            ) WHERE starts_with(k, 'AKIA') AND ip IS NOT NULL GROUP BY ALL
+        )
+    ) _ck ON _ck_key = {_key(plan)} AND _ck_ip = lower(src_ip)"""
+
+
+def _key_value(plan: Any) -> str:
+    fresh = f"epoch(timestamp) - epoch(_ck_first) <= {NEW_ADDRESS_SECONDS}"
+    return (
+        f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') AND src_ip IS NOT NULL "
+        f"THEN CAST(_ck_key_first < _ck_first AND {fresh} AS VARCHAR) END"
+    )
+
+
+# -- cloudir.instance_address -----------------------------------------------------------------
+
+# Keys of RunInstances' responseElements that hold one of the instance's addresses, at any
+# depth of an instance item (the instance, its network interfaces, their associations).
+_ADDRESS_KEYS = "privateIpAddress|ipAddress|publicIp|ipv6Address"
+INSTANCE_ROWS = f"{CLOUDTRAIL} AND starts_with(host, 'i-')"
+
+
+def _instance_join(plan: Any) -> str:
+    launched = f"""SELECT json_extract_string(item, '$.instanceId') AS instance,
+            unnest(regexp_extract_all(CAST(item AS VARCHAR),
+                '"(?:{_ADDRESS_KEYS})"\\s*:\\s*"([^"]+)"', 1)) AS address
+        FROM (SELECT unnest(json_extract(raw, '$.responseElements.instancesSet.items[*]')) AS item
+              FROM timeline WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:RunInstances')"""
+    associated = f"""SELECT json_extract_string(raw, '$.requestParameters.instanceId'),
+            json_extract_string(raw, '$.requestParameters.publicIp')
+        FROM timeline WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:AssociateAddress'"""
+    agent = f"""SELECT host, src_ip FROM timeline WHERE {INSTANCE_ROWS}
+        AND json_extract_string(raw, '$.userAgent') ILIKE '%amazon-ssm-agent%'
+        AND {_is_address("src_ip")}"""
+    return f"""LEFT JOIN (
+        SELECT lower(instance) AS _ci_instance, list(DISTINCT lower(trim(address))) AS _ci_addresses
+        FROM ({launched} UNION ALL {associated} UNION ALL {agent})
+        WHERE instance IS NOT NULL AND address IS NOT NULL GROUP BY 1
+    ) _ci ON _ci_instance = CASE WHEN {INSTANCE_ROWS} THEN lower(host) END"""
+
+
+def _instance_value(plan: Any) -> str:
+    invoked_by = _raw(plan, "userIdentity.invokedBy")
+    return f"""CASE WHEN {INSTANCE_ROWS} THEN CASE
+        WHEN {invoked_by} IS NOT NULL OR src_ip IS NULL OR NOT {_is_address("src_ip")}
+            THEN 'service'
+        WHEN _ci_addresses IS NULL THEN 'unknown'
+        WHEN list_contains(_ci_addresses, lower(trim(src_ip))) THEN 'own'
+        ELSE 'outside' END END"""
+
+
+# -- cloudir.discovery_unusual ----------------------------------------------------------------
+
+_VERB = "regexp_extract(split_part(action, ':', 2), '^(List|Describe|Get)', 1)"
+DISCOVERY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL AND {_VERB} <> ''"
+_BUCKET = f"floor(epoch(timestamp) / {DISCOVERY_BUCKET_SECONDS})"
+
+
+def _discovery_join(plan: Any) -> str:
+    return f"""LEFT JOIN (
+        SELECT _cd_user, _cd_bucket,
+            count(*) OVER (PARTITION BY _cd_user) < {DISCOVERY_MIN_BUCKETS}
+            OR n >= {DISCOVERY_FACTOR} * median(n) OVER (PARTITION BY _cd_user) AS _cd_unusual
+        FROM (
+            SELECT user AS _cd_user, {_BUCKET} AS _cd_bucket,
+                count(DISTINCT lower(split_part(action, ':', 2))) AS n
+            FROM timeline WHERE {DISCOVERY_ROWS} GROUP BY ALL
+        )
+    ) _cd ON _cd_user = CASE WHEN {DISCOVERY_ROWS} THEN user END AND _cd_bucket = {_BUCKET}"""
+
+
+def _discovery_value(plan: Any) -> str:
+    return f"CASE WHEN {DISCOVERY_ROWS} THEN CAST(_cd_unusual AS VARCHAR) END"
+
+
+# -- cloudir.family_failing -------------------------------------------------------------------
+
+_ACTION_FAMILY = (
+    "lower(split_part(action, ':', 1) || ':' || "
+    "NULLIF(regexp_extract(split_part(action, ':', 2), '^[A-Za-z][a-z]*'), ''))"
+)
+FAMILY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL"
+
+
+def _family_join(plan: Any) -> str:
+    codes = ", ".join(f"'{code}'" for code in DENIED)
+    return f"""LEFT JOIN (
+        SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
+            bool_or(_cf_failing) OVER (PARTITION BY _cf_user, _cf_family) AS _cf_any
+        FROM (
+            SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
+                2 * count(*) FILTER (WHERE outcome IN ({codes})) >= count(*) AS _cf_failing
+            FROM timeline WHERE {FAMILY_ROWS} GROUP BY ALL
+        )
+    ) _cf ON _cf_user = CASE WHEN {FAMILY_ROWS} THEN user END
+        AND _cf_family = {_ACTION_FAMILY} AND _cf_bucket = {_BUCKET}"""
+
+
+def _family_value(plan: Any) -> str:
+    return f"""CASE WHEN {FAMILY_ROWS} THEN CASE
+        WHEN _cf_failing THEN 'bucket' WHEN _cf_any THEN 'case' ELSE 'no' END END"""
+
+
+CONTEXTS: dict[str, Context] = {
+    "cloudir.family_failing": Context("_c_family_failing", _family_join, _family_value),
+    "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
+    "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
+    "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
+}
+
+
+def with_context(scan: str, plan: Any) -> str:
+    """The scan with the columns of the computed fields in use, each joined once."""
+    if not plan.context:
+        return scan
+    used = [CONTEXTS[name] for name in sorted(plan.context)]
+    joins = " ".join(context.join(plan) for context in used)
+    values = ", ".join(f"{context.value(plan)} AS {context.column}" for context in used)
+    return f"SELECT _s.*, {values} FROM ({scan}) _s {joins}"
