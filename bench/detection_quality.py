@@ -292,6 +292,11 @@ def score(
     return {b: s for b, s in by_behaviour.items() if s.events}, dict(slices), details
 
 
+def _precise_pct(rate: float | None) -> str:
+    """One decimal, so 89.6% is not shown as a 90% that fails a 90% goal."""
+    return "n/a" if rate is None else f"{rate:.1%}"
+
+
 def targets(slices: dict[str, Score], run: str) -> list[dict[str, str]]:
     recall = slices["attack events (all)"].rate(run)
     fp = slices["benign look-alikes (all)"].rate(run)
@@ -299,13 +304,13 @@ def targets(slices: dict[str, Score], run: str) -> list[dict[str, str]]:
         {
             "target": "attack events flagged (recall)",
             "goal": f">= {TARGET_RECALL:.0%}",
-            "measured": _pct(recall),
+            "measured": _precise_pct(recall),
             "status": "pass" if recall is not None and recall >= TARGET_RECALL else "FAIL",
         },
         {
             "target": "benign look-alikes flagged (false-positive rate)",
             "goal": f"<= {TARGET_FP_RATE:.0%}",
-            "measured": _pct(fp),
+            "measured": _precise_pct(fp),
             "status": "pass" if fp is not None and fp <= TARGET_FP_RATE else "FAIL",
         },
     ]
