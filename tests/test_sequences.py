@@ -212,7 +212,6 @@ SELF_GRANT_THEN_KEY = "5f395679-1a9d-47de-aa22-f08e5660b01b"
 NEW_ADDRESS_THEN_DISCOVERY = "3f8c34d9-d30f-441b-a440-e6a280c8e56c"
 DENIED_THEN_SUCCESS = "a2096b03-76be-4549-a8dd-eff650a51565"
 RELATIVE_DISCOVERY_BURST = "5306e316-36ee-4a9c-996d-b6b09b623c4d"
-OLD_DISCOVERY_BURST = "64351c5c-1390-4ff6-bf87-abff6307bcb4"
 
 
 def finding(document: dict[str, Any], rule_id: str) -> dict[str, Any]:
@@ -261,15 +260,6 @@ def test_the_owners_work_is_no_sequence_or_relative_burst(
     for entry in document["findings"]:
         if entry["rule_id"] in sequences:
             assert not owner & set(entry["event_ids"]), entry["title"]
-
-
-def test_the_old_discovery_burst_ignores_the_root_console(
-    story: tuple[Path, Records, dict],
-) -> None:
-    _, records, document = story
-    for entry in document["findings"]:
-        if entry["rule_id"] == OLD_DISCOVERY_BURST:
-            assert not set(records.steps["root"]) & set(entry["event_ids"])
 
 
 def test_reference_agrees_on_the_intrusion(story: tuple[Path, Records, dict]) -> None:
