@@ -206,3 +206,32 @@ def default_summary(item: EvidenceItem) -> str:
     """`N captured, M skipped`, then each problem and left-out thing."""
     parts = [f"{item.captured} captured, {item.skipped} skipped", *item.problems, *item.left_out]
     return "; ".join(parts)
+
+
+class ItemTally:
+    """What a capture's `--json` result shows of its item: the counts the item keeps.
+
+    A capture's result dataclass holds its `item` and mixes this in, so every capture
+    reports the same tally under the same names (and keeps no count of its own)."""
+
+    item: EvidenceItem
+
+    @property
+    def evidence_id(self) -> str:
+        return self.item.evidence_id
+
+    @property
+    def captured(self) -> int:
+        return self.item.captured
+
+    @property
+    def skipped(self) -> int:
+        return self.item.skipped
+
+    @property
+    def bytes(self) -> int:
+        return self.item.bytes
+
+    @property
+    def failed(self) -> list[str]:
+        return self.item.problems

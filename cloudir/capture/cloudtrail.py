@@ -24,7 +24,7 @@ from cloudir.aws import Aws, call
 from cloudir.case import PARTIAL_SUFFIX, Case, FileRecord
 from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, EvidenceError, UsageError
-from cloudir.evidence_item import EvidenceItem
+from cloudir.evidence_item import EvidenceItem, ItemTally
 from cloudir.progress import Counter, Reporter
 from cloudir.timewindow import Window
 
@@ -57,7 +57,7 @@ class LogObject:
 
 
 @dataclass
-class ItemResult:
+class ItemResult(ItemTally):
     """One account/region folder (or one region's LookupEvents) and what this run got:
     the item's own tally, shown as the `--json` item."""
 
@@ -65,26 +65,6 @@ class ItemResult:
     account: str
     region: str
     listed: int = 0  # objects listed (S3), pages read (LookupEvents)
-
-    @property
-    def evidence_id(self) -> str:
-        return self.item.evidence_id
-
-    @property
-    def captured(self) -> int:
-        return self.item.captured
-
-    @property
-    def skipped(self) -> int:
-        return self.item.skipped
-
-    @property
-    def bytes(self) -> int:
-        return self.item.bytes
-
-    @property
-    def failed(self) -> list[str]:
-        return self.item.problems
 
     @property
     def rewritten(self) -> list[str]:

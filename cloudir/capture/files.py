@@ -26,13 +26,13 @@ from cloudir.case import (
 )
 from cloudir.custody_actions import CAPTURE_CLOSING, CustodyAction, read_action
 from cloudir.errors import CloudirError, EvidenceError, UsageError
-from cloudir.evidence_item import EvidenceItem
+from cloudir.evidence_item import EvidenceItem, ItemTally
 
 COPY_CHUNK = 1 << 20
 
 
 @dataclass
-class FilesResult:
+class FilesResult(ItemTally):
     """One item of files (or one tree) and what this run got into it: the item's own
     tally, shown as the `--json` item."""
 
@@ -40,33 +40,13 @@ class FilesResult:
     source: str
 
     @property
-    def evidence_id(self) -> str:
-        return self.item.evidence_id
-
-    @property
     def kind(self) -> str:
         return self.item.kind
-
-    @property
-    def captured(self) -> int:
-        return self.item.captured
-
-    @property
-    def skipped(self) -> int:
-        return self.item.skipped
-
-    @property
-    def bytes(self) -> int:
-        return self.item.bytes
 
     @property
     def warnings(self) -> list[str]:
         """What was seen and is not a file to copy (a link, a FIFO, an unreadable folder)."""
         return self.item.left_out
-
-    @property
-    def failed(self) -> list[str]:
-        return self.item.problems
 
     @property
     def changed_since(self) -> list[str]:
