@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
+from cloudir.aws import Aws, AwsOptions
 from cloudir.capture.cloudtrail import LOOKUP_MIN_INTERVAL, RequestSpacing
+from cloudir.capture.cloudtrail import capture_lookup as lookup_capture
+from cloudir.case import Case
+from cloudir.timewindow import Window
 from tests.conftest import cloudir, ct_event, custody, query, records_gz
 
 
@@ -78,9 +82,7 @@ def test_pages_are_saved_byte_for_byte_and_paginated(
     lookup_server: dict[str, Any], tmp_path: Path
 ) -> None:
     case = tmp_path / "case"
-    started = time.monotonic()
     result = capture_lookup(case, lookup_server["url"])
-    elapsed = time.monotonic() - started
     assert result.code == 0, result.stderr
     [item] = result.json()["items"]
     assert item["captured"] == 4
@@ -88,10 +90,6 @@ def test_pages_are_saved_byte_for_byte_and_paginated(
 
     tokens = [token for _, token, _ in lookup_server["calls"]]
     assert tokens == [None, "page-2", "page-3"]
-    # LookupEvents allows 2 requests a second: the spacing hook sleeps between sends,
-    # so three requests take at least two intervals (a lower bound sleep guarantees; the
-    # server-side arrival times jitter with load and are not asserted).
-    assert elapsed >= 2 * LOOKUP_MIN_INTERVAL
 
     pages = sorted(case.glob("evidence/cloudtrail-api-*/pages/page-*.json"))
     assert [p.read_bytes() for p in pages] == lookup_server["bodies"]
@@ -133,3 +131,28 @@ def test_request_spacing_waits_out_the_interval_and_never_before_the_first_reque
     spacing()  # long after: no wait
     spacing()  # straight after: the whole interval
     assert slept == [0.5, 0.6]
+
+
+def test_every_lookup_request_waits_its_turn(
+    lookup_server: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LookupEvents allows 2 requests a second: the spacing hook is on the capture's own
+    client, before every send. A frozen clock makes each wait the whole interval, so the
+    waits count the requests after the first, with no time measured."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    slept: list[float] = []
+
+    def frozen_spacing() -> RequestSpacing:
+        return RequestSpacing(LOOKUP_MIN_INTERVAL, clock=lambda: 0.0, sleep=slept.append)
+
+    aws = Aws(AwsOptions(region="us-east-1", endpoint_url=lookup_server["url"]))
+    case = Case.create(tmp_path / "case")
+    window = Window(datetime(2024, 7, 31, tzinfo=UTC), datetime(2024, 8, 1, tzinfo=UTC))
+    [result] = lookup_capture(
+        case, aws, ["us-east-1"], window, {"Account": "111122223333"}, lambda _: None,
+        spacing=frozen_spacing,
+    )  # fmt: skip
+    assert result.captured == 4
+    assert [token for _, token, _ in lookup_server["calls"]] == [None, "page-2", "page-3"]
+    assert slept == [LOOKUP_MIN_INTERVAL, LOOKUP_MIN_INTERVAL]

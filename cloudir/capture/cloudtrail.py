@@ -434,6 +434,27 @@ def _failure(exc: Exception, obj: LogObject) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class RequestSpacing:
+    """botocore `before-send` hook: at least LOOKUP_MIN_INTERVAL between two requests."""
+
+    def __init__(
+        self,
+        interval: float = LOOKUP_MIN_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = interval
+        self.clock, self.sleep = clock, sleep  # a test passes its own, to check without waiting
+        self.last: float | None = None
+
+    def __call__(self, **_: Any) -> None:
+        if self.last is not None:
+            pause = self.interval - (self.clock() - self.last)
+            if pause > 0:
+                self.sleep(pause)
+        self.last = self.clock()
+
+
 def capture_lookup(
     case: Case,
     aws: Aws,
@@ -442,6 +463,7 @@ def capture_lookup(
     identity: dict[str, str],
     report: Reporter,
     on_page: Callable[[int, int], None] | None = None,  # (pages, events): the caller draws
+    spacing: Callable[[], Callable[..., None]] = RequestSpacing,  # a test gives a fake clock
 ) -> list[ItemResult]:
     """Page through LookupEvents, saving each response body byte for byte as received.
 
@@ -460,7 +482,7 @@ def capture_lookup(
             "before-parse.cloudtrail.LookupEvents", functools.partial(_keep_body, raw_pages)
         )
         # Spaced where each HTTP request leaves, so botocore's retries obey the limit too.
-        client.meta.events.register("before-send.cloudtrail.LookupEvents", RequestSpacing())
+        client.meta.events.register("before-send.cloudtrail.LookupEvents", spacing())
         base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
         evidence_id = case.unique_evidence_id(base)
         meta = {
@@ -515,27 +537,6 @@ def capture_lookup(
 def _lookup_summary(result: ItemResult, item: EvidenceItem) -> str:
     text = f"LookupEvents {result.region}: {item.captured} events in {result.listed} pages"
     return "; ".join([text, *item.problems])
-
-
-class RequestSpacing:
-    """botocore `before-send` hook: at least LOOKUP_MIN_INTERVAL between two requests."""
-
-    def __init__(
-        self,
-        interval: float = LOOKUP_MIN_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.interval = interval
-        self.clock, self.sleep = clock, sleep  # a test passes its own, to check without waiting
-        self.last: float | None = None
-
-    def __call__(self, **_: Any) -> None:
-        if self.last is not None:
-            pause = self.interval - (self.clock() - self.last)
-            if pause > 0:
-                self.sleep(pause)
-        self.last = self.clock()
 
 
 def _keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
