@@ -391,3 +391,30 @@ def test_a_long_story_lists_its_first_steps_and_counts_the_rest(tmp_path: Path) 
     assert story["steps_not_listed"] == 5 and story["findings"] == STEPS + 5
     assert "5 more findings of this principal" in texts["md"]
     assert "5 more findings of this principal" in texts["html"]
+
+
+def test_one_user_name_in_two_accounts_is_two_stories_named_in_full() -> None:
+    """`user/christophe` in two accounts (the Stratus corpus has five): the stories keep
+    the whole ARN, so the lead cannot name one account's user for the other's."""
+    from cloudir.report.story import stories, triage_fields
+
+    def finding(arn: str, title: str, when: str) -> dict[str, Any]:
+        found = {"title": title, "level": "high", "first_seen": when, "last_seen": when,
+                 "principals": [arn], "tactics": ["credential-access"]}  # fmt: skip
+        return {**found, **triage_fields(found)}  # as the report model holds it
+
+    first = "arn:aws:iam::111122223333:user/christophe"
+    second = "arn:aws:iam::444455556666:user/christophe"
+    alone = "arn:aws:iam::111122223333:user/alice"
+    told = stories(
+        [
+            finding(first, "Secrets read", "2024-07-31T12:36:48Z"),
+            finding(second, "Trail deleted", "2024-07-31T12:46:41Z"),
+            finding(alone, "Key created", "2024-07-31T12:50:00Z"),
+        ]
+    )["stories"]
+    names = {s["principal"]: s["name"] for s in told}
+    assert names == {first: first, second: second, alone: "user/alice"}
+    by_principal = {s["principal"]: s["sentence"] for s in told}
+    assert by_principal[second].startswith(f"{second}: ")
+    assert by_principal[alone].startswith("user/alice: ")

@@ -143,7 +143,8 @@ def stories(findings: list[dict[str, Any]]) -> dict[str, Any]:
         unattributed += not named
         for principal in dict.fromkeys(named):
             steps.setdefault(principal, []).append(n)
-    built = [_story(p, idx, findings, human) for p, idx in steps.items()]
+    names = _reader_names(list(steps))
+    built = [_story(p, names[p], idx, findings, human) for p, idx in steps.items()]
     built.sort(key=_story_order)
     return {
         "stories": [s for s in built[:STORIES_LISTED]],
@@ -162,8 +163,21 @@ def lead(story_list: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def _reader_names(principals: list[str]) -> dict[str, str]:
+    """`user/alice` for `arn:aws:iam::1:user/alice`, unless another story's principal
+    shortens to the same words (the same user name in two accounts): those keep the
+    whole ARN, so the lead never names one person for another."""
+    short = {p: short_principal(p) for p in principals}
+    shared = Counter(short.values())
+    return {p: name if shared[name] == 1 else p for p, name in short.items()}
+
+
 def _story(
-    principal: str, indexes: list[int], findings: list[dict[str, Any]], human: list[bool]
+    principal: str,
+    name: str,
+    indexes: list[int],
+    findings: list[dict[str, Any]],
+    human: list[bool],
 ) -> dict[str, Any]:
     ordered = sorted(indexes, key=lambda n: _step_order(findings[n], n))
     listed = [_step(findings[n], n + 1, human[n]) for n in ordered]
@@ -174,6 +188,7 @@ def _story(
     last = max((s["last_seen"] for s in listed), key=_time_key, default=None)
     story = {
         "principal": _text(principal),
+        "name": _text(name),  # what the report calls it: short unless that is ambiguous
         "group": "human" if any(human[n] for n in indexes) else "automation",
         "actors": dict(Counter(s["actor"] or "unknown" for s in listed)),
         "rank": min(ranks) if ranks else None,
@@ -220,7 +235,7 @@ def _step(finding: dict[str, Any], number: int, human: bool) -> dict[str, Any]:
 
 def _sentence(story: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     """One line a reader can act on: who, what in tactic order, how it ended, when."""
-    who = short_principal(story["principal"])
+    who = story["name"]
     actors = [a for a in story["actors"] if a != "unknown"]
     if actors:
         details = {s["actor_detail"] for s in steps if s["actor_detail"]}
