@@ -13,6 +13,12 @@ start of issue 16 (git revision 641d500's cloudir/analyze/rules, extracted to a 
 folder and passed with `--no-builtin --rules`), so both columns come from the same engine
 and data and differ only in the rules.
 
+An event counts as flagged when it is in a finding of level low or above (`--min-level`):
+Sigma's level `informational` means "enrichment, no case or alerting", and cloudir's
+informational rules (a single secret read, one Session Manager session, the owner's root
+console session signed in with MFA) are the context a story shows around the alerts. The
+table says how many more events are in informational findings only.
+
 Targets (issue 16): at least 90% of attack events flagged, at most 10% of benign
 look-alikes flagged. A missed target is a result, not a failure of the run; the bench
 fails only when a command does not complete.
@@ -208,6 +214,7 @@ class RuleSetRun:
     findings: int
     flagged: dict[str, list[str]]  # event id -> titles of the findings holding it
     error: str | None = None
+    context: set[str] = field(default_factory=set)  # ids only in findings below the floor
 
 
 def run_detect(case: Path, name: str, extra: Sequence[str], min_level: str) -> RuleSetRun:
@@ -220,8 +227,10 @@ def run_detect(case: Path, name: str, extra: Sequence[str], min_level: str) -> R
     seconds = time.perf_counter() - started
     floor = LEVELS.index(min_level)
     flagged: dict[str, list[str]] = defaultdict(list)
+    context: set[str] = set()
     for finding in result["findings"]:
         if LEVELS.index(finding["level"]) < floor:
+            context.update(finding["event_ids"])
             continue
         for event_id in finding["event_ids"]:
             flagged[event_id].append(finding["title"])
@@ -233,6 +242,7 @@ def run_detect(case: Path, name: str, extra: Sequence[str], min_level: str) -> R
         len(rules.get("skipped", [])),
         len(result["findings"]),
         dict(flagged),
+        context=context - set(flagged),
     )
 
 
@@ -286,6 +296,14 @@ def score(
             if not e.malicious and e.event_id in run.flagged
         ]
         details[run.name] = {
+            "context_only": {
+                kind: sum(
+                    1
+                    for e in eval_set.events
+                    if e.malicious == malicious and e.event_id in run.context
+                )
+                for kind, malicious in (("attack", True), ("benign", False))
+            },
             "missed_attack_events": sorted(Counter(missed).items()),
             "flagged_benign_events": sorted(Counter(false_alarms).items()),
         }
@@ -331,13 +349,16 @@ def markdown(
     runs: list[RuleSetRun],
     goals: list[dict[str, str]],
     behaviours: dict[str, dict[str, Any]],
+    details: dict[str, Any],
+    min_level: str,
 ) -> str:
     names = [r.name for r in runs]
     head = "| behaviour | kind | events | " + " | ".join(f"flagged: {n}" for n in names) + " |"
     lines = [
         "Detection quality on the labelled evaluation set (tests/data/detection_eval/): share "
-        "of events in any finding. For attack behaviours higher is better (recall); for "
-        "benign look-alikes lower is better (false-positive rate).",
+        f"of events in any finding of level {min_level} or above. For attack behaviours "
+        "higher is better (recall); for benign look-alikes lower is better (false-positive "
+        "rate).",
         "",
         head,
         "|---|---|---:|" + "---:|" * len(names),
@@ -363,6 +384,12 @@ def markdown(
             )
         )
         lines.append(f"- {run.name}: {note}")
+        if run.error is None and min_level != LEVELS[0]:
+            extra = details[run.name]["context_only"]
+            lines.append(
+                f"  - in informational findings only (context, not counted as flagged): "
+                f"{extra['attack']} attack events, {extra['benign']} benign look-alikes"
+            )
     for goal in goals:
         lines.append(
             f"- {goal['target']} ({names[-1]}): {goal['measured']} (goal {goal['goal']}): "
@@ -404,8 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--min-level",
         choices=LEVELS,
-        default="informational",
-        help="count an event as flagged only in findings of this level or above",
+        default="low",
+        help="count an event as flagged only in findings of this level or above (default low: "
+        "Sigma's informational level is context that raises no alert)",
     )
     parser.add_argument(
         "--results", type=Path, default=REPO / "bench" / "results", help="where results go"
@@ -462,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(run_detect(case, "current rules", [], args.min_level))
     by_behaviour, slices, details = score(eval_set, runs)
     goals = targets(slices, runs[-1].name)
-    text = markdown(by_behaviour, slices, runs, goals, eval_set.behaviours)
+    text = markdown(by_behaviour, slices, runs, goals, eval_set.behaviours, details, args.min_level)
     print_table(text, details, runs, args.show)
 
     results: Path = args.results
@@ -481,7 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "benign_events": len(eval_set.events) - attack,
             "tooling_events_not_counted": len(eval_set.tooling),
         },
-        "runs": [{k: v for k, v in asdict(r).items() if k != "flagged"} for r in runs],
+        "runs": [
+            {k: v for k, v in asdict(r).items() if k not in ("flagged", "context")} for r in runs
+        ],
         "behaviours": {
             b: {
                 "malicious": eval_set.behaviours[b]["malicious"],

@@ -245,6 +245,13 @@ class Scenario:
         if ua == CONSOLE_UA and who.get("type") != "AWSService":
             record["sessionCredentialFromConsole"] = "true"
         if extra:
+            extra = dict(extra)
+            # CloudTrail records the service acting for a principal inside userIdentity
+            if "invokedBy" in extra:
+                record["userIdentity"] = {
+                    **record["userIdentity"],
+                    "invokedBy": extra.pop("invokedBy"),
+                }
             record.update(extra)
         record["evalLabel"] = {"behaviour": behaviour, "malicious": malicious}
         self.records.append(record)
