@@ -393,9 +393,9 @@ def test_a_long_story_lists_its_first_steps_and_counts_the_rest(tmp_path: Path) 
     assert "5 more findings of this principal" in texts["html"]
 
 
-def test_one_user_name_in_two_accounts_is_two_stories_named_in_full() -> None:
-    """`user/christophe` in two accounts (the Stratus corpus has five): the stories keep
-    the whole ARN, so the lead cannot name one account's user for the other's."""
+def test_one_user_name_in_two_accounts_is_two_stories_named_with_the_account() -> None:
+    """`user/christophe` in two accounts (the Stratus corpus has five): the stories name
+    the account too, so the lead cannot name one account's user for the other's."""
     from cloudir.report.story import stories, triage_fields
 
     def finding(arn: str, title: str, when: str) -> dict[str, Any]:
@@ -414,7 +414,42 @@ def test_one_user_name_in_two_accounts_is_two_stories_named_in_full() -> None:
         ]
     )["stories"]
     names = {s["principal"]: s["name"] for s in told}
-    assert names == {first: first, second: second, alone: "user/alice"}
+    assert names == {
+        first: "111122223333:user/christophe",
+        second: "444455556666:user/christophe",
+        alone: "user/alice",
+    }
     by_principal = {s["principal"]: s["sentence"] for s in told}
-    assert by_principal[second].startswith(f"{second}: ")
+    assert by_principal[second].startswith("444455556666:user/christophe: ")
     assert by_principal[alone].startswith("user/alice: ")
+
+
+def test_the_findings_table_names_the_account_only_where_a_user_name_repeats(
+    tmp_path: Path,
+) -> None:
+    """The HTML findings table and each finding's key timeline shorten principals as the
+    stories do: `user/christophe` of two accounts reads with its account, `user/alice`
+    alone stays short. (The Markdown table lists whole ARNs: nothing to confuse.)"""
+    first = "arn:aws:iam::111122223333:user/christophe"
+    second = "arn:aws:iam::444455556666:user/christophe"
+    alone = "arn:aws:iam::111122223333:user/alice"
+    rows = [
+        row("2026-03-01T10:00:00Z", first, "GetSecretValue"),
+        row("2026-03-01T10:05:00Z", second, "DeleteTrail"),
+        row("2026-03-01T10:09:00Z", alone, "CreateAccessKey"),
+    ]
+    findings = [
+        finding_for([r], n, title=f"Finding {n}", rule_level="high") for n, r in enumerate(rows)
+    ]
+    page = parse_html(raw_reports(make_case(tmp_path, rows, findings))["html"])
+    cells = [e for e in page.elements if e.tag == "td" and ("class", "principal") in e.attrs]
+    named = {
+        first: "111122223333:user/christophe",
+        second: "444455556666:user/christophe",
+        alone: "user/alice",
+    }
+    table = [e.text for e in cells if len(e.attrs) == 1]  # the findings table's "Who"
+    assert sorted(table) == sorted(named.values())
+    timeline = [(dict(e.attrs)["title"], e.text) for e in cells if len(e.attrs) == 2]
+    assert len(timeline) == 9  # three findings' key timelines, each with the three rows
+    assert all(text == named[str(arn)] for arn, text in timeline)

@@ -451,3 +451,42 @@ def test_the_documented_example_filter_loads() -> None:
 
     parsed = SigmaFilter.from_dict(yaml.safe_load(example.read_text()))
     assert parsed.filter.rules != "any"
+
+
+def _table_finding(title: str, *principals: str) -> dict[str, Any]:
+    """A finding as findings.json holds it, with what the terminal table shows."""
+    return {
+        "title": title, "level": "high", "outcome": "succeeded", "actor": "cli-sdk",
+        "actor_detail": "aws-cli", "count": 1, "first_seen": "2024-07-31T12:36:48.000000Z",
+        "entities": {"principals": list(principals), "source_ips": ["203.0.113.9"]},
+    }  # fmt: skip
+
+
+def _who_cells(capsys: pytest.CaptureFixture[str], findings: list[dict[str, Any]]) -> list[str]:
+    """The "who" cell of each row of the table `cloudir detect` and `analyze` print."""
+    from cloudir.cli.detect import print_findings
+
+    print_findings(findings)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if " who " in line)
+    start, end = header.index(" who ") + 1, header.index(" from ")
+    return [line[start:end].strip(" │|") for line in lines if "Secrets read" in line]
+
+
+def test_the_table_names_the_account_where_one_user_name_is_in_two(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`user/christophe` in two accounts (the Stratus corpus has five) reads with its
+    account; a name no other principal in the table shares stays short."""
+    from cloudir.console import stdout
+
+    monkeypatch.setattr(stdout, "width", 240)  # one line per row, whatever the terminal
+    first = "arn:aws:iam::111122223333:user/christophe"
+    second = "arn:aws:iam::444455556666:user/christophe"
+    alice = "arn:aws:iam::111122223333:user/alice"
+    two = [_table_finding("Secrets read 1", first), _table_finding("Secrets read 2", second, alice)]
+    assert _who_cells(capsys, two) == [
+        "111122223333:user/christophe",
+        "444455556666:user/christophe, user/alice",
+    ]
+    assert _who_cells(capsys, [_table_finding("Secrets read", first)]) == ["user/christophe"]

@@ -2,10 +2,14 @@
 
 Only CloudTrail's message is built here: every other parser writes its rows' `message`
 where it builds the row (container, host, image layer and response parsers). The report
-shortens principals as these messages do, so it imports `short_principal` from here.
+and the terminal's findings table shorten principals as these messages do, so they
+import `short_principal` and `reader_names` from here.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
 
 ERROR_MESSAGE_LIMIT = 160
 
@@ -17,6 +21,39 @@ def short_principal(user: str | None) -> str:
     if user.startswith("arn:"):
         return user.split(":", 5)[-1] or user
     return user
+
+
+def account_principal(user: str) -> str:
+    """`arn:aws:iam::123:user/alice` reads as `123:user/alice`: the short name with the
+    account that tells one `user/alice` from another's; an ARN without an account (or
+    not an ARN) stays whole."""
+    parts = user.split(":", 5)
+    if user.startswith("arn:") and len(parts) == 6 and parts[4] and parts[5]:
+        return f"{parts[4]}:{parts[5]}"
+    return user
+
+
+def reader_names(principals: Iterable[str]) -> dict[str, str]:
+    """What to call each principal where they are shown together (a table, the stories).
+
+    `user/alice` for `arn:aws:iam::1:user/alice`, unless another principal shortens to the
+    same words (the same user name in two accounts: the Stratus corpus has five
+    `user/christophe`): those read `111122223333:user/christophe`, and keep the whole
+    ARN if even that is shared (two partitions), so no name stands for two principals.
+    """
+    unique = list(dict.fromkeys(p for p in principals if p))
+    short = {p: short_principal(p) for p in unique}
+    shared_short = Counter(short.values())
+    account = {p: account_principal(p) for p in unique}
+    shared_account = Counter(account.values())
+    return {
+        p: short[p]
+        if shared_short[short[p]] == 1
+        else account[p]
+        if shared_account[account[p]] == 1
+        else p
+        for p in unique
+    }
 
 
 def cloudtrail(

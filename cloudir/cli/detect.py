@@ -15,6 +15,8 @@ import typer
 from cloudir.cli.common import CaseOpt, JsonOpt, emit_json, handled, locks_case, say, show
 from cloudir.errors import EXIT_EVIDENCE, EXIT_FINDINGS, UsageError
 
+WHO_SHOWN = 2  # principals per finding in the terminal table; findings.json lists them all
+
 rules_app = typer.Typer(help="Inspect Sigma rules: what loads, what is skipped and why.")
 
 RulesOpt = Annotated[
@@ -106,10 +108,12 @@ def reaches(findings: list[dict[str, Any]], fail_on: str) -> bool:
 def print_findings(findings: list[dict[str, Any]]) -> None:
     """The findings in reading order (`rank`); automation and AWS services' own activity
     below a line, apart from people's. An attempt whose level dropped says so after its
-    title."""
+    title. "who" shortens a principal (`user/alice`) unless another one in the table
+    shortens alike: `user/christophe` in two accounts reads `<account>:user/christophe`."""
     from rich.table import Table
     from rich.text import Text
 
+    from cloudir.analyze.messages import reader_names
     from cloudir.analyze.triage import ranks_as_human
     from cloudir.console import inert, stdout
 
@@ -123,9 +127,11 @@ def print_findings(findings: list[dict[str, Any]]) -> None:
     table.add_column("who", ratio=1)
     table.add_column("from", ratio=1)
     human = [f for f in findings if ranks_as_human(f)]
+    shown = {id(f): list(dict.fromkeys(f["entities"]["principals"]))[:WHO_SHOWN] for f in findings}
+    names = reader_names(p for listed in shown.values() for p in listed)
     for n, f in enumerate(human + [f for f in findings if not ranks_as_human(f)]):
         entities = f["entities"]
-        who = list(dict.fromkeys(p.rsplit(":", 1)[-1] for p in entities["principals"]))[:2]
+        who = [names[p] for p in shown[id(f)] if p]
         title = f["title"] + (" (attempted)" if f.get("level_note") else "")
         table.add_row(
             Text(f["level"]),

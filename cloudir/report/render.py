@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
 from cloudir.analyze.detect import LEVELS
-from cloudir.analyze.messages import short_principal
+from cloudir.analyze.messages import reader_names, short_principal
 from cloudir.report import charts, times
 from cloudir.report.charts import JSON_INVISIBLE, inert_text
 from cloudir.report.model import CONTEXT_MINUTES
@@ -115,6 +116,15 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
         for m in marks
     ]
     counted = model["timeline"]["rows_by_evidence"]
+    shown_principals = [  # every principal a table shortens: one name for each, none shared
+        str(p)
+        for f in findings
+        for p in [
+            *f["entities"].get("principals", []),
+            *(e.get("user") for e in f.get("context") or []),
+        ]
+        if p
+    ]
     story_groups: dict[str, list[tuple[int, dict[str, Any]]]] = {"human": [], "automation": []}
     for n, story in enumerate(model.get("stories", []), start=1):  # story-<n> anchors
         story_groups.setdefault(story["group"], []).append((n, story))
@@ -128,6 +138,7 @@ def _context(model: dict[str, Any]) -> dict[str, Any]:
         "entity_findings": entity_findings,
         "finding_number": finding_number,
         "story_groups": story_groups,
+        "principal_names": reader_names(shown_principals),
         "untagged": [(n, f) for n, f in numbered if not f["tactics"]],
         "mark_labels": mark_labels,
         "evidence_without_rows": [
@@ -153,9 +164,13 @@ def span(first: Any, last: Any) -> str:
     return times.duration(first, last)
 
 
-def principal(value: Any) -> Any:
-    """`arn:aws:iam::123:user/alice` as `user/alice`, where the row already names the account."""
-    return short_principal(str(value)) if value else value
+@pass_context
+def principal(context: Context, value: Any) -> Any:
+    """`arn:aws:iam::123:user/alice` as `user/alice`, or `123:user/alice` when another
+    principal in the report shortens alike (`principal_names`, from `reader_names`)."""
+    if not value:
+        return value
+    return context.get("principal_names", {}).get(str(value)) or short_principal(str(value))
 
 
 def number(value: Any) -> str:

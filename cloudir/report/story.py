@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from cloudir.analyze.detect import LEVELS
-from cloudir.analyze.messages import short_principal
+from cloudir.analyze.messages import reader_names
 from cloudir.report import times
 
 HUMAN_ACTORS = ("human-console", "cli-sdk")
@@ -143,7 +143,7 @@ def stories(findings: list[dict[str, Any]]) -> dict[str, Any]:
         unattributed += not named
         for principal in dict.fromkeys(named):
             steps.setdefault(principal, []).append(n)
-    names = _reader_names(list(steps))
+    names = reader_names(steps)  # the lead never names one account's user for another's
     built = [_story(p, names[p], idx, findings, human) for p, idx in steps.items()]
     built.sort(key=_story_order)
     return {
@@ -161,15 +161,6 @@ def lead(story_list: list[dict[str, Any]]) -> dict[str, Any] | None:
     if story_list:
         return {"story": 1, "group": "automation", "text": story_list[0]["sentence"]}
     return None
-
-
-def _reader_names(principals: list[str]) -> dict[str, str]:
-    """`user/alice` for `arn:aws:iam::1:user/alice`, unless another story's principal
-    shortens to the same words (the same user name in two accounts): those keep the
-    whole ARN, so the lead never names one person for another."""
-    short = {p: short_principal(p) for p in principals}
-    shared = Counter(short.values())
-    return {p: name if shared[name] == 1 else p for p, name in short.items()}
 
 
 def _story(
