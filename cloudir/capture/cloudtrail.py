@@ -65,6 +65,7 @@ class ItemResult(ItemTally):
     account: str
     region: str
     listed: int = 0  # objects listed (S3), pages read (LookupEvents)
+    lookup_filter: dict[str, str] | None = None  # the LookupAttributes entry, when filtered
 
     @property
     def rewritten(self) -> list[str]:
@@ -83,7 +84,7 @@ class ItemResult(ItemTally):
             "failed": self.failed,
             "rewritten": self.rewritten,
             "resumed": self.item.resumed,
-        }
+        } | ({"filter": self.lookup_filter} if self.lookup_filter else {})
 
 
 def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
@@ -455,6 +456,18 @@ class RequestSpacing:
         self.last = self.clock()
 
 
+@dataclass(frozen=True)
+class LookupFilter:
+    """One LookupAttributes entry: the API takes exactly one per request, so a capture
+    filtered by several values makes one lookup (and one evidence item) per value."""
+
+    key: str  # AccessKeyId, Username, ResourceName, EventName, ... (the API's names)
+    value: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"AttributeKey": self.key, "AttributeValue": self.value}
+
+
 def capture_lookup(
     case: Case,
     aws: Aws,
@@ -464,11 +477,14 @@ def capture_lookup(
     report: Reporter,
     on_page: Callable[[int, int], None] | None = None,  # (pages, events): the caller draws
     spacing: Callable[[], Callable[..., None]] = RequestSpacing,  # a test gives a fake clock
+    filters: list[LookupFilter] | None = None,
 ) -> list[ItemResult]:
     """Page through LookupEvents, saving each response body byte for byte as received.
 
     The API only holds 90 days of management events; the pages are the only copy of
     what the API said at capture time, so they are stored before anything parses them.
+    Without `filters` every event in the window is read; with them, one lookup per
+    filter and region, each its own item whose meta and page sources name the filter.
     """
     oldest = datetime.now(UTC) - timedelta(days=90)
     if window.start < oldest:
@@ -483,59 +499,93 @@ def capture_lookup(
         )
         # Spaced where each HTTP request leaves, so botocore's retries obey the limit too.
         client.meta.events.register("before-send.cloudtrail.LookupEvents", spacing())
-        base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
-        evidence_id = case.unique_evidence_id(base)
-        meta = {
-            "kind": "cloudtrail",
-            "source": {"type": "lookup_events", "account": account, "region": region},
-            "window": window.as_dict(),
-            "caller_identity": identity,
-        }
-        result = ItemResult(case.item(evidence_id, meta), account, region)
-        result.item.summary = functools.partial(_lookup_summary, result)
-        with result.item as item:
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "StartTime": window.start,
-                    "EndTime": window.end,
-                    "MaxResults": 50,
-                }
-                if token:
-                    kwargs["NextToken"] = token
-                raw_pages.clear()
-                try:
-                    resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
-                except CloudError:
-                    item.finish("LookupEvents failed", complete=False)
-                    raise
-                result.listed += 1
-                reencoded = not raw_pages
-                body = raw_pages[-1] if raw_pages else _reencode(resp)
-                item.store(
-                    f"pages/page-{result.listed:05d}.json",
-                    body,
-                    captured=len(resp.get("Events", [])),
-                    source={
-                        "type": "lookup_events",
-                        "region": region,
-                        "page": result.listed,
-                        "events": len(resp.get("Events", [])),
-                        "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
-                        "as_received": not reencoded,
-                    },
+        chosen: list[LookupFilter | None] = list(filters) if filters else [None]
+        for lookup_filter in chosen:
+            results.append(
+                _lookup_item(
+                    case, client, raw_pages, account, region, window, identity, lookup_filter,
+                    on_page,
                 )
-                if on_page:
-                    on_page(result.listed, item.captured)
-                token = resp.get("NextToken")
-                if not token:
-                    break
-        results.append(result)
+            )  # fmt: skip
     return results
+
+
+def _lookup_item(
+    case: Case,
+    client: Any,
+    raw_pages: list[bytes],
+    account: str,
+    region: str,
+    window: Window,
+    identity: dict[str, str],
+    lookup_filter: LookupFilter | None,
+    on_page: Callable[[int, int], None] | None,
+) -> ItemResult:
+    """One region's (and filter's) pages as one item."""
+    base = f"cloudtrail-api-{account}-{region}-{window.start:%Y%m%dT%H%M}"
+    source: dict[str, Any] = {"type": "lookup_events", "account": account, "region": region}
+    if lookup_filter:
+        base += f"-{lookup_filter.key}-{lookup_filter.value}"
+        source["filter"] = lookup_filter.as_dict()
+    evidence_id = case.unique_evidence_id(base)
+    meta = {
+        "kind": "cloudtrail",
+        "source": source,
+        "window": window.as_dict(),
+        "caller_identity": identity,
+    }
+    result = ItemResult(case.item(evidence_id, meta), account, region)
+    result.lookup_filter = lookup_filter.as_dict() if lookup_filter else None
+    result.item.summary = functools.partial(_lookup_summary, result)
+    with result.item as item:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "StartTime": window.start,
+                "EndTime": window.end,
+                "MaxResults": 50,
+            }
+            if lookup_filter:
+                kwargs["LookupAttributes"] = [lookup_filter.as_dict()]
+            if token:
+                kwargs["NextToken"] = token
+            raw_pages.clear()
+            try:
+                resp = call("cloudtrail:LookupEvents", client.lookup_events, **kwargs)
+            except CloudError:
+                item.finish("LookupEvents failed", complete=False)
+                raise
+            result.listed += 1
+            reencoded = not raw_pages
+            body = raw_pages[-1] if raw_pages else _reencode(resp)
+            page_source: dict[str, Any] = {
+                "type": "lookup_events",
+                "region": region,
+                "page": result.listed,
+                "events": len(resp.get("Events", [])),
+                "request_id": resp.get("ResponseMetadata", {}).get("RequestId"),
+                "as_received": not reencoded,
+            }
+            if lookup_filter:
+                page_source["filter"] = lookup_filter.as_dict()
+            item.store(
+                f"pages/page-{result.listed:05d}.json",
+                body,
+                captured=len(resp.get("Events", [])),
+                source=page_source,
+            )
+            if on_page:
+                on_page(result.listed, item.captured)
+            token = resp.get("NextToken")
+            if not token:
+                break
+    return result
 
 
 def _lookup_summary(result: ItemResult, item: EvidenceItem) -> str:
     text = f"LookupEvents {result.region}: {item.captured} events in {result.listed} pages"
+    if result.lookup_filter:
+        text += " for {AttributeKey}={AttributeValue}".format(**result.lookup_filter)
     return "; ".join([text, *item.problems])
 
 
