@@ -347,7 +347,9 @@ def problems(document: Any) -> list[str]:
 
 
 def _path_order(item: tuple[str, str]) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", item[0]) if p]
+    return [
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\[\]]+", item[0]) if p
+    ]
 
 
 def _rules(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -464,17 +466,22 @@ def _join(path: str, name: str) -> str:
 
 
 def _shown_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) else repr(inert(name, 64))
+    return name if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) else _quoted(name, 64)
 
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        return repr(inert(value, 80))
+        return _quoted(value)
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (int, float)):
         return inert(repr(value), 40)
     return _type_word(value)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """Python's quoting (control and invisible characters escaped), cut to `limit`."""
+    return inert(repr(text if len(text) <= limit else text[: limit - 1] + "…"))
 
 
 def _type_name(expected: Any) -> str:
@@ -499,7 +506,7 @@ def _type_word(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {inert(repr(value), 40)}"
     if isinstance(value, str):
-        return f"the string {inert(value, 80)!r}"
+        return f"the string {_quoted(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -624,8 +631,9 @@ _StrictLoader.construct_mapping = _construct_mapping  # type: ignore[method-assi
 
 def read_yaml(text: str, label: str) -> Any:
     """The one YAML document in `text`; PlaybookError (one line, with its line number)."""
-    loader = _StrictLoader(text)
+    loader: _StrictLoader | None = None
     try:
+        loader = _StrictLoader(text)
         return loader.get_single_data()
     except _Refused as exc:
         raise PlaybookError([f"{label}: line {exc.mark.line + 1}: {exc}"]) from None
@@ -639,4 +647,5 @@ def read_yaml(text: str, label: str) -> Any:
     except RecursionError:
         raise PlaybookError([f"{label}: nested too deeply to be a playbook"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
