@@ -148,15 +148,15 @@ collect:
             BASE + "  - {download: true}\n",
             "collect[1].kind: missing (one of cloudtrail, "
             "lookup-events, ebs, containers, related-findings)",
-        ),  # fmt: skip
+        ),
         (
             BASE + "  - kind: ebs\n    download: no\n",
             "collect[1].download: expected true or false, not the string 'no'",
-        ),  # fmt: skip
+        ),
         (
             BASE + "  - kind: ebs\n    snapshot: true\n",
             "collect[1].snapshot: unknown field; expected download, kind, timeout or workers",
-        ),  # fmt: skip
+        ),
         (
             BASE + "  - kind: ebs\n    timeout: 0\n",
             "collect[1].timeout: 0 is too small (more than 0)",
@@ -165,67 +165,67 @@ collect:
         (
             BASE + "  - kind: lookup-events\n    by: [ip]\n",
             "collect[1].by[0]: 'ip' is not one of access-key, user, resource",
-        ),  # fmt: skip
+        ),
         (
             BASE + "  - kind: lookup-events\n    by: [user, user]\n",
             "collect[1].by: lists an entry twice",
-        ),  # fmt: skip
+        ),
         (BASE + "  - kind: cloudtrail\n", "collect[1].kind: 'cloudtrail' is already collect[0]"),
         (
             BASE.replace("- kind: cloudtrail", "- kind: cloudtrail\n    bucket: Bad_Bucket"),
             "collect[0].bucket: 'Bad_Bucket' is not an S3 bucket name",
-        ),  # fmt: skip
+        ),
         (
             BASE.replace("- kind: cloudtrail", "- kind: cloudtrail\n    bucket: b-1\n    trail: t"),
             "collect[0].trail: give bucket or trail, not both",
-        ),  # fmt: skip
+        ),
         (
             BASE.replace("- kind: cloudtrail", "- kind: cloudtrail\n    prefix: p"),
             "collect[0].prefix: only with bucket (a trail names its own prefix)",
-        ),  # fmt: skip
+        ),
         (
             BASE.replace("name: x", "name: Big Name"),
             "name: 'Big Name' must be 1-63 lower-case letters, digits and '-', starting with a "
             "letter or digit",
-        ),  # fmt: skip
+        ),
         (BASE.replace("name: x", "name: 7"), "name: expected a string, not the number 7"),
         (BASE.replace("name: x\n", ""), "name: missing"),
         (
             BASE.replace("[instance]", "[instanse]"),
             "match.families[0]: 'instanse' is not one of instance, access-key, s3-bucket, "
             "kubernetes, container, lambda, rds, account",
-        ),  # fmt: skip
+        ),
         (BASE.replace("{families: [instance]}", "{}"), "match: name families, types or both"),
         (
             BASE.replace("{families: [instance]}", "{family: [instance]}"),
             "match.family: unknown field; expected families or types",
-        ),  # fmt: skip
+        ),
         (
             BASE.replace("{families: [instance]}", '{types: ["a\\tb"]}'),
             "match.types[0]: 'a\\tb' contains a control character (a line break, a tab, ...)",
-        ),  # fmt: skip
+        ),
         (
             BASE + "owner: me\n",
             "owner: unknown field; expected collect, contain, description, match, name or version",
-        ),  # fmt: skip
+        ),
         (BASE + "version: 2\n", "version: 2 is not 1"),
         (
             BASE + "contain:\n  actions:\n    - action: isolate-instance\n",
             "contain.actions[0].action: 'isolate-instance' is not one of isolate, disable-key",
-        ),  # fmt: skip
+        ),
         (
             BASE + "contain:\n  actions:\n    - action: isolate\n      allow_cidrs: [0.0.0.0/0]\n",
             "contain.actions[0].allow_cidrs[0]: '0.0.0.0/0' lets the whole internet in; name your "
             "examiners' range",
-        ),  # fmt: skip
+        ),
         (
             BASE + "contain:\n  actions:\n    - action: isolate\n      allow_cidrs: [lan]\n",
             "contain.actions[0].allow_cidrs[0]: 'lan' is not an IP network (198.51.100.0/24)",
-        ),  # fmt: skip
+        ),
         (
             BASE + "contain:\n  actions:\n    - action: disable-key\n      snapshot: true\n",
             "contain.actions[0].snapshot: unknown field; expected action or revoke_sessions",
-        ),  # fmt: skip
+        ),
         (BASE + "contain:\n  auto: true\n", "contain.auto: true, but no actions to run"),
         (BASE + "name: y\n", "line 6: duplicate key 'name'"),
         (BASE + "base: &b {}\n", "line 6: anchors (&name) are not allowed"),
