@@ -545,3 +545,27 @@ def test_resources_do_not_matter_to_choosing() -> None:
         "access-key", "X/Y", resources=(AlertResource("access-key", "AKIAEXAMPLEKEY000001"),)
     )
     assert choose(with_resources, load_playbooks([])).name == "access-key"
+
+
+# -- the documentation -------------------------------------------------------------------------
+def _playbook_doc() -> str:
+    """docs/triage.md once the playbook section is merged into it, else its own file."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for name in ("triage.md", "triage-playbooks.md"):
+        path = docs / name
+        if path.is_file() and "<!-- playbook-schema -->" in path.read_text():
+            return path.read_text()
+    raise AssertionError("no docs page holds the playbook schema (<!-- playbook-schema -->)")
+
+
+def test_the_documented_schema_is_the_schema_and_the_documented_example_is_valid() -> None:
+    import json
+
+    from cloudir.triage.playbook import SCHEMA
+
+    text = _playbook_doc()
+    block = text.split("<!-- playbook-schema -->\n```json\n", 1)[1].split("\n```", 1)[0]
+    assert json.loads(block) == SCHEMA
+    example = text.split("```yaml\n", 1)[1].split("\n```", 1)[0]
+    book = parse(example, "docs example")
+    assert book.name == "access-key" and not book.auto_contain
