@@ -381,3 +381,20 @@ def test_related_findings_from_guardduty_filter_by_resource_and_leave_the_alert_
     page = case.evidence_dir(evidence_id) / "guardduty" / "get-findings-00001.json"
     assert page.read_bytes() == server["gd_bodies"][-1]
     assert [f["id"] for f in json.loads(page.read_bytes())["findings"]] == ["gd-other"]
+
+
+def test_an_instance_that_is_gone_fails_the_ebs_step_on_the_record_and_the_next_step_runs(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    gone = "i-0000000000000dead"
+    case, [ebs, containers], said = run(
+        tmp_path, server["url"], scope(instances=(gone,)),
+        book("  - kind: ebs\n  - kind: containers\n"),
+    )  # fmt: skip
+    assert (ebs.status, ebs.failed, ebs.captured) == ("failed", 1, 0)
+    assert (ebs.reason or "").startswith(f"{gone}: ec2:DescribeInstances failed: ")
+    assert ebs.problems == [ebs.reason]
+    assert containers.status == "skipped"
+    outcomes = [e["source"]["outcome"] for e in entries(case, "capture-skipped")]
+    assert outcomes == ["failed", "skipped"]
+    assert f"ebs: failed: {ebs.reason}" in said

@@ -75,8 +75,9 @@ class PlannedStep:
 class StepResult:
     """What one step got: its items, counts, and why it was skipped or failed.
 
-    status: "done" (nothing failed), "partial" (some things failed), "failed" (the step
-    stopped: `reason` says why), "skipped" (nothing to do or no way to do it: `reason`).
+    status: "done" (nothing failed), "partial" (some things failed, some were taken),
+    "failed" (the step stopped, or nothing it tried was taken: `reason` says why),
+    "skipped" (nothing to do or no way to do it: `reason`).
     """
 
     kind: str
@@ -234,7 +235,9 @@ def collect(
         made = sorted(set(case.evidence_ids()) - before)
         result.evidence_ids += [e for e in made if e not in result.evidence_ids]
         if result.status == "done" and result.failed:
-            result.status = "partial"
+            # Some parts failed: partial if anything was taken, else the step failed.
+            result.status = "partial" if result.captured else "failed"
+            result.reason = result.reason or (result.problems[0] if result.problems else None)
         if result.status in ("failed", "skipped"):
             _record_step(case, playbook, number, result)
             report(f"{step.kind}: {result.status}: {result.reason}")
@@ -439,8 +442,8 @@ def _containers(run: _Run, step: Step, result: StepResult) -> None:
                 CustodyAction.CAPTURE_SKIPPED,
                 None,
                 [],
-                note=f"triage playbook {run.playbook.name}: no container {name!r} on "
-                f"{engine.host}",
+                note=f"triage playbook {run.playbook.name}: no container {inert(name, 120)!r} "
+                f"on {engine.host}",
                 source={"type": "triage-step", "kind": "containers", "container": name,
                         "docker_host": engine.host},
             )  # fmt: skip
@@ -606,10 +609,12 @@ def _guardduty_related(run: _Run, step: Step, result: StepResult) -> None:
     for criterion in criteria:
         token = ""
         while len(found) < step["max_findings"]:
-            resp = call(
-                "guardduty:ListFindings", client.list_findings, DetectorId=detector,
-                FindingCriteria=criterion, MaxResults=50, NextToken=token,
-            )  # fmt: skip
+            kwargs: dict[str, Any] = {
+                "DetectorId": detector, "FindingCriteria": criterion, "MaxResults": 50,
+            }  # fmt: skip
+            if token:
+                kwargs["NextToken"] = token
+            resp = call("guardduty:ListFindings", client.list_findings, **kwargs)
             found += [i for i in resp.get("FindingIds", []) if i not in found and i != run.alert.id]
             token = resp.get("NextToken") or ""
             if not token:
