@@ -398,3 +398,32 @@ def test_an_instance_that_is_gone_fails_the_ebs_step_on_the_record_and_the_next_
     outcomes = [e["source"]["outcome"] for e in entries(case, "capture-skipped")]
     assert outcomes == ["failed", "skipped"]
     assert f"ebs: failed: {ebs.reason}" in said
+
+
+def test_capture_lookup_with_filters_names_each_filter_and_without_keeps_its_shape(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    from cloudir.capture.cloudtrail import LookupFilter, RequestSpacing, capture_lookup
+    from cloudir.timewindow import Window
+
+    case = Case.create(tmp_path / "case")
+    results = capture_lookup(
+        case, aws(server["url"]), ["us-east-1"], Window(START, END), {"Account": ACCOUNT},
+        lambda _: None, spacing=lambda: RequestSpacing(0.0),
+        filters=[LookupFilter("Username", "alice"), LookupFilter("ResourceName", "../../x")],
+    )  # fmt: skip
+    assert [r.as_dict()["filter"] for r in results] == [
+        {"AttributeKey": "Username", "AttributeValue": "alice"},
+        {"AttributeKey": "ResourceName", "AttributeValue": "../../x"},
+    ]
+    assert (
+        results[0].evidence_id == f"cloudtrail-api-{ACCOUNT}-us-east-1-20240731T0900-Username-alice"
+    )
+    assert "/" not in results[1].evidence_id  # one folder, inside the case's evidence
+    assert case.evidence_dir(results[1].evidence_id).parent == case.evidence_dir("-").parent
+    closing = [e["note"] for e in entries(case, "capture-complete")]
+    assert closing[0] == "LookupEvents us-east-1: 2 events in 1 pages for Username=alice"
+    assert server["lookups"][-2:] == [
+        [{"AttributeKey": "Username", "AttributeValue": "alice"}],
+        [{"AttributeKey": "ResourceName", "AttributeValue": "../../x"}],
+    ]
