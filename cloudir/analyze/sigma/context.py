@@ -15,6 +15,19 @@ than it usually does?". These fields answer them, so the rules stay plain Sigma.
   (necessarily from other addresses); `false` on its other calls. No value for other rows.
   A key seen for the first time is not "new" anywhere: nothing in the case to compare with.
   The hour keeps what a sequence rule correlates small: only the calls from a new address.
+- `cloudir.key_new_agent_family`: the same question as key_new_address about the client
+  family of the call's userAgent (actors.AGENT_FAMILIES: aws-cli, boto3, aws-sdk-go,
+  terraform, console, secret-scanner, python-requests, curl, ..., other): `true` when the
+  key first used this family at most an hour before this call and was used earlier than
+  that (necessarily with other families). No value without a user agent or for AWS calling
+  on the key's behalf (`aws-service`): that is not a client of whoever holds the key.
+- `cloudir.caller_in_group`: for an IAM user's call naming a group
+  (requestParameters.groupName), whether the case shows the caller in that group just
+  before the call: `true` when the last membership change of (account, group, user) before
+  the call is a successful AddUserToGroup, `false` otherwise (removed by
+  RemoveUserFromGroup, or never added in the case). CloudTrail does not log the responses
+  of read calls (GetGroup, ListGroupsForUser), so the changes are all the case can show;
+  a membership older than the case is unknown, and reads `false`.
 - `cloudir.family_failing`: for a CloudTrail call with a principal (timeline `user`), whether
   the principal's calls of the same API family (as cloudir.api_family, read from the
   timeline's `action`) were mostly refused: `bucket` when at least half of them were refused
@@ -50,6 +63,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql
 
 DISCOVERY_BUCKET_SECONDS = 600
 DISCOVERY_FACTOR = 3
@@ -146,6 +161,87 @@ def _key_value(plan: Any) -> str:
     )
 
 
+# -- cloudir.key_new_agent_family -------------------------------------------------------------
+
+
+def _row_family(plan: Any) -> str:
+    """The call's client family, or NULL when there is none to compare (no agent, AWS)."""
+    family = agent_family_sql(_raw(plan, "userAgent"))
+    return f"NULLIF({family}, '{AWS_SERVICE_AGENT}')"
+
+
+def _agent_join(plan: Any) -> str:
+    family = agent_family_sql("json_extract_string(raw, '$.userAgent')")
+    return f"""LEFT JOIN (
+        SELECT _ca_key, _ca_family, _ca_first,
+            min(_ca_first) OVER (PARTITION BY _ca_key) AS _ca_key_first
+        FROM (
+            SELECT k AS _ca_key, {family} AS _ca_family, min(timestamp) AS _ca_first FROM (
+                SELECT timestamp, raw, CASE WHEN contains(raw, '"AKIA')
+                    THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+                FROM timeline WHERE {CLOUDTRAIL}
+            ) WHERE starts_with(k, 'AKIA') GROUP BY ALL
+        ) WHERE _ca_family IS NOT NULL AND _ca_family <> '{AWS_SERVICE_AGENT}'
+    ) _ca ON _ca_key = {_key(plan)}
+        AND _ca_family = CASE WHEN starts_with({_key(plan)}, 'AKIA') THEN {_row_family(plan)} END"""
+
+
+def _agent_value(plan: Any) -> str:
+    fresh = f"epoch(timestamp) - epoch(_ca_first) <= {NEW_ADDRESS_SECONDS}"
+    return (
+        f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') "
+        f"AND {_row_family(plan)} IS NOT NULL "
+        f"THEN CAST(_ca_key_first < _ca_first AND {fresh} AS VARCHAR) END"
+    )
+
+
+# -- cloudir.caller_in_group ------------------------------------------------------------------
+
+# The rows the field has a value on: an IAM user's CloudTrail call naming a group.
+_GROUP_CALL = "requestParameters.groupName"
+
+
+def _membership_key(account: str, group: str, user: str) -> str:
+    """IAM names are unique regardless of case: AddUserToGroup on `Admins` is `admins`."""
+    return f"lower({account} || '/' || {group} || '/' || {user})"
+
+
+def _group_rows(plan: Any) -> str:
+    return (
+        f"{CLOUDTRAIL} AND {_raw(plan, 'userIdentity.type')} = 'IAMUser' "
+        f"AND {_raw(plan, _GROUP_CALL)} IS NOT NULL"
+    )
+
+
+def _group_join(plan: Any) -> str:
+    """The membership changes, joined AS OF the call: the last change strictly before it.
+
+    Changes in the same second are one change, a removal winning: which came first is not
+    known, and "not a member" is the answer that claims less.
+    """
+    read = "json_extract_string(raw, '$.{}')".format
+    change = _membership_key(
+        read("recipientAccountId"), read("requestParameters.groupName"),
+        read("requestParameters.userName"),
+    )  # fmt: skip
+    row = _membership_key(
+        _raw(plan, "recipientAccountId"), _raw(plan, _GROUP_CALL),
+        _raw(plan, "userIdentity.userName"),
+    )  # fmt: skip
+    return f"""ASOF LEFT JOIN (
+        SELECT {change} AS _cg_key, timestamp AS _cg_time,
+            bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
+        FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
+            'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
+        GROUP BY ALL HAVING _cg_key IS NOT NULL
+    ) _cg ON _cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END
+        AND _cg_time < timestamp"""
+
+
+def _group_value(plan: Any) -> str:
+    return f"CASE WHEN {_group_rows(plan)} THEN CAST(COALESCE(_cg_member, false) AS VARCHAR) END"
+
+
 # -- cloudir.instance_address -----------------------------------------------------------------
 
 # Keys of RunInstances' responseElements that hold one of the instance's addresses, at any
@@ -238,6 +334,8 @@ def _family_value(plan: Any) -> str:
 CONTEXTS: dict[str, Context] = {
     "cloudir.family_failing": Context("_c_family_failing", _family_join, _family_value),
     "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
+    "cloudir.key_new_agent_family": Context("_c_key_new_agent_family", _agent_join, _agent_value),
+    "cloudir.caller_in_group": Context("_c_caller_in_group", _group_join, _group_value),
     "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
     "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
 }
