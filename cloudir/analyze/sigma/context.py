@@ -164,33 +164,32 @@ def _key_value(plan: Any) -> str:
 # -- cloudir.key_new_agent_family -------------------------------------------------------------
 
 
-def _row_family(plan: Any) -> str:
-    """The call's client family, or NULL when there is none to compare (no agent, AWS)."""
-    family = agent_family_sql(_raw(plan, "userAgent"))
-    return f"NULLIF({family}, '{AWS_SERVICE_AGENT}')"
-
-
 def _agent_join(plan: Any) -> str:
-    family = agent_family_sql("json_extract_string(raw, '$.userAgent')")
+    """Joined on the key and the exact user agent, so the family (two dozen ILIKEs) is
+    worked out once per distinct (key, agent) of the case, not on every row of the scan."""
+    family = agent_family_sql("_ca_agent")
     return f"""LEFT JOIN (
-        SELECT _ca_key, _ca_family, _ca_first,
-            min(_ca_first) OVER (PARTITION BY _ca_key) AS _ca_key_first
+        SELECT _ca_key, _ca_agent,
+            min(_ca_seen) OVER (PARTITION BY _ca_key, _ca_family) AS _ca_first,
+            min(_ca_seen) OVER (PARTITION BY _ca_key) AS _ca_key_first
         FROM (
-            SELECT k AS _ca_key, {family} AS _ca_family, min(timestamp) AS _ca_first FROM (
-                SELECT timestamp, raw, CASE WHEN contains(raw, '"AKIA')
-                    THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
-                FROM timeline WHERE {CLOUDTRAIL}
-            ) WHERE starts_with(k, 'AKIA') GROUP BY ALL
+            SELECT _ca_key, _ca_agent, {family} AS _ca_family, _ca_seen FROM (
+                SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
+                    SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
+                        CASE WHEN contains(raw, '"AKIA')
+                        THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+                    FROM timeline WHERE {CLOUDTRAIL}
+                ) WHERE starts_with(k, 'AKIA') GROUP BY ALL
+            )
         ) WHERE _ca_family IS NOT NULL AND _ca_family <> '{AWS_SERVICE_AGENT}'
-    ) _ca ON _ca_key = {_key(plan)}
-        AND _ca_family = CASE WHEN starts_with({_key(plan)}, 'AKIA') THEN {_row_family(plan)} END"""
+    ) _ca ON _ca_key = {_key(plan)} AND _ca_agent = {_raw(plan, "userAgent")}"""
 
 
 def _agent_value(plan: Any) -> str:
+    """A row of a key with a family joins its own (key, agent) pair: the case holds it."""
     fresh = f"epoch(timestamp) - epoch(_ca_first) <= {NEW_ADDRESS_SECONDS}"
     return (
-        f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') "
-        f"AND {_row_family(plan)} IS NOT NULL "
+        f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') AND _ca_key IS NOT NULL "
         f"THEN CAST(_ca_key_first < _ca_first AND {fresh} AS VARCHAR) END"
     )
 
@@ -214,10 +213,11 @@ def _group_rows(plan: Any) -> str:
 
 
 def _group_join(plan: Any) -> str:
-    """The membership changes, joined AS OF the call: the last change strictly before it.
+    """Each (account, group, user)'s membership changes as one list, in time order.
 
     Changes in the same second are one change, a removal winning: which came first is not
-    known, and "not a member" is the answer that claims less.
+    known, and "not a member" is the answer that claims less. (A list, not an ASOF join:
+    that sorts every row of the scan; this join matches only the few calls naming a group.)
     """
     read = "json_extract_string(raw, '$.{}')".format
     change = _membership_key(
@@ -228,18 +228,22 @@ def _group_join(plan: Any) -> str:
         _raw(plan, "recipientAccountId"), _raw(plan, _GROUP_CALL),
         _raw(plan, "userIdentity.userName"),
     )  # fmt: skip
-    return f"""ASOF LEFT JOIN (
-        SELECT {change} AS _cg_key, timestamp AS _cg_time,
-            bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
-        FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
-            'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
-        GROUP BY ALL HAVING _cg_key IS NOT NULL
-    ) _cg ON _cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END
-        AND _cg_time < timestamp"""
+    return f"""LEFT JOIN (
+        SELECT _cg_key, list({{'at': _cg_time, 'member': _cg_member}} ORDER BY _cg_time)
+            AS _cg_changes
+        FROM (
+            SELECT {change} AS _cg_key, timestamp AS _cg_time,
+                bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
+            FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
+                'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
+            GROUP BY ALL HAVING _cg_key IS NOT NULL
+        ) GROUP BY _cg_key
+    ) _cg ON _cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END"""
 
 
 def _group_value(plan: Any) -> str:
-    return f"CASE WHEN {_group_rows(plan)} THEN CAST(COALESCE(_cg_member, false) AS VARCHAR) END"
+    last = "(list_filter(_cg_changes, lambda c: c.at < timestamp))[-1].member"
+    return f"CASE WHEN {_group_rows(plan)} THEN CAST(COALESCE({last}, false) AS VARCHAR) END"
 
 
 # -- cloudir.instance_address -----------------------------------------------------------------
