@@ -44,6 +44,7 @@ from sigma.types import (
     SigmaString,
 )
 
+from cloudir.analyze.actors import agent_family
 from cloudir.analyze.policy_grants import resource_grant
 from cloudir.analyze.schema import COLUMN_NAMES
 from cloudir.analyze.sigma.fields import VIRTUAL_FIELDS
@@ -474,6 +475,8 @@ def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> 
 COMPUTED_FIELDS = (
     "cloudir.api_family",
     "cloudir.key_new_address",
+    "cloudir.key_new_agent_family",
+    "cloudir.caller_in_group",
     "cloudir.instance_address",
     "cloudir.discovery_unusual",
     "cloudir.family_failing",
@@ -504,18 +507,31 @@ def _api_family(row: Row) -> str | None:
     return f"{source}:{verb[0]}".lower() if source is not None and verb else None
 
 
-def _key_new_address(rows: list[Row]) -> dict[str, str]:
-    """First (key, address) time, and the key's first time, over the whole case."""
+def _key_address(row: Row) -> str | None:
+    ip = row.record.get("src_ip")
+    return None if ip is None else ip.lower()
+
+
+def _key_agent_family(row: Row) -> str | None:
+    family = agent_family(_one(row, "userAgent"))
+    return None if family == "aws-service" else family
+
+
+def _key_new_address(
+    rows: list[Row], place: Callable[[Row], str | None] = _key_address
+) -> dict[str, str]:
+    """First (key, place) time, and the key's first time, over the whole case; the place
+    is the source address (cloudir.key_new_address) or the client family."""
     first_pair: dict[tuple[str, str], datetime] = {}
     first_key: dict[str, datetime] = {}
     used = []
     for row in rows:
-        key, ip = _one(row, "userIdentity.accessKeyId"), row.record.get("src_ip")
-        if not _cloudtrail(row) or row.time is None or ip is None or key is None:
+        key, where = _one(row, "userIdentity.accessKeyId"), place(row)
+        if not _cloudtrail(row) or row.time is None or where is None or key is None:
             continue
         if not key.startswith("AKIA"):
             continue
-        pair = (key, ip.lower())
+        pair = (key, where)
         first_pair[pair] = min(first_pair.get(pair, row.time), row.time)
         first_key[key] = min(first_key.get(key, row.time), row.time)
         used.append((row, pair))
@@ -526,6 +542,43 @@ def _key_new_address(rows: list[Row]) -> dict[str, str]:
         ).lower()
         for row, pair in used
     }
+
+
+_MEMBERSHIP = {
+    "iam.amazonaws.com:AddUserToGroup": True,
+    "iam.amazonaws.com:RemoveUserFromGroup": False,
+}
+
+
+def _caller_in_group(rows: list[Row]) -> dict[str, str]:
+    """Replays the case's membership changes: the last one strictly before each call that
+    names a group decides; changes in one second count as a removal if any is one."""
+    changes: dict[tuple[str, ...], dict[datetime, bool]] = {}
+    for row in rows:
+        member = _MEMBERSHIP.get(row.record.get("action") or "")
+        if member is None or not _cloudtrail(row) or row.record.get("outcome") != "success":
+            continue
+        names = [_one(row, f) for f in ("recipientAccountId", "requestParameters.groupName",
+                                        "requestParameters.userName")]  # fmt: skip
+        if row.time is None or any(n is None for n in names):
+            continue
+        at = changes.setdefault(tuple(str(n).lower() for n in names), {})
+        at[row.time] = at.get(row.time, True) and member
+    values = {}
+    for row in rows:
+        names = [_one(row, f) for f in ("recipientAccountId", "requestParameters.groupName",
+                                        "userIdentity.userName")]  # fmt: skip
+        if not _cloudtrail(row) or _one(row, "userIdentity.type") != "IAMUser":
+            continue
+        if names[1] is None:
+            continue
+        if row.time is None or names[0] is None or names[2] is None:
+            values[row.event_id] = "false"
+            continue
+        history = changes.get(tuple(str(n).lower() for n in names), {})
+        before = [t for t in history if t < row.time]
+        values[row.event_id] = str(bool(before) and history[max(before)]).lower()
+    return values
 
 
 def _collect_addresses(node: Any, found: set[str]) -> None:
@@ -665,6 +718,8 @@ def _family_failing(rows: list[Row]) -> dict[str, str]:
 def annotate_computed(rows: list[Row]) -> None:
     """Set every row's computed fields; the engine joins the same aggregates in SQL."""
     new_address = _key_new_address(rows)
+    new_family = _key_new_address(rows, _key_agent_family)
+    in_group = _caller_in_group(rows)
     known = _instance_addresses(rows)
     discovery = _discovery_unusual(rows)
     family = _family_failing(rows)
@@ -672,6 +727,8 @@ def annotate_computed(rows: list[Row]) -> None:
         values = {
             "cloudir.api_family": _api_family(row),
             "cloudir.key_new_address": new_address.get(row.event_id),
+            "cloudir.key_new_agent_family": new_family.get(row.event_id),
+            "cloudir.caller_in_group": in_group.get(row.event_id),
             "cloudir.instance_address": _instance_address(row, known),
             "cloudir.discovery_unusual": discovery.get(row.event_id),
             "cloudir.family_failing": family.get(row.event_id),

@@ -318,6 +318,29 @@ LAUNCH = {
     }
 }
 AGENT = "aws-sdk-go/1.44.260 (go1.20.6; linux; amd64) amazon-ssm-agent/3.2.1377.0"
+ERIN, FRANK = user("erin", "AKIAERIN"), user("frank", "AKIAFRANK")
+ADMIN = user("root-ops", "AKIAOPS")
+SCANNER = "python-requests/2.32.3"
+DEPLOY = {"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deploy/ci",
+          "accessKeyId": "ASIADEPLOY", "principalId": "AROADEPLOY:ci"}  # fmt: skip
+
+
+def erin(event_id: str, minutes: float, agent: str | None) -> dict[str, Any]:
+    """Erin's key, always from the office, with one client or another."""
+    return call(event_id, minutes, "PutObject", OFFICE, ERIN, userAgent=agent)
+
+
+def iam_group(event_id: str, minutes: float, name: str, who: dict[str, Any], group: str,
+              **raw: Any) -> dict[str, Any]:  # fmt: skip
+    parameters = {"groupName": group, **raw.pop("requestParameters", {})}
+    return call(event_id, minutes, name, OFFICE, who, eventSource="iam.amazonaws.com",
+                recipientAccountId=ACCOUNT, requestParameters=parameters, **raw)  # fmt: skip
+
+
+def member(event_id: str, minutes: float, name: str, group: str, **raw: Any) -> dict[str, Any]:
+    """The administrator adds frank to, or removes him from, a group."""
+    return iam_group(event_id, minutes, name, ADMIN, group,
+                     requestParameters={"userName": "frank"}, **raw)  # fmt: skip
 
 
 def field_rows() -> list[dict[str, Any]]:
@@ -356,6 +379,27 @@ def field_rows() -> list[dict[str, Any]]:
         call("invoked", 7, "GetObject", "203.0.113.9",
              instance("i-0aaa", invokedBy="ec2.amazonaws.com")),
         call("unknown", 8, "ListBuckets", "203.0.113.9", instance("i-0bbb")),
+        # key_new_agent_family: erin's key with the aws-cli, then two new clients
+        erin("erin-1", 0, CLI),
+        erin("erin-2", 1, CLI.replace("2.22.4", "2.23.0")),  # a new version: same family
+        erin("erin-3", 2, SCANNER),
+        erin("erin-4", 3, BOTO),
+        erin("erin-5", 4, CLI),
+        erin("erin-6", 63, SCANNER),  # more than an hour after erin-3
+        erin("erin-7", 5, "AWS Internal"),  # AWS on the key's behalf: no family
+        erin("erin-8", 6, None),
+        # caller_in_group: frank's memberships, as the administrator changes them
+        member("add-devs", 0, "AddUserToGroup", "Devs"),
+        iam_group("grant-devs", 1, "PutGroupPolicy", FRANK, "devs"),  # names: any case
+        iam_group("grant-ops", 1, "AttachGroupPolicy", FRANK, "ops"),
+        member("add-ops-denied", 2, "AddUserToGroup", "ops", errorCode="AccessDenied"),
+        iam_group("grant-ops-2", 3, "PutGroupPolicy", FRANK, "ops"),
+        member("remove-devs", 4, "RemoveUserFromGroup", "devs"),
+        iam_group("grant-devs-2", 5, "PutGroupPolicy", FRANK, "devs"),
+        member("add-qa", 6, "AddUserToGroup", "qa"),
+        iam_group("grant-qa-same-second", 6, "PutGroupPolicy", FRANK, "qa"),
+        iam_group("grant-qa", 7, "PutGroupPolicy", FRANK, "qa"),
+        iam_group("role-grant", 8, "PutGroupPolicy", DEPLOY, "qa"),  # no user: no value
         # discovery_unusual: carol's quiet buckets, then 12 different calls in one bucket
         *quiet,
         *(call(f"burst-{n}", 200 + n / 6, name, OFFICE, CAROL,
@@ -364,11 +408,22 @@ def field_rows() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+GROUP_CALLS = (
+    "add-devs", "grant-devs", "grant-ops", "add-ops-denied", "grant-ops-2", "remove-devs",
+    "grant-devs-2", "add-qa", "grant-qa-same-second", "grant-qa",
+)  # fmt: skip
 FIELD_VALUES = {
     # from an address the key first used at most an hour before, the key being older
     ("cloudir.key_new_address", "true"): {"bob-3", "bob-4", "bob-5"},
     ("cloudir.key_new_address", "false"): {"bob-1", "bob-2", "bob-6", "bob-7", "launch",
-                                           "eip", *(f"dave-{n}" for n in range(1, 6))},
+                                           "eip", *(f"dave-{n}" for n in range(1, 6)),
+                                           *(f"erin-{n}" for n in range(1, 9)), *GROUP_CALLS},
+    # with a client family the key first used at most an hour before, the key being older
+    ("cloudir.key_new_agent_family", "true"): {"erin-3", "erin-4"},
+    ("cloudir.key_new_agent_family", "false"): {"erin-1", "erin-2", "erin-5", "erin-6"},
+    # the last successful membership change strictly before the call added the caller
+    ("cloudir.caller_in_group", "true"): {"grant-devs", "grant-qa"},
+    ("cloudir.caller_in_group", "false"): set(GROUP_CALLS) - {"grant-devs", "grant-qa"},
     ("cloudir.family_failing", "bucket"): {"dave-1", "dave-2", "dave-3"},
     ("cloudir.family_failing", "case"): {"dave-4"},
     ("cloudir.instance_address", "own"): {"agent", "private-own", "public-own", "eip-own",

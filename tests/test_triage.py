@@ -288,6 +288,43 @@ def test_python_and_sql_classifiers_agree() -> None:
     assert classify(samples[-3]).kind is None
 
 
+AGENT_FAMILIES = {
+    "aws-cli/2.22.4 md/awscrt#0.22.0 ua/2.0 os/linux#6.8.0 lang/python#3.12.6": "aws-cli",
+    "aws-cli/1.18.69 Python/3.8.10 Linux/5.4.0 botocore/1.17.42": "aws-cli",
+    "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux#6.1.0 lang/python#3.11.2": "boto3",
+    "Botocore/1.29.0 Python/3.9.16 Linux/5.10": "boto3",  # one family with Boto3
+    "aws-sdk-go-v2/1.30.3 os/linux lang/go#1.22.5 md/GOOS#linux api/sts#1.30.3": "aws-sdk-go",
+    "aws-sdk-java/1.12.600 Linux/5.10 OpenJDK_64-Bit_Server_VM/17": "aws-sdk-java",
+    "aws-sdk-js/3.600.0 ua/2.0 os/linux#5.10 lang/js md/nodejs#20.15.0": "aws-sdk-js",
+    "APN/1.0 HashiCorp/1.0 Terraform/1.9.2 aws-sdk-go-v2/1.30.3": "terraform",
+    "pulumi-resource-aws/6.45.0 aws-sdk-go/1.50.36 (go1.22.5; linux; amd64)": "pulumi",
+    "cloudformation.amazonaws.com": "cloudformation",
+    "TruffleHog": "secret-scanner",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0": "console",
+    "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.750]": "console",
+    "python-requests/2.32.3": "python-requests",
+    "curl/8.5.0": "curl",
+    "AWS Internal": "aws-service",
+    "athena.amazonaws.com": "aws-service",
+    "enumerate-iam/1.0": "other",
+    "": None,
+}
+
+
+def test_python_and_sql_agent_families_agree() -> None:
+    """`cloudir.key_new_agent_family` reads the SQL; the reference evaluator the Python."""
+    import duckdb
+
+    from cloudir.analyze.actors import agent_family, agent_family_sql
+
+    con = duckdb.connect()
+    for agent, family in AGENT_FAMILIES.items():
+        query = f"SELECT {agent_family_sql('ua')} FROM (SELECT ?::VARCHAR AS ua)"
+        (sql,) = con.execute(query, [agent]).fetchall()[0]
+        assert (agent_family(agent), sql) == (family, family), agent
+    assert agent_family(None) is None
+
+
 FILTER = """title: Terraform CI role
 id: 5b0c7a4e-0d7e-4a7e-9a55-2f3f6a0c1e01
 status: test

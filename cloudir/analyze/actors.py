@@ -115,6 +115,29 @@ AUTOMATION_IDENTITIES = (
 )
 
 
+# The client family of a user agent: which kind of program signed the call, coarse on
+# purpose (a version or an OS change is the same family), for "has this key been used by
+# this kind of client before" (sigma/context.py, cloudir.key_new_agent_family). Built from
+# the tables above, so a client is named the same way in a finding's actor and here; first
+# that matches, then any other agent is "other". Boto3 and a bare botocore are one family
+# (one is the other's engine); AWS calling on the key's behalf (forward access sessions,
+# `*.amazonaws.com`, `AWS Internal`) is "aws-service", not a client of the key's holder.
+_SAME_FAMILY = {"botocore": "boto3"}
+AGENT_FAMILIES = (
+    *(s for s in AUTOMATION_AGENTS if s.field == UA),
+    Signal("secret-scanner", UA, "*trufflehog*"),  # verifies leaked keys it finds
+    *(s for s in CONSOLE if s.field == UA),
+    *INTERACTIVE_AGENTS,
+    *(Signal(_SAME_FAMILY.get(s.detail, s.detail), s.field, s.pattern) for s in SDK_AGENTS),
+    Signal("python-requests", UA, "python-requests/*"),
+    Signal("curl", UA, "curl/*"),
+    Signal("aws-service", UA, "*.amazonaws.com"),
+    Signal("aws-service", UA, "AWS Internal*"),
+)
+OTHER_AGENT = "other"
+AWS_SERVICE_AGENT = "aws-service"
+
+
 @dataclass(frozen=True)
 class Actor:
     kind: str | None  # one of ACTOR_CLASSES, or None when nothing tells
@@ -166,6 +189,14 @@ def classify(event: Mapping[str, Any]) -> Actor:
     if _value(event, UA):
         return Actor(CLI_SDK, "other", named)
     return Actor(None, None, named)
+
+
+def agent_family(user_agent: str | None) -> str | None:
+    """The client family of a user agent (AGENT_FAMILIES); None without an agent."""
+    if not user_agent:
+        return None
+    found = _first(AGENT_FAMILIES, {UA: user_agent})
+    return found.detail if found else OTHER_AGENT
 
 
 def _service_detail(event: Mapping[str, Any], signal: Signal) -> str:
@@ -230,6 +261,12 @@ def actor_sql(field: FieldSql) -> ActorSql:
     kind = "CASE " + " ".join(f"WHEN {test} THEN {k}" for test, k, _ in steps) + " END"
     detail = "CASE " + " ".join(f"WHEN {test} THEN {d}" for test, _, d in steps) + " END"
     return ActorSql(kind, detail, named)
+
+
+def agent_family_sql(user_agent: str) -> str:
+    """`agent_family` as SQL over a user agent's SQL text (NULL without an agent)."""
+    families = _which(AGENT_FAMILIES, lambda _: user_agent)
+    return f"CASE WHEN COALESCE({user_agent} <> '', false) THEN COALESCE({families}, 'other') END"
 
 
 def identity_sql(user: str) -> str:

@@ -15,6 +15,19 @@ than it usually does?". These fields answer them, so the rules stay plain Sigma.
   (necessarily from other addresses); `false` on its other calls. No value for other rows.
   A key seen for the first time is not "new" anywhere: nothing in the case to compare with.
   The hour keeps what a sequence rule correlates small: only the calls from a new address.
+- `cloudir.key_new_agent_family`: the same question as key_new_address about the client
+  family of the call's userAgent (actors.AGENT_FAMILIES: aws-cli, boto3, aws-sdk-go,
+  terraform, console, secret-scanner, python-requests, curl, ..., other): `true` when the
+  key first used this family at most an hour before this call and was used earlier than
+  that (necessarily with other families). No value without a user agent or for AWS calling
+  on the key's behalf (`aws-service`): that is not a client of whoever holds the key.
+- `cloudir.caller_in_group`: for an IAM user's call naming a group
+  (requestParameters.groupName), whether the case shows the caller in that group just
+  before the call: `true` when the last membership change of (account, group, user) before
+  the call is a successful AddUserToGroup, `false` otherwise (removed by
+  RemoveUserFromGroup, or never added in the case). CloudTrail does not log the responses
+  of read calls (GetGroup, ListGroupsForUser), so the changes are all the case can show;
+  a membership older than the case is unknown, and reads `false`.
 - `cloudir.family_failing`: for a CloudTrail call with a principal (timeline `user`), whether
   the principal's calls of the same API family (as cloudir.api_family, read from the
   timeline's `action`) were mostly refused: `bucket` when at least half of them were refused
@@ -50,6 +63,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql
 
 DISCOVERY_BUCKET_SECONDS = 600
 DISCOVERY_FACTOR = 3
@@ -146,6 +161,91 @@ def _key_value(plan: Any) -> str:
     )
 
 
+# -- cloudir.key_new_agent_family -------------------------------------------------------------
+
+
+def _agent_join(plan: Any) -> str:
+    """Joined on the key and the exact user agent, so the family (two dozen ILIKEs) is
+    worked out once per distinct (key, agent) of the case, not on every row of the scan."""
+    family = agent_family_sql("_ca_agent")
+    return f"""LEFT JOIN (
+        SELECT _ca_key, _ca_agent,
+            min(_ca_seen) OVER (PARTITION BY _ca_key, _ca_family) AS _ca_first,
+            min(_ca_seen) OVER (PARTITION BY _ca_key) AS _ca_key_first
+        FROM (
+            SELECT _ca_key, _ca_agent, {family} AS _ca_family, _ca_seen FROM (
+                SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
+                    SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
+                        CASE WHEN contains(raw, '"AKIA')
+                        THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+                    FROM timeline WHERE {CLOUDTRAIL}
+                ) WHERE starts_with(k, 'AKIA') GROUP BY ALL
+            )
+        ) WHERE _ca_family IS NOT NULL AND _ca_family <> '{AWS_SERVICE_AGENT}'
+    ) _ca ON _ca_key = {_key(plan)} AND _ca_agent = {_raw(plan, "userAgent")}"""
+
+
+def _agent_value(plan: Any) -> str:
+    """A row of a key with a family joins its own (key, agent) pair: the case holds it."""
+    fresh = f"epoch(timestamp) - epoch(_ca_first) <= {NEW_ADDRESS_SECONDS}"
+    return (
+        f"CASE WHEN {CLOUDTRAIL} AND starts_with({_key(plan)}, 'AKIA') AND _ca_key IS NOT NULL "
+        f"THEN CAST(_ca_key_first < _ca_first AND {fresh} AS VARCHAR) END"
+    )
+
+
+# -- cloudir.caller_in_group ------------------------------------------------------------------
+
+# The rows the field has a value on: an IAM user's CloudTrail call naming a group.
+_GROUP_CALL = "requestParameters.groupName"
+
+
+def _membership_key(account: str, group: str, user: str) -> str:
+    """IAM names are unique regardless of case: AddUserToGroup on `Admins` is `admins`."""
+    return f"lower({account} || '/' || {group} || '/' || {user})"
+
+
+def _group_rows(plan: Any) -> str:
+    return (
+        f"{CLOUDTRAIL} AND {_raw(plan, 'userIdentity.type')} = 'IAMUser' "
+        f"AND {_raw(plan, _GROUP_CALL)} IS NOT NULL"
+    )
+
+
+def _group_join(plan: Any) -> str:
+    """Each (account, group, user)'s membership changes as one list, in time order.
+
+    Changes in the same second are one change, a removal winning: which came first is not
+    known, and "not a member" is the answer that claims less. (A list, not an ASOF join:
+    that sorts every row of the scan; this join matches only the few calls naming a group.)
+    """
+    read = "json_extract_string(raw, '$.{}')".format
+    change = _membership_key(
+        read("recipientAccountId"), read("requestParameters.groupName"),
+        read("requestParameters.userName"),
+    )  # fmt: skip
+    row = _membership_key(
+        _raw(plan, "recipientAccountId"), _raw(plan, _GROUP_CALL),
+        _raw(plan, "userIdentity.userName"),
+    )  # fmt: skip
+    return f"""LEFT JOIN (
+        SELECT _cg_key, list({{'at': _cg_time, 'member': _cg_member}} ORDER BY _cg_time)
+            AS _cg_changes
+        FROM (
+            SELECT {change} AS _cg_key, timestamp AS _cg_time,
+                bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
+            FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
+                'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
+            GROUP BY ALL HAVING _cg_key IS NOT NULL
+        ) GROUP BY _cg_key
+    ) _cg ON _cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END"""
+
+
+def _group_value(plan: Any) -> str:
+    last = "(list_filter(_cg_changes, lambda c: c.at < timestamp))[-1].member"
+    return f"CASE WHEN {_group_rows(plan)} THEN CAST(COALESCE({last}, false) AS VARCHAR) END"
+
+
 # -- cloudir.instance_address -----------------------------------------------------------------
 
 # Keys of RunInstances' responseElements that hold one of the instance's addresses, at any
@@ -238,6 +338,8 @@ def _family_value(plan: Any) -> str:
 CONTEXTS: dict[str, Context] = {
     "cloudir.family_failing": Context("_c_family_failing", _family_join, _family_value),
     "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
+    "cloudir.key_new_agent_family": Context("_c_key_new_agent_family", _agent_join, _agent_value),
+    "cloudir.caller_in_group": Context("_c_caller_in_group", _group_join, _group_value),
     "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
     "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
 }
