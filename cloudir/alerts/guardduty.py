@@ -80,9 +80,7 @@ def looks_like_finding(value: Any) -> bool:
     )
 
 
-def read_finding(
-    node: Node, *, account: str | None = None, region: str | None = None
-) -> Alert:
+def read_finding(node: Node, *, account: str | None = None, region: str | None = None) -> Alert:
     """`account` and `region` are the envelope's (EventBridge), used when the finding
     does not name its own."""
     finding_id = node.need_text("id", limit=MAX_ID)
@@ -97,9 +95,7 @@ def read_finding(
     service = node.node("service")
     first_seen = (service.time("eventFirstSeen") if service else None) or node.time("createdAt")
     last_seen = (
-        (service.time("eventLastSeen") if service else None)
-        or node.time("updatedAt")
-        or first_seen
+        (service.time("eventLastSeen") if service else None) or node.time("updatedAt") or first_seen
     )
     family = FAMILY_OF_RESOURCE.get(resource_type, "account")
     action = read_action(service.node("action") if service else None)
@@ -262,16 +258,22 @@ def _databases(resource: Node) -> list[AlertResource]:
         name = instance.text("dbInstanceIdentifier") or instance.text("dbClusterIdentifier")
         if name:
             cluster = instance.text("dbClusterIdentifier")
-            facts = _facts(cluster=cluster if cluster != name else None,
-                           engine=instance.text("engine"), arn=instance.text("dbInstanceArn"))  # fmt: skip
+            facts = _facts(
+                cluster=cluster if cluster != name else None,
+                engine=instance.text("engine"),
+                arn=instance.text("dbInstanceArn"),
+            )
             found.append(AlertResource("rds", name, facts))
     limitless = resource.node("rdsLimitlessDbDetails")
     if limitless:
         name = limitless.text("dbShardGroupIdentifier") or limitless.text("dbClusterIdentifier")
         if name:
             cluster = limitless.text("dbClusterIdentifier")
-            facts = _facts(cluster=cluster if cluster != name else None,
-                           engine=limitless.text("engine"), arn=limitless.text("dbShardGroupArn"))  # fmt: skip
+            facts = _facts(
+                cluster=cluster if cluster != name else None,
+                engine=limitless.text("engine"),
+                arn=limitless.text("dbShardGroupArn"),
+            )
             found.append(AlertResource("rds", name, facts))
     return found
 

@@ -75,7 +75,11 @@ def principal_arn(
     if user_type == "IAMUser":
         return f"arn:{partition}:iam::{account}:user/{user_name}"
     if user_type == "AssumedRole":
-        return f"arn:{partition}:sts::{account}:assumed-role/{user_name}/{session}" if session else None
+        return (
+            f"arn:{partition}:sts::{account}:assumed-role/{user_name}/{session}"
+            if session
+            else None
+        )
     if user_type == "FederatedUser":
         return f"arn:{partition}:sts::{account}:federated-user/{user_name}"
     return None

@@ -2,14 +2,17 @@
 
 Documents are recognised by their shape, never by a file name:
 
-| shape | where it comes from |
-|---|---|
-| EventBridge event, `detail-type: "GuardDuty Finding"` | an EventBridge rule on GuardDuty; `detail` is the finding (camelCase) |
-| `{"findings": [...]}` / `{"Findings": [...]}` of GuardDuty findings | GetFindings (the API's own body, camelCase; or boto3 / `aws guardduty get-findings`, PascalCase) |
-| one GuardDuty finding | a console export, or `detail` saved on its own |
-| EventBridge event, `detail-type: "Security Hub Findings - Imported"` or `"... - Custom Action"` | an EventBridge rule on Security Hub; `detail.findings[]` are ASFF findings |
-| `{"Findings": [...]}` of ASFF findings | Security Hub GetFindings, or BatchImportFindings' input |
-| one ASFF finding, or a JSON list of findings | a finding saved on its own |
+- an EventBridge event with `detail-type: "GuardDuty Finding"` (an EventBridge rule on
+  GuardDuty): `detail` is the finding, in camelCase;
+- `{"findings": [...]}` or `{"Findings": [...]}` of GuardDuty findings: GetFindings, as
+  the API sends it (camelCase) or as boto3 and `aws guardduty get-findings` print it
+  (PascalCase);
+- one GuardDuty finding (a console export, or `detail` saved on its own);
+- an EventBridge event with `detail-type` "Security Hub Findings - Imported" or
+  "Security Hub Findings - Custom Action": `detail.findings[]` are ASFF findings;
+- `{"Findings": [...]}` of ASFF findings: Security Hub GetFindings, or
+  BatchImportFindings' input;
+- one ASFF finding, or a JSON list of findings of either kind.
 
 Anything else (a Security Hub insight result, another EventBridge event, JSON that is not
 a finding, not JSON at all, a document over 10 MiB) is an `AlertError`: one line naming
@@ -24,7 +27,7 @@ from cloudir.alerts import guardduty, securityhub
 from cloudir.alerts.document import MAX_BYTES, Node, load
 from cloudir.alerts.model import Alert, AlertError
 
-__all__ = ["MAX_BYTES", "read_alert", "read_alerts"]
+__all__ = ["MAX_BYTES", "read_alert", "read_alerts", "read_each"]
 
 GUARDDUTY_EVENT = "GuardDuty Finding"
 SECURITYHUB_EVENTS = ("Security Hub Findings - Imported", "Security Hub Findings - Custom Action")
@@ -33,12 +36,26 @@ MAX_FINDINGS = 1000  # GetFindings pages hold at most 100; an EventBridge event 
 
 
 def read_alerts(data: bytes) -> list[Alert]:
-    """Every finding the document holds, in its order (at least one)."""
-    document = load(data)
-    alerts = [_read(node, envelope) for node, envelope in _findings(document)]
-    if not alerts:
-        raise AlertError("$: no finding in the document")
+    """Every finding the document holds, in its order (at least one). One finding that
+    cannot be read makes the document unreadable: triage acts on all of it or none."""
+    alerts = []
+    for found in read_each(data):
+        if isinstance(found, AlertError):
+            raise found
+        alerts.append(found)
     return alerts
+
+
+def read_each(data: bytes) -> list[Alert | AlertError]:
+    """Each finding of the document, read or refused on its own (the timeline keeps the
+    good ones and logs the rest). A document that is not an alert at all still raises."""
+    found: list[Alert | AlertError] = []
+    for node, envelope in _findings(load(data)):
+        try:
+            found.append(_read(node, envelope))
+        except AlertError as exc:
+            found.append(exc)
+    return found
 
 
 def read_alert(data: bytes, finding_id: str | None = None) -> Alert:

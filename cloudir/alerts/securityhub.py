@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from cloudir.alerts.document import MAX_ID, MAX_TITLE, Node, check_text
-from cloudir.alerts.guardduty import affected_resources, ordered_resources, address, execution_role, read_action
+from cloudir.alerts.guardduty import (
+    address,
+    affected_resources,
+    execution_role,
+    ordered_resources,
+    read_action,
+)
 from cloudir.alerts.identity import arn_tail, identity_resources
 from cloudir.alerts.model import SEVERITIES, Alert, AlertError, AlertResource
 
@@ -152,7 +159,9 @@ def _field_text(fields: dict[str, str], key: str, limit: int = 2048) -> str | No
 
 
 def _product(node: Node, fields: dict[str, str], product_arn: str) -> str:
-    named = node.text("ProductName", limit=256) or _field_text(fields, "aws/securityhub/ProductName")
+    named = node.text("ProductName", limit=256) or _field_text(
+        fields, "aws/securityhub/ProductName"
+    )
     if named:
         return named
     _, _, tail = product_arn.partition(":product/")
@@ -170,7 +179,9 @@ def _severity(node: Node, fields: dict[str, str]) -> str:
         label = provided.text("Label", limit=32) if provided else None
     if label is not None:
         if label.lower() not in SEVERITIES:
-            raise AlertError(f"{severity.at('Label')}: {label[:40]!r} is not an ASFF severity label")
+            raise AlertError(
+                f"{severity.at('Label')}: {label[:40]!r} is not an ASFF severity label"
+            )
         return label.lower()
     normalized = severity.number("Normalized")
     if normalized is None:
@@ -209,9 +220,9 @@ def _family(resources: list[AlertResource], finding_type: str) -> str:
     for item in resources:
         family = FAMILY_OF_KIND.get(item.kind)
         if family:
-            if family == "access-key" and _S3_TYPE.search(finding_type):
-                if any(r.kind == "s3-bucket" for r in resources):
-                    return "s3-bucket"
+            s3 = family == "access-key" and _S3_TYPE.search(finding_type)
+            if s3 and any(r.kind == "s3-bucket" for r in resources):
+                return "s3-bucket"
             return family
     return "account"
 
@@ -228,20 +239,24 @@ def _resource(item: Node, partition: str, account: str) -> list[AlertResource]:
     return _by_arn(resource_id, kind)
 
 
-Reader = Any  # (resource id, Details.<Type> node or None, partition, account) -> resources
+# (resource id, Details.<Type> node or None, partition, account) -> resources
+Reader = Callable[[str, "Node | None", str, str], list[AlertResource]]
 
 
 def _instance(rid: str, d: Node | None, partition: str, account: str) -> list[AlertResource]:
     instance_id = arn_tail(rid, ":instance/") or rid
-    facts = {}
+    facts: dict[str, Any] = {}
     if d:
-        facts = {k: v for k, v in (("image_id", d.text("ImageId")),
-                                   ("instance_profile", d.text("IamInstanceProfileArn"))) if v}  # fmt: skip
+        facts["image_id"] = d.text("ImageId")
+        facts["instance_profile"] = d.text("IamInstanceProfileArn")
+    facts = {k: v for k, v in facts.items() if v}
     return [AlertResource("instance", instance_id, facts)]
 
 
 def _access_key(rid: str, d: Node | None, partition: str, account: str) -> list[AlertResource]:
-    key_id = (d.text("AccessKeyId") if d else None) or rid.removeprefix("AWS::IAM::AccessKey:")
+    key_id: str | None = (d.text("AccessKeyId") if d else None) or rid.removeprefix(
+        "AWS::IAM::AccessKey:"
+    )
     if key_id == rid and not rid.startswith(("AKIA", "ASIA")):
         key_id = None  # an Id that is not a key id (an ARN, a made-up name)
     return identity_resources(
