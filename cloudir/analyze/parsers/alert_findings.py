@@ -27,6 +27,7 @@ from cloudir.alerts.scope import scope_of
 from cloudir.analyze.host.rows import host_row
 from cloudir.analyze.parsers import (
     BY_CONTENT,
+    BY_NAME_AND_STRUCTURE,
     NOT_MINE,
     ErrorLog,
     ParseOptions,
@@ -53,21 +54,25 @@ def accepts(path: Path) -> bool:
 
 
 def recognise(paths: Sequence[Path]) -> int:
-    """Alert documents by content: each file JSON that reads as at least one finding."""
+    """Alert documents by content: each file plain JSON (not `{"Records": ...}`) shaped
+    as an alert document (its findings are read, or logged, by the timeline). A `.json`
+    name whose content is an alert is surer than the name alone, which CloudTrail claims
+    for every `.json` file."""
     if not paths or len(paths) > RECOGNISE_MAX_FILES:
         return NOT_MINE
+    named = True
     for path in paths:
-        if not sniff(path).json:
+        seen = sniff(path)
+        if seen.compression is not None or seen.format != "json":
             return NOT_MINE
         try:
             if path.stat().st_size > MAX_BYTES:
                 return NOT_MINE
-            found = read_each(_read_bytes(path))
+            read_each(_read_bytes(path))  # an alert's shape; a bad finding in it is logged
         except (OSError, AlertError):
             return NOT_MINE
-        if not any(isinstance(f, Alert) for f in found):
-            return NOT_MINE
-    return BY_CONTENT
+        named = named and path.name.lower().endswith(".json")
+    return BY_NAME_AND_STRUCTURE if named else BY_CONTENT
 
 
 def _read_bytes(path: Path) -> bytes:
