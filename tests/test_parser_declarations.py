@@ -357,7 +357,7 @@ def test_a_new_log_type_is_one_new_file(tmp_path: Path) -> None:
     case = tmp_path / "case"
 
     refused = cloudir("capture", "files", "--case", str(case), "--kind", "x", str(log), env=env)
-    assert "container-image, widget-log or files" in refused.stderr
+    assert "container-image, alert, widget-log or files" in refused.stderr
 
     captured = cloudir("capture", "files", "--case", str(case), str(log), "--json", env=env)
     assert captured.code == 0, captured.stderr

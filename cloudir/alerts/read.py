@@ -85,6 +85,11 @@ Envelope = dict[str, str | None]
 def _findings(document: Any) -> list[tuple[Node, Envelope]]:
     """Each finding of the document as (its node, what its envelope says)."""
     if isinstance(document, list):
+        # A bare list is a list of findings only when it starts with one: a JSON array of
+        # CloudTrail records (or of anything else) is not an alert document.
+        if document and not _looks_like_finding(document[0]):
+            raise AlertError("$[0]: not a GuardDuty or Security Hub finding (a list of findings "
+                             "starts with one)")  # fmt: skip
         return _listed(document, "$", {})
     if not isinstance(document, dict):
         raise AlertError(f"$: not a GuardDuty or Security Hub finding (a JSON {_what(document)})")
@@ -94,12 +99,16 @@ def _findings(document: Any) -> list[tuple[Node, Envelope]]:
     for key in ("Findings", "findings"):
         if key in document:
             return _listed(document[key], f"$.{key}", {})
-    if guardduty.looks_like_finding(document) or securityhub.looks_like_finding(document):
+    if _looks_like_finding(document):
         return [(root, {})]
     raise AlertError(
         "$: not a GuardDuty or Security Hub finding, nor an EventBridge event or "
         "GetFindings response holding one"
     )
+
+
+def _looks_like_finding(value: Any) -> bool:
+    return guardduty.looks_like_finding(value) or securityhub.looks_like_finding(value)
 
 
 def _event(root: Node) -> list[tuple[Node, Envelope]]:
