@@ -86,14 +86,16 @@ def test_broken_documents_and_findings_are_logged_and_counted(tmp_path: Path) ->
     mixed.write_text(json.dumps(event))
     hostile = tmp_path / "hostile"
     hostile.write_bytes(b'{"id": "x\\u001b[2J", "type": "T", "severity": 1, "resource": {}}')
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b'{"findings": ["' + b"a" * (10 << 20) + b'"]}')
     captured = cloudir(
         "capture", "files", "--case", str(case), "--kind", "alert", str(mixed),
-        str(CUSTODIAN / "event-securityhub-insight-2.json"), str(hostile),
+        str(CUSTODIAN / "event-securityhub-insight-2.json"), str(hostile), str(huge),
     )  # fmt: skip
     assert captured.code == 0, captured.stderr
     timeline = cloudir("timeline", "--case", str(case), "--json")
     assert timeline.json()["rows"] == 1
-    assert timeline.json()["errors"] == 3
+    assert timeline.json()["errors"] == 4
     errors = [
         json.loads(line) for line in (case / "timeline" / "errors.jsonl").read_text().splitlines()
     ]
@@ -107,5 +109,8 @@ def test_broken_documents_and_findings_are_logged_and_counted(tmp_path: Path) ->
     )
     assert reasons["alert-hostile"] == (
         "finding not read: $.id: holds control characters; not an AWS name or id"
+    )
+    assert reasons["alert-huge.json"] == (
+        f"huge.json: {huge.stat().st_size} bytes, more than an alert document's 10485760"
     )
     assert [e.get("record") for e in errors if e["evidence_id"] == "alert-mixed.json"] == [2]

@@ -86,6 +86,10 @@ def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            errors.add(f"{path.name}: {size} bytes, more than an alert document's {MAX_BYTES}")
+            return
         found = read_each(_read_bytes(path))
     except OSError as exc:
         errors.add(f"{path.name}: not readable ({exc.strerror or exc})")
