@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.guardduty_server import guardduty_server  # noqa: F401 - a fixture for every test
+
 REPO = Path(__file__).resolve().parent.parent
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

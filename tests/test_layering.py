@@ -31,6 +31,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloudir.case": ("cloudir.capture", "cloudir.analyze", "cloudir.report", "cloudir.respond"),
     "cloudir.aws": ("cloudir.capture", "cloudir.analyze", "cloudir.report", "cloudir.respond"),
     "cloudir.progress": ("cloudir.capture", "cloudir.analyze", "cloudir.report"),
+    # Reading an alert knows nothing of what triage then does with it.
+    "cloudir.alerts": (
+        "cloudir.capture",
+        "cloudir.analyze",
+        "cloudir.report",
+        "cloudir.respond",
+        "cloudir.triage",
+    ),
 }
 
 KNOWN: set[tuple[str, str]] = set()  # imports against the rules, each with its reason

@@ -39,6 +39,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("host", ("disk-image",)),
         ("image", ("container-image",)),
         ("container", ("container",)),
+        ("alert", ("alert",)),
         ("response", ("response",)),
         ("host", ("ebs-snapshot", "files")),
     ]
@@ -54,7 +55,7 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
-    assert out.strip() == "['cloudtrail', 'container', 'host', 'image', 'response']"
+    assert out.strip() == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response']"
 
 
 def test_a_broken_plug_in_is_one_warning_not_a_crash(
@@ -76,7 +77,7 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
-    assert capture_kinds() == ["cloudtrail", "disk-image", "container-image", "files"]
+    assert capture_kinds() == ["cloudtrail", "disk-image", "container-image", "alert", "files"]
 
 
 def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
         "capture", "files", "--case", str(tmp_path / "case"), "--kind", "nope", str(tmp_path)
     )
     assert result.code == 2
-    assert "--kind must be auto, cloudtrail, disk-image, container-image or files" in (
+    assert "--kind must be auto, cloudtrail, disk-image, container-image, alert or files" in (
         result.stderr
     )
 
@@ -356,7 +357,7 @@ def test_a_new_log_type_is_one_new_file(tmp_path: Path) -> None:
     case = tmp_path / "case"
 
     refused = cloudir("capture", "files", "--case", str(case), "--kind", "x", str(log), env=env)
-    assert "container-image, widget-log or files" in refused.stderr
+    assert "container-image, alert, widget-log or files" in refused.stderr
 
     captured = cloudir("capture", "files", "--case", str(case), str(log), "--json", env=env)
     assert captured.code == 0, captured.stderr
