@@ -365,6 +365,7 @@ def test_tampered_evidence_is_refused_counted_and_recorded_not_uploaded(
     [closing] = _entries(real_case, "upload-incomplete")
     assert len(closing["source"]["refused"]) == 2
     assert "2 refused" in said[-1]
+    assert sum(line.startswith(f"NOT uploaded: {rel}: SHA-256") for line in said) == 1
 
 
 def test_links_and_fifos_are_skipped_never_followed(

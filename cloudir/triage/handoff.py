@@ -369,8 +369,12 @@ def upload_case(
         recorded = case.recorded_files()
         files, skipped, unlisted = _case_files(case.root)
         result.skipped.extend(skipped)
+        for path, why in skipped:
+            if path != LOCK_FILE:
+                report(f"not uploaded (not case data): {inert(path)}: {inert(why)}")
         result.refused.extend(unlisted)
         for path, why in unlisted:
+            report(f"NOT uploaded: {inert(path)}: {inert(why)}")
             _record_refused(case, result, path, why, {})
         closed = False
         try:
@@ -378,7 +382,7 @@ def upload_case(
                 if rel == CUSTODY_FILE:
                     closed = True
                     _close(case, result, report)
-                _upload_one(s3, case, result, rel, recorded.get(rel), part_size)
+                _upload_one(s3, case, result, rel, recorded.get(rel), part_size, report)
         except BaseException as exc:
             if not closed:
                 _close(case, result, report, stopped=exc)
@@ -471,6 +475,7 @@ def _upload_one(
     rel: str,
     recorded: FileRecord | None,
     part_size: int,
+    report: Reporter,
 ) -> None:
     key = result.prefix + rel
     try:
@@ -489,6 +494,7 @@ def _upload_one(
     except _Refused as refused:
         why = str(refused)
         result.refused.append((rel, why))
+        report(f"NOT uploaded: {inert(rel)}: {inert(why)}")
         _record_refused(case, result, rel, why, refused.detail)
         return
     result.uploaded.append(obj)
