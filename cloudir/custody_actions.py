@@ -51,6 +51,11 @@ class CustodyAction(StrEnum):
     RESPOND_CHANGE = "respond-change"
     RESPOND_COMPLETE = "respond-complete"
     RESPOND_INCOMPLETE = "respond-incomplete"
+    # triage --upload: the case folder copied to S3, object by object, and its end
+    UPLOAD = "upload"
+    UPLOAD_REFUSED = "upload-refused"
+    UPLOAD_COMPLETE = "upload-complete"
+    UPLOAD_INCOMPLETE = "upload-incomplete"
 
 
 # How an item's run ends: (the action when it is whole, the action when it is not).

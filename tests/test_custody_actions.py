@@ -102,7 +102,8 @@ def test_values_are_the_words_existing_cases_hold() -> None:
         "snapshot-pending", "share", "snapshot-copy", "snapshot-copy-complete",
         "docker-engine", "container-paused", "container-unpaused", "container-unpause-failed",
         "respond-plan", "respond-change-started", "respond-change", "respond-complete",
-        "respond-incomplete",
+        "respond-incomplete", "upload", "upload-refused", "upload-complete",
+        "upload-incomplete",
     }  # fmt: skip
     assert read_action("capture") is CustodyAction.CAPTURE
     assert read_action("no-such-action") is None and read_action(None) is None
