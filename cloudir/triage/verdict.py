@@ -131,7 +131,7 @@ def validate_alert(case_root: Path, alert: Alert, scope: Scope) -> Validation:
     with _Timeline(case, scope) as timeline:
         activity = timeline.activity(api, service)
         searched = timeline.searched()
-        matched = _findings_on(timeline, scope, findings_doc.get("findings", []))
+        matched = _findings_on(timeline, findings_doc.get("findings", []))
         suppressed = _suppressed_on(timeline, findings_doc.get("suppressions", []))
     searched["findings_file"] = findings_doc.get("_state")
     searched["rules_loaded"] = (findings_doc.get("rules") or {}).get("loaded")
@@ -310,7 +310,8 @@ def _finding_line(finding: dict[str, Any], verb: str) -> str:
         f"cloudir rule {_t(finding['rule_id'], 80)} \u201c{_t(finding['title'], 160)}\u201d "
         f"({finding.get('level')}, {finding.get('outcome') or 'outcome unknown'}, actor "
         f"{finding.get('actor') or 'unknown'}) {verb.rstrip(':')}: "
-        f"{_n(finding['count'], 'event')}, {_ids(finding['event_ids'])}"
+        f"{finding['events_in_scope']:,} of its {_n(finding['count'], 'event')} by the scoped "
+        f"entities, {_ids(finding['event_ids'])}"
     )
 
 
@@ -458,13 +459,22 @@ class _Timeline:
         actor = actor_sql(_raw)
         window = "timestamp BETWEEN $start::TIMESTAMPTZ AND $end::TIMESTAMPTZ"
         not_alert = "COALESCE(evidence_id NOT IN (SELECT unnest($alert_evidence)), true)"
+        # Every row of the entities, at any time: their findings before and after the
+        # window are the story's earlier and later steps.
+        self.con.execute(
+            f"""CREATE TEMP TABLE entity_rows AS SELECT event_id, timestamp FROM timeline
+                WHERE {not_alert} AND ({scope_condition()})""",
+            {"alert_evidence": self.alert_evidence} | scope_params(self.scope),
+        ).fetchall()
         self.con.execute(
             f"""CREATE TEMP TABLE scoped AS
                 SELECT event_id, timestamp, action, outcome, src_ip, "user", source,
                        evidence_id, {_raw("userAgent")} AS user_agent,
                        CASE WHEN source = 'cloudtrail' THEN {actor.kind} END AS actor,
                        CASE WHEN source = 'cloudtrail' THEN {actor.detail} END AS actor_detail
-                FROM timeline WHERE {window} AND {not_alert} AND ({scope_condition()})""",
+                FROM timeline
+                WHERE {window} AND event_id IN (SELECT event_id FROM entity_rows)
+                  AND {not_alert} AND ({scope_condition()})""",
             self._window() | {"alert_evidence": self.alert_evidence} | scope_params(self.scope),
         ).fetchall()
         return self
@@ -571,93 +581,55 @@ class _Timeline:
         }
 
     def scoped_ids(self, event_ids: list[str]) -> list[str]:
+        return [r["event_id"] for r in self.scoped_hits(event_ids)]
+
+    def outside(self, event_ids: list[str]) -> str | None:
+        """ "earlier" or "later": where the entities' rows among `event_ids` lie when none
+        is in the window (earlier when any is before it); None when there is none."""
+        if self.con is None or not event_ids:
+            return None
+        [row] = self.rows(
+            """SELECT count(*) AS n, min(timestamp) < $start::TIMESTAMPTZ AS before
+               FROM entity_rows WHERE event_id IN (SELECT unnest($ids))""",
+            {"ids": event_ids, "start": self._window()["start"]},
+        )
+        if not row["n"]:
+            return None
+        return "earlier" if row["before"] else "later"
+
+    def scoped_hits(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        """Those of `event_ids` that are scoped rows in the window, in time order, with
+        each one's actor class and outcome."""
         if self.con is None or not event_ids:
             return []
-        return [
-            r["event_id"]
-            for r in self.rows(
-                """SELECT event_id FROM scoped WHERE event_id IN (SELECT unnest($ids))
-                   ORDER BY timestamp, event_id""",
-                {"ids": event_ids},
-            )
-        ]
+        return self.rows(
+            """SELECT event_id, actor, actor_detail, outcome FROM scoped
+               WHERE event_id IN (SELECT unnest($ids)) ORDER BY timestamp, event_id""",
+            {"ids": event_ids},
+        )
 
 
 # ---------------------------------------------------------------- findings on the entities
-
-_USER_ARN = re.compile(r":user/(?:[^/]*/)*([^/]+)$")
-_ASSUMED = re.compile(r"^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.*$")
 
 
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in value if isinstance(v, (str, int))] if isinstance(value, list) else []
 
 
-def names_entity(finding: dict[str, Any], scope: Scope) -> bool:
-    """Does the finding name one of the scoped entities (by the same rules as the SQL)?"""
-    given = finding.get("entities")
-    entities: dict[str, Any] = given if isinstance(given, dict) else {}
-    principals = set(_strings(entities.get("principals"))) | set(
-        _strings(finding.get("principals"))
-    )
-    for arn in principals:
-        if arn in scope.principals or _ASSUMED.sub(r"\1", arn) in scope.principals:
-            return True
-        user = _USER_ARN.search(arn)
-        if user and user.group(1) in scope.users:
-            return True
-        if ":assumed-role/" in arn:
-            role = arn.split(":assumed-role/", 1)[1].split("/")[0]
-            session = arn.split(":assumed-role/", 1)[1].partition("/")[2]
-            if role in scope.roles or session in scope.instances:
-                return True
-        elif ":role/" in arn and arn.rsplit("/", 1)[-1] in scope.roles:
-            return True
-    resources = {*scope.instances, *scope.buckets, *scope.clusters, *scope.functions,
-                 *scope.databases, *scope.containers}  # fmt: skip
-    return bool(
-        set(_strings(entities.get("access_keys"))) & set(scope.access_keys)
-        or set(_strings(entities.get("source_ips"))) & set(scope.addresses)
-        or set(_strings(entities.get("hosts"))) & {*scope.instances, *scope.containers}
-        or set(_strings(entities.get("targets"))) & resources
-    )
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _findings_on(
-    timeline: _Timeline, scope: Scope, findings: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _findings_on(timeline: _Timeline, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each finding on the scoped entities, marked in the window, earlier or later.
 
-    In the window: one of its events is a scoped row in the window, or it names a scoped
-    entity and its first..last seen overlaps the window. Earlier / later: it names a
-    scoped entity and ended before the window starts / began after it ends.
+    On the entities: one of its matched events is a row of theirs. In the window: one
+    such row is in the window. Earlier / later: all such rows are outside it, the first
+    before it / all after it. A finding's entity lists are not used: one rule's finding
+    gathers every principal's matches, so naming an entity says nothing about when.
     """
     on: list[dict[str, Any]] = []
     for finding in findings:
         ids = _strings(finding.get("event_ids"))
-        hits = timeline.scoped_ids(ids)
-        names = names_entity(finding, scope)
-        first, last = _moment(finding.get("first_seen")), _moment(finding.get("last_seen"))
-        when = None
-        if hits:
-            when = "in"
-        elif names and first and last:
-            if last < scope.start:
-                when = "earlier"
-            elif first > scope.end:
-                when = "later"
-            else:
-                when = "in"
+        scoped = timeline.scoped_hits(ids)
+        hits = [h["event_id"] for h in scoped]
+        when = "in" if hits else timeline.outside(ids)
         if when is None:
             continue
         count = finding.get("count")
@@ -666,11 +638,7 @@ def _findings_on(
                 "rule_id": _t(finding.get("rule_id")),
                 "title": _t(finding.get("title")),
                 "level": _t(finding.get("level")),
-                "outcome": _t(finding.get("outcome")) if finding.get("outcome") else None,
-                "actor": _t(finding.get("actor")) if finding.get("actor") else None,
-                "actor_detail": _t(finding.get("actor_detail"))
-                if finding.get("actor_detail")
-                else None,
+                **_triage_of(finding, scoped),
                 "automation_misused": finding.get("automation_misused") is True,
                 "count": count if isinstance(count, int) else len(ids),
                 "first_seen": _t(finding.get("first_seen")),
@@ -683,6 +651,35 @@ def _findings_on(
             }
         )
     return on
+
+
+def _triage_of(finding: dict[str, Any], scoped: list[dict[str, Any]]) -> dict[str, Any]:
+    """Outcome and actor of the finding's events by the scoped entities.
+
+    A finding is one rule's matches across every principal: its own `outcome` and
+    `actor` may be another principal's (a person's key creation and Terraform's in one
+    finding). Over its scoped events: succeeded when every one with an outcome is a
+    success, attempted when none is, mixed otherwise; the actor is the most human class
+    among them (actors.ACTOR_CLASSES' order). With no scoped event (a finding matched by
+    the entities it names), the finding's own values.
+    """
+    if not scoped:
+        return {
+            k: _t(finding.get(k)) if finding.get(k) else None
+            for k in ("outcome", "actor", "actor_detail")
+        }
+    outcomes = {h["outcome"] == "success" for h in scoped if h["outcome"]}
+    outcome = (
+        None if not outcomes else "mixed" if len(outcomes) == 2 else
+        "succeeded" if True in outcomes else "attempted"
+    )  # fmt: skip
+    order = {kind: n for n, kind in enumerate(ACTOR_CLASSES)}
+    first = min(scoped, key=lambda h: order.get(h["actor"], -1))  # unclassified: a person
+    return {
+        "outcome": outcome,
+        "actor": first["actor"],
+        "actor_detail": _t(first["actor_detail"]) if first["actor_detail"] else None,
+    }
 
 
 def _listed(finding: dict[str, Any]) -> dict[str, Any]:
