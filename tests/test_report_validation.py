@@ -85,7 +85,7 @@ def test_report_json_carries_the_validation_after_the_case(triaged: Path) -> Non
     assert [f["title"] for f in v["story"]["later"]] == [
         "GuardDuty Detector Deleted, Disabled or Detached"
     ]
-    assert v["searched"]["rows"] == 12 and v["searched"]["timeline"] is True
+    assert v["searched"]["rows"] == 13 and v["searched"]["timeline"] is True
 
 
 def test_hostile_alert_title_and_user_agent_stay_text(triaged: Path) -> None:

@@ -102,7 +102,7 @@ def test_a_leaked_key_with_high_findings_and_the_alerts_call_is_confirmed(case: 
     assert titles[OTHER_USER_KEY]["events_in_scope"] == 1
     assert titles[OTHER_USER_KEY]["event_ids"] == event_ids(case, "leaky", "CreateAccessKey")
     assert [f["title"] for f in v.story["later"]] == [DETECTOR]
-    assert v.searched["rows"] == 12 and v.searched["rows_in_window"] == 9
+    assert v.searched["rows"] == 13 and v.searched["rows_in_window"] == 9
     assert v.searched["rows_in_window_by_source"] == {"cloudtrail": 9}
 
 
@@ -163,7 +163,7 @@ def test_a_principal_that_did_nothing_in_the_window_is_not_corroborated(case: Pa
     assert v.reasons == (
         "no activity by the scoped entities (access_keys AKIANOBODY0001) in the window: "
         "searched 9 timeline rows from 2026-11-20T09:30:00Z to 2026-11-20T10:30:00Z "
-        "(cloudtrail 9) of 12 in the case",
+        "(cloudtrail 9) of 13 in the case",
         "no cloudir finding names these entities in the window",
         "so the alert's call CreateUser is not in the evidence",
     )
@@ -189,6 +189,8 @@ def test_activity_all_by_automation_is_explained(case: Path) -> None:
     v = validate_alert(case, alert(), scope("10:25:00", "10:35:00", roles=("terraform-deployer",)))
     assert (v.verdict, v.rule) == (EXPLAINED, "automation")
     assert v.activity["by_actor"]["automation"] == 2 == v.activity["count"]
+    assert v.activity["known_automation"] == 2
+    assert v.activity["automation_identities"] == ["terraform"]
     assert (
         "every one of the 2 rows by the scoped entities in the window is by known "
         in (v.reasons[0])
@@ -197,6 +199,19 @@ def test_activity_all_by_automation_is_explained(case: Path) -> None:
     # the finding also holds leaky's events (a person's); here only the role's count
     new_user_key = next(f for f in v.findings if f["title"] == NEW_USER_KEY)
     assert (new_user_key["actor"], new_user_key["events_in_scope"]) == ("automation", 2)
+
+
+def test_an_automation_user_agent_alone_explains_nothing(case: Path) -> None:
+    """The agent is the caller's own text: a leaked key can claim to be Terraform."""
+    listed = Alert(**{**alert().__dict__, "action": {"api": "ListBuckets"}})
+    v = validate_alert(case, listed, scope("10:45:00", "10:55:00", users=("mallory",)))
+    assert v.activity["by_actor"]["automation"] == 1 and v.activity["known_automation"] == 0
+    assert (v.verdict, v.rule) == (CORROBORATED, "consistent")
+    [call] = event_ids(case, "mallory", "ListBuckets")
+    assert v.reasons == (
+        "the alert's call ListBuckets is in the evidence: 1 call by the scoped entities in "
+        f"the window, event {call}",
+    )
 
 
 def test_matches_the_users_filters_suppressed_are_explained(case: Path) -> None:

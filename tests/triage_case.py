@@ -6,7 +6,8 @@ captured, timelined and detected by the cloudir CLI (with one suppression filter
     bob    (AKIABOBBOB0001): two ListBuckets calls, nothing a rule names;
     carol  (AKIACAROL00001): a key for another user (a medium finding);
     terraform-deployer (a role, Terraform's agent): a user and its key (automation);
-    erin   (AKIAERINERIN01): a key for another user, suppressed by the user's filter.
+    erin   (AKIAERINERIN01): a key for another user, suppressed by the user's filter;
+    mallory (AKIAMALLORY0001): a ListBuckets call with Terraform's user agent, by hand.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def events() -> list[dict[str, Any]]:
               requestParameters={"userName": "svc-x"}, **tf),
         event("10:40:00", "CreateAccessKey", "iam", erin, requestParameters={"userName": "frank"},
               sourceIPAddress="198.51.100.40"),
+        event("10:50:00", "ListBuckets", "s3", user("mallory", "AKIAMALLORY0001"),
+              sourceIPAddress="203.0.113.66", userAgent=TERRAFORM_AGENT),
     ]  # fmt: skip
 
 

@@ -54,7 +54,7 @@ VERDICTS = (CONFIRMED, CORROBORATED, NOT_CORROBORATED, EXPLAINED)
 SERIOUS_LEVELS = ("high", "critical")  # a finding that can confirm
 CONSISTENT_LEVELS = ("low", "medium", "high", "critical")  # one that can corroborate
 LANDED = ("succeeded", "mixed")  # an outcome that says the calls worked
-MACHINE = frozenset({AUTOMATION, AWS_SERVICE})
+MACHINE = frozenset({AUTOMATION, AWS_SERVICE})  # actor classes that are no person
 ALERT_KIND = "alert"  # evidence of this kind is the alert itself: never its own evidence
 
 ROWS_SHOWN = 20  # sample rows of the scoped activity
@@ -222,10 +222,12 @@ def decide(
         return "nothing", NOT_CORROBORATED, reasons
     people = [f for f in findings if f.get("actor") not in MACHINE or f.get("automation_misused")]
     by_class = activity["by_actor"]
-    machine_rows = sum(by_class.get(k, 0) for k in MACHINE)
-    if rows and machine_rows == rows and not people:
+    if rows and activity["known_automation"] == rows and not people:
         kinds = ", ".join(f"{n} {k}" for k, n in by_class.items() if n)
+        named_as = ", ".join(_t(i, 60) for i in activity["automation_identities"][:5])
         details = ", ".join(_t(d, 60) for d in activity["actor_details"][:5])
+        if named_as:
+            details = f"identity named as {named_as}; {details}"
         return (
             "automation",
             EXPLAINED,
@@ -471,7 +473,9 @@ class _Timeline:
                 SELECT event_id, timestamp, action, outcome, src_ip, "user", source,
                        evidence_id, {_raw("userAgent")} AS user_agent,
                        CASE WHEN source = 'cloudtrail' THEN {actor.kind} END AS actor,
-                       CASE WHEN source = 'cloudtrail' THEN {actor.detail} END AS actor_detail
+                       CASE WHEN source = 'cloudtrail' THEN {actor.detail} END AS actor_detail,
+                       CASE WHEN source = 'cloudtrail' THEN {actor.automation_identity} END
+                           AS automation_identity
                 FROM timeline
                 WHERE {window} AND event_id IN (SELECT event_id FROM entity_rows)
                   AND {not_alert} AND ({scope_condition()})""",
@@ -509,6 +513,12 @@ class _Timeline:
             r["actor"] or "unknown": r["count"]
             for r in self.rows("SELECT actor, count(*) AS count FROM scoped GROUP BY actor")
         }
+        [known] = self.rows(
+            f"""SELECT count(*) AS n, list(DISTINCT automation_identity) FILTER (WHERE actor =
+                       '{AUTOMATION}') AS identities FROM scoped
+                WHERE actor = '{AWS_SERVICE}'
+                   OR (actor = '{AUTOMATION}' AND automation_identity IS NOT NULL)"""
+        ) or [{"n": 0, "identities": []}]
         details = self.rows(
             """SELECT actor_detail, count(*) AS count FROM scoped WHERE actor_detail IS NOT NULL
                GROUP BY actor_detail ORDER BY count DESC, actor_detail LIMIT 10"""
@@ -536,6 +546,10 @@ class _Timeline:
             "last": stats["last"],
             "by_action": [{"action": _t(a["action"]), "count": a["count"]} for a in actions],
             "by_actor": {k: classes.get(k, 0) for k in (*ACTOR_CLASSES, "unknown")},
+            # AWS itself, or automation whose role or user name says so: a user agent
+            # alone is the caller's own text and explains nothing
+            "known_automation": known["n"],
+            "automation_identities": sorted(_t(i) for i in known["identities"] or []),
             "actor_details": [_t(d["actor_detail"]) for d in details],
             "named_action": named,
             "rows": [{k: _t(v) if isinstance(v, str) else v for k, v in r.items()} for r in sample],
