@@ -288,3 +288,25 @@ def test_any_alert_text_gets_a_verdict_with_one_line_reasons(
     assert v.verdict in VERDICTS
     assert v.reasons and all(r and "\n" not in r and "\r" not in r for r in v.reasons)
     json.dumps(v.as_dict())
+
+
+def test_a_broken_timeline_is_one_line(case: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "case"
+    shutil.copytree(case, copy)
+    [part] = list((copy / "timeline").glob("*.parquet"))
+    part.write_bytes(b"PAR1 not parquet at all PAR1")
+    with pytest.raises(EvidenceError) as caught:
+        validate_alert(copy, alert(), scope(users=("leaky",)))
+    assert "the timeline cannot be read" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_linked_triage_folder_is_never_written_through(case: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "case"
+    shutil.copytree(case, copy)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (copy / "triage").symlink_to(outside)
+    v = validate_alert(copy, alert(), scope(users=("leaky",)))
+    with pytest.raises(EvidenceError, match="symbolic link"):
+        write_validation(copy, v)
+    assert list(outside.iterdir()) == []

@@ -107,6 +107,8 @@ def write_validation(case_root: Path, validation: Validation) -> Path:
     """triage/validation.json, written whole through a temporary name (a reader never
     sees half a verdict); returns its path."""
     path = Case.open(case_root).paths.triage_validation
+    if path.parent.is_symlink() or path.is_symlink():
+        raise EvidenceError(f"{path}: a symbolic link; cloudir writes triage/ only inside the case")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -128,13 +130,23 @@ def validate_alert(case_root: Path, alert: Alert, scope: Scope) -> Validation:
     case = Case.open(case_root)
     findings_doc = _read_findings(case)
     api, service = named_api(alert.action)
-    with _Timeline(case, scope) as timeline:
-        activity = timeline.activity(api, service)
-        searched = timeline.searched()
-        matched = _findings_on(timeline, findings_doc.get("findings", []))
-        suppressed = _suppressed_on(timeline, findings_doc.get("suppressions", []))
+    import duckdb
+
+    try:
+        with _Timeline(case, scope) as timeline:
+            activity = timeline.activity(api, service)
+            searched = timeline.searched()
+            matched = _findings_on(timeline, findings_doc.get("findings", []))
+            suppressed = _suppressed_on(timeline, findings_doc.get("suppressions", []))
+    except duckdb.Error as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise EvidenceError(
+            f"{case.paths.timeline}: the timeline cannot be read ({first})"
+        ) from exc
+    rules = findings_doc.get("rules")
+    loaded = rules.get("loaded") if isinstance(rules, dict) else None
     searched["findings_file"] = findings_doc.get("_state")
-    searched["rules_loaded"] = (findings_doc.get("rules") or {}).get("loaded")
+    searched["rules_loaded"] = loaded if isinstance(loaded, int) else None
     in_window = [f for f in matched if f["in_window"]]
     story = {
         "earlier": [_listed(f) for f in matched if f["when"] == "earlier"][:FINDINGS_LISTED],
