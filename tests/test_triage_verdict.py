@@ -214,6 +214,12 @@ def test_an_automation_user_agent_alone_explains_nothing(case: Path) -> None:
     )
 
 
+def test_a_role_arn_names_its_sessions(case: Path) -> None:
+    role = f"arn:aws:iam::{ACCOUNT}:role/terraform-deployer"
+    v = validate_alert(case, alert(), scope("10:25:00", "10:35:00", principals=(role,)))
+    assert v.activity["count"] == 2 and v.verdict == EXPLAINED
+
+
 def test_matches_the_users_filters_suppressed_are_explained(case: Path) -> None:
     v = validate_alert(case, alert(), scope("10:35:00", "10:45:00", users=("erin",)))
     assert (v.verdict, v.rule) == (EXPLAINED, "suppressed")

@@ -437,7 +437,8 @@ def scope_params(scope: Scope) -> dict[str, Any]:
     return {
         "principals": list(scope.principals),
         "users": list(scope.users),
-        "roles": list(scope.roles),
+        # a role's ARN names every session of it: arn:aws:sts::...:assumed-role/NAME/...
+        "roles": [*scope.roles, *(p.rsplit("/", 1)[1] for p in scope.principals if ":role/" in p)],
         "access_keys": list(scope.access_keys),
         "hosts": [*scope.instances, *scope.containers],
         "targets": resources,
