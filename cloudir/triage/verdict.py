@@ -10,17 +10,18 @@ never changes the case except for triage/validation.json.
 The rules and their order are in docs/triage.md ("Validating the alert"):
 
 1. `explained`, sample: the alert says it is a GuardDuty / ASFF sample finding;
-2. `not corroborated`, nothing: no row of the scoped entities in the window and no
-   cloudir finding on them (or no entity at all to search for);
-3. `explained`, automation: every such row is by infrastructure-as-code or an AWS
-   service (actors.py's classes), and no finding on them is a person's or misused;
-4. `explained`, suppressed: no finding on them is left, and the user's suppression
+2. `not corroborated`, no entity: the scope names nothing to search for;
+3. `not corroborated`, nothing: no row of the scoped entities in the window and no
+   cloudir finding on them;
+4. `explained`, automation: every such row is by an AWS service or by automation whose
+   identity says so (actors.py), and no finding on them is a person's or misused;
+5. `explained`, suppressed: no finding on them is left, and the user's suppression
    filters removed matches of their rows;
-5. `confirmed`: a finding of level high or critical, outcome succeeded or mixed, on them,
-   and the alert's named API call is in their rows when it names one;
-6. `corroborated`: the named API call is in their rows, or a finding of level low or
+6. `confirmed`: a finding of level high or critical whose scoped calls succeeded is on
+   them, and the alert's named API call is in their rows when it names one;
+7. `corroborated`: the named API call is in their rows, or a finding of level low or
    above is on them;
-7. `not corroborated`: their rows hold nothing consistent with the alert.
+8. `not corroborated`: their rows hold nothing consistent with the alert.
 
 Every reason line names its evidence: event ids, rule ids and titles, counts.
 Everything read from the alert and the evidence is the attacker's text: it is stored as
