@@ -40,6 +40,8 @@ FINDINGS_JSON = "findings.json"
 FINDINGS_PARQUET = "findings.parquet"
 REPORT_DIR = "report"
 EXPORT_DIR = "export"
+TRIAGE_DIR = "triage"  # `cloudir triage`'s records: the alert, its scope, the verdict
+VALIDATION_FILE = "validation.json"
 # Derived folders the stages write: a link there would carry their writes out of the case.
 OUTPUT_DIRS = (
     TIMELINE_DIR,
@@ -109,6 +111,15 @@ class CasePaths:
     @property
     def export(self) -> Path:
         return self.root / EXPORT_DIR
+
+    @property
+    def triage(self) -> Path:
+        return self.root / TRIAGE_DIR
+
+    @property
+    def triage_validation(self) -> Path:
+        """The alert's verdict (triage/verdict.py writes it; the report reads it)."""
+        return self.triage / VALIDATION_FILE
 
     def export_file(self, fmt: str) -> Path:
         """`timeline export`'s default file for a format (`jsonl`, `csv`)."""

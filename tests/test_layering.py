@@ -26,7 +26,7 @@ DRAWING = ("rich", "typer")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloudir.capture": ("cloudir.analyze", "cloudir.report", "cloudir.respond"),
     "cloudir.analyze": ("cloudir.capture", "cloudir.report", "cloudir.respond"),
-    "cloudir.report": ("cloudir.capture", "cloudir.respond"),
+    "cloudir.report": ("cloudir.capture", "cloudir.respond", "cloudir.triage"),
     "cloudir.respond": ("cloudir.report",),
     "cloudir.case": ("cloudir.capture", "cloudir.analyze", "cloudir.report", "cloudir.respond"),
     "cloudir.aws": ("cloudir.capture", "cloudir.analyze", "cloudir.report", "cloudir.respond"),

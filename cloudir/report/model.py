@@ -29,7 +29,7 @@ from cloudir.errors import UsageError
 from cloudir.report import story, times
 from cloudir.report.mask import mask_document
 
-REPORT_VERSION = "1.2"
+REPORT_VERSION = "1.3"
 EVENTS_PER_FINDING = 25  # matched events shown in full; the rest are counted
 CONTEXT_MINUTES = 30  # the key timeline: this long before and after a finding
 CONTEXT_EVENTS = 40
@@ -89,11 +89,16 @@ def build(case: Case) -> dict[str, Any]:
     suspicious["rule"] = _time_rule(suspicious)
     parse_errors = _parse_errors(case, summary_file)
     custody = _custody(case)
-    model = {
+    head: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "generated": generated,
         "cloudir_version": __version__,
         "case": {**case.info, "path": str(case.root)},
+    }
+    validation = _alert_validation(case)
+    if validation is not None:  # only a triaged case has one; others keep their shape
+        head["alert_validation"] = validation
+    model = head | {
         "evidence_incomplete": bool(problems["count"]),
         "warnings": _warnings(problems, conflicts, suspicious, parse_errors, timeline, custody),
         "evidence_problems": problems,
@@ -125,6 +130,154 @@ def _timeline_summary(case: Case) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
+
+
+VERDICTS = ("confirmed", "corroborated", "not corroborated", "explained")
+VALIDATION_ROWS = 20  # scoped activity rows shown in the alert validation
+VALIDATION_FINDINGS = 50  # findings on the alert's entities, and per story side
+VALIDATION_LINES = 30  # reason lines
+ALERT_FIELDS = ("source", "product", "type", "title", "severity", "id", "family", "account",
+                "region", "first_seen", "last_seen")  # fmt: skip
+
+
+def _alert_validation(case: Case) -> dict[str, Any] | None:
+    """triage/validation.json as the report shows it, or None when the case has none.
+
+    `cloudir triage` writes the file (cloudir/triage/verdict.py); the report reads it as
+    data, never the code. Every field is checked for its type and capped here, so the
+    templates see the same shape whatever the file holds; an unreadable file is shown as
+    such (`unreadable`), never dropped.
+    """
+    path = case.paths.triage_validation
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError) as exc:
+        return _validation_view({}, f"{path.name}: unreadable ({_cap(str(exc))})")
+    if not isinstance(doc, dict):
+        return _validation_view({}, f"{path.name}: not a validation document")
+    return _validation_view(doc, None)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or isinstance(value, (dict, list)) else _cap(str(value))
+
+
+def _texts(value: Any, most: int = EXAMPLES_LISTED) -> list[str]:
+    return [_cap(str(v)) for v in value[:most] if v is not None] if isinstance(value, list) else []
+
+
+def _validation_view(doc: dict[str, Any], unreadable: str | None) -> dict[str, Any]:
+    verdict = doc.get("verdict")
+    alert = _dict(doc.get("alert"))
+    scope = _dict(doc.get("scope"))
+    activity = _dict(doc.get("activity"))
+    named = _dict(activity.get("named_action"))
+    searched = _dict(doc.get("searched"))
+    row_keys = ("timestamp", "action", "outcome", "src_ip", "user", "user_agent", "actor",
+                "event_id")  # fmt: skip
+    finding_keys = ("rule_id", "title", "level", "outcome", "actor", "actor_detail",
+                    "first_seen", "last_seen")  # fmt: skip
+
+    def finding(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: _text(item.get(k)) for k in finding_keys} | {
+            "count": _int(item.get("count")),
+            "events_in_scope": _int(item.get("events_in_scope")),
+            "automation_misused": item.get("automation_misused") is True,
+            "event_ids": _texts(item.get("event_ids")),
+        }
+
+    def findings(value: Any) -> list[dict[str, Any]]:
+        items = value if isinstance(value, list) else []
+        return [finding(f) for f in items[:VALIDATION_FINDINGS] if isinstance(f, dict)]
+
+    given_rows = activity.get("rows")
+    rows: list[Any] = given_rows if isinstance(given_rows, list) else []
+    by_source = _dict(searched.get("rows_in_window_by_source"))
+    story_doc = _dict(doc.get("story"))
+    return {
+        "verdict": verdict if verdict in VERDICTS else None,
+        "verdict_given": _text(verdict),  # what the file said, when it is no known verdict
+        "rule": _text(doc.get("rule")),
+        "unreadable": unreadable,
+        "generated": _text(doc.get("generated")),
+        "reasons": _texts(doc.get("reasons"), VALIDATION_LINES),
+        "alert": {k: _text(alert.get(k)) for k in ALERT_FIELDS}
+        | {"sample": alert.get("sample") is True},
+        "scope": {
+            "start": _text(scope.get("start")),
+            "end": _text(scope.get("end")),
+            "entities": {
+                _cap(str(k)): _texts(v, ENTITY_VALUES_LISTED)
+                for k, v in list(scope.items())[:50]
+                if isinstance(v, list) and v
+            },
+        },
+        "activity": {
+            "count": _int(activity.get("count")),
+            "first": _text(activity.get("first")),
+            "last": _text(activity.get("last")),
+            "named_action": {
+                "name": _text(named.get("name")),
+                "service": _text(named.get("service")),
+                "count": _int(named.get("count")),
+                "event_ids": _texts(named.get("event_ids")),
+            },
+            "by_action": [
+                {"action": _text(a.get("action")), "count": _int(a.get("count"))}
+                for a in (activity.get("by_action") or [])[:EXAMPLES_LISTED]
+                if isinstance(a, dict)
+            ]
+            if isinstance(activity.get("by_action"), list)
+            else [],
+            "by_actor": {
+                _cap(str(k)): _int(v) for k, v in list(_dict(activity.get("by_actor")).items())[:10]
+            },
+            "rows": [
+                {k: _text(r.get(k)) for k in row_keys}
+                for r in rows[:VALIDATION_ROWS]
+                if isinstance(r, dict)
+            ],
+            "rows_not_shown": _int(activity.get("rows_not_shown"))
+            + max(0, len(rows) - VALIDATION_ROWS),
+        },
+        "findings": findings(doc.get("findings")),
+        "story": {side: findings(story_doc.get(side)) for side in ("earlier", "later")},
+        "suppressed": [
+            {
+                "filter_id": _text(s.get("filter_id")),
+                "title": _text(s.get("title")),
+                "matched": _int(s.get("matched")),
+                "event_ids": _texts(s.get("event_ids")),
+            }
+            for s in (doc.get("suppressed") or [])[:EXAMPLES_LISTED]
+            if isinstance(s, dict)
+        ]
+        if isinstance(doc.get("suppressed"), list)
+        else [],
+        "searched": {
+            "timeline": searched.get("timeline") is True,
+            "rows": _int(searched.get("rows")),
+            "first": _text(searched.get("first")),
+            "last": _text(searched.get("last")),
+            "rows_in_window": _int(searched.get("rows_in_window")),
+            "rows_in_window_by_source": {
+                _cap(str(k)): _int(v) for k, v in list(by_source.items())[:EXAMPLES_LISTED]
+            },
+            "findings_file": _text(searched.get("findings_file")),
+            "rules_loaded": _int(searched.get("rules_loaded")),
+            "findings_on_entities": _int(searched.get("findings_on_entities")),
+        },
+    }
 
 
 def _has_rows(case: Case) -> bool:

@@ -199,6 +199,23 @@ def level_class(level: Any) -> str:
     return str(level) if level in LEVELS else "unknown"
 
 
+VERDICT_LEVELS = {  # the badge colour of a verdict; its name is always printed beside
+    "confirmed": "high",
+    "corroborated": "medium",
+    "not corroborated": "low",
+    "explained": "informational",
+}
+
+
+def verdict_class(verdict: Any) -> str:
+    """The severity class a verdict's badge borrows: only for the four known verdicts."""
+    return VERDICT_LEVELS.get(str(verdict), "unknown")
+
+
+def verdict_name(verdict: Any) -> str:
+    return str(verdict).upper() if verdict in VERDICT_LEVELS else "NO VERDICT"
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
@@ -237,6 +254,8 @@ _COMMON_FILTERS: dict[str, Callable[..., Any]] = {
     "plural": plural,
     "actor_label": actor_label,
     "outcome_label": outcome_label,
+    "verdict_class": verdict_class,
+    "verdict_name": verdict_name,
 }
 
 
