@@ -42,6 +42,9 @@ REPORT_DIR = "report"
 EXPORT_DIR = "export"
 TRIAGE_DIR = "triage"  # `cloudir triage`'s records: the alert, its scope, the verdict
 VALIDATION_FILE = "validation.json"
+ALERT_FILE = "alert.json"  # the alert as read (Alert.as_dict()); the received bytes are evidence
+SCOPE_FILE = "scope.json"
+RESULT_FILE = "result.json"  # the one document a SOAR reads (`triage --json`, the SNS message)
 # Derived folders the stages write: a link there would carry their writes out of the case.
 OUTPUT_DIRS = (
     TIMELINE_DIR,
@@ -120,6 +123,18 @@ class CasePaths:
     def triage_validation(self) -> Path:
         """The alert's verdict (triage/verdict.py writes it; the report reads it)."""
         return self.triage / VALIDATION_FILE
+
+    @property
+    def triage_alert(self) -> Path:
+        return self.triage / ALERT_FILE
+
+    @property
+    def triage_scope(self) -> Path:
+        return self.triage / SCOPE_FILE
+
+    @property
+    def triage_result(self) -> Path:
+        return self.triage / RESULT_FILE
 
     def export_file(self, fmt: str) -> Path:
         """`timeline export`'s default file for a format (`jsonl`, `csv`)."""

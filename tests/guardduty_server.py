@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 ROUTE = "{0}/detector/(?P<detector_id>[^/]+)/findings/get$"
+LIST_ROUTE = "{0}/detector/(?P<detector_id>[^/]+)/findings$"
 
 
 @dataclass
@@ -70,8 +71,21 @@ def guardduty_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[GuardDutyServe
         server.bodies.append(body.encode())
         return body
 
+    def list_findings(self: GuardDutyResponse) -> str:
+        """Every finding of the detector but the ones the criteria's `id.notEquals` leaves
+        out (triage's related-findings step asks for the alert's resources; the test's
+        detector holds only findings on them)."""
+        detector_id = self.path.split("/")[-2]
+        self.guardduty_backend.get_detector(detector_id)
+        criteria = (self._get_param("findingCriteria") or {}).get("criterion") or {}
+        left_out = set((criteria.get("id") or {}).get("notEquals") or [])
+        ids = [i for (d, i) in state["server"].findings if d == detector_id and i not in left_out]
+        return json.dumps({"findingIds": ids})
+
     monkeypatch.setattr(GuardDutyResponse, "get_findings", get_findings, raising=False)
+    monkeypatch.setattr(GuardDutyResponse, "list_findings", list_findings, raising=False)
     monkeypatch.setitem(urls.url_paths, ROUTE, GuardDutyResponse.dispatch)
+    monkeypatch.setitem(urls.url_paths, LIST_ROUTE, GuardDutyResponse.dispatch)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cloudir import __version__
-from cloudir.cli import capture, demo, detect, report, respond, timeline, verify
+from cloudir.cli import capture, demo, detect, report, respond, timeline, triage, verify
 from cloudir.cli.common import handled, state
 from cloudir.errors import EXIT_USAGE
 
@@ -38,6 +38,7 @@ app.command()(timeline.query)
 app.command()(detect.detect)
 app.command()(report.report)
 app.command()(report.analyze)
+app.command()(triage.triage)
 app.command()(verify.verify)
 app.command()(demo.demo)
 
