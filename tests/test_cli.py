@@ -168,6 +168,14 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     assert result.stdout.rstrip().splitlines()[-1].startswith(f"Report: {case}/report/report.html")
     report = json.loads((case / "report/report.json").read_text())
     assert [f["title"] for f in report["findings"]] == [f["title"] for f in findings]
+    # the triage step: GuardDuty's finding for the StopLogging, kept as evidence and judged
+    validation = json.loads((case / "triage/validation.json").read_text())
+    assert validation["alert"]["type"] == "Stealth:IAMUser/CloudTrailLoggingDisabled"
+    assert validation["verdict"] == "confirmed"
+    assert report["alert_validation"]["verdict"] == "confirmed"
+    assert "triage: GuardDuty's Stealth:IAMUser/CloudTrailLoggingDisabled is confirmed" in (
+        result.stderr
+    )
     assert rows[24 + 3]["target"] == "svc-backup"
     _assert_the_container_was_captured_or_said_absent(case, result.stdout + result.stderr)
     _assert_the_runner_disk_was_captured(case)

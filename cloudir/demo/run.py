@@ -243,6 +243,7 @@ def run_demo(
     from cloudir.capture.cloudtrail import capture_s3
     from cloudir.case import Case
     from cloudir.case_lock import clear_folder_keeping_lock
+    from cloudir.demo.alert import stop_logging_finding, triage_demo_alert
     from cloudir.demo.container import capture_compromised_container
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
@@ -292,6 +293,15 @@ def run_demo(
     detection = detect(the_case, [])
     say(f"detect: {len(detection.findings)} findings in {detection.path}")
     show_findings(detection.findings)
+    # GuardDuty's alert for the intruder's StopLogging, triaged against what was captured
+    stopped = start + timedelta(hours=2, minutes=9)
+    event = stop_logging_finding(
+        stopped, ACCOUNT, REGION, "ci-deployer", LEAKED_KEY, ATTACKER_IP, "org-trail"
+    )
+    verdict = triage_demo_alert(case, event, say)
+    say(f"triage: GuardDuty's {event['detail']['type']} is {verdict.get('verdict')}")
+    for reason in verdict.get("reasons", [])[:3]:
+        say(f"  - {reason}")
     written = write_report(the_case, list(FORMATS))
     print(
         "\nNext:\n"

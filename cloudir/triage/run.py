@@ -195,8 +195,11 @@ def triage(
         [p.as_dict() for p in planned], [c.as_dict() for c in containment],
     )  # fmt: skip
     show_scope(alert, scope, playbook.name, show)
-    for step in planned:
-        show(f"  collect {step.line()}")
+    if options.collect:
+        for step in planned:
+            show(f"  collect {step.line()}")
+    else:
+        show("  collect: nothing (--no-collect): the evidence the case already holds")
     for action in containment:
         show(f"  contain {action.line()}")
     if options.plan_only:
@@ -270,7 +273,6 @@ def analyse(
     written = write_report(case, options.formats)
     result.report = {fmt: str(path) for fmt, path in written.items()}
     result.status = "analysed"
-    report(f"verdict: {validation.verdict}")
 
 
 def contain(
