@@ -354,3 +354,42 @@ def test_a_broken_finding_document_exits_2_with_one_line(
     assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "case").exists()  # nothing written for a document that is not one
+
+
+def test_a_security_hub_finding_is_read_by_its_arn_and_planned(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """--securityhub ARN reads the finding from Security Hub (moto's own import and get);
+    --plan keeps it as evidence, prints scope and plan, and asks AWS for nothing else."""
+    import boto3
+
+    event = json.loads(
+        (Path(__file__).parent / "data/findings/cloud-custodian/"
+         "event-securityhub-iamkey-finding-action.json").read_text()
+    )  # fmt: skip
+    # the EventBridge copy carries two keys of its own that BatchImportFindings refuses
+    finding = {
+        k: v
+        for k, v in event["detail"]["findings"][0].items()
+        if k not in ("approximateArrivalTimestamp", "updatedAt")
+    }
+    hub = boto3.client("securityhub", region_name=REGION, endpoint_url=moto_url)
+    imported = hub.batch_import_findings(Findings=[finding])
+    assert imported["FailedCount"] == 0
+    case = tmp_path / "case"
+
+    result = cloudir(
+        "triage", "--case", str(case), "--securityhub", finding["Id"], "--plan", "--json",
+        env={"AWS_ENDPOINT_URL": moto_url},
+    )  # fmt: skip
+
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert document["status"] == "planned"
+    assert document["alert"]["product"] == "GuardDuty"  # forwarded through Security Hub
+    assert document["alert"]["id"] == finding["Id"]
+    assert "208.115.85.104" in document["scope"]["addresses"]
+    assert "scope: account 644160558196" in result.stderr
+    stored = case / "evidence" / document["alert"]["evidence_id"] / "alert.json"
+    assert any(f["Id"] == finding["Id"] for f in json.loads(stored.read_bytes())["Findings"])
+    assert not (case / "timeline").exists()  # --plan analyses nothing

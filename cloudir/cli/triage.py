@@ -69,9 +69,6 @@ def _read_source(
         return AlertInput(path.read_bytes(), {"type": "file", "name": path.name})
     from cloudir.alerts.fetch import fetch_guardduty, fetch_securityhub
 
-    if aws is None:
-        raise UsageError("--guardduty and --securityhub read the alert from AWS; "
-                         "they cannot run with --no-collect")  # fmt: skip
     if guardduty:
         detector, _, finding_id = guardduty.partition(":")
         if not finding_id:
@@ -200,11 +197,9 @@ def triage(
             made[chosen] = open_aws(profile, chosen, endpoint_url, retry_mode, 16)
         return made[chosen]
 
-    uses_aws = not no_collect or bool(guardduty or securityhub)
-    source = _read_source(
-        finding, guardduty, securityhub, aws_for(None) if (guardduty or securityhub) else None
-    )
-    result = run_triage(case, source, options, aws_for if uses_aws else None, say, say)
+    fetched = aws_for(None) if (guardduty or securityhub) else None
+    source = _read_source(finding, guardduty, securityhub, fetched)
+    result = run_triage(case, source, options, aws_for, say, say)
     if as_json:
         emit_json(result.as_dict())
     else:

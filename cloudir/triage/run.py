@@ -159,10 +159,10 @@ def triage(
     report: Reporter,
     show: Callable[[str], None],
 ) -> TriageResult:
-    """Run the stages in order; see the module docstring. `aws_for(region)` opens AWS
-    (None: no AWS at all, for `--no-collect` on a laptop: nothing is fetched, collected,
-    contained, notified or uploaded). Raises UsageError before anything is written when
-    the alert or a playbook is bad."""
+    """Run the stages in order; see the module docstring. `aws_for(region)` opens AWS,
+    called only when a stage needs it (collecting, containing, --upload, --notify), so
+    `--plan` and `--no-collect` run on a laptop with no credentials. Raises UsageError
+    before anything is written when the alert or a playbook is bad."""
     from cloudir.alerts.scope import DEFAULT_AFTER, DEFAULT_BEFORE, scope_of
     from cloudir.triage.collect import plan
     from cloudir.triage.containment import plan_containment
@@ -173,11 +173,16 @@ def triage(
     scope = scope_of(
         alert, before=options.before or DEFAULT_BEFORE, after=options.after or DEFAULT_AFTER
     )
-    needs_aws = options.collect and not options.plan_only
+    containment = plan_containment(scope, playbook)
+    contains = options.contain or any(c.auto and c.runnable for c in containment)
+    needs_aws = not options.plan_only and (
+        options.collect or contains or bool(options.upload or options.notify)
+    )
     aws = aws_for(scope.region) if aws_for is not None and needs_aws else None
     if needs_aws and aws is None:
         raise UsageError(
-            "collecting needs AWS credentials; give --no-collect to analyse the case as it is"
+            "collecting, containing, --upload and --notify need AWS; "
+            "give --no-collect alone to analyse the case as it is"
         )
     if aws is not None:
         from cloudir.aws import open_case_as_caller
@@ -189,7 +194,6 @@ def triage(
     write_json(case.paths.triage_alert, alert.as_dict() | {"evidence_id": evidence_id})
     write_json(case.paths.triage_scope, scope.as_dict())
     planned = plan(scope, playbook, trail=options.trail, bucket=options.bucket)
-    containment = plan_containment(scope, playbook)
     result = TriageResult(
         case_root, alert, evidence_id, scope, playbook.as_dict(),
         [p.as_dict() for p in planned], [c.as_dict() for c in containment],
@@ -204,7 +208,7 @@ def triage(
         show(f"  contain {action.line()}")
     if options.plan_only:
         return _finish(case, result)
-    if aws is not None:
+    if aws is not None and options.collect:
         from cloudir.triage.collect import collect
 
         steps = collect(
@@ -215,7 +219,7 @@ def triage(
     else:
         report("--no-collect: analysing the evidence the case already holds")
     analyse(case, alert, scope, options, result, report)
-    if aws is not None and (options.contain or any(c.auto for c in containment)):
+    if aws is not None and contains:
         result.containment = contain(case_root, aws, containment, options, report)
     _finish(case, result)
     hand_off(case, aws, options, result, report)
