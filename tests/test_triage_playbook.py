@@ -549,13 +549,10 @@ def test_resources_do_not_matter_to_choosing() -> None:
 
 # -- the documentation -------------------------------------------------------------------------
 def _playbook_doc() -> str:
-    """docs/triage.md once the playbook section is merged into it, else its own file."""
-    docs = Path(__file__).resolve().parent.parent / "docs"
-    for name in ("triage.md", "triage-playbooks.md"):
-        path = docs / name
-        if path.is_file() and "<!-- playbook-schema -->" in path.read_text():
-            return path.read_text()
-    raise AssertionError("no docs page holds the playbook schema (<!-- playbook-schema -->)")
+    """docs/triage.md, whose "Playbooks" section holds the schema and the example."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "triage.md").read_text()
+    assert "<!-- playbook-schema -->" in text, "docs/triage.md lacks the playbook schema"
+    return text
 
 
 def test_the_documented_schema_is_the_schema_and_the_documented_example_is_valid() -> None:

@@ -279,7 +279,7 @@ def test_kms_is_granted_only_through_s3() -> None:
 
 
 def test_the_doc_lists_both_policies_as_the_files_hold_them() -> None:
-    doc = (REPO / "docs" / "triage-unattended.md").read_text()
+    doc = (REPO / "docs" / "triage.md").read_text()
     blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", doc, re.S)]
     for name in ("triage-policy.json", "triage-contain-policy.json"):
         assert json.loads((EXAMPLES / name).read_text()) in blocks, name

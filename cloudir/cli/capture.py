@@ -230,7 +230,8 @@ def capture_files(
         str,
         typer.Option(
             help="Evidence kind: auto (recognised by content), or one a parser declares: "
-            "cloudtrail, disk-image, container-image, files, ... (a wrong one lists them all)."
+            "cloudtrail, disk-image, container-image, alert (a GuardDuty or Security Hub "
+            "finding document), files, ... (a wrong one lists them all)."
         ),
     ] = "auto",
     title: TitleOpt = None,
