@@ -166,11 +166,18 @@ def triage(
 
     if fail_on not in engine.LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
+    from cloudir.triage.handoff import parse_s3_url, parse_topic_arn
+
     topic = None
     if notify is not None:
         if not notify.startswith("sns:"):
             raise UsageError("--notify takes sns:ARN")
         topic = notify[len("sns:") :]
+        parse_topic_arn(topic)  # a bad ARN is refused before anything is written
+    if upload is not None:
+        parse_s3_url(upload)
+    if plan and (upload or notify):
+        raise UsageError("--plan stops before the hand-off: drop --upload and --notify")
     options = TriageOptions(
         playbooks=list(playbook or []),
         plan_only=plan,
