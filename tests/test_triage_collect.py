@@ -102,8 +102,8 @@ def aws(url: str) -> Aws:
     return Aws(AwsOptions(region="us-east-1", endpoint_url=url))
 
 
-def scope(**kw: Any) -> Scope:
-    return Scope(account=ACCOUNT, region="us-east-1", start=START, end=END, **kw)
+def scope(region: str = "us-east-1", **kw: Any) -> Scope:
+    return Scope(account=ACCOUNT, region=region, start=START, end=END, **kw)
 
 
 def alert(source: str = "guardduty", **kw: Any) -> Alert:
@@ -135,11 +135,11 @@ def entries(case: Case, action: str) -> list[dict[str, Any]]:
     return [e for e in case.custody_entries() if e["action"] == action]
 
 
-def log_key(stamp: str) -> str:
+def log_key(stamp: str, region: str = "us-east-1") -> str:
     day = f"{stamp[:4]}/{stamp[4:6]}/{stamp[6:8]}"
     return (
-        f"AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/{day}/"
-        f"{ACCOUNT}_CloudTrail_us-east-1_{stamp}Z_{uuid.uuid4().hex[:16]}.json.gz"
+        f"AWSLogs/{ACCOUNT}/CloudTrail/{region}/{day}/"
+        f"{ACCOUNT}_CloudTrail_{region}_{stamp}Z_{uuid.uuid4().hex[:16]}.json.gz"
     )
 
 
@@ -148,17 +148,22 @@ def test_cloudtrail_step_takes_the_windows_objects_from_the_first_trail_with_cus
     server: dict[str, Any], tmp_path: Path
 ) -> None:
     url = server["url"]
+    # a region no other test puts a trail in: moto's accounts live for the whole test
+    # process, and "the first trail" must be this test's own
+    region = "ap-southeast-4"
     s3 = boto_client(url, "s3")
     bucket = f"trail-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    inside = [log_key("20240731T0905"), log_key("20240731T1025")]
-    outside = [log_key("20240731T0100"), log_key("20240729T0905"), log_key("20240802T0905")]
+    inside = [log_key("20240731T0905", region), log_key("20240731T1025", region)]
+    outside = [log_key(stamp, region) for stamp in ("20240731T0100", "20240729T0905",
+                                                    "20240802T0905")]  # fmt: skip
     for key in inside + outside:
         s3.put_object(Bucket=bucket, Key=key, Body=records_gz([ct_event("2024-07-31T09:01:00Z")]))
-    boto_client(url, "cloudtrail").create_trail(Name="org", S3BucketName=bucket)
+    boto_client(url, "cloudtrail", region).create_trail(Name="org", S3BucketName=bucket)
 
     playbook = book("  - kind: cloudtrail\n  - kind: lookup-events\n    by: [access-key]\n")
-    case, [trail, lookup], said = run(tmp_path, url, scope(access_keys=(KEY_1,)), playbook)
+    the_scope = scope(region=region, access_keys=(KEY_1,))
+    case, [trail, lookup], said = run(tmp_path, url, the_scope, playbook)
 
     assert (trail.kind, trail.status, trail.captured, trail.failed) == ("cloudtrail", "done", 2, 0)
     [evidence_id] = trail.evidence_ids

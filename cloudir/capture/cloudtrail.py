@@ -91,7 +91,11 @@ def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
     """The bucket and key prefix a trail delivers to (DescribeTrails)."""
     client = aws.client("cloudtrail")
     resp = call("cloudtrail:DescribeTrails", client.describe_trails, trailNameList=[trail])
-    trails = resp.get("trailList", [])
+    # Only the trail asked for: an endpoint that ignores trailNameList (moto does) must
+    # not hand back another trail's bucket as this one's.
+    trails = [
+        t for t in resp.get("trailList", []) if trail in (t.get("Name"), t.get("TrailARN"))
+    ]
     if not trails:
         raise UsageError(f"no trail named {trail!r} in {aws.region}; check --region")
     found = trails[0]
