@@ -93,9 +93,7 @@ def resolve_trail(aws: Aws, trail: str) -> tuple[str, str]:
     resp = call("cloudtrail:DescribeTrails", client.describe_trails, trailNameList=[trail])
     # Only the trail asked for: an endpoint that ignores trailNameList (moto does) must
     # not hand back another trail's bucket as this one's.
-    trails = [
-        t for t in resp.get("trailList", []) if trail in (t.get("Name"), t.get("TrailARN"))
-    ]
+    trails = [t for t in resp.get("trailList", []) if trail in (t.get("Name"), t.get("TrailARN"))]
     if not trails:
         raise UsageError(f"no trail named {trail!r} in {aws.region}; check --region")
     found = trails[0]
