@@ -155,3 +155,25 @@ def test_duckdb_only_options_are_refused_on_the_spark_timeline(spark_case: Path)
     result = cloudir("timeline", "--case", str(spark_case), "--engine", "spark", "--workers", "2")
     assert result.code == 2
     assert "--workers and --fs-timeline are the duckdb engine's" in _one_line(result.stderr)
+
+
+def test_the_duckdb_path_never_imports_pyspark(spark_case: Path, tmp_path: Path) -> None:
+    """With an `import pyspark` that fails, help and the default engine work as before."""
+    env = _shadowed_pyspark(tmp_path)
+    assert cloudir("query", "--help", env=env).code == 0
+    result = cloudir(
+        "query", "--case", str(spark_case), "SELECT count(*) AS n FROM timeline", "--json", env=env
+    )
+    assert result.code == 0, result.stderr
+    assert result.json()[0]["n"] > 100
+
+
+def test_query_on_spark_without_a_timeline_says_what_to_run(tmp_path: Path) -> None:
+    source = tmp_path / "x.json"
+    source.write_text('{"Records": []}')
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(source)).code == 0
+    env = {"JAVA_HOME": str(tmp_path / "no-such-jdk")}  # answered before Spark is asked
+    result = cloudir("query", "--case", str(case), "--engine", "spark", "SELECT 1", env=env)
+    assert result.code == 3
+    assert "run `cloudir timeline" in _one_line(result.stderr)
