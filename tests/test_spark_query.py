@@ -88,6 +88,9 @@ def test_the_cli_prints_the_same_json_with_either_engine(spark_case: Path) -> No
     assert on_spark.code == 0, on_spark.stderr
     assert on_spark.json() == duck.json()
     assert len(duck.json()) > 5
+    # cloudir's own log4j2 settings keep the JVM's start-up chatter off the responder's stderr
+    assert "Setting default log level" not in on_spark.stderr
+    assert " WARN " not in on_spark.stderr
 
 
 REFUSED = [
@@ -95,6 +98,11 @@ REFUSED = [
     ("SELECT * FROM json.`file:///etc/passwd`", "no other table, file or URL"),
     ("SELECT * FROM default.secrets", "no other table, file or URL (default.secrets)"),
     ("SELECT * FROM global_temp.x", "no other table, file or URL"),
+    ("SELECT * FROM spark_catalog.default.timeline", "no other table, file or URL"),
+    ("SELECT * FROM IDENTIFIER('default.secrets')", "IDENTIFIER(...) names a table"),
+    ("SELECT IDENTIFIER('reflect')('java.lang.System', 'getenv', 'HOME')", "IDENTIFIER(...)"),
+    ("SELECT * FROM timeline t JOIN LATERAL (SELECT * FROM secrets) s", "(secrets)"),
+    ("SELECT * FROM timeline LATERAL VIEW my_gen(raw) g AS c", "my_gen() is not one of"),
     ("SELECT (SELECT count(*) FROM other_table) FROM timeline", "(other_table)"),
     ("SELECT * FROM timeline WHERE event_id IN (SELECT id FROM other)", "(other)"),
     ("WITH a AS (SELECT * FROM hidden) SELECT * FROM a", "(hidden)"),
@@ -110,6 +118,7 @@ REFUSED = [
     ("SET spark.sql.runSQLOnFiles=true", "read-only"),
     ("ADD JAR /tmp/evil.jar", "read-only"),
     ("DROP VIEW timeline", "read-only"),
+    ("DESCRIBE QUERY SELECT 1", "read-only"),
     ("SELECT 1; SELECT 2", "one SQL statement at a time"),
     ("   ", "no SQL statement given"),
     ("SELEC nothing", "query failed"),
@@ -147,3 +156,24 @@ def test_the_case_is_never_an_output_target(spark: Any, spark_case: Path) -> Non
         spark_query.write_result(
             spark, Case.open(spark_case), "SELECT 1", spark_case / "evidence" / "x.csv"
         )
+
+
+ACCEPTED = [
+    ("SELECT count(*) AS n FROM `timeline` TABLESAMPLE (100 PERCENT)", "n"),
+    ("SELECT max(size(transform(array(1, 2), x -> x + 1))) AS n FROM timeline", "n"),
+    ("SELECT count(c) AS n FROM timeline LATERAL VIEW explode(array(1, 2)) g AS c", "n"),
+    ("SELECT count(*) AS n FROM timeline t JOIN LATERAL (SELECT 1 AS one) s", "n"),
+    ("SELECT sum(a) AS n FROM VALUES (1), (2) AS v(a)", "n"),
+    ("SELECT count(*) AS n FROM timeline WHERE get_json_object(raw, '$.eventID') IS NOT NULL", "n"),
+    ("SELECT count(*) AS n FROM range(3);", "n"),
+]
+
+
+@pytest.mark.parametrize(("sql", "column"), ACCEPTED)
+def test_spark_forms_that_only_read_run(
+    spark: Any, spark_case: Path, sql: str, column: str
+) -> None:
+    columns, rows = spark_query.run_query(spark, Case.open(spark_case), sql)
+    assert columns == [column]
+    assert len(rows) == 1
+    assert rows[0][0] > 0

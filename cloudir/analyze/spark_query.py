@@ -17,6 +17,7 @@ node, expression and subquery, before Spark sees the statement to run it:
   no ``parquet.`/path` `` (Spark's SQL on files, also switched off on the session);
 - every function must be one of Spark's built-ins, and not `reflect`/`java_method`, which
   call Java methods (`System.getenv` would hand over the cluster's credentials);
+- a name computed by IDENTIFIER(...) is refused (it is known only when Spark resolves it);
 - table-valued functions are limited to the generators that only reshape their arguments.
 
 It runs on a session of its own (`newSession()`: the process's SparkContext, its own SQL
@@ -153,6 +154,8 @@ class _PlanCheck:
                 f"query is read-only: {kind} statements are refused, only SELECT, WITH, "
                 "VALUES and EXPLAIN run on Spark"
             )
+        if "UnresolvedIdentifier" in simple:
+            raise _identifier_refused()
         if simple == "UnresolvedRelation":
             self._check_table([str(p) for p in _seq(node.multipartIdentifier())])
         elif simple == "UnresolvedTableValuedFunction":
@@ -181,6 +184,8 @@ class _PlanCheck:
 
     def _check_expressions(self, expression: Any) -> None:
         simple = str(expression.getClass().getSimpleName())
+        if "UnresolvedIdentifier" in simple:
+            raise _identifier_refused()
         if simple == "UnresolvedFunction":
             self._check_function([str(p) for p in _seq(expression.nameParts())])
         elif simple == "UnresolvedGenerator":
@@ -204,6 +209,13 @@ class _PlanCheck:
 
     def _is(self, obj: Any, class_name: str) -> bool:
         return bool(self.jvm.java.lang.Class.forName(class_name).isInstance(obj))
+
+
+def _identifier_refused() -> UsageError:
+    return UsageError(
+        "query refused: IDENTIFIER(...) names a table or function only when Spark runs the "
+        "statement, too late to check; write the name itself"
+    )
 
 
 def _seq(seq: Any) -> list[Any]:
