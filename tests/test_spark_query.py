@@ -72,8 +72,6 @@ def test_output_files_hold_the_same_rows(
         import pyarrow.parquet as pq
 
         assert pq.read_table(on_spark).to_pylist() == pq.read_table(on_duckdb).to_pylist()
-    elif suffix == ".csv":  # the writers agree on values; timestamp text may differ
-        assert len(on_spark.read_text().splitlines()) == len(on_duckdb.read_text().splitlines())
     else:
         assert on_spark.read_text() == on_duckdb.read_text()
 
