@@ -107,6 +107,8 @@ REFUSED = [
     ("SELECT reflect('java.lang.System', 'getenv', 'HOME')", "reflect() calls Java methods"),
     ("SELECT java_method('java.lang.System', 'getenv', 'HOME')", "calls Java methods"),
     ("SELECT my_udf(action) FROM timeline", "my_udf() is not one of Spark's built-in"),
+    ("SELECT xpath_string(raw, '/a') FROM timeline", "xpath_string() parses XML"),
+    ("SELECT default.f(action) FROM timeline", "default.f() is not one of Spark's built-in"),
     ("SELECT * FROM read_files('/etc')", "table function read_files() is not allowed"),
     ("INSERT OVERWRITE DIRECTORY '/tmp/x' SELECT * FROM timeline", "read-only"),
     ("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", "read-only"),

@@ -16,7 +16,8 @@ node, expression and subquery, before Spark sees the statement to run it:
   would read): no catalog tables (a cluster's Glue or Hive metastore), no `global_temp`,
   no ``parquet.`/path` `` (Spark's SQL on files, also switched off on the session);
 - every function must be one of Spark's built-ins, and not `reflect`/`java_method`, which
-  call Java methods (`System.getenv` would hand over the cluster's credentials);
+  call Java methods (`System.getenv` would hand over the cluster's credentials), nor the
+  `xpath` family (an XML document's external entities name files and URLs);
 - a name computed by IDENTIFIER(...) is refused (it is known only when Spark resolves it);
 - table-valued functions are limited to the generators that only reshape their arguments.
 
@@ -37,6 +38,9 @@ from cloudir.errors import UsageError
 
 VIEW: Final = "timeline"
 REFUSED_FUNCTIONS: Final = frozenset({"reflect", "java_method", "try_reflect"})
+"""Built-ins that call Java methods by name: `System.getenv` hands over credentials."""
+XML_FUNCTIONS: Final = re.compile(r"^xpath(_\w+)?$")
+"""Built-ins that parse XML from the row: a DOCTYPE's external entity names a file or URL."""
 ALLOWED_TABLE_FUNCTIONS: Final = frozenset(
     {
         "range",
@@ -197,6 +201,11 @@ class _PlanCheck:
         name = ".".join(parts).lower()
         if name in REFUSED_FUNCTIONS:
             raise UsageError(f"query refused: {name}() calls Java methods")
+        if XML_FUNCTIONS.match(name):
+            raise UsageError(
+                f"query refused: {name}() parses XML, whose external entities can read "
+                "files and URLs; use get_json_object or regexp_extract"
+            )
         if len(parts) != 1 or name not in self.builtins:
             raise UsageError(f"query refused: {name}() is not one of Spark's built-in functions")
 
