@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.guardduty_server import guardduty_server  # noqa: F401 - a fixture for every test
+from tests.spark_session import spark, spark_case  # noqa: F401 - fixtures for every test
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_AWS_ENV = {

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,11 +192,24 @@ def write_result(case: Case, sql: str, out: Path) -> int:
     renamed over it when complete: an existing file at `out` (even a hard link) is
     replaced, never written through.
     """
+
+    def rows_into(fmt: str, tmp: Path) -> int:
+        with _result(case, sql, relation=True) as relation:
+            return write_arrow(fmt, relation.to_arrow_reader(), tmp)
+
+    return write_atomically(case, out, rows_into)
+
+
+def write_atomically(case: Case, out: Path, rows_into: Callable[[str, Path], int]) -> int:
+    """`rows_into(format, temporary file)` writes the rows; the file then replaces `out`.
+
+    Every engine's `--output` goes through here, so the refused targets, the formats and
+    the never-write-through rename are the same whichever engine ran the SQL.
+    """
     fmt = output_format(case, out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with _result(case, sql, relation=True) as relation:
-            rows = _WRITERS[fmt](relation.to_arrow_reader(), tmp)
+        rows = rows_into(fmt, tmp)
         tmp.replace(out)
     except OSError as exc:
         raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from exc
@@ -260,6 +273,11 @@ _WRITERS = {
     "jsonl": _write_json_lines,
     "json": _write_json_array,
 }
+
+
+def write_arrow(fmt: str, reader: Any, path: Path) -> int:
+    """An Arrow record batch reader's rows into `path` in format `fmt`; returns the count."""
+    return _WRITERS[fmt](reader, path)
 
 
 def export(case: Case, fmt: str, out: Path) -> int:

@@ -55,6 +55,33 @@ FsTimelineOpt = Annotated[
         show_default=False,
     ),
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        metavar="duckdb|spark",
+        help="duckdb (built in) or spark (pip install 'cloudir[spark]'; see docs/spark.md).",
+    ),
+]
+SparkMasterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--spark-master",
+        metavar="URL",
+        help="Spark master for --engine spark (default: SPARK_MASTER, else local[*]; "
+        "under spark-submit, its own).",
+    ),
+]
+
+
+def engine_choice(engine: str, spark_master: str | None) -> str:
+    """The engine asked for; --spark-master without --engine spark is a mistake, said so."""
+    from cloudir.engines import SPARK, check_engine
+
+    chosen = check_engine(engine)
+    if spark_master is not None and chosen != SPARK:
+        raise UsageError("--spark-master goes with --engine spark")
+    return chosen
 
 
 def say(message: str) -> None:

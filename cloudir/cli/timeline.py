@@ -13,9 +13,12 @@ import typer
 
 from cloudir.cli.common import (
     CaseOpt,
+    EngineOpt,
     FsTimelineOpt,
     JsonOpt,
+    SparkMasterOpt,
     emit_json,
+    engine_choice,
     handled,
     locks_case,
     parse_options,
@@ -49,6 +52,8 @@ def timeline(
         ),
     ] = False,
     fs_timeline: FsTimelineOpt = None,
+    engine: EngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse all evidence into CASE/timeline/*.parquet (rebuilt on every run).
@@ -59,18 +64,31 @@ def timeline(
         return
     if case is None:
         raise UsageError("--case is required (or set CLOUDIR_CASE)")
-    from cloudir.analyze.timeline import build_timeline
     from cloudir.case import Case
-    from cloudir.console import count_progress
 
-    the_case = Case.open(case)
-    with count_progress() as bar:
-        task = bar.add_task("parsing evidence files", total=None)
+    if engine_choice(engine, spark_master) == "spark":
+        if workers or fs_timeline is not None:
+            raise UsageError(
+                "--workers and --fs-timeline are the duckdb engine's; on Spark the master "
+                "sets the parallelism"
+            )
+        build_spark = _spark_timeline_builder()
+        from cloudir.engines.spark_session import spark_session
 
-        def progress(done: int, total: int, rows: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
+        the_case = Case.open(case)
+        result = build_spark(the_case, spark_session(spark_master))
+    else:
+        from cloudir.analyze.timeline import build_timeline
+        from cloudir.console import count_progress
 
-        result = build_timeline(the_case, workers or None, progress, parse_options(fs_timeline))
+        the_case = Case.open(case)
+        with count_progress() as bar:
+            task = bar.add_task("parsing evidence files", total=None)
+
+            def progress(done: int, total: int, rows: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
+
+            result = build_timeline(the_case, workers or None, progress, parse_options(fs_timeline))
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -88,6 +106,33 @@ def timeline(
         say(result.summary_line())
         if strict and result.strict_failures():
             raise typer.Exit(EXIT_EVIDENCE)
+
+
+SPARK_TIMELINE = "cloudir.analyze.spark_timeline"
+
+
+def _spark_timeline_builder() -> Any:
+    """`build_timeline_spark`, or one line saying this version has no Spark timeline.
+
+    Imported by name at run time: the Spark timeline is its own module, which a build of
+    cloudir may not have yet. Only that module's absence is answered here; a missing
+    pyspark gets the install hint, and any other import failure is a bug and surfaces.
+    """
+    import importlib
+
+    from cloudir.engines.spark_session import INSTALL_HINT
+
+    try:
+        module = importlib.import_module(SPARK_TIMELINE)
+    except ModuleNotFoundError as exc:
+        if exc.name == SPARK_TIMELINE:
+            raise UsageError("timeline --engine spark is not available in this version") from exc
+        if exc.name and exc.name.split(".")[0] in ("pyspark", "py4j"):
+            raise UsageError(
+                f"--engine spark needs pyspark, which is not installed: {INSTALL_HINT}"
+            ) from exc
+        raise
+    return module.build_timeline_spark
 
 
 @timeline_app.command("export")
@@ -114,7 +159,9 @@ def timeline_export(
 
 @handled
 def query(
-    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the view `timeline`.")],
+    sql: Annotated[
+        str, typer.Argument(help="SQL over the view `timeline` (DuckDB's, or Spark's on Spark).")
+    ],
     case: CaseOpt,
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
@@ -128,6 +175,8 @@ def query(
             help="Write the rows to FILE instead (.csv, .json, .jsonl or .parquet).",
         ),
     ] = None,
+    engine: EngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Run read-only SQL over the timeline (no other files, no network, no settings).
 
@@ -136,12 +185,18 @@ def query(
     from cloudir.analyze.query import run_query, write_result
     from cloudir.case import Case
 
-    if output is not None:
-        if as_json or as_csv:
-            raise UsageError("--output writes a file; leave out --json and --csv")
+    on_spark = engine_choice(engine, spark_master) == "spark"
+    if output is not None and (as_json or as_csv):
+        raise UsageError("--output writes a file; leave out --json and --csv")
+    if on_spark:
+        columns, rows = _spark_query(Case.open(case), sql, output, spark_master)
+        if output is not None:
+            return
+    elif output is not None:
         show(f"{write_result(Case.open(case), sql, output)} rows written to {output}")
         return
-    columns, rows = run_query(Case.open(case), sql)
+    else:
+        columns, rows = run_query(Case.open(case), sql)
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
     elif as_csv:
@@ -157,6 +212,27 @@ def query(
         writer.writerows(rows)
     else:
         _print_table(columns, rows, width)
+
+
+def _spark_query(
+    the_case: Any, sql: str, output: Path | None, master: str | None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """`query --engine spark`: the rows, or (with --output) the file written and no rows.
+
+    The case, its timeline and the --output target are checked before Spark starts: a
+    refusal costs no JVM.
+    """
+    from cloudir.analyze import spark_query
+    from cloudir.analyze.query import output_format, timeline_files
+    from cloudir.engines.spark_session import spark_session
+
+    timeline_files(the_case)
+    if output is not None:
+        output_format(the_case, output)
+        rows = spark_query.write_result(spark_session(master), the_case, sql, output)
+        show(f"{rows} rows written to {output}")
+        return [], []
+    return spark_query.run_query(spark_session(master), the_case, sql)
 
 
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]], width: int) -> None:
