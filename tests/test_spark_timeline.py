@@ -97,6 +97,10 @@ def test_the_whole_cloudtrail_corpus_gives_the_same_timeline(
             "capture", "files", "--case", str(case), str(corpus / "cloudtrail" / folder)
         )
         assert result.code == 0, result.stderr
+    opened = Case.open(case)
+    tasks, _ = timeline.collect_tasks(opened)
+    on_executors = [t for t in tasks if spark_timeline._spark_reads(opened, t)]
+    assert len(on_executors) == len(tasks) == 64  # every corpus file is parsed by Spark
     duck, spark = both_engines(case, spark_session)
     assert_same(duck, spark)
     # Every shape of the corpus was read: S3 files, .json.gz, JSONL, arrays, SQS bodies.
@@ -209,3 +213,19 @@ def test_a_case_without_evidence_is_an_empty_timeline_either_way(
     duck, spark = both_engines(tmp_path / "empty", spark_session)
     assert_same(duck, spark)
     assert duck["summary"]["rows"] == 0 and not duck["rows"]
+
+
+def test_a_case_folder_hadoop_cannot_name_is_read_all_the_same(
+    tmp_path: Path,
+    spark_session: Any,  # noqa: F811
+) -> None:
+    """Hadoop reads `:` in a path as a URI scheme (and `[`, `{` as globs): such a case's
+    CloudTrail is parsed in the driver instead, and the timeline is the same. (Not `[`
+    here: the DuckDB path's own summary queries read the folder as a glob too.)"""
+    root = tmp_path / "case:1"
+    case = Case.create(root, title="glob")
+    event = ct_event("2024-07-31T10:00:00Z")
+    add_item(case, "s3", {"a.json": json.dumps({"Records": [event, event]}).encode()})
+    duck, spark = both_engines(root, spark_session)
+    assert_same(duck, spark)
+    assert duck["summary"]["rows"] == 1 and duck["summary"]["duplicates_dropped"] == 1

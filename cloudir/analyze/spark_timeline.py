@@ -38,6 +38,7 @@ only here, and this module only when the Spark engine runs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -72,6 +73,7 @@ VALUE_COLUMNS = [
     "target", "outcome", "message", "evidence_id", "event_id", "raw",
 ]  # fmt: skip
 STAGING_DIR = ".spark-staging"
+HADOOP_SPECIAL = "*?[]{}\\:"  # glob characters, escapes and a scheme's colon in a path
 
 
 def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
@@ -85,16 +87,16 @@ def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
     result.unparsed = [s["path"] for s in skipped if s.get("kind") != "incomplete"]
     ceiling_us = _ceiling_us()
 
-    indexed = list(enumerate(tasks))
-    remote = [(n, t) for n, t in indexed if _spark_reads(case, t)]
-    local = [(n, t) for n, t in indexed if not _spark_reads(case, t)]
+    by_spark = [_spark_reads(case, t) for t in tasks]
+    remote = [(n, t) for n, t in enumerate(tasks) if by_spark[n]]
+    local = [(n, t) for n, t in enumerate(tasks) if not by_spark[n]]
     parsed = _cloudtrail_frame(spark, case, remote)
     local_frame, local_errors = _local_frame(spark, building, local, ceiling_us)
     if local_frame is not None:
         parsed = parsed.unionByName(local_frame)
     parsed = parsed.persist()
     try:
-        _finish(spark, result, parsed, remote, local_errors, tasks, ceiling_us, building)
+        _finish(result, parsed, remote, local_errors, tasks, ceiling_us, building)
     finally:
         parsed.unpersist()
     shutil.rmtree(building / STAGING_DIR, ignore_errors=True)
@@ -107,7 +109,6 @@ def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
 
 
 def _finish(
-    spark: Any,
     result: TimelineResult,
     parsed: Any,
     remote: list[tuple[int, FileTask]],
@@ -129,7 +130,7 @@ def _finish(
 
     rows = parsed.filter(F.col("_error").isNull()).drop("_error")
     examples = _implausible_examples(rows, tasks, ceiling_us)
-    kept, outcome = _drop_duplicates(spark, rows, tasks)
+    kept, outcome = _drop_duplicates(rows, tasks)
     result.duplicates_dropped = outcome.dropped
     result.errors.extend(outcome.errors)
     result.conflicting_copies = outcome.summary()
@@ -139,6 +140,7 @@ def _finish(
     result.implausible_times = _implausible_times(kept, ceiling_us, examples)
     result.errors.extend(_implausible_errors(result.implausible_times, ceiling_us))
     _write_parts(kept, building)
+    kept.unpersist()
 
 
 # -- reading and parsing --------------------------------------------------------------------
@@ -149,8 +151,16 @@ def _spark_reads(case: Case, task: FileTask) -> bool:
     parser = parser_for(task.kind, Path(task.path))
     if parser is None or parser.name != SPARK_PARSER or not 0 < task.size <= BINARY_FILE_LIMIT:
         return False  # Spark's file splitting drops empty files; one row holds 2 GB
-    inside = Path(task.path).relative_to(case.paths.root / "evidence" / task.evidence_id)
+    folder = _absolute(case.evidence_dir(task.evidence_id))
+    if any(c in folder for c in HADOOP_SPECIAL):
+        return False  # Hadoop would read the folder's name as a glob or a URI scheme
+    inside = Path(task.path).relative_to(case.evidence_dir(task.evidence_id))
     return not any(part.startswith(("_", ".")) for part in inside.parts)
+
+
+def _absolute(path: Path | str) -> str:
+    """As Hadoop names a local file: absolute, symlinks not resolved."""
+    return os.path.abspath(path)
 
 
 def _row_schema() -> Any:
@@ -173,10 +183,8 @@ def _cloudtrail_frame(spark: Any, case: Case, remote: list[tuple[int, FileTask]]
     schema = _row_schema()
     if not remote:
         return spark.createDataFrame([], schema)
-    by_path = {
-        str(Path(t.path).resolve()): (t.priority, n, t.evidence_id, t.relpath) for n, t in remote
-    }
-    folders = sorted({str(case.evidence_dir(t.evidence_id)) for _, t in remote})
+    by_path = {_absolute(t.path): (t.priority, n, t.evidence_id, t.relpath) for n, t in remote}
+    folders = sorted({_absolute(case.evidence_dir(t.evidence_id)) for _, t in remote})
     files = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
@@ -317,7 +325,7 @@ def _keyed_arrow_schema() -> Any:
 
 
 # -- de-duplication -------------------------------------------------------------------------
-def _drop_duplicates(spark: Any, rows: Any, tasks: list[FileTask]) -> tuple[Any, Any]:
+def _drop_duplicates(rows: Any, tasks: list[FileTask]) -> tuple[Any, Any]:
     """`duplicates.find`'s rule in Spark: identical copies collapse to the first, copies
     that disagree all stay and are described by `duplicates`' own code."""
     from pyspark.sql import Window
@@ -335,7 +343,7 @@ def _drop_duplicates(spark: Any, rows: Any, tasks: list[FileTask]) -> tuple[Any,
         .select("event_id")
     )
     if repeated.limit(1).count() == 0:
-        return rows, Outcome()
+        return rows.persist(), Outcome()
     copies = rows.join(repeated, "event_id").select(
         "event_id",
         *KEYS,
