@@ -121,7 +121,7 @@ def _finish(
     from pyspark.sql import functions as F
 
     seen = {r[0] for r in parsed.select("_task").distinct().collect()}
-    errors = [(n, e) for n, e in _spark_errors(parsed)] + local_errors
+    errors = _spark_errors(parsed) + local_errors
     for n, task in remote:
         if n not in seen:  # Spark's listing missed a file it was given: said, never silent
             errors.append((n, _unread(task)))
