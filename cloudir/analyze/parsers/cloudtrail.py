@@ -17,7 +17,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -157,6 +157,19 @@ def open_evidence(path: Path) -> BinaryIO:
     return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
 
 
+def open_evidence_bytes(data: bytes) -> BinaryIO:
+    """`open_evidence` for a file whose bytes are already read (by Spark's binaryFile
+    reader): the same gzip decision by magic, the same one-shot limit, the same stream
+    fallback, so a file parses to the same rows and errors whoever read it."""
+    if data[:2] != b"\x1f\x8b":
+        return io.BytesIO(data)
+    if len(data) <= ONE_SHOT_BYTES:
+        inflated = _inflate_single_member(data)
+        if inflated is not None:
+            return io.BytesIO(inflated)
+    return gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")  # type: ignore[return-value]
+
+
 def _inflate_single_member(data: bytes) -> bytes | None:
     """One gzip member inflated up to the document limit; None means 'stream it instead'."""
     inflater = zlib.decompressobj(wbits=31)
@@ -169,10 +182,22 @@ def _inflate_single_member(data: bytes) -> bytes | None:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions | None = None
 ) -> Iterator[pa.RecordBatch]:
+    yield from _parse_opened(lambda: open_evidence(path), evidence_id, errors)
+
+
+def parse_bytes(data: bytes, evidence_id: str, errors: ErrorLog) -> Iterator[pa.RecordBatch]:
+    """`parse` for a file's bytes read by someone else (the Spark timeline's executors):
+    the same records, rows and errors.jsonl entries as `parse` gives for the file."""
+    yield from _parse_opened(lambda: open_evidence_bytes(data), evidence_id, errors)
+
+
+def _parse_opened(
+    opener: Callable[[], BinaryIO], evidence_id: str, errors: ErrorLog
+) -> Iterator[pa.RecordBatch]:
     builder = BatchBuilder(errors)
     number = 0
     try:
-        for number, raw, view in _records(path, errors):
+        for number, raw, view in _records(opener, errors):
             row = to_row(raw, view, evidence_id, number, errors)
             if row is not None:
                 builder.add(number, row)
@@ -191,7 +216,9 @@ def _flushed(builder: BatchBuilder) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
-def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, bytes, RecordView]]:
+def _records(
+    opener: Callable[[], BinaryIO], errors: ErrorLog
+) -> Iterator[tuple[int, bytes, RecordView]]:
     """Whole-file JSON, or JSON lines; the first line decides which, read as a stream.
 
     No read is unbounded: a line or document over MAX_DOCUMENT_BYTES is reported, not
@@ -200,7 +227,7 @@ def _records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, bytes, RecordV
     error about a record names the same record.
     """
     counter = [0]
-    with open_evidence(path) as fh:
+    with opener() as fh:
         lines = _bounded_lines(fh)
         number, first = next(((n, line) for n, line in lines if line.strip()), (0, b""))
         if not first:
