@@ -23,7 +23,6 @@ from cloudir.analyze.spark_timeline import build_timeline_spark
 from cloudir.analyze.timeline import build_timeline
 from cloudir.case import Case
 from tests.conftest import cloudir, ct_event
-from tests.spark_fixture import spark_session  # noqa: F401 - the shared session
 
 CORPUS_FOLDERS = [
     "stratus-red-team/detonation-logs",
@@ -89,7 +88,7 @@ def assert_same(duck: dict[str, Any], spark: dict[str, Any]) -> None:
 def test_the_whole_cloudtrail_corpus_gives_the_same_timeline(
     corpus: Path,
     tmp_path: Path,
-    spark_session: Any,  # noqa: F811
+    spark: Any,
 ) -> None:
     case = tmp_path / "corpus"
     for folder in CORPUS_FOLDERS:
@@ -101,8 +100,8 @@ def test_the_whole_cloudtrail_corpus_gives_the_same_timeline(
     tasks, _ = timeline.collect_tasks(opened)
     on_executors = [t for t in tasks if spark_timeline._spark_reads(opened, t)]
     assert len(on_executors) == len(tasks) == 64  # every corpus file is parsed by Spark
-    duck, spark = both_engines(case, spark_session)
-    assert_same(duck, spark)
+    duck, on_spark = both_engines(case, spark)
+    assert_same(duck, on_spark)
     # Every shape of the corpus was read: S3 files, .json.gz, JSONL, arrays, SQS bodies.
     assert duck["summary"]["rows"] == 361
     assert any("zip archive" in line for line in duck["errors"])
@@ -186,10 +185,10 @@ def hostile_case(root: Path, corpus: Path) -> Path:
 def test_hostile_evidence_gives_the_same_rows_errors_and_summary(
     corpus: Path,
     tmp_path: Path,
-    spark_session: Any,  # noqa: F811
+    spark: Any,
 ) -> None:
-    duck, spark = both_engines(hostile_case(tmp_path / "hostile", corpus), spark_session)
-    assert_same(duck, spark)
+    duck, on_spark = both_engines(hostile_case(tmp_path / "hostile", corpus), spark)
+    assert_same(duck, on_spark)
     summary = duck["summary"]
     # The case exercises what it says it does, so equality is not two empty timelines.
     assert summary["duplicates_dropped"] == 2  # `shared` from b.json and from LookupEvents
@@ -207,17 +206,17 @@ def test_hostile_evidence_gives_the_same_rows_errors_and_summary(
 
 def test_a_case_without_evidence_is_an_empty_timeline_either_way(
     tmp_path: Path,
-    spark_session: Any,  # noqa: F811
+    spark: Any,
 ) -> None:
     Case.create(tmp_path / "empty", title="empty")
-    duck, spark = both_engines(tmp_path / "empty", spark_session)
-    assert_same(duck, spark)
+    duck, on_spark = both_engines(tmp_path / "empty", spark)
+    assert_same(duck, on_spark)
     assert duck["summary"]["rows"] == 0 and not duck["rows"]
 
 
 def test_a_case_folder_hadoop_cannot_name_is_read_all_the_same(
     tmp_path: Path,
-    spark_session: Any,  # noqa: F811
+    spark: Any,
 ) -> None:
     """Hadoop reads `:` in a path as a URI scheme (and `[`, `{` as globs): such a case's
     CloudTrail is parsed in the driver instead, and the timeline is the same. (Not `[`
@@ -226,6 +225,6 @@ def test_a_case_folder_hadoop_cannot_name_is_read_all_the_same(
     case = Case.create(root, title="glob")
     event = ct_event("2024-07-31T10:00:00Z")
     add_item(case, "s3", {"a.json": json.dumps({"Records": [event, event]}).encode()})
-    duck, spark = both_engines(root, spark_session)
-    assert_same(duck, spark)
+    duck, on_spark = both_engines(root, spark)
+    assert_same(duck, on_spark)
     assert duck["summary"]["rows"] == 1 and duck["summary"]["duplicates_dropped"] == 1

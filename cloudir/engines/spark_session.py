@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,6 +68,10 @@ def spark_session(master: str | None = None) -> SparkSession:
     else:
         chosen = master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER
         check_java()
+        # Python workers (the timeline's parse runs in them) must be this interpreter, whose
+        # environment holds cloudir and pyarrow, not the PATH's python3; pyspark reads only
+        # the environment variable for that.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = pyspark_sql.SparkSession.builder.appName("cloudir").master(chosen)
         for key, value in new_session_conf(chosen).items():
             builder = builder.config(key, value)
