@@ -44,7 +44,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
 from cloudir.analyze.timeline import (
     CLOUDTRAIL_EARLIEST,
     HOST_EARLIEST,
@@ -59,8 +58,8 @@ from cloudir.analyze.timeline import (
     _parquet_writer,
     _swap_in,
     _write_lines,
-    collect_tasks,
     parse_chunk,
+    start_build,
 )
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE
@@ -78,13 +77,7 @@ HADOOP_SPECIAL = "*?[]{}\\:"  # glob characters, escapes and a scheme's colon in
 
 def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
     """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`."""
-    tasks, skipped = collect_tasks(case)
-    building = case.paths.timeline_building
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir()
-    result = TimelineResult(files=len(tasks), errors=list(skipped))
-    result.evidence_problems = [s for s in skipped if s.get("kind") in PROBLEM_KINDS]
-    result.unparsed = [s["path"] for s in skipped if s.get("kind") != "incomplete"]
+    tasks, building, result = start_build(case)
     ceiling_us = _ceiling_us()
 
     by_spark = [_spark_reads(case, t) for t in tasks]

@@ -372,6 +372,20 @@ def _implausible_examples(
     ]
 
 
+def start_build(case: Case) -> tuple[list[FileTask], Path, TimelineResult]:
+    """What every engine's build starts from: the evidence files to parse, an empty
+    `timeline.building/` beside the live timeline, and a result that already holds the
+    items that cannot be parsed (kept by both engines alike)."""
+    tasks, skipped = collect_tasks(case)
+    building = case.paths.timeline_building
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    result = TimelineResult(files=len(tasks), errors=list(skipped))
+    result.evidence_problems = [s for s in skipped if s.get("kind") in PROBLEM_KINDS]
+    result.unparsed = [s["path"] for s in skipped if s.get("kind") != "incomplete"]
+    return tasks, building, result
+
+
 def build_timeline(
     case: Case,
     workers: int | None = None,
@@ -380,14 +394,8 @@ def build_timeline(
 ) -> TimelineResult:
     """Rebuild `timeline/` from all evidence; returns counts and the logged errors."""
     workers = max(1, workers or os.cpu_count() or 1)
-    tasks, skipped = collect_tasks(case)
+    tasks, building, result = start_build(case)
     chunks = plan_chunks(tasks, workers)
-    building = case.paths.timeline_building
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir()
-    result = TimelineResult(files=len(tasks), errors=list(skipped))
-    result.evidence_problems = [s for s in skipped if s.get("kind") in PROBLEM_KINDS]
-    result.unparsed = [s["path"] for s in skipped if s.get("kind") != "incomplete"]
     ceiling_us = _ceiling_us()
     examples: list[dict[str, Any]] = []
     staging_files: list[str] = []
