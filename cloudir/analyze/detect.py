@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cloudir import __version__
 from cloudir.analyze.duck import sql_str
@@ -467,9 +467,25 @@ def _key_column(result: RuleSet, field_name: str) -> str:
     return result.key_columns.setdefault(sql, f"k{len(result.key_columns)}")
 
 
-def scan_sql(backend: Any) -> str:
-    """The timeline as rules see it: every row with its raw fields parsed once."""
-    return backend.fields.scan_sql("timeline")
+def scan_sql(backend: Any, context_tables: dict[str, str] | None = None) -> str:
+    """The timeline as rules see them: every row with its raw fields parsed once."""
+    return str(backend.fields.scan_sql("timeline", context_tables))
+
+
+class TimelineParts(Protocol):
+    """Where the timeline's rows are when they are not all in the DuckDB connection.
+
+    A Spark job (analyze/spark_detect.py) evaluates SQL that reads `timeline` on each part
+    of the timeline, in a DuckDB of its own per task, and gathers the rows of all parts
+    into a table of the driver's connection. Only SQL whose result over the whole timeline
+    is the union of its results over the parts is given to `gather`: row-level selections,
+    and the `partial` facts of the computed fields (sigma/context.py), which the driver then
+    groups again.
+    """
+
+    def gather(self, con: Any, table: str, sql: str, shipped: Sequence[str] = ()) -> None:
+        """Make temp table `table` in `con`: the rows of `sql` over every part, which may
+        read the tables of `con` named in `shipped` (small: they go to every task)."""
 
 
 @contextlib.contextmanager
@@ -530,22 +546,57 @@ ENTITY_FIELDS = {
 
 
 def run_rules(
-    con: Any, ruleset: RuleSet, suppressions: Sequence[Suppression] = ()
+    con: Any,
+    ruleset: RuleSet,
+    suppressions: Sequence[Suppression] = (),
+    parts: TimelineParts | None = None,
 ) -> dict[int, list[str]]:
     """One scan: each detection rule is a boolean column; matched rows go to `_hits`.
 
     Returns, per reported rule (index into ruleset.rules), the matched event ids. A rule
     some suppression filter applies to has its raw match in `a<n>`, each filter's verdict
     (the rule matched, the filter's condition did not hold) in `s<k>`, and what is left in
-    `h<n>`, which the findings and the correlations read.
+    `h<n>`, which the findings and the correlations read. With `parts`, the scan runs on
+    the parts of the timeline and only its matched rows come to `con`: everything after
+    the scan is the same code over the same `_hits`.
     """
     detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
     hits: dict[int, list[str]] = {}
-    backend = ruleset.backend
     filtered = {
         n: [k for k, s in enumerate(suppressions) if n in s.applies_to] for n, _ in detections
     }
     filtered = {n: ks for n, ks in filtered.items() if ks}
+    if parts is None:
+        select = hits_sql(ruleset, suppressions, filtered)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {select}").fetchall()
+    else:
+        tables = gather_context(con, ruleset.backend.fields, parts)
+        select = hits_sql(ruleset, suppressions, filtered, tables)
+        parts.gather(con, "_hits", select, shipped=list(tables.values()))
+    _count_suppressed(con, ruleset, suppressions, filtered)
+    for n, rule in detections:
+        if not rule.output:
+            continue  # a base rule: its hits stay in DuckDB for the correlations
+        rows = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
+        hits[n] = [r[0] for r in rows.fetchall()]
+    for n, rule in enumerate(ruleset.rules):
+        if rule.correlation is not None:
+            hits[n] = run_correlation(con, n, rule.correlation)
+    return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
+
+
+def hits_sql(
+    ruleset: RuleSet,
+    suppressions: Sequence[Suppression],
+    filtered: dict[int, list[int]],
+    context_tables: dict[str, str] | None = None,
+) -> str:
+    """The rows of `_hits`: every row some rule matched, with what the findings need.
+
+    A row-level selection over `timeline`: over parts of it, it gives parts of `_hits`.
+    """
+    detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
+    backend = ruleset.backend
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
     raw_flags = {n: f"a{n}" if n in filtered else f"h{n}" for n, _ in detections}
@@ -567,25 +618,29 @@ def run_rules(
         *ruleset.key_columns.values(), *raw_flags.values(),
     ]  # fmt: skip
     judged = ", ".join(carried + [c.rsplit(" AS ", 1)[1] for c in triage_columns + verdicts])
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _hits AS SELECT {judged}{"".join(", " + c for c in kept)}
+    scan = scan_sql(backend, context_tables)
+    return f"""SELECT {judged}{"".join(", " + c for c in kept)}
             FROM (
               SELECT {", ".join(carried + triage_columns + verdicts)} FROM (
                 SELECT *, {", ".join(entities + keys + flags)}
-                FROM ({scan_sql(backend)}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
+                FROM ({scan}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
               ) WHERE {any_hit}
             )"""
-    ).fetchall()
-    _count_suppressed(con, ruleset, suppressions, filtered)
-    for n, rule in detections:
-        if not rule.output:
-            continue  # a base rule: its hits stay in DuckDB for the correlations
-        rows = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
-        hits[n] = [r[0] for r in rows.fetchall()]
-    for n, rule in enumerate(ruleset.rules):
-        if rule.correlation is not None:
-            hits[n] = run_correlation(con, n, rule.correlation)
-    return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
+
+
+def gather_context(con: Any, plan: Any, parts: TimelineParts) -> dict[str, str]:
+    """The computed fields' tables, from each part's facts (context.Context): field name
+    -> temp table of `con` that the scan joins instead of computing the aggregate."""
+    from cloudir.analyze.sigma.context import CONTEXTS
+
+    tables = {}
+    for name in sorted(plan.context):
+        context = CONTEXTS[name]
+        facts, table = f"_facts{context.column}", f"_table{context.column}"
+        parts.gather(con, facts, context.partial())
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {context.final(facts)}").fetchall()
+        tables[name] = table
+    return tables
 
 
 def _count_suppressed(
@@ -635,12 +690,14 @@ def _in_list(values: Iterable[str]) -> str:
     return ", ".join(sql_str(v) for v in values)
 
 
-def findings_from(con: Any, ruleset: RuleSet, hits: dict[int, list[str]]) -> list[dict[str, Any]]:
+def findings_from(
+    con: Any, ruleset: RuleSet, hits: dict[int, list[str]], parts: TimelineParts | None = None
+) -> list[dict[str, Any]]:
     """One finding per rule with hits, its events' entities gathered from `_hits`, triaged
     (outcome, actor, level; triage.py) and in reading order (`rank`)."""
     findings = []
     if hits:
-        automation_baseline(con)
+        automation_baseline(con, parts)
     for n, event_ids in hits.items():
         rule = ruleset.rules[n]
         con.execute(

@@ -160,41 +160,45 @@ def event_columns(field: FieldSql) -> list[str]:
     ]
 
 
-def automation_baseline(con: Any) -> None:
+def automation_baseline(con: Any, parts: Any = None) -> None:
     """`_automation`: for each identity seen in a matched CloudTrail event, the IP addresses
     it made automation calls from anywhere in the case, and when it first did.
 
     One pass over the timeline rows of those identities only (their `user` column is
     compared before any JSON is parsed); what tells a new address from a known one.
+    With `parts` (detect.TimelineParts: the timeline is elsewhere, in parts), each part's
+    earliest calls are gathered and their minimum taken, which is the same table.
     """
     from cloudir.analyze.sigma.fields import FieldPlan
 
     plan = FieldPlan()
     kind = actor_sql(lambda path: plan.value_sql(tuple(path.split(".")))).kind
     user = identity_sql('"user"')
-    wanted = [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT {identity_sql('e_principals')} FROM _hits "
-            "WHERE t_actor IS NOT NULL AND e_principals IS NOT NULL"
-        ).fetchall()
-    ]
-    if not wanted:  # no CloudTrail event matched: nothing to compare with
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _automation "
-            "(ident VARCHAR, src_ip VARCHAR, first_seen TIMESTAMPTZ)"
-        ).fetchall()
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _automation_wanted AS
+            SELECT DISTINCT {identity_sql("e_principals")} AS ident FROM _hits
+            WHERE t_actor IS NOT NULL AND e_principals IS NOT NULL"""
+    ).fetchall()
+    empty = (
+        "CREATE OR REPLACE TEMP TABLE _automation "
+        "(ident VARCHAR, src_ip VARCHAR, first_seen TIMESTAMPTZ)"
+    )
+    if not con.execute("SELECT count(*) FROM _automation_wanted").fetchall()[0][0]:
+        con.execute(empty).fetchall()  # no CloudTrail event matched: nothing to compare with
         return
     rows = (
         f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
-        f"AND list_contains(?::VARCHAR[], {user}) AND {is_address_sql('src_ip')})"
+        f"AND {user} IN (SELECT ident FROM _automation_wanted) AND {is_address_sql('src_ip')})"
     )
+    earliest = f"""SELECT {user} AS ident, src_ip, min(timestamp) AS first_seen
+        FROM ({plan.scan_sql(rows)}) WHERE ({kind}) = {sql_str(AUTOMATION)} GROUP BY ALL"""
+    if parts is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _automation AS {earliest}").fetchall()
+        return
+    parts.gather(con, "_automation_parts", earliest, shipped=["_automation_wanted"])
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _automation AS
-            SELECT {user} AS ident, src_ip, min(timestamp) AS first_seen
-            FROM ({plan.scan_sql(rows)}) WHERE ({kind}) = {sql_str(AUTOMATION)}
-            GROUP BY ALL""",
-        [wanted],
+        """CREATE OR REPLACE TEMP TABLE _automation AS SELECT ident, src_ip,
+            min(first_seen) AS first_seen FROM _automation_parts GROUP BY ALL"""
     ).fetchall()
 
 

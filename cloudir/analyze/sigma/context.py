@@ -79,11 +79,31 @@ CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
 
 @dataclass(frozen=True)
 class Context:
-    """A computed field that needs the whole timeline: an aggregate joined to each row."""
+    """A computed field that needs the whole timeline: an aggregate joined to each row.
+
+    The aggregate is written in two steps so that it can be computed in pieces: `partial`
+    reads rows of `timeline` into grouped facts, and `final` groups those facts again
+    (min of minimums, sums of counts, distinct of distincts) into the table the scan joins.
+    Over the whole timeline at once (the DuckDB path) `final(partial)` is the aggregate;
+    over each part of the timeline on its own (Spark, one part per task) the union of the
+    parts' `partial` rows gives `final` the same input facts, so the same table.
+    """
 
     column: str  # the scan's column holding the field's value
-    join: Callable[[Any], str]  # FieldPlan -> "LEFT JOIN (...) ON ..."
+    alias: str  # the joined table's name in the scan
+    partial: Callable[[], str]  # SELECT over `timeline`: grouped facts, re-aggregable
+    final: Callable[[str], str]  # relation of partial rows -> the table the scan joins
+    on: Callable[[Any], str]  # FieldPlan -> the join condition
     value: Callable[[Any], str]  # FieldPlan -> the value's SQL over the row and the join
+
+    def table_sql(self) -> str:
+        """The joined table over the whole timeline, in one statement."""
+        return self.final(f"({self.partial()})")
+
+    def join(self, plan: Any, table: str | None = None) -> str:
+        """The LEFT JOIN of the scan: to the aggregate, or to `table` already holding it."""
+        source = table if table is not None else f"({self.table_sql()})"
+        return f"LEFT JOIN {source} {self.alias} ON {self.on(plan)}"
 
 
 ROW_FIELDS = ("cloudir.api_family",)
@@ -106,7 +126,7 @@ def field_sql(plan: Any, field_name: str) -> str | None:
     if context is None:
         return None
     if field_name not in plan.context:
-        context.join(plan)  # plans the raw paths they read now, before the scan is built
+        context.on(plan)  # plans the raw paths they read now, before the scan is built
         context.value(plan)
         plan.context[field_name] = context
     return context.column
@@ -139,18 +159,22 @@ def _key(plan: Any) -> str:
     return _raw(plan, "userIdentity.accessKeyId")
 
 
-def _key_join(plan: Any) -> str:
-    return f"""LEFT JOIN (
-        SELECT _ck_key, _ck_ip, _ck_first,
+def _key_partial() -> str:
+    return f"""SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
+            SELECT timestamp, lower(src_ip) AS ip, CASE WHEN contains(raw, '"AKIA')
+                THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+            FROM timeline WHERE {CLOUDTRAIL}
+        ) WHERE starts_with(k, 'AKIA') AND ip IS NOT NULL GROUP BY ALL"""
+
+
+def _key_final(partial: str) -> str:
+    return f"""SELECT _ck_key, _ck_ip, _ck_first,
             min(_ck_first) OVER (PARTITION BY _ck_key) AS _ck_key_first
-        FROM (
-            SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
-                SELECT timestamp, lower(src_ip) AS ip, CASE WHEN contains(raw, '"AKIA')
-                    THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
-                FROM timeline WHERE {CLOUDTRAIL}
-            ) WHERE starts_with(k, 'AKIA') AND ip IS NOT NULL GROUP BY ALL
-        )
-    ) _ck ON _ck_key = {_key(plan)} AND _ck_ip = lower(src_ip)"""
+        FROM (SELECT _ck_key, _ck_ip, min(_ck_first) AS _ck_first FROM {partial} GROUP BY ALL)"""
+
+
+def _key_on(plan: Any) -> str:
+    return f"_ck_key = {_key(plan)} AND _ck_ip = lower(src_ip)"
 
 
 def _key_value(plan: Any) -> str:
@@ -164,25 +188,31 @@ def _key_value(plan: Any) -> str:
 # -- cloudir.key_new_agent_family -------------------------------------------------------------
 
 
-def _agent_join(plan: Any) -> str:
+def _agent_partial() -> str:
+    return f"""SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
+            SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
+                CASE WHEN contains(raw, '"AKIA')
+                THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+            FROM timeline WHERE {CLOUDTRAIL}
+        ) WHERE starts_with(k, 'AKIA') GROUP BY ALL"""
+
+
+def _agent_final(partial: str) -> str:
     """Joined on the key and the exact user agent, so the family (two dozen ILIKEs) is
     worked out once per distinct (key, agent) of the case, not on every row of the scan."""
     family = agent_family_sql("_ca_agent")
-    return f"""LEFT JOIN (
-        SELECT _ca_key, _ca_agent,
+    return f"""SELECT _ca_key, _ca_agent,
             min(_ca_seen) OVER (PARTITION BY _ca_key, _ca_family) AS _ca_first,
             min(_ca_seen) OVER (PARTITION BY _ca_key) AS _ca_key_first
         FROM (
             SELECT _ca_key, _ca_agent, {family} AS _ca_family, _ca_seen FROM (
-                SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
-                    SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
-                        CASE WHEN contains(raw, '"AKIA')
-                        THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
-                    FROM timeline WHERE {CLOUDTRAIL}
-                ) WHERE starts_with(k, 'AKIA') GROUP BY ALL
+                SELECT _ca_key, _ca_agent, min(_ca_seen) AS _ca_seen FROM {partial} GROUP BY ALL
             )
-        ) WHERE _ca_family IS NOT NULL AND _ca_family <> '{AWS_SERVICE_AGENT}'
-    ) _ca ON _ca_key = {_key(plan)} AND _ca_agent = {_raw(plan, "userAgent")}"""
+        ) WHERE _ca_family IS NOT NULL AND _ca_family <> '{AWS_SERVICE_AGENT}'"""
+
+
+def _agent_on(plan: Any) -> str:
+    return f"_ca_key = {_key(plan)} AND _ca_agent = {_raw(plan, 'userAgent')}"
 
 
 def _agent_value(plan: Any) -> str:
@@ -212,33 +242,41 @@ def _group_rows(plan: Any) -> str:
     )
 
 
-def _group_join(plan: Any) -> str:
-    """Each (account, group, user)'s membership changes as one list, in time order.
+def _group_partial() -> str:
+    """Each (account, group, user)'s membership changes, one per second.
 
     Changes in the same second are one change, a removal winning: which came first is not
-    known, and "not a member" is the answer that claims less. (A list, not an ASOF join:
-    that sorts every row of the scan; this join matches only the few calls naming a group.)
+    known, and "not a member" is the answer that claims less.
     """
     read = "json_extract_string(raw, '$.{}')".format
     change = _membership_key(
         read("recipientAccountId"), read("requestParameters.groupName"),
         read("requestParameters.userName"),
     )  # fmt: skip
+    return f"""SELECT {change} AS _cg_key, timestamp AS _cg_time,
+            bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
+        FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
+            'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
+        GROUP BY ALL HAVING _cg_key IS NOT NULL"""
+
+
+def _group_final(partial: str) -> str:
+    """The changes as one list per key, in time order. (A list, not an ASOF join: that
+    sorts every row of the scan; this join matches only the few calls naming a group.)"""
+    return f"""SELECT _cg_key, list({{'at': _cg_time, 'member': _cg_member}} ORDER BY _cg_time)
+            AS _cg_changes
+        FROM (
+            SELECT _cg_key, _cg_time, bool_and(_cg_member) AS _cg_member
+            FROM {partial} GROUP BY ALL
+        ) GROUP BY _cg_key"""
+
+
+def _group_on(plan: Any) -> str:
     row = _membership_key(
         _raw(plan, "recipientAccountId"), _raw(plan, _GROUP_CALL),
         _raw(plan, "userIdentity.userName"),
     )  # fmt: skip
-    return f"""LEFT JOIN (
-        SELECT _cg_key, list({{'at': _cg_time, 'member': _cg_member}} ORDER BY _cg_time)
-            AS _cg_changes
-        FROM (
-            SELECT {change} AS _cg_key, timestamp AS _cg_time,
-                bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
-            FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
-                'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
-            GROUP BY ALL HAVING _cg_key IS NOT NULL
-        ) GROUP BY _cg_key
-    ) _cg ON _cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END"""
+    return f"_cg_key = CASE WHEN {_group_rows(plan)} THEN {row} END"
 
 
 def _group_value(plan: Any) -> str:
@@ -254,7 +292,7 @@ _ADDRESS_KEYS = "privateIpAddress|ipAddress|publicIp|ipv6Address"
 INSTANCE_ROWS = f"{CLOUDTRAIL} AND starts_with(host, 'i-')"
 
 
-def _instance_join(plan: Any) -> str:
+def _instance_partial() -> str:
     launched = f"""SELECT json_extract_string(item, '$.instanceId') AS instance,
             unnest(regexp_extract_all(CAST(item AS VARCHAR),
                 '"(?:{_ADDRESS_KEYS})"\\s*:\\s*"([^"]+)"', 1)) AS address
@@ -266,11 +304,18 @@ def _instance_join(plan: Any) -> str:
     agent = f"""SELECT host, src_ip FROM timeline WHERE {INSTANCE_ROWS}
         AND json_extract_string(raw, '$.userAgent') ILIKE '%amazon-ssm-agent%'
         AND {_is_address("src_ip")}"""
-    return f"""LEFT JOIN (
-        SELECT lower(instance) AS _ci_instance, list(DISTINCT lower(trim(address))) AS _ci_addresses
+    return f"""SELECT DISTINCT lower(instance) AS _ci_instance, lower(trim(address)) AS _ci_address
         FROM ({launched} UNION ALL {associated} UNION ALL {agent})
-        WHERE instance IS NOT NULL AND address IS NOT NULL GROUP BY 1
-    ) _ci ON _ci_instance = CASE WHEN {INSTANCE_ROWS} THEN lower(host) END"""
+        WHERE instance IS NOT NULL AND address IS NOT NULL"""
+
+
+def _instance_final(partial: str) -> str:
+    return f"""SELECT _ci_instance, list(DISTINCT _ci_address) AS _ci_addresses
+        FROM {partial} GROUP BY 1"""
+
+
+def _instance_on(plan: Any) -> str:
+    return f"_ci_instance = CASE WHEN {INSTANCE_ROWS} THEN lower(host) END"
 
 
 def _instance_value(plan: Any) -> str:
@@ -290,17 +335,24 @@ DISCOVERY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL AND {_VERB} <> ''"
 _BUCKET = f"floor(epoch(timestamp) / {DISCOVERY_BUCKET_SECONDS})"
 
 
-def _discovery_join(plan: Any) -> str:
-    return f"""LEFT JOIN (
-        SELECT _cd_user, _cd_bucket,
+def _discovery_partial() -> str:
+    return f"""SELECT user AS _cd_user, {_BUCKET} AS _cd_bucket,
+            lower(split_part(action, ':', 2)) AS _cd_call
+        FROM timeline WHERE {DISCOVERY_ROWS} GROUP BY ALL"""
+
+
+def _discovery_final(partial: str) -> str:
+    return f"""SELECT _cd_user, _cd_bucket,
             count(*) OVER (PARTITION BY _cd_user) < {DISCOVERY_MIN_BUCKETS}
             OR n >= {DISCOVERY_FACTOR} * median(n) OVER (PARTITION BY _cd_user) AS _cd_unusual
         FROM (
-            SELECT user AS _cd_user, {_BUCKET} AS _cd_bucket,
-                count(DISTINCT lower(split_part(action, ':', 2))) AS n
-            FROM timeline WHERE {DISCOVERY_ROWS} GROUP BY ALL
-        )
-    ) _cd ON _cd_user = CASE WHEN {DISCOVERY_ROWS} THEN user END AND _cd_bucket = {_BUCKET}"""
+            SELECT _cd_user, _cd_bucket, count(DISTINCT _cd_call) AS n
+            FROM {partial} GROUP BY ALL
+        )"""
+
+
+def _discovery_on(plan: Any) -> str:
+    return f"_cd_user = CASE WHEN {DISCOVERY_ROWS} THEN user END AND _cd_bucket = {_BUCKET}"
 
 
 def _discovery_value(plan: Any) -> str:
@@ -316,18 +368,28 @@ _ACTION_FAMILY = (
 FAMILY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL"
 
 
-def _family_join(plan: Any) -> str:
+def _family_partial() -> str:
     codes = ", ".join(f"'{code}'" for code in DENIED)
-    return f"""LEFT JOIN (
-        SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
+    return f"""SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
+            count(*) FILTER (WHERE outcome IN ({codes})) AS _cf_denied, count(*) AS _cf_calls
+        FROM timeline WHERE {FAMILY_ROWS} GROUP BY ALL"""
+
+
+def _family_final(partial: str) -> str:
+    return f"""SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
             bool_or(_cf_failing) OVER (PARTITION BY _cf_user, _cf_family) AS _cf_any
         FROM (
-            SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
-                2 * count(*) FILTER (WHERE outcome IN ({codes})) >= count(*) AS _cf_failing
-            FROM timeline WHERE {FAMILY_ROWS} GROUP BY ALL
-        )
-    ) _cf ON _cf_user = CASE WHEN {FAMILY_ROWS} THEN user END
-        AND _cf_family = {_ACTION_FAMILY} AND _cf_bucket = {_BUCKET}"""
+            SELECT _cf_user, _cf_family, _cf_bucket,
+                2 * sum(_cf_denied) >= sum(_cf_calls) AS _cf_failing
+            FROM {partial} GROUP BY _cf_user, _cf_family, _cf_bucket
+        )"""
+
+
+def _family_on(plan: Any) -> str:
+    return (
+        f"_cf_user = CASE WHEN {FAMILY_ROWS} THEN user END "
+        f"AND _cf_family = {_ACTION_FAMILY} AND _cf_bucket = {_BUCKET}"
+    )
 
 
 def _family_value(plan: Any) -> str:
@@ -336,20 +398,44 @@ def _family_value(plan: Any) -> str:
 
 
 CONTEXTS: dict[str, Context] = {
-    "cloudir.family_failing": Context("_c_family_failing", _family_join, _family_value),
-    "cloudir.key_new_address": Context("_c_key_new_address", _key_join, _key_value),
-    "cloudir.key_new_agent_family": Context("_c_key_new_agent_family", _agent_join, _agent_value),
-    "cloudir.caller_in_group": Context("_c_caller_in_group", _group_join, _group_value),
-    "cloudir.instance_address": Context("_c_instance_address", _instance_join, _instance_value),
-    "cloudir.discovery_unusual": Context("_c_discovery_unusual", _discovery_join, _discovery_value),
+    "cloudir.family_failing": Context(
+        "_c_family_failing", "_cf", _family_partial, _family_final, _family_on, _family_value
+    ),
+    "cloudir.key_new_address": Context(
+        "_c_key_new_address", "_ck", _key_partial, _key_final, _key_on, _key_value
+    ),
+    "cloudir.key_new_agent_family": Context(
+        "_c_key_new_agent_family", "_ca", _agent_partial, _agent_final, _agent_on, _agent_value
+    ),
+    "cloudir.caller_in_group": Context(
+        "_c_caller_in_group", "_cg", _group_partial, _group_final, _group_on, _group_value
+    ),
+    "cloudir.instance_address": Context(
+        "_c_instance_address",
+        "_ci",
+        _instance_partial,
+        _instance_final,
+        _instance_on,
+        _instance_value,
+    ),
+    "cloudir.discovery_unusual": Context(
+        "_c_discovery_unusual",
+        "_cd",
+        _discovery_partial,
+        _discovery_final,
+        _discovery_on,
+        _discovery_value,
+    ),
 }
 
 
-def with_context(scan: str, plan: Any) -> str:
-    """The scan with the columns of the computed fields in use, each joined once."""
+def with_context(scan: str, plan: Any, tables: dict[str, str] | None = None) -> str:
+    """The scan with the columns of the computed fields in use, each joined once: to its
+    aggregate, or to the table named in `tables` (field name -> table) that holds it."""
     if not plan.context:
         return scan
-    used = [CONTEXTS[name] for name in sorted(plan.context)]
-    joins = " ".join(context.join(plan) for context in used)
-    values = ", ".join(f"{context.value(plan)} AS {context.column}" for context in used)
+    tables = tables or {}
+    used = [(name, CONTEXTS[name]) for name in sorted(plan.context)]
+    joins = " ".join(context.join(plan, tables.get(name)) for name, context in used)
+    values = ", ".join(f"{context.value(plan)} AS {context.column}" for _, context in used)
     return f"SELECT _s.*, {values} FROM ({scan}) _s {joins}"

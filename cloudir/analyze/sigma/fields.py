@@ -160,13 +160,14 @@ class FieldPlan:
             ] + branches
         return " OR ".join(tests), f"CASE {' '.join(branches)} END"
 
-    def scan_sql(self, table: str) -> str:
+    def scan_sql(self, table: str, context_tables: dict[str, str] | None = None) -> str:
         """The rows as rules see them: raw parsed once by json_transform, then the
-        lower-cased values many rules compare."""
+        lower-cased values many rules compare. The computed fields join their aggregates,
+        or the tables in `context_tables` that already hold them (see context.Context)."""
         columns = ["*"]
         if self.tree:
             columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
-        parsed = with_context(f"SELECT {', '.join(columns)} FROM {table}", self)
+        parsed = with_context(f"SELECT {', '.join(columns)} FROM {table}", self, context_tables)
         lowered = [f"lower({sql}) AS {name}" for sql, name in self.shared_lowers().items()]
         return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
 
