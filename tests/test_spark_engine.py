@@ -116,18 +116,6 @@ def test_spark_without_java_is_refused_before_a_jvm_starts(spark_case: Path) -> 
     )
 
 
-def test_detect_on_spark_is_refused_in_this_version(spark_case: Path) -> None:
-    findings = spark_case / "findings"
-    before = sorted(findings.rglob("*")) if findings.exists() else []
-    result = cloudir("detect", "--case", str(spark_case), "--engine", "spark")
-    assert result.code == 2
-    assert _one_line(result.stderr).endswith(
-        "detect --engine spark is not available in this version: detection on Spark comes "
-        "next (see docs/spark.md); run detect with the default engine, duckdb"
-    )
-    assert (sorted(findings.rglob("*")) if findings.exists() else []) == before
-
-
 def test_timeline_on_spark_without_its_module_is_refused_in_one_line(spark_case: Path) -> None:
     """A build without cloudir.analyze.spark_timeline answers in one line, exit 2."""
     parts = sorted((spark_case / "timeline").rglob("*.parquet"))

@@ -754,7 +754,21 @@ def _iso(moment: Any) -> str:
 
 def validate(paths: list[Path], builtin: bool) -> RuleSet:
     """Load and compile rules against an empty timeline: no case needed."""
-    from cloudir.analyze.duck import connect, seal
+    from cloudir.analyze.duck import seal
+
+    con = empty_timeline()
+    register_functions(con)
+    seal(con)  # a rule's SQL reads nothing, writes nothing, whoever wrote the rule
+    files = rule_files(paths, builtin)
+    if paths and not files:
+        raise UsageError(f"no rule files (.yml, .yaml) in {', '.join(map(str, paths))}")
+    return load_rules(files, con)
+
+
+def empty_timeline() -> Any:
+    """A connection whose view `timeline` has the timeline's columns and no rows: rules
+    bind against it, and SQL that must only be planned (or read tables of its own) runs."""
+    from cloudir.analyze.duck import connect
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     con = connect()
@@ -763,12 +777,7 @@ def validate(paths: list[Path], builtin: bool) -> RuleSet:
         for f in TIMELINE_SCHEMA
     )
     con.execute(f"CREATE VIEW timeline AS SELECT {columns} WHERE false").fetchall()
-    register_functions(con)
-    seal(con)  # a rule's SQL reads nothing, writes nothing, whoever wrote the rule
-    files = rule_files(paths, builtin)
-    if paths and not files:
-        raise UsageError(f"no rule files (.yml, .yaml) in {', '.join(map(str, paths))}")
-    return load_rules(files, con)
+    return con
 
 
 @dataclass
@@ -781,7 +790,11 @@ class DetectResult:
 
 
 def detect(
-    case: Case, extra_rules: list[Path], builtin: bool = True, suppress: Sequence[Path] = ()
+    case: Case,
+    extra_rules: list[Path],
+    builtin: bool = True,
+    suppress: Sequence[Path] = (),
+    parts: TimelineParts | None = None,
 ) -> DetectResult:
     """Run the rules over the case's timeline; writes findings/findings.{json,parquet}.
 
@@ -790,6 +803,9 @@ def detect(
     are a usage error, raised before any findings file is written (only DuckDB's empty
     spill folder, findings/.spill, is made first): "no findings" must mean rules ran.
     So is a suppression filter (`suppress`: folders of Sigma filters) that cannot be read.
+
+    With `parts` (analyze/spark_detect.py), the timeline is read only there: this process's
+    connection holds an empty `timeline` to bind the rules, and the rows the scan matched.
     """
     from cloudir.analyze import suppress as suppressions
     from cloudir.analyze.duck import seal
@@ -798,15 +814,15 @@ def detect(
     if not extra_rules and not builtin:
         raise UsageError("no rules to run: give --rules PATH, or leave out --no-builtin")
     suppressions.filter_files(list(suppress))  # a wrong folder fails before any work
-    con = connect(case)
+    con = connect(case) if parts is None else empty_timeline()
     register_functions(con)
     limit_memory(con, case.paths.findings)
-    seal(con, timeline_files(case))
+    seal(con, timeline_files(case) if parts is None else ())
     rules = load_rules(rule_files(extra_rules, builtin), con)
     require_runnable(extra_rules, rules)
     filters = suppressions.load(list(suppress), rules, con)
-    hits = run_rules(con, rules, filters)
-    findings = findings_from(con, rules, hits)
+    hits = run_rules(con, rules, filters, parts)
+    findings = findings_from(con, rules, hits, parts)
     applied = [f.summary([rules.rules[n].rule_id for n in f.applies_to]) for f in filters]
     out = case.paths.findings
     out.mkdir(exist_ok=True)

@@ -26,10 +26,6 @@ from cloudir.cli.common import (
 )
 from cloudir.errors import EXIT_EVIDENCE, EXIT_FINDINGS, UsageError
 
-DETECT_ON_SPARK = (
-    "detect --engine spark is not available in this version: detection on Spark comes next "
-    "(see docs/spark.md); run detect with the default engine, duckdb"
-)
 WHO_SHOWN = 2  # principals per finding in the terminal table; findings.json lists them all
 
 rules_app = typer.Typer(help="Inspect Sigma rules: what loads, what is skipped and why.")
@@ -68,17 +64,32 @@ def detect(
 ) -> None:
     """Run Sigma rules over the timeline; write findings/findings.{json,parquet}.
 
+    With --engine spark the scan runs on a Spark cluster (--spark-master, SPARK_MASTER or
+    the spark-submit session) and gives the same findings.
+
     Example: cloudir detect --case ./case-42 --rules ./my-rules --suppress ./known-good
+
+    Example: cloudir detect --case ./case-42 --engine spark --spark-master local[2]
     """
     from cloudir.analyze import detect as engine
     from cloudir.case import Case
 
-    if engine_choice(engine_name, spark_master) == "spark":
-        raise UsageError(DETECT_ON_SPARK)
+    on_spark = engine_choice(engine_name, spark_master) == "spark"
     if fail_on not in engine.LEVELS:
         raise UsageError(f"--fail-on must be one of {', '.join(engine.LEVELS)}")
     the_case = Case.open(case)
-    result = engine.detect(the_case, rules or [], builtin=not no_builtin, suppress=suppress or [])
+    if on_spark:
+        from cloudir.analyze.spark_detect import detect_spark
+        from cloudir.engines.spark_session import spark_session
+
+        spark = spark_session(spark_master)
+        result = detect_spark(
+            the_case, spark, rules or [], builtin=not no_builtin, suppress=suppress or []
+        )
+    else:
+        result = engine.detect(
+            the_case, rules or [], builtin=not no_builtin, suppress=suppress or []
+        )
     if as_json:
         sys.stdout.write(the_case.paths.findings_json.read_text())
     else:

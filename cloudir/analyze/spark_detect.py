@@ -1,0 +1,147 @@
+"""`detect --engine spark`: the rules' scan runs on Spark, part by part of the timeline.
+
+Equivalence with the DuckDB path is the contract, so nothing about the rules is written
+twice. Spark reads the timeline's Parquet and hands each task its rows as Arrow batches;
+the task evaluates the SQL the DuckDB backend compiled, in a DuckDB of its own, sealed as
+the DuckDB path's connection is (it reads the rows it was given and the small tables the
+driver shipped, nothing else). The regex (RE2), JSON path, CIDR and keyword semantics are
+therefore DuckDB's on both paths; a Spark SQL rendering would be a second generator whose
+regex is Java's and whose JSON functions answer differently for arrays and case.
+
+What runs where (detect.TimelineParts is the seam):
+- on the executors, over each part: the computed fields' facts (sigma/context.py, a
+  `partial` that groups again), the scan into `_hits` (only the matched rows come back),
+  and the automation baseline's earliest calls;
+- in the driver, over those small results: the computed fields' final grouping, the
+  correlations, suppression counts, triage and findings, in the same code as the DuckDB
+  path. The matched events are orders of magnitude fewer than the timeline's rows, and
+  the correlations' ASOF chains and windows need them in time order in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from cloudir.analyze.detect import DetectResult
+from cloudir.analyze.detect import detect as detect_duckdb
+from cloudir.analyze.query import timeline_files
+from cloudir.case import Case
+from cloudir.errors import EvidenceError
+
+PART_MEMORY_LIMIT: Final = "1GB"  # each task's DuckDB; it spills past that
+ROWS_PER_PAYLOAD: Final = 50_000  # matched rows per Arrow IPC message sent to the driver
+
+
+def detect_spark(
+    case: Case,
+    spark: Any,
+    extra_rules: list[Path],
+    builtin: bool = True,
+    suppress: Sequence[Path] = (),
+) -> DetectResult:
+    """Run the rules over the case's timeline on `spark`; writes what `detect` writes."""
+    parts = SparkTimelineParts(spark, timeline_files(case))
+    return detect_duckdb(case, extra_rules, builtin=builtin, suppress=suppress, parts=parts)
+
+
+class SparkTimelineParts:
+    """The timeline as a Spark DataFrame over its Parquet files (detect.TimelineParts)."""
+
+    def __init__(self, spark: Any, files: Sequence[Path | str]) -> None:
+        self.spark = spark
+        self.frame = spark.read.parquet(*[str(f) for f in files])
+        self.threads = int(spark.conf.get("spark.task.cpus", "1"))
+
+    def gather(self, con: Any, table: str, sql: str, shipped: Sequence[str] = ()) -> None:
+        # The table's columns come from the driver's own (empty) timeline, so an empty
+        # timeline or a part that matched nothing still leaves the table the next SQL reads.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sql}) LIMIT 0")
+        tables = {
+            name: to_ipc(con.sql(f"SELECT * FROM {name}").to_arrow_table()) for name in shipped
+        }
+        job = functools.partial(evaluate_part, sql=sql, tables=tables, threads=self.threads)
+        try:
+            payloads = self.frame.mapInArrow(job, "payload binary").toLocalIterator()
+            for row in payloads:  # one part's rows at a time: the driver holds one message
+                con.register("_cloudir_part", from_ipc(row.payload))
+                con.execute(f"INSERT INTO {table} SELECT * FROM _cloudir_part").fetchall()
+                con.unregister("_cloudir_part")
+        except Exception as exc:
+            raise EvidenceError(f"detect on Spark failed: {spark_failure(exc)}") from exc
+
+
+def evaluate_part(
+    batches: Iterator[Any], sql: str, tables: dict[str, bytes], threads: int
+) -> Iterator[Any]:
+    """In a Spark task: `sql` over this part's rows, the result as Arrow IPC messages.
+
+    The part is copied into the task's DuckDB first (it spills to a scratch folder past
+    PART_MEMORY_LIMIT): the computed fields' facts read `timeline` more than once, and a
+    stream of batches can be read only once.
+    """
+    import pyarrow as pa
+
+    from cloudir.analyze.duck import connect, seal, sql_str
+    from cloudir.analyze.sigma.runtime import register_functions
+
+    first = next(batches, None)
+    if first is None:
+        return
+    rows = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], batches))
+    with tempfile.TemporaryDirectory(prefix="cloudir-detect-part-") as scratch:
+        con = connect()
+        try:
+            con.execute(f"SET temp_directory = {sql_str(scratch)}").fetchall()
+            con.execute(f"SET memory_limit = '{PART_MEMORY_LIMIT}'").fetchall()
+            con.execute(f"SET threads = {max(1, threads)}").fetchall()
+            con.execute("SET preserve_insertion_order = false").fetchall()
+            register_functions(con)
+            con.register("_cloudir_rows", rows)
+            con.execute("CREATE TEMP TABLE timeline AS SELECT * FROM _cloudir_rows").fetchall()
+            con.unregister("_cloudir_rows")
+            for name, data in tables.items():
+                con.register(name, from_ipc(data))
+            seal(con)  # the rules' SQL reads the part and the shipped tables, nothing else
+            result = con.sql(sql).to_arrow_reader(ROWS_PER_PAYLOAD)
+            for batch in result:
+                yield pa.RecordBatch.from_pydict({"payload": [to_ipc(batch)]})
+        finally:
+            con.close()
+
+
+def to_ipc(data: Any) -> bytes:
+    """An Arrow table or batch as one IPC stream (what crosses from driver to task and back)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write(data)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def from_ipc(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def spark_failure(exc: BaseException) -> str:
+    """One line for a failed Spark job: the Python exception a task raised (the last line
+    of the Python traceback inside the JVM's message), else the message's first line;
+    never the JVM's stack trace."""
+    lines = str(exc).splitlines()
+    raised = None
+    for start, line in enumerate(lines):
+        if line.rstrip().endswith("Traceback (most recent call last):"):
+            for later in lines[start + 1 :]:
+                if later.startswith("\tat ") or not later.strip():
+                    break
+                if not later.startswith((" ", "\t")):
+                    raised = later.strip()
+    chosen = raised or next((line.strip() for line in lines if line.strip()), "")
+    return chosen[:500] or type(exc).__name__

@@ -1,0 +1,198 @@
+"""Detection on Spark gives the DuckDB path's findings (issue 18: equivalence is the contract).
+
+Each case is copied; DuckDB's `detect` runs on one copy, `detect_spark` on the other, and
+findings.json (all of it but the time it was generated) and findings.parquet must be equal:
+the same rules, event ids, counts, first and last seen, entities, triage, correlation
+alerts and suppression counts. The cases between them fire every shipped rule (the rule
+cases of tests/data/rule_cases.yml, CloudTrail, Linux and Docker), every computed field
+and correlation type (the labelled evaluation set), with suppression filters, on the
+third-party corpus and on the demo's case.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudir.analyze.detect import detect
+from cloudir.analyze.spark_detect import detect_spark, spark_failure
+from cloudir.case import Case
+from tests.conftest import REPO, cloudir
+from tests.test_detection_eval import _bench_module
+from tests.test_rule_cases import assert_unique_ids, rules_of
+from tests.timeline_rows import write_timeline
+
+SUPPRESS = REPO / "docs" / "examples" / "suppress"
+# A filter that removes one of the evaluation set's matches: suppression counts compared too
+NO_MFA_FOR_HENRY = """title: henry.sales signs in without MFA from the office
+id: 6f1f4a55-3c1d-4e0e-9a57-0d3d2b7f2a10
+logsource:
+    product: aws
+    service: cloudtrail
+filter:
+    rules:
+        - b0b64ae9-1cf5-4e0b-9c17-a8f3723beadb  # Console Login Without MFA
+    selection:
+        userIdentity.userName: henry.sales
+    condition: not selection
+"""
+
+
+def detect_both(
+    case_root: Path, spark: Any, suppress: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The case copied; DuckDB detects on one copy, Spark on the other; what each wrote."""
+    twin = case_root.parent / (case_root.name + "-spark")
+    shutil.rmtree(twin, ignore_errors=True)
+    shutil.copytree(case_root, twin, ignore=shutil.ignore_patterns("findings", "report"))
+    shutil.rmtree(case_root / "findings", ignore_errors=True)
+    detect(Case.open(case_root), [], suppress=suppress)
+    detect_spark(Case.open(twin), spark, [], suppress=suppress)
+    return written(case_root), written(twin)
+
+
+def written(case_root: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    document = json.loads((case_root / "findings" / "findings.json").read_text())
+    document.pop("generated")
+    table = pq.read_table(case_root / "findings" / "findings.parquet")
+    return {"document": document, "parquet": table.to_pylist()}
+
+
+def assert_same(duck: dict[str, Any], spark: dict[str, Any]) -> None:
+    duck_findings = duck["document"]["findings"]
+    spark_findings = spark["document"]["findings"]
+    assert [f["title"] for f in spark_findings] == [f["title"] for f in duck_findings]
+    for ours, theirs in zip(spark_findings, duck_findings, strict=True):
+        assert ours == theirs, ours["title"]
+    assert spark["document"] == duck["document"]
+    assert spark["parquet"] == duck["parquet"]
+
+
+def fired(result: dict[str, Any]) -> set[str]:
+    return {f["rule_id"] for f in result["document"]["findings"]}
+
+
+# -- every shipped rule -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rule_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A case per product holding every rule case of that product, as one timeline."""
+    assert_unique_ids()
+    cases = {}
+    for product in ("aws", "linux", "docker"):
+        root = tmp_path_factory.mktemp(f"spark-rule-cases-{product}")
+        case = root / "case"
+        if product == "aws":  # delivery files, captured and parsed as a responder's would be
+            (root / "input").mkdir()
+            for rule, events in rules_of(product):
+                records = json.dumps({"Records": events.records})
+                (root / "input" / f"{rule.path.stem}.json").write_text(records)
+            assert cloudir("capture", "files", "--case", str(case), str(root / "input")).code == 0
+            assert cloudir("timeline", "--case", str(case)).code == 0
+        else:
+            write_timeline(case, [row for _, ev in rules_of(product) for row in ev.records])
+        cases[product] = case
+    return cases
+
+
+@pytest.mark.parametrize("product", ["aws", "linux", "docker"])
+def test_every_shipped_rule_case_gives_the_same_findings(
+    rule_cases: dict[str, Path], product: str, spark: Any
+) -> None:
+    duck, on_spark = detect_both(rule_cases[product], spark)
+    assert len(fired(duck)) >= {"aws": 40, "linux": 10, "docker": 3}[product]
+    assert_same(duck, on_spark)
+
+
+# -- computed fields, correlations and suppressions ----------------------------------------
+@pytest.fixture(scope="module")
+def evaluation_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The labelled evaluation set (attacks, benign look-alikes, Stratus detonations)."""
+    quality = _bench_module("detection_quality")
+    root = tmp_path_factory.mktemp("spark-eval")
+    quality.write_capture_input(quality.load_eval_set(), root / "input")
+    case = root / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(root / "input")).code == 0
+    built = cloudir("timeline", "--case", str(case), "--json")
+    assert built.code == 0, built.stderr
+    return case
+
+
+def test_the_evaluation_set_with_suppressions_gives_the_same_findings(
+    evaluation_case: Path, spark: Any, tmp_path: Path
+) -> None:
+    filters = tmp_path / "filters"
+    filters.mkdir()
+    (filters / "henry.yml").write_text(NO_MFA_FOR_HENRY)
+    duck, on_spark = detect_both(evaluation_case, spark, suppress=(SUPPRESS, filters))
+    document = duck["document"]
+    kinds = {f.get("correlation") for f in document["findings"]} - {None}
+    assert {"value_count", "temporal", "temporal_ordered"} <= kinds
+    assert [s["suppressed"] for s in document["suppressions"]] == [0, 1]
+    assert_same(duck, on_spark)
+
+
+# -- the corpus, the demo, an empty timeline ------------------------------------------------
+def test_the_cloudtrail_corpus_gives_the_same_findings(
+    spark_case: Path, tmp_path: Path, spark: Any
+) -> None:
+    case = tmp_path / "corpus"
+    shutil.copytree(spark_case, case)
+    duck, on_spark = detect_both(case, spark)
+    assert len(duck["document"]["findings"]) > 20
+    assert_same(duck, on_spark)
+
+
+def test_the_demo_case_gives_the_same_findings(tmp_path: Path, spark: Any) -> None:
+    case = tmp_path / "demo"
+    result = cloudir("demo", "--case", str(case))
+    assert result.code == 0, result.stderr
+    duck, on_spark = detect_both(case, spark)
+    titles = {f["title"] for f in duck["document"]["findings"]}
+    assert "CloudTrail Logging Stopped" in titles
+    assert_same(duck, on_spark)
+
+
+def test_an_empty_timeline_has_no_findings_either_way(tmp_path: Path, spark: Any) -> None:
+    case = tmp_path / "empty"
+    write_timeline(case, [])
+    duck, on_spark = detect_both(case, spark)
+    assert duck["document"]["findings"] == []
+    assert_same(duck, on_spark)
+
+
+# -- the command ----------------------------------------------------------------------------
+def test_detect_engine_spark_answers_as_duckdb_does(spark_case: Path, tmp_path: Path) -> None:
+    """The CLI: same exit code (1: a high finding), same findings on stdout, same line."""
+    duck_case, spark_case_copy = tmp_path / "duck", tmp_path / "spark"
+    shutil.copytree(spark_case, duck_case)
+    shutil.copytree(spark_case, spark_case_copy)
+    duck = cloudir("detect", "--case", str(duck_case), "--json")
+    on_spark = cloudir(
+        "detect", "--case", str(spark_case_copy), "--json",
+        "--engine", "spark", "--spark-master", "local[2]",
+    )  # fmt: skip
+    assert (on_spark.code, duck.code) == (1, 1), on_spark.stderr
+    assert on_spark.json()["findings"] == duck.json()["findings"]
+    assert on_spark.stderr.splitlines()[-1] == duck.stderr.splitlines()[-1].replace(
+        str(duck_case), str(spark_case_copy)
+    )
+
+
+def test_a_failed_spark_job_is_one_line() -> None:
+    message = (
+        "An error occurred while calling o123.toLocalIterator.\n"
+        ": org.apache.spark.SparkException: Job aborted due to stage failure: ...\n"
+        "org.apache.spark.api.python.PythonException: Traceback (most recent call last):\n"
+        '  File "/x/cloudir/analyze/spark_detect.py", line 9, in evaluate_part\n'
+        "duckdb.duckdb.OutOfMemoryException: Out of Memory Error: could not allocate\n"
+        "\tat org.apache.spark.api.python.BasePythonRunner.handle(PythonRunner.scala:572)\n"
+    )
+    line = spark_failure(RuntimeError(message))
+    assert line == "duckdb.duckdb.OutOfMemoryException: Out of Memory Error: could not allocate"
+    assert spark_failure(RuntimeError("")) == "RuntimeError"
