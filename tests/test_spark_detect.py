@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from cloudir.analyze.detect import detect
-from cloudir.analyze.spark_detect import detect_spark, spark_failure
+from cloudir.analyze.spark_detect import detect_spark
 from cloudir.case import Case
+from cloudir.engines.spark_session import spark_failure
 from tests.conftest import REPO, cloudir
 from tests.test_detection_eval import _bench_module
 from tests.test_rule_cases import assert_unique_ids, rules_of
@@ -196,3 +197,21 @@ def test_a_failed_spark_job_is_one_line() -> None:
     line = spark_failure(RuntimeError(message))
     assert line == "duckdb.duckdb.OutOfMemoryException: Out of Memory Error: could not allocate"
     assert spark_failure(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_task_that_cannot_start_is_one_line(spark_case: Path, tmp_path: Path) -> None:
+    """A Python worker that cannot start (no such interpreter on the executors): exit 3,
+    one line naming why, no JVM stack trace, no findings written."""
+    case = tmp_path / "case"
+    shutil.copytree(spark_case, case, ignore=shutil.ignore_patterns("findings"))
+    env = {"PYSPARK_PYTHON": str(tmp_path / "no-such-python")}
+    result = cloudir(
+        "detect", "--case", str(case), "--engine", "spark", "--spark-master", "local[1]", env=env
+    )
+    assert result.code == 3
+    program = env["PYSPARK_PYTHON"]
+    assert result.stderr.strip().splitlines() == [
+        f'error: detect on Spark failed: java.io.IOException: Cannot run program "{program}": '
+        "error=2, No such file or directory"
+    ]
+    assert not (case / "findings" / "findings.json").exists()

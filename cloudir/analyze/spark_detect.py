@@ -31,6 +31,7 @@ from cloudir.analyze.detect import DetectResult
 from cloudir.analyze.detect import detect as detect_duckdb
 from cloudir.analyze.query import timeline_files
 from cloudir.case import Case
+from cloudir.engines.spark_session import is_spark_failure, spark_failure
 from cloudir.errors import EvidenceError
 
 PART_MEMORY_LIMIT: Final = "1GB"  # each task's DuckDB; it spills past that
@@ -72,6 +73,8 @@ class SparkTimelineParts:
                 con.execute(f"INSERT INTO {table} SELECT * FROM _cloudir_part").fetchall()
                 con.unregister("_cloudir_part")
         except Exception as exc:
+            if not is_spark_failure(exc):
+                raise
             raise EvidenceError(f"detect on Spark failed: {spark_failure(exc)}") from exc
 
 
@@ -128,20 +131,3 @@ def from_ipc(data: bytes) -> Any:
     import pyarrow as pa
 
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-
-
-def spark_failure(exc: BaseException) -> str:
-    """One line for a failed Spark job: the Python exception a task raised (the last line
-    of the Python traceback inside the JVM's message), else the message's first line;
-    never the JVM's stack trace."""
-    lines = str(exc).splitlines()
-    raised = None
-    for start, line in enumerate(lines):
-        if line.rstrip().endswith("Traceback (most recent call last):"):
-            for later in lines[start + 1 :]:
-                if later.startswith("\tat ") or not later.strip():
-                    break
-                if not later.startswith((" ", "\t")):
-                    raised = later.strip()
-    chosen = raised or next((line.strip() for line in lines if line.strip()), "")
-    return chosen[:500] or type(exc).__name__

@@ -25,7 +25,7 @@ from cloudir.cli.common import (
     say,
     show,
 )
-from cloudir.errors import EXIT_EVIDENCE, UsageError
+from cloudir.errors import EXIT_EVIDENCE, EvidenceError, UsageError
 
 timeline_app = typer.Typer(
     help="Parse all evidence into the case's Parquet timeline.\n\n"
@@ -73,10 +73,15 @@ def timeline(
                 "sets the parallelism"
             )
         build_spark = _spark_timeline_builder()
-        from cloudir.engines.spark_session import spark_session
+        from cloudir.engines.spark_session import is_spark_failure, spark_failure, spark_session
 
         the_case = Case.open(case)
-        result = build_spark(the_case, spark_session(spark_master))
+        try:
+            result = build_spark(the_case, spark_session(spark_master))
+        except Exception as exc:  # a failed Spark job: one line, the previous timeline kept
+            if not is_spark_failure(exc):
+                raise
+            raise EvidenceError(f"timeline on Spark failed: {spark_failure(exc)}") from exc
     else:
         from cloudir.analyze.timeline import build_timeline
         from cloudir.console import count_progress

@@ -165,3 +165,33 @@ def check_java() -> None:
             f"--engine spark needs Java {OLDEST_JAVA} or later; {java} is Java {major}: "
             "install a newer JRE (Debian: openjdk-17-jre-headless) or set JAVA_HOME"
         )
+
+
+def is_spark_failure(exc: BaseException) -> bool:
+    """A failed Spark job or task (py4j's or pyspark's exception), not a bug of cloudir's."""
+    return type(exc).__module__.split(".")[0] in ("py4j", "pyspark")
+
+
+_LOST_TASK = re.compile(r"most recent failure: .*?\): (\S.*)$")
+
+
+def spark_failure(exc: BaseException) -> str:
+    """One line for a failed Spark job, never the JVM's stack trace: the Python exception a
+    task raised (the last line of the Python traceback inside the JVM's message), else why
+    the task was lost, else the deepest `Caused by:`, else the message's first line."""
+    lines = str(exc).splitlines()
+    raised = None
+    for start, line in enumerate(lines):
+        if line.rstrip().endswith("Traceback (most recent call last):"):
+            for later in lines[start + 1 :]:
+                if later.startswith("\tat ") or not later.strip():
+                    break
+                if not later.startswith((" ", "\t")):
+                    raised = later.strip()
+    lost = next((m[1] for line in lines if (m := _LOST_TASK.search(line))), None)
+    causes = [
+        line.removeprefix("Caused by: ").strip() for line in lines if line.startswith("Caused by: ")
+    ]
+    first = next((line.strip() for line in lines if line.strip()), "")
+    chosen = raised or lost or (causes[-1] if causes else first)
+    return chosen[:500] or type(exc).__name__
