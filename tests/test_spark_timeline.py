@@ -228,3 +228,23 @@ def test_a_case_folder_hadoop_cannot_name_is_read_all_the_same(
     duck, on_spark = both_engines(root, spark)
     assert_same(duck, on_spark)
     assert duck["summary"]["rows"] == 1 and duck["summary"]["duplicates_dropped"] == 1
+
+
+def test_a_failed_spark_job_is_one_line_and_keeps_the_timeline(
+    spark_case: Path, tmp_path: Path
+) -> None:
+    """Executors without a Python to start: exit 3, one line, the previous timeline intact."""
+    case = tmp_path / "case"
+    shutil.copytree(spark_case, case)
+    before = sorted(p.name for p in (case / "timeline").iterdir())
+    program = str(tmp_path / "no-such-python")
+    result = cloudir(
+        "timeline", "--case", str(case), "--engine", "spark", "--spark-master", "local[1]",
+        env={"PYSPARK_PYTHON": program},
+    )  # fmt: skip
+    assert result.code == 3
+    assert result.stderr.strip().splitlines() == [
+        f'error: timeline on Spark failed: java.io.IOException: Cannot run program "{program}": '
+        "error=2, No such file or directory"
+    ]
+    assert sorted(p.name for p in (case / "timeline").iterdir()) == before
