@@ -109,7 +109,7 @@ from cloudir.analyze.parsers.cloudtrail import to_row, unwrap
 from cloudir.analyze.schema import TIMELINE_SCHEMA
 from cloudir.analyze.timeline import ROW_GROUP_ROWS, _parquet_writer
 from cloudir.case import Case
-from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, TIMELINE_PARTS, CasePaths
+from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, CasePaths
 
 GENERATOR_VERSION = 1
 DEFAULT_ROWS = 5_000_000
@@ -1073,7 +1073,8 @@ from cloudir.analyze.duck import connect
 con = connect()
 pattern = sys.argv[1].replace("'", "''")
 begun = time.perf_counter()
-sql = f"SELECT count(*) FROM read_parquet('{pattern}') WHERE raw ILIKE '%{sys.argv[2]}%'"
+source = f"read_parquet('{pattern}', hive_partitioning=false)"
+sql = f"SELECT count(*) FROM {source} WHERE raw ILIKE '%{sys.argv[2]}%'"
 count = con.execute(sql).fetchall()[0][0]
 done = time.perf_counter()
 print(json.dumps({"count": count, "query_seconds": done - begun, "setup_seconds": begun - started}))
@@ -1626,7 +1627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     case_root, manifest = ensure_case(out, args.rows, args.seed, args.workers)
     if args.generate_only:
         return 0
-    pattern = str(CasePaths(case_root).timeline / TIMELINE_PARTS)
+    # the bench writes its timeline as files at the top of the folder (no partitions)
+    pattern = str(CasePaths(case_root).timeline / "*.parquet")
     params = {
         "rows": args.rows,
         "seed": args.seed,

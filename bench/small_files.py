@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudir.case_folder import timeline_files
+
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_REV = "a65c9ec"  # the commit before issue 14's fixes
 SAMPLE_SECONDS = 0.1
@@ -166,7 +168,7 @@ def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, float,
 def parquet_stats(timeline: Path) -> tuple[int, int, int, int]:
     import pyarrow.parquet as pq
 
-    files = sorted(timeline.glob("*.parquet"))
+    files = timeline_files(timeline)
     groups = rows = 0
     for path in files:
         meta = pq.ParquetFile(path).metadata
@@ -179,13 +181,14 @@ def count_seconds(timeline: Path, python: str) -> float:
     code = (
         "import duckdb, sys, time; con = duckdb.connect(); "
         'con.execute("SET enable_progress_bar = false"); t = time.perf_counter(); '
-        'con.execute("SELECT count(*) FROM read_parquet(?)", [sys.argv[1]]).fetchall(); '
+        'con.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning=false)", '
+        "[sys.argv[1]]).fetchall(); "
         "print(time.perf_counter() - t)"
     )
     times = []
     for _ in range(3):
         out = subprocess.run(
-            [python, "-c", code, str(timeline / "*.parquet")],
+            [python, "-c", code, str(timeline / "**" / "*.parquet")],
             capture_output=True,
             text=True,
             check=True,

@@ -32,7 +32,11 @@ OWN_LEFTOVERS = frozenset({LOCK_FILE, CASE_FILE + ".partial"})
 TIMELINE_DIR = "timeline"
 BUILDING_SUFFIX = ".building"  # the next timeline, built beside the current one
 OLD_SUFFIX = ".old"  # the previous timeline, for the moment of the swap
-TIMELINE_PARTS = "*.parquet"  # the timeline dataset: every Parquet file in its folder
+# The timeline dataset: Hive-style partitions by source and UTC event date (see
+# cloudir/analyze/layout.py), plus an empty timeline's one file at the top.
+PARTITION_SOURCE = "log_source"
+PARTITION_DATE = "event_date"
+TIMELINE_PARTS = ("*.parquet", f"{PARTITION_SOURCE}=*/{PARTITION_DATE}=*/*.parquet")
 SUMMARY_FILE = "summary.json"
 ERRORS_FILE = "errors.jsonl"
 FINDINGS_DIR = "findings"
@@ -93,7 +97,7 @@ class CasePaths:
 
     def timeline_parts(self) -> list[Path]:
         """The timeline's Parquet files, sorted; empty when no timeline was built."""
-        return sorted(self.timeline.glob(TIMELINE_PARTS))
+        return timeline_files(self.timeline)
 
     @property
     def findings(self) -> Path:
@@ -291,3 +295,10 @@ def _target(path: Path) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def timeline_files(folder: Path) -> list[Path]:
+    """The Parquet files of a timeline folder (or of one being built), in every partition,
+    sorted. Only the layout's own places: not a builder's scratch (`.duckdb-tmp`,
+    `.spark-staging`) nor anything else put in the folder."""
+    return sorted(path for pattern in TIMELINE_PARTS for path in folder.glob(pattern))

@@ -48,6 +48,7 @@ from cloudir.analyze.actors import agent_family
 from cloudir.analyze.policy_grants import resource_grant
 from cloudir.analyze.schema import COLUMN_NAMES
 from cloudir.analyze.sigma.fields import VIRTUAL_FIELDS
+from cloudir.case_folder import timeline_files
 
 LogsourceKey = tuple[str | None, str | None, str | None]
 
@@ -163,7 +164,7 @@ def read_timeline(case: Path) -> list[Row]:
     import pyarrow.parquet as pq
 
     rows: list[Row] = []
-    for path in sorted((case / "timeline").glob("*.parquet")):
+    for path in sorted(timeline_files(case / "timeline")):
         rows.extend(Row(r) for r in pq.read_table(path).to_pylist())
     return rows
 

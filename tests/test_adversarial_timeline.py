@@ -26,6 +26,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudir.case_folder import timeline_files
 from tests.conftest import cloudir, ct_event
 
 TEST_ID = "cloudirTestId"  # a field of our own in every record object: the row's origin
@@ -179,7 +180,7 @@ def _rows(case: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     found = []
-    for part in sorted((case / "timeline").glob("*.parquet")):
+    for part in sorted(timeline_files(case / "timeline")):
         found += pq.read_table(part, columns=["raw", "evidence_id", "timestamp"]).to_pylist()
     return found
 

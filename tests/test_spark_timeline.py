@@ -22,6 +22,7 @@ from cloudir.analyze import spark_timeline, timeline
 from cloudir.analyze.spark_timeline import build_timeline_spark
 from cloudir.analyze.timeline import build_timeline
 from cloudir.case import Case
+from cloudir.case_folder import timeline_files
 from tests.conftest import cloudir, ct_event
 
 CORPUS_FOLDERS = [
@@ -57,7 +58,7 @@ def written(case_root: Path) -> dict[str, Any]:
 
     folder = case_root / "timeline"
     assert not (case_root / "timeline.building").exists()
-    parts = sorted(folder.glob("*.parquet"))
+    parts = timeline_files(folder)
     assert parts and all(p.name.startswith("part-") for p in parts)
     tables = [pq.read_table(p) for p in parts]
     schemas = {t.schema.to_string(show_schema_metadata=True) for t in tables}

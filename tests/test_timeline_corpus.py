@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudir.case_folder import timeline_files
 from tests.conftest import cloudir, query
 
 FOLDERS = [
@@ -149,7 +150,7 @@ def test_parquet_carries_schema_and_tool_version(stratus_case: Path) -> None:
     from cloudir import __version__
     from cloudir.analyze.schema import SCHEMA_VERSION, TIMELINE_SCHEMA
 
-    for path in (stratus_case / "timeline").glob("*.parquet"):
+    for path in timeline_files(stratus_case / "timeline"):
         schema = pq.read_schema(path)
         assert schema.metadata[b"cloudir.schema_version"] == SCHEMA_VERSION.encode()
         assert schema.metadata[b"cloudir.version"] == __version__.encode()

@@ -66,7 +66,8 @@ def build(case: Case) -> tuple[TimelineResult, list[dict[str, Any]], list[dict[s
     folder = case.root / "timeline"
     con = duckdb.connect()
     cursor = con.execute(
-        f"SELECT event_id, evidence_id, src_ip, raw FROM read_parquet('{folder}/*.parquet')"
+        "SELECT event_id, evidence_id, src_ip, raw "
+        f"FROM read_parquet('{folder}/**/*.parquet', hive_partitioning=false)"
     )
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

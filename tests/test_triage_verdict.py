@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from cloudir.alerts.model import Alert, AlertResource, Scope
 from cloudir.case import Case
+from cloudir.case_folder import timeline_files
 from cloudir.errors import EvidenceError
 from cloudir.triage.verdict import (
     CONFIRMED,
@@ -299,7 +300,7 @@ def test_any_alert_text_gets_a_verdict_with_one_line_reasons(
 def test_a_broken_timeline_is_one_line(case: Path, tmp_path: Path) -> None:
     copy = tmp_path / "case"
     shutil.copytree(case, copy)
-    [part] = list((copy / "timeline").glob("*.parquet"))
+    [part] = list(timeline_files(copy / "timeline"))
     part.write_bytes(b"PAR1 not parquet at all PAR1")
     with pytest.raises(EvidenceError) as caught:
         validate_alert(copy, alert(), scope(users=("leaky",)))

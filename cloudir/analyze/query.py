@@ -66,7 +66,9 @@ def connect(case: Case) -> Any:
 
     files = ", ".join(sql_str(str(f)) for f in timeline_files(case))
     con = duck_connect()
-    con.execute(f"CREATE VIEW timeline AS SELECT * FROM read_parquet([{files}])").fetchall()
+    con.execute(
+        f"CREATE VIEW timeline AS SELECT * FROM read_parquet([{files}], hive_partitioning=false)"
+    ).fetchall()
     return con
 
 

@@ -270,11 +270,11 @@ def _local_frame(
     staging = building / STAGING_DIR
     staging.mkdir()
     plain = staging / "local.parquet"
-    chunk = parse_chunk(str(plain), [t for _, t in local], None, ceiling_us)
+    chunk = parse_chunk(str(plain), [t for _, t in local], None, ceiling_us, partitioned=False)
     task_of = {(t.evidence_id, t.relpath): n for n, t in local}
     first = local[0][0]
     errors = [(task_of.get((e["evidence_id"], e["path"]), first), e) for e in chunk.errors]
-    if chunk.staging is None:
+    if not chunk.parts:
         return None, errors
     owners: list[int] = []  # the task of each row of the staging file, file by file
     for (n, _), (_, count) in zip(local, chunk.file_rows, strict=True):
@@ -454,11 +454,12 @@ def _implausible_times(
 
 # -- writing --------------------------------------------------------------------------------
 def _write_parts(kept: Any, building: Path) -> None:
-    """Each Spark partition written by an executor as one part, by the DuckDB path's writer."""
+    """Each Spark partition written by an executor, by the DuckDB path's writer: one part
+    per timeline partition (source, event date; layout.py) its rows fall in."""
     folder = str(building)
 
     def write_partition(index: int, rows: Iterable[Any]) -> Iterator[int]:
-        yield _write_part(Path(folder) / f"part-{index:05d}.parquet", rows)
+        yield _write_part(Path(folder), f"part-{index:05d}.parquet", rows)
 
     columns = kept.select("timestamp", *VALUE_COLUMNS)
     written = sum(columns.rdd.mapPartitionsWithIndex(write_partition).collect())
@@ -466,26 +467,24 @@ def _write_parts(kept: Any, building: Path) -> None:
         _parquet_writer(building / "part-0-empty.parquet").close()
 
 
-def _write_part(path: Path, rows: Iterable[Any]) -> int:
-    """Rows (time in epoch microseconds) to one Parquet part; no file for no rows."""
+def _write_part(folder: Path, name: str, rows: Iterable[Any]) -> int:
+    """Rows (time in epoch microseconds) to Parquet parts named `name`, one per timeline
+    partition; no file for no rows."""
     import pyarrow as pa
 
+    from cloudir.analyze.layout import PartitionedParts
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
-    writer = None
+    out = PartitionedParts(folder, name)
     written = 0
     pending: list[Any] = []
 
     def flush() -> None:
-        nonlocal writer
         columns = list(zip(*pending, strict=True))
         arrays = [pa.array(columns[0], pa.int64()).cast(TIMELINE_SCHEMA.field(0).type)]
         arrays += [pa.array(c, pa.string()) for c in columns[1:]]
-        if writer is None:
-            writer = _parquet_writer(path)
-        writer.write_table(
-            pa.Table.from_arrays(arrays, schema=TIMELINE_SCHEMA), row_group_size=ROW_GROUP_ROWS
-        )
+        for batch in pa.Table.from_arrays(arrays, schema=TIMELINE_SCHEMA).to_batches():
+            out.add(batch)
         pending.clear()
 
     for row in rows:
@@ -495,6 +494,5 @@ def _write_part(path: Path, rows: Iterable[Any]) -> int:
             flush()
     if pending:
         flush()
-    if writer is not None:
-        writer.close()
+    out.close()
     return written

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
 from cloudir.analyze.error_entries import error_entry
 from cloudir.case import Case
-from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, TIMELINE_PARTS
+from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, timeline_files
 from cloudir.errors import EvidenceError
 
 if TYPE_CHECKING:
@@ -74,12 +74,14 @@ class FileTask:
 
 @dataclass
 class ChunkResult:
-    staging: str | None
+    # the Parquet files written (one per partition), each with its rows' evidence files as
+    # (relpath, rows) runs in write order: names the file a staging row came from
+    parts: dict[str, list[tuple[str, int]]]
     files: int
     rows: int
     rows_by_evidence: dict[str, int]
     errors: list[dict[str, Any]]
-    # (relpath, rows) per file in write order: names the file a staging row came from
+    # (relpath, rows) per evidence file of the chunk, in task order, none left out
     file_rows: list[tuple[str, int]] = field(default_factory=list)
     implausible: list[dict[str, Any]] = field(default_factory=list)  # a few examples
 
@@ -235,17 +237,22 @@ def parse_chunk(
     tasks: list[FileTask],
     options: ParseOptions | None = None,
     ceiling_us: int | None = None,
+    partitioned: bool = True,
 ) -> ChunkResult:
-    """Runs in a worker process: parse each file, append its rows to one Parquet file.
+    """Runs in a worker process: parse each file, append its rows to the chunk's Parquet
+    file of each partition (layout.py), all named as `staging`'s name under its folder;
+    with `partitioned=False`, to `staging` itself.
 
     Rows go out in row groups of ROW_GROUP_ROWS whatever the files, so the writer's
     footer (kept in memory until close) grows with rows, not with files.
     """
+    from cloudir.analyze.layout import PartitionedParts
     from cloudir.analyze.parsers import ErrorLog, ParseOptions, parser_for
 
     options = options or ParseOptions()
     ceiling_us = ceiling_us if ceiling_us is not None else _ceiling_us()
-    out = _RowGroups(staging)
+    target = Path(staging)
+    out = PartitionedParts(target.parent, target.name, partitioned)
     rows = 0
     rows_by_evidence: dict[str, int] = {}
     errors: list[dict[str, Any]] = []
@@ -263,7 +270,7 @@ def parse_chunk(
             for batch in parser.parse(Path(task.path), task.evidence_id, log, options):
                 if batch.num_rows == 0:
                     continue
-                out.add(batch)
+                out.add(batch, task.relpath)
                 rows += batch.num_rows
                 rows_by_evidence[task.evidence_id] = (
                     rows_by_evidence.get(task.evidence_id, 0) + batch.num_rows
@@ -276,9 +283,8 @@ def parse_chunk(
         errors.extend(log.entries)
         file_rows.append((task.relpath, rows - rows_before))
     gc.enable()
-    written = out.close()
     return ChunkResult(
-        staging if written else None,
+        out.close(),
         len(tasks),
         rows,
         rows_by_evidence,
@@ -307,6 +313,11 @@ class _RowGroups:
         self.bytes += batch.nbytes
         if self.rows >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
             self._write(everything=self.bytes >= ROW_GROUP_BYTES)
+
+    def flush(self) -> None:
+        """Write what is buffered now, as a smaller row group (to bound memory)."""
+        if self.pending:
+            self._write(everything=True)
 
     def close(self) -> bool:
         """Write what is left; True when the file holds any row."""
@@ -413,9 +424,8 @@ def build_timeline(
             result.rows_by_evidence[evidence_id] = (
                 result.rows_by_evidence.get(evidence_id, 0) + count
             )
-        if chunk.staging:
-            staging_files.append(chunk.staging)
-            file_rows[chunk.staging] = chunk.file_rows
+        staging_files.extend(chunk.parts)
+        file_rows.update(chunk.parts)
         examples.extend(chunk.implausible[: IMPLAUSIBLE_EXAMPLES - len(examples)])
         if on_progress:
             on_progress(files_done, len(tasks), result.rows)
@@ -441,7 +451,7 @@ def build_timeline(
                 absorb(_result_or_failure(future, futures[future]))
 
     if staging_files:
-        copies = _drop_duplicates(building, sorted(staging_files), file_rows)
+        copies = _drop_duplicates(building, _in_write_order(staging_files), file_rows)
         result.duplicates_dropped = copies.dropped
         result.errors.extend(copies.errors)
         result.conflicting_copies = copies.summary()
@@ -465,11 +475,11 @@ def _implausible_times(
     folder: Path, ceiling_us: int, examples: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Rows with implausible times in the finished dataset (after de-duplication)."""
-    pattern = _sql_str(str(folder / TIMELINE_PARTS))
+    pattern = _parts_sql(folder)
     with _duckdb(folder) as con:
         rows, earliest, latest = con.execute(
             f"""SELECT count(*), min(epoch_us(timestamp)), max(epoch_us(timestamp))
-                FROM read_parquet({pattern})
+                FROM {pattern}
                 WHERE epoch_us(timestamp) > {int(ceiling_us)}
                    OR epoch_us(timestamp) < CASE WHEN source = 'cloudtrail'
                         THEN {_epoch_us(CLOUDTRAIL_EARLIEST)} ELSE {_epoch_us(HOST_EARLIEST)} END"""
@@ -574,7 +584,7 @@ def _result_or_failure(future: Any, chunk: list[FileTask]) -> ChunkResult:
     except Exception as exc:
         reason = f"parser process failed ({type(exc).__name__}); file not parsed"
         errors = [error_entry(t.evidence_id, t.relpath, reason) for t in chunk]
-        return ChunkResult(None, len(chunk), 0, {}, errors)
+        return ChunkResult({}, len(chunk), 0, {}, errors)
 
 
 def _drop_duplicates(
@@ -589,25 +599,31 @@ def _drop_duplicates(
 
     con = _duckdb(folder)
     files = "[" + ", ".join(_sql_str(f) for f in staging_files) + "]"
-    source = f"read_parquet({files}, filename=true, file_row_number=true)"
+    source = f"read_parquet({files}, filename=true, file_row_number=true, hive_partitioning=false)"
     outcome = find(con, source, FileRows(file_rows))
     if outcome.dropped == 0:
         con.close()
         return outcome
+    from cloudir.analyze.layout import PartitionedParts
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
     reader = con.sql(
         f"""SELECT s.* EXCLUDE (filename, file_row_number) FROM {source} s
             ANTI JOIN drop_rows d ON d.f = s.filename AND d.r = s.file_row_number"""
     ).to_arrow_reader(ROW_GROUP_ROWS)
-    out = folder / "part-dedup.parquet.tmp"
-    with _parquet_writer(out) as writer:
-        for batch in reader:
-            writer.write_batch(batch.cast(TIMELINE_SCHEMA), row_group_size=ROW_GROUP_ROWS)
+    # the staging files go first: the kept rows' parts take their place in each partition
+    out = PartitionedParts(folder / ".dedup", "part-0-dedup.parquet")
+    for batch in reader:
+        out.add(batch.cast(TIMELINE_SCHEMA))
     con.close()
     for name in staging_files:
         os.unlink(name)
-    out.rename(folder / "part-0-dedup.parquet")
+    for written in out.close():
+        kept = Path(written)
+        destination = folder / kept.relative_to(folder / ".dedup")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        kept.rename(destination)
+    shutil.rmtree(folder / ".dedup", ignore_errors=True)
     return outcome
 
 
@@ -642,12 +658,24 @@ def _duckdb(folder: Path) -> Any:
 
 
 def _rows_by_evidence(folder: Path) -> dict[str, int]:
-    pattern = _sql_str(str(folder / TIMELINE_PARTS))
     with _duckdb(folder) as con:
         rows = con.execute(
-            f"SELECT evidence_id, count(*) FROM read_parquet({pattern}) GROUP BY 1 ORDER BY 1"
+            f"SELECT evidence_id, count(*) FROM {_parts_sql(folder)} GROUP BY 1 ORDER BY 1"
         ).fetchall()
     return {str(evidence_id): int(count) for evidence_id, count in rows}
+
+
+def _parts_sql(folder: Path) -> str:
+    """read_parquet over a timeline folder's files, without the partition keys as columns."""
+    files = ", ".join(_sql_str(str(f)) for f in timeline_files(folder))
+    return f"read_parquet([{files}], hive_partitioning=false)"
+
+
+def _in_write_order(staging_files: list[str]) -> list[str]:
+    """By part name, then partition: the order the chunks were planned in (S3 copies
+    before LookupEvents), which names the first copy of an event. Copies of one event have
+    one time and source, so they are in one partition."""
+    return sorted(staging_files, key=lambda name: (Path(name).name, name))
 
 
 def _sql_str(text: str) -> str:

@@ -56,7 +56,7 @@ def timeline(
     spark_master: SparkMasterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parse all evidence into CASE/timeline/*.parquet (rebuilt on every run).
+    """Parse all evidence into CASE/timeline/ (Parquet, by source and day; rebuilt each run).
 
     Example: cloudir timeline --case ./case-42
     """

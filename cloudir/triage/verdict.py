@@ -470,7 +470,8 @@ class _Timeline:
         files = ", ".join(sql_str(str(f)) for f in self.files)
         self.con = connect()
         self.con.execute(
-            f"CREATE VIEW timeline AS SELECT * FROM read_parquet([{files}])"
+            "CREATE VIEW timeline AS SELECT * FROM "
+            f"read_parquet([{files}], hive_partitioning=false)"
         ).fetchall()
         actor = actor_sql(_raw)
         window = "timestamp BETWEEN $start::TIMESTAMPTZ AND $end::TIMESTAMPTZ"
