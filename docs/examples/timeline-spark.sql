@@ -1,0 +1,29 @@
+-- A case's timeline as a Spark SQL table: Spark 3.x, EMR, Glue jobs, Databricks.
+-- Replace the LOCATION with the case's timeline folder (s3://, abfss://, dbfs:/, a path).
+-- The folders are log_source=<source>/event_date=<YYYY-MM-DD>: a filter on either key
+-- reads only the folders it names. Every file also holds the whole timeline schema.
+-- tests/test_timeline_layout.py runs this file against a timeline cloudir built.
+CREATE TABLE cloudir_timeline (
+  `timestamp` TIMESTAMP,
+  timestamp_desc STRING,
+  source STRING,
+  artifact STRING,
+  host STRING,
+  `user` STRING,
+  src_ip STRING,
+  action STRING,
+  target STRING,
+  outcome STRING,
+  message STRING,
+  evidence_id STRING,
+  event_id STRING,
+  raw STRING,
+  log_source STRING,
+  event_date DATE
+)
+USING parquet
+PARTITIONED BY (log_source, event_date)
+LOCATION 's3://BUCKET/cases/case-42/timeline/';
+
+-- register the partitions the folder holds (again after every `cloudir timeline`)
+ALTER TABLE cloudir_timeline RECOVER PARTITIONS;
