@@ -893,10 +893,16 @@ def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None
     columns = list(zip(*pairs, strict=True)) if pairs else [() for _ in names]
     con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
     entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
+    # An event with disagreeing copies has several _hits rows: the one shown is chosen by
+    # content, not by which row came first, so the file is the same on every run and engine.
+    copy_order = ", ".join(["timestamp", *(f"e_{name}" for name in ENTITY_FIELDS)])
     reader = con.sql(
         f"""SELECT p.rule_id, p.title, p.level, p.event_id, h.timestamp, {entities}
-            FROM _pairs p JOIN (SELECT DISTINCT ON (event_id) * FROM _hits) h
-            USING (event_id) ORDER BY h.timestamp, p.rule_id"""
+            FROM _pairs p JOIN (
+                SELECT DISTINCT ON (event_id) * FROM _hits
+                ORDER BY event_id, {copy_order.replace(", ", " NULLS LAST, ")} NULLS LAST
+            ) h USING (event_id)
+            ORDER BY h.timestamp, p.rule_id, p.event_id"""
     ).to_arrow_reader()
     tmp = path.with_name(path.name + ".tmp")
     with pq.ParquetWriter(tmp, reader.schema) as writer:
