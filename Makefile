@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-detection-quality bench-ebs bench-fs bench-container lint typecheck clean
+.PHONY: venv demo test bench bench-detect bench-spark bench-detection-quality bench-ebs bench-fs bench-container lint typecheck clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: venv
 # the generated case is cached in bench/out-detect/, results go to bench/results/.
 bench-detect: venv
 	$(BIN)/python bench/detect.py $(BENCH_ARGS)
+
+# The Spark engine at local[1] and local[2] beside DuckDB, in one run: 5M CloudTrail events
+# (2,500 files) through `cloudir timeline`, then detect over 5M rows; the rows and findings
+# must match DuckDB's. Needs pyspark and Java; results go to bench/results/spark_scale-*.
+bench-spark: venv
+	$(BIN)/python bench/spark_scale.py $(BENCH_ARGS)
 
 # Recall and false-positive rate per behaviour on the labelled evaluation set
 # (tests/data/detection_eval/), the current rules beside the rules as shipped at 641d500;
