@@ -74,7 +74,7 @@ from detect import (
 from ingest_cloudtrail import count_rows, ensure_data
 
 from cloudir.analyze.schema import COLUMNS
-from cloudir.case_folder import TIMELINE_PARTS, CasePaths
+from cloudir.case_folder import CasePaths, timeline_files
 
 DEFAULT_EVENTS = 5_000_000
 DEFAULT_FILES = 2_500
@@ -189,8 +189,8 @@ def timeline_fingerprint(folder: Path) -> dict[str, Any]:
             f"""SELECT count(*), count(DISTINCT event_id),
                        md5(string_agg(event_id, ',' ORDER BY event_id)),
                        sum(hash({columns})::HUGEINT)::VARCHAR
-                FROM read_parquet(?)""",
-            [str(folder / TIMELINE_PARTS)],
+                FROM read_parquet(?, hive_partitioning=false)""",
+            [[str(path) for path in timeline_files(folder)]],
         ).fetchone()
     finally:
         con.close()

@@ -19,7 +19,7 @@ from tests.conftest import cloudir
 # engine-only functions. Each is ordered completely, so the lists compare as they are.
 SAME_ON_BOTH = [
     "SELECT event_id, timestamp, source, artifact, host, user, src_ip, action, target, "
-    "outcome, evidence_id, raw FROM timeline ORDER BY event_id, evidence_id, timestamp",
+    "outcome, evidence_id, raw FROM timeline ORDER BY event_id, evidence_id, timestamp, raw",
     # NULLs sort last in DuckDB and first in Spark: an ORDER BY over a column with NULLs
     # says NULLS LAST (docs/spark.md lists the difference).
     "SELECT action, count(*) AS n, min(timestamp) AS first_seen, max(timestamp) AS last_seen "
