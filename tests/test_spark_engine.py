@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from cloudir.engines import check_engine
-from cloudir.engines.spark_session import java_major, local_cores, new_session_conf
+from cloudir.engines.spark_session import (
+    java_major,
+    local_cores,
+    local_driver_memory,
+    new_session_conf,
+    spark_failure,
+)
 from cloudir.errors import UsageError
 from tests.conftest import REPO, cloudir
 
@@ -68,6 +74,29 @@ def test_a_session_cloudir_starts_speaks_utc_with_small_shuffles_locally() -> No
     assert cluster["spark.sql.session.timeZone"] == "UTC"
     assert "spark.sql.shuffle.partitions" not in cluster  # the cluster's own choice stands
     assert "spark.driver.host" not in cluster
+    assert "spark.driver.memory" not in cluster
+
+
+def test_a_local_session_gets_a_quarter_of_the_memory_within_1_to_8_gb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gib = 1 << 30
+    assert [local_driver_memory(n * gib) for n in (2, 8, 23, 64, 256)] == [
+        "1g", "2g", "5g", "8g", "8g",
+    ]  # fmt: skip
+    monkeypatch.delenv("SPARK_DRIVER_MEMORY", raising=False)
+    assert new_session_conf("local[2]")["spark.driver.memory"] == local_driver_memory()
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "3g")  # the user's choice, which Spark reads
+    assert "spark.driver.memory" not in new_session_conf("local[2]")
+
+
+def test_a_driver_out_of_memory_names_the_java_error() -> None:
+    message = (
+        "An error occurred while calling o155.collectToPython.\n"
+        ": java.lang.OutOfMemoryError: Java heap space\n"
+        "\tat java.base/java.util.Arrays.copyOf(Arrays.java:3537)\n"
+    )
+    assert spark_failure(RuntimeError(message)) == "java.lang.OutOfMemoryError: Java heap space"
 
 
 @pytest.mark.parametrize(

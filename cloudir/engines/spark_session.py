@@ -91,12 +91,27 @@ def new_session_conf(master: str) -> dict[str, str]:
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
     }
     cores = local_cores(master)
+    if cores is not None and not os.environ.get("SPARK_DRIVER_MEMORY"):
+        # local mode runs every task in the driver's JVM, whose heap is 1 GB unless told:
+        # two tasks parsing CloudTrail files and de-duplicating a million rows exceed it
+        conf["spark.driver.memory"] = local_driver_memory()
     if cores is not None:
         conf["spark.sql.shuffle.partitions"] = str(max(2, 2 * cores))
         conf["spark.default.parallelism"] = str(max(2, 2 * cores))
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
     return conf
+
+
+def local_driver_memory(total_bytes: int | None = None) -> str:
+    """The heap of a local session's JVM: a quarter of the machine's memory, 1-8 GB."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total_bytes = 4 << 30
+    gigabytes = max(1, min(8, (total_bytes // 4) >> 30))
+    return f"{gigabytes}g"
 
 
 def local_cores(master: str) -> int | None:
@@ -178,7 +193,8 @@ _LOST_TASK = re.compile(r"most recent failure: .*?\): (\S.*)$")
 def spark_failure(exc: BaseException) -> str:
     """One line for a failed Spark job, never the JVM's stack trace: the Python exception a
     task raised (the last line of the Python traceback inside the JVM's message), else why
-    the task was lost, else the deepest `Caused by:`, else the message's first line."""
+    the task was lost, else the deepest `Caused by:`, else the Java exception py4j names,
+    else the message's first line."""
     lines = str(exc).splitlines()
     raised = None
     for start, line in enumerate(lines):
@@ -192,6 +208,9 @@ def spark_failure(exc: BaseException) -> str:
     causes = [
         line.removeprefix("Caused by: ").strip() for line in lines if line.startswith("Caused by: ")
     ]
+    # py4j puts the Java exception on the line after "An error occurred while calling ...",
+    # as ": java.lang.OutOfMemoryError: Java heap space"
+    thrown = next((line[2:].strip() for line in lines if line.startswith(": ")), None)
     first = next((line.strip() for line in lines if line.strip()), "")
-    chosen = raised or lost or (causes[-1] if causes else first)
+    chosen = raised or lost or (causes[-1] if causes else None) or thrown or first
     return chosen[:500] or type(exc).__name__
