@@ -60,7 +60,7 @@ from typing import Any
 
 # bench/ is on sys.path when this file runs as a script: the generator, the capture's row
 # checks and the measuring are the other benchmarks' own, so the numbers count alike.
-from common import MIB, Measured, cloudir_bin, log, machine_info, run_measured
+from common import MIB, Measured, _busy_cpu_seconds, cloudir_bin, log, machine_info, run_measured
 from detect import (
     EXIT_FINDINGS,
     BenchRow,
@@ -239,6 +239,36 @@ class Limits:
     repeat: int
     timeout: int
     max_memory_mib: int
+    quiet_wait: int = 0  # seconds to wait for other processes to calm down before a run
+
+
+QUIET_WINDOW = 5.0  # seconds the machine's CPU use is averaged over
+
+
+def wait_for_quiet(max_wait: int) -> float | None:
+    """Wait until other processes use under BUSY_SHARE of a CPU, for at most max_wait s.
+
+    On a shared 2-core machine a test run next door takes a core from the engine being
+    measured, and local[2] against local[1] then measures the neighbour, not Spark. A run
+    still starts after max_wait; its other-CPU warning says what happened. Returns the
+    last window's busy CPUs.
+    """
+    busy: float | None = None
+    deadline = time.monotonic() + max_wait
+    while max_wait > 0:
+        before = _busy_cpu_seconds()
+        time.sleep(QUIET_WINDOW)
+        after = _busy_cpu_seconds()
+        if before is None or after is None:
+            return None
+        busy = (after - before) / QUIET_WINDOW
+        if busy < BUSY_SHARE:
+            return busy
+        if time.monotonic() >= deadline:
+            log(f"  the machine is still busy ({busy:.1f} CPUs); measuring anyway")
+            return busy
+        log(f"  waiting for a quiet machine ({busy:.1f} CPUs busy)")
+    return busy
 
 
 def not_built(run: Run) -> bool:
@@ -271,6 +301,7 @@ def measure_timelines(
         run = Run(None, [])
         for n in range(lim.repeat):
             clear_outputs(case)
+            wait_for_quiet(lim.quiet_wait)
             run = repeat_measured(
                 argv, f"timeline {engine.name}", 1, (0,), lim.timeout, lim.max_memory_mib
             )
@@ -344,6 +375,7 @@ def measure_detects(
             argv = [cloudir, "detect", "--case", str(case), "--json", *engine.options]
             log(f"detect on {engine.name}")
             shutil.rmtree(findings.findings, ignore_errors=True)
+            wait_for_quiet(lim.quiet_wait)
             run = repeat_measured(
                 argv,
                 f"detect {engine.name}",
@@ -583,6 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="detect.py's cache of generated timelines (shared with make bench-detect)",
     )
     parser.add_argument(
+        "--wait-quiet",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="before each run, wait up to SECONDS for other processes to use under "
+        f"{BUSY_SHARE} of a CPU (a shared machine)",
+    )
+    parser.add_argument(
         "--driver-memory",
         metavar="SIZE",
         help="Spark driver JVM heap, e.g. 4g (sets SPARK_DRIVER_MEMORY; default Spark's 1g)",
@@ -610,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen, manifest = ensure_data(out, args.events, files, args.seed, os.cpu_count() or 1)
     case, capture_seconds = ensure_captured(cloudir, out, gen, args.events, files, args.seed)
     reference = out / f"{case.name}.duckdb-timeline"
-    limits = Limits(args.repeat, args.timeout, args.max_memory)
+    limits = Limits(args.repeat, args.timeout, args.max_memory, args.wait_quiet)
     engine_list = engines(masters)
     params = {
         "events": args.events,
@@ -625,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeout": args.timeout,
         "max_memory_mib": args.max_memory,
         "driver_memory": args.driver_memory,
+        "wait_quiet": args.wait_quiet,
     }
     detect_case = case
     if args.detect_timeline == GENERATED:
