@@ -10,6 +10,7 @@ bench/ is on sys.path when a benchmark runs as a script, so they `import common`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import random
@@ -1036,3 +1037,16 @@ def machine_info(cloudir: str) -> dict[str, Any]:
         "cloudir_version": version.strip().removeprefix("cloudir "),
         "time_wrapper": shutil.which("time", path="/usr/bin:/bin") or "python getrusage",
     }
+
+
+def write_results(
+    stem: Path, document: dict[str, Any], markdown: str, text: str | None = None
+) -> None:
+    """A bench's results as `<stem>.json` (stamped when it finished), `.md` and, given
+    `text`, `.txt`: the files bench/results keeps for every benchmark."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    document = {**document, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    if text is not None:
+        stem.with_suffix(".txt").write_text(text)

@@ -102,6 +102,7 @@ from common import (
     random_uuid,
     rss_kib,
     run_measured,
+    write_results,
 )
 
 from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Row
@@ -1705,9 +1706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = profile_engine(case_root)
     text = render(rows, targets, info, params, profile)
 
-    results: Path = args.results.resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"detect-{_label(args.rows)}"
+    stem = args.results.resolve() / f"detect-{_label(args.rows)}"
     snippet = markdown(rows, targets, params)
     document = {
         "machine": facts,
@@ -1717,11 +1716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "detect": info,
         "per_rule": profile,
         "markdown": snippet,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(snippet)
-    stem.with_suffix(".txt").write_text(text)
+    write_results(stem, document, snippet, text)
     log(f"results written to {stem}.json, .md and .txt")
     print(snippet)
     # A missed target is a result, as in ingest_cloudtrail.py; a command that did not

@@ -60,7 +60,16 @@ from typing import Any
 
 # bench/ is on sys.path when this file runs as a script: the generator, the capture's row
 # checks and the measuring are the other benchmarks' own, so the numbers count alike.
-from common import MIB, Measured, _busy_cpu_seconds, cloudir_bin, log, machine_info, run_measured
+from common import (
+    MIB,
+    Measured,
+    _busy_cpu_seconds,
+    cloudir_bin,
+    log,
+    machine_info,
+    run_measured,
+    write_results,
+)
 from detect import (
     EXIT_FINDINGS,
     BenchRow,
@@ -709,9 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     render(rows, params, notes)
 
-    results: Path = args.results.resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    stem = results / f"spark_scale-{_label(args.events)}"
+    stem = args.results.resolve() / f"spark_scale-{_label(args.events)}"
     snippet = markdown(rows, params, notes)
     document = {
         "machine": machine,
@@ -720,10 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "detect": detect_info,
         "notes": notes,
         "markdown": snippet,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(snippet)
+    write_results(stem, document, snippet)
     log(f"results written to {stem}.json and .md")
     # "not built" is this version's answer, not a failure; a crash or a difference is
     return 0 if all(r.status in (OK, NOT_BUILT) for r in rows) else 1
