@@ -27,7 +27,8 @@ from cloudir.case import EVIDENCE_DIR, PARTIAL_SUFFIX, Case
 from cloudir.custody_actions import CustodyAction as A
 from cloudir.custody_actions import read_action
 
-KINDS = ("incomplete", "missing", "unreadable", "unrecorded", "not_regular")
+# "changed": an object a manifest pins answered with other bytes (s3_manifest.py)
+KINDS = ("incomplete", "missing", "unreadable", "unrecorded", "not_regular", "changed")
 OPENS = frozenset({A.EVIDENCE_OPENED, A.CAPTURE, A.PARTIALS_REMOVED, A.RESPOND_PLAN})
 CLOSES_WHOLE = frozenset({A.CAPTURE_COMPLETE, A.RESPOND_COMPLETE, A.RESPOND_INCOMPLETE})
 CLOSES_PARTIAL = frozenset({A.CAPTURE_INCOMPLETE})

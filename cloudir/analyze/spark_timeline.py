@@ -42,8 +42,9 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
 from cloudir.analyze.timeline import (
     CLOUDTRAIL_EARLIEST,
     HOST_EARLIEST,
@@ -61,8 +62,13 @@ from cloudir.analyze.timeline import (
     parse_chunk,
     start_build,
 )
+from cloudir.aws import AwsOptions
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from cloudir.analyze.parsers import ErrorLog
+    from cloudir.s3_manifest import PinnedObject
 
 SPARK_PARSER = "cloudtrail"  # the parser whose files Spark reads; the rest run in the driver
 BINARY_FILE_LIMIT = (1 << 31) - 1  # Spark's binaryFile: one file is one byte array
@@ -75,21 +81,27 @@ STAGING_DIR = ".spark-staging"
 HADOOP_SPECIAL = "*?[]{}\\:"  # glob characters, escapes and a scheme's colon in a path
 
 
-def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
-    """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`."""
+def build_timeline_spark(case: Case, spark: Any, aws: AwsOptions | None = None) -> TimelineResult:
+    """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`.
+
+    `aws` is how the executors reach S3 for the objects a manifest pins (default: the
+    environment's credentials and endpoint, as on an EMR or Databricks cluster)."""
     tasks, building, result = start_build(case)
     ceiling_us = _ceiling_us()
 
     by_spark = [_spark_reads(case, t) for t in tasks]
     remote = [(n, t) for n, t in enumerate(tasks) if by_spark[n]]
-    local = [(n, t) for n, t in enumerate(tasks) if not by_spark[n]]
+    pinned = [(n, t) for n, t in enumerate(tasks) if t.pinned is not None]
+    local = [(n, t) for n, t in enumerate(tasks) if not by_spark[n] and t.pinned is None]
     parsed = _cloudtrail_frame(spark, case, remote)
+    if pinned:
+        parsed = parsed.unionByName(_pinned_frame(spark, pinned, aws))
     local_frame, local_errors = _local_frame(spark, building, local, ceiling_us)
     if local_frame is not None:
         parsed = parsed.unionByName(local_frame)
     parsed = parsed.persist()
     try:
-        _finish(result, parsed, remote, local_errors, tasks, ceiling_us, building)
+        _finish(result, parsed, remote + pinned, local_errors, tasks, ceiling_us, building)
     finally:
         parsed.unpersist()
     shutil.rmtree(building / STAGING_DIR, ignore_errors=True)
@@ -120,6 +132,7 @@ def _finish(
             errors.append((n, _unread(task)))
     errors.sort(key=lambda ne: (tasks[ne[0]].priority, ne[0]))
     result.errors.extend(entry for _, entry in errors)
+    result.evidence_problems += [e for _, e in errors if e.get("kind") in PROBLEM_KINDS]
 
     rows = parsed.filter(F.col("_error").isNull()).drop("_error")
     examples = _implausible_examples(rows, tasks, ceiling_us)
@@ -141,6 +154,8 @@ def _spark_reads(case: Case, task: FileTask) -> bool:
     """CloudTrail files Spark's binaryFile reader lists, reads and can hold in one row."""
     from cloudir.analyze.parsers import parser_for
 
+    if task.pinned is not None:
+        return False  # read from S3 by the executors (_pinned_frame), not from the case
     parser = parser_for(task.kind, Path(task.path))
     if parser is None or parser.name != SPARK_PARSER or not 0 < task.size <= BINARY_FILE_LIMIT:
         return False  # Spark's file splitting drops empty files; one row holds 2 GB
@@ -207,27 +222,67 @@ def _parse_files(
     A parser failure costs the file, logged as `timeline.parse_chunk` logs it.
     """
     from cloudir.analyze.parsers import ErrorLog
-    from cloudir.analyze.parsers.cloudtrail import parse_bytes
 
-    empty = (None,) * (1 + len(VALUE_COLUMNS))
     for file in rows:
         key = by_path.get(_local_path(file.path))
         if key is None:
             continue  # meta.json and files the timeline does not read
         priority, task, evidence_id, relpath = key
-        log = ErrorLog(evidence_id, relpath)
-        number = 0
+        yield from _file_rows(priority, task, ErrorLog(evidence_id, relpath), bytes(file.content))
+
+
+def _file_rows(
+    priority: int, task: int, log: ErrorLog, data: bytes | None
+) -> Iterator[tuple[Any, ...]]:
+    """One file's keyed rows, then its errors.jsonl entries as rows of their own; a file
+    read that gave neither still leaves one row, so it is seen. `data` None: the read
+    failed and `log` already says why."""
+    from cloudir.analyze.parsers.cloudtrail import parse_bytes
+
+    empty = (None,) * (1 + len(VALUE_COLUMNS))
+    number = 0
+    if data is not None:
         try:
-            for batch in parse_bytes(bytes(file.content), evidence_id, log):
+            for batch in parse_bytes(data, log.evidence_id, log):
                 for values in _batch_rows(batch):
                     yield (priority, task, number, None, *values)
                     number += 1
         except Exception as exc:  # as parse_chunk: a parser bug costs one file
             log.add(f"parser {SPARK_PARSER} failed: {type(exc).__name__}: {exc}")
-        for seq, entry in enumerate(log.entries):
-            yield (priority, task, seq, json.dumps(entry, sort_keys=True), *empty)
-        if not log.entries and number == 0:  # read, no rows, no errors: still seen
-            yield (priority, task, 0, "", *empty)
+    for seq, entry in enumerate(log.entries):
+        yield (priority, task, seq, json.dumps(entry, sort_keys=True), *empty)
+    if not log.entries and number == 0:  # read, no rows, no errors: still seen
+        yield (priority, task, 0, "", *empty)
+
+
+def _pinned_frame(spark: Any, pinned: list[tuple[int, FileTask]], aws: AwsOptions | None) -> Any:
+    """The objects manifests pin, each read from S3 and parsed on an executor."""
+    jobs = [(t.priority, n, t.evidence_id, t.relpath, t.pinned) for n, t in pinned]
+    slices = max(1, min(len(jobs), spark.sparkContext.defaultParallelism * 4))
+
+    def read_partition(part: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+        return _read_pinned_files(part, aws)
+
+    rdd = spark.sparkContext.parallelize(jobs, slices).mapPartitions(read_partition)
+    return spark.createDataFrame(rdd, _row_schema())
+
+
+def _read_pinned_files(
+    jobs: Iterable[tuple[int, int, str, str, PinnedObject]], aws: AwsOptions | None
+) -> Iterator[tuple[Any, ...]]:
+    """On an executor: each pinned version read as the DuckDB path reads it, then parsed."""
+    from cloudir.analyze.error_entries import error_entry
+    from cloudir.analyze.parsers import ErrorLog
+    from cloudir.s3_manifest import PinnedReadError, read_pinned
+
+    for priority, task, evidence_id, relpath, pinned in jobs:
+        log = ErrorLog(evidence_id, relpath)
+        try:
+            data: bytes | None = read_pinned(pinned, aws)
+        except PinnedReadError as exc:
+            log.entries.append(error_entry(evidence_id, relpath, str(exc), kind=exc.kind))
+            data = None
+        yield from _file_rows(priority, task, log, data)
 
 
 def _batch_rows(batch: Any) -> Iterator[tuple[Any, ...]]:

@@ -40,10 +40,11 @@ from cloudir.analyze.error_entries import error_entry
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, timeline_files
 from cloudir.errors import EvidenceError
+from cloudir.s3_manifest import PinnedObject, is_manifest, read_manifest
 
 if TYPE_CHECKING:
     from cloudir.analyze.duplicates import Outcome
-    from cloudir.analyze.parsers import ParseOptions
+    from cloudir.analyze.parsers import ErrorLog, ParseOptions
 
 NO_PARSER_KIND = "no_parser"  # evidence kept, but no parser reads its kind of file
 CHUNK_BYTES = 32 << 20
@@ -70,6 +71,7 @@ class FileTask:
     relpath: str
     size: int
     priority: int  # lower wins when the same event_id arrives twice
+    pinned: PinnedObject | None = None  # an object version a manifest pins; path is its URI
 
 
 @dataclass
@@ -193,6 +195,11 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
             rel = case.relpath(path)
             if rel in not_opened or rel not in checked.recorded:
                 continue  # already an evidence problem, named in skipped
+            if kind == "cloudtrail" and is_manifest(path):
+                pinned, bad = _pinned_tasks(evidence_id, kind, path, rel, priority)
+                tasks.extend(pinned)
+                skipped.extend(bad)
+                continue
             if parser_for(kind, path) is None:
                 reason = skip_reason(kind, path) or (
                     f"no parser for this file in a {kind or 'untyped'} item"
@@ -208,6 +215,31 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 skipped.append(error_entry(evidence_id, rel, gone, kind="missing"))
                 continue
             tasks.append(FileTask(evidence_id, kind, str(path), rel, size, priority))
+    return tasks, skipped
+
+
+def _pinned_tasks(
+    evidence_id: str, kind: str, path: Path, rel: str, priority: int
+) -> tuple[list[FileTask], list[dict[str, Any]]]:
+    """A manifest's object versions as files to parse, read from S3 by whoever parses
+    them; each line that pins nothing is a logged skip."""
+    try:
+        pinned, bad = read_manifest(path)
+    except OSError as exc:
+        why = f"manifest unreadable: {exc.strerror or exc}"
+        return [], [error_entry(evidence_id, rel, why, kind="unreadable")]
+    skipped = [
+        error_entry(evidence_id, rel, reason, kind="unreadable", line=line) for line, reason in bad
+    ]
+    from cloudir.analyze.parsers import parser_for
+
+    tasks: list[FileTask] = []
+    for o in pinned:
+        if parser_for(kind, Path(o.key)) is None:
+            why = f"no parser for this object in a {kind} item"
+            skipped.append(error_entry(evidence_id, o.uri, why, kind=NO_PARSER_KIND))
+        else:
+            tasks.append(FileTask(evidence_id, kind, o.uri, o.uri, o.size, priority, pinned=o))
     return tasks, skipped
 
 
@@ -267,7 +299,7 @@ def parse_chunk(
         rows_before = rows
         try:
             assert parser is not None
-            for batch in parser.parse(Path(task.path), task.evidence_id, log, options):
+            for batch in _parsed(parser, task, log, options):
                 if batch.num_rows == 0:
                     continue
                 out.add(batch, task.relpath)
@@ -292,6 +324,22 @@ def parse_chunk(
         file_rows,
         implausible,
     )
+
+
+def _parsed(parser: Any, task: FileTask, log: ErrorLog, options: ParseOptions) -> Any:
+    """The file's batches; an object a manifest pins is read from S3 first, and a read
+    that fails is one entry of its own kind (missing, changed, unreadable), no rows."""
+    if task.pinned is None:
+        return parser.parse(Path(task.path), task.evidence_id, log, options)
+    from cloudir.analyze.parsers.cloudtrail import parse_bytes
+    from cloudir.s3_manifest import PinnedReadError, read_pinned
+
+    try:
+        data = read_pinned(task.pinned, options.aws)
+    except PinnedReadError as exc:
+        log.entries.append(error_entry(task.evidence_id, task.relpath, str(exc), kind=exc.kind))
+        return iter(())
+    return parse_bytes(data, task.evidence_id, log)
 
 
 class _RowGroups:
@@ -420,6 +468,7 @@ def build_timeline(
         files_done += chunk.files
         result.rows += chunk.rows
         result.errors.extend(chunk.errors)
+        result.evidence_problems += [e for e in chunk.errors if e.get("kind") in PROBLEM_KINDS]
         for evidence_id, count in chunk.rows_by_evidence.items():
             result.rows_by_evidence[evidence_id] = (
                 result.rows_by_evidence.get(evidence_id, 0) + count

@@ -158,11 +158,8 @@ def list_day_objects(
         for page in listed:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])
-                if stamp:
-                    moment = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
-                    if not window.contains(moment, SLACK_BEFORE, SLACK_AFTER):
-                        continue
+                if named_outside(key, window):
+                    continue
                 yield LogObject(
                     key,
                     obj["Size"],
@@ -170,6 +167,15 @@ def list_day_objects(
                     obj.get("LastModified"),
                     evidence_name_for_key(key.removeprefix(region_prefix)),
                 )
+
+
+def named_outside(key: str, window: Window) -> bool:
+    """True for a file whose delivery time in its name is far outside the window."""
+    stamp = _FILE_TIME.search(key.rsplit("/", 1)[-1])
+    if not stamp:
+        return False
+    moment = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    return not window.contains(moment, SLACK_BEFORE, SLACK_AFTER)
 
 
 def capture_s3(
@@ -238,13 +244,17 @@ def _open_items(
     window: Window,
     identity: dict[str, str],
     items: contextlib.ExitStack,
-) -> list[tuple[ItemResult, list[LogObject]]]:
-    """One open item per account and region folder, with the objects the window needs."""
-    plan: list[tuple[ItemResult, list[LogObject]]] = []
+    lister: Callable[[Any, str, str, Window], Iterator[Any]] = list_day_objects,
+    mode: str | None = None,
+) -> list[tuple[ItemResult, list[Any]]]:
+    """One open item per account and region folder, with the objects the window needs
+    (`lister`'s: copies list objects, a manifest lists versions). A `mode` other than a
+    copy is part of the item's source, so a manifest never resumes into a copy's item."""
+    plan: list[tuple[ItemResult, list[Any]]] = []
     for log_prefix in discover_accounts(s3, bucket, prefix, accounts):
         for region in discover_regions(s3, bucket, log_prefix, regions):
-            objects = list(list_day_objects(s3, bucket, f"{log_prefix.prefix}{region}/", window))
-            source = {
+            objects = list(lister(s3, bucket, f"{log_prefix.prefix}{region}/", window))
+            source: dict[str, Any] = {
                 "type": "s3",
                 "bucket": bucket,
                 "prefix": f"{log_prefix.prefix}{region}/",
@@ -252,10 +262,13 @@ def _open_items(
                 "organization": log_prefix.organization,
                 "region": region,
             }
+            if mode:
+                source["mode"] = mode
             # The same folder captured again (even with a later relative --start) resumes
             # into the item that already holds it.
             evidence_id = case.item_with_source(source) or case.unique_evidence_id(
                 f"cloudtrail-{log_prefix.account}-{region}-{window.label()}"
+                + (f"-{mode}" if mode else "")
             )
             meta = {
                 "kind": "cloudtrail",

@@ -44,6 +44,15 @@ def capture_cloudtrail(
     lookup: Annotated[
         bool, typer.Option("--lookup", help="Also read the LookupEvents API (last 90 days).")
     ] = False,
+    manifest: Annotated[
+        bool,
+        typer.Option(
+            "--manifest",
+            help="Pin the trail's objects by version (key, VersionId, ETag, size) in a "
+            "manifest instead of copying them: for trails too large to copy; the timeline "
+            "reads exactly those versions from S3.",
+        ),
+    ] = False,
     account: Annotated[
         list[str] | None,
         typer.Option(metavar="ID", help="Account id to collect (repeatable; default all)."),
@@ -70,6 +79,9 @@ def capture_cloudtrail(
 
     Example: cloudir capture cloudtrail --case ./case-42 --bucket org-trail --account
     111122223333 --region us-east-1 --start 2024-07-30 --end 2024-08-01
+
+    Example (leave an org trail in S3): cloudir capture cloudtrail --case ./case-42
+    --trail org-trail --manifest --start 30d
     """
     from cloudir.aws import open_case_as_caller
     from cloudir.capture import cloudtrail
@@ -80,15 +92,30 @@ def capture_cloudtrail(
         raise UsageError("say where to read: --bucket, --trail or --lookup")
     if bucket and trail:
         raise UsageError("give --bucket or --trail, not both")
+    if manifest and not (bucket or trail):
+        raise UsageError("--manifest pins a trail bucket's objects: give --bucket or --trail")
     window = Window.parse(start, end)
     regions = region or []
     aws = open_aws(profile, regions[0] if regions else None, endpoint_url, retry_mode, workers)
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
     results: list[Any] = []
+    pinned_ids: set[str] = set()  # items pinned by --manifest: their notes are said above
     if bucket or trail:
         if trail:
             bucket, prefix = cloudtrail.resolve_trail(aws, trail)
             say(f"trail {trail} delivers to s3://{bucket}/{prefix}")
+        assert bucket is not None
+        if manifest:
+            from cloudir.capture.cloudtrail_manifest import capture_manifest
+
+            pinned = capture_manifest(
+                the_case, aws, bucket, prefix, account or [], regions, window, identity, say
+            )
+            for line in [note for r in pinned for note in r.item.notes][:20]:
+                say(f"in S3: {line}")  # logs rewritten or deleted after delivery
+            results += pinned
+            pinned_ids.update(r.evidence_id for r in pinned)
+    if (bucket or trail) and not manifest:
         assert bucket is not None
         with count_progress() as bar:
             task = bar.add_task("downloading", total=None)
@@ -123,7 +150,8 @@ def capture_cloudtrail(
                 f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
                 f"{len(r.failed)} failed, {r.bytes} bytes"
             )
-    for line in [w for r in results for w in getattr(r, "rewritten", [])][:20]:
+    copied = [r for r in results if r.evidence_id not in pinned_ids]
+    for line in [w for r in copied for w in getattr(r, "rewritten", [])][:20]:
         say(f"rewritten: {line}")  # a delivered log changed after capture: both are kept
     failed = [f for r in results for f in r.failed]
     if failed:

@@ -198,7 +198,7 @@ def open_aws(
     return Aws(AwsOptions(profile, region, endpoint, retry_mode=retry, pool_size=pool))
 
 
-def parse_options(fs_timeline: bool | None) -> Any:
+def parse_options(fs_timeline: bool | None, aws: Any = None) -> Any:
     from cloudir.analyze.parsers import ParseOptions
 
-    return ParseOptions(fs_timeline=fs_timeline)
+    return ParseOptions(fs_timeline=fs_timeline, aws=aws)

@@ -13,6 +13,7 @@ import typer
 
 from cloudir.cli.common import (
     CaseOpt,
+    EndpointOpt,
     EngineOpt,
     FsTimelineOpt,
     JsonOpt,
@@ -54,9 +55,18 @@ def timeline(
     fs_timeline: FsTimelineOpt = None,
     engine: EngineOpt = "duckdb",
     spark_master: SparkMasterOpt = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="AWS profile for reading the objects a --manifest capture pinned."),
+    ] = None,
+    endpoint_url: EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse all evidence into CASE/timeline/ (Parquet, by source and day; rebuilt each run).
+
+    Objects a `capture cloudtrail --manifest` pinned are read from S3, exactly the versions
+    the manifest names, with the profile and endpoint given here (on Spark, the executors'
+    own credentials, as on EMR or Databricks).
 
     Example: cloudir timeline --case ./case-42
     """
@@ -64,8 +74,10 @@ def timeline(
         return
     if case is None:
         raise UsageError("--case is required (or set CLOUDIR_CASE)")
+    from cloudir.aws import AwsOptions
     from cloudir.case import Case
 
+    aws = AwsOptions(profile=profile, endpoint_url=endpoint_url)
     if engine_choice(engine, spark_master) == "spark":
         if workers or fs_timeline is not None:
             raise UsageError(
@@ -77,7 +89,7 @@ def timeline(
 
         the_case = Case.open(case)
         try:
-            result = build_spark(the_case, spark_session(spark_master))
+            result = build_spark(the_case, spark_session(spark_master), aws)
         except Exception as exc:  # a failed Spark job: one line, the previous timeline kept
             if not is_spark_failure(exc):
                 raise
@@ -93,7 +105,9 @@ def timeline(
             def progress(done: int, total: int, rows: int) -> None:
                 bar.update(task, completed=done, total=total, description=f"parsed {rows} events")
 
-            result = build_timeline(the_case, workers or None, progress, parse_options(fs_timeline))
+            result = build_timeline(
+                the_case, workers or None, progress, parse_options(fs_timeline, aws)
+            )
     if as_json:
         emit_json(result.as_dict())
     else:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from cloudir.analyze.error_entries import error_entry
 from cloudir.analyze.schema import TIMELINE_SCHEMA, TimelineRow
+from cloudir.aws import AwsOptions
 
 BATCH_ROWS = 20_000
 JSON_SAFE_ESCAPE = "cloudir-json-safe"
@@ -65,6 +66,7 @@ class ParseOptions:
     """What the responder chose for this timeline run (`cloudir timeline` options)."""
 
     fs_timeline: bool | None = None  # None: for disk images under FS_TIMELINE_AUTO_LIMIT
+    aws: AwsOptions | None = None  # how to reach S3 for objects a manifest pins
 
 
 ParseFn = Callable[[Path, str, ErrorLog, ParseOptions], Iterator[pa.RecordBatch]]
