@@ -59,6 +59,18 @@ class PinnedObject:
         """How errors.jsonl and the report name it: the version is part of the name."""
         return f"s3://{self.bucket}/{self.key}?versionId={self.version_id}"
 
+    def request(self) -> dict[str, Any]:
+        """GetObject's and HeadObject's parameters that pin this version: the VersionId
+        (none for `null`: S3 takes no version there), and the ETag as a precondition."""
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "IfMatch": f'"{self.etag}"',
+        }
+        if self.version_id != NULL_VERSION:
+            request["VersionId"] = self.version_id
+        return request
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket,
@@ -130,15 +142,8 @@ def read_pinned(
             "in one piece; capture it into the case instead (without --manifest)",
         )
     client = client or _s3_client(options or AwsOptions(), pinned.region)
-    request: dict[str, Any] = {
-        "Bucket": pinned.bucket,
-        "Key": pinned.key,
-        "IfMatch": f'"{pinned.etag}"',
-    }
-    if pinned.version_id != NULL_VERSION:
-        request["VersionId"] = pinned.version_id
     try:
-        resp = client.get_object(**request)
+        resp = client.get_object(**pinned.request())
     except Exception as exc:
         raise _read_failure(exc, pinned) from exc
     body = resp["Body"]
@@ -177,15 +182,8 @@ def check_pinned(pinned: PinnedObject, options: AwsOptions | None = None) -> Non
     """That S3 still holds the pinned version as recorded (HeadObject: no bytes read), or
     PinnedReadError saying how it does not. `verify --s3`'s check."""
     client = _s3_client(options or AwsOptions(), pinned.region)
-    request: dict[str, Any] = {
-        "Bucket": pinned.bucket,
-        "Key": pinned.key,
-        "IfMatch": f'"{pinned.etag}"',
-    }
-    if pinned.version_id != NULL_VERSION:
-        request["VersionId"] = pinned.version_id
     try:
-        resp = client.head_object(**request)
+        resp = client.head_object(**pinned.request())
     except Exception as exc:
         raise _read_failure(exc, pinned) from exc
     etag = str(resp.get("ETag", "")).strip('"')

@@ -22,13 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudir.aws import Aws, call
-from cloudir.capture.cloudtrail import (
-    SLACK_AFTER,
-    SLACK_BEFORE,
-    ItemResult,
-    _open_items,
-    named_outside,
-)
+from cloudir.capture.cloudtrail import ItemResult, _open_items, day_pages, named_outside
 from cloudir.case import Case
 from cloudir.evidence_item import EvidenceItem
 from cloudir.progress import Reporter
@@ -114,27 +108,21 @@ def list_day_versions(
 ) -> Iterator[PinnedObject | DeleteMarker]:
     """Every version and delete marker in the day folders the window needs, as
     `cloudtrail.list_day_objects` chooses the folders and files."""
-    for day in window.days(SLACK_BEFORE, SLACK_AFTER):
-        day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
-        pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=day_prefix)
-        listed: list[dict[str, Any]] = call(
-            f"s3:ListObjectVersions s3://{bucket}/{day_prefix}", list, pages
-        )
-        for page in listed:
-            for version in page.get("Versions", []):
-                if not named_outside(version["Key"], window):
-                    yield PinnedObject(
-                        bucket,
-                        version["Key"],
-                        str(version.get("VersionId") or NULL_VERSION),
-                        str(version.get("ETag", "")).strip('"'),
-                        int(version["Size"]),
-                        _iso(version.get("LastModified")),
-                    )
-            for marker in page.get("DeleteMarkers", []):
-                if not named_outside(marker["Key"], window):
-                    when = _iso(marker.get("LastModified"))
-                    yield DeleteMarker(marker["Key"], when, bool(marker.get("IsLatest")))
+    for page in day_pages(s3, "list_object_versions", bucket, region_prefix, window):
+        for version in page.get("Versions", []):
+            if not named_outside(version["Key"], window):
+                yield PinnedObject(
+                    bucket,
+                    version["Key"],
+                    str(version.get("VersionId") or NULL_VERSION),
+                    str(version.get("ETag", "")).strip('"'),
+                    int(version["Size"]),
+                    _iso(version.get("LastModified")),
+                )
+        for marker in page.get("DeleteMarkers", []):
+            if not named_outside(marker["Key"], window):
+                when = _iso(marker.get("LastModified"))
+                yield DeleteMarker(marker["Key"], when, bool(marker.get("IsLatest")))
 
 
 def _pin(
