@@ -19,8 +19,11 @@ processes and the Spark executors.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +34,7 @@ MANIFEST_SUFFIX: Final = ".s3-manifest.jsonl"
 NULL_VERSION: Final = "null"  # S3's VersionId of an object written while versioning was off
 MAX_PINNED_BYTES: Final = 1 << 30  # read in one piece; a CloudTrail file is a few MB
 READ_CHUNK: Final = 1 << 20
+READ_AHEAD: Final = 8  # pinned reads in flight per parser process or Spark task
 
 # errors.jsonl kinds of a pinned read that failed (docs/DESIGN.md)
 MISSING: Final = "missing"  # the version (or the key) is gone
@@ -176,6 +180,33 @@ def read_pinned(
             f"the manifest pins {pinned.size}",
         )
     return bytes(data)
+
+
+def read_ahead(
+    pins: Iterable[PinnedObject], options: AwsOptions | None = None, depth: int = READ_AHEAD
+) -> Generator[bytes | PinnedReadError, None, None]:
+    """Each pin's bytes (or why not), in order, with up to `depth` reads in flight.
+
+    A GET costs tens of milliseconds of waiting and a CloudTrail file milliseconds of
+    parsing: one read at a time would leave a parser process (or a Spark task) idle most
+    of the time. Memory stays bounded: at most `depth` objects are held ahead.
+    """
+
+    def read(pinned: PinnedObject) -> bytes | PinnedReadError:
+        try:
+            return read_pinned(pinned, options)
+        except PinnedReadError as exc:
+            return exc
+
+    queue = iter(pins)
+    with ThreadPoolExecutor(max_workers=max(1, depth)) as pool:
+        pending = deque(pool.submit(read, p) for p in itertools.islice(queue, max(1, depth)))
+        while pending:
+            done = pending.popleft()
+            following = next(queue, None)
+            if following is not None:
+                pending.append(pool.submit(read, following))
+            yield done.result()
 
 
 def check_pinned(pinned: PinnedObject, options: AwsOptions | None = None) -> None:

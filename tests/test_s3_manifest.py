@@ -389,3 +389,25 @@ def test_verify_s3_names_every_pinned_version_s3_no_longer_holds(
     assert f"S3 MISSING s3://{bucket}/{gone}" in checked.stderr
     plain = cloudir("verify", "--case", str(case))
     assert plain.code == 0, "without --s3, verify reads nothing from AWS"
+
+
+def test_read_ahead_answers_in_order_with_failures_in_place(moto_url: str) -> None:
+    """Reads overlap, answers do not reorder: the parser pairs each answer with its task."""
+    from cloudir.aws import AwsOptions
+    from cloudir.s3_manifest import MISSING, read_ahead
+
+    s3, bucket = _bucket(moto_url)
+    versions = _deliver(s3, bucket, files=12, per_file=1)
+    head = {k: s3.head_object(Bucket=bucket, Key=k) for k in versions}
+    pins = [
+        PinnedObject(bucket, k, v, head[k]["ETag"].strip('"'), head[k]["ContentLength"])
+        for k, v in sorted(versions.items())
+    ]
+    pins[5] = PinnedObject(bucket, pins[5].key, "no-such-version", pins[5].etag, pins[5].size)
+    answers = list(read_ahead(pins, AwsOptions(endpoint_url=moto_url), depth=4))
+    assert len(answers) == 12
+    for n, (pin, answer) in enumerate(zip(pins, answers, strict=True)):
+        if n == 5:
+            assert isinstance(answer, PinnedReadError) and answer.kind == MISSING
+        else:
+            assert answer == s3.get_object(Bucket=bucket, Key=pin.key)["Body"].read()

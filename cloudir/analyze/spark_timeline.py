@@ -273,16 +273,17 @@ def _read_pinned_files(
     """On an executor: each pinned version read as the DuckDB path reads it, then parsed."""
     from cloudir.analyze.error_entries import error_entry
     from cloudir.analyze.parsers import ErrorLog
-    from cloudir.s3_manifest import PinnedReadError, read_pinned
+    from cloudir.s3_manifest import PinnedReadError, read_ahead
 
-    for priority, task, evidence_id, relpath, pinned in jobs:
+    mine = list(jobs)  # one slice of the manifest: small tuples
+    reads = read_ahead((job[4] for job in mine), aws)
+    for (priority, task, evidence_id, relpath, _), data in zip(mine, reads, strict=True):
         log = ErrorLog(evidence_id, relpath)
-        try:
-            data: bytes | None = read_pinned(pinned, aws)
-        except PinnedReadError as exc:
-            log.entries.append(error_entry(evidence_id, relpath, str(exc), kind=exc.kind))
-            data = None
-        yield from _file_rows(priority, task, log, data)
+        if isinstance(data, PinnedReadError):
+            log.entries.append(error_entry(evidence_id, relpath, str(data), kind=data.kind))
+            yield from _file_rows(priority, task, log, None)
+        else:
+            yield from _file_rows(priority, task, log, data)
 
 
 def _batch_rows(batch: Any) -> Iterator[tuple[Any, ...]]:

@@ -40,7 +40,7 @@ from cloudir.analyze.error_entries import error_entry
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, timeline_files
 from cloudir.errors import EvidenceError
-from cloudir.s3_manifest import PinnedObject, is_manifest, read_manifest
+from cloudir.s3_manifest import PinnedObject, is_manifest, read_ahead, read_manifest
 
 if TYPE_CHECKING:
     from cloudir.analyze.duplicates import Outcome
@@ -293,13 +293,14 @@ def parse_chunk(
     # Parsed events hold no reference cycles; the cyclic collector would only re-scan
     # millions of short-lived dicts (measured: 13% of the timeline's time).
     gc.disable()
+    pinned_reads = read_ahead([t.pinned for t in tasks if t.pinned], options.aws)
     for task in tasks:
         parser = parser_for(task.kind, Path(task.path))
         log = ErrorLog(task.evidence_id, task.relpath)
         rows_before = rows
         try:
             assert parser is not None
-            for batch in _parsed(parser, task, log, options):
+            for batch in _parsed(parser, task, log, options, pinned_reads):
                 if batch.num_rows == 0:
                     continue
                 out.add(batch, task.relpath)
@@ -315,6 +316,7 @@ def parse_chunk(
         errors.extend(log.entries)
         file_rows.append((task.relpath, rows - rows_before))
     gc.enable()
+    pinned_reads.close()
     return ChunkResult(
         out.close(),
         len(tasks),
@@ -326,18 +328,20 @@ def parse_chunk(
     )
 
 
-def _parsed(parser: Any, task: FileTask, log: ErrorLog, options: ParseOptions) -> Any:
-    """The file's batches; an object a manifest pins is read from S3 first, and a read
-    that fails is one entry of its own kind (missing, changed, unreadable), no rows."""
+def _parsed(
+    parser: Any, task: FileTask, log: ErrorLog, options: ParseOptions, pinned_reads: Any
+) -> Any:
+    """The file's batches. An object a manifest pins comes next from `pinned_reads`
+    (`s3_manifest.read_ahead` over the chunk's pins, in task order); a read that failed
+    is one entry of its own kind (missing, changed, unreadable) and no rows."""
     if task.pinned is None:
         return parser.parse(Path(task.path), task.evidence_id, log, options)
     from cloudir.analyze.parsers.cloudtrail import parse_bytes
-    from cloudir.s3_manifest import PinnedReadError, read_pinned
+    from cloudir.s3_manifest import PinnedReadError
 
-    try:
-        data = read_pinned(task.pinned, options.aws)
-    except PinnedReadError as exc:
-        log.entries.append(error_entry(task.evidence_id, task.relpath, str(exc), kind=exc.kind))
+    data = next(pinned_reads)
+    if isinstance(data, PinnedReadError):
+        log.entries.append(error_entry(task.evidence_id, task.relpath, str(data), kind=data.kind))
         return iter(())
     return parse_bytes(data, task.evidence_id, log)
 
