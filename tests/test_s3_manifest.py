@@ -411,3 +411,19 @@ def test_read_ahead_answers_in_order_with_failures_in_place(moto_url: str) -> No
             assert isinstance(answer, PinnedReadError) and answer.kind == MISSING
         else:
             assert answer == s3.get_object(Bucket=bucket, Key=pin.key)["Body"].read()
+
+
+def test_the_report_says_what_is_pinned_and_not_copied(moto_url: str, tmp_path: Path) -> None:
+    s3, bucket = _bucket(moto_url)
+    _deliver(s3, bucket, files=2)
+    case = tmp_path / "case"
+    assert _capture(case, moto_url, bucket, "--manifest").code == 0
+    assert _timeline(case, moto_url).code == 0
+    assert cloudir("detect", "--case", str(case)).code in (0, 1)
+    assert cloudir("report", "--case", str(case)).code == 0
+    report = json.loads((case / "report" / "report.json").read_text())
+    [item] = report["evidence"]
+    sizes = [s3.head_object(Bucket=bucket, Key=_log_key(n))["ContentLength"] for n in (0, 1)]
+    assert item["pinned"] == {"objects": 2, "bytes": sum(sizes)}
+    assert "+ 2 S3 object versions" in (case / "report" / "report.md").read_text()
+    assert "pinned, not copied" in (case / "report" / "report.html").read_text()

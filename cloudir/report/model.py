@@ -669,6 +669,7 @@ def _bucket_seconds(t0: float, t1: float) -> int:
 def _evidence(case: Case) -> list[dict[str, Any]]:
     """Every evidence item with its files and hashes as custody recorded them."""
     recorded = case.recorded_files()
+    pinned = _pinned_in_s3(case)
     items = []
     for evidence_id in case.evidence_ids():
         meta = case.read_meta(evidence_id)
@@ -683,9 +684,23 @@ def _evidence(case: Case) -> list[dict[str, Any]]:
                 "window": meta.get("window"),
                 "files": files,
                 "bytes": sum(f["bytes"] for f in files),
+                "pinned": pinned.get(evidence_id),
             }
         )
     return items
+
+
+def _pinned_in_s3(case: Case) -> dict[str, dict[str, int]]:
+    """Per item, the object versions its manifests pin and their bytes (custody's
+    `s3-manifest` sources): evidence the case names but does not hold."""
+    found: dict[str, dict[str, int]] = {}
+    for entry in case.custody_entries():
+        source = entry.get("source")
+        if isinstance(source, dict) and source.get("type") == "s3-manifest":
+            item = found.setdefault(str(entry.get("evidence_id")), {"objects": 0, "bytes": 0})
+            item["objects"] += _int(source.get("objects"))
+            item["bytes"] += _int(source.get("object_bytes"))
+    return found
 
 
 def _containment(case: Case) -> list[dict[str, Any]]:
