@@ -63,6 +63,7 @@ from cloudir.analyze.timeline import (
 )
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE
+from cloudir.engines.hadoop_path import HADOOP_SPECIAL, hadoop_path
 
 SPARK_PARSER = "cloudtrail"  # the parser whose files Spark reads; the rest run in the driver
 BINARY_FILE_LIMIT = (1 << 31) - 1  # Spark's binaryFile: one file is one byte array
@@ -72,11 +73,11 @@ VALUE_COLUMNS = [
     "target", "outcome", "message", "evidence_id", "event_id", "raw",
 ]  # fmt: skip
 STAGING_DIR = ".spark-staging"
-HADOOP_SPECIAL = "*?[]{}\\:"  # glob characters, escapes and a scheme's colon in a path
 
 
 def build_timeline_spark(case: Case, spark: Any) -> TimelineResult:
     """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`."""
+    hadoop_path(case.paths.timeline)  # a folder Spark cannot read fails before any work
     tasks, building, result = start_build(case)
     ceiling_us = _ceiling_us()
 
@@ -299,7 +300,7 @@ def _local_frame(
             }
             writer.write_table(pa.table(columns, schema=_keyed_arrow_schema()))
             offset += size
-    return spark.read.schema(_row_schema()).parquet(str(keyed)), errors
+    return spark.read.schema(_row_schema()).parquet(hadoop_path(keyed)), errors
 
 
 def _keyed_arrow_schema() -> Any:
