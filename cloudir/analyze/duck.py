@@ -8,6 +8,11 @@ SQL that cloudir did not write (a responder's `query`, a community Sigma rule co
 `detect`) runs on a sealed connection: once the views it needs exist, DuckDB's access to
 files and the network is switched off except for the exact files named, and the
 configuration is locked, so no statement can switch it back on.
+
+DuckDB's file readers expand `* ? [` anywhere in a path they are given, a case folder's
+name included (`/cases/case[1]/` reads `/cases/case1/`), so every read of the timeline's
+Parquet goes through `parquet_source` here, which names each file so that it matches
+itself and nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+from cloudir.errors import UsageError
 
 # Never reach for the network (or ~/.duckdb) to fetch an extension a statement names.
 OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -25,6 +32,41 @@ OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": F
 def sql_str(text: str) -> str:
     """A SQL string literal: DuckDB reads `text` back exactly, quotes and all."""
     return "'" + text.replace("'", "''") + "'"
+
+
+GLOB_CHARACTERS: Final = "*?["
+"""What DuckDB's readers expand in a path; `]`, `{` and `}` alone are read as written."""
+
+
+def literal_path(path: Path | str) -> str:
+    """`path` written so that DuckDB's readers take it as this one file, never a pattern.
+
+    Each glob character becomes a one-character class (`[` is written `[[]`), which
+    matches only itself; a path without them is returned as it is, so DuckDB reads it
+    as before and names it as before (`filename`). DuckDB splits a pattern at `\\` as
+    well as `/`, so a path holding both cannot be named at all: a one-line UsageError.
+    """
+    text = str(path)
+    if not any(ch in text for ch in GLOB_CHARACTERS):
+        return text
+    if "\\" in text:
+        raise UsageError(
+            f"{text}: DuckDB cannot read a file whose path holds a backslash and one of "
+            f"{' '.join(GLOB_CHARACTERS)}; move or rename the case folder"
+        )
+    return "".join(f"[{ch}]" if ch in GLOB_CHARACTERS else ch for ch in text)
+
+
+def parquet_source(files: Iterable[Path | str], *, row_ids: bool = False) -> str:
+    """`read_parquet(...)` over exactly `files`, without the folders' partition keys.
+
+    With `row_ids`, each row also has the `filename` (as given) and `file_row_number` it
+    was read from. DuckDB's own reader reads the files, so its pruning (row groups by
+    their statistics, columns the query does not name) is what it was for plain paths.
+    """
+    names = ", ".join(sql_str(literal_path(f)) for f in files)
+    ids = ", filename=true, file_row_number=true" if row_ids else ""
+    return f"read_parquet([{names}]{ids}, hive_partitioning=false)"
 
 
 def quote_ident(name: str) -> str:
@@ -46,9 +88,10 @@ def seal(con: Any, readable: Iterable[Path] = ()) -> None:
 
     DuckDB's own spill files (temp_directory, set before sealing) keep working: they are
     not external access. Views made before sealing keep reading their files as long as
-    those files are listed in `readable`.
+    those files are listed in `readable` (as named and as `parquet_source` names them).
     """
-    paths = ", ".join(sql_str(str(p)) for p in readable)
+    names = dict.fromkeys(n for p in readable for n in (str(p), literal_path(p)))
+    paths = ", ".join(sql_str(name) for name in names)
     con.execute(f"SET allowed_paths = [{paths}]").fetchall()
     con.execute("SET allowed_directories = []").fetchall()
     con.execute("SET enable_external_access = false").fetchall()

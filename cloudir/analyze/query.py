@@ -62,13 +62,11 @@ def timeline_files(case: Case) -> list[Path]:
 def connect(case: Case) -> Any:
     """A connection with the view `timeline` over the case's Parquet files (not sealed)."""
     from cloudir.analyze.duck import connect as duck_connect
-    from cloudir.analyze.duck import sql_str
+    from cloudir.analyze.duck import parquet_source
 
-    files = ", ".join(sql_str(str(f)) for f in timeline_files(case))
+    source = parquet_source(timeline_files(case))
     con = duck_connect()
-    con.execute(
-        f"CREATE VIEW timeline AS SELECT * FROM read_parquet([{files}], hive_partitioning=false)"
-    ).fetchall()
+    con.execute(f"CREATE VIEW timeline AS SELECT * FROM {source}").fetchall()
     return con
 
 

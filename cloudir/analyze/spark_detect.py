@@ -31,6 +31,7 @@ from cloudir.analyze.detect import DetectResult
 from cloudir.analyze.detect import detect as detect_duckdb
 from cloudir.analyze.query import timeline_files
 from cloudir.case import Case
+from cloudir.engines.hadoop_path import hadoop_path
 from cloudir.engines.spark_session import is_spark_failure, spark_failure
 from cloudir.errors import EvidenceError
 
@@ -55,7 +56,7 @@ class SparkTimelineParts:
 
     def __init__(self, spark: Any, files: Sequence[Path | str]) -> None:
         self.spark = spark
-        self.frame = spark.read.parquet(*[str(f) for f in files])
+        self.frame = spark.read.parquet(*[hadoop_path(f) for f in files])
         self.threads = int(spark.conf.get("spark.task.cpus", "1"))
 
     def gather(self, con: Any, table: str, sql: str, shipped: Sequence[str] = ()) -> None:

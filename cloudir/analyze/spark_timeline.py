@@ -65,6 +65,7 @@ from cloudir.analyze.timeline import (
 from cloudir.aws import AwsOptions
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE
+from cloudir.engines.hadoop_path import HADOOP_SPECIAL, hadoop_path
 
 if TYPE_CHECKING:
     from cloudir.analyze.parsers import ErrorLog
@@ -78,7 +79,6 @@ VALUE_COLUMNS = [
     "target", "outcome", "message", "evidence_id", "event_id", "raw",
 ]  # fmt: skip
 STAGING_DIR = ".spark-staging"
-HADOOP_SPECIAL = "*?[]{}\\:"  # glob characters, escapes and a scheme's colon in a path
 
 
 def build_timeline_spark(case: Case, spark: Any, aws: AwsOptions | None = None) -> TimelineResult:
@@ -86,6 +86,7 @@ def build_timeline_spark(case: Case, spark: Any, aws: AwsOptions | None = None) 
 
     `aws` is how the executors reach S3 for the objects a manifest pins (default: the
     environment's credentials and endpoint, as on an EMR or Databricks cluster)."""
+    hadoop_path(case.paths.timeline)  # a folder Spark cannot read fails before any work
     tasks, building, result = start_build(case)
     ceiling_us = _ceiling_us()
 
@@ -355,7 +356,7 @@ def _local_frame(
             }
             writer.write_table(pa.table(columns, schema=_keyed_arrow_schema()))
             offset += size
-    return spark.read.schema(_row_schema()).parquet(str(keyed)), errors
+    return spark.read.schema(_row_schema()).parquet(hadoop_path(keyed)), errors
 
 
 def _keyed_arrow_schema() -> Any:

@@ -456,6 +456,9 @@ def build_timeline(
     options: ParseOptions | None = None,
 ) -> TimelineResult:
     """Rebuild `timeline/` from all evidence; returns counts and the logged errors."""
+    from cloudir.analyze.duck import literal_path
+
+    literal_path(case.paths.timeline)  # a folder DuckDB cannot read fails before any work
     workers = max(1, workers or os.cpu_count() or 1)
     tasks, building, result = start_build(case)
     chunks = plan_chunks(tasks, workers)
@@ -648,11 +651,11 @@ def _drop_duplicates(
     Copies that differ in anything are all kept and reported (see analyze/duplicates.py):
     a planted record can neither push the genuine one out nor pass as a duplicate.
     """
+    from cloudir.analyze.duck import parquet_source
     from cloudir.analyze.duplicates import FileRows, find
 
     con = _duckdb(folder)
-    files = "[" + ", ".join(_sql_str(f) for f in staging_files) + "]"
-    source = f"read_parquet({files}, filename=true, file_row_number=true, hive_partitioning=false)"
+    source = parquet_source(staging_files, row_ids=True)
     outcome = find(con, source, FileRows(file_rows))
     if outcome.dropped == 0:
         con.close()
@@ -720,8 +723,9 @@ def _rows_by_evidence(folder: Path) -> dict[str, int]:
 
 def _parts_sql(folder: Path) -> str:
     """read_parquet over a timeline folder's files, without the partition keys as columns."""
-    files = ", ".join(_sql_str(str(f)) for f in timeline_files(folder))
-    return f"read_parquet([{files}], hive_partitioning=false)"
+    from cloudir.analyze.duck import parquet_source
+
+    return parquet_source(timeline_files(folder))
 
 
 def _in_write_order(staging_files: list[str]) -> list[str]:
@@ -729,10 +733,6 @@ def _in_write_order(staging_files: list[str]) -> list[str]:
     before LookupEvents), which names the first copy of an event. Copies of one event have
     one time and source, so they are in one partition."""
     return sorted(staging_files, key=lambda name: (Path(name).name, name))
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _write_lines(path: Path, entries: list[dict[str, Any]]) -> None:

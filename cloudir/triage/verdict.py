@@ -465,13 +465,11 @@ class _Timeline:
     def __enter__(self) -> _Timeline:
         if not self.files:
             return self
-        from cloudir.analyze.duck import connect
+        from cloudir.analyze.duck import connect, parquet_source
 
-        files = ", ".join(sql_str(str(f)) for f in self.files)
         self.con = connect()
         self.con.execute(
-            "CREATE VIEW timeline AS SELECT * FROM "
-            f"read_parquet([{files}], hive_partitioning=false)"
+            f"CREATE VIEW timeline AS SELECT * FROM {parquet_source(self.files)}"
         ).fetchall()
         actor = actor_sql(_raw)
         window = "timestamp BETWEEN $start::TIMESTAMPTZ AND $end::TIMESTAMPTZ"
