@@ -167,15 +167,17 @@ def _watch(tracker: Any, group: str, earlier: set[int], bar: Bar, stop: threadin
 
 
 def _show_tasks(tracker: Any, group: str, earlier: set[int], bar: Bar) -> None:
-    """Tasks done of the tasks of the group's jobs since `earlier`; a job or stage Spark
-    has already forgotten counts for nothing rather than failing the detect."""
+    """Tasks done of total of the pass's first job, the one evaluating the parts (Spark
+    3.5's adaptive execution builds the kept results in one job and runs the noop write
+    over them in a second, quick one: counting both would show 3/6, then 6/6); a job or
+    stage Spark has already forgotten counts for nothing rather than failing the detect."""
+    jobs = set(tracker.getJobIdsForGroup(group)) - earlier
+    job = tracker.getJobInfo(min(jobs)) if jobs else None
     done = total = 0
-    for job_id in set(tracker.getJobIdsForGroup(group)) - earlier:
-        job = tracker.getJobInfo(job_id)
-        for stage_id in job.stageIds if job is not None else ():
-            stage = tracker.getStageInfo(stage_id)
-            if stage is not None:
-                done, total = done + stage.numCompletedTasks, total + stage.numTasks
+    for stage_id in job.stageIds if job is not None else ():
+        stage = tracker.getStageInfo(stage_id)
+        if stage is not None:
+            done, total = done + stage.numCompletedTasks, total + stage.numTasks
     if total:
         bar.update(done, total=total)
 
