@@ -205,6 +205,7 @@ def test_detect_reads_the_timeline_in_two_passes(
     # write that job serves (Spark 3.5's adaptive execution makes a cached plan its own
     # job), and one job per part fetching that part's results.
     assert len(jobs) == 2 * (2 + partitions)
+    assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None  # restored
 
 
 def test_the_progress_line_counts_the_tasks_of_the_pass() -> None:

@@ -9,9 +9,10 @@ therefore DuckDB's on both paths; a Spark SQL rendering would be a second genera
 regex is Java's and whose JSON functions answer differently for arrays and case.
 
 What runs where (detect.TimelineParts is the seam):
-- on the executors, over each part: the computed fields' facts (sigma/context.py, a
-  `partial` that groups again), the scan into `_hits` (only the matched rows come back),
-  and the automation baseline's earliest calls;
+- on the executors, over each part, in two passes (the scan joins what the first pass's
+  results become): the computed fields' facts (sigma/context.py, a `partial` that groups
+  again); then the scan into `_hits` (only the matched rows come back) with every
+  identity's earliest automation calls (the baseline keeps the matched identities');
 - in the driver, over those small results: the computed fields' final grouping, the
   correlations, suppression counts, triage and findings, in the same code as the DuckDB
   path. The matched events are orders of magnitude fewer than the timeline's rows, and
