@@ -11,15 +11,21 @@ third-party corpus and on the demo's case.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cloudir.analyze import spark_detect
 from cloudir.analyze.detect import detect
-from cloudir.analyze.spark_detect import detect_spark
+from cloudir.analyze.query import timeline_files
+from cloudir.analyze.spark_detect import SparkTimelineParts, detect_spark
 from cloudir.case import Case
 from cloudir.engines.spark_session import spark_failure
 from tests.conftest import REPO, cloudir
@@ -165,6 +171,76 @@ def test_an_empty_timeline_has_no_findings_either_way(tmp_path: Path, spark: Any
     duck, on_spark = detect_both(case, spark)
     assert duck["document"]["findings"] == []
     assert_same(duck, on_spark)
+
+
+# -- how many passes over the timeline -----------------------------------------------------
+def counted_part(marks: str, batches: Iterator[Any], **kwargs: Any) -> Iterator[Any]:
+    """evaluate_part, leaving a file in `marks` each time a task reads a part."""
+    (Path(marks) / uuid.uuid4().hex).write_text(str(os.getpid()))
+    yield from spark_detect.evaluate_part(batches, **kwargs)
+
+
+def test_detect_reads_the_timeline_in_two_passes(
+    evaluation_case: Path, spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The computed fields' facts in one pass, then the scan and the automation calls in
+    another: two passes over the timeline's parts, each reading every part once, then
+    small jobs fetching the results. A third pass, or a pass per table (as there once
+    was: up to eight), fails here."""
+    case = tmp_path / "case"
+    shutil.copytree(evaluation_case, case, ignore=shutil.ignore_patterns("findings"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    counted = functools.partial(counted_part, str(marks))
+    monkeypatch.setattr(spark_detect, "evaluate_part", counted)
+    parts = SparkTimelineParts(spark, timeline_files(Case.open(case)))
+    partitions = parts.frame.rdd.getNumPartitions()
+    result = detect(Case.open(case), [], parts=parts)
+    assert {"value_count", "temporal"} <= {f.get("correlation") for f in result.findings}
+    assert result.rules.backend.fields.context  # computed fields in use: their pass ran
+    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(parts.job_group)
+    assert parts.passes == 2
+    assert len(list(marks.iterdir())) == 2 * partitions  # every part read once per pass
+    # Per pass: the job evaluating every part (its results kept on the executors), the noop
+    # write that job serves (Spark 3.5's adaptive execution makes a cached plan its own
+    # job), and one job per part fetching that part's results.
+    assert len(jobs) == 2 * (2 + partitions)
+    assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None  # restored
+
+
+def test_the_progress_line_counts_the_tasks_of_the_pass() -> None:
+    """Tasks done of total of the pass's first job (not an earlier pass's, nor the quick
+    write after it); a job or stage Spark has forgotten counts for nothing."""
+    from types import SimpleNamespace
+
+    stages = {
+        1: SimpleNamespace(numCompletedTasks=4, numTasks=4),  # an earlier pass
+        2: SimpleNamespace(numCompletedTasks=3, numTasks=4),
+        3: SimpleNamespace(numCompletedTasks=0, numTasks=4),
+    }
+    jobs = {10: [1], 11: [2, 4], 12: [3], 13: None}
+
+    class Tracker:
+        def getJobIdsForGroup(self, group: str) -> list[int]:
+            return list(jobs) if group == "g" else []
+
+        def getJobInfo(self, job: int) -> Any:
+            return None if jobs[job] is None else SimpleNamespace(stageIds=jobs[job])
+
+        def getStageInfo(self, stage: int) -> Any:
+            return stages.get(stage)
+
+    shown: list[tuple[float, float | None]] = []
+
+    class Bar:
+        def update(self, done: float, *, total: float | None = None, label: Any = None) -> None:
+            shown.append((done, total))
+
+    spark_detect._show_tasks(Tracker(), "g", {10}, Bar())
+    spark_detect._show_tasks(Tracker(), "other", set(), Bar())  # nothing yet: no update
+    jobs[11] = None  # forgotten
+    spark_detect._show_tasks(Tracker(), "g", {10}, Bar())
+    assert shown == [(3, 4)]
 
 
 # -- the command ----------------------------------------------------------------------------

@@ -34,14 +34,16 @@ from cloudir.analyze.sigma.correlation import run as run_correlation
 from cloudir.analyze.sigma.runtime import register_functions
 from cloudir.analyze.suppress import SAMPLE as SUPPRESSED_SAMPLE
 from cloudir.analyze.suppress import Suppression
-from cloudir.analyze.triage import LEVELS as LEVELS
 from cloudir.analyze.triage import (
+    AUTOMATION_CALLS,
     automation_baseline,
+    automation_calls_sql,
     event_columns,
     finding_triage,
     shown_level,
     tests_outcome,
 )
+from cloudir.analyze.triage import LEVELS as LEVELS
 from cloudir.analyze.triage import rank as rank_findings
 from cloudir.case import Case, utc_now
 from cloudir.errors import UsageError
@@ -472,20 +474,34 @@ def scan_sql(backend: Any, context_tables: dict[str, str] | None = None) -> str:
     return str(backend.fields.scan_sql("timeline", context_tables))
 
 
+@dataclass(frozen=True)
+class Gather:
+    """A temp table of the driver's connection made from the timeline's parts: the rows of
+    `sql` over every part. `sql` may read the tables of the connection named in `shipped`
+    (small: they go to every task)."""
+
+    table: str
+    sql: str
+    shipped: tuple[str, ...] = ()
+
+
 class TimelineParts(Protocol):
     """Where the timeline's rows are when they are not all in the DuckDB connection.
 
     A Spark job (analyze/spark_detect.py) evaluates SQL that reads `timeline` on each part
     of the timeline, in a DuckDB of its own per task, and gathers the rows of all parts
-    into a table of the driver's connection. Only SQL whose result over the whole timeline
+    into tables of the driver's connection. Only SQL whose result over the whole timeline
     is the union of its results over the parts is given to `gather`: row-level selections,
     and the `partial` facts of the computed fields (sigma/context.py), which the driver then
     groups again.
     """
 
-    def gather(self, con: Any, table: str, sql: str, shipped: Sequence[str] = ()) -> None:
-        """Make temp table `table` in `con`: the rows of `sql` over every part, which may
-        read the tables of `con` named in `shipped` (small: they go to every task)."""
+    def gather(self, con: Any, gathers: Sequence[Gather]) -> None:
+        """Make every gather's temp table in `con` in ONE pass over the parts: each part is
+        read once and every SQL of the batch evaluated on it. A batch holds only SQL whose
+        inputs already exist, so each pass over the timeline is one step of the data's
+        dependencies, not one per table (detect runs two: the computed fields' facts, then
+        the scan with the automation baseline's calls)."""
 
 
 @contextlib.contextmanager
@@ -557,8 +573,9 @@ def run_rules(
     some suppression filter applies to has its raw match in `a<n>`, each filter's verdict
     (the rule matched, the filter's condition did not hold) in `s<k>`, and what is left in
     `h<n>`, which the findings and the correlations read. With `parts`, the scan runs on
-    the parts of the timeline and only its matched rows come to `con`: everything after
-    the scan is the same code over the same `_hits`.
+    the parts of the timeline and only its matched rows come to `con` (with, from the same
+    pass, the automation calls that findings_from's baseline reads): everything after the
+    scan is the same code over the same `_hits`.
     """
     detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
     hits: dict[int, list[str]] = {}
@@ -572,7 +589,10 @@ def run_rules(
     else:
         tables = gather_context(con, ruleset.backend.fields, parts)
         select = hits_sql(ruleset, suppressions, filtered, tables)
-        parts.gather(con, "_hits", select, shipped=list(tables.values()))
+        scan = Gather("_hits", select, tuple(tables.values()))
+        # the automation baseline's calls ride on the scan's pass: its identities come from
+        # `_hits`, so it takes every identity's and findings_from keeps the matched ones
+        parts.gather(con, [scan, Gather(AUTOMATION_CALLS, automation_calls_sql())])
     _count_suppressed(con, ruleset, suppressions, filtered)
     for n, rule in detections:
         if not rule.output:
@@ -630,14 +650,20 @@ def hits_sql(
 
 def gather_context(con: Any, plan: Any, parts: TimelineParts) -> dict[str, str]:
     """The computed fields' tables, from each part's facts (context.Context): field name
-    -> temp table of `con` that the scan joins instead of computing the aggregate."""
+    -> temp table of `con` that the scan joins instead of computing the aggregate.
+
+    Every field's facts come from one pass over the parts; the scan, which joins the
+    tables `final` makes of them, cannot be in that pass.
+    """
     from cloudir.analyze.sigma.context import CONTEXTS
 
+    used = [(name, CONTEXTS[name]) for name in sorted(plan.context)]
+    if not used:
+        return {}
+    parts.gather(con, [Gather(f"_facts{c.column}", c.partial()) for _, c in used])
     tables = {}
-    for name in sorted(plan.context):
-        context = CONTEXTS[name]
+    for name, context in used:
         facts, table = f"_facts{context.column}", f"_table{context.column}"
-        parts.gather(con, facts, context.partial())
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {context.final(facts)}").fetchall()
         tables[name] = table
     return tables
@@ -694,10 +720,13 @@ def findings_from(
     con: Any, ruleset: RuleSet, hits: dict[int, list[str]], parts: TimelineParts | None = None
 ) -> list[dict[str, Any]]:
     """One finding per rule with hits, its events' entities gathered from `_hits`, triaged
-    (outcome, actor, level; triage.py) and in reading order (`rank`)."""
+    (outcome, actor, level; triage.py) and in reading order (`rank`).
+
+    With `parts`, run_rules gathered the automation calls (AUTOMATION_CALLS) with the scan.
+    """
     findings = []
     if hits:
-        automation_baseline(con, parts)
+        automation_baseline(con, AUTOMATION_CALLS if parts is not None else None)
     for n, event_ids in hits.items():
         rule = ruleset.rules[n]
         con.execute(

@@ -9,9 +9,10 @@ therefore DuckDB's on both paths; a Spark SQL rendering would be a second genera
 regex is Java's and whose JSON functions answer differently for arrays and case.
 
 What runs where (detect.TimelineParts is the seam):
-- on the executors, over each part: the computed fields' facts (sigma/context.py, a
-  `partial` that groups again), the scan into `_hits` (only the matched rows come back),
-  and the automation baseline's earliest calls;
+- on the executors, over each part, in two passes (the scan joins what the first pass's
+  results become): the computed fields' facts (sigma/context.py, a `partial` that groups
+  again); then the scan into `_hits` (only the matched rows come back) with every
+  identity's earliest automation calls (the baseline keeps the matched identities');
 - in the driver, over those small results: the computed fields' final grouping, the
   correlations, suppression counts, triage and findings, in the same code as the DuckDB
   path. The matched events are orders of magnitude fewer than the timeline's rows, and
@@ -20,23 +21,29 @@ What runs where (detect.TimelineParts is the seam):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from cloudir.analyze.detect import DetectResult
+from cloudir.analyze.detect import DetectResult, Gather
 from cloudir.analyze.detect import detect as detect_duckdb
 from cloudir.analyze.query import timeline_files
 from cloudir.case import Case
 from cloudir.engines.hadoop_path import hadoop_path
 from cloudir.engines.spark_session import is_spark_failure, spark_failure
 from cloudir.errors import EvidenceError
+from cloudir.progress import NO_PROGRESS, Bar, Progress
 
 PART_MEMORY_LIMIT: Final = "1GB"  # each task's DuckDB; it spills past that
 ROWS_PER_PAYLOAD: Final = 50_000  # matched rows per Arrow IPC message sent to the driver
+PAYLOAD_SCHEMA: Final = "gather int, payload binary"  # which Gather, one Arrow IPC stream
+POLL_SECONDS: Final = 0.5  # how often the progress line asks Spark how many tasks are done
 
 
 def detect_spark(
@@ -45,48 +52,147 @@ def detect_spark(
     extra_rules: list[Path],
     builtin: bool = True,
     suppress: Sequence[Path] = (),
+    progress: Progress = NO_PROGRESS,
 ) -> DetectResult:
     """Run the rules over the case's timeline on `spark`; writes what `detect` writes."""
-    parts = SparkTimelineParts(spark, timeline_files(case))
+    parts = SparkTimelineParts(spark, timeline_files(case), progress)
     return detect_duckdb(case, extra_rules, builtin=builtin, suppress=suppress, parts=parts)
 
 
 class SparkTimelineParts:
-    """The timeline as a Spark DataFrame over its Parquet files (detect.TimelineParts)."""
+    """The timeline as a Spark DataFrame over its Parquet files (detect.TimelineParts).
 
-    def __init__(self, spark: Any, files: Sequence[Path | str]) -> None:
+    Each `gather` is one pass: one Spark job evaluates every SQL of the batch on every part
+    at once (the parts in parallel, as many as the executors have cores), keeping what the
+    tasks selected on the executors' disks; the driver then fetches it a part at a time
+    (`toLocalIterator`: one small job per part, reading those disks, not the timeline), so
+    it holds one part's result in the JVM and one Arrow message in Python. Fetching straight
+    from the scan would run the scan itself a part at a time, one core busy.
+
+    Its jobs run in the job group `job_group`: the progress line counts their tasks, and
+    a test counts the jobs.
+    """
+
+    def __init__(
+        self, spark: Any, files: Sequence[Path | str], progress: Progress = NO_PROGRESS
+    ) -> None:
         self.spark = spark
         self.frame = spark.read.parquet(*[hadoop_path(f) for f in files])
         self.threads = int(spark.conf.get("spark.task.cpus", "1"))
+        self.progress = progress
+        self.job_group = f"cloudir-detect-{uuid.uuid4().hex}"
+        self.passes = 0
 
-    def gather(self, con: Any, table: str, sql: str, shipped: Sequence[str] = ()) -> None:
-        # The table's columns come from the driver's own (empty) timeline, so an empty
+    def gather(self, con: Any, gathers: Sequence[Gather]) -> None:
+        if not gathers:
+            return
+        # The tables' columns come from the driver's own (empty) timeline, so an empty
         # timeline or a part that matched nothing still leaves the table the next SQL reads.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sql}) LIMIT 0")
+        for gather in gathers:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {gather.table} AS "
+                f"SELECT * FROM ({gather.sql}) LIMIT 0"
+            ).fetchall()
+        shipped = dict.fromkeys(name for gather in gathers for name in gather.shipped)
         tables = {
             name: to_ipc(con.sql(f"SELECT * FROM {name}").to_arrow_table()) for name in shipped
         }
-        job = functools.partial(evaluate_part, sql=sql, tables=tables, threads=self.threads)
+        job = functools.partial(
+            evaluate_part, sqls=[g.sql for g in gathers], tables=tables, threads=self.threads
+        )
+        self.passes += 1
         try:
-            payloads = self.frame.mapInArrow(job, "payload binary").toLocalIterator()
-            for row in payloads:  # one part's rows at a time: the driver holds one message
-                con.register("_cloudir_part", from_ipc(row.payload))
-                con.execute(f"INSERT INTO {table} SELECT * FROM _cloudir_part").fetchall()
-                con.unregister("_cloudir_part")
+            with self._in_job_group():
+                self._run(con, gathers, self.frame.mapInArrow(job, PAYLOAD_SCHEMA))
         except Exception as exc:
             if not is_spark_failure(exc):
                 raise
             raise EvidenceError(f"detect on Spark failed: {spark_failure(exc)}") from exc
 
+    def _run(self, con: Any, gathers: Sequence[Gather], results: Any) -> None:
+        from pyspark import StorageLevel
+
+        results = results.persist(StorageLevel.DISK_ONLY)  # not the driver's heap in local mode
+        try:
+            with self._tasks_shown():  # the pass: every part evaluated, in parallel
+                results.write.format("noop").mode("overwrite").save()
+            for row in results.toLocalIterator():  # the driver holds one message at a time
+                con.register("_cloudir_part", from_ipc(row.payload))
+                table = gathers[row.gather].table
+                con.execute(f"INSERT INTO {table} SELECT * FROM _cloudir_part").fetchall()
+                con.unregister("_cloudir_part")
+        finally:
+            results.unpersist()
+
+    @contextlib.contextmanager
+    def _in_job_group(self) -> Iterator[None]:
+        """This thread's jobs in `job_group`, and whatever group it had before restored."""
+        context = self.spark.sparkContext
+        before = {
+            key: context.getLocalProperty(key)
+            for key in ("spark.jobGroup.id", "spark.job.description")
+        }
+        context.setJobGroup(self.job_group, f"cloudir detect: pass {self.passes}")
+        try:
+            yield
+        finally:
+            for key, value in before.items():
+                context.setLocalProperty(key, value)
+
+    @contextlib.contextmanager
+    def _tasks_shown(self) -> Iterator[None]:
+        """A line `pass N over the timeline's parts  done/total` while the pass runs,
+        read from Spark's status tracker by a thread (the job itself blocks this one)."""
+        if self.progress is NO_PROGRESS:
+            yield
+            return
+        tracker = self.spark.sparkContext.statusTracker()
+        earlier = set(tracker.getJobIdsForGroup(self.job_group))
+        stop = threading.Event()
+        with self.progress.bars("count") as bars:
+            bar = bars.add(f"detect on Spark: pass {self.passes} over the timeline's parts")
+            watcher = threading.Thread(
+                target=_watch, args=(tracker, self.job_group, earlier, bar, stop), daemon=True
+            )
+            watcher.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                watcher.join()
+                _show_tasks(tracker, self.job_group, earlier, bar)
+
+
+def _watch(tracker: Any, group: str, earlier: set[int], bar: Bar, stop: threading.Event) -> None:
+    while not stop.wait(POLL_SECONDS):
+        _show_tasks(tracker, group, earlier, bar)
+
+
+def _show_tasks(tracker: Any, group: str, earlier: set[int], bar: Bar) -> None:
+    """Tasks done of total of the pass's first job, the one evaluating the parts (Spark
+    3.5's adaptive execution builds the kept results in one job and runs the noop write
+    over them in a second, quick one: counting both would show 3/6, then 6/6); a job or
+    stage Spark has already forgotten counts for nothing rather than failing the detect."""
+    jobs = set(tracker.getJobIdsForGroup(group)) - earlier
+    job = tracker.getJobInfo(min(jobs)) if jobs else None
+    done = total = 0
+    for stage_id in job.stageIds if job is not None else ():
+        stage = tracker.getStageInfo(stage_id)
+        if stage is not None:
+            done, total = done + stage.numCompletedTasks, total + stage.numTasks
+    if total:
+        bar.update(done, total=total)
+
 
 def evaluate_part(
-    batches: Iterator[Any], sql: str, tables: dict[str, bytes], threads: int
+    batches: Iterator[Any], sqls: Sequence[str], tables: dict[str, bytes], threads: int
 ) -> Iterator[Any]:
-    """In a Spark task: `sql` over this part's rows, the result as Arrow IPC messages.
+    """In a Spark task: each of `sqls` over this part's rows, the results as Arrow IPC
+    messages, each tagged with its SQL's index (`gather`).
 
-    The part is copied into the task's DuckDB first (it spills to a scratch folder past
-    PART_MEMORY_LIMIT): the computed fields' facts read `timeline` more than once, and a
-    stream of batches can be read only once.
+    The part is copied into the task's DuckDB once (it spills to a scratch folder past
+    PART_MEMORY_LIMIT) and every SQL reads that copy: a stream of batches can be read only
+    once, and the computed fields' facts read `timeline` more than once.
     """
     import pyarrow as pa
 
@@ -111,9 +217,11 @@ def evaluate_part(
             for name, data in tables.items():
                 con.register(name, from_ipc(data))
             seal(con)  # the rules' SQL reads the part and the shipped tables, nothing else
-            result = con.sql(sql).to_arrow_reader(ROWS_PER_PAYLOAD)
-            for batch in result:
-                yield pa.RecordBatch.from_pydict({"payload": [to_ipc(batch)]})
+            for index, sql in enumerate(sqls):
+                tag = pa.array([index], pa.int32())
+                for batch in con.sql(sql).to_arrow_reader(ROWS_PER_PAYLOAD):
+                    payload = pa.array([to_ipc(batch)], pa.binary())
+                    yield pa.RecordBatch.from_arrays([tag, payload], ["gather", "payload"])
         finally:
             con.close()
 

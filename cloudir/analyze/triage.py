@@ -160,20 +160,19 @@ def event_columns(field: FieldSql) -> list[str]:
     ]
 
 
-def automation_baseline(con: Any, parts: Any = None) -> None:
+AUTOMATION_CALLS = "_automation_calls"  # detect's table of automation_calls_sql's rows
+
+
+def automation_baseline(con: Any, calls: str | None = None) -> None:
     """`_automation`: for each identity seen in a matched CloudTrail event, the IP addresses
     it made automation calls from anywhere in the case, and when it first did.
 
     One pass over the timeline rows of those identities only (their `user` column is
     compared before any JSON is parsed); what tells a new address from a known one.
-    With `parts` (detect.TimelineParts: the timeline is elsewhere, in parts), each part's
-    earliest calls are gathered and their minimum taken, which is the same table.
+    With `calls` (a table of automation_calls_sql's rows: detect on Spark gathered them from
+    the timeline's parts while it scanned), the matched identities' rows are taken from it,
+    each (identity, address)'s minimum of the parts' minimums, which is the same table.
     """
-    from cloudir.analyze.sigma.fields import FieldPlan
-
-    plan = FieldPlan()
-    kind = actor_sql(lambda path: plan.value_sql(tuple(path.split(".")))).kind
-    user = identity_sql('"user"')
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _automation_wanted AS
             SELECT DISTINCT {identity_sql("e_principals")} AS ident FROM _hits
@@ -186,20 +185,44 @@ def automation_baseline(con: Any, parts: Any = None) -> None:
     if not con.execute("SELECT count(*) FROM _automation_wanted").fetchall()[0][0]:
         con.execute(empty).fetchall()  # no CloudTrail event matched: nothing to compare with
         return
+    if calls is not None:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _automation AS SELECT ident, src_ip,
+                min(first_seen) AS first_seen FROM {calls}
+                WHERE ident IN (SELECT ident FROM _automation_wanted) GROUP BY ALL"""
+        ).fetchall()
+        return
+    user = identity_sql('"user"')
     rows = (
         f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
         f"AND {user} IN (SELECT ident FROM _automation_wanted) AND {is_address_sql('src_ip')})"
     )
-    earliest = f"""SELECT {user} AS ident, src_ip, min(timestamp) AS first_seen
+    earliest = _earliest_automation_sql(rows)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _automation AS {earliest}").fetchall()
+
+
+def automation_calls_sql() -> str:
+    """Every identity's earliest automation call from each address, over `timeline`.
+
+    automation_baseline's statement without its filter on the matched identities: a scan
+    over parts of the timeline does not know them yet (they are `_hits`' own), so it takes
+    every identity's and the baseline keeps the matched ones. A row-level selection grouped
+    by (identity, address) with a minimum: over parts, the parts' minimums.
+    """
+    rows = (
+        f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
+        f"""AND "user" IS NOT NULL AND {is_address_sql("src_ip")})"""
+    )
+    return _earliest_automation_sql(rows)
+
+
+def _earliest_automation_sql(rows: str) -> str:
+    from cloudir.analyze.sigma.fields import FieldPlan
+
+    plan = FieldPlan()
+    kind = actor_sql(lambda path: plan.value_sql(tuple(path.split(".")))).kind
+    return f"""SELECT {identity_sql('"user"')} AS ident, src_ip, min(timestamp) AS first_seen
         FROM ({plan.scan_sql(rows)}) WHERE ({kind}) = {sql_str(AUTOMATION)} GROUP BY ALL"""
-    if parts is None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _automation AS {earliest}").fetchall()
-        return
-    parts.gather(con, "_automation_parts", earliest, shipped=["_automation_wanted"])
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE _automation AS SELECT ident, src_ip,
-            min(first_seen) AS first_seen FROM _automation_parts GROUP BY ALL"""
-    ).fetchall()
 
 
 def finding_triage(con: Any, where: str) -> dict[str, Any]:
