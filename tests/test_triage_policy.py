@@ -34,6 +34,9 @@ NO_PERMISSION = {"sts:GetCallerIdentity": "every principal may call it; no polic
 OPTIONS_TRIAGE_DOES_NOT_USE = {
     "ec2:ModifySnapshotAttribute": "capture ebs --share-with only",
     "ec2:CopySnapshot": "capture ebs --copy-to-region only",
+    "s3:ListBucketVersions": "capture cloudtrail --manifest only",
+    "s3:GetBucketVersioning": "capture cloudtrail --manifest only",
+    "s3:GetBucketLocation": "capture cloudtrail --manifest only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",
@@ -53,6 +56,7 @@ OPERATION_ACTIONS = {
     ("s3", "ListObjectsV2"): "s3:ListBucket",
     ("s3", "ListObjects"): "s3:ListBucket",
     ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "ListObjectVersions"): "s3:ListBucketVersions",
     ("s3", "CreateMultipartUpload"): "s3:PutObject",
     ("s3", "UploadPart"): "s3:PutObject",
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",

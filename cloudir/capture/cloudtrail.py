@@ -149,7 +149,8 @@ def list_day_objects(
     """One listing per day folder; only files named for a time far outside the window are
     left. Anything else in a day folder is taken, whatever its name: an object skipped
     for its name would be a place to hide a log."""
-    for page in day_pages(s3, "list_objects_v2", bucket, region_prefix, window):
+    listing = s3.get_paginator("list_objects_v2")
+    for page in day_pages(listing, "ListObjectsV2", bucket, region_prefix, window):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             if named_outside(key, window):
@@ -164,16 +165,16 @@ def list_day_objects(
 
 
 def day_pages(
-    s3: Any, operation: str, bucket: str, region_prefix: str, window: Window
+    paginator: Any, operation: str, bucket: str, region_prefix: str, window: Window
 ) -> Iterator[dict[str, Any]]:
-    """The listing pages (`operation`: list_objects_v2, list_object_versions) of every day
-    folder the window needs, widened by the delivery slack."""
-    api = {"list_objects_v2": "ListObjectsV2", "list_object_versions": "ListObjectVersions"}
+    """The listing pages (a ListObjectsV2 or ListObjectVersions `paginator`, named at the
+    call so tests/test_triage_policy.py sees the operation) of every day folder the window
+    needs, widened by the delivery slack."""
     for day in window.days(SLACK_BEFORE, SLACK_AFTER):
         day_prefix = f"{region_prefix}{day:%Y/%m/%d}/"
-        pages = s3.get_paginator(operation).paginate(Bucket=bucket, Prefix=day_prefix)
+        pages = paginator.paginate(Bucket=bucket, Prefix=day_prefix)
         listed: list[dict[str, Any]] = call(
-            f"s3:{api[operation]} s3://{bucket}/{day_prefix}", list, pages
+            f"s3:{operation} s3://{bucket}/{day_prefix}", list, pages
         )
         yield from listed
 

@@ -108,7 +108,8 @@ def list_day_versions(
 ) -> Iterator[PinnedObject | DeleteMarker]:
     """Every version and delete marker in the day folders the window needs, as
     `cloudtrail.list_day_objects` chooses the folders and files."""
-    for page in day_pages(s3, "list_object_versions", bucket, region_prefix, window):
+    versions = s3.get_paginator("list_object_versions")
+    for page in day_pages(versions, "ListObjectVersions", bucket, region_prefix, window):
         for version in page.get("Versions", []):
             if not named_outside(version["Key"], window):
                 yield PinnedObject(
