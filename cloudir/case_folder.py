@@ -37,6 +37,10 @@ OLD_SUFFIX = ".old"  # the previous timeline, for the moment of the swap
 PARTITION_SOURCE = "log_source"
 PARTITION_DATE = "event_date"
 TIMELINE_PARTS = ("*.parquet", f"{PARTITION_SOURCE}=*/{PARTITION_DATE}=*/*.parquet")
+# A timeline whose Parquet parts were written to a storage URI (`timeline --parts-uri`):
+# the list of them, in the timeline folder in place of the parts (docs/DESIGN.md).
+PARTS_FILE = "parts.json"
+PARTS_FORMAT = "cloudir-timeline-parts/1"
 SUMMARY_FILE = "summary.json"
 ERRORS_FILE = "errors.jsonl"
 FINDINGS_DIR = "findings"
@@ -59,6 +63,8 @@ OUTPUT_DIRS = (
     EXPORT_DIR,
 )
 CASE_FILE_LIMIT = 1 << 20
+PARTS_FILE_LIMIT = 64 << 20  # parts.json: about 400,000 parts
+TimelinePart = Path | str  # a file in the case folder, or a URI (str) listed in parts.json
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,11 @@ class CasePaths:
     def timeline_errors(self) -> Path:
         return self.timeline / ERRORS_FILE
 
-    def timeline_parts(self) -> list[Path]:
+    @property
+    def timeline_parts_listing(self) -> Path:
+        return self.timeline / PARTS_FILE
+
+    def timeline_parts(self) -> list[TimelinePart]:
         """The timeline's Parquet files, sorted; empty when no timeline was built."""
         return timeline_files(self.timeline)
 
@@ -297,8 +307,62 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def timeline_files(folder: Path) -> list[Path]:
+def timeline_files(folder: Path) -> list[TimelinePart]:
     """The Parquet files of a timeline folder (or of one being built), in every partition,
     sorted. Only the layout's own places: not a builder's scratch (`.duckdb-tmp`,
-    `.spark-staging`) nor anything else put in the folder."""
+    `.spark-staging`) nor anything else put in the folder. A timeline written to a storage
+    URI names its parts in parts.json instead: those URIs, as listed."""
+    listing = folder / PARTS_FILE
+    if os.path.lexists(listing):
+        return list(read_parts_listing(listing)["parts"])
     return sorted(path for pattern in TIMELINE_PARTS for path in folder.glob(pattern))
+
+
+def read_parts_listing(listing: Path) -> dict[str, Any]:
+    """parts.json as `{"root": URI, "parts": [URI, ...], "rows": [...], "bytes": [...]}`.
+
+    Checked as hostile input: a case folder travels, and a parts.json edited to name
+    `file:///etc/...` or a part outside its run's root must not be read as the timeline.
+    Anything off is an EvidenceError naming the file (exit 3).
+    """
+    from cloudir.storage_uri import check_uri, is_uri
+
+    def bad(why: str) -> EvidenceError:
+        return EvidenceError(f"{listing}: not a timeline parts list as cloudir writes it: {why}")
+
+    try:
+        with _open_regular(listing) as handle:
+            data = handle.read(PARTS_FILE_LIMIT + 1)
+        if len(data) > PARTS_FILE_LIMIT:
+            raise ValueError(f"over {PARTS_FILE_LIMIT} bytes")
+        document = json.loads(data)
+    except (OSError, ValueError) as exc:
+        raise bad(_first_line(exc)) from exc
+    if not isinstance(document, dict) or document.get("format") != PARTS_FORMAT:
+        raise bad(f"format is not {PARTS_FORMAT}")
+    root, entries = document.get("root"), document.get("parts")
+    if not isinstance(root, str) or not is_uri(root) or not isinstance(entries, list):
+        raise bad("no root URI or no parts list")
+    try:
+        root = check_uri(root)
+    except UsageError as exc:
+        raise bad(str(exc)) from exc
+    parts, rows, sizes = [], [], []
+    for entry in entries:
+        uri = entry.get("uri") if isinstance(entry, dict) else None
+        if not isinstance(uri, str) or not uri.startswith(root + "/"):
+            raise bad(f"a part that is not under {root}: {str(uri)[:200]!r}")
+        if any(piece in ("", ".", "..") for piece in uri[len(root) + 1 :].split("/")):
+            raise bad(f"a part named with an empty, `.` or `..` step: {uri[:200]!r}")
+        parts.append(uri)
+        rows.append(entry.get("rows"))
+        sizes.append(entry.get("bytes"))
+    return {"root": root, "parts": parts, "rows": rows, "bytes": sizes}
+
+
+def _open_regular(path: Path) -> Any:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("not a regular file")
+    return os.fdopen(fd, "rb")

@@ -12,18 +12,21 @@ configuration is locked, so no statement can switch it back on.
 DuckDB's file readers expand `* ? [` anywhere in a path they are given, a case folder's
 name included (`/cases/case[1]/` reads `/cases/case1/`), so every read of the timeline's
 Parquet goes through `parquet_source` here, which names each file so that it matches
-itself and nothing else.
+itself and nothing else. A timeline whose parts live at a storage URI (parts.json) is
+read through `timeline_source`: an Arrow dataset over pyarrow's file systems, since
+DuckDB's own (httpfs, azure) are extensions it would have to download.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from cloudir.errors import UsageError
+from cloudir.storage_uri import is_uri, open_uri
 
 # Never reach for the network (or ~/.duckdb) to fetch an extension a statement names.
 OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -69,6 +72,52 @@ def parquet_source(files: Iterable[Path | str], *, row_ids: bool = False) -> str
     return f"read_parquet([{names}]{ids}, hive_partitioning=false)"
 
 
+REMOTE_PARTS: Final = "cloudir_timeline_parts"  # the Arrow dataset's name on a connection
+
+
+def timeline_source(con: Any, files: Sequence[Path | str]) -> str:
+    """SQL naming the timeline's rows on `con`, whichever storage holds its parts.
+
+    Local files: `parquet_source`. Parts at a storage URI: an Arrow dataset over exactly
+    those files, registered on `con`; DuckDB pushes its column choice and filters into
+    the scan, and a sealed connection still reads it (the reads are pyarrow's, not
+    DuckDB's external access, and go only to the files listed).
+    """
+    remote = [str(f) for f in files if is_uri(f)]
+    if not remote:
+        return parquet_source(files)
+    if len(remote) != len(files):
+        raise UsageError("a timeline is either in the case folder or at a URI, not both")
+    con.register(REMOTE_PARTS, remote_dataset(remote))
+    return REMOTE_PARTS
+
+
+def remote_dataset(uris: Sequence[str]) -> Any:
+    """The parts at `uris` as one Arrow dataset in the timeline's schema. The file system
+    is opened once, at the folder the parts share: S3 resolves a bucket's region then,
+    not once per part."""
+    import pyarrow.dataset as ds
+
+    from cloudir.analyze.schema import TIMELINE_SCHEMA
+
+    root = _shared_folder(uris)
+    filesystem, root_path = open_uri(root)
+    paths = [root_path + uri[len(root) :] for uri in uris]
+    return ds.dataset(paths, schema=TIMELINE_SCHEMA, format="parquet", filesystem=filesystem)
+
+
+def _shared_folder(uris: Sequence[str]) -> str:
+    """The longest folder (whole `/` steps) that holds every one of `uris`."""
+    steps = uris[0].split("/")[:-1]
+    for uri in uris[1:]:
+        other = uri.split("/")[:-1]
+        keep = 0
+        while keep < min(len(steps), len(other)) and steps[keep] == other[keep]:
+            keep += 1
+        steps = steps[:keep]
+    return "/".join(steps)
+
+
 def quote_ident(name: str) -> str:
     """A quoted SQL identifier, for column and struct member names taken from data."""
     return '"' + name.replace('"', '""') + '"'
@@ -83,14 +132,15 @@ def connect(config: dict[str, Any] | None = None) -> Any:
     return duckdb.connect(config={**OFFLINE, **(config or {})})
 
 
-def seal(con: Any, readable: Iterable[Path] = ()) -> None:
+def seal(con: Any, readable: Iterable[Path | str] = ()) -> None:
     """From now on `con` reads only `readable` and writes nothing; no SET can undo it.
 
     DuckDB's own spill files (temp_directory, set before sealing) keep working: they are
     not external access. Views made before sealing keep reading their files as long as
     those files are listed in `readable` (as named and as `parquet_source` names them).
     """
-    names = dict.fromkeys(n for p in readable for n in (str(p), literal_path(p)))
+    local = [p for p in readable if not is_uri(p)]  # parts at a URI are pyarrow's reads
+    names = dict.fromkeys(n for p in local for n in (str(p), literal_path(p)))
     paths = ", ".join(sql_str(name) for name in names)
     con.execute(f"SET allowed_paths = [{paths}]").fetchall()
     con.execute("SET allowed_directories = []").fetchall()

@@ -91,14 +91,19 @@ class PartitionedParts:
     """A writer's rows as one file per partition, all named `name`, under `root`.
 
     With `partitioned=False` every row goes to `root/name` (the Spark timeline's driver
-    staging, which is not the timeline). `close` returns each file written with the runs of
-    rows it holds, per evidence file, in write order (`duplicates.FileRows`).
+    staging, which is not the timeline). With `filesystem`, `root` is a path in that
+    pyarrow file system (the Spark executors writing to `--parts-uri`). `close` returns
+    each file written with the runs of rows it holds, per evidence file, in write order
+    (`duplicates.FileRows`).
     """
 
-    def __init__(self, root: Path, name: str, partitioned: bool = True) -> None:
+    def __init__(
+        self, root: Path | str, name: str, partitioned: bool = True, filesystem: Any = None
+    ) -> None:
         self.root = root
         self.name = name
         self.partitioned = partitioned
+        self.filesystem = filesystem  # pyarrow's, for a root at a storage URI
         self.parts: dict[str, _Part] = {}
 
     def add(self, batch: Any, relpath: str = "") -> None:
@@ -124,7 +129,11 @@ class PartitionedParts:
     def _group(self, folder: str) -> Any:
         from cloudir.analyze.timeline import _RowGroups
 
-        target = self.root / folder if folder else self.root
+        if self.filesystem is not None:
+            where = f"{self.root}/{folder}" if folder else str(self.root)
+            self.filesystem.create_dir(where, recursive=True)
+            return _RowGroups(f"{where}/{self.name}", self.filesystem)
+        target = Path(self.root) / folder if folder else Path(self.root)
         target.mkdir(parents=True, exist_ok=True)
         return _RowGroups(str(target / self.name))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.case import CASE_FILE, CUSTODY_FILE, EVIDENCE_DIR, Case
-from cloudir.case_folder import LOCK_FILE
+from cloudir.case_folder import LOCK_FILE, TimelinePart
 from cloudir.errors import EvidenceError, UsageError
 
 TIMESKETCH_COLUMNS = """
@@ -50,7 +50,7 @@ _EXPLAIN = re.compile(
 )
 
 
-def timeline_files(case: Case) -> list[Path]:
+def timeline_files(case: Case) -> list[TimelinePart]:
     files = case.paths.timeline_parts()
     if not files:
         raise EvidenceError(
@@ -62,10 +62,10 @@ def timeline_files(case: Case) -> list[Path]:
 def connect(case: Case) -> Any:
     """A connection with the view `timeline` over the case's Parquet files (not sealed)."""
     from cloudir.analyze.duck import connect as duck_connect
-    from cloudir.analyze.duck import parquet_source
+    from cloudir.analyze.duck import timeline_source
 
-    source = parquet_source(timeline_files(case))
     con = duck_connect()
+    source = timeline_source(con, timeline_files(case))
     con.execute(f"CREATE VIEW timeline AS SELECT * FROM {source}").fetchall()
     return con
 

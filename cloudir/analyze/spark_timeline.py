@@ -37,10 +37,13 @@ only here, and this module only when the Spark engine runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +67,9 @@ from cloudir.analyze.timeline import (
 )
 from cloudir.aws import AwsOptions
 from cloudir.case import Case
-from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE
+from cloudir.case_folder import ERRORS_FILE, PARTS_FILE, PARTS_FORMAT, SUMMARY_FILE
 from cloudir.engines.hadoop_path import HADOOP_SPECIAL, hadoop_path
+from cloudir.storage_uri import check_reachable, check_uri, join, open_uri
 
 if TYPE_CHECKING:
     from cloudir.analyze.parsers import ErrorLog
@@ -81,12 +85,21 @@ VALUE_COLUMNS = [
 STAGING_DIR = ".spark-staging"
 
 
-def build_timeline_spark(case: Case, spark: Any, aws: AwsOptions | None = None) -> TimelineResult:
+def build_timeline_spark(
+    case: Case, spark: Any, aws: AwsOptions | None = None, parts_uri: str | None = None
+) -> TimelineResult:
     """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`.
 
-    `aws` is how the executors reach S3 for the objects a manifest pins (default: the
-    environment's credentials and endpoint, as on an EMR or Databricks cluster)."""
+    `aws` is how the executors reach S3 for the objects a manifest pins and for
+    `parts_uri` (default: the environment's credentials and endpoint, as on an EMR or
+    Databricks cluster). With `parts_uri`, the executors write the Parquet parts under a
+    folder of this run's own there, and `timeline/` lists them in parts.json.
+    """
     hadoop_path(case.paths.timeline)  # a folder Spark cannot read fails before any work
+    run_uri = None
+    if parts_uri:
+        check_reachable(check_uri(parts_uri), aws)
+        run_uri = join(check_uri(parts_uri), run_folder())
     tasks, building, result = start_build(case)
     ceiling_us = _ceiling_us()
 
@@ -101,10 +114,15 @@ def build_timeline_spark(case: Case, spark: Any, aws: AwsOptions | None = None) 
     if local_frame is not None:
         parsed = parsed.unionByName(local_frame)
     parsed = parsed.persist()
+    target = PartsTarget(building, run_uri, aws)
     try:
-        _finish(result, parsed, remote + pinned, local_errors, tasks, ceiling_us, building)
+        _finish(result, parsed, remote + pinned, local_errors, tasks, ceiling_us, target)
+    except BaseException:
+        target.discard()
+        raise
     finally:
         parsed.unpersist()
+    result.parts_root = run_uri
     shutil.rmtree(building / STAGING_DIR, ignore_errors=True)
     final = case.paths.timeline
     result.path = str(final)
@@ -121,7 +139,7 @@ def _finish(
     local_errors: list[tuple[int, dict[str, Any]]],
     tasks: list[FileTask],
     ceiling_us: int,
-    building: Path,
+    target: PartsTarget,
 ) -> None:
     """Errors, de-duplication, implausible times and the Parquet parts, all from `parsed`."""
     from pyspark.sql import functions as F
@@ -146,7 +164,7 @@ def _finish(
     result.rows = sum(result.rows_by_evidence.values())
     result.implausible_times = _implausible_times(kept, ceiling_us, examples)
     result.errors.extend(_implausible_errors(result.implausible_times, ceiling_us))
-    _write_parts(kept, building)
+    target.write(kept)
     kept.unpersist()
 
 
@@ -510,30 +528,84 @@ def _implausible_times(
 
 
 # -- writing --------------------------------------------------------------------------------
-def _write_parts(kept: Any, building: Path) -> None:
-    """Each Spark partition written by an executor, by the DuckDB path's writer: one part
-    per timeline partition (source, event date; layout.py) its rows fall in."""
-    folder = str(building)
+class PartsTarget:
+    """Where the executors write the timeline's parts: into `building/` (the case folder),
+    or under `run_uri`, this run's own folder at a storage URI, listed in parts.json.
 
-    def write_partition(index: int, rows: Iterable[Any]) -> Iterator[int]:
-        yield _write_part(Path(folder), f"part-{index:05d}.parquet", rows)
+    A run writes into a folder no earlier run used, so a failed run leaves the case's
+    timeline whole: the parts it wrote are removed (`discard`), and the previous
+    parts.json, still in place, names only the previous run's parts. cloudir never
+    removes a previous run's parts at the URI itself (parts.json is read from the case,
+    which may have been edited); the CLI names them for the responder to remove.
+    """
 
-    columns = kept.select("timestamp", *VALUE_COLUMNS)
-    written = sum(columns.rdd.mapPartitionsWithIndex(write_partition).collect())
-    if written == 0:  # no rows at all is still a timeline, as in the DuckDB path
-        _parquet_writer(building / "part-0-empty.parquet").close()
+    def __init__(self, building: Path, run_uri: str | None, aws: AwsOptions | None) -> None:
+        self.building = building
+        self.run_uri = run_uri
+        self.aws = aws
+
+    def write(self, kept: Any) -> None:
+        """Each Spark partition written by an executor, by the DuckDB path's writer: one
+        part per timeline partition (source, event date; layout.py) its rows fall in."""
+        folder, run_uri, aws = str(self.building), self.run_uri, self.aws
+
+        def write_partition(index: int, rows: Iterable[Any]) -> Iterator[tuple[str, int]]:
+            name = f"part-{index:05d}.parquet"
+            if run_uri is None:
+                yield from _write_part(folder, name, rows).items()
+                return
+            filesystem, root = open_uri(run_uri, aws)
+            for path, count in _write_part(root, name, rows, filesystem).items():
+                yield run_uri + path[len(root) :], count
+
+        columns = kept.select("timestamp", *VALUE_COLUMNS)
+        written = sorted(columns.rdd.mapPartitionsWithIndex(write_partition).collect())
+        if run_uri is None:
+            if not written:  # no rows at all is still a timeline, as in the DuckDB path
+                _parquet_writer(self.building / "part-0-empty.parquet").close()
+            return
+        filesystem, root = open_uri(run_uri, aws)
+        if not written:
+            _parquet_writer(f"{root}/part-0-empty.parquet", filesystem).close()
+            written = [(join(run_uri, "part-0-empty.parquet"), 0)]
+        paths = [root + uri[len(run_uri) :] for uri, _ in written]
+        sizes = [info.size for info in filesystem.get_file_info(paths)]
+        listing = {
+            "format": PARTS_FORMAT,
+            "root": run_uri,
+            "parts": [
+                {"uri": uri, "rows": rows, "bytes": size}
+                for (uri, rows), size in zip(written, sizes, strict=True)
+            ],
+        }
+        (self.building / PARTS_FILE).write_text(json.dumps(listing, indent=1) + "\n")
+
+    def discard(self) -> None:
+        """Remove what this run wrote at the URI (its own folder, named by this run)."""
+        if self.run_uri is None:
+            return
+        with contextlib.suppress(Exception):  # the run's failure is the error to report
+            filesystem, root = open_uri(self.run_uri, self.aws)
+            filesystem.delete_dir(root)
 
 
-def _write_part(folder: Path, name: str, rows: Iterable[Any]) -> int:
+def run_folder() -> str:
+    """A folder name no other run of any case takes: the UTC time, then random hex."""
+    moment = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"timeline-{moment}-{secrets.token_hex(4)}"
+
+
+def _write_part(
+    folder: str, name: str, rows: Iterable[Any], filesystem: Any = None
+) -> dict[str, int]:
     """Rows (time in epoch microseconds) to Parquet parts named `name`, one per timeline
-    partition; no file for no rows."""
+    partition; no file for no rows. Returns each file written with its rows."""
     import pyarrow as pa
 
     from cloudir.analyze.layout import PartitionedParts
     from cloudir.analyze.schema import TIMELINE_SCHEMA
 
-    out = PartitionedParts(folder, name)
-    written = 0
+    out = PartitionedParts(folder, name, filesystem=filesystem)
     pending: list[Any] = []
 
     def flush() -> None:
@@ -546,10 +618,8 @@ def _write_part(folder: Path, name: str, rows: Iterable[Any]) -> int:
 
     for row in rows:
         pending.append(tuple(row))
-        written += 1
         if len(pending) >= ROW_GROUP_ROWS:
             flush()
     if pending:
         flush()
-    out.close()
-    return written
+    return {path: sum(n for _, n in runs) for path, runs in out.close().items()}

@@ -97,6 +97,7 @@ class TimelineResult:
     rows_by_evidence: dict[str, int] = field(default_factory=dict)
     unparsed: list[str] = field(default_factory=list)
     path: str = ""
+    parts_root: str | None = None  # where the Parquet parts are, when not in `path`
     conflicting_copies: dict[str, Any] = field(
         default_factory=lambda: {"events": 0, "examples": []}
     )
@@ -114,6 +115,7 @@ class TimelineResult:
             "rows_by_evidence": self.rows_by_evidence,
             "unparsed_files": self.unparsed,
             "path": self.path,
+            "parts_root": self.parts_root,
             "conflicting_copies": self.conflicting_copies,
             "evidence_problems": self.evidence_problems,
             "implausible_times": self.implausible_times,
@@ -352,8 +354,9 @@ class _RowGroups:
     Written as it comes, each one-record file's batch would be a row group of its own.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, filesystem: Any = None) -> None:
         self.path = path
+        self.filesystem = filesystem
         self.writer: Any = None
         self.pending: list[Any] = []
         self.rows = 0
@@ -385,7 +388,7 @@ class _RowGroups:
         table = pa.Table.from_batches(self.pending)
         cut = table.num_rows if everything else table.num_rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
         if self.writer is None:
-            self.writer = _parquet_writer(self.path)
+            self.writer = _parquet_writer(self.path, self.filesystem)
         self.writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
         self.pending = table.slice(cut).to_batches()
         self.rows = table.num_rows - cut
@@ -683,8 +686,9 @@ def _drop_duplicates(
     return outcome
 
 
-def _parquet_writer(path: str | Path) -> Any:
-    """zstd level 1; dictionaries only for columns that repeat (not raw, message, ids)."""
+def _parquet_writer(path: str | Path, filesystem: Any = None) -> Any:
+    """zstd level 1; dictionaries only for columns that repeat (not raw, message, ids).
+    `filesystem` (pyarrow's) writes `path` at a storage URI (storage_uri.open_uri)."""
     import pyarrow.parquet as pq
 
     from cloudir.analyze.schema import DICTIONARY_COLUMNS, TIMELINE_SCHEMA
@@ -692,6 +696,7 @@ def _parquet_writer(path: str | Path) -> Any:
     return pq.ParquetWriter(
         path,
         TIMELINE_SCHEMA,
+        filesystem=filesystem,
         compression="zstd",
         compression_level=1,
         use_dictionary=DICTIONARY_COLUMNS,

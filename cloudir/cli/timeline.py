@@ -60,6 +60,15 @@ def timeline(
         typer.Option(help="AWS profile for reading the objects a --manifest capture pinned."),
     ] = None,
     endpoint_url: EndpointOpt = None,
+    parts_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--parts-uri",
+            help="With --engine spark: write the Parquet parts under this URI (s3://, "
+            "s3a://, abfss://, gs://, hdfs://, file://), in a folder of the run's own; "
+            "CASE/timeline/parts.json lists them.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse all evidence into CASE/timeline/ (Parquet, by source and day; rebuilt each run).
@@ -68,7 +77,13 @@ def timeline(
     the manifest names, with the profile and endpoint given here (on Spark, the executors'
     own credentials, as on EMR or Databricks).
 
+    On a cluster, --parts-uri puts the timeline next to the trail while the case folder
+    (custody, summary, errors, findings) stays where it is; detect, query and report read
+    the parts from there on either engine.
+
     Example: cloudir timeline --case ./case-42
+
+    Example: cloudir timeline --case ./case-42 --engine spark --parts-uri s3://ir-timelines/case-42
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -78,7 +93,18 @@ def timeline(
     from cloudir.case import Case
 
     aws = AwsOptions(profile=profile, endpoint_url=endpoint_url)
-    if engine_choice(engine, spark_master) == "spark":
+    spark = engine_choice(engine, spark_master) == "spark"
+    if parts_uri is not None:
+        from cloudir.storage_uri import check_uri
+
+        check_uri(parts_uri)
+        if not spark:
+            raise UsageError(
+                "--parts-uri is the spark engine's (its executors write the parts); the "
+                "duckdb engine writes the timeline into the case folder"
+            )
+    previous = _parts_root(case)
+    if spark:
         if workers or fs_timeline is not None:
             raise UsageError(
                 "--workers and --fs-timeline are the duckdb engine's; on Spark the master "
@@ -89,7 +115,7 @@ def timeline(
 
         the_case = Case.open(case)
         try:
-            result = build_spark(the_case, spark_session(spark_master), aws)
+            result = build_spark(the_case, spark_session(spark_master), aws, parts_uri=parts_uri)
         except Exception as exc:  # a failed Spark job: one line, the previous timeline kept
             if not is_spark_failure(exc):
                 raise
@@ -111,9 +137,17 @@ def timeline(
     if as_json:
         emit_json(result.as_dict())
     else:
+        where = result.path
+        if result.parts_root:
+            where = f"{result.parts_root} (listed in {result.path}/parts.json)"
         show(
-            f"{result.rows} events from {result.files} files into {result.path} "
+            f"{result.rows} events from {result.files} files into {where} "
             f"({result.duplicates_dropped} duplicates dropped)"
+        )
+    if previous and previous != result.parts_root:
+        say(
+            f"the previous timeline's parts at {previous} are no longer listed; cloudir "
+            "leaves them in place: remove them when they are no longer needed"
         )
     if result.conflicting_copies["events"]:
         events = result.conflicting_copies["events"]
@@ -128,6 +162,20 @@ def timeline(
 
 
 SPARK_TIMELINE = "cloudir.analyze.spark_timeline"
+
+
+def _parts_root(case: Path) -> str | None:
+    """Where the case's current timeline keeps its parts, if at a URI (parts.json)."""
+    from cloudir.case_folder import CasePaths, read_parts_listing
+    from cloudir.errors import CloudirError
+
+    listing = CasePaths(case).timeline_parts_listing
+    if not listing.is_file():
+        return None
+    try:
+        return str(read_parts_listing(listing)["root"])
+    except CloudirError:  # a damaged list is replaced by this run; nothing to name
+        return None
 
 
 def _spark_timeline_builder() -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from cloudir.errors import UsageError
+from cloudir.storage_uri import is_uri
 
 GLOB_CHARACTERS: Final = "*?[]{}\\"  # what makes Spark hand a path to Hadoop's globber
 HADOOP_SPECIAL: Final = GLOB_CHARACTERS + ":"  # and a colon, a URI scheme's
@@ -35,6 +36,8 @@ def hadoop_path(path: Path | str) -> str:
     front: a path with a colon must be a URI, lest the colon be read as a scheme's. A
     path with both a colon and a glob character is a UsageError (see above).
     """
+    if is_uri(path):  # a part at a storage URI (parts.json): the cluster's own name for it
+        return str(path)
     absolute = os.path.abspath(path)
     if not any(ch in absolute for ch in HADOOP_SPECIAL):
         return absolute

@@ -465,11 +465,11 @@ class _Timeline:
     def __enter__(self) -> _Timeline:
         if not self.files:
             return self
-        from cloudir.analyze.duck import connect, parquet_source
+        from cloudir.analyze.duck import connect, timeline_source
 
         self.con = connect()
         self.con.execute(
-            f"CREATE VIEW timeline AS SELECT * FROM {parquet_source(self.files)}"
+            f"CREATE VIEW timeline AS SELECT * FROM {timeline_source(self.con, self.files)}"
         ).fetchall()
         actor = actor_sql(_raw)
         window = "timestamp BETWEEN $start::TIMESTAMPTZ AND $end::TIMESTAMPTZ"
