@@ -57,13 +57,16 @@ def timeline(
     spark_master: SparkMasterOpt = None,
     profile: Annotated[
         str | None,
-        typer.Option(help="AWS profile for reading the objects a --manifest capture pinned."),
+        typer.Option(
+            help="AWS profile for S3: the objects a --manifest capture pinned, --parts-uri."
+        ),
     ] = None,
     endpoint_url: EndpointOpt = None,
     parts_uri: Annotated[
         str | None,
         typer.Option(
             "--parts-uri",
+            metavar="URI",
             help="With --engine spark: write the Parquet parts under this URI (s3://, "
             "s3a://, abfss://, gs://, hdfs://, file://), in a folder of the run's own; "
             "CASE/timeline/parts.json lists them.",
