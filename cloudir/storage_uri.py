@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cloudir.aws import AwsOptions
 
 SCHEMES: Final = ("s3", "s3a", "abfs", "abfss", "gs", "hdfs", "file")
+HADOOP_SPECIAL: Final = "*?[]{}\\:"  # engines/hadoop_path.py: globbed, or read as a scheme
 _AS_IS: Final = "/@:=+,;~!$&'()*"  # what a path keeps unquoted when handed to pyarrow
 _URI = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
 
@@ -50,6 +51,12 @@ def check_uri(uri: str) -> str:
         raise UsageError(f"{uri}: no bucket, container or host after {scheme}://")
     if any(part in (".", "..") for part in rest.split("/")):
         raise UsageError(f"{uri}: `.` and `..` are not allowed in a storage URI")
+    path = rest if scheme == "file" else rest.partition("/")[2]
+    if any(ch in path for ch in HADOOP_SPECIAL):
+        raise UsageError(
+            f"{uri}: Spark's reader takes {' '.join(HADOOP_SPECIAL)} in a path for a pattern "
+            "or a scheme; choose a folder without them"
+        )
     return f"{scheme}://{rest}"
 
 

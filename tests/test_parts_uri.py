@@ -181,6 +181,8 @@ def test_a_rebuild_writes_a_new_run_and_names_the_parts_it_no_longer_lists(
         (["--engine", "spark", "--parts-uri", "s3://b/../x"], 2, "`..` are not allowed"),
         (["--engine", "spark", "--parts-uri", "file://relative"], 2, "absolute path"),
         (["--engine", "spark", "--parts-uri", "/plain/path"], 2, "not a storage URI"),
+        (["--engine", "spark", "--parts-uri", "s3://b/case[1]"], 2, "for a pattern"),
+        (["--engine", "spark", "--parts-uri", "s3://b/2024-07-31T10:00"], 2, "or a scheme"),
     ],
 )
 def test_a_uri_cloudir_cannot_write_is_refused_in_one_line(
