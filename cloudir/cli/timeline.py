@@ -98,14 +98,14 @@ def timeline(
     aws = AwsOptions(profile=profile, endpoint_url=endpoint_url)
     spark = engine_choice(engine, spark_master) == "spark"
     if parts_uri is not None:
-        from cloudir.storage_uri import check_uri
+        from cloudir.storage_uri import check_reachable, check_uri
 
-        check_uri(parts_uri)
         if not spark:
             raise UsageError(
                 "--parts-uri is the spark engine's (its executors write the parts); the "
                 "duckdb engine writes the timeline into the case folder"
             )
+        check_reachable(check_uri(parts_uri), aws)  # a refusal costs no JVM
     previous = _parts_root(case)
     if spark:
         if workers or fs_timeline is not None:
