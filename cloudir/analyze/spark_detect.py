@@ -35,7 +35,7 @@ from cloudir.analyze.detect import DetectResult, Gather
 from cloudir.analyze.detect import detect as detect_duckdb
 from cloudir.analyze.query import timeline_files
 from cloudir.case import Case
-from cloudir.engines.hadoop_path import hadoop_path
+from cloudir.engines.spark_parquet import read_parquet
 from cloudir.engines.spark_session import is_spark_failure, spark_failure
 from cloudir.errors import EvidenceError
 from cloudir.progress import NO_PROGRESS, Bar, Progress
@@ -77,7 +77,7 @@ class SparkTimelineParts:
         self, spark: Any, files: Sequence[Path | str], progress: Progress = NO_PROGRESS
     ) -> None:
         self.spark = spark
-        self.frame = spark.read.parquet(*[hadoop_path(f) for f in files])
+        self.frame = read_parquet(spark, files)
         self.threads = int(spark.conf.get("spark.task.cpus", "1"))
         self.progress = progress
         self.job_group = f"cloudir-detect-{uuid.uuid4().hex}"

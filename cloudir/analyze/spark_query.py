@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from cloudir.analyze.query import timeline_files, write_arrow, write_atomically
 from cloudir.case import Case
-from cloudir.engines.hadoop_path import hadoop_path
+from cloudir.engines.spark_parquet import read_parquet
 from cloudir.errors import UsageError
 
 VIEW: Final = "timeline"
@@ -75,8 +75,7 @@ def sealed_session(spark: Any, case: Case) -> Any:
     session = spark.newSession()
     session.conf.set("spark.sql.runSQLOnFiles", "false")
     session.conf.set("spark.sql.session.timeZone", "UTC")
-    files = [hadoop_path(f) for f in timeline_files(case)]
-    session.read.parquet(*files).createOrReplaceTempView(VIEW)
+    read_parquet(session, timeline_files(case)).createOrReplaceTempView(VIEW)
     return session
 
 

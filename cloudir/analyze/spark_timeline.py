@@ -68,7 +68,8 @@ from cloudir.analyze.timeline import (
 from cloudir.aws import AwsOptions
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, PARTS_FILE, PARTS_FORMAT, SUMMARY_FILE
-from cloudir.engines.hadoop_path import HADOOP_SPECIAL, hadoop_path
+from cloudir.engines.hadoop_path import HADOOP_SPECIAL
+from cloudir.engines.spark_parquet import read_parquet
 from cloudir.storage_uri import check_reachable, check_uri, join, open_uri
 
 if TYPE_CHECKING:
@@ -95,7 +96,6 @@ def build_timeline_spark(
     Databricks cluster). With `parts_uri`, the executors write the Parquet parts under a
     folder of this run's own there, and `timeline/` lists them in parts.json.
     """
-    hadoop_path(case.paths.timeline)  # a folder Spark cannot read fails before any work
     run_uri = None
     if parts_uri:
         check_reachable(check_uri(parts_uri), aws)
@@ -374,7 +374,7 @@ def _local_frame(
             }
             writer.write_table(pa.table(columns, schema=_keyed_arrow_schema()))
             offset += size
-    return spark.read.schema(_row_schema()).parquet(hadoop_path(keyed)), errors
+    return read_parquet(spark, [keyed], _row_schema()), errors
 
 
 def _keyed_arrow_schema() -> Any:

@@ -8,7 +8,8 @@ path, with `\\` as its escape. A case folder is named by a responder (`case[1]`,
 
 One combination has no name: the globber rebuilds the path a part at a time, and a part
 holding a colon is then read as a scheme, whatever is escaped. A path with a colon and a
-glob character is refused in one line (the DuckDB engine reads it).
+glob character is a UsageError here; `spark_parquet.read_parquet` then reads its files
+with pyarrow instead.
 """
 
 from __future__ import annotations
