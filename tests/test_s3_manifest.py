@@ -191,6 +191,26 @@ def test_an_unversioned_bucket_warns_and_an_overwrite_is_a_changed_problem(
     assert len(ids) == 4 and not any(id.endswith("999") for id in ids), "never the new bytes"
 
 
+def test_an_unversioned_bucket_with_nothing_in_the_window_still_names_the_bucket(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """The versioning note names the bucket captured from, not the first object listed:
+    a window that lists no object still says which bucket (it once said `s3://?`)."""
+    s3, bucket = _bucket(moto_url, versioned=False)
+    _deliver(s3, bucket, files=1)  # on 2024-07-31: the account's region folder exists
+    case = tmp_path / "case"
+    run = cloudir(
+        "capture", "cloudtrail", "--case", str(case), "--endpoint-url", moto_url,
+        "--bucket", bucket, "--prefix", "t", "--manifest", "--json",
+        "--start", "2024-08-01T00:00:00Z", "--end", "2024-08-01T23:59:59Z",
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    [item] = json.loads(run.stdout)["items"]
+    assert (item["listed"], item["captured"]) == (0, 0)
+    assert f"in S3: versioning off on s3://{bucket}: pinned by ETag only" in run.stderr
+    assert "s3://?" not in run.stderr
+
+
 def test_logs_rewritten_or_deleted_before_capture_are_pinned_in_every_version_and_named(
     moto_url: str, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from cloudir.analyze.detect import detect
 from cloudir.analyze.query import timeline_files
 from cloudir.analyze.spark_detect import SparkTimelineParts, detect_spark
 from cloudir.case import Case
+from cloudir.engines import spark_progress
 from cloudir.engines.spark_session import spark_failure
 from tests.conftest import REPO, cloudir
 from tests.test_detection_eval import _bench_module
@@ -236,10 +237,10 @@ def test_the_progress_line_counts_the_tasks_of_the_pass() -> None:
         def update(self, done: float, *, total: float | None = None, label: Any = None) -> None:
             shown.append((done, total))
 
-    spark_detect._show_tasks(Tracker(), "g", {10}, Bar())
-    spark_detect._show_tasks(Tracker(), "other", set(), Bar())  # nothing yet: no update
+    spark_progress.show_tasks(Tracker(), "g", {10}, Bar())
+    spark_progress.show_tasks(Tracker(), "other", set(), Bar())  # nothing yet: no update
     jobs[11] = None  # forgotten
-    spark_detect._show_tasks(Tracker(), "g", {10}, Bar())
+    spark_progress.show_tasks(Tracker(), "g", {10}, Bar())
     assert shown == [(3, 4)]
 
 

@@ -21,11 +21,9 @@ What runs where (detect.TimelineParts is the seam):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,14 +34,14 @@ from cloudir.analyze.detect import detect as detect_duckdb
 from cloudir.analyze.query import timeline_files
 from cloudir.case import Case
 from cloudir.engines.spark_parquet import read_parquet
+from cloudir.engines.spark_progress import job_group, tasks_shown
 from cloudir.engines.spark_session import is_spark_failure, spark_failure
 from cloudir.errors import EvidenceError
-from cloudir.progress import NO_PROGRESS, Bar, Progress
+from cloudir.progress import NO_PROGRESS, Progress
 
 PART_MEMORY_LIMIT: Final = "1GB"  # each task's DuckDB; it spills past that
 ROWS_PER_PAYLOAD: Final = 50_000  # matched rows per Arrow IPC message sent to the driver
 PAYLOAD_SCHEMA: Final = "gather int, payload binary"  # which Gather, one Arrow IPC stream
-POLL_SECONDS: Final = 0.5  # how often the progress line asks Spark how many tasks are done
 
 
 def detect_spark(
@@ -102,7 +100,7 @@ class SparkTimelineParts:
         )
         self.passes += 1
         try:
-            with self._in_job_group():
+            with job_group(self.spark, self.job_group, f"cloudir detect: pass {self.passes}"):
                 self._run(con, gathers, self.frame.mapInArrow(job, PAYLOAD_SCHEMA))
         except Exception as exc:
             if not is_spark_failure(exc):
@@ -114,7 +112,9 @@ class SparkTimelineParts:
 
         results = results.persist(StorageLevel.DISK_ONLY)  # not the driver's heap in local mode
         try:
-            with self._tasks_shown():  # the pass: every part evaluated, in parallel
+            label = f"detect on Spark: pass {self.passes} over the timeline's parts"
+            with tasks_shown(self.spark, self.job_group, self.progress, label):
+                # the pass: every part evaluated, in parallel
                 results.write.format("noop").mode("overwrite").save()
             for row in results.toLocalIterator():  # the driver holds one message at a time
                 con.register("_cloudir_part", from_ipc(row.payload))
@@ -123,65 +123,6 @@ class SparkTimelineParts:
                 con.unregister("_cloudir_part")
         finally:
             results.unpersist()
-
-    @contextlib.contextmanager
-    def _in_job_group(self) -> Iterator[None]:
-        """This thread's jobs in `job_group`, and whatever group it had before restored."""
-        context = self.spark.sparkContext
-        before = {
-            key: context.getLocalProperty(key)
-            for key in ("spark.jobGroup.id", "spark.job.description")
-        }
-        context.setJobGroup(self.job_group, f"cloudir detect: pass {self.passes}")
-        try:
-            yield
-        finally:
-            for key, value in before.items():
-                context.setLocalProperty(key, value)
-
-    @contextlib.contextmanager
-    def _tasks_shown(self) -> Iterator[None]:
-        """A line `pass N over the timeline's parts  done/total` while the pass runs,
-        read from Spark's status tracker by a thread (the job itself blocks this one)."""
-        if self.progress is NO_PROGRESS:
-            yield
-            return
-        tracker = self.spark.sparkContext.statusTracker()
-        earlier = set(tracker.getJobIdsForGroup(self.job_group))
-        stop = threading.Event()
-        with self.progress.bars("count") as bars:
-            bar = bars.add(f"detect on Spark: pass {self.passes} over the timeline's parts")
-            watcher = threading.Thread(
-                target=_watch, args=(tracker, self.job_group, earlier, bar, stop), daemon=True
-            )
-            watcher.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                watcher.join()
-                _show_tasks(tracker, self.job_group, earlier, bar)
-
-
-def _watch(tracker: Any, group: str, earlier: set[int], bar: Bar, stop: threading.Event) -> None:
-    while not stop.wait(POLL_SECONDS):
-        _show_tasks(tracker, group, earlier, bar)
-
-
-def _show_tasks(tracker: Any, group: str, earlier: set[int], bar: Bar) -> None:
-    """Tasks done of total of the pass's first job, the one evaluating the parts (Spark
-    3.5's adaptive execution builds the kept results in one job and runs the noop write
-    over them in a second, quick one: counting both would show 3/6, then 6/6); a job or
-    stage Spark has already forgotten counts for nothing rather than failing the detect."""
-    jobs = set(tracker.getJobIdsForGroup(group)) - earlier
-    job = tracker.getJobInfo(min(jobs)) if jobs else None
-    done = total = 0
-    for stage_id in job.stageIds if job is not None else ():
-        stage = tracker.getStageInfo(stage_id)
-        if stage is not None:
-            done, total = done + stage.numCompletedTasks, total + stage.numTasks
-    if total:
-        bar.update(done, total=total)
 
 
 def evaluate_part(

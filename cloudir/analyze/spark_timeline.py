@@ -70,6 +70,8 @@ from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, PARTS_FILE, PARTS_FORMAT, SUMMARY_FILE
 from cloudir.engines.hadoop_path import HADOOP_SPECIAL
 from cloudir.engines.spark_parquet import read_parquet
+from cloudir.engines.spark_progress import step_shown
+from cloudir.progress import NO_PROGRESS, Progress
 from cloudir.storage_uri import check_reachable, check_uri, join, open_uri
 
 if TYPE_CHECKING:
@@ -84,10 +86,18 @@ VALUE_COLUMNS = [
     "target", "outcome", "message", "evidence_id", "event_id", "raw",
 ]  # fmt: skip
 STAGING_DIR = ".spark-staging"
+# The steps whose Spark jobs do the work, each a bar of their tasks done of total.
+PARSING = "timeline on Spark: parsing the CloudTrail files"
+DEDUPLICATING = "timeline on Spark: dropping duplicate events"
+WRITING = "timeline on Spark: writing the Parquet parts"
 
 
 def build_timeline_spark(
-    case: Case, spark: Any, aws: AwsOptions | None = None, parts_uri: str | None = None
+    case: Case,
+    spark: Any,
+    aws: AwsOptions | None = None,
+    parts_uri: str | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> TimelineResult:
     """Rebuild `timeline/` with Spark; the same result, files and swap as `build_timeline`.
 
@@ -95,6 +105,8 @@ def build_timeline_spark(
     `parts_uri` (default: the environment's credentials and endpoint, as on an EMR or
     Databricks cluster). With `parts_uri`, the executors write the Parquet parts under a
     folder of this run's own there, and `timeline/` lists them in parts.json.
+    `progress` gets a bar per step that works on the executors (PARSING, DEDUPLICATING,
+    WRITING): Spark's tasks done of total (engines/spark_progress.py).
     """
     run_uri = None
     if parts_uri:
@@ -116,7 +128,7 @@ def build_timeline_spark(
     parsed = parsed.persist()
     target = PartsTarget(building, run_uri, aws)
     try:
-        _finish(result, parsed, remote + pinned, local_errors, tasks, ceiling_us, target)
+        _finish(result, parsed, remote + pinned, local_errors, tasks, ceiling_us, target, progress)
     except BaseException:
         target.discard()
         raise
@@ -140,11 +152,14 @@ def _finish(
     tasks: list[FileTask],
     ceiling_us: int,
     target: PartsTarget,
+    progress: Progress = NO_PROGRESS,
 ) -> None:
     """Errors, de-duplication, implausible times and the Parquet parts, all from `parsed`."""
     from pyspark.sql import functions as F
 
-    seen = {r[0] for r in parsed.select("_task").distinct().collect()}
+    spark = parsed.sparkSession
+    with step_shown(spark, progress, PARSING):  # the first action: the parsers run, kept
+        seen = {r[0] for r in parsed.select("_task").distinct().collect()}
     errors = _spark_errors(parsed) + local_errors
     for n, task in remote:
         if n not in seen:  # Spark's listing missed a file it was given: said, never silent
@@ -155,7 +170,8 @@ def _finish(
 
     rows = parsed.filter(F.col("_error").isNull()).drop("_error")
     examples = _implausible_examples(rows, tasks, ceiling_us)
-    kept, outcome = _drop_duplicates(rows, tasks)
+    with step_shown(spark, progress, DEDUPLICATING):
+        kept, outcome = _drop_duplicates(rows, tasks)
     result.duplicates_dropped = outcome.dropped
     result.errors.extend(outcome.errors)
     result.conflicting_copies = outcome.summary()
@@ -164,7 +180,8 @@ def _finish(
     result.rows = sum(result.rows_by_evidence.values())
     result.implausible_times = _implausible_times(kept, ceiling_us, examples)
     result.errors.extend(_implausible_errors(result.implausible_times, ceiling_us))
-    target.write(kept)
+    with step_shown(spark, progress, WRITING):
+        target.write(kept)
     kept.unpersist()
 
 

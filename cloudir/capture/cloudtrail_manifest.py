@@ -82,7 +82,7 @@ def capture_manifest(
             pinned = [replace(o, region=bucket_region) for o in versions]
             result.listed = len(pinned)
             markers = [o for o in found if isinstance(o, DeleteMarker)]
-            _pin(case, result.item, pinned, markers, versioning)
+            _pin(case, result.item, bucket, pinned, markers, versioning)
             result.item.finish(
                 _manifest_summary(result.item),
                 source={"window": window.as_dict(), "versioning": versioning},
@@ -129,11 +129,14 @@ def list_day_versions(
 def _pin(
     case: Case,
     item: EvidenceItem,
+    bucket: str,
     listed: list[PinnedObject],
     markers: list[DeleteMarker],
     versioning: str,
 ) -> None:
-    """Write this run's manifest: the versions no earlier manifest of the item pins."""
+    """Write this run's manifest: the versions no earlier manifest of the item pins.
+    `bucket` is the one captured from, named in the versioning note even when the window
+    listed no object."""
     held = _pinned_before(case, item.evidence_id)
     new = sorted(
         (o for o in listed if (o.key, o.version_id) not in held),
@@ -144,10 +147,7 @@ def _pin(
     for note in _tampering_notes(listed, markers):
         item.note(note)
     if versioning != "Enabled":
-        item.note(
-            f"versioning {versioning.lower()} on s3://{listed[0].bucket if listed else '?'}: "
-            "pinned by ETag only"
-        )
+        item.note(f"versioning {versioning.lower()} on s3://{bucket}: pinned by ETag only")
     if not new:
         return
     item.store(

@@ -84,6 +84,15 @@ def engine_choice(engine: str, spark_master: str | None) -> str:
     return chosen
 
 
+def spark_progress(as_json: bool) -> Any:
+    """Spark's tasks done of total, on a terminal only: a Spark timeline or detect runs
+    minutes where DuckDB's runs seconds; --json and a piped stderr get no bars."""
+    from cloudir.console import TERMINAL, stderr
+    from cloudir.progress import NO_PROGRESS
+
+    return TERMINAL if stderr.is_terminal and not as_json else NO_PROGRESS
+
+
 def say(message: str) -> None:
     """Messages often quote evidence (keys, paths, errors): always printed inert."""
     from cloudir.console import inert, stderr

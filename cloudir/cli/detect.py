@@ -23,6 +23,7 @@ from cloudir.cli.common import (
     locks_case,
     say,
     show,
+    spark_progress,
 )
 from cloudir.errors import EXIT_EVIDENCE, EXIT_FINDINGS, UsageError
 
@@ -89,7 +90,7 @@ def detect(
             rules or [],
             builtin=not no_builtin,
             suppress=suppress or [],
-            progress=_spark_progress(as_json),
+            progress=spark_progress(as_json),
         )
     else:
         result = engine.detect(
@@ -102,15 +103,6 @@ def detect(
     say_detection(result)
     if reaches(result.findings, fail_on):
         raise typer.Exit(EXIT_FINDINGS)
-
-
-def _spark_progress(as_json: bool) -> Any:
-    """Each pass's tasks done of total, on a terminal only: a Spark detect runs minutes
-    where DuckDB's runs seconds; --json and a piped stderr get no bars."""
-    from cloudir.console import TERMINAL, stderr
-    from cloudir.progress import NO_PROGRESS
-
-    return TERMINAL if stderr.is_terminal and not as_json else NO_PROGRESS
 
 
 def say_detection(result: Any) -> None:

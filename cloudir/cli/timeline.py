@@ -25,6 +25,7 @@ from cloudir.cli.common import (
     parse_options,
     say,
     show,
+    spark_progress,
 )
 from cloudir.errors import EXIT_EVIDENCE, EvidenceError, UsageError
 
@@ -118,7 +119,13 @@ def timeline(
 
         the_case = Case.open(case)
         try:
-            result = build_spark(the_case, spark_session(spark_master), aws, parts_uri=parts_uri)
+            result = build_spark(
+                the_case,
+                spark_session(spark_master),
+                aws,
+                parts_uri=parts_uri,
+                progress=spark_progress(as_json),
+            )
         except Exception as exc:  # a failed Spark job: one line, the previous timeline kept
             if not is_spark_failure(exc):
                 raise
