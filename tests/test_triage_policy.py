@@ -37,6 +37,8 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "s3:ListBucketVersions": "capture cloudtrail --manifest only",
     "s3:GetBucketVersioning": "capture cloudtrail --manifest only",
     "s3:GetBucketLocation": "capture cloudtrail --manifest only",
+    "logs:DescribeLogGroups": "capture logs only",
+    "logs:FilterLogEvents": "capture logs only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",

@@ -520,7 +520,7 @@ def capture_lookup(
         client = aws.client("cloudtrail", region)
         raw_pages: list[bytes] = []
         client.meta.events.register(
-            "before-parse.cloudtrail.LookupEvents", functools.partial(_keep_body, raw_pages)
+            "before-parse.cloudtrail.LookupEvents", functools.partial(keep_body, raw_pages)
         )
         # Spaced where each HTTP request leaves, so botocore's retries obey the limit too.
         client.meta.events.register("before-send.cloudtrail.LookupEvents", spacing())
@@ -582,7 +582,7 @@ def _lookup_item(
                 raise
             result.listed += 1
             reencoded = not raw_pages
-            body = raw_pages[-1] if raw_pages else _reencode(resp)
+            body = raw_pages[-1] if raw_pages else reencode(resp)
             page_source: dict[str, Any] = {
                 "type": "lookup_events",
                 "region": region,
@@ -614,13 +614,13 @@ def _lookup_summary(result: ItemResult, item: EvidenceItem) -> str:
     return "; ".join([text, *item.problems])
 
 
-def _keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
+def keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
     """botocore hook: the response body exactly as AWS sent it, before parsing."""
     if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
         pages.append(response_dict["body"])
 
 
-def _reencode(resp: dict[str, Any]) -> bytes:
+def reencode(resp: dict[str, Any]) -> bytes:
     import json
 
     body = {k: v for k, v in resp.items() if k != "ResponseMetadata"}

@@ -248,6 +248,78 @@ def capture_ebs(
         show(line)
 
 
+@capture_app.command("logs")
+@handled
+@locks_case(creates=True)
+def capture_logs(
+    case: CaseOpt,
+    log_group: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME", help="CloudWatch Logs group to read (repeatable)."),
+    ] = None,
+    filter_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            metavar="PATTERN",
+            help="Only events matching this CloudWatch Logs filter pattern (its own syntax).",
+        ),
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region of the log groups.")] = None,
+    start: Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")] = "7d",
+    end: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture CloudWatch Logs groups for a window: FilterLogEvents pages as received.
+
+    One evidence item per group; its meta.json records the group's retention and KMS key.
+    Run again with the same --start and --end to resume a capture that was cut short.
+
+    Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
+    /aws/lambda/billing-export --start 2024-07-30 --end 2024-08-01
+
+    Example: cloudir capture logs --case ./case-42 --log-group /ecs/web --filter '"ERROR"'
+    """
+    from cloudir.aws import open_case_as_caller
+    from cloudir.capture.log_group import capture_log_group, find_log_group
+    from cloudir.console import count_progress
+    from cloudir.timewindow import Window
+
+    if not log_group:
+        raise UsageError("say which logs to read: --log-group NAME (repeatable)")
+    window = Window.parse(start, end)
+    aws = open_aws(profile, region, endpoint_url, retry_mode, 4)
+    for name in log_group:  # every name checked before the case is made or changed
+        find_log_group(aws, name, region)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
+    results = []
+    for name in log_group:
+        with count_progress() as bar:
+            task = bar.add_task(name, total=None)
+
+            def on_page(pages: int, events: int, task: Any = task, name: str = name) -> None:
+                bar.update(task, completed=pages, description=f"{name}: {events} events")
+
+            results.append(
+                capture_log_group(
+                    the_case, aws, name, window, identity, say, filter_pattern, region, on_page
+                )
+            )
+    if as_json:
+        emit_json(
+            {"case": str(case), "window": window.as_dict(), "items": [r.as_dict() for r in results]}
+        )
+        return
+    for r in results:
+        show(f"{r.evidence_id}: {r.events} events in {r.pages} pages, {r.bytes} bytes")
+
+
 @capture_app.command("files")
 @handled
 @locks_case(creates=True)

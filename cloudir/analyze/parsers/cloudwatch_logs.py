@@ -1,0 +1,202 @@
+"""CloudWatch Logs events on the timeline: one row per event of a FilterLogEvents page.
+
+`cloudir capture logs --log-group` stores each FilterLogEvents response as received
+(`pages/page-NNNNN.json`: `{"events": [{logStreamName, timestamp, message,
+ingestionTime, eventId}], "nextToken": ...}`); `capture files` recognises such pages too.
+A row keeps the event whole in `raw` (with its log group, from the item's meta.json) and
+its message, made inert, as the row's message, so a Lambda function's output or an
+application's log sits on the timeline beside the API calls that caused it.
+
+The event id is the service's own `eventId` within its log group and stream: two
+captures whose windows overlap, or a resumed capture that read pages again, hold the same
+event with the same bytes, and the timeline's de-duplication keeps one. The messages are
+whatever the group holds: typed readings of particular groups (flow logs, Resolver
+queries, EKS audit) belong to those sources' parsers. A page that is not JSON, or an
+event without a time, is one line in timeline/errors.jsonl; the page's other events still
+give their rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+
+from cloudir.analyze.parsers import (
+    BY_CONTENT,
+    BY_NAME_AND_STRUCTURE,
+    NOT_MINE,
+    ErrorLog,
+    ParseOptions,
+    Parser,
+    Row,
+    RowSource,
+    batches,
+    register,
+)
+from cloudir.safe_text import inert
+from cloudir.sniff import sniff
+
+KIND: Final = "cloudwatch-logs"
+SOURCE: Final = "cloudwatch"
+ARTIFACT: Final = "aws:cloudwatch-logs"
+TIME_DESC: Final = "Log Event Time"
+MAX_PAGE_BYTES: Final = 256 << 20  # FilterLogEvents answers at most 1 MB; room for odd files
+MAX_MESSAGE: Final = 1000
+RECOGNISE_MAX_FILES: Final = 10_000
+_EVENT_KEYS: Final = {"timestamp", "message"}
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def accepts(path: Path) -> bool:
+    return path.suffix.lower() == ".json" and path.name != "meta.json"
+
+
+def recognise(paths: Sequence[Path]) -> int:
+    """FilterLogEvents (or GetLogEvents) pages by content: a JSON object whose `events`
+    are objects with a time and a message. Named `.json`, surer than content alone."""
+    if not paths or len(paths) > RECOGNISE_MAX_FILES:
+        return NOT_MINE
+    named = True
+    for path in paths[:20]:  # a capture's pages are alike; the first ones decide
+        seen = sniff(path)
+        if seen.compression is not None or seen.format != "json":
+            return NOT_MINE
+        try:
+            document = json.loads(_read(path))
+        except (OSError, ValueError):
+            return NOT_MINE
+        events = document.get("events") if isinstance(document, dict) else None
+        if not isinstance(events, list) or "Records" in document:
+            return NOT_MINE
+        if any(not isinstance(e, dict) or not e.keys() >= _EVENT_KEYS for e in events[:50]):
+            return NOT_MINE
+        named = named and path.name.lower().endswith(".json")
+    return BY_NAME_AND_STRUCTURE if named else BY_CONTENT
+
+
+def parse(
+    path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
+) -> Iterator[pa.RecordBatch]:
+    try:
+        data = _read(path)
+    except OSError as exc:
+        errors.add(f"{path.name}: not readable ({exc.strerror or exc})")
+        return
+    if len(data) > MAX_PAGE_BYTES:
+        errors.add(f"{path.name}: over {MAX_PAGE_BYTES} bytes, not a log events page; not read")
+        return
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        errors.add(f"{path.name}: not valid JSON ({exc})")
+        return
+    events = document.get("events") if isinstance(document, dict) else None
+    if not isinstance(events, list):
+        errors.add(f"{path.name}: no `events` list: not a CloudWatch Logs events page")
+        return
+    group = _log_group(path)
+    yield from batches(_rows(events, group, evidence_id, errors), errors)
+
+
+def _rows(
+    events: list[Any], group: str | None, evidence_id: str, errors: ErrorLog
+) -> Iterator[Row]:
+    for number, event in enumerate(events, 1):
+        if not isinstance(event, dict):
+            errors.add("an event that is not a JSON object", record=number)
+            continue
+        when = _iso_from_ms(event.get("timestamp"))
+        if when is None:
+            stamp = inert(event.get("timestamp"), 60)
+            errors.add(f"an event whose `timestamp` is not a time in ms ({stamp}); not placed",
+                       record=number)  # fmt: skip
+            continue
+        message = event.get("message")
+        text = message if isinstance(message, str) else json.dumps(message)
+        stream = event.get("logStreamName")
+        stream = stream if isinstance(stream, str) else None
+        raw = dict(event, logGroupName=group) if group else event
+        yield Row(
+            timestamp=when,
+            timestamp_desc=TIME_DESC,
+            source=SOURCE,
+            artifact=ARTIFACT,
+            host=stream,
+            user=None,
+            src_ip=None,
+            action=None,
+            target=group,
+            outcome=None,
+            message=inert(text, MAX_MESSAGE),
+            evidence_id=evidence_id,
+            event_id=_event_id(group, event, number, evidence_id),
+            raw=json.dumps(raw, sort_keys=True, ensure_ascii=False),
+        )
+
+
+def _iso_from_ms(stamp: Any) -> str | None:
+    """Epoch milliseconds (the API's times) as ISO 8601 UTC text; None for anything else,
+    or a time outside years 1-9999."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp != stamp:
+        return None
+    try:
+        moment = EPOCH + timedelta(milliseconds=int(stamp))
+    except (OverflowError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _event_id(group: str | None, event: dict[str, Any], number: int, evidence_id: str) -> str:
+    """The service's id within its group and stream (an emulator numbers each stream from
+    0); without one, this event's place in the item."""
+    given, stream = event.get("eventId"), event.get("logStreamName")
+    if isinstance(given, str) and given and group:
+        key = f"cloudwatch-logs\x00{group}\x00{stream}\x00{given}"
+    else:
+        key = f"{evidence_id}\x00{json.dumps(event, sort_keys=True)}\x00{number}"
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _log_group(path: Path) -> str | None:
+    """The item's log group (meta.json `source.log_group`), or None for pages brought in
+    by `capture files`, whose item does not say."""
+    for folder in (path.parent.parent, path.parent):
+        try:
+            meta = json.loads((folder / "meta.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        source = meta.get("source") if isinstance(meta, dict) else None
+        group = source.get("log_group") if isinstance(source, dict) else None
+        if isinstance(group, str) and group:
+            return group
+    return None
+
+
+def _read(path: Path) -> bytes:
+    """The file, never through a link and never waiting on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(MAX_PAGE_BYTES + 1)
+
+
+register(
+    Parser(
+        name="cloudwatch-logs",
+        evidence_kinds=(KIND,),
+        accepts=accepts,
+        parse=parse,
+        artifacts=(
+            RowSource(ARTIFACT, "one CloudWatch Logs event (FilterLogEvents), at its time"),
+        ),
+        capture_kind=KIND,
+        recognise=recognise,
+        priority=60,
+    )
+)
