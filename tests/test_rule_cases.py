@@ -274,6 +274,11 @@ def docker_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "docker")
 
 
+@pytest.fixture(scope="module")
+def kubernetes_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "kubernetes")
+
+
 def rule_params() -> list[Any]:
     rules = sorted(shipped_rules().values(), key=lambda r: (r.product, r.path.name))
     stems = [r.path.stem for r in rules]

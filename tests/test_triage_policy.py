@@ -39,6 +39,7 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "s3:GetBucketLocation": "capture cloudtrail --manifest only",
     "logs:DescribeLogGroups": "capture logs only",
     "logs:FilterLogEvents": "capture logs only",
+    "eks:DescribeCluster": "capture eks only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",

@@ -81,9 +81,14 @@ def capture_log_group(
     spacing: Callable[[], Callable[..., None]] = functools.partial(
         RequestSpacing, REQUEST_INTERVAL
     ),
+    stream_prefix: str | None = None,
+    kind: str = KIND,
+    name: str = "logs",
 ) -> LogGroupResult:
     """Every event of `log_group` in `window` (matching `filter_pattern`, in CloudWatch
-    Logs' own filter syntax) into one evidence item of pages as received."""
+    Logs' own filter syntax, and in streams named `stream_prefix...`) into one evidence
+    item of pages as received. `kind` and `name` (the item id's start) let a source whose
+    events have their own parser (an EKS cluster's audit log) keep its pages apart."""
     region = region or aws.region
     client = aws.client("logs", region)
     described = find_log_group(aws, log_group, region)
@@ -102,12 +107,14 @@ def capture_log_group(
     }
     if filter_pattern:
         source["filter_pattern"] = filter_pattern
+    if stream_prefix:
+        source["stream_prefix"] = stream_prefix
     group_name = log_group.strip("/").replace("/", "-")
     evidence_id = case.item_with_source(source) or case.unique_evidence_id(
-        f"logs-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
+        f"{name}-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
     )
     meta = {
-        "kind": KIND,
+        "kind": kind,
         "source": source,
         "log_group": described,
         "window": window.as_dict(),
@@ -129,8 +136,8 @@ def capture_log_group(
         result.pages = held
         if token:
             report(f"{evidence_id}: resuming after page {held}")
-        _page(client, raw_pages, item, result, log_group, window, filter_pattern, token, report,
-              on_page)  # fmt: skip
+        query = _Query(log_group, window, filter_pattern, stream_prefix)
+        _page(client, raw_pages, item, result, query, token, report, on_page)
     return result
 
 
@@ -152,28 +159,43 @@ def find_log_group(aws: Aws, log_group: str, region: str | None = None) -> dict[
     raise UsageError(f"no log group named {log_group} in this account and region")
 
 
+@dataclass(frozen=True)
+class _Query:
+    """What every FilterLogEvents request of one capture asks."""
+
+    log_group: str
+    window: Window
+    filter_pattern: str | None
+    stream_prefix: str | None
+
+    def arguments(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "logGroupName": self.log_group,
+            "startTime": _ms(self.window.start),
+            "endTime": _ms(self.window.end),
+            "limit": PAGE_LIMIT,
+        }
+        if self.filter_pattern:
+            kwargs["filterPattern"] = self.filter_pattern
+        if self.stream_prefix:
+            kwargs["logStreamNamePrefix"] = self.stream_prefix
+        return kwargs
+
+
 def _page(
     client: Any,
     raw_pages: list[bytes],
     item: EvidenceItem,
     result: LogGroupResult,
-    log_group: str,
-    window: Window,
-    filter_pattern: str | None,
+    query: _Query,
     token: str | None,
     report: Reporter,
     on_page: Callable[[int, int], None] | None,
 ) -> None:
     restarted = False
+    log_group = query.log_group
     while True:
-        kwargs: dict[str, Any] = {
-            "logGroupName": log_group,
-            "startTime": _ms(window.start),
-            "endTime": _ms(window.end),
-            "limit": PAGE_LIMIT,
-        }
-        if filter_pattern:
-            kwargs["filterPattern"] = filter_pattern
+        kwargs = query.arguments()
         if token:
             kwargs["nextToken"] = token
         raw_pages.clear()

@@ -320,6 +320,61 @@ def capture_logs(
         show(f"{r.evidence_id}: {r.events} events in {r.pages} pages, {r.bytes} bytes")
 
 
+@capture_app.command("eks")
+@handled
+@locks_case(creates=True)
+def capture_eks(
+    clusters: Annotated[list[str], typer.Argument(metavar="CLUSTER...", help="EKS clusters.")],
+    case: CaseOpt,
+    region: Annotated[str | None, typer.Option(help="AWS region of the clusters.")] = None,
+    start: Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")] = "7d",
+    end: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
+    retry_mode: RetryOpt = "adaptive",
+    title: TitleOpt = None,
+    examiner: ExaminerOpt = None,
+    adopt_folder: AdoptOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture EKS clusters: their configuration and the control plane's audit log.
+
+    The audit log (kube-apiserver-audit streams of /aws/eks/CLUSTER/cluster) is read for
+    the window as CloudWatch Logs pages; a cluster with audit logging off is said so.
+
+    Example: cloudir capture eks --case ./case-42 --region eu-west-1 prod-cluster --start 2d
+    """
+    from cloudir.aws import open_case_as_caller
+    from cloudir.capture import eks
+    from cloudir.console import count_progress
+    from cloudir.timewindow import Window
+
+    window = Window.parse(start, end)
+    aws = open_aws(profile, region, endpoint_url, retry_mode, 4)
+    for cluster in clusters:  # every name checked before the case is made or changed
+        eks.describe_cluster(aws, cluster, region)
+    the_case, identity = open_case_as_caller(aws, case, title, examiner)
+    results = []
+    for cluster in clusters:
+        with count_progress() as bar:
+            task = bar.add_task(f"{cluster} audit log", total=None)
+
+            def on_page(pages: int, events: int, task: Any = task, name: str = cluster) -> None:
+                bar.update(task, completed=pages, description=f"{name}: {events} audit events")
+
+            results.append(
+                eks.capture_eks(the_case, aws, cluster, window, identity, say, region, on_page)
+            )
+    if as_json:
+        emit_json(
+            {"case": str(case), "window": window.as_dict(), "items": [r.as_dict() for r in results]}
+        )
+        return
+    for r in results:
+        audit = f"{r.audit.events} audit events" if r.audit else "no audit log"
+        show(f"{r.evidence_id}: {r.cluster}, {audit}")
+
+
 @capture_app.command("files")
 @handled
 @locks_case(creates=True)

@@ -84,25 +84,33 @@ def recognise(paths: Sequence[Path]) -> int:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
+    page = read_page(path, errors)
+    if page is not None:
+        events, group = page
+        yield from batches(_rows(events, group, evidence_id, errors), errors)
+
+
+def read_page(path: Path, errors: ErrorLog) -> tuple[list[Any], str | None] | None:
+    """A page's events and its item's log group; None (logged) for what is not a page.
+    Shared with the parsers of sources delivered to CloudWatch Logs (Kubernetes audit)."""
     try:
         data = _read(path)
     except OSError as exc:
         errors.add(f"{path.name}: not readable ({exc.strerror or exc})")
-        return
+        return None
     if len(data) > MAX_PAGE_BYTES:
         errors.add(f"{path.name}: over {MAX_PAGE_BYTES} bytes, not a log events page; not read")
-        return
+        return None
     try:
         document = json.loads(data)
     except ValueError as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
-        return
+        return None
     events = document.get("events") if isinstance(document, dict) else None
     if not isinstance(events, list):
         errors.add(f"{path.name}: no `events` list: not a CloudWatch Logs events page")
-        return
-    group = _log_group(path)
-    yield from batches(_rows(events, group, evidence_id, errors), errors)
+        return None
+    return events, _log_group(path)
 
 
 def _rows(
@@ -112,7 +120,7 @@ def _rows(
         if not isinstance(event, dict):
             errors.add("an event that is not a JSON object", record=number)
             continue
-        when = _iso_from_ms(event.get("timestamp"))
+        when = iso_from_ms(event.get("timestamp"))
         if when is None:
             stamp = inert(event.get("timestamp"), 60)
             errors.add(f"an event whose `timestamp` is not a time in ms ({stamp}); not placed",
@@ -141,7 +149,7 @@ def _rows(
         )
 
 
-def _iso_from_ms(stamp: Any) -> str | None:
+def iso_from_ms(stamp: Any) -> str | None:
     """Epoch milliseconds (the API's times) as ISO 8601 UTC text; None for anything else,
     or a time outside years 1-9999."""
     if isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp != stamp:
