@@ -40,6 +40,12 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "logs:DescribeLogGroups": "capture logs only",
     "logs:FilterLogEvents": "capture logs only",
     "eks:DescribeCluster": "capture eks only",
+    "ec2:DescribeFlowLogs": "capture logs --vpc-flow only",
+    "route53resolver:ListResolverQueryLogConfigs": "capture logs --dns only",
+    "route53resolver:ListResolverQueryLogConfigAssociations": "capture logs --dns only",
+    "elasticloadbalancing:DescribeLoadBalancers": "capture logs --alb only",
+    "elasticloadbalancing:DescribeLoadBalancerAttributes": "capture logs --alb only",
+    "s3:GetBucketLogging": "capture logs --s3-access only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",

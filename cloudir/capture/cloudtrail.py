@@ -212,36 +212,52 @@ def capture_s3(
         plan = _open_items(case, s3, bucket, prefix, accounts, regions, window, identity, items)
         total = sum(len(objects) for _, objects in plan)
         report(f"{total} log files in {len(plan)} account/region folder(s) for the window")
-        if on_progress:
-            on_progress(0, total)
-        recorded = case.recorded_files()
-        etags = _held_etags(case)
-        folds = folds_case(case)
-        finished = False
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                futures = [
-                    pool.submit(_fetch_one, case, s3, bucket, obj, result.item, recorded, etags)
-                    for result, objects in plan
-                    for obj in _without_case_twins(case, result.item, objects, recorded, folds)
-                ]
-                try:
-                    for done_count, _ in enumerate(as_completed(futures), 1):
-                        if on_progress:
-                            on_progress(done_count, total)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)  # running downloads finish
-                    raise
-            finished = True
-        finally:
-            for result, _ in plan:
-                note = result.item.summary(result.item) + ("" if finished else "; interrupted")
-                result.item.finish(
-                    note,
-                    complete=finished and not result.failed,
-                    source={"window": window.as_dict()},
-                )
+        fetch_plan(case, s3, [(r, objects, bucket) for r, objects in plan], window, workers,
+                   on_progress)  # fmt: skip
     return [result for result, _ in plan]
+
+
+def fetch_plan(
+    case: Case,
+    s3: Any,
+    plan: list[tuple[ItemResult, list[LogObject], str]],
+    window: Window,
+    workers: int,
+    on_progress: Counter | None = None,
+) -> None:
+    """Fetch every listed object into its open item (result, objects, bucket), in
+    parallel, and close each item: complete when every object is held, incomplete (and
+    resumable) otherwise, also when interrupted. Shared by every S3 log capture."""
+    total = sum(len(objects) for _, objects, _ in plan)
+    if on_progress:
+        on_progress(0, total)
+    recorded = case.recorded_files()
+    etags = _held_etags(case)
+    folds = folds_case(case)
+    finished = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [
+                pool.submit(_fetch_one, case, s3, bucket, obj, result.item, recorded, etags)
+                for result, objects, bucket in plan
+                for obj in _without_case_twins(case, result.item, objects, recorded, folds)
+            ]
+            try:
+                for done_count, _ in enumerate(as_completed(futures), 1):
+                    if on_progress:
+                        on_progress(done_count, total)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # running downloads finish
+                raise
+        finished = True
+    finally:
+        for result, _, _ in plan:
+            note = result.item.summary(result.item) + ("" if finished else "; interrupted")
+            result.item.finish(
+                note,
+                complete=finished and not result.failed,
+                source={"window": window.as_dict()},
+            )
 
 
 def _open_items(

@@ -257,6 +257,30 @@ def capture_logs(
         list[str] | None,
         typer.Option(metavar="NAME", help="CloudWatch Logs group to read (repeatable)."),
     ] = None,
+    vpc_flow: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="VPC flow logs of this VPC, subnet or interface (or flow log fl- id, or "
+            "all), from where they are delivered (repeatable).",
+        ),
+    ] = None,
+    dns: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="Route 53 Resolver query logs of this VPC (or rqlc- config id, or all).",
+        ),
+    ] = None,
+    alb: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Access logs of this load balancer (name or ARN)."),
+    ] = None,
+    s3_access: Annotated[
+        list[str] | None,
+        typer.Option(metavar="BUCKET", help="Server access logs of this S3 bucket."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel downloads from S3.")] = 16,
     filter_pattern: Annotated[
         str | None,
         typer.Option(
@@ -276,30 +300,51 @@ def capture_logs(
     adopt_folder: AdoptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Capture CloudWatch Logs groups for a window: FilterLogEvents pages as received.
+    """Capture logs for a window: CloudWatch Logs groups, and the logs AWS services deliver.
 
-    One evidence item per group; its meta.json records the group's retention and KMS key.
-    Run again with the same --start and --end to resume a capture that was cut short.
+    --vpc-flow, --dns, --alb and --s3-access find where the logs are delivered from the
+    resource's own configuration: S3 folders are copied file by file (as CloudTrail's),
+    CloudWatch Logs groups read as FilterLogEvents pages as received. Logging that is off
+    is said. Run again with the same --start and --end to resume a capture cut short.
 
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
     /aws/lambda/billing-export --start 2024-07-30 --end 2024-08-01
 
-    Example: cloudir capture logs --case ./case-42 --log-group /ecs/web --filter '"ERROR"'
+    Example: cloudir capture logs --case ./case-42 --region eu-west-1 --vpc-flow
+    vpc-0abc1234 --dns vpc-0abc1234 --alb web-prod --s3-access payroll-exports --start 2d
     """
     from cloudir.aws import open_case_as_caller
     from cloudir.capture.log_group import capture_log_group, find_log_group
     from cloudir.console import count_progress
     from cloudir.timewindow import Window
 
-    if not log_group:
-        raise UsageError("say which logs to read: --log-group NAME (repeatable)")
+    if not (log_group or vpc_flow or dns or alb or s3_access):
+        raise UsageError(
+            "say which logs to read: --log-group NAME, --vpc-flow ID, --dns ID, --alb NAME "
+            "or --s3-access BUCKET (each repeatable)"
+        )
     window = Window.parse(start, end)
-    aws = open_aws(profile, region, endpoint_url, retry_mode, 4)
-    for name in log_group:  # every name checked before the case is made or changed
+    aws = open_aws(profile, region, endpoint_url, retry_mode, workers)
+    found = _delivered_logs(aws, vpc_flow, dns, alb, s3_access)
+    groups = [(name, "") for name in log_group or []] + found.log_groups
+    for name, _ in groups:  # every name checked before the case is made or changed
         find_log_group(aws, name, region)
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
-    results = []
-    for name in log_group:
+    for note in found.notes:
+        say(note)
+    results: list[Any] = []
+    if found.folders:
+        from cloudir.capture.s3_logs import capture_log_folders
+
+        with count_progress() as bar:
+            task = bar.add_task("delivered log files", total=None)
+            results += capture_log_folders(
+                the_case, aws, found.folders, window, workers, identity, say,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+    for name, holds in groups:
+        if holds:
+            say(f"{holds} is delivered to the log group {name}")
         with count_progress() as bar:
             task = bar.add_task(name, total=None)
 
@@ -313,11 +358,47 @@ def capture_logs(
             )
     if as_json:
         emit_json(
-            {"case": str(case), "window": window.as_dict(), "items": [r.as_dict() for r in results]}
-        )
-        return
-    for r in results:
-        show(f"{r.evidence_id}: {r.events} events in {r.pages} pages, {r.bytes} bytes")
+            {"case": str(case), "window": window.as_dict(), "notes": found.notes,
+             "items": [r.as_dict() for r in results]}
+        )  # fmt: skip
+    else:
+        for r in results:
+            show(f"{r.evidence_id}: {r.captured} captured, {r.skipped} already held, "
+                 f"{len(r.failed)} failed, {r.bytes} bytes")  # fmt: skip
+    failed = [f for r in results for f in r.failed]
+    if failed:
+        for line in failed[:20]:
+            say(f"failed: {line}")
+        from cloudir.errors import CloudError
+
+        raise CloudError(f"{len(failed)} log files could not be fetched; re-run to resume")
+
+
+def _delivered_logs(
+    aws: Any,
+    vpc_flow: list[str] | None,
+    dns: list[str] | None,
+    alb: list[str] | None,
+    s3_access: list[str] | None,
+) -> Any:
+    """Where each named resource's logs are delivered, from its configuration."""
+    from cloudir.aws import call, caller_of
+    from cloudir.capture import log_sources
+
+    found = log_sources.Found()
+    if not (vpc_flow or dns or alb or s3_access):
+        return found
+    identity = caller_of(call("sts:GetCallerIdentity", aws.client("sts").get_caller_identity))
+    account, region = identity.get("Account", "unknown"), aws.region
+    if vpc_flow:
+        found.add(log_sources.flow_logs(aws, vpc_flow, account, region))
+    if dns:
+        found.add(log_sources.resolver_query_logs(aws, dns, account, region))
+    if alb:
+        found.add(log_sources.load_balancer_logs(aws, alb, account, region))
+    if s3_access:
+        found.add(log_sources.s3_access_logs(aws, s3_access, account, region))
+    return found
 
 
 @capture_app.command("eks")
