@@ -41,6 +41,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("container", ("container",)),
         ("alert", ("alert",)),
         ("response", ("response",)),
+        ("vpc-flow", ("vpc-flow",)),
         ("host", ("ebs-snapshot", "files")),
     ]
     assert not hasattr(registry, "_PARSER_MODULES")
@@ -55,7 +56,7 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
-    assert out.strip() == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response']"
+    assert out.strip() == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response', 'vpc-flow']"
 
 
 def test_a_broken_plug_in_is_one_warning_not_a_crash(
@@ -77,7 +78,9 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
-    assert capture_kinds() == ["cloudtrail", "disk-image", "container-image", "alert", "files"]
+    assert capture_kinds() == [
+        "cloudtrail", "disk-image", "container-image", "alert", "vpc-flow", "files"
+    ]
 
 
 def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> None:
@@ -86,7 +89,7 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
         "capture", "files", "--case", str(tmp_path / "case"), "--kind", "nope", str(tmp_path)
     )
     assert result.code == 2
-    assert "--kind must be auto, cloudtrail, disk-image, container-image, alert or files" in (
+    assert "--kind must be auto, cloudtrail, disk-image, container-image, alert, vpc-flow or files" in (
         result.stderr
     )
 
@@ -107,6 +110,9 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("linux", None, "process_creation"): LogSource(process, PROCESS_CONDITION),
         ("docker", "diff", None): LogSource(("container:diff",)),
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
+        ("aws", "vpcflowlogs", None): LogSource(("aws:vpc-flow",)),
+        ("aws", None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),
+        (None, None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),
     }
     assert list(LOGSOURCES.items()) == list(expected.items())
 
@@ -357,7 +363,7 @@ def test_a_new_log_type_is_one_new_file(tmp_path: Path) -> None:
     case = tmp_path / "case"
 
     refused = cloudir("capture", "files", "--case", str(case), "--kind", "x", str(log), env=env)
-    assert "container-image, alert, widget-log or files" in refused.stderr
+    assert "container-image, alert, vpc-flow, widget-log or files" in refused.stderr
 
     captured = cloudir("capture", "files", "--case", str(case), str(log), "--json", env=env)
     assert captured.code == 0, captured.stderr
