@@ -56,7 +56,10 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
-    assert out.strip() == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response', 'vpc-flow']"
+    assert (
+        out.strip()
+        == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response', 'vpc-flow']"
+    )
 
 
 def test_a_broken_plug_in_is_one_warning_not_a_crash(
@@ -79,7 +82,12 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
     assert capture_kinds() == [
-        "cloudtrail", "disk-image", "container-image", "alert", "vpc-flow", "files"
+        "cloudtrail",
+        "disk-image",
+        "container-image",
+        "alert",
+        "vpc-flow",
+        "files",
     ]
 
 
@@ -89,8 +97,9 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
         "capture", "files", "--case", str(tmp_path / "case"), "--kind", "nope", str(tmp_path)
     )
     assert result.code == 2
-    assert "--kind must be auto, cloudtrail, disk-image, container-image, alert, vpc-flow or files" in (
-        result.stderr
+    assert (
+        "--kind must be auto, cloudtrail, disk-image, container-image, alert, vpc-flow or files"
+        in (result.stderr)
     )
 
 

@@ -261,7 +261,6 @@ def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
         return
     number = 0
     fmt: Format | None = None
-    untimed = 0
     with fh:
         try:
             for number, line in _lines(fh):
@@ -296,15 +295,13 @@ def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
                     continue
                 row = flow_row(record, evidence_id, number)
                 if row is None:
-                    untimed += 1
+                    errors.add("no start or end time: not placed on the timeline", line=number)
                     continue
                 yield row
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             errors.add(f"truncated or corrupt gzip after line {number} ({exc})")
         except OSError as exc:
             errors.add(f"cannot read file after line {number}: {exc}")
-    if untimed:
-        errors.add(f"{untimed} records without start or end time; not placed on the timeline")
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -369,7 +366,9 @@ def _first_line(path: Path) -> list[str] | None:
 def looks_like_flow_log(path: Path) -> bool:
     """The first line is a header of flow log fields, or a default-format record."""
     tokens = _first_line(path)
-    return bool(tokens) and (header_fields(tokens) is not None or is_default_record(tokens))
+    if not tokens:
+        return False
+    return header_fields(tokens) is not None or is_default_record(tokens)
 
 
 def recognise(paths: Sequence[Path]) -> int:
