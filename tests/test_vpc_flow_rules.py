@@ -51,6 +51,9 @@ def records() -> list[str]:
         # the instance calling a mining pool (finding) and a web site (none)
         rec(dstaddr="198.51.100.9", dstport=3333, start=START + 120, end=START + 180),
         rec(dstaddr="198.51.100.10", dstport=443, start=START + 120, end=START + 180),
+        # five gigabytes out to one address: no rule (no value sums), the query finds it
+        rec(dstaddr="198.51.100.99", dstport=443, bytes=5_000_000_000, start=START + 130,
+            end=START + 190),
         # a NODATA interval: a row, no connection
         rec(srcaddr=None, dstaddr=None, srcport=None, dstport=None, protocol=None,
             packets=None, bytes=None, action=None, log_status="NODATA",
@@ -152,6 +155,17 @@ def test_a_sysmon_style_network_connection_rule_runs_unmodified(flow_case: Path)
     found = findings(flow_case)
     rule = found["0e6c3a55-36a8-4b0e-9b8f-3c1f8f1d2a10"]
     assert set(rule["event_ids"]) == ids(flow_case, "target = '198.51.100.9:3333/tcp'")
+
+
+def test_the_egress_volume_query_of_the_docs_finds_the_big_upload(flow_case: Path) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "detection.md").read_text()
+    sql = doc.split("`cloudir query` answers it, e.g. `", 1)[1].split("`.", 1)[0]
+    top = query(flow_case, " ".join(sql.split()))[0]
+    assert (top["src_ip"], top["dst"], top["bytes"]) == (
+        "10.0.1.15",
+        "198.51.100.99",
+        5_000_000_000,
+    )
 
 
 def test_engine_and_reference_agree_on_flow_rows(flow_case: Path) -> None:
