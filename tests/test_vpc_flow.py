@@ -166,8 +166,9 @@ def test_header_variations(tmp_path: Path) -> None:
 
 
 def test_header_less_default_records_are_read_as_cloudwatch_holds_them(tmp_path: Path) -> None:
-    path = write_flow_log(tmp_path / "cw.log", [flow_record(), flow_record(dstport=53)],
-                          header=False)  # fmt: skip
+    # an interface an AWS service created reads account-id `unknown`
+    first = flow_record(account_id="unknown", interface_id="eni-0123456789abcdef0")
+    path = write_flow_log(tmp_path / "cw.log", [first, flow_record(dstport=53)], header=False)
     rows, errors = read(path)
     assert errors == [] and [raw(r)["dstport"] for r in rows] == [443, 53]
 

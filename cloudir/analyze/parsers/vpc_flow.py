@@ -17,8 +17,8 @@ records AWS dropped for capacity) carry no addresses; they are still rows, with 
 status as the action: a gap in what the flow log saw is part of the evidence.
 
 A bad line (a field count other than the header's, a port, count or time that is not a
-number, an address that is not one, an end before the start, a time outside years
-1-9999) is one entry in timeline/errors.jsonl, and the rest of the file still reads.
+number, an address that is not one, an end before the start, no time at all, a time
+outside years 1-9999) is one entry in timeline/errors.jsonl; the rest of the file reads.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ DEFAULT_FIELDS = (
     "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
     "protocol", "packets", "bytes", "start", "end", "action", "log-status",
 )  # fmt: skip
-# Every field the flow log record format documents (versions 2 to 10):
+# Every field the flow log record format documented when this was written (a header
+# names at least half known fields; an unknown one is read as text all the same):
 # https://docs.aws.amazon.com/vpc/latest/userguide/flow-log-records.html
 KNOWN_FIELDS = frozenset(
     {
@@ -76,7 +77,7 @@ KNOWN_FIELDS = frozenset(
         "ecs-cluster-arn", "ecs-cluster-name", "ecs-container-instance-arn",
         "ecs-container-instance-id", "ecs-container-id", "ecs-second-container-id",
         "ecs-service-name", "ecs-task-definition-arn", "ecs-task-arn", "ecs-task-id",
-        "reject-reason", "resource-id", "encryption-status",
+        "reject-reason",
     }
 )  # fmt: skip
 # Fields that are numbers, with their largest value: anything else there is a bad line.
@@ -137,8 +138,8 @@ def is_default_record(tokens: Sequence[str]) -> bool:
     except BadLine:
         return False
     return (
-        re.fullmatch(r"\d{12}|-", tokens[1]) is not None
-        and re.fullmatch(r"eni-[0-9a-f]+|-", tokens[2]) is not None
+        re.fullmatch(r"\d{12}|unknown|-", tokens[1]) is not None  # unknown: an AWS service's
+        and re.fullmatch(r"[a-z]+(-[0-9a-z]+)+|-", tokens[2]) is not None
         and record["start"] is not None
         and tokens[12] in ("ACCEPT", "REJECT", "-")
         and tokens[13] in ("OK", "NODATA", "SKIPDATA")
