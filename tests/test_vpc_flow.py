@@ -302,3 +302,15 @@ def test_a_parquet_delivery_is_skipped_with_its_reason(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1")
     assert not flow.accepts(path)
     assert "Parquet delivery format" in (registry.skip_reason("vpc-flow", path) or "")
+
+
+def test_an_item_of_flow_logs_and_cloudtrail_is_cloudtrail(tmp_path: Path) -> None:
+    """One path is one item of one kind (docs/parsers.md says to give vpcflowlogs/ apart)."""
+    flows = write_flow_log(tmp_path / delivery_name(), [flow_record()], gz=True)
+    trail = tmp_path / "111122223333_CloudTrail_us-east-1_20260101T1000Z_abc.json.gz"
+    trail.write_bytes(gzip.compress(b'{"Records": []}'))
+    readme = tmp_path / "README.txt"
+    readme.write_text("synced from the log bucket\n")
+    assert flow.recognise([flows, readme]) == registry.BY_NAME
+    assert recognise_kind([flows, readme]) == "vpc-flow"
+    assert recognise_kind([flows, trail]) == "cloudtrail"
