@@ -224,7 +224,7 @@ def flow_case_row(
     fields.pop("at", None)
     start = int(when.timestamp())
     line = flow_record(LATEST_FIELDS, **{"start": start, "end": start + 60, **fields})
-    record = vpc_flow._values(vpc_flow.Format(LATEST_FIELDS), line.split())
+    record = vpc_flow.parse_record(vpc_flow.Format(LATEST_FIELDS), line.split())
     row = vpc_flow.flow_row(record, "vpcflow-rule-cases", 1)
     assert row is not None
     return {**row._asdict(), "timestamp": when, "event_id": event_id}

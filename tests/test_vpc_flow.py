@@ -314,3 +314,21 @@ def test_an_item_of_flow_logs_and_cloudtrail_is_cloudtrail(tmp_path: Path) -> No
     assert flow.recognise([flows, readme]) == registry.BY_NAME
     assert recognise_kind([flows, readme]) == "vpc-flow"
     assert recognise_kind([flows, trail]) == "cloudtrail"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(cut=st.integers(0, 10_000), flip=st.integers(0, 10_000), byte=st.integers(0, 255))
+def test_a_damaged_gzip_gives_rows_and_errors_only(
+    tmp_path: Path, cut: int, flip: int, byte: int
+) -> None:
+    records = [flow_record(V5_FIELDS, srcport=p, bytes=p * 31) for p in range(1000, 1400)]
+    data = bytearray(gzip.compress(("\n".join([" ".join(V5_FIELDS), *records]) + "\n").encode()))
+    data[flip % len(data)] = byte
+    path = tmp_path / "damaged.log.gz"
+    path.write_bytes(bytes(data[: len(data) - cut % len(data)]))
+    rows, errors = read(path)
+    assert len(rows) <= len(records)
+    assert all(raw(row)["srcport"] in range(0, 65536) for row in rows)
+    if len(rows) < len(records):
+        assert errors, "a record lost without an error entry"

@@ -134,7 +134,7 @@ def is_default_record(tokens: Sequence[str]) -> bool:
     if len(tokens) != len(DEFAULT_FIELDS) or tokens[0] != "2":
         return False
     try:
-        record = _values(Format(DEFAULT_FIELDS, header=False), tokens)
+        record = parse_record(Format(DEFAULT_FIELDS, header=False), tokens)
     except BadLine:
         return False
     return (
@@ -146,7 +146,7 @@ def is_default_record(tokens: Sequence[str]) -> bool:
     )
 
 
-def _values(fmt: Format, tokens: Sequence[str]) -> dict[str, Any]:
+def parse_record(fmt: Format, tokens: Sequence[str]) -> dict[str, Any]:
     """One record's fields by name, checked: numbers as int, `-` as None."""
     if len(tokens) != len(fmt.fields):
         raise BadLine(f"{len(tokens)} fields where the format has {len(fmt.fields)}")
@@ -290,7 +290,7 @@ def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
                         return
                     fmt = Format(DEFAULT_FIELDS, header=False)
                 try:
-                    record = _values(fmt, tokens)
+                    record = parse_record(fmt, tokens)
                 except BadLine as exc:
                     errors.add(f"bad flow record: {exc}", line=number)
                     continue
