@@ -121,6 +121,7 @@ def test_the_flow_rules_find_the_three_attacks_and_nothing_else(flow_case: Path)
     assert set(scan["event_ids"]) == ids(flow_case, "src_ip = '10.0.3.7'")
     assert len(scan["event_ids"]) == len(SCAN_PORTS)
     assert scan["outcome"] == "attempted"  # every scanned port was rejected
+    assert scan["level"] == scan["rule_level"] == "low"  # and that is what it looks for
 
 
 def test_the_rows_carry_the_flow(flow_case: Path) -> None:
