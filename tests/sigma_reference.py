@@ -57,6 +57,10 @@ def _has_command_line(row: Row) -> bool:
     return bool(row.values("CommandLine"))
 
 
+def _has_source_address(row: Row) -> bool:
+    return row.record.get("src_ip") is not None
+
+
 # Re-stated from docs/detection.md rather than imported, so that a change to the engine's
 # table shows up as a disagreement instead of silently changing the reference too.
 _SYSLOG = ("linux:syslog", "linux:auth", "linux:cron", "linux:journal")
@@ -72,6 +76,9 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
     ("docker", "diff", None): (("container:diff",), None),
     ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
+    ("aws", "vpcflowlogs", None): (("aws:vpc-flow",), None),
+    ("aws", None, "network_connection"): (("aws:vpc-flow",), _has_source_address),
+    (None, None, "network_connection"): (("aws:vpc-flow",), _has_source_address),
 }
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from tests.conftest import REPO, cloudir
 from tests.timeline_rows import timeline_row, write_timeline
+from tests.vpc_flow_lines import LATEST_FIELDS, flow_record
 
 RULES_DIR = REPO / "cloudir" / "analyze" / "rules"
 CASES_FILE = Path(__file__).parent / "data" / "rule_cases.yml"
@@ -39,6 +40,9 @@ FIRST_DAY = date(2026, 1, 1)
 DEFAULT_START = time(10, 0, 0)
 # Artifacts whose `raw` is a syslog line; the host parsers add its time and host to `raw`.
 SYSLOG_ARTIFACTS = {"linux:auth", "linux:syslog", "linux:cron", "linux:journal"}
+# Logsources whose events are rows a parser writes from a record given in the cases (not
+# CloudTrail), and the group (fixture `<group>_run`) their rules' events go into.
+ROW_PRODUCTS = {("aws", "vpcflowlogs"): "vpcflow"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class ShippedRule:
     rule_id: str
     title: str
     path: Path
-    product: str  # "aws" or "linux": which case its events go into
+    product: str  # "aws", "linux", "docker", "vpcflow": which case its events go into
 
     def describe(self) -> str:
         return f"{self.path.name}: {self.title} ({self.rule_id})"
@@ -76,7 +80,8 @@ def shipped_rules() -> dict[str, ShippedRule]:
     def product(doc: dict[str, Any]) -> str:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
-        return str(doc["logsource"]["product"])
+        source = doc["logsource"]
+        return ROW_PRODUCTS.get((source.get("product"), source.get("service")), source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -155,7 +160,9 @@ def built_events() -> dict[str, RuleEvents]:
             for index, spec in enumerate((cases or {}).get(polarity) or []):
                 event_id = f"{tag}-{polarity[:3]}-{index + 1:02d}"
                 when = event_time(day, spec.get("at"), index)
-                if rule.product == "aws":
+                if rule.product == "vpcflow":
+                    events.records.append(flow_case_row(cases, spec, when, event_id, tokens))
+                elif rule.product == "aws":
                     record = cloudtrail_record(defaults["cloudtrail"], cases, spec)
                     record.update(eventTime=when.strftime("%Y-%m-%dT%H:%M:%SZ"), eventID=event_id)
                     events.records.append(substitute(record, tokens))
@@ -200,6 +207,27 @@ def linux_row(
     return timeline_row(
         artifact, when, raw, event_id=event_id, evidence_id="linux-rule-cases", **columns
     )
+
+
+def flow_case_row(
+    cases: dict[str, Any],
+    spec: dict[str, Any],
+    when: datetime,
+    event_id: str,
+    tokens: dict[str, str],
+) -> dict[str, Any]:
+    """A flow record of every field (the rule's defaults, then the event's fields by their
+    flow log names) starting at `when`, as the vpc-flow parser reads it into a row."""
+    from cloudir.analyze.parsers import vpc_flow
+
+    fields = substitute({**(cases.get("defaults") or {}), **spec}, tokens)
+    fields.pop("at", None)
+    start = int(when.timestamp())
+    line = flow_record(LATEST_FIELDS, **{"start": start, "end": start + 60, **fields})
+    record = vpc_flow.parse_record(vpc_flow.Format(LATEST_FIELDS), line.split())
+    row = vpc_flow.flow_row(record, "vpcflow-rule-cases", 1)
+    assert row is not None
+    return {**row._asdict(), "timestamp": when, "event_id": event_id}
 
 
 def rules_of(product: str) -> Iterator[tuple[ShippedRule, RuleEvents]]:
@@ -267,6 +295,11 @@ def _rows_run(tmp_path_factory: pytest.TempPathFactory, product: str) -> DetectR
 @pytest.fixture(scope="module")
 def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "linux")
+
+
+@pytest.fixture(scope="module")
+def vpcflow_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "vpcflow")
 
 
 @pytest.fixture(scope="module")
