@@ -10,6 +10,8 @@ of the right kind with custody, and says what is off.
 from __future__ import annotations
 
 import gzip
+import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from cloudir.capture.log_sources import _s3_destination
-from tests.conftest import boto_client, cloudir, custody
+from tests.conftest import boto_client, cloudir, custody, query
 
 ACCOUNT = "123456789012"  # moto's
 REGION = "us-east-1"
@@ -141,10 +143,57 @@ def test_each_source_is_found_from_its_configuration_and_copied_as_listed(
         assert closing["action"] == "capture-complete"
     assert "other buckets logging there are captured too" in run.stderr
 
+    built = cloudir("timeline", "--case", str(case), "--json")
+    assert built.code in (0, 3), built.stderr  # the other kinds' stand-in files are not logs
+    [flow] = query(case, "SELECT src_ip, target, action, host FROM timeline "
+                         "WHERE artifact = 'aws:vpc-flow'")  # fmt: skip
+    assert flow == {"src_ip": "198.51.100.7", "target": "10.0.1.5:22/tcp", "action": "ACCEPT",
+                    "host": "eni-0a1b2c3d"}  # fmt: skip
+
     again = _capture(case, estate["url"], "--vpc-flow", estate["flow_log"])
     assert again.code == 0, again.stderr
     [resumed] = again.json()["items"]
     assert (resumed["captured"], resumed["skipped"], resumed["resumed"]) == (0, 1, True)
+
+
+def test_flow_logs_delivered_to_cloudwatch_are_read_in_their_own_format(
+    moto_url: str, tmp_path: Path
+) -> None:
+    ec2, logs = boto_client(moto_url, "ec2"), boto_client(moto_url, "logs")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    group = f"/vpc/flows-{uuid.uuid4().hex[:8]}"
+    logs.create_log_group(logGroupName=group)
+    made = ec2.create_flow_logs(
+        ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs", LogGroupName=group,
+        DeliverLogsPermissionArn=f"arn:aws:iam::{ACCOUNT}:role/flow-logs",
+        LogFormat="${srcaddr} ${dstaddr} ${dstport} ${protocol} ${action} ${start} ${end}",
+    )  # fmt: skip
+    assert made["FlowLogIds"], made["Unsuccessful"]
+    logs.create_log_stream(logGroupName=group, logStreamName="eni-0ff1-all")
+    now = int(time.time())  # CloudWatch Logs takes no events older than 14 days
+    logs.put_log_events(
+        logGroupName=group, logStreamName="eni-0ff1-all",
+        logEvents=[
+            {"timestamp": (now - 600) * 1000,
+             "message": f"10.7.1.9 203.0.113.50 3333 6 ACCEPT {now - 600} {now - 540}"},
+            {"timestamp": (now - 590) * 1000, "message": "not a flow record"},
+        ],
+    )  # fmt: skip
+    case = tmp_path / "case"
+    run = cloudir(
+        "capture", "logs", "--case", str(case), "--endpoint-url", moto_url, "--region", REGION,
+        "--start", "1h", "--json", "--vpc-flow", vpc,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert f"is delivered to the log group {group}" in run.stderr
+    [item] = run.json()["items"]
+    meta = json.loads((case / "evidence" / item["evidence_id"] / "meta.json").read_text())
+    assert meta["kind"] == "vpc-flow" and meta["log_format"].startswith("${srcaddr}")
+    built = cloudir("timeline", "--case", str(case), "--json")
+    assert built.code == 0 and built.json()["errors"] == 1, built.stdout
+    [flow] = query(case, "SELECT src_ip, target, action FROM timeline")
+    assert flow == {"src_ip": "10.7.1.9", "target": "203.0.113.50:3333/tcp", "action": "ACCEPT"}
 
 
 def test_logging_that_is_off_is_said(estate: dict[str, Any], tmp_path: Path) -> None:

@@ -84,11 +84,13 @@ def capture_log_group(
     stream_prefix: str | None = None,
     kind: str = KIND,
     name: str = "logs",
+    meta: dict[str, Any] | None = None,
 ) -> LogGroupResult:
     """Every event of `log_group` in `window` (matching `filter_pattern`, in CloudWatch
     Logs' own filter syntax, and in streams named `stream_prefix...`) into one evidence
     item of pages as received. `kind` and `name` (the item id's start) let a source whose
-    events have their own parser (an EKS cluster's audit log) keep its pages apart."""
+    events have their own parser (an EKS cluster's audit log, flow logs) keep its pages
+    apart; `meta` goes into meta.json for that parser (a flow log's field format)."""
     region = region or aws.region
     client = aws.client("logs", region)
     described = find_log_group(aws, log_group, region)
@@ -113,7 +115,8 @@ def capture_log_group(
     evidence_id = case.item_with_source(source) or case.unique_evidence_id(
         f"{name}-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
     )
-    meta = {
+    item_meta = {
+        **(meta or {}),
         "kind": kind,
         "source": source,
         "log_group": described,
@@ -125,7 +128,7 @@ def capture_log_group(
     else:
         retention = f"are kept {described['retentionInDays']} days"
     report(f"log group {log_group} ({region}): its events {retention}")
-    result = LogGroupResult(case.item(evidence_id, meta), log_group, region)
+    result = LogGroupResult(case.item(evidence_id, item_meta), log_group, region)
     result.item.summary = functools.partial(_summary, result)
     if result.item.resumed and _closed_whole(case, evidence_id):
         report(f"{evidence_id}: this group and window are already captured whole")

@@ -25,12 +25,24 @@ ALB_KIND: Final = "alb-access"
 S3_ACCESS_KIND: Final = "s3-access"
 
 
+@dataclass(frozen=True)
+class DeliveredGroup:
+    """A CloudWatch Logs group a service delivers to, and how its events are to be read:
+    `kind` the evidence kind of its pages (the source's own parser reads them), `meta`
+    what that parser needs to know (a flow log's field format)."""
+
+    name: str
+    holds: str  # "flow log fl-... of vpc-...": said when it is captured
+    kind: str = "cloudwatch-logs"
+    meta: tuple[tuple[str, Any], ...] = ()
+
+
 @dataclass
 class Found:
     """What a source's configuration points at."""
 
     folders: list[LogFolder] = field(default_factory=list)
-    log_groups: list[tuple[str, str]] = field(default_factory=list)  # (group, what it holds)
+    log_groups: list[DeliveredGroup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def add(self, other: Found) -> None:
@@ -120,7 +132,12 @@ def _flow_destination(flow: dict[str, Any], account: str, region: str) -> Found:
         )
     elif kind == "cloud-watch-logs":
         group = flow.get("LogGroupName") or _group_of(str(flow.get("LogDestination", "")))
-        found.log_groups.append((group, f"flow log {flow_id} of {resource}"))
+        found.log_groups.append(
+            DeliveredGroup(
+                group, f"flow log {flow_id} of {resource}", FLOW_KIND,
+                (("log_format", flow.get("LogFormat")),),
+            )
+        )  # fmt: skip
     else:
         found.notes.append(
             f"flow log {flow_id} of {resource} delivers to {kind} "
@@ -185,7 +202,9 @@ def resolver_query_logs(aws: Aws, wanted: list[str], account: str, region: str) 
                 )
         elif ":log-group:" in destination:
             found.log_groups.append(
-                (_group_of(destination), f"Resolver query logs of {', '.join(chosen)}")
+                DeliveredGroup(
+                    _group_of(destination), f"Resolver query logs of {', '.join(chosen)}"
+                )
             )
         else:
             found.notes.append(

@@ -315,6 +315,7 @@ def capture_logs(
     """
     from cloudir.aws import open_case_as_caller
     from cloudir.capture.log_group import capture_log_group, find_log_group
+    from cloudir.capture.log_sources import DeliveredGroup
     from cloudir.console import count_progress
     from cloudir.timewindow import Window
 
@@ -326,9 +327,9 @@ def capture_logs(
     window = Window.parse(start, end)
     aws = open_aws(profile, region, endpoint_url, retry_mode, workers)
     found = _delivered_logs(aws, vpc_flow, dns, alb, s3_access)
-    groups = [(name, "") for name in log_group or []] + found.log_groups
-    for name, _ in groups:  # every name checked before the case is made or changed
-        find_log_group(aws, name, region)
+    groups = [DeliveredGroup(name, "") for name in log_group or []] + found.log_groups
+    for group in groups:  # every name checked before the case is made or changed
+        find_log_group(aws, group.name, region)
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
     for note in found.notes:
         say(note)
@@ -342,20 +343,24 @@ def capture_logs(
                 the_case, aws, found.folders, window, workers, identity, say,
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
-    for name, holds in groups:
-        if holds:
-            say(f"{holds} is delivered to the log group {name}")
+    for group in groups:
+        if group.holds:
+            say(f"{group.holds} is delivered to the log group {group.name}")
         with count_progress() as bar:
-            task = bar.add_task(name, total=None)
+            task = bar.add_task(group.name, total=None)
 
-            def on_page(pages: int, events: int, task: Any = task, name: str = name) -> None:
+            def on_page(pages: int, events: int, task: Any = task, name: str = group.name) -> None:
                 bar.update(task, completed=pages, description=f"{name}: {events} events")
 
+            named = not group.holds  # --filter is for the groups named with --log-group
             results.append(
                 capture_log_group(
-                    the_case, aws, name, window, identity, say, filter_pattern, region, on_page
+                    the_case, aws, group.name, window, identity, say,
+                    filter_pattern if named else None, region, on_page,
+                    kind=group.kind, name="logs" if group.kind == "cloudwatch-logs" else group.kind,
+                    meta=dict(group.meta),
                 )
-            )
+            )  # fmt: skip
     if as_json:
         emit_json(
             {"case": str(case), "window": window.as_dict(), "notes": found.notes,

@@ -250,7 +250,54 @@ def skip_reason(path: Path) -> str | None:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions | None = None
 ) -> Iterator[pa.RecordBatch]:
+    if is_page(path):
+        yield from batches(_page_rows(path, evidence_id, errors), errors)
+        return
     yield from batches(_rows(path, evidence_id, errors), errors)
+
+
+def is_page(path: Path) -> bool:
+    """A CloudWatch Logs page (`capture logs --vpc-flow` of a flow log delivered there)."""
+    return path.parent.name == "pages" and path.suffix.lower() == ".json"
+
+
+def page_format(path: Path) -> Format:
+    """The flow log's own field format (`${version} ${account-id} ...`, recorded by the
+    capture from DescribeFlowLogs), else the default: CloudWatch Logs holds no header."""
+    try:
+        meta = json.loads((path.parent.parent / "meta.json").read_bytes())
+    except (OSError, ValueError):
+        meta = {}
+    text = meta.get("log_format") if isinstance(meta, dict) else None
+    fields = tuple(re.findall(r"\$\{([a-z0-9-]+)\}", text)) if isinstance(text, str) else ()
+    return Format(fields or DEFAULT_FIELDS, header=False)
+
+
+def _page_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
+    """Each log event's message is one record, in the flow log's format."""
+    from cloudir.analyze.parsers.cloudwatch_logs import read_page
+
+    page = read_page(path, errors)
+    if page is None:
+        return
+    fmt = page_format(path)
+    digits = re.sub(r"\D", "", path.stem)
+    first = int(digits[-9:] or 0) * 100_000  # rows of two pages never share an occurrence
+    for number, event in enumerate(page[0], 1):
+        message = event.get("message") if isinstance(event, dict) else None
+        if not isinstance(message, str) or len(message) > MAX_LINE:
+            errors.add("a log event without a flow record as its message", record=number)
+            continue
+        try:
+            record = parse_record(fmt, message.split())
+        except BadLine as exc:
+            errors.add(f"not a flow record: {exc}", record=number)
+            continue
+        row = flow_row(record, evidence_id, first + number)
+        if row is None:
+            errors.add("a flow record without a start or end time", record=number)
+            continue
+        yield row
 
 
 def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
