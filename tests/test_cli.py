@@ -163,7 +163,17 @@ def test_demo_runs_the_whole_job_offline(tmp_path: Path) -> None:
     assert expected <= titles
     for title in titles:
         assert title in result.stdout
-    assert {ip for f in findings for ip in f["entities"]["source_ips"]} == {"203.0.113.77"}
+    network = {
+        "SSH or RDP Accepted From the Internet (VPC Flow Logs)",
+        "Connection to a Cryptocurrency Mining Pool Port (VPC Flow Logs)",
+    }
+    assert network <= titles  # the runner's flow log: the way in, and the miner's pool
+    [mining] = [f for f in findings if f["title"].startswith("Connection to a Cryptocurrency")]
+    runner_address = mining["entities"]["source_ips"]
+    assert {ip for f in findings for ip in f["entities"]["source_ips"]} == {
+        "203.0.113.77",
+        *runner_address,
+    }
     # and ends with the report
     assert result.stdout.rstrip().splitlines()[-1].startswith(f"Report: {case}/report/report.html")
     report = json.loads((case / "report/report.json").read_text())

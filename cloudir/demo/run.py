@@ -1,7 +1,9 @@
 """`cloudir demo`: the whole job against an AWS emulator started in this process.
 
 The story: an access key leaked from a CI system is used from a new address to look
-around, read a backup, create a backdoor user with its own key, and stop the trail.
+around, read a backup, create a backdoor user with its own key, and stop the trail; the
+runner it leaked from was entered over SSH from that address and calls a mining pool
+(its VPC flow log).
 Everything runs through the real capture and timeline code; only AWS is emulated.
 """
 
@@ -245,6 +247,7 @@ def run_demo(
     from cloudir.case_lock import clear_folder_keeping_lock
     from cloudir.demo.alert import stop_logging_finding, triage_demo_alert
     from cloudir.demo.container import capture_compromised_container
+    from cloudir.demo.network import capture_network
     from cloudir.report.write import FORMATS, write_report
     from cloudir.timewindow import Window
 
@@ -282,6 +285,7 @@ def run_demo(
         runner = capture_runner(the_case, aws, identity, intrusion, say)
         if runner:
             show_isolation_plan(the_case, aws, runner, say)
+        capture_network(the_case, aws, identity, runner, intrusion, ATTACKER_IP, say)
     finally:
         server.stop()
     # The same intruder's shell in a web container, when a Docker engine is reachable.
