@@ -77,7 +77,9 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
-    assert capture_kinds() == ["cloudtrail", "disk-image", "container-image", "alert", "files"]
+    assert capture_kinds() == [
+        "cloudtrail", "disk-image", "container-image", "alert", "route53-resolver", "files",
+    ]  # fmt: skip
 
 
 def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> None:
@@ -86,9 +88,10 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
         "capture", "files", "--case", str(tmp_path / "case"), "--kind", "nope", str(tmp_path)
     )
     assert result.code == 2
-    assert "--kind must be auto, cloudtrail, disk-image, container-image, alert or files" in (
-        result.stderr
-    )
+    assert (
+        "--kind must be auto, cloudtrail, disk-image, container-image, alert, "
+        "route53-resolver or files"
+    ) in " ".join(result.stderr.split())
 
 
 def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
@@ -107,6 +110,7 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("linux", None, "process_creation"): LogSource(process, PROCESS_CONDITION),
         ("docker", "diff", None): LogSource(("container:diff",)),
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
+        ("aws", "route53", None): LogSource(("aws:route53_resolver",)),
     }
     assert list(LOGSOURCES.items()) == list(expected.items())
 
