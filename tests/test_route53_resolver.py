@@ -1,0 +1,283 @@
+"""Route 53 Resolver query logs on the timeline: one row per query, every bad line counted.
+
+The parser is called directly for the columns and for hostile input (Hypothesis over
+line shapes); recognition through `recognise_kind`; and once end to end through the CLI
+(capture files with the kind recognised, timeline, detect) in test_route53_resolver_e2e.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudir.analyze import parsers
+from cloudir.analyze.parsers import ErrorLog, recognise_kind
+from cloudir.analyze.parsers import route53_resolver as resolver
+from tests.conftest import records_gz
+from tests.route53_resolver_logs import (
+    INSTANCE,
+    blocked,
+    line_of,
+    resolver_record,
+    s3_name,
+    write_log,
+)
+
+DATA = Path(__file__).parent / "data" / "route53-resolver"
+DOC_EXAMPLE = DATA / "aws-documentation-example.log"
+WHEN = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+
+
+def parse(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    errors = ErrorLog("ev-dns", str(path))
+    rows = [row for batch in resolver.parse(path, "ev-dns", errors) for row in batch.to_pylist()]
+    return rows, errors.entries
+
+
+# -- rows -----------------------------------------------------------------------------------
+def test_the_aws_documentation_example_is_one_row_with_its_columns() -> None:
+    rows, errors = parse(DOC_EXAMPLE)
+    assert errors == []
+    [row] = rows
+    line = DOC_EXAMPLE.read_text().rstrip("\n")
+    assert {k: v for k, v in row.items() if k != "event_id"} == {
+        "timestamp": datetime(2021, 2, 4, 17, 51, 55, tzinfo=UTC),
+        "timestamp_desc": "Query Time",
+        "source": "route53",
+        "artifact": "aws:route53_resolver",
+        "host": "i-0d15cd0d3example",
+        "user": None,
+        "src_ip": "4.5.64.102",
+        "action": "dns:PTR",
+        "target": "15.3.4.32.in-addr.arpa",
+        "outcome": "blocked",  # DNS Firewall's BLOCK, whatever the rcode says
+        "message": "4.5.64.102 (i-0d15cd0d3example) asked PTR 15.3.4.32.in-addr.arpa: "
+        "NOERROR 203.0.113.9 (DNS Firewall BLOCK)",
+        "evidence_id": "ev-dns",
+        "raw": line,  # byte for byte as delivered
+    }
+    assert len(row["event_id"]) == 32
+
+
+def test_the_cloudwatch_export_form_reads_as_the_s3_form() -> None:
+    rows, errors = parse(DATA / "cloudwatch-export-example.log")
+    assert errors == []
+    assert rows == parse(DOC_EXAMPLE)[0]  # the export's time prefix is not the record
+
+
+def test_gzip_and_plain_files_give_the_same_rows(tmp_path: Path) -> None:
+    records = [
+        resolver_record(query_timestamp=f"2026-01-01T10:00:0{n}Z", query_name=f"h{n}.example.com.")
+        for n in range(5)
+    ]
+    plain, plain_errors = parse(write_log(tmp_path / "a.log", records, gz=False))
+    packed, packed_errors = parse(write_log(tmp_path / s3_name(WHEN), records))
+    assert plain_errors == packed_errors == []
+    assert [r["target"] for r in plain] == [f"h{n}.example.com" for n in range(5)]
+    assert plain == packed
+
+
+def test_columns_of_an_answered_query_and_of_the_other_outcomes(tmp_path: Path) -> None:
+    many = [{"Rdata": f"198.51.100.{n}", "Type": "A", "Class": "IN"} for n in range(7)]
+    records = [
+        resolver_record(answers=many),
+        resolver_record(rcode="NXDOMAIN", answers=[], query_type="TXT"),
+        resolver_record(rcode="SERVFAIL", answers=None, srcids=None, query_type=None),
+        blocked(resolver_record(), "ALERT"),
+        resolver_record(srcids={"resolver_endpoint": "rslvr-in-0123456789abcdef0"}),
+    ]
+    rows, errors = parse(write_log(tmp_path / "q.log.gz", records))
+    assert errors == []
+    assert [(r["action"], r["outcome"], r["host"]) for r in rows] == [
+        ("dns:A", "success", INSTANCE),
+        ("dns:TXT", "NXDOMAIN", INSTANCE),
+        ("dns:query", "SERVFAIL", None),
+        ("dns:A", "success", INSTANCE),  # ALERT lets the query through
+        ("dns:A", "success", None),  # an inbound endpoint's query: no instance
+    ]
+    assert rows[0]["message"] == (
+        f"10.0.1.25 ({INSTANCE}) asked A example.com: NOERROR 198.51.100.0, 198.51.100.1, "
+        "198.51.100.2, 198.51.100.3, 198.51.100.4, ... (7 answers)"
+    )
+    assert rows[3]["message"].endswith("(DNS Firewall ALERT)")
+    assert {r["src_ip"] for r in rows} == {"10.0.1.25"}
+
+
+def test_rows_come_in_batches_of_at_most_batch_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parsers, "BATCH_ROWS", 4)
+    records = [resolver_record(query_name=f"n{n}.example.com.") for n in range(10)]
+    errors = ErrorLog()
+    sizes = [b.num_rows for b in resolver.parse(write_log(tmp_path / "x.log.gz", records),
+                                                "ev", errors)]  # fmt: skip
+    assert sizes == [4, 4, 2] and errors.entries == []
+
+
+# -- bad lines --------------------------------------------------------------------------------
+def test_every_bad_line_is_one_counted_error_and_the_rest_are_rows(tmp_path: Path) -> None:
+    good = line_of(resolver_record())
+    lines = [
+        good,  # 1
+        '{"query_name": "x.example.com.", "srcids": {}',  # 2 truncated JSON
+        line_of(resolver_record(query_timestamp=None)),  # 3 no time
+        line_of(resolver_record(query_timestamp="2026-02-30T10:00:00Z")),  # 4 no such day
+        line_of(resolver_record(query_timestamp="9999-12-31T23:59:59-01:00")),  # 5 year 10000
+        line_of(resolver_record(query_timestamp=1767261600)),  # 6 a number, not ISO text
+        line_of(resolver_record(query_name=12)),  # 7 wrong type
+        line_of(resolver_record(srcids="i-0abc")),  # 8 wrong type
+        line_of(resolver_record(answers={"Rdata": "1.2.3.4"})),  # 9 wrong type
+        line_of(resolver_record(srcids={"instance": ["i-1"]})),  # 10 wrong type inside
+        '["not", "a", "record"]',  # 11
+        line_of(resolver_record(query_name=None)),  # 12 no name
+        "",  # 13 blank: nothing
+        good,  # 14
+    ]
+    path = tmp_path / "bad.log"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"query_name": "\xff"}\n')
+    rows, errors = parse(path)
+    assert len(rows) == 2
+    assert [e["line"] for e in errors] == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15]
+    reasons = [e["reason"] for e in errors]
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1] == "no query_timestamp; not placed"
+    assert reasons[2] == "unreadable query_timestamp '2026-02-30T10:00:00Z'"
+    assert reasons[4] == "query_timestamp is not a string; not placed"
+    assert reasons[5] == "query_name is a JSON number, not a str"
+    assert reasons[7] == "answers is a JSON object, not a list"
+    assert reasons[8] == "srcids.instance is a JSON array, not a str"
+    assert reasons[-1] == "not valid UTF-8; not a query record"
+
+
+def test_an_over_long_line_is_reported_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resolver, "MAX_LINE_BYTES", 400)
+    huge = line_of(resolver_record(query_name="a" * 2000 + "."))
+    path = write_log(tmp_path / "long.log.gz", [huge, line_of(resolver_record())])
+    rows, errors = parse(path)
+    assert len(rows) == 1
+    assert [(e["line"], e["reason"]) for e in errors] == [(1, "line over 400 bytes; not parsed")]
+
+
+def test_a_truncated_gzip_keeps_the_rows_before_the_cut(tmp_path: Path) -> None:
+    records = [resolver_record(query_name=f"n{n}.example.com.") for n in range(2000)]
+    whole = write_log(tmp_path / "whole.log.gz", records).read_bytes()
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    rows, errors = parse(cut)
+    assert 0 < len(rows) < 2000
+    assert len(errors) == 1 and errors[0]["reason"].startswith("truncated or corrupt gzip")
+
+
+HOSTILE_NAMES = [
+    "'; DROP TABLE timeline; --.example.com.",
+    "\x1b[31mred\x1b[0m.example.com.",
+    "evil\u202etxt.exe.example.com.",
+    "a\nb.example.com.",
+    '"},{"query_name":"forged.example.com.".',
+    "%s%n.example.com.",
+    ".",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_an_attackers_query_name_stays_data(tmp_path: Path, name: str) -> None:
+    rows, errors = parse(write_log(tmp_path / "h.log", [resolver_record(query_name=name)]))
+    assert errors == []
+    [row] = rows
+    assert row["target"] == (name[:-1] if len(name) > 1 else name)
+    assert json.loads(row["raw"])["query_name"] == name
+    assert not any(ord(c) < 0x20 or 0x202A <= ord(c) <= 0x202E for c in row["message"])
+
+
+# -- anything at all: rows or counted errors, never a traceback ---------------------------------
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+FIELD_VALUES = st.one_of(
+    JSON_VALUES,
+    st.sampled_from(["2026-01-01T10:00:00Z", "2026-01-01T10:00:00.123Z", "2026-13-01T00:00:00Z",
+                     "0000-01-01T00:00:00Z", "", "NOERROR", "example.com.", "10.0.1.5"]),
+)  # fmt: skip
+RECORDS = st.dictionaries(
+    st.sampled_from([*resolver.FIELD_TYPES, "query_timestamp", "version", "other"]),
+    FIELD_VALUES,
+    max_size=10,
+)
+
+
+def _lines_from(records: list[dict[str, Any]], cuts: list[int]) -> list[bytes]:
+    lines = []
+    for record, cut in zip(records, cuts, strict=True):
+        base = {**resolver_record(), **record}
+        text = json.dumps(base).encode()
+        lines.append(text[: cut % (len(text) + 1)] if cut % 3 == 0 else text)
+    return lines
+
+
+@given(
+    records=st.lists(RECORDS, min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), min_size=8, max_size=8),
+    packed=st.booleans(),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_line_shape_gives_a_row_or_an_error_entry(
+    tmp_path_factory: pytest.TempPathFactory,
+    records: list[dict[str, Any]],
+    cuts: list[int],
+    packed: bool,
+) -> None:
+    lines = _lines_from(records, cuts[: len(records)])
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path_factory.mktemp("h") / "any.log"
+    path.write_bytes(gzip.compress(data) if packed else data)
+    rows, errors = parse(path)
+    nonblank = sum(1 for line in lines if line.strip())
+    assert len(rows) + len(errors) == nonblank
+    for row in rows:
+        assert row["artifact"] == "aws:route53_resolver" and row["timestamp"] is not None
+        assert row["raw"].encode() in lines
+    for error in errors:
+        assert set(error) >= {"reason", "line"} and error["line"] >= 1
+
+
+# -- recognition ----------------------------------------------------------------------------
+def test_resolver_logs_are_recognised_by_content_and_name(tmp_path: Path) -> None:
+    records = [resolver_record()]
+    aws = write_log(tmp_path / "a" / s3_name(WHEN), records)
+    jsonl = write_log(tmp_path / "b" / "dns.jsonl", records, gz=False)  # CloudTrail's name
+    bare = write_log(tmp_path / "c" / "evidence.bin", records)
+    assert resolver.recognise([aws]) == parsers.BY_NAME_AND_STRUCTURE
+    assert resolver.recognise([bare]) == parsers.BY_CONTENT
+    for path in (aws, jsonl, bare, DOC_EXAMPLE, DATA / "cloudwatch-export-example.log"):
+        assert recognise_kind([path]) == "route53-resolver", path
+    folder = [write_log(tmp_path / "d" / s3_name(WHEN, tag=f"{n:08x}"), records) for n in range(3)]
+    assert recognise_kind(folder) == "route53-resolver"
+
+
+def test_other_json_and_logs_are_not_resolver_logs(tmp_path: Path) -> None:
+    trail = tmp_path / "trail.json.gz"
+    trail.write_bytes(records_gz([{"eventTime": "2026-01-01T10:00:00Z", "eventName": "X"}]))
+    other = write_log(tmp_path / "app.log.gz", ['{"level": "info", "msg": "hi"}'])
+    no_srcids = write_log(tmp_path / "n.log", [resolver_record(srcids=None)], gz=False)
+    assert recognise_kind([trail]) == "cloudtrail"
+    assert resolver.recognise([other]) == resolver.recognise([no_srcids]) == parsers.NOT_MINE
+    empty = tmp_path / s3_name(WHEN)
+    empty.write_bytes(b"")
+    assert resolver.recognise([empty]) == parsers.BY_NAME  # AWS's name, nothing to read
+    mixed = [write_log(tmp_path / "m" / s3_name(WHEN), [resolver_record()]), other]
+    assert resolver.recognise(mixed) == parsers.NOT_MINE
