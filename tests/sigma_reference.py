@@ -72,6 +72,7 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
     ("docker", "diff", None): (("container:diff",), None),
     ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
+    ("aws", "route53", None): (("aws:route53_resolver",), None),
 }
 
 
@@ -475,6 +476,7 @@ def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> 
 
 COMPUTED_FIELDS = (
     "cloudir.api_family",
+    "cloudir.query_domain",
     "cloudir.key_new_address",
     "cloudir.key_new_agent_family",
     "cloudir.caller_in_group",
@@ -506,6 +508,17 @@ def _api_family(row: Row) -> str | None:
     source, name = _one(row, "eventSource"), _one(row, "eventName")
     verb = re.match(r"[A-Za-z][a-z]*", name) if name is not None else None
     return f"{source}:{verb[0]}".lower() if source is not None and verb else None
+
+
+def _query_domain(row: Row) -> str | None:
+    """The domain a DNS query's name is under (docs/detection.md): two labels, or three
+    under a country code's `co.`-like second level."""
+    if row.record.get("artifact") not in ("aws:route53_resolver",):
+        return None
+    name = (row.record.get("target") or "").lower()
+    found = re.search(r"([^.]+\.(?:co|com|net|org|gov|edu|ac|or|ne|go)\.[^.]{2})\Z", name)
+    found = found or re.search(r"([^.]+\.[^.]+)\Z", name)
+    return found[1] if found else None
 
 
 def _key_address(row: Row) -> str | None:
@@ -727,6 +740,7 @@ def annotate_computed(rows: list[Row]) -> None:
     for row in rows:
         values = {
             "cloudir.api_family": _api_family(row),
+            "cloudir.query_domain": _query_domain(row),
             "cloudir.key_new_address": new_address.get(row.event_id),
             "cloudir.key_new_agent_family": new_family.get(row.event_id),
             "cloudir.caller_in_group": in_group.get(row.event_id),

@@ -41,6 +41,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("container", ("container",)),
         ("alert", ("alert",)),
         ("response", ("response",)),
+        ("route53-resolver", ("route53-resolver",)),
         ("host", ("ebs-snapshot", "files")),
     ]
     assert not hasattr(registry, "_PARSER_MODULES")
@@ -55,7 +56,9 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
-    assert out.strip() == "['alert', 'cloudtrail', 'container', 'host', 'image', 'response']"
+    assert out.strip() == (
+        "['alert', 'cloudtrail', 'container', 'host', 'image', 'response', 'route53-resolver']"
+    )
 
 
 def test_a_broken_plug_in_is_one_warning_not_a_crash(
@@ -361,7 +364,7 @@ def test_a_new_log_type_is_one_new_file(tmp_path: Path) -> None:
     case = tmp_path / "case"
 
     refused = cloudir("capture", "files", "--case", str(case), "--kind", "x", str(log), env=env)
-    assert "container-image, alert, widget-log or files" in refused.stderr
+    assert "container-image, alert, route53-resolver, widget-log or files" in refused.stderr
 
     captured = cloudir("capture", "files", "--case", str(case), str(log), "--json", env=env)
     assert captured.code == 0, captured.stderr

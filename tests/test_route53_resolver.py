@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from cloudir.analyze import parsers
 from cloudir.analyze.parsers import ErrorLog, recognise_kind
 from cloudir.analyze.parsers import route53_resolver as resolver
-from tests.conftest import records_gz
+from tests.conftest import cloudir, query, records_gz
 from tests.route53_resolver_logs import (
     INSTANCE,
     blocked,
@@ -281,3 +281,80 @@ def test_other_json_and_logs_are_not_resolver_logs(tmp_path: Path) -> None:
     assert resolver.recognise([empty]) == parsers.BY_NAME  # AWS's name, nothing to read
     mixed = [write_log(tmp_path / "m" / s3_name(WHEN), [resolver_record()]), other]
     assert resolver.recognise(mixed) == parsers.NOT_MINE
+
+
+# -- end to end through the CLI -----------------------------------------------------------------
+RULE_IDS = {
+    "mining": "4b33c60d-9ac4-4af6-bde1-c8058a24ed70",
+    "long_label": "84314776-0add-47fd-ae0c-f66845efd7a4",
+    "subdomains": "b8bbff13-c6ae-40ca-85b8-0c9f56dbe940",
+    "firewall": "28c7ab96-d069-4caa-9dec-e9e43169a07b",
+}
+
+
+def _at(second: int) -> str:
+    return f"2026-03-01T09:{second // 60:02d}:{second % 60:02d}Z"
+
+
+def test_capture_timeline_detect_finds_the_miner_and_the_tunnel(tmp_path: Path) -> None:
+    """A compromised instance resolves its pool, then tunnels out; a quiet neighbour does
+    neither. Every DNS rule fires on the first one's queries only, the engine agrees with
+    the reference evaluator, and the documentation's BLOCK record is found too."""
+    from tests.test_detect_reference import assert_agreement
+
+    bad = {"srcaddr": "10.0.1.99", "srcids": {"instance": "i-0badbadbadbad0001"}}
+    tunnel = [
+        resolver_record(query_timestamp=_at(60 + n), query_type="TXT", rcode="NXDOMAIN",
+                        answers=[], query_name=f"{n:02d}{'q7x2k9m4' * 7}.t.exfil.example.", **bad)
+        for n in range(30)
+    ]  # fmt: skip
+    noisy = [
+        resolver_record(query_timestamp=_at(n), query_name=f"bucket{n}.s3.amazonaws.com.")
+        for n in range(30)
+    ]
+    logs = tmp_path / "AWSLogs" / "111122223333" / "vpcdnsquerylogs" / "vpc-0a1b2c3d4e5f60718"
+    write_log(logs / s3_name(WHEN), [
+        resolver_record(query_timestamp=_at(0), query_name="pool.supportxmr.com.", **bad),
+        resolver_record(query_timestamp=_at(1), query_name="www.example.com."),
+        *tunnel,
+        *noisy,
+    ])  # fmt: skip
+    case = tmp_path / "case"
+    captured = cloudir("capture", "files", "--case", str(case), "--json", str(tmp_path / "AWSLogs"),
+                       str(DOC_EXAMPLE))  # fmt: skip
+    assert captured.code == 0, captured.stderr
+    assert [i["kind"] for i in captured.json()["items"]] == ["route53-resolver"] * 2
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    assert (timeline.json()["rows"], timeline.json()["errors"]) == (63, 0)
+
+    ids = {r["target"]: r["event_id"] for r in query(case, "SELECT target, event_id FROM timeline")}
+    detected = cloudir("detect", "--case", str(case), "--json", "--fail-on", "critical")
+    assert detected.code == 0, detected.stderr
+    findings = {f["rule_id"]: f for f in detected.json()["findings"]}
+    tunnel_ids = {ids[r["query_name"][:-1]] for r in tunnel}
+    assert set(findings["4b33c60d-9ac4-4af6-bde1-c8058a24ed70"]["event_ids"]) == {
+        ids["pool.supportxmr.com"]
+    }
+    assert set(findings[RULE_IDS["long_label"]]["event_ids"]) == tunnel_ids
+    assert set(findings[RULE_IDS["subdomains"]]["event_ids"]) == tunnel_ids
+    assert set(findings[RULE_IDS["firewall"]]["event_ids"]) == {ids["15.3.4.32.in-addr.arpa"]}
+    assert findings[RULE_IDS["firewall"]]["outcome"] == "attempted"  # blocked: it did not work
+    assert findings[RULE_IDS["mining"]]["outcome"] == "succeeded"
+    dns_findings = {r for r in findings if r in RULE_IDS.values()}
+    assert dns_findings == set(RULE_IDS.values())
+    assert_agreement(case)
+
+
+def test_a_quiet_vpc_gives_no_dns_findings(tmp_path: Path) -> None:
+    records = [
+        resolver_record(query_timestamp=_at(n), query_name=f"{host}.example.com.")
+        for n, host in enumerate(["www", "api", "www", "cdn", "mail"] * 4)
+    ]
+    log = write_log(tmp_path / "logs" / s3_name(WHEN), records)
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(log)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    detected = cloudir("detect", "--case", str(case), "--json", "--fail-on", "critical")
+    assert detected.code == 0, detected.stderr
+    assert {f["rule_id"] for f in detected.json()["findings"]} & set(RULE_IDS.values()) == set()

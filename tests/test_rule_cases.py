@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, cloudir
+from tests.conftest import REPO, cloudir, query
+from tests.route53_resolver_logs import resolver_record, s3_name, write_log
 from tests.timeline_rows import timeline_row, write_timeline
 
 RULES_DIR = REPO / "cloudir" / "analyze" / "rules"
@@ -39,6 +40,9 @@ FIRST_DAY = date(2026, 1, 1)
 DEFAULT_START = time(10, 0, 0)
 # Artifacts whose `raw` is a syslog line; the host parsers add its time and host to `raw`.
 SYSLOG_ARTIFACTS = {"linux:auth", "linux:syslog", "linux:cron", "linux:journal"}
+# Logsources whose cases are records of their own format (not CloudTrail's, not rows),
+# written as log files and read by their parser: (product, service) -> the case group.
+OWN_CASES = {("aws", "route53"): "route53"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def shipped_rules() -> dict[str, ShippedRule]:
     def product(doc: dict[str, Any]) -> str:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
-        return str(doc["logsource"]["product"])
+        source = doc["logsource"]
+        return OWN_CASES.get((source.get("product"), source.get("service")), source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -159,6 +164,9 @@ def built_events() -> dict[str, RuleEvents]:
                     record = cloudtrail_record(defaults["cloudtrail"], cases, spec)
                     record.update(eventTime=when.strftime("%Y-%m-%dT%H:%M:%SZ"), eventID=event_id)
                     events.records.append(substitute(record, tokens))
+                elif rule.product == "route53":
+                    record = resolver_case_record(cases, spec, when, event_id)
+                    events.records.append(substitute(record, tokens))
                 else:
                     row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
                     events.records.append(row)
@@ -200,6 +208,17 @@ def linux_row(
     return timeline_row(
         artifact, when, raw, event_id=event_id, evidence_id="linux-rule-cases", **columns
     )
+
+
+def resolver_case_record(
+    cases: dict[str, Any], spec: dict[str, Any], when: datetime, event_id: str
+) -> dict[str, Any]:
+    """A Route 53 Resolver query record: the generator's, the rule's defaults, the event
+    (top-level keys replace whole). The log has no event id of its own, so the case's id
+    rides in an extra key, `cloudir_case`, that no rule reads."""
+    fields = {**(cases.get("defaults") or {}), **{k: v for k, v in spec.items() if k != "at"}}
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return resolver_record(**fields, query_timestamp=stamp, cloudir_case=event_id)
 
 
 def rules_of(product: str) -> Iterator[tuple[ShippedRule, RuleEvents]]:
@@ -252,6 +271,32 @@ def aws_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     summary = timeline.json()
     assert (summary["rows"], summary["errors"]) == (total, 0), "every case event is one row"
     return run_detect(case)
+
+
+@pytest.fixture(scope="module")
+def route53_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    """One case with every Resolver query log case, one gzip log per rule under AWS's
+    own file name, recognised by `capture files` and read by the parser; the findings'
+    event ids are translated back to the cases' ids through `raw.cloudir_case`."""
+    assert_unique_ids()
+    root = tmp_path_factory.mktemp("rule-cases-route53")
+    total = 0
+    for number, (_, events) in enumerate(rules_of("route53")):
+        write_log(root / "logs" / s3_name(datetime(2026, 1, 1, tzinfo=UTC), tag=f"{number:08x}"),
+                  events.records)  # fmt: skip
+        total += len(events.records)
+    case = root / "case"
+    captured = cloudir("capture", "files", "--case", str(case), str(root / "logs"), "--json")
+    assert captured.code == 0, captured.stderr
+    assert [i["kind"] for i in captured.json()["items"]] == ["route53-resolver"]
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    assert (timeline.json()["rows"], timeline.json()["errors"]) == (total, 0)
+    ids = query(case, "SELECT event_id, raw->>'cloudir_case' AS case_id FROM timeline")
+    case_id = {row["event_id"]: row["case_id"] for row in ids}
+    run = run_detect(case)
+    fired = {rule: {case_id[e] for e in events} for rule, events in run.fired.items()}
+    return DetectRun(fired, run.skipped)
 
 
 def _rows_run(tmp_path_factory: pytest.TempPathFactory, product: str) -> DetectRun:

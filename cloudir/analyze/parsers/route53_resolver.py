@@ -357,6 +357,6 @@ PARSER = register_parser(
         ),
         capture_kind=KIND,
         recognise=recognise,
-        priority=70,
+        priority=55,
     )
 )
