@@ -73,7 +73,34 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("docker", "diff", None): (("container:diff",), None),
     ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
     ("aws", "route53", None): (("aws:route53_resolver",), None),
+    (None, None, "dns"): (("aws:route53_resolver",), None),
 }
+# Sigma field names a logsource reads elsewhere (docs/detection.md, the declared tables).
+FIELD_NAMES: dict[LogsourceKey, dict[str, str]] = {
+    (None, None, "dns"): {
+        "query": "target",
+        "QueryName": "target",
+        "answer": "answers.Rdata",
+        "QueryResults": "answers.Rdata",
+        "record_type": "query_type",
+        "parent_domain": "cloudir.query_domain",
+    },
+}
+
+
+def _field_names(rule: Any) -> dict[str, str]:
+    source = getattr(rule, "logsource", None)
+    if source is None:
+        return {}
+    return FIELD_NAMES.get((source.product, source.service, source.category), {})
+
+
+def _rename_fields(node: Any, names: dict[str, str]) -> None:
+    """Detection items of a rule (nested detections too) renamed as its logsource says."""
+    for item in getattr(node, "detection_items", []):
+        if isinstance(getattr(item, "field", None), str) and item.field in names:
+            item.field = names[item.field]
+        _rename_fields(item, names)
 
 
 # -- rows and field values ------------------------------------------------------------------
@@ -313,6 +340,10 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRule | SigmaCorrelationRule]:
             file.read_text(), collect_errors=True, resolve_references=False
         )
         rules.extend(r for r in collection.rules if not r.errors)
+    for rule in rules:
+        names = _field_names(rule) if isinstance(rule, SigmaRule) else {}
+        for detection in rule.detection.detections.values() if names else ():
+            _rename_fields(detection, names)
     return list(SigmaCollection(rules, resolve_references=True).rules)
 
 
@@ -398,8 +429,9 @@ def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
         names = {str(n) for n in (getattr(rule, "name", None), getattr(rule, "id", None)) if n}
         for ref, name in alias.mapping.items():
             if ref.reference in names:
-                return name
-    return field
+                field = name
+                break
+    return _field_names(rule).get(field, field)
 
 
 def _group_key(corr: SigmaCorrelationRule, rule: Any, event: Event) -> tuple[Any, ...] | None:

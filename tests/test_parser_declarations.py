@@ -114,6 +114,7 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("docker", "diff", None): LogSource(("container:diff",)),
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
         ("aws", "route53", None): LogSource(("aws:route53_resolver",)),
+        (None, None, "dns"): LogSource(("aws:route53_resolver",)),
     }
     assert list(LOGSOURCES.items()) == list(expected.items())
 

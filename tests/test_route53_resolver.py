@@ -358,3 +358,119 @@ def test_a_quiet_vpc_gives_no_dns_findings(tmp_path: Path) -> None:
     detected = cloudir("detect", "--case", str(case), "--json", "--fail-on", "critical")
     assert detected.code == 0, detected.stderr
     assert {f["rule_id"] for f in detected.json()["findings"]} & set(RULE_IDS.values()) == set()
+
+
+# -- Sigma's `category: dns` rules, unmodified ---------------------------------------------------
+COMMUNITY_RULES = {
+    # as SigmaHQ writes them (rules/network/dns): Sigma's field names, no product
+    "pool.yml": """
+title: Monero Mining Pool Lookup (community style)
+id: 6a3f0e43-0000-4000-8000-000000000001
+logsource: {category: dns}
+detection:
+    selection:
+        query|endswith: [pool.supportxmr.com, .nanopool.org]
+    condition: selection
+level: high
+""",
+    "txt.yml": """
+title: DNS TXT Answer with Execution Strings (community style)
+id: 6a3f0e43-0000-4000-8000-000000000002
+logsource: {category: dns}
+detection:
+    selection:
+        record_type: TXT
+        answer|contains: [IEX, powershell]
+    condition: selection
+level: high
+""",
+    "names.yml": """
+title: Sysmon-style names for the same query
+id: 6a3f0e43-0000-4000-8000-000000000003
+logsource: {category: dns}
+detection:
+    selection:
+        QueryName: pool.supportxmr.com
+        QueryResults|contains: 198.51.100.7
+    condition: selection
+level: high
+""",
+    "tunnel.yml": """
+title: DNS query under one parent domain (community style base)
+name: community_dns_any
+id: 6a3f0e43-0000-4000-8000-000000000004
+logsource: {category: dns}
+detection:
+    selection:
+        query|contains: '.'
+    condition: selection
+level: informational
+---
+title: Many unique queries under one parent domain (community style)
+id: 6a3f0e43-0000-4000-8000-000000000005
+correlation:
+    type: value_count
+    rules: [community_dns_any]
+    group-by: [src_ip, parent_domain]
+    timespan: 5m
+    condition: {gte: 20, field: query}
+level: high
+""",
+    "own_names.yml": """
+title: The mapping is the dns category's only
+id: 6a3f0e43-0000-4000-8000-000000000006
+logsource: {product: aws, service: route53}
+detection:
+    selection:
+        query|contains: '.'
+    condition: selection
+level: high
+""",
+}
+
+
+def test_sigma_dns_rules_run_unmodified_and_agree_with_the_reference(tmp_path: Path) -> None:
+    from tests.sigma_reference import evaluate, read_timeline
+    from tests.sigma_reference import load_rules as reference_rules
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name, text in COMMUNITY_RULES.items():
+        (rules / name).write_text(text)
+    asker = {"srcaddr": "10.0.3.7", "srcids": {"instance": "i-0c0ffee0c0ffee007"}}
+    records = [
+        resolver_record(query_timestamp=_at(0), query_name="pool.supportxmr.com.",
+                        answers=[{"Rdata": "198.51.100.7", "Type": "A", "Class": "IN"}], **asker),
+        resolver_record(query_timestamp=_at(1), query_name="cmd.stage.example.", query_type="TXT",
+                        answers=[{"Rdata": '"IEX (New-Object Net.WebClient)"', "Type": "TXT",
+                                  "Class": "IN"}], **asker),
+        resolver_record(query_timestamp=_at(2), query_name="txt.benign.example.", query_type="TXT",
+                        answers=[{"Rdata": '"v=spf1 -all"', "Type": "TXT", "Class": "IN"}]),
+        *[resolver_record(query_timestamp=_at(10 + n), query_name=f"c{n}.chunks.exfil.example.",
+                          **asker) for n in range(20)],
+        *[resolver_record(query_timestamp=_at(10 + n), query_name=f"c{n}.chunks.exfil.example.",
+                          srcaddr="10.0.3.8") for n in range(19)],
+    ]  # fmt: skip
+    case = tmp_path / "case"
+    log = write_log(tmp_path / "logs" / s3_name(WHEN), records)
+    assert cloudir("capture", "files", "--case", str(case), str(log)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    ids = {
+        (r["target"], r["src_ip"]): r["event_id"]
+        for r in query(case, "SELECT target, src_ip, event_id FROM timeline")
+    }
+    result = cloudir("detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json",
+                     "--fail-on", "critical")  # fmt: skip
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["rules"]["skipped"] == []
+    engine = {f["rule_id"]: set(f["event_ids"]) for f in doc["findings"]}
+    chunks = {ids[(f"c{n}.chunks.exfil.example", "10.0.3.7")] for n in range(20)}
+    assert engine == {
+        "6a3f0e43-0000-4000-8000-000000000001": {ids[("pool.supportxmr.com", "10.0.3.7")]},
+        "6a3f0e43-0000-4000-8000-000000000002": {ids[("cmd.stage.example", "10.0.3.7")]},
+        "6a3f0e43-0000-4000-8000-000000000003": {ids[("pool.supportxmr.com", "10.0.3.7")]},
+        "6a3f0e43-0000-4000-8000-000000000005": chunks,  # 19 from the other source: no
+    }  # and own_names.yml (aws/route53, AWS's names) reads a `query` no record has
+    reference = evaluate(reference_rules([rules]), read_timeline(case))
+    assert {k: v.event_ids for k, v in reference.items() if v.event_ids} == engine

@@ -84,6 +84,19 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 _ANY = msgspec.json.Decoder()
 
+# Sigma's `category: dns` field names (the taxonomy's, as SigmaHQ's rules under
+# rules/network/dns use them; QueryName/QueryResults as Sysmon's DNS events name the
+# same things) to where a row holds them. The name is the `target` column: without the
+# root's trailing dot, as DNS logs of other products write it.
+SIGMA_DNS_FIELDS = (
+    ("query", "target"),
+    ("QueryName", "target"),
+    ("answer", "answers.Rdata"),
+    ("QueryResults", "answers.Rdata"),
+    ("record_type", "query_type"),
+    ("parent_domain", "cloudir.query_domain"),
+)
+
 
 def accepts(path: Path) -> bool:
     """Every file of a resolver-log item: AWS's own names, a responder's, or none."""
@@ -352,7 +365,10 @@ PARSER = register_parser(
                 ARTIFACT,
                 "one DNS query a VPC's resolver answered: `target` the name, `action` "
                 "`dns:<type>`, `src_ip`/`host` the asker",
-                (Logsource("aws", "route53"),),
+                (
+                    Logsource("aws", "route53"),
+                    Logsource(None, None, "dns", fields=SIGMA_DNS_FIELDS),
+                ),
             ),
         ),
         capture_kind=KIND,
