@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from cloudir.analyze import parsers
 from cloudir.analyze.parsers import ErrorLog, recognise_kind
 from cloudir.analyze.parsers import route53_resolver as resolver
+from cloudir.safe_text import _CONTROL as CONTROL
 from tests.conftest import cloudir, query, records_gz
 from tests.route53_resolver_logs import (
     INSTANCE,
@@ -196,6 +197,23 @@ def test_an_attackers_query_name_stays_data(tmp_path: Path, name: str) -> None:
     assert row["target"] == (name[:-1] if len(name) > 1 else name)
     assert json.loads(row["raw"])["query_name"] == name
     assert not any(ord(c) < 0x20 or 0x202A <= ord(c) <= 0x202E for c in row["message"])
+
+
+@given(name=st.text(min_size=1, max_size=300))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_query_name_is_kept_as_data(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> None:
+    path = write_log(tmp_path_factory.mktemp("n") / "n.log", [resolver_record(query_name=name)])
+    rows, errors = parse(path)
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):  # a lone surrogate: no UTF-8 text
+        assert len(rows) + len(errors) == 1
+        return
+    assert errors == []
+    [row] = rows
+    assert row["target"] == resolver.domain_of(name)
+    assert json.loads(row["raw"])["query_name"] == name
+    assert CONTROL.search(row["message"]) is None
 
 
 # -- anything at all: rows or counted errors, never a traceback ---------------------------------
