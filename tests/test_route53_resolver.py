@@ -98,7 +98,7 @@ def test_columns_of_an_answered_query_and_of_the_other_outcomes(tmp_path: Path) 
     assert errors == []
     assert [(r["action"], r["outcome"], r["host"]) for r in rows] == [
         ("dns:A", "success", INSTANCE),
-        ("dns:TXT", "NXDOMAIN", INSTANCE),
+        ("dns:TXT", "success", INSTANCE),  # answered: the name does not exist
         ("dns:query", "SERVFAIL", None),
         ("dns:A", "success", INSTANCE),  # ALERT lets the query through
         ("dns:A", "success", None),  # an inbound endpoint's query: no instance
@@ -359,6 +359,9 @@ def test_capture_timeline_detect_finds_the_miner_and_the_tunnel(tmp_path: Path) 
     assert set(findings[RULE_IDS["firewall"]]["event_ids"]) == {ids["15.3.4.32.in-addr.arpa"]}
     assert findings[RULE_IDS["firewall"]]["outcome"] == "attempted"  # blocked: it did not work
     assert findings[RULE_IDS["mining"]]["outcome"] == "succeeded"
+    # the tunnel's server answers NXDOMAIN: the data still reached it, the level stays
+    assert findings[RULE_IDS["long_label"]]["outcome"] == "succeeded"
+    assert findings[RULE_IDS["long_label"]]["level"] == "medium"
     dns_findings = {r for r in findings if r in RULE_IDS.values()}
     assert dns_findings == set(RULE_IDS.values())
     assert_agreement(case)

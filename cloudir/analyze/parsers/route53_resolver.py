@@ -51,6 +51,7 @@ KIND = "route53-resolver"
 SOURCE = "route53"
 ARTIFACT = "aws:route53_resolver"
 TIME_DESC = "Query Time"
+ANSWERED = ("NOERROR", "NXDOMAIN")  # rcodes of a query its name's server answered
 MAX_LINE_BYTES = 1 << 20  # a query with every answer is a few KiB; more is not a record
 MAX_MESSAGE = 1000
 MAX_ANSWERS_SHOWN = 5
@@ -293,15 +294,18 @@ def domain_of(query_name: str) -> str:
 
 
 def outcome_of(record: dict[str, Any]) -> str | None:
-    """`success` for an answered query (NOERROR), `blocked` for one DNS Firewall
-    blocked, else the rcode (NXDOMAIN, SERVFAIL, ...). Triage reads any outcome other
-    than `success` as a failure, so AWS's NOERROR is said the way every source says it."""
+    """Whether the query went out and came back: `success` for NOERROR and NXDOMAIN (the
+    name's own name server answered, so a tunnel's data reached it; the rcode stays in
+    the message and `raw`), `blocked` when DNS Firewall blocked it (never sent on),
+    else the rcode (SERVFAIL, REFUSED, ...). Triage reads any outcome other than
+    `success` as a failure and lowers a finding's level for it, which a tunnel whose
+    server answers NXDOMAIN to every query must not get."""
     if str(record.get("firewall_rule_action") or "").upper() == "BLOCK":
         return "blocked"
     rcode = record.get("rcode")
     if rcode is None:
         return None
-    return "success" if rcode.upper() == "NOERROR" else rcode
+    return "success" if rcode.upper() in ANSWERED else rcode
 
 
 def answers_of(record: dict[str, Any]) -> list[str]:
