@@ -495,3 +495,57 @@ def test_sigma_dns_rules_run_unmodified_and_agree_with_the_reference(tmp_path: P
     }  # and own_names.yml (aws/route53, AWS's names) reads a `query` no record has
     reference = evaluate(reference_rules([rules]), read_timeline(case))
     assert {k: v.event_ids for k, v in reference.items() if v.event_ids} == engine
+
+
+# -- CloudWatch Logs delivery: FilterLogEvents pages as `capture logs` stores them ---------------
+def filter_log_events_page(records: list[Any], start: int = 0) -> bytes:
+    """A FilterLogEvents response: each event's message is one record's line."""
+    events = [
+        {
+            "logStreamName": "vpc-0a1b2c3d4e5f60718_fbd0a8a1",
+            "timestamp": 1767261600000 + n,
+            "message": r if isinstance(r, str) else line_of(r),
+            "ingestionTime": 1767261601000 + n,
+            "eventId": f"3791948759329175634851347837452{start + n:05d}",
+        }
+        for n, r in enumerate(records)
+    ]
+    return json.dumps({"events": events, "searchedLogStreams": []}).encode()
+
+
+def test_cloudwatch_logs_pages_give_one_row_per_event(tmp_path: Path) -> None:
+    page = tmp_path / "pages" / "page-00001.json"
+    page.parent.mkdir()
+    data = json.loads(
+        filter_log_events_page([resolver_record(), resolver_record(rcode="SERVFAIL")])
+    )
+    data["events"] += [{"message": 7}, "not an event", {"message": "{broken"}]
+    page.write_text(json.dumps(data))
+    rows, errors = parse(page)
+    assert [r["outcome"] for r in rows] == ["success", "SERVFAIL"]
+    assert rows[0]["raw"] == line_of(resolver_record())  # the message, as delivered
+    assert [(e["record"], e["reason"][:22]) for e in errors] == [
+        (3, "event has no message t"),
+        (4, "event is not a CloudWa"),
+        (5, "invalid JSON: object k"),
+    ]
+    again = tmp_path / "pages" / "page-00002.json"
+    again.write_text(json.dumps(data))  # a resumed capture reading the window again
+    assert [r["event_id"] for r in parse(again)[0]] == [r["event_id"] for r in rows]
+    assert resolver.recognise([page]) == parsers.BY_NAME_AND_STRUCTURE
+    assert recognise_kind([page, again]) == "route53-resolver"
+
+
+def test_pages_read_twice_collapse_in_the_timeline(tmp_path: Path) -> None:
+    pages = tmp_path / "group" / "pages"
+    pages.mkdir(parents=True)
+    records = [resolver_record(query_name=f"n{n}.example.com.") for n in range(3)]
+    (pages / "page-00001.json").write_bytes(filter_log_events_page(records))
+    (pages / "page-00002.json").write_bytes(filter_log_events_page(records[1:], start=1))
+    case = tmp_path / "case"
+    captured = cloudir("capture", "files", "--case", str(case), str(tmp_path / "group"), "--json")
+    assert captured.code == 0, captured.stderr
+    assert [i["kind"] for i in captured.json()["items"]] == ["route53-resolver"]
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    assert (timeline.json()["rows"], timeline.json()["errors"]) == (3, 0)

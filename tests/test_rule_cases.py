@@ -40,9 +40,9 @@ FIRST_DAY = date(2026, 1, 1)
 DEFAULT_START = time(10, 0, 0)
 # Artifacts whose `raw` is a syslog line; the host parsers add its time and host to `raw`.
 SYSLOG_ARTIFACTS = {"linux:auth", "linux:syslog", "linux:cron", "linux:journal"}
-# Logsources whose cases are records of their own format (not CloudTrail's, not rows),
-# written as log files and read by their parser: (product, service) -> the case group.
-OWN_CASES = {("aws", "route53"): "route53"}
+# Logsources whose events are rows a parser writes from a record given in the cases (not
+# CloudTrail), and the group (fixture `<group>_run`) their rules' events go into.
+ROW_PRODUCTS = {("aws", "route53"): "route53"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ShippedRule:
     rule_id: str
     title: str
     path: Path
-    product: str  # "aws" or "linux": which case its events go into
+    product: str  # "aws", "linux", "docker", "route53": which case its events go into
 
     def describe(self) -> str:
         return f"{self.path.name}: {self.title} ({self.rule_id})"
@@ -81,7 +81,7 @@ def shipped_rules() -> dict[str, ShippedRule]:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
         source = doc["logsource"]
-        return OWN_CASES.get((source.get("product"), source.get("service")), source["product"])
+        return ROW_PRODUCTS.get((source.get("product"), source.get("service")), source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))

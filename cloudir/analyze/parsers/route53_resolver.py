@@ -18,11 +18,12 @@ a field of the wrong type) is one line in timeline/errors.jsonl, and the file go
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import stat
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -53,6 +54,7 @@ ARTIFACT = "aws:route53_resolver"
 TIME_DESC = "Query Time"
 ANSWERED = ("NOERROR", "NXDOMAIN")  # rcodes of a query its name's server answered
 MAX_LINE_BYTES = 1 << 20  # a query with every answer is a few KiB; more is not a record
+MAX_PAGE_BYTES = 64 << 20  # FilterLogEvents answers 1 MB at most; room for a re-encoding
 MAX_MESSAGE = 1000
 MAX_ANSWERS_SHOWN = 5
 RECOGNISE_MAX_FILES = 20  # a folder of hourly files: its first files tell what it is
@@ -133,21 +135,38 @@ def recognise(paths: Sequence[Path]) -> int:
 
 
 def _first_record_is_query(path: Path) -> bool:
-    """The first non-empty line, read from at most HEAD_BYTES of (inflated) content."""
+    """The first non-empty line, read from at most HEAD_BYTES of (inflated) content; for
+    a CloudWatch Logs page, its first event's message."""
+    if is_page(path):
+        return _first_event_is_query(path)
     head = _head(path)
     for line in head.splitlines():
         if line.strip():
-            record = _record_of(line.strip())
-            return (
-                isinstance(record, dict)
-                and isinstance(record.get("query_name"), str)
-                and isinstance(record.get("query_timestamp"), str)
-                and isinstance(record.get("srcids"), dict)
-            )
+            return _is_query(_record_of(line.strip()))
     return False
 
 
-def _head(path: Path) -> bytes:
+def _is_query(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("query_name"), str)
+        and isinstance(record.get("query_timestamp"), str)
+        and isinstance(record.get("srcids"), dict)
+    )
+
+
+def _first_event_is_query(path: Path) -> bool:
+    head = _head(path, MAX_PAGE_BYTES)
+    try:
+        page = _PAGE.decode(head)
+        first = _EVENT.decode(page.events[0]) if page.events else None
+    except msgspec.DecodeError:
+        return False
+    message = first.message if first is not None else None
+    return isinstance(message, str) and _is_query(_record_of(message.encode()))
+
+
+def _head(path: Path, limit: int = HEAD_BYTES) -> bytes:
     """The file's first bytes, gunzipped when it is gzip; b"" for anything unreadable.
     Never through a link and never waiting on a FIFO, as `cloudir.sniff` reads."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -158,14 +177,14 @@ def _head(path: Path) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return b""
-        data = os.pread(fd, HEAD_BYTES, 0)
+        data = os.pread(fd, limit, 0)
     except OSError:
         return b""
     finally:
         os.close(fd)
     if data[:2] == b"\x1f\x8b":
         try:
-            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, HEAD_BYTES)
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, limit)
         except zlib.error:
             return b""
     return data
@@ -215,6 +234,9 @@ def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
 
 
 def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
+    if is_page(path):
+        yield from _page_rows(path, evidence_id, errors)
+        return
     number = 0
     try:
         with _open(path) as fh:
@@ -224,7 +246,7 @@ def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
                     continue
                 if not line.strip():
                     continue
-                row = _row_of(line, number, evidence_id, errors)
+                row = _row_of(line, number, evidence_id, _on_line(errors, number))
                 if row is not None:
                     yield row
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -233,28 +255,100 @@ def _rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
         errors.add(f"cannot read file: {exc}")
 
 
-def _row_of(line: bytes, number: int, evidence_id: str, errors: ErrorLog) -> Row | None:
+def _on_line(errors: ErrorLog, number: int) -> Callable[[str], None]:
+    return lambda reason: errors.add(reason, line=number)
+
+
+def _on_record(errors: ErrorLog, number: int) -> Callable[[str], None]:
+    return lambda reason: errors.add(reason, record=number)
+
+
+# -- CloudWatch Logs pages ------------------------------------------------------------------
+
+
+class _Event(msgspec.Struct):
+    message: Any = None
+    logStreamName: Any = None  # the API's names
+    eventId: Any = None
+
+
+class _Page(msgspec.Struct):
+    events: list[msgspec.Raw] | None = None
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_EVENT = msgspec.json.Decoder(_Event)
+
+
+def is_page(path: Path) -> bool:
+    """A CloudWatch Logs FilterLogEvents page as `capture logs` stores one
+    (`pages/page-00001.json`) of a group the resolver delivers to: each event's
+    `message` is one query record."""
+    return path.parent.name == "pages" and path.suffix.lower() == ".json"
+
+
+def _page_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
+    """One row per event; its id is CloudWatch's event id, so a page held twice (a resumed
+    capture reading the window again) gives the same rows, which the timeline collapses."""
+    try:
+        if path.stat().st_size > MAX_PAGE_BYTES:
+            errors.add(f"{path.name}: over {MAX_PAGE_BYTES} bytes, not a FilterLogEvents page")
+            return
+        page = _PAGE.decode(path.read_bytes())
+    except OSError as exc:
+        errors.add(f"cannot read file: {exc}")
+        return
+    except msgspec.DecodeError as exc:
+        errors.add(f"{path.name}: not a FilterLogEvents page ({exc})")
+        return
+    if page.events is None:
+        errors.add(f"{path.name}: not a FilterLogEvents page (no `events` list)")
+        return
+    digits = "".join(c for c in path.stem if c.isdigit())
+    first = int(digits[-9:] or 0) * 100_000  # two pages' rows never share an occurrence
+    for number, raw in enumerate(page.events, 1):
+        complain = _on_record(errors, number)
+        try:
+            event = _EVENT.decode(raw)
+        except msgspec.DecodeError:
+            complain("event is not a CloudWatch Logs event object")
+            continue
+        if not isinstance(event.message, str):
+            complain("event has no message text")
+            continue
+        row = _row_of(event.message.encode("utf-8", "surrogatepass"), first + number,
+                      evidence_id, complain)  # fmt: skip
+        if row is not None and isinstance(event.eventId, str) and event.eventId:
+            key = f"{event.logStreamName}\x00{event.eventId}".encode("utf-8", "surrogatepass")
+            row = row._replace(event_id=hashlib.sha256(key).hexdigest()[:32])
+        if row is not None:
+            yield row
+
+
+def _row_of(
+    line: bytes, number: int, evidence_id: str, complain: Callable[[str], None]
+) -> Row | None:
     """One query record to its row; None (and the reason logged) for anything else."""
     prefix = EXPORT_PREFIX.match(line)
     body = line[prefix.end() :] if prefix else line
     try:
         text = body.decode("utf-8").strip()
     except UnicodeDecodeError:
-        errors.add("not valid UTF-8; not a query record", line=number)
+        complain("not valid UTF-8; not a query record")
         return None
     try:
         record = _ANY.decode(text)
     except msgspec.DecodeError as exc:
-        errors.add(f"invalid JSON: {str(exc).removeprefix('JSON is malformed: ')}", line=number)
+        complain(f"invalid JSON: {str(exc).removeprefix('JSON is malformed: ')}")
         return None
     reason = _problem(record)
     if reason:
-        errors.add(reason, line=number)
+        complain(reason)
         return None
     moment = parse_timestamp(record["query_timestamp"])
     if moment is None:
         shown = inert(record["query_timestamp"], 60)
-        errors.add(f"unreadable query_timestamp {shown!r}", line=number)
+        complain(f"unreadable query_timestamp {shown!r}")
         return None
     return _row(record, text, moment.isoformat(), evidence_id, number)
 
