@@ -79,7 +79,35 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("aws", "vpcflowlogs", None): (("aws:vpc-flow",), None),
     ("aws", None, "network_connection"): (("aws:vpc-flow",), _has_source_address),
     (None, None, "network_connection"): (("aws:vpc-flow",), _has_source_address),
+    ("aws", "route53", None): (("aws:route53_resolver",), None),
+    (None, None, "dns"): (("aws:route53_resolver",), None),
 }
+# Sigma field names a logsource reads elsewhere (docs/detection.md, the declared tables).
+FIELD_NAMES: dict[LogsourceKey, dict[str, str]] = {
+    (None, None, "dns"): {
+        "query": "target",
+        "QueryName": "target",
+        "answer": "answers.Rdata",
+        "QueryResults": "answers.Rdata",
+        "record_type": "query_type",
+        "parent_domain": "cloudir.query_domain",
+    },
+}
+
+
+def _field_names(rule: Any) -> dict[str, str]:
+    source = getattr(rule, "logsource", None)
+    if source is None:
+        return {}
+    return FIELD_NAMES.get((source.product, source.service, source.category), {})
+
+
+def _rename_fields(node: Any, names: dict[str, str]) -> None:
+    """Detection items of a rule (nested detections too) renamed as its logsource says."""
+    for item in getattr(node, "detection_items", []):
+        if isinstance(getattr(item, "field", None), str) and item.field in names:
+            item.field = names[item.field]
+        _rename_fields(item, names)
 
 
 # -- rows and field values ------------------------------------------------------------------
@@ -319,6 +347,10 @@ def load_rules(paths: Iterable[Path]) -> list[SigmaRule | SigmaCorrelationRule]:
             file.read_text(), collect_errors=True, resolve_references=False
         )
         rules.extend(r for r in collection.rules if not r.errors)
+    for rule in rules:
+        names = _field_names(rule) if isinstance(rule, SigmaRule) else {}
+        for detection in rule.detection.detections.values() if names else ():
+            _rename_fields(detection, names)
     return list(SigmaCollection(rules, resolve_references=True).rules)
 
 
@@ -404,8 +436,9 @@ def _resolve(corr: SigmaCorrelationRule, field: str, rule: Any) -> str:
         names = {str(n) for n in (getattr(rule, "name", None), getattr(rule, "id", None)) if n}
         for ref, name in alias.mapping.items():
             if ref.reference in names:
-                return name
-    return field
+                field = name
+                break
+    return _field_names(rule).get(field, field)
 
 
 def _group_key(corr: SigmaCorrelationRule, rule: Any, event: Event) -> tuple[Any, ...] | None:
@@ -482,6 +515,7 @@ def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> 
 
 COMPUTED_FIELDS = (
     "cloudir.api_family",
+    "cloudir.query_domain",
     "cloudir.key_new_address",
     "cloudir.key_new_agent_family",
     "cloudir.caller_in_group",
@@ -513,6 +547,17 @@ def _api_family(row: Row) -> str | None:
     source, name = _one(row, "eventSource"), _one(row, "eventName")
     verb = re.match(r"[A-Za-z][a-z]*", name) if name is not None else None
     return f"{source}:{verb[0]}".lower() if source is not None and verb else None
+
+
+def _query_domain(row: Row) -> str | None:
+    """The domain a DNS query's name is under (docs/detection.md): two labels, or three
+    under a country code's `co.`-like second level."""
+    if row.record.get("artifact") not in ("aws:route53_resolver",):
+        return None
+    name = (row.record.get("target") or "").lower()
+    found = re.search(r"([^.]+\.(?:co|com|net|org|gov|edu|ac|or|ne|go)\.[^.]{2})\Z", name)
+    found = found or re.search(r"([^.]+\.[^.]+)\Z", name)
+    return found[1] if found else None
 
 
 def _key_address(row: Row) -> str | None:
@@ -734,6 +779,7 @@ def annotate_computed(rows: list[Row]) -> None:
     for row in rows:
         values = {
             "cloudir.api_family": _api_family(row),
+            "cloudir.query_domain": _query_domain(row),
             "cloudir.key_new_address": new_address.get(row.event_id),
             "cloudir.key_new_agent_family": new_family.get(row.event_id),
             "cloudir.caller_in_group": in_group.get(row.event_id),

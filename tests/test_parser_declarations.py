@@ -41,6 +41,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("container", ("container",)),
         ("alert", ("alert",)),
         ("response", ("response",)),
+        ("route53-resolver", ("route53-resolver",)),
         ("cloudwatch-logs", ("cloudwatch-logs",)),
         ("vpc-flow", ("vpc-flow",)),
         ("kubernetes-audit", ("eks-audit",)),
@@ -61,7 +62,7 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     ).stdout
     assert out.strip() == (
         "['alert', 'cloudtrail', 'cloudwatch-logs', 'container', 'eks-cluster', 'host', "
-        "'image', 'kubernetes-audit', 'response', 'vpc-flow']"
+        "'image', 'kubernetes-audit', 'response', 'route53-resolver', 'vpc-flow']"
     )
 
 
@@ -85,8 +86,8 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
     assert capture_kinds() == [
-        "cloudtrail", "disk-image", "container-image", "alert", "cloudwatch-logs", "vpc-flow",
-        "files",
+        "cloudtrail", "disk-image", "container-image", "alert", "route53-resolver",
+        "cloudwatch-logs", "vpc-flow", "files",
     ]  # fmt: skip
 
 
@@ -97,9 +98,10 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
     )
     assert result.code == 2
     listed = (
-        "auto, cloudtrail, disk-image, container-image, alert, cloudwatch-logs, vpc-flow or files"
+        "auto, cloudtrail, disk-image, container-image, alert, route53-resolver, "
+        "cloudwatch-logs, vpc-flow or files"
     )
-    assert f"--kind must be {listed}" in result.stderr
+    assert f"--kind must be {listed}" in " ".join(result.stderr.split())
 
 
 def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
@@ -118,6 +120,8 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("linux", None, "process_creation"): LogSource(process, PROCESS_CONDITION),
         ("docker", "diff", None): LogSource(("container:diff",)),
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
+        ("aws", "route53", None): LogSource(("aws:route53_resolver",)),
+        (None, None, "dns"): LogSource(("aws:route53_resolver",)),
         ("aws", "vpcflowlogs", None): LogSource(("aws:vpc-flow",)),
         ("aws", None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),
         (None, None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, cloudir
+from tests.conftest import REPO, cloudir, query
+from tests.route53_resolver_logs import resolver_record, s3_name, write_log
 from tests.timeline_rows import timeline_row, write_timeline
 from tests.vpc_flow_lines import LATEST_FIELDS, flow_record
 
@@ -42,7 +43,7 @@ DEFAULT_START = time(10, 0, 0)
 SYSLOG_ARTIFACTS = {"linux:auth", "linux:syslog", "linux:cron", "linux:journal"}
 # Logsources whose events are rows a parser writes from a record given in the cases (not
 # CloudTrail), and the group (fixture `<group>_run`) their rules' events go into.
-ROW_PRODUCTS = {("aws", "vpcflowlogs"): "vpcflow"}
+ROW_PRODUCTS = {("aws", "vpcflowlogs"): "vpcflow", ("aws", "route53"): "route53"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ShippedRule:
     rule_id: str
     title: str
     path: Path
-    product: str  # "aws", "linux", "docker", "vpcflow": which case its events go into
+    product: str  # "aws", "linux", "docker", "kubernetes", "vpcflow", "route53": its case
 
     def describe(self) -> str:
         return f"{self.path.name}: {self.title} ({self.rule_id})"
@@ -166,6 +167,9 @@ def built_events() -> dict[str, RuleEvents]:
                     record = cloudtrail_record(defaults["cloudtrail"], cases, spec)
                     record.update(eventTime=when.strftime("%Y-%m-%dT%H:%M:%SZ"), eventID=event_id)
                     events.records.append(substitute(record, tokens))
+                elif rule.product == "route53":
+                    record = resolver_case_record(cases, spec, when, event_id)
+                    events.records.append(substitute(record, tokens))
                 else:
                     row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
                     events.records.append(row)
@@ -230,6 +234,17 @@ def flow_case_row(
     return {**row._asdict(), "timestamp": when, "event_id": event_id}
 
 
+def resolver_case_record(
+    cases: dict[str, Any], spec: dict[str, Any], when: datetime, event_id: str
+) -> dict[str, Any]:
+    """A Route 53 Resolver query record: the generator's, the rule's defaults, the event
+    (top-level keys replace whole). The log has no event id of its own, so the case's id
+    rides in an extra key, `cloudir_case`, that no rule reads."""
+    fields = {**(cases.get("defaults") or {}), **{k: v for k, v in spec.items() if k != "at"}}
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return resolver_record(**fields, query_timestamp=stamp, cloudir_case=event_id)
+
+
 def rules_of(product: str) -> Iterator[tuple[ShippedRule, RuleEvents]]:
     shipped = shipped_rules()
     for rule_id, events in built_events().items():
@@ -280,6 +295,32 @@ def aws_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     summary = timeline.json()
     assert (summary["rows"], summary["errors"]) == (total, 0), "every case event is one row"
     return run_detect(case)
+
+
+@pytest.fixture(scope="module")
+def route53_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    """One case with every Resolver query log case, one gzip log per rule under AWS's
+    own file name, recognised by `capture files` and read by the parser; the findings'
+    event ids are translated back to the cases' ids through `raw.cloudir_case`."""
+    assert_unique_ids()
+    root = tmp_path_factory.mktemp("rule-cases-route53")
+    total = 0
+    for number, (_, events) in enumerate(rules_of("route53")):
+        write_log(root / "logs" / s3_name(datetime(2026, 1, 1, tzinfo=UTC), tag=f"{number:08x}"),
+                  events.records)  # fmt: skip
+        total += len(events.records)
+    case = root / "case"
+    captured = cloudir("capture", "files", "--case", str(case), str(root / "logs"), "--json")
+    assert captured.code == 0, captured.stderr
+    assert [i["kind"] for i in captured.json()["items"]] == ["route53-resolver"]
+    timeline = cloudir("timeline", "--case", str(case), "--json")
+    assert timeline.code == 0, timeline.stderr
+    assert (timeline.json()["rows"], timeline.json()["errors"]) == (total, 0)
+    ids = query(case, "SELECT event_id, raw->>'cloudir_case' AS case_id FROM timeline")
+    case_id = {row["event_id"]: row["case_id"] for row in ids}
+    run = run_detect(case)
+    fired = {rule: {case_id[e] for e in events} for rule, events in run.fired.items()}
+    return DetectRun(fired, run.skipped)
 
 
 def _rows_run(tmp_path_factory: pytest.TempPathFactory, product: str) -> DetectRun:

@@ -84,6 +84,30 @@ def _selection(pairs: list[tuple[str, str | None]]) -> LogSource:
 LOGSOURCES: dict[LogsourceKey, LogSource] = declared_logsources()
 
 
+def field_mapping_pipeline() -> Any:
+    """The logsources' declared field names (`Logsource.fields`) as pySigma's own field
+    mapping, each under the condition that the rule's logsource is that one: a rule for
+    `category: dns` reads `query` where the DNS rows hold the name, and a CloudTrail rule
+    that names a `query` field still reads its own."""
+    from sigma.processing.conditions import LogsourceCondition
+    from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
+    from sigma.processing.transformations import FieldMappingTransformation
+
+    from cloudir.analyze.parsers import logsource_fields
+
+    items = [
+        ProcessingItem(
+            FieldMappingTransformation({k: v for k, v in mapping.items()}),
+            rule_conditions=[
+                LogsourceCondition(category=category, product=product, service=service)
+            ],
+            identifier=f"cloudir-fields-{product}-{service}-{category}",
+        )
+        for (product, service, category), mapping in logsource_fields().items()
+    ]
+    return ProcessingPipeline(items, name="cloudir logsource field names")
+
+
 @dataclass
 class LoadedRule:
     """A detection or correlation rule that runs; `output` False: it only feeds another."""
@@ -152,7 +176,13 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
 
     from cloudir.analyze.sigma.backend import DuckDBBackend
 
-    result = RuleSet(backend=DuckDBBackend(collect_errors=False, fulltext_field="raw"))
+    result = RuleSet(
+        backend=DuckDBBackend(
+            processing_pipeline=field_mapping_pipeline(),
+            collect_errors=False,
+            fulltext_field="raw",
+        )
+    )
     rules: list[Any] = []
     origin: dict[int, tuple[Path, RuleDocument]] = {}  # id(pySigma rule) -> where it is
     for path in files:
@@ -454,13 +484,27 @@ def _convert_correlation(
         return Referenced(result.rules.index(done), done.title, done.correlation)
 
     try:
-        spec = correlation_from_rule(rule, referenced, lambda f: _key_column(result, f))
+        spec = correlation_from_rule(
+            rule, referenced, lambda f, base: _key_column(result, mapped_field(f, base))
+        )
     except Unsupported as exc:
         result.skipped.append(_skip(path, rule, str(exc), document))
         return None
     bases = [loaded.get(id(ref.rule)) for ref in rule.referenced_rules]
     about_failure = any(base is not None and base.about_failure for base in bases)
     return LoadedRule(**_describe(rule, path), correlation=spec, about_failure=about_failure)
+
+
+def mapped_field(field_name: str, rule: Any) -> str:
+    """Where the rows of `rule`'s logsource hold `field_name` (its declared field names,
+    as field_mapping_pipeline applies them to the rule's own detection)."""
+    source = getattr(rule, "logsource", None)
+    if source is None:
+        return field_name
+    from cloudir.analyze.parsers import logsource_fields
+
+    mapping = logsource_fields().get((source.product, source.service, source.category), {})
+    return mapping.get(field_name, field_name)
 
 
 def _key_column(result: RuleSet, field_name: str) -> str:

@@ -91,13 +91,18 @@ class Logsource:
     """A Sigma logsource `(product, service, category)` that an artifact's rows serve.
 
     `condition` is an extra SQL test over one timeline row (DuckDB, over the timeline's
-    columns), for a category that is only part of an artifact's rows.
+    columns), for a category that is only part of an artifact's rows. `fields` maps the
+    field names Sigma's taxonomy gives the logsource to where the rows hold them (a
+    timeline column, a computed `cloudir.*` field or a raw path), `(("query", "target"),)`,
+    so that rules written for the logsource run unmodified; every artifact serving the
+    logsource must hold its fields there.
     """
 
     product: str | None
     service: str | None = None
     category: str | None = None
     condition: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> tuple[str | None, str | None, str | None]:
@@ -241,6 +246,20 @@ def logsource_rows() -> dict[LogsourceKey, list[tuple[str, str | None]]]:
                 pairs = table.setdefault(logsource.key, [])
                 if (source.artifact, logsource.condition) not in pairs:
                     pairs.append((source.artifact, logsource.condition))
+    return table
+
+
+def logsource_fields() -> dict[LogsourceKey, dict[str, str]]:
+    """Each declared logsource's field mapping (Sigma's name -> where the rows hold it),
+    for the logsources that declare one; the first declaration of a name wins."""
+    table: dict[LogsourceKey, dict[str, str]] = {}
+    for parser in parsers():
+        for source in parser.artifacts:
+            for logsource in source.logsources:
+                if logsource.fields:
+                    mapping = table.setdefault(logsource.key, {})
+                    for name, target in logsource.fields:
+                        mapping.setdefault(name, target)
     return table
 
 

@@ -8,7 +8,13 @@ refresh the document after adding a parser or an artifact, print them and paste:
 
 from __future__ import annotations
 
-from cloudir.analyze.parsers import LogsourceKey, RowSource, logsource_rows, parsers
+from cloudir.analyze.parsers import (
+    LogsourceKey,
+    RowSource,
+    logsource_fields,
+    logsource_rows,
+    parsers,
+)
 
 BEGIN = "<!-- declared tables: begin (python -m cloudir.analyze.parsers._tables) -->"
 END = "<!-- declared tables: end -->"
@@ -45,9 +51,21 @@ def artifact_table() -> str:
     return "\n".join(lines)
 
 
+def field_table() -> str:
+    """The Sigma field names a logsource maps to where its rows hold them."""
+    lines = ["| logsource | Sigma field | reads |", "|---|---|---|"]
+    for key, mapping in logsource_fields().items():
+        for name, target in mapping.items():
+            lines.append(f"| {_key_text(key)} | `{name}` | `{target}` |")
+    return "\n".join(lines)
+
+
 def declared_tables() -> str:
-    """Both tables between the markers docs/detection.md holds them in."""
-    return f"{BEGIN}\n{logsource_table()}\n\n{artifact_table()}\n{END}"
+    """The tables between the markers docs/detection.md holds them in."""
+    tables = [logsource_table(), artifact_table()]
+    if logsource_fields():
+        tables.append(field_table())
+    return f"{BEGIN}\n" + "\n\n".join(tables) + f"\n{END}"
 
 
 def _key_text(key: LogsourceKey) -> str:

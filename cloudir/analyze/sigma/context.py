@@ -9,6 +9,11 @@ than it usually does?". These fields answer them, so the rules stay plain Sigma.
 - `cloudir.api_family`: `<eventSource>:<verb>` (lower case), the verb being the leading
   word of eventName (`List` of `ListBuckets`, `Describe` of `DescribeInstances20160101`).
   Row-level.
+- `cloudir.query_domain`: for a DNS query row (DNS_ARTIFACTS), the domain its name is
+  under, lower case: the last two labels (`evil.example` of `a1b2.t.evil.example`), three
+  under a two-letter country code's `co`, `com`, `net`, `org`, `gov`, `edu`, `ac`, `or`,
+  `ne` or `go` (`shop.co.uk`). Not the Public Suffix List: close enough to group a
+  tunnel's names by the domain whose name server receives them. Row-level.
 - `cloudir.key_new_address`: for a call signed with a long-term access key (AKIA...),
   `true` when the key's first call from this sourceIPAddress was at most an hour
   (NEW_ADDRESS_SECONDS) before this one and the key was used earlier than that first call
@@ -65,6 +70,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql
+from cloudir.analyze.duck import sql_str
 
 DISCOVERY_BUCKET_SECONDS = 600
 DISCOVERY_FACTOR = 3
@@ -106,7 +112,12 @@ class Context:
         return f"LEFT JOIN {source} {self.alias} ON {self.on(plan)}"
 
 
-ROW_FIELDS = ("cloudir.api_family",)
+ROW_FIELDS = ("cloudir.api_family", "cloudir.query_domain")
+# Rows whose `target` is a DNS query name (without the root's trailing dot).
+DNS_ARTIFACTS = ("aws:route53_resolver",)
+# A two-letter country code's second level that registries sell names under (co.uk).
+COUNTRY_SECOND_LEVEL = r"([^.]+\.(?:co|com|net|org|gov|edu|ac|or|ne|go)\.[^.]{2})$"
+LAST_TWO_LABELS = r"([^.]+\.[^.]+)$"
 
 
 def is_computed(field_name: str) -> bool:
@@ -122,6 +133,8 @@ def field_sql(plan: Any, field_name: str) -> str | None:
     """
     if field_name == "cloudir.api_family":
         return _api_family(plan)
+    if field_name == "cloudir.query_domain":
+        return _query_domain()
     context = CONTEXTS.get(field_name)
     if context is None:
         return None
@@ -140,6 +153,15 @@ def _api_family(plan: Any) -> str:
     source, name = _raw(plan, "eventSource"), _raw(plan, "eventName")
     verb = f"NULLIF(regexp_extract({name}, '^[A-Za-z][a-z]*'), '')"
     return f"lower({source} || ':' || {verb})"
+
+
+def _query_domain() -> str:
+    """Columns only (artifact, target): no JSON is read for it."""
+    name = "lower(target)"
+    artifacts = ", ".join(sql_str(a) for a in DNS_ARTIFACTS)
+    country = f"NULLIF(regexp_extract({name}, {sql_str(COUNTRY_SECOND_LEVEL)}, 1), '')"
+    two = f"NULLIF(regexp_extract({name}, {sql_str(LAST_TWO_LABELS)}, 1), '')"
+    return f"(CASE WHEN artifact IN ({artifacts}) THEN COALESCE({country}, {two}) END)"
 
 
 def _is_address(value: str) -> str:

@@ -57,12 +57,13 @@ class Referenced:
 def from_rule(
     rule: Any,
     loaded: Callable[[Any], Referenced | None],
-    key_column: Callable[[str], str],
+    key_column: Callable[[str, Any], str],
 ) -> Correlation:
     """The correlation a pySigma correlation rule asks for, or Unsupported with why.
 
     `loaded` tells, for a referenced pySigma rule, how it was loaded (None: it cannot run);
-    `key_column` names the _hits column that holds a field's value.
+    `key_column` names the _hits column that holds a field's value in the events of a
+    referenced rule (whose logsource may name the field otherwise, `Logsource.fields`).
     """
     kind = str(rule.type.name).lower()
     if kind not in SUPPORTED:
@@ -101,8 +102,8 @@ def from_rule(
                 CorrelationInput(
                     hit_column=f"h{done.index}",
                     alerts_of=None,
-                    group_columns=[key_column(f) for f in fields],
-                    value_column=key_column(value_field) if value_field else None,
+                    group_columns=[key_column(f, ref.rule) for f in fields],
+                    value_column=key_column(value_field, ref.rule) if value_field else None,
                 )
             )
             continue
