@@ -203,7 +203,7 @@ def resolver_query_logs(aws: Aws, wanted: list[str], account: str, region: str) 
         elif ":log-group:" in destination:
             found.log_groups.append(
                 DeliveredGroup(
-                    _group_of(destination), f"Resolver query logs of {', '.join(chosen)}"
+                    _group_of(destination), f"Resolver query logs of {', '.join(chosen)}", DNS_KIND
                 )
             )
         else:
