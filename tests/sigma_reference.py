@@ -72,6 +72,10 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
     ("docker", "diff", None): (("container:diff",), None),
     ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
+    ("aws", "s3", None): (("aws:s3_access",), None),
+    (None, None, "webserver"): (("aws:alb_access",), None),
+    (None, None, "proxy"): (("aws:alb_access",), None),
+    ("aws", "elb", None): (("aws:alb_access",), None),
 }
 
 
