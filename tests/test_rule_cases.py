@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.access_rule_rows import ACCESS_RUNS, access_row, access_run
 from tests.conftest import REPO, cloudir
 from tests.timeline_rows import timeline_row, write_timeline
 
@@ -76,7 +77,7 @@ def shipped_rules() -> dict[str, ShippedRule]:
     def product(doc: dict[str, Any]) -> str:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
-        return str(doc["logsource"]["product"])
+        return access_run(doc["logsource"]) or str(doc["logsource"]["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -159,6 +160,9 @@ def built_events() -> dict[str, RuleEvents]:
                     record = cloudtrail_record(defaults["cloudtrail"], cases, spec)
                     record.update(eventTime=when.strftime("%Y-%m-%dT%H:%M:%SZ"), eventID=event_id)
                     events.records.append(substitute(record, tokens))
+                elif rule.product in ACCESS_RUNS:  # log lines, read by the parser
+                    row = access_row(rule.product, cases, spec, when, event_id, tokens)
+                    events.records.append(row)
                 else:
                     row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
                     events.records.append(row)
@@ -272,6 +276,16 @@ def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
 @pytest.fixture(scope="module")
 def docker_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "docker")
+
+
+@pytest.fixture(scope="module")
+def s3_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "s3_access")
+
+
+@pytest.fixture(scope="module")
+def alb_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "alb_access")
 
 
 def rule_params() -> list[Any]:
