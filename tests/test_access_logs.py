@@ -295,3 +295,34 @@ def test_any_s3_line_shape_is_a_row_or_an_error(tmp_path: Path, lines: list[str]
 def test_any_alb_line_shape_is_a_row_or_an_error(tmp_path: Path, lines: list[str]) -> None:
     path = write_log(tmp_path / "alb.log.gz", lines, gz=True)
     check_every_line_is_a_row_or_an_error(alb_access, path, lines)
+
+
+_WORD = st.text(
+    alphabet=st.sampled_from(string.ascii_letters + string.digits + '/:-."[]'), max_size=12
+)
+_FIELD_TEXT = st.one_of(
+    _WORD,
+    _TEXT.map(lambda t: f'"{t}"'),
+    _TEXT.map(lambda t: f"[{t}]"),
+    st.sampled_from(["-", "[05/Jan/2026:10:00:00 +0000]", "2026-01-05T10:00:00.000000Z", "https"]),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.lists(_FIELD_TEXT, max_size=34).map(" ".join), min_size=1, max_size=6))
+def test_random_field_lists_are_rows_or_errors_for_both(tmp_path: Path, lines: list[str]) -> None:
+    lines = [line.replace("\n", " ").replace("\r", " ") for line in lines]
+    path = write_log(tmp_path / "random.log", lines)
+    check_every_line_is_a_row_or_an_error(s3_access, path, lines)
+    check_every_line_is_a_row_or_an_error(alb_access, path, lines)
+
+
+def test_a_stray_file_beside_the_logs_does_not_change_the_kind(tmp_path: Path) -> None:
+    log = tmp_path / S3_DOC.name
+    log.write_bytes(S3_DOC.read_bytes())
+    stray = tmp_path / ".DS_Store"
+    stray.write_bytes(b"\x00\x00\x00\x01Bud1")
+    assert recognise_kind([stray, log]) == "s3-access"
+    alb = tmp_path / ALB_DOC.name
+    alb.write_bytes(ALB_DOC.read_bytes())
+    assert recognise_kind([stray, alb]) == "alb-access"

@@ -143,3 +143,46 @@ def test_query_reads_the_access_rows(case: Path) -> None:
             "target": "https://shop.example.com:443/../../etc/passwd",
         },
     ]  # fmt: skip
+
+
+# Rules in the shape of SigmaHQ's web rules (rules/web/...: `category: webserver` or
+# `proxy`, W3C field names, no product), written here: they run on ALB rows unmodified.
+WEB_RULES = """\
+title: Passwd File Requested Without a 404
+id: 5b4a3f1e-0c7d-4e52-9a61-2f0d8c3b7e11
+status: test
+logsource:
+    category: webserver
+detection:
+    selection:
+        cs-method: GET
+        cs-uri-query|contains: '/etc/passwd'
+    filter_main_not_found:
+        sc-status: 404
+    condition: selection and not 1 of filter_main_*
+level: high
+---
+title: SQLMap Through a Proxy
+id: 0f3e2d1c-4b5a-4c69-8d7e-6f5a4b3c2d1e
+status: test
+logsource:
+    category: proxy
+detection:
+    selection:
+        c-useragent|startswith: 'sqlmap/'
+        cs-host: 'shop.example.com'
+        c-uri-query|contains: 'union%20select'
+    condition: selection
+level: high
+"""
+
+
+def test_sigma_web_rules_run_unmodified_on_alb_rows(case: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "web.yml"
+    rules.write_text(WEB_RULES)
+    result = cloudir("detect", "--case", str(case), "--rules", str(rules), "--no-builtin", "--json")
+    assert result.code == 1, result.stderr  # findings at high
+    found = {f["title"]: set(f["event_ids"]) for f in result.json()["findings"]}
+    sqlmap = ids(case, "message LIKE '%sqlmap%'")
+    assert found == {"SQLMap Through a Proxy": sqlmap}  # the passwd request got a 404
+    assert len(sqlmap) == 1

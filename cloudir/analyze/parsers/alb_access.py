@@ -290,17 +290,17 @@ def accepts(path: Path) -> bool:
 
 def recognise(paths: Sequence[Path]) -> int:
     """ELB's delivery names whose first line is an access log line are surest; the names
-    alone come next; a first line of the shape under another name is content."""
+    alone come next; a first line of the shape under another name is content. One such
+    file makes the item's kind, as in `s3_access.recognise`."""
     if not paths:
         return NOT_MINE
-    sample = list(paths)[:RECOGNISE_MAX_FILES]
-    named = all(ALB_NAME.match(p.name) or CLASSIC_NAME.match(p.name) for p in paths)
-    shaped = [first_line_is(path, looks_like_alb) for path in sample]
-    if named and any(shaped):
-        return BY_NAME_AND_STRUCTURE
+    named = [p for p in paths if ALB_NAME.match(p.name) or CLASSIC_NAME.match(p.name)]
     if named:
+        sample = named[:RECOGNISE_MAX_FILES]
+        if any(first_line_is(path, looks_like_alb) for path in sample):
+            return BY_NAME_AND_STRUCTURE
         return BY_NAME
-    if all(shaped):
+    if any(first_line_is(p, looks_like_alb) for p in paths[:RECOGNISE_MAX_FILES]):
         return BY_CONTENT
     return NOT_MINE
 

@@ -203,17 +203,18 @@ def accepts(path: Path) -> bool:
 def recognise(paths: Sequence[Path]) -> int:
     """S3's delivery names whose first line is an access log line are surest; the names
     alone (empty files) come next; a first line of S3's shape under another name
-    (`access.log`, a gzipped copy) is recognised by content."""
+    (`access.log`, a gzipped copy) is recognised by content. As for CloudTrail, one such
+    file makes the item's kind: a stray file beside the logs is read as one, and each of
+    its lines is a counted error, not a reason to leave the logs unread."""
     if not paths:
         return NOT_MINE
-    sample = list(paths)[:RECOGNISE_MAX_FILES]
-    named = all(DELIVERY_NAME.match(path.name) for path in paths)
-    shaped = [first_line_is(path, looks_like_s3_access) for path in sample]
-    if named and any(shaped):
-        return BY_NAME_AND_STRUCTURE
+    named = [path for path in paths if DELIVERY_NAME.match(path.name)]
     if named:
+        sample = named[:RECOGNISE_MAX_FILES]
+        if any(first_line_is(path, looks_like_s3_access) for path in sample):
+            return BY_NAME_AND_STRUCTURE
         return BY_NAME
-    if all(shaped):
+    if any(first_line_is(p, looks_like_s3_access) for p in paths[:RECOGNISE_MAX_FILES]):
         return BY_CONTENT
     return NOT_MINE
 
