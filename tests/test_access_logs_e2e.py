@@ -117,6 +117,9 @@ def test_detect_names_each_attack_and_its_rows(case: Path) -> None:
         case, "outcome = '404'"
     )
     assert len(found[BULK]) == 30 and len(found[DENIED_BURST]) == 22
+    levels = {f["rule_id"]: (f["outcome"], f["level"]) for f in result.json()["findings"]}
+    assert levels[DENIED_BURST] == ("attempted", "medium")  # refusals are the point: kept
+    assert levels[BULK] == ("succeeded", "medium")
     assert not set().union(*found.values()) & ids(case, "target LIKE '%index.html'")
 
 
