@@ -81,6 +81,10 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     (None, None, "network_connection"): (("aws:vpc-flow",), _has_source_address),
     ("aws", "route53", None): (("aws:route53_resolver",), None),
     (None, None, "dns"): (("aws:route53_resolver",), None),
+    ("aws", "s3", None): (("aws:s3_access",), None),
+    (None, None, "webserver"): (("aws:alb_access",), None),
+    (None, None, "proxy"): (("aws:alb_access",), None),
+    ("aws", "elb", None): (("aws:alb_access",), None),
 }
 # Sigma field names a logsource reads elsewhere (docs/detection.md, the declared tables).
 FIELD_NAMES: dict[LogsourceKey, dict[str, str]] = {

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.access_rule_rows import ACCESS_RUNS, access_row, access_run
 from tests.conftest import REPO, cloudir, query
 from tests.route53_resolver_logs import resolver_record, s3_name, write_log
 from tests.timeline_rows import timeline_row, write_timeline
@@ -82,7 +83,10 @@ def shipped_rules() -> dict[str, ShippedRule]:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
         source = doc["logsource"]
-        return ROW_PRODUCTS.get((source.get("product"), source.get("service")), source["product"])
+        routed = access_run(source) or ROW_PRODUCTS.get(
+            (source.get("product"), source.get("service"))
+        )
+        return routed or str(source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -170,6 +174,9 @@ def built_events() -> dict[str, RuleEvents]:
                 elif rule.product == "route53":
                     record = resolver_case_record(cases, spec, when, event_id)
                     events.records.append(substitute(record, tokens))
+                elif rule.product in ACCESS_RUNS:  # log lines, read by the parser
+                    row = access_row(rule.product, cases, spec, when, event_id, tokens)
+                    events.records.append(row)
                 else:
                     row = linux_row(defaults["linux"], cases, spec, when, event_id, tokens)
                     events.records.append(row)
@@ -351,6 +358,16 @@ def docker_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
 @pytest.fixture(scope="module")
 def kubernetes_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "kubernetes")
+
+
+@pytest.fixture(scope="module")
+def s3_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "s3_access")
+
+
+@pytest.fixture(scope="module")
+def alb_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "alb_access")
 
 
 def rule_params() -> list[Any]:
