@@ -472,7 +472,8 @@ def capture_files(
         typer.Option(
             help="Evidence kind: auto (recognised by content), or one a parser declares: "
             "cloudtrail, disk-image, container-image, alert (a GuardDuty or Security Hub "
-            "finding document), files, ... (a wrong one lists them all)."
+            "finding document), route53-resolver, cloudwatch-logs, vpc-flow, s3-access, "
+            "alb-access, files, ... (a wrong one lists them all)."
         ),
     ] = "auto",
     title: TitleOpt = None,
