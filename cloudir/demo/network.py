@@ -1,16 +1,17 @@
-"""The network side of the demo's story: the runner's VPC flow log.
+"""The network side of the demo's story: the runner's VPC flow log and DNS queries.
 
-The intruder came in over SSH from the address that later used the leaked key, and the
-runner then connected out to a mining pool. The VPC's flow log delivers to S3 as AWS
-delivers it (a header naming the fields, gzipped, in the day folder); the demo finds it
-the way a responder does, `capture logs --vpc-flow VPC`, from the flow log's own
-configuration, so the report shows one incident across CloudTrail, host, container and
-network.
+The intruder came in over SSH from the address that later used the leaked key; the
+runner then resolved a mining pool's name and connected out to it. The VPC's flow log and
+its Route 53 Resolver query log deliver to S3 as AWS delivers them (gzipped, in the day
+folders); the demo finds them the way a responder does, `capture logs --vpc-flow VPC
+--dns VPC`, from their own configuration, so the report shows one incident across
+CloudTrail, host, container and network.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 
 NETWORK_BUCKET = "acme-network-logs"
 MINING_POOL = "192.0.2.66"  # a documentation address standing in for the pool
+POOL_NAME = "pool.supportxmr.com."  # the name the miner resolves first
 FLOW_FIELDS = (
     "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
     "start end action log-status instance-id"
@@ -34,7 +36,7 @@ def capture_network(
     say: Callable[[str], None],
 ) -> None:
     """Seed the runner VPC's flow log in the emulator, then capture it as a responder."""
-    from cloudir.capture.log_sources import flow_logs
+    from cloudir.capture.log_sources import flow_logs, resolver_query_logs
     from cloudir.capture.s3_logs import capture_log_folders
     from cloudir.timewindow import Window
 
@@ -54,11 +56,26 @@ def capture_network(
         f"{account}_vpcflowlogs_{region}_{flow_id}_{slot:%Y%m%dT%H%M}Z_{uuid.uuid4().hex[:8]}.log.gz"
     )
     s3.put_object(Bucket=NETWORK_BUCKET, Key=key, Body=gzip.compress(records.encode()))
-    say(f"seeded s3://{NETWORK_BUCKET} with the flow log of {vpc} (the runner's network)")
+    resolver = aws.client("route53resolver")
+    config = resolver.create_resolver_query_log_config(
+        Name="runner-dns", DestinationArn=f"arn:aws:s3:::{NETWORK_BUCKET}/dns",
+        CreatorRequestId=uuid.uuid4().hex,
+    )["ResolverQueryLogConfig"]  # fmt: skip
+    resolver.associate_resolver_query_log_config(
+        ResolverQueryLogConfigId=config["Id"], ResourceId=vpc
+    )
+    queries = _queries(account, region, vpc, host, address, intrusion)
+    dns_key = (
+        f"dns/AWSLogs/{account}/vpcdnsquerylogs/{vpc}/{slot:%Y/%m/%d}/"
+        f"{account}_vpcdnsquerylogs_{vpc}_{slot:%Y%m%dT%H%M}Z_{uuid.uuid4().hex[:8]}.log.gz"
+    )
+    s3.put_object(Bucket=NETWORK_BUCKET, Key=dns_key, Body=gzip.compress(queries.encode()))
+    say(f"seeded s3://{NETWORK_BUCKET} with the flow log and DNS queries of {vpc}")
     found = flow_logs(aws, [vpc], account, region)
+    found.add(resolver_query_logs(aws, [vpc], account, region))
     window = Window.parse("3d", None)
     items = capture_log_folders(case, aws, found.folders, window, 4, identity, say)
-    say(f"captured {sum(i.captured for i in items)} flow log files of {vpc}")
+    say(f"captured {sum(i.captured for i in items)} network log files of {vpc}")
 
 
 def _runner_address(ec2: Any, runner: str | None) -> tuple[str, str, str, str]:
@@ -97,5 +114,30 @@ def _records(
         record(9, address, "172.31.0.2", 40123, 53, 17, 310),  # the resolver
         record(10, address, MINING_POOL, 38811, 3333, 6, 2_400_000),  # the miner's pool
         record(40, address, MINING_POOL, 38811, 3333, 6, 9_800_000),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _queries(
+    account: str, region: str, vpc: str, host: str, address: str, intrusion: datetime
+) -> str:
+    """The runner's DNS questions: CI's usual names, then the miner's pool."""
+
+    def query(minutes: float, name: str, answer: str) -> str:
+        when = intrusion + timedelta(minutes=minutes)
+        record = {
+            "version": "1.100000", "account_id": account, "region": region, "vpc_id": vpc,
+            "query_timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "query_name": name,
+            "query_type": "A", "query_class": "IN", "rcode": "NOERROR",
+            "answers": [{"Rdata": answer, "Type": "A", "Class": "IN"}],
+            "srcaddr": address, "srcport": "53311", "transport": "UDP",
+            "srcids": {"instance": host},
+        }  # fmt: skip
+        return json.dumps(record, separators=(",", ":"))
+
+    lines = [
+        query(-41, "github.com.", "140.82.112.3"),
+        query(-41, "objects.githubusercontent.com.", "185.199.108.133"),
+        query(9, POOL_NAME, MINING_POOL),
     ]
     return "\n".join(lines) + "\n"
