@@ -297,11 +297,65 @@ def test_other_files_are_not_flow_logs(tmp_path: Path) -> None:
     assert recognise_kind([notes]) == "files"
 
 
-def test_a_parquet_delivery_is_skipped_with_its_reason(tmp_path: Path) -> None:
-    path = tmp_path / "111122223333_vpcflowlogs_us-east-1_fl-1_20260101T1000Z_ab.log.parquet"
-    path.write_bytes(b"PAR1")
-    assert not flow.accepts(path)
-    assert "Parquet delivery format" in (registry.skip_reason("vpc-flow", path) or "")
+PARQUET_NAME = "111122223333_vpcflowlogs_us-east-1_fl-1_20260101T1000Z_ab.log.parquet"
+
+
+def write_parquet_flows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A Parquet delivery as Athena's table for it reads it: columns named with `_`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("version", pa.int32()), ("account_id", pa.string()), ("interface_id", pa.string()),
+        ("srcaddr", pa.string()), ("dstaddr", pa.string()), ("srcport", pa.int32()),
+        ("dstport", pa.int32()), ("protocol", pa.int64()), ("packets", pa.int64()),
+        ("bytes", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
+        ("action", pa.string()), ("log_status", pa.string()), ("instance_id", pa.string()),
+    ])  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="gzip")
+    return path
+
+
+def parquet_row(**changes: Any) -> dict[str, Any]:
+    row = {
+        "version": 5, "account_id": "111122223333", "interface_id": "eni-0a1b2c3d",
+        "srcaddr": "203.0.113.9", "dstaddr": "10.0.1.5", "srcport": 50100, "dstport": 22,
+        "protocol": 6, "packets": 12, "bytes": 4021, "start": START, "end": START + 60,
+        "action": "ACCEPT", "log_status": "OK", "instance_id": "i-0123456789abcdef0",
+    }  # fmt: skip
+    return {**row, **changes}
+
+
+def test_the_parquet_delivery_is_read_by_the_same_checks(tmp_path: Path) -> None:
+    path = write_parquet_flows(
+        tmp_path / PARQUET_NAME,
+        [parquet_row(), parquet_row(dstport=3389, action="REJECT", instance_id=None),
+         parquet_row(srcaddr="not-an-address"), parquet_row(start=None, end=None)],
+    )  # fmt: skip
+    assert flow.accepts(path) and flow.recognise([path]) == registry.BY_NAME_AND_STRUCTURE
+    assert recognise_kind([path]) == "vpc-flow"
+    rows, errors = read(path)
+    assert [(r["src_ip"], r["target"], r["action"], r["host"]) for r in rows] == [
+        ("203.0.113.9", "10.0.1.5:22/tcp", "ACCEPT", "i-0123456789abcdef0"),
+        ("203.0.113.9", "10.0.1.5:3389/tcp", "REJECT", "eni-0a1b2c3d"),
+    ]
+    assert raw(rows[0])["log-status"] == "OK" and raw(rows[0])["DestinationPort"] == 22
+    assert [e.get("record") for e in errors] == [3, 4]
+    assert "is not an IP address" in errors[0]["reason"]
+
+
+def test_a_parquet_file_that_is_not_a_flow_log_is_one_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"name": ["x"], "size": [1]}), other)
+    broken = tmp_path / PARQUET_NAME
+    broken.write_bytes(b"PAR1 not really")
+    for path, why in ((other, "columns are not flow log fields"), (broken, "not a readable")):
+        rows, errors = read(path)
+        assert rows == [] and len(errors) == 1 and why in errors[0]["reason"], path.name
+    assert flow.recognise([other]) == registry.NOT_MINE
 
 
 def test_an_item_of_flow_logs_and_cloudtrail_is_cloudtrail(tmp_path: Path) -> None:

@@ -109,11 +109,6 @@ def _flow_destination(flow: dict[str, Any], account: str, region: str) -> Found:
             day_format = HIVE_DAY_FOLDERS
         else:
             prefix, day_format = f"{folder}AWSLogs/{account}/vpcflowlogs/{region}/", DAY_FOLDERS
-        if options.get("FileFormat") == "parquet":
-            found.notes.append(
-                f"flow log {flow_id} delivers Parquet files: they are captured; "
-                "the timeline reads the text format only"
-            )
         found.folders.append(
             LogFolder(
                 FLOW_KIND,

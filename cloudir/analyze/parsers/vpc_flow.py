@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from cloudir.analyze.host.rows import host_row
 from cloudir.analyze.parsers import (
+    BATCH_ROWS,
     BY_CONTENT,
     BY_NAME,
     BY_NAME_AND_STRUCTURE,
@@ -93,7 +94,8 @@ PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58:
 # `<account>_vpcflowlogs_<region>_<flow-log-id>_<YYYYMMDDTHHmmZ>_<hash>.log.gz`, as S3
 # delivery names them (https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-s3-path.html).
 DELIVERY_NAME = re.compile(
-    r"^\d{12}_vpcflowlogs_[a-z0-9-]+_fl-[0-9a-z]+_\d{8}T\d{4}Z_[0-9a-f]+\.log(\.gz)?$", re.I
+    r"^\d{12}_vpcflowlogs_[a-z0-9-]+_fl-[0-9a-z]+_\d{8}T\d{4}Z_[0-9a-f]+\.log(\.gz|\.parquet)?$",
+    re.I,
 )
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 MAX_LINE = 64 << 10  # a flow record is a few hundred bytes; a longer line is not one
@@ -242,9 +244,20 @@ def accepts(path: Path) -> bool:
 
 
 def skip_reason(path: Path) -> str | None:
-    if path.name.lower().endswith(".parquet"):
-        return "flow logs in the Parquet delivery format are not read; deliver them as text"
     return None
+
+
+def is_parquet(path: Path) -> bool:
+    """The Parquet delivery format (`FileFormat: parquet`): `....log.parquet`, or any
+    file whose first bytes are Parquet's magic number."""
+    if path.name.lower().endswith(".parquet"):
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(4) == b"PAR1"
 
 
 def parse(
@@ -253,7 +266,47 @@ def parse(
     if is_page(path):
         yield from batches(_page_rows(path, evidence_id, errors), errors)
         return
+    if is_parquet(path):
+        yield from batches(_parquet_rows(path, evidence_id, errors), errors)
+        return
     yield from batches(_rows(path, evidence_id, errors), errors)
+
+
+def _parquet_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
+    """The Parquet delivery: one column per field, named with `_` where the text format
+    has `-` (`account_id`, `log_status`; Athena's table for it). Each row goes through
+    the text format's checks (`parse_record`), a batch at a time."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        fields = tuple(name.replace("_", "-") for name in names)
+        if not header_fields(fields):
+            errors.add(f"{path.name}: a Parquet file whose columns are not flow log fields")
+            return
+        fmt = Format(fields)
+        number = 0
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                number += 1
+                tokens = ["-" if v is None else str(v) for v in values]
+                try:
+                    record = parse_record(fmt, tokens)
+                except BadLine as exc:
+                    errors.add(f"bad flow record: {exc}", record=number)
+                    continue
+                row = flow_row(record, evidence_id, number)
+                if row is None:
+                    errors.add("no start or end time: not placed on the timeline", record=number)
+                    continue
+                yield row
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        errors.add(f"{path.name}: not a readable Parquet file ({_first(exc)})")
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def is_page(path: Path) -> bool:
@@ -412,7 +465,16 @@ def _first_line(path: Path) -> list[str] | None:
 
 
 def looks_like_flow_log(path: Path) -> bool:
-    """The first line is a header of flow log fields, or a default-format record."""
+    """The first line is a header of flow log fields, or a default-format record; or a
+    Parquet file whose columns are flow log fields."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError, pa.ArrowException):
+            return False
+        return header_fields(tuple(n.replace("_", "-") for n in names)) is not None
     tokens = _first_line(path)
     if not tokens:
         return False
