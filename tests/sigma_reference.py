@@ -490,9 +490,27 @@ def _qualifies(corr: SigmaCorrelationRule, window: list[tuple[int, Event]], end:
                 for v in e.row.values(_resolve(corr, condition.fieldref, corr.rules[slot].rule))
             }
         )
+    elif kind in ("value_sum", "value_avg"):
+        numbers = [
+            number
+            for slot, e in window
+            for v in e.row.values(_resolve(corr, condition.fieldref, corr.rules[slot].rule))
+            if (number := _number(v)) is not None
+        ]
+        if not numbers:
+            return False  # no number in the window: no sum or average to compare
+        metric = sum(numbers) if kind == "value_sum" else sum(numbers) / len(numbers)
     else:
         raise NotImplementedError(f"no reference semantics for correlation type {kind}")
     return _THRESHOLD[condition.op.name.lower()](metric, condition.count)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
 
 
 def evaluate(rules: list[SigmaRule | SigmaCorrelationRule], rows: list[Row]) -> dict[str, Finding]:

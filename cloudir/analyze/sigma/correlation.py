@@ -5,8 +5,9 @@ rule into a `Correlation`, and `run` evaluates it.
 
 The one scan over the timeline (detect.py) stores every event any rule matched in a temp
 table `_hits`, with a boolean column per rule and a column per field a correlation groups
-or counts by. Correlations then run over that small table only: event_count, value_count
-and temporal as sliding windows `[t - timespan, t]` ending at each event, temporal_ordered
+or counts by. Correlations then run over that small table only: event_count, value_count,
+value_sum, value_avg and temporal as sliding windows `[t - timespan, t]` ending at each
+event, temporal_ordered
 as a chain of ASOF joins. Each correlation's qualifying windows become a table of alerts
 that a chained correlation reads as its events. The semantics are in docs/detection.md.
 """
@@ -18,7 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPERATORS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "neq": "<>"}
-SUPPORTED = ("event_count", "value_count", "temporal", "temporal_ordered")
+SUPPORTED = (
+    "event_count", "value_count", "value_sum", "value_avg", "temporal", "temporal_ordered",
+)  # fmt: skip
+VALUE_KINDS = ("value_count", "value_sum", "value_avg")  # a condition over `field`'s values
 
 
 @dataclass
@@ -82,11 +86,13 @@ def from_rule(
     else:
         operator = OPERATORS[condition.op.name.lower()]
         threshold = float(condition.count)
-    value_field = condition.fieldref if condition is not None and kind == "value_count" else None
+    value_field = condition.fieldref if condition is not None and kind in VALUE_KINDS else None
     if isinstance(value_field, list):
         value_field = value_field[0] if len(value_field) == 1 else None
         if value_field is None:
-            raise Unsupported("value_count over several fields")
+            raise Unsupported(f"{kind} over several fields")
+    if kind in VALUE_KINDS and not value_field:
+        raise Unsupported(f"{kind} without a condition field")
     aliases = {a.alias: {ref.reference: f for ref, f in a.mapping.items()} for a in rule.aliases}
     spec = Correlation(
         kind=kind,
@@ -155,6 +161,10 @@ def _anchors_sql(corr: Correlation) -> str:
     metric = {
         "event_count": "COUNT(*)",
         "value_count": "COUNT(DISTINCT v)",
+        # the field's values as numbers; a value that is not one counts for nothing, and
+        # a window without any number has no sum or average (it does not qualify)
+        "value_sum": "SUM(TRY_CAST(v AS DOUBLE))",
+        "value_avg": "AVG(TRY_CAST(v AS DOUBLE))",
         "temporal": "COUNT(DISTINCT slot)",
     }[corr.kind]
     return f"""SELECT DISTINCT ts AS window_end{select_groups} FROM (
