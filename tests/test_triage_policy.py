@@ -39,6 +39,14 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "s3:GetBucketLocation": "capture cloudtrail --manifest only",
     "logs:DescribeLogGroups": "capture logs only",
     "logs:FilterLogEvents": "capture logs only",
+    "lambda:ListFunctions": "capture lambda only",
+    "lambda:GetFunction": "capture lambda only",
+    "lambda:ListVersionsByFunction": "capture lambda only",
+    "lambda:ListAliases": "capture lambda only",
+    "lambda:GetPolicy": "capture lambda only",
+    "lambda:GetFunctionUrlConfig": "capture lambda only",
+    "lambda:ListEventSourceMappings": "capture lambda only",
+    "lambda:GetLayerVersion": "capture lambda only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",
