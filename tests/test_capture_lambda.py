@@ -21,13 +21,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import boto_client, cloudir, custody
+from tests.conftest import boto_client, cloudir, custody, query
 from tests.lambda_proxy import LambdaProxy
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 START = NOW - timedelta(hours=3)
 END = NOW - timedelta(minutes=1)
-SECRET = "s3cr3t-Value-9f8e7d"  # an environment variable's value: never shown unmasked
+SECRET = "s3cr3t-Value-9f8e7d"
+URL_NO_AUTH = "9011897b-52f7-406c-9b81-d223a0009703"
+LAYER_OTHER_ACCOUNT = "e5037756-e804-4836-9a43-f626178befef"
+POLICY_OUTSIDE = (
+    "be46e7fa-168b-41ad-a295-30fc68c36252"  # an environment variable's value: never shown unmasked
+)
 
 
 def _iso(moment: datetime) -> str:
@@ -218,3 +223,61 @@ def test_a_function_without_log_group_or_url_or_policy_says_so(
     entries = [e for e in custody(tmp_path / "case") if e.get("evidence_id") == item["evidence_id"]]
     assert "no resource-based policy" in entries[-1]["note"]
     assert "no function URL" in entries[-1]["note"]
+
+
+def test_the_capture_becomes_timeline_rows_with_environment_values_masked(
+    function: dict[str, Any], proxy: LambdaProxy, tmp_path: Path
+) -> None:
+    from cloudir.analyze.parsers.lambda_config import mask
+
+    case = tmp_path / "case"
+    run = _capture(case, proxy, function["name"])
+    assert run.code == 0, run.stderr
+    built = cloudir("timeline", "--case", str(case), "--json")
+    assert built.code == 0, built.stderr
+    errors = (case / "timeline" / "errors.jsonl").read_text()
+    assert "a Lambda code package: kept as evidence, never unpacked or run" in errors
+    assert errors.count("\n") == 2  # code.zip and the layer's zip: nothing else skipped
+    everything = cloudir("query", "--case", str(case), "SELECT * FROM timeline", "--json")
+    assert everything.code == 0 and SECRET not in everything.stdout
+    rows = query(case, "SELECT timestamp_desc, action, target, message, raw FROM timeline "
+                       "WHERE artifact = 'aws:lambda' ORDER BY action")  # fmt: skip
+    actions = [r["action"] for r in rows]
+    assert actions == [
+        "lambda:alias", "lambda:configuration", "lambda:event-source-mapping",
+        "lambda:function-url", "lambda:layer", "lambda:layer-version", "lambda:version",
+    ]  # fmt: skip
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function['name']}"
+    assert {r["target"] for r in rows} == {arn}
+    config = json.loads(next(r["raw"] for r in rows if r["action"] == "lambda:configuration"))
+    variables = config["Configuration"]["Environment"]["Variables"]
+    assert variables == {"API_TOKEN": mask(SECRET), "STAGE": mask("prod")}
+    assert mask(SECRET).startswith("<masked sha256:") and SECRET not in mask(SECRET)
+    assert config["PolicyGrant"] == "public" and config["FunctionUrl"]["AuthType"] == "NONE"
+    assert "Location" not in config["Code"]
+    message = next(r["message"] for r in rows if r["action"] == "lambda:configuration")
+    assert "runtime python3.12" in message and "URL auth NONE" in message
+    assert "policy grants public" in message
+    version = json.loads(next(r["raw"] for r in rows if r["action"] == "lambda:version"))
+    assert version["Version"] == "1"
+    assert version["Environment"]["Variables"]["API_TOKEN"] == mask(SECRET)
+    layer = json.loads(next(r["raw"] for r in rows if r["action"] == "lambda:layer"))
+    assert layer["LayerAccount"] == layer["FunctionAccount"] == "123456789012"
+    detect = cloudir("detect", "--case", str(case), "--json")
+    assert detect.code == 1, detect.stderr  # findings
+    findings = json.loads((case / "findings" / "findings.json").read_text())["findings"]
+    ids = {f["rule_id"]: set(f["event_ids"]) for f in findings}
+    url_rows = {r["event_id"] for r in query(case, "SELECT event_id FROM timeline WHERE "
+                                             "action = 'lambda:function-url'")}  # fmt: skip
+    [config_row] = query(
+        case, "SELECT event_id FROM timeline WHERE action = 'lambda:configuration'"
+    )
+    assert ids[URL_NO_AUTH] == url_rows
+    assert ids[POLICY_OUTSIDE] == {config_row["event_id"]}
+    assert LAYER_OTHER_ACCOUNT not in ids  # the layer is the function's own account's
+    assert SECRET not in detect.stdout + (case / "findings" / "findings.json").read_text()
+    report = cloudir("report", "--case", str(case), "--format", "md,json")
+    assert report.code in (0, 1), report.stderr
+    for path in (case / "report").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path

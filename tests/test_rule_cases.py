@@ -46,7 +46,7 @@ class ShippedRule:
     rule_id: str
     title: str
     path: Path
-    product: str  # "aws" or "linux": which case its events go into
+    product: str  # "aws", "linux", "aws_lambda", ...: which case its events go into
 
     def describe(self) -> str:
         return f"{self.path.name}: {self.title} ({self.rule_id})"
@@ -76,7 +76,10 @@ def shipped_rules() -> dict[str, ShippedRule]:
     def product(doc: dict[str, Any]) -> str:
         if "correlation" in doc:
             return product(by_name[doc["correlation"]["rules"][0]])
-        return str(doc["logsource"]["product"])
+        source = doc["logsource"]
+        if source["product"] == "aws" and source.get("service", "cloudtrail") != "cloudtrail":
+            return f"aws_{source['service']}"  # rows of another AWS source, not CloudTrail
+        return str(source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -272,6 +275,11 @@ def linux_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
 @pytest.fixture(scope="module")
 def docker_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "docker")
+
+
+@pytest.fixture(scope="module")
+def aws_lambda_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "aws_lambda")
 
 
 def rule_params() -> list[Any]:
