@@ -42,6 +42,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("alert", ("alert",)),
         ("response", ("response",)),
         ("cloudwatch-logs", ("cloudwatch-logs",)),
+        ("lambda-config", ("lambda-function",)),
         ("host", ("ebs-snapshot", "files")),
     ]
     assert not hasattr(registry, "_PARSER_MODULES")
@@ -57,8 +58,8 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
     assert (
-        out.strip()
-        == "['alert', 'cloudtrail', 'cloudwatch-logs', 'container', 'host', 'image', 'response']"
+        out.strip() == "['alert', 'cloudtrail', 'cloudwatch-logs', 'container', 'host', 'image', "
+        "'lambda-config', 'response']"
     )
 
 
@@ -82,7 +83,8 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 # -- what is built from the declarations ------------------------------------------------------
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
     assert capture_kinds() == [
-        "cloudtrail", "disk-image", "container-image", "alert", "cloudwatch-logs", "files",
+        "cloudtrail", "disk-image", "container-image", "alert", "cloudwatch-logs",
+        "lambda-function", "files",
     ]  # fmt: skip
 
 
@@ -92,7 +94,10 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
         "capture", "files", "--case", str(tmp_path / "case"), "--kind", "nope", str(tmp_path)
     )
     assert result.code == 2
-    listed = "auto, cloudtrail, disk-image, container-image, alert, cloudwatch-logs or files"
+    listed = (
+        "auto, cloudtrail, disk-image, container-image, alert, cloudwatch-logs, lambda-function "
+        "or files"
+    )
     assert f"--kind must be {listed}" in result.stderr
 
 
@@ -112,6 +117,7 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("linux", None, "process_creation"): LogSource(process, PROCESS_CONDITION),
         ("docker", "diff", None): LogSource(("container:diff",)),
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
+        ("aws", "lambda", None): LogSource(("aws:lambda",)),
     }
     assert list(LOGSOURCES.items()) == list(expected.items())
 
