@@ -72,6 +72,7 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     ("linux", None, "process_creation"): (_PROCESS, _has_command_line),
     ("docker", "diff", None): (("container:diff",), None),
     ("docker", None, None): (("container:diff", "container:state", "container:log"), None),
+    ("aws", "lambda", None): (("aws:lambda",), None),
 }
 
 

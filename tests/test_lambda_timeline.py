@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from cloudir.analyze.parsers import ErrorLog, ParseOptions
 from cloudir.analyze.parsers import lambda_config as parser
 from tests.conftest import cloudir, query
+from tests.test_detect_reference import assert_agreement
 
 OWNER = "111122223333"
 FOREIGN = "444455556666"
@@ -120,6 +121,20 @@ def test_a_saved_capture_is_recognised_and_its_rules_fire(tmp_path: Path) -> Non
     assert fired["e5037756-e804-4836-9a43-f626178befef"] == {layer_row}
     assert fired["be46e7fa-168b-41ad-a295-30fc68c36252"] == {config_row}
     assert "9011897b-52f7-406c-9b81-d223a0009703" not in fired  # the URL needs IAM auth
+    assert_agreement(case)  # the plain-Python reference finds the same
+
+
+def test_the_reference_agrees_on_a_public_url(tmp_path: Path) -> None:
+    folder = tmp_path / "my-function"
+    _write_capture(folder)
+    url = json.loads((folder / "url-config.json").read_text())
+    (folder / "url-config.json").write_text(json.dumps({**url, "AuthType": "NONE"}))
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(folder)).code == 0
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    reference = assert_agreement(case)
+    [url_row] = query(case, "SELECT event_id FROM timeline WHERE action = 'lambda:function-url'")
+    assert reference["9011897b-52f7-406c-9b81-d223a0009703"].event_ids == {url_row["event_id"]}
 
 
 def test_masking_covers_every_environment_at_any_depth() -> None:
