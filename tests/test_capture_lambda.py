@@ -281,3 +281,18 @@ def test_the_capture_becomes_timeline_rows_with_environment_values_masked(
     for path in (case / "report").rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_function_named_by_its_arn_is_captured_under_its_name(
+    function: dict[str, Any], proxy: LambdaProxy, tmp_path: Path
+) -> None:
+    from cloudir.capture.lambda_functions import function_name
+
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function['name']}"
+    assert function_name(f"{arn}:live") == function["name"]
+    proxy.packages[arn] = function["code"]
+    run = _capture(tmp_path / "case", proxy, arn)
+    assert run.code == 0, run.stderr
+    [item] = run.json()["items"]
+    assert item["evidence_id"] == f"lambda-123456789012-us-east-1-{function['name']}"
+    assert item["function_arn"] == arn and item["code"] == "verified"

@@ -130,7 +130,7 @@ def capture_function(
     client.meta.events.register("before-parse.lambda", functools.partial(keep_body, raw))
     fetch = fetch or functools.partial(download, allow_http=bool(aws.endpoint_url))
     account = identity.get("Account", "unknown")
-    short = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
+    short = function_name(name)
     source = {"type": "lambda", "account": account, "region": region, "function": name}
     evidence_id = case.unique_evidence_id(f"lambda-{account}-{region}-{short}")
     meta = {"kind": KIND, "source": source, "window": window.as_dict(),
@@ -142,22 +142,26 @@ def capture_function(
                           client.get_function, FunctionName=name)  # fmt: skip
         config = got.get("Configuration", {})
         result.arn = config.get("FunctionArn")
+        # the calls after GetFunction name the function of the caller's own account by its
+        # name (every alias, version and mapping, whichever qualifier an ARN given named)
+        own = not name.startswith("arn:") or name.split(":")[4:5] == [account]
+        target = str(config.get("FunctionName") or name) if own else name
         _code(item, result, got, fetch)
         result.versions = _pages(item, raw, "versions", "lambda:ListVersionsByFunction",
                                  client.list_versions_by_function, "Versions",
-                                 FunctionName=name)  # fmt: skip
+                                 FunctionName=target)  # fmt: skip
         result.aliases = _pages(item, raw, "aliases", "lambda:ListAliases",
-                                client.list_aliases, "Aliases", FunctionName=name)  # fmt: skip
+                                client.list_aliases, "Aliases", FunctionName=target)  # fmt: skip
         result.policy = _optional(item, raw, "policy.json", "lambda:GetPolicy",
                                   client.get_policy, "no resource-based policy",
-                                  FunctionName=name) is not None  # fmt: skip
+                                  FunctionName=target) is not None  # fmt: skip
         url = _optional(item, raw, "url-config.json", "lambda:GetFunctionUrlConfig",
                         client.get_function_url_config, "no function URL",
-                        FunctionName=name)  # fmt: skip
+                        FunctionName=target)  # fmt: skip
         result.url_auth_type = url.get("AuthType") if url else None
         _pages(item, raw, "event-source-mappings", "lambda:ListEventSourceMappings",
                client.list_event_source_mappings, "EventSourceMappings",
-               FunctionName=name)  # fmt: skip
+               FunctionName=target)  # fmt: skip
         for layer in config.get("Layers", []):
             _layer(item, raw, client, result, layer.get("Arn", ""), fetch)
         result.notes = list(item.notes)
@@ -171,6 +175,12 @@ def capture_function(
     result.log_group = capture_log_group(case, aws, group, window, identity, report,
                                          region=region)  # fmt: skip
     return result
+
+
+def function_name(name: str) -> str:
+    """The function's name from a name or an ARN (arn:aws:lambda:r:a:function:NAME[:q])."""
+    parts = name.split(":")
+    return parts[6] if name.startswith("arn:") and len(parts) > 6 else name
 
 
 def _store_call(

@@ -369,7 +369,8 @@ def capture_lambda(
     else:
         capture.check_functions(aws, names, region)  # before the case is made or changed
     if not names:
-        say("no Lambda functions in this account and region")
+        say("no Lambda functions in this account and region; nothing captured")
+        return
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
     results = [
         capture.capture_function(the_case, aws, name, window, identity, say, region)
