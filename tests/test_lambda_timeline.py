@@ -3,7 +3,8 @@ brought in by `capture files` (recognised, on the timeline, its rules firing).
 
 The answers are shaped as the Lambda API reference's examples (GetFunction,
 ListVersionsByFunction, ListAliases, GetFunctionUrlConfig, ListEventSourceMappings,
-GetLayerVersion), written here rather than shipped as files.
+GetLayerVersion: https://docs.aws.amazon.com/lambda/latest/api/API_GetFunction.html and
+the pages beside it), written here rather than shipped as files.
 """
 
 from __future__ import annotations

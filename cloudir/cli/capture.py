@@ -350,7 +350,7 @@ def capture_lambda(
     each layer and its package), all as received; the function's log group for
     --start/--end becomes an item of its own. Nothing in a package is unpacked or run.
 
-    Example: cloudir capture lambda --case ./case-42 --region eu-west-1 billing-export
+    Example: cloudir capture lambda billing-export --case ./case-42 --region eu-west-1
     --start 2024-07-30 --end 2024-08-01
 
     Example: cloudir capture lambda --case ./case-42 --region eu-west-1 --all
