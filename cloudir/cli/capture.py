@@ -350,10 +350,9 @@ def capture_lambda(
     each layer and its package), all as received; the function's log group for
     --start/--end becomes an item of its own. Nothing in a package is unpacked or run.
 
-    Example: cloudir capture lambda billing-export --case ./case-42 --region eu-west-1
-    --start 2024-07-30 --end 2024-08-01
+    Example: cloudir capture lambda billing-export --case ./case-42 --start 30d
 
-    Example: cloudir capture lambda --case ./case-42 --region eu-west-1 --all
+    Example: cloudir capture lambda --all --case ./case-42 --region eu-west-1
     """
     from cloudir.aws import open_case_as_caller
     from cloudir.capture import lambda_functions as capture
