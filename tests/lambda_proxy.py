@@ -7,7 +7,9 @@ hash. The proxy forwards everything to moto and, for the requests a test set up:
 - rewrites the code location in GetFunction / GetLayerVersion answers to a URL on
   itself, where it serves the package bytes the test registered (`packages`);
 - serves other bytes than the package for a name in `tampered` (a hash mismatch);
-- pages ListFunctions `list_page` functions at a time with NextMarker.
+- pages ListFunctions `list_page` functions at a time with NextMarker;
+- refuses requests whose path ends with a suffix in `denied` (`/policy`: GetPolicy) as
+  AWS refuses a caller without the permission (moto enforces none).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LambdaProxy:
         self.packages: dict[str, bytes] = {}  # function name or layer version ARN -> zip
         self.tampered: dict[str, bytes] = {}  # served instead of the package
         self.list_page: int | None = None
+        self.denied: set[str] = set()
         self.list_requests = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -86,6 +89,15 @@ class LambdaProxy:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    return
+                if any(parts.path.endswith(suffix) for suffix in proxy.denied):
+                    refusal = json.dumps({"Message": "User is not authorized"}).encode()
+                    self.send_response(403)
+                    self.send_header("x-amzn-ErrorType", "AccessDeniedException")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(refusal)))
+                    self.end_headers()
+                    self.wfile.write(refusal)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

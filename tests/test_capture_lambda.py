@@ -296,3 +296,22 @@ def test_a_function_named_by_its_arn_is_captured_under_its_name(
     [item] = run.json()["items"]
     assert item["evidence_id"] == f"lambda-123456789012-us-east-1-{function['name']}"
     assert item["function_arn"] == arn and item["code"] == "verified"
+
+
+def test_a_refused_call_is_named_and_the_others_are_still_made(
+    function: dict[str, Any], proxy: LambdaProxy, tmp_path: Path
+) -> None:
+    proxy.denied.add("/policy")
+    case = tmp_path / "case"
+    run = _capture(case, proxy, function["name"])
+    assert run.code == 3
+    [item] = run.json()["items"]
+    assert item["failed"] == [
+        "lambda:GetPolicy denied: missing permission lambda:GetPolicy "
+        "(AccessDeniedException: User is not authorized)"
+    ]
+    assert item["policy"] is False and item["url_auth_type"] == "NONE"
+    folder = case / "evidence" / item["evidence_id"]
+    assert not (folder / "policy.json").exists()
+    assert (folder / "event-source-mappings" / "page-00001.json").is_file()
+    assert item["log_group_evidence_id"]  # the logs are still captured

@@ -30,7 +30,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from cloudir.aws import Aws, call, error_code
@@ -47,6 +47,7 @@ DOWNLOAD_TIMEOUT: Final = 60.0  # seconds without a byte before a code download 
 CHUNK: Final = 1 << 20
 _NOT_FOUND: Final = "ResourceNotFoundException"
 
+T = TypeVar("T")
 Fetch = Callable[[str], Iterable[bytes]]
 """Reads a presigned URL as chunks (a test passes its own)."""
 
@@ -137,6 +138,7 @@ def capture_function(
             "caller_identity": identity}  # fmt: skip
     result = FunctionResult(case.item(evidence_id, meta), name, region)
     result.item.summary = functools.partial(_summary, result)
+    config: dict[str, Any] = {}
     with result.item as item:
         got = _store_call(item, raw, "get-function.json", "lambda:GetFunction",
                           client.get_function, FunctionName=name)  # fmt: skip
@@ -147,21 +149,25 @@ def capture_function(
         own = not name.startswith("arn:") or name.split(":")[4:5] == [account]
         target = str(config.get("FunctionName") or name) if own else name
         _code(item, result, got, fetch)
-        result.versions = _pages(item, raw, "versions", "lambda:ListVersionsByFunction",
-                                 client.list_versions_by_function, "Versions",
-                                 FunctionName=target)  # fmt: skip
-        result.aliases = _pages(item, raw, "aliases", "lambda:ListAliases",
-                                client.list_aliases, "Aliases", FunctionName=target)  # fmt: skip
-        result.policy = _optional(item, raw, "policy.json", "lambda:GetPolicy",
-                                  client.get_policy, "no resource-based policy",
-                                  FunctionName=target) is not None  # fmt: skip
-        url = _optional(item, raw, "url-config.json", "lambda:GetFunctionUrlConfig",
-                        client.get_function_url_config, "no function URL",
-                        FunctionName=target)  # fmt: skip
-        result.url_auth_type = url.get("AuthType") if url else None
-        _pages(item, raw, "event-source-mappings", "lambda:ListEventSourceMappings",
-               client.list_event_source_mappings, "EventSourceMappings",
-               FunctionName=target)  # fmt: skip
+        # each answer on its own: a refused or failed call is a problem of the item (named,
+        # incomplete), and the calls after it are still made
+        pages, optional = (
+            functools.partial(_pages, item, raw),
+            functools.partial(_optional, item, raw),
+        )
+        it = {"FunctionName": target}
+        versions = _attempt(item, pages, "versions", "lambda:ListVersionsByFunction",
+                            client.list_versions_by_function, "Versions", **it)  # fmt: skip
+        result.versions = versions or 0
+        result.aliases = _attempt(item, pages, "aliases", "lambda:ListAliases",
+                                  client.list_aliases, "Aliases", **it) or 0  # fmt: skip
+        policy = _attempt(item, optional, "policy.json", "lambda:GetPolicy", client.get_policy,
+                          "no resource-based policy", **it)  # fmt: skip
+        url = _attempt(item, optional, "url-config.json", "lambda:GetFunctionUrlConfig",
+                       client.get_function_url_config, "no function URL", **it)  # fmt: skip
+        result.policy, result.url_auth_type = policy is not None, (url or {}).get("AuthType")
+        _attempt(item, pages, "event-source-mappings", "lambda:ListEventSourceMappings",
+                 client.list_event_source_mappings, "EventSourceMappings", **it)  # fmt: skip
         for layer in config.get("Layers", []):
             _layer(item, raw, client, result, layer.get("Arn", ""), fetch)
         result.notes = list(item.notes)
@@ -175,6 +181,15 @@ def capture_function(
     result.log_group = capture_log_group(case, aws, group, window, identity, report,
                                          region=region)  # fmt: skip
     return result
+
+
+def _attempt(item: EvidenceItem, step: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """One step whose AWS failure is the item's problem, not the end of the capture."""
+    try:
+        return step(*args, **kwargs)
+    except CloudError as exc:
+        item.problem(str(exc))
+        return None
 
 
 def function_name(name: str) -> str:

@@ -386,6 +386,8 @@ def capture_lambda(
                 f"{r.evidence_id}: {r.function} code {r.code}, {r.layers} layers, "
                 f"{r.versions} versions, {r.aliases} aliases, logs: {logs}"
             )
+            for note in r.notes:
+                say(f"{r.evidence_id}: {note}")  # no policy, no URL, an image function
     failed = [f"{r.function}: {problem}" for r in results for problem in r.failed]
     if failed:
         for line in failed[:20]:
