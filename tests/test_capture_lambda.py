@@ -315,3 +315,14 @@ def test_a_refused_call_is_named_and_the_others_are_still_made(
     assert not (folder / "policy.json").exists()
     assert (folder / "event-source-mappings" / "page-00001.json").is_file()
     assert item["log_group_evidence_id"]  # the logs are still captured
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_http"),
+    [("s3://", False), ("http://127.0.0.1:1/x", False), ("file:///etc/passwd", True)],
+)
+def test_a_code_location_that_is_not_https_is_not_read(url: str, allow_http: bool) -> None:
+    from cloudir.capture.lambda_functions import download
+
+    with pytest.raises(ValueError, match="not https"):
+        list(download(url, allow_http=allow_http))
