@@ -85,6 +85,7 @@ LOGSOURCES: dict[LogsourceKey, tuple[tuple[str, ...], Callable[[Row], bool] | No
     (None, None, "webserver"): (("aws:alb_access",), None),
     (None, None, "proxy"): (("aws:alb_access",), None),
     ("aws", "elb", None): (("aws:alb_access",), None),
+    ("aws", "lambda", None): (("aws:lambda",), None),
 }
 # Sigma field names a logsource reads elsewhere (docs/detection.md, the declared tables).
 FIELD_NAMES: dict[LogsourceKey, dict[str, str]] = {

@@ -43,6 +43,7 @@ def test_every_parser_module_is_found_in_a_fixed_order() -> None:
         ("response", ("response",)),
         ("route53-resolver", ("route53-resolver",)),
         ("cloudwatch-logs", ("cloudwatch-logs",)),
+        ("lambda-config", ("lambda-function",)),
         ("vpc-flow", ("vpc-flow",)),
         ("kubernetes-audit", ("eks-audit",)),
         ("eks-cluster", ("eks-cluster",)),
@@ -64,8 +65,8 @@ def test_one_module_imported_alone_still_finds_every_parser() -> None:
     ).stdout
     assert out.strip() == (
         "['alb-access', 'alert', 'cloudtrail', 'cloudwatch-logs', 'container', 'eks-cluster', "
-        "'host', 'image', 'kubernetes-audit', 'response', 'route53-resolver', 's3-access', "
-        "'vpc-flow']"
+        "'host', 'image', 'kubernetes-audit', 'lambda-config', 'response', 'route53-resolver', "
+        "'s3-access', 'vpc-flow']"
     )
 
 
@@ -90,7 +91,7 @@ def test_a_broken_plug_in_is_one_warning_not_a_crash(
 def test_capture_kinds_are_the_declared_ones_in_todays_order() -> None:
     assert capture_kinds() == [
         "cloudtrail", "disk-image", "container-image", "alert", "route53-resolver",
-        "cloudwatch-logs", "vpc-flow", "s3-access", "alb-access", "files",
+        "cloudwatch-logs", "lambda-function", "vpc-flow", "s3-access", "alb-access", "files",
     ]  # fmt: skip
 
 
@@ -102,7 +103,7 @@ def test_an_unknown_kind_is_refused_with_the_declared_list(tmp_path: Path) -> No
     assert result.code == 2
     listed = (
         "auto, cloudtrail, disk-image, container-image, alert, route53-resolver, "
-        "cloudwatch-logs, vpc-flow, s3-access, alb-access or files"
+        "cloudwatch-logs, lambda-function, vpc-flow, s3-access, alb-access or files"
     )
     assert f"--kind must be {listed}" in " ".join(result.stderr.split())
 
@@ -125,6 +126,7 @@ def test_logsources_select_the_rows_they_did_plus_shell_history() -> None:
         ("docker", None, None): LogSource(("container:diff", "container:state", "container:log")),
         ("aws", "route53", None): LogSource(("aws:route53_resolver",)),
         (None, None, "dns"): LogSource(("aws:route53_resolver",)),
+        ("aws", "lambda", None): LogSource(("aws:lambda",)),
         ("aws", "vpcflowlogs", None): LogSource(("aws:vpc-flow",)),
         ("aws", None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),
         (None, None, "network_connection"): LogSource(("aws:vpc-flow",), "src_ip IS NOT NULL"),

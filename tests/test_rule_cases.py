@@ -52,7 +52,7 @@ class ShippedRule:
     rule_id: str
     title: str
     path: Path
-    product: str  # "aws", "linux", "docker", "kubernetes", "vpcflow", "route53": its case
+    product: str  # "aws", "linux", "kubernetes", "vpcflow", "aws_lambda", ...: its case
 
     def describe(self) -> str:
         return f"{self.path.name}: {self.title} ({self.rule_id})"
@@ -86,7 +86,11 @@ def shipped_rules() -> dict[str, ShippedRule]:
         routed = access_run(source) or ROW_PRODUCTS.get(
             (source.get("product"), source.get("service"))
         )
-        return routed or str(source["product"])
+        if routed:
+            return routed
+        if source["product"] == "aws" and source.get("service", "cloudtrail") != "cloudtrail":
+            return f"aws_{source['service']}"  # rows of another AWS source, not CloudTrail
+        return str(source["product"])
 
     return {
         str(doc["id"]): ShippedRule(str(doc["id"]), doc["title"], path, product(doc))
@@ -368,6 +372,11 @@ def s3_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
 @pytest.fixture(scope="module")
 def alb_access_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
     return _rows_run(tmp_path_factory, "alb_access")
+
+
+@pytest.fixture(scope="module")
+def aws_lambda_run(tmp_path_factory: pytest.TempPathFactory) -> DetectRun:
+    return _rows_run(tmp_path_factory, "aws_lambda")
 
 
 def rule_params() -> list[Any]:

@@ -46,6 +46,14 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "elasticloadbalancing:DescribeLoadBalancers": "capture logs --alb only",
     "elasticloadbalancing:DescribeLoadBalancerAttributes": "capture logs --alb only",
     "s3:GetBucketLogging": "capture logs --s3-access only",
+    "lambda:ListFunctions": "capture lambda only",
+    "lambda:GetFunction": "capture lambda only",
+    "lambda:ListVersionsByFunction": "capture lambda only",
+    "lambda:ListAliases": "capture lambda only",
+    "lambda:GetPolicy": "capture lambda only",
+    "lambda:GetFunctionUrlConfig": "capture lambda only",
+    "lambda:ListEventSourceMappings": "capture lambda only",
+    "lambda:GetLayerVersion": "capture lambda only",
 }
 RESTORE_ONLY = {
     "ec2:DeleteTags": "undoes the tags isolate added",

@@ -203,10 +203,9 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 skipped.extend(bad)
                 continue
             if parser_for(kind, path) is None:
-                reason = skip_reason(kind, path) or (
-                    f"no parser for this file in a {kind or 'untyped'} item"
-                )
-                if path.name.lower().endswith(".zip"):
+                own = skip_reason(kind, path)  # a parser's word wins (a Lambda code package)
+                reason = own or f"no parser for this file in a {kind or 'untyped'} item"
+                if own is None and path.name.lower().endswith(".zip"):
                     reason = "zip archive: not opened; unpack it and capture the folder"
                 skipped.append(error_entry(evidence_id, rel, reason, kind=NO_PARSER_KIND))
                 continue
