@@ -122,8 +122,11 @@ class TimelineResult:
         }
 
     def strict_failures(self) -> int:
-        """Entries --strict fails on: every error but implausible times (kept, not lost)."""
-        return sum(1 for e in self.errors if e.get("kind") != IMPLAUSIBLE_KIND)
+        """Entries --strict fails on: every error but implausible times (kept, not lost)
+        and files a parser leaves unread by design (a containment plan, a code package)."""
+        return sum(
+            1 for e in self.errors if e.get("kind") != IMPLAUSIBLE_KIND and not e.get("by_design")
+        )
 
     def problem_counts(self) -> dict[str, int]:
         """Evidence problems by kind, for the one-line summary."""
@@ -207,7 +210,11 @@ def collect_tasks(case: Case) -> tuple[list[FileTask], list[dict[str, Any]]]:
                 reason = own or f"no parser for this file in a {kind or 'untyped'} item"
                 if own is None and path.name.lower().endswith(".zip"):
                     reason = "zip archive: not opened; unpack it and capture the folder"
-                skipped.append(error_entry(evidence_id, rel, reason, kind=NO_PARSER_KIND))
+                # A file its item's parser leaves unread on purpose is listed, never a
+                # --strict failure: nothing in it was lost to the timeline by accident.
+                details = {"by_design": True} if own else {}
+                skipped.append(error_entry(evidence_id, rel, reason, kind=NO_PARSER_KIND,
+                                           **details))  # fmt: skip
                 continue
             try:
                 size = path.stat().st_size
