@@ -251,3 +251,20 @@ def test_a_hostile_configuration_is_rows_or_logged_lines(
     rows, errors = _parse(tmp_path, "get-function.json", document)
     assert rows or errors
     assert all(r["artifact"] == "aws:lambda" and SECRET not in r["raw"] for r in rows)
+
+
+def test_a_code_package_is_kept_unread_by_design_and_strict_passes(tmp_path: Path) -> None:
+    folder = tmp_path / "my-function"
+    _write_capture(folder)
+    (folder / "code.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(folder)).code == 0
+    built = cloudir("timeline", "--case", str(case), "--strict", "--json")
+    assert built.code == 0, built.stderr
+    [kept] = [
+        json.loads(line)
+        for line in (case / "timeline" / "errors.jsonl").read_text().splitlines()
+        if json.loads(line)["path"].endswith("code.zip")
+    ]
+    assert kept["kind"] == "no_parser" and kept["by_design"] is True
+    assert "never unpacked or run" in kept["reason"]
