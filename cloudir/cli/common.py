@@ -37,6 +37,8 @@ RetryOpt = Annotated[
     str, typer.Option("--retry-mode", help="botocore retry mode: standard or adaptive.")
 ]
 
+StartOpt = Annotated[str, typer.Option(help="Window start: ISO 8601 or age (7d, 36h).")]
+EndOpt = Annotated[str | None, typer.Option(help="Window end (default now).")]
 TitleOpt = Annotated[str | None, typer.Option(help="Case title when creating it.")]
 ExaminerOpt = Annotated[str | None, typer.Option(help="Examiner when creating the case.")]
 AdoptOpt = Annotated[
