@@ -140,8 +140,9 @@ def test_every_shipped_rule_loads() -> None:
     assert len(doc["loaded"]) >= 40
     assert doc["skipped"] == []
     kinds = {r["kind"] for r in doc["loaded"]}
-    assert kinds == {"rule", "feeds-only", "event_count", "value_count", "temporal"} | {
-        "temporal_ordered"
+    assert kinds == {"rule", "feeds-only", "event_count", "value_count", "value_sum"} | {
+        "temporal",
+        "temporal_ordered",
     }
 
 
