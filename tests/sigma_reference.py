@@ -545,6 +545,7 @@ COMPUTED_FIELDS = (
     "cloudir.instance_address",
     "cloudir.discovery_unusual",
     "cloudir.family_failing",
+    "cloudir.lambda_new_deployer",
 )
 _ADDRESS_KEYS = ("privateIpAddress", "ipAddress", "publicIp", "ipv6Address")
 
@@ -791,6 +792,53 @@ def _family_failing(rows: list[Row]) -> dict[str, str]:
     return values
 
 
+_DEPLOY = re.compile(r"(CreateFunction|UpdateFunctionCode)[0-9v_]*")
+
+
+def _deploy(row: Row) -> tuple[str | None, str] | None:
+    """(function, principal) of a Lambda create or code update, or None for other rows; the
+    function is None when the call does not name it (the engine's join then finds nothing)."""
+    user = row.record.get("user")
+    if not _cloudtrail(row) or user is None or row.time is None:
+        return None
+    source, name = _one(row, "eventSource"), _one(row, "eventName") or ""
+    if source != "lambda.amazonaws.com" or not _DEPLOY.fullmatch(name):
+        return None
+    principal = re.sub(r"^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.*$", r"\1", user)
+    account, region = _one(row, "recipientAccountId"), _one(row, "awsRegion")
+    named = _one(row, "requestParameters.functionName")
+    if account is None or region is None or named is None:
+        return None, principal
+    return f"{account}/{region}/{named.rsplit(':', 1)[-1]}", principal
+
+
+def _lambda_new_deployer(rows: list[Row]) -> dict[str, str]:
+    """A principal's first hour of deploying a function that someone else deployed first."""
+    first: dict[tuple[str | None, str], datetime] = {}
+    deploys = []
+    for row in rows:
+        found = _deploy(row)
+        if found is None:
+            continue
+        deploys.append((row, found))
+        if row.record.get("outcome") == "success" and found[0] is not None:
+            first[found] = min(first.get(found, row.time), row.time)  # type: ignore[arg-type]
+    function_first: dict[str | None, datetime] = {}
+    for (function, _), at in first.items():
+        function_first[function] = min(function_first.get(function, at), at)
+    values = {}
+    for row, found in deploys:
+        mine = first.get(found)
+        new = (
+            mine is not None
+            and function_first[found[0]] < mine
+            and row.time is not None
+            and 0 <= (row.time - mine).total_seconds() <= 3600
+        )
+        values[row.event_id] = str(new).lower()
+    return values
+
+
 def annotate_computed(rows: list[Row]) -> None:
     """Set every row's computed fields; the engine joins the same aggregates in SQL."""
     new_address = _key_new_address(rows)
@@ -799,6 +847,7 @@ def annotate_computed(rows: list[Row]) -> None:
     known = _instance_addresses(rows)
     discovery = _discovery_unusual(rows)
     family = _family_failing(rows)
+    deployer = _lambda_new_deployer(rows)
     for row in rows:
         values = {
             "cloudir.api_family": _api_family(row),
@@ -809,5 +858,6 @@ def annotate_computed(rows: list[Row]) -> None:
             "cloudir.instance_address": _instance_address(row, known),
             "cloudir.discovery_unusual": discovery.get(row.event_id),
             "cloudir.family_failing": family.get(row.event_id),
+            "cloudir.lambda_new_deployer": deployer.get(row.event_id),
         }
         row.computed = {k: v for k, v in values.items() if v is not None}

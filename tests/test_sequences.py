@@ -325,6 +325,19 @@ DEPLOY = {"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/de
           "accessKeyId": "ASIADEPLOY", "principalId": "AROADEPLOY:ci"}  # fmt: skip
 
 
+DEPLOY_2 = {**DEPLOY, "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deploy/ci-2",
+            "principalId": "AROADEPLOY:ci-2"}  # fmt: skip
+GUS, HANK = user("gus", "AKIAGUS"), user("hank", "AKIAHANK")
+
+
+def deploy(event_id: str, minutes: float, name: str, who: dict[str, Any], function: str,
+           **raw: Any) -> dict[str, Any]:  # fmt: skip
+    """A Lambda call naming a function, from the office, in us-east-1 unless `raw` says."""
+    return call(event_id, minutes, name, OFFICE, who, eventSource="lambda.amazonaws.com",
+                recipientAccountId=ACCOUNT, awsRegion=raw.pop("awsRegion", "us-east-1"),
+                requestParameters={"functionName": function}, **raw)  # fmt: skip
+
+
 def erin(event_id: str, minutes: float, agent: str | None) -> dict[str, Any]:
     """Erin's key, always from the office, with one client or another."""
     return call(event_id, minutes, "PutObject", OFFICE, ERIN, userAgent=agent)
@@ -400,6 +413,19 @@ def field_rows() -> list[dict[str, Any]]:
         iam_group("grant-qa-same-second", 6, "PutGroupPolicy", FRANK, "qa"),
         iam_group("grant-qa", 7, "PutGroupPolicy", FRANK, "qa"),
         iam_group("role-grant", 8, "PutGroupPolicy", DEPLOY, "qa"),  # no user: no value
+        # lambda_new_deployer: the deploy role's sessions build "api"; gus replaces its code
+        deploy("create-api", 0, "CreateFunction20150331", DEPLOY, "api"),
+        deploy("ci-update", 30, "UpdateFunctionCode20150331v2", DEPLOY_2, "api"),
+        deploy("gus-1", 40, "UpdateFunctionCode20150331v2", GUS, "api"),
+        deploy("gus-arn", 45, "UpdateFunctionCode20150331v2", GUS,
+               f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:api"),
+        deploy("hank-denied", 50, "UpdateFunctionCode20150331v2", HANK, "api",
+               errorCode="AccessDeniedException"),
+        deploy("gus-late", 101, "UpdateFunctionCode20150331v2", GUS, "api"),
+        deploy("gus-url", 41, "CreateFunctionUrlConfig20211031", GUS, "api"),  # no value
+        deploy("gus-west", 42, "UpdateFunctionCode20150331v2", GUS, "api", awsRegion="us-west-2"),
+        deploy("gus-own", 10, "CreateFunction20150331", GUS, "worker"),
+        deploy("gus-own-update", 20, "UpdateFunctionCode20150331v2", GUS, "worker"),
         # discovery_unusual: carol's quiet buckets, then 12 different calls in one bucket
         *quiet,
         *(call(f"burst-{n}", 200 + n / 6, name, OFFICE, CAROL,
@@ -412,19 +438,28 @@ GROUP_CALLS = (
     "add-devs", "grant-devs", "grant-ops", "add-ops-denied", "grant-ops-2", "remove-devs",
     "grant-devs-2", "add-qa", "grant-qa-same-second", "grant-qa",
 )  # fmt: skip
+# the Lambda calls above made with a long-term key (gus's and hank's)
+KEY_DEPLOYS = ("gus-1", "gus-arn", "hank-denied", "gus-late", "gus-url", "gus-west", "gus-own",
+               "gus-own-update")  # fmt: skip
 FIELD_VALUES = {
     # from an address the key first used at most an hour before, the key being older
     ("cloudir.key_new_address", "true"): {"bob-3", "bob-4", "bob-5"},
     ("cloudir.key_new_address", "false"): {"bob-1", "bob-2", "bob-6", "bob-7", "launch",
                                            "eip", *(f"dave-{n}" for n in range(1, 6)),
-                                           *(f"erin-{n}" for n in range(1, 9)), *GROUP_CALLS},
+                                           *(f"erin-{n}" for n in range(1, 9)), *GROUP_CALLS,
+                                           *KEY_DEPLOYS},
     # with a client family the key first used at most an hour before, the key being older
     ("cloudir.key_new_agent_family", "true"): {"erin-3", "erin-4"},
     ("cloudir.key_new_agent_family", "false"): {"erin-1", "erin-2", "erin-5", "erin-6"},
     # the last successful membership change strictly before the call added the caller
     ("cloudir.caller_in_group", "true"): {"grant-devs", "grant-qa"},
     ("cloudir.caller_in_group", "false"): set(GROUP_CALLS) - {"grant-devs", "grant-qa"},
-    ("cloudir.family_failing", "bucket"): {"dave-1", "dave-2", "dave-3"},
+    # the first hour of a principal deploying a function someone else deployed before
+    ("cloudir.lambda_new_deployer", "true"): {"gus-1", "gus-arn"},
+    ("cloudir.lambda_new_deployer", "false"): {"create-api", "ci-update", "hank-denied",
+                                               "gus-late", "gus-west", "gus-own",
+                                               "gus-own-update"},
+    ("cloudir.family_failing", "bucket"): {"dave-1", "dave-2", "dave-3", "hank-denied"},
     ("cloudir.family_failing", "case"): {"dave-4"},
     ("cloudir.instance_address", "own"): {"agent", "private-own", "public-own", "eip-own",
                                            "nat-own"},

@@ -52,6 +52,16 @@ than it usually does?". These fields answer them, so the rules stay plain Sigma.
   running on the instance (user agent `amazon-ssm-agent`) called from with its
   credentials. The address range is not used: an attacker inside the VPC, or anonymised
   data, gives a private address that is still not the instance's.
+- `cloudir.lambda_new_deployer`: for a CloudTrail call that creates a Lambda function or
+  replaces its code (CreateFunction, UpdateFunctionCode, any API version) with a principal,
+  whether the principal (`user`, an assumed role's sessions counting as the role) is new to
+  deploying this function (account, region and the function's name, read from
+  requestParameters.functionName, name or ARN): `true` when its first successful deploy of
+  the function was at most an hour (NEW_ADDRESS_SECONDS) before this call and someone else
+  deployed the function earlier in the case; `false` otherwise. A function whose first
+  deploy the case shows is nobody's "outside" deploy: nothing to compare with. The deploy
+  role is whoever the case shows deploying before; the hour keeps the answer to the new
+  deployer's first hour.
 - `cloudir.discovery_unusual`: for a List/Describe/Get call, `true` when the principal's
   (timeline `user`) distinct discovery calls in that fixed 10-minute bucket are at least
   DISCOVERY_FACTOR times its median over its active buckets in the case, or when the
@@ -69,7 +79,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql
+from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql, identity_sql
 from cloudir.analyze.duck import sql_str
 
 DISCOVERY_BUCKET_SECONDS = 600
@@ -350,6 +360,61 @@ def _instance_value(plan: Any) -> str:
         ELSE 'outside' END END"""
 
 
+# -- cloudir.lambda_new_deployer --------------------------------------------------------------
+
+# CreateFunction20150331, UpdateFunctionCode20150331v2, ... (not CreateFunctionUrlConfig)
+_DEPLOY_ACTION = r"^lambda\.amazonaws\.com:(CreateFunction|UpdateFunctionCode)[0-9v_]*$"
+DEPLOY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL AND regexp_matches(action, '{_DEPLOY_ACTION}')"
+
+
+def _function_key(account: str, region: str, function: str) -> str:
+    """The function a deploy names: a name, a partial ARN (`123456789012:function:name`) or a
+    full ARN all end in the name after the last colon (UpdateFunctionCode takes no
+    qualifier). Names are case-sensitive in Lambda; the account and region are the call's."""
+    return f"({account} || '/' || {region} || '/' || regexp_extract({function}, '([^:]+)$', 1))"
+
+
+def _deploy_partial() -> str:
+    read = "json_extract_string(raw, '$.{}')".format
+    function = _function_key(
+        read("recipientAccountId"), read("awsRegion"), read("requestParameters.functionName")
+    )
+    return f"""SELECT {function} AS _cl_function, {identity_sql("user")} AS _cl_principal,
+            min(timestamp) AS _cl_first
+        FROM timeline WHERE {DEPLOY_ROWS} AND outcome = 'success'
+        GROUP BY ALL HAVING _cl_function IS NOT NULL"""
+
+
+def _deploy_final(partial: str) -> str:
+    return f"""SELECT _cl_function, _cl_principal, _cl_first,
+            min(_cl_first) OVER (PARTITION BY _cl_function) AS _cl_function_first
+        FROM (SELECT _cl_function, _cl_principal, min(_cl_first) AS _cl_first
+              FROM {partial} GROUP BY ALL)"""
+
+
+def _deploy_on(plan: Any) -> str:
+    function = _function_key(
+        _raw(plan, "recipientAccountId"), _raw(plan, "awsRegion"),
+        _raw(plan, "requestParameters.functionName"),
+    )  # fmt: skip
+    return (
+        f"_cl_function = CASE WHEN {DEPLOY_ROWS} THEN {function} END "
+        f"AND _cl_principal = {identity_sql('user')}"
+    )
+
+
+def _deploy_value(plan: Any) -> str:
+    """A call of a principal that never deployed the function successfully joins nothing:
+    `false` (it changed nothing)."""
+    fresh = (
+        f"timestamp >= _cl_first AND epoch(timestamp) - epoch(_cl_first) <= {NEW_ADDRESS_SECONDS}"
+    )
+    return (
+        f"CASE WHEN {DEPLOY_ROWS} THEN CAST(COALESCE(_cl_function_first < _cl_first AND {fresh}, "
+        "false) AS VARCHAR) END"
+    )
+
+
 # -- cloudir.discovery_unusual ----------------------------------------------------------------
 
 _VERB = "regexp_extract(split_part(action, ':', 2), '^(List|Describe|Get)', 1)"
@@ -439,6 +504,9 @@ CONTEXTS: dict[str, Context] = {
         _instance_final,
         _instance_on,
         _instance_value,
+    ),
+    "cloudir.lambda_new_deployer": Context(
+        "_c_lambda_new_deployer", "_cl", _deploy_partial, _deploy_final, _deploy_on, _deploy_value
     ),
     "cloudir.discovery_unusual": Context(
         "_c_discovery_unusual",
