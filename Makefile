@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-spark bench-detection-quality bench-ebs bench-fs bench-container lint typecheck clean
+.PHONY: venv demo test bench bench-detect bench-spark bench-detection-quality bench-ebs bench-fs bench-container bench-cli lint typecheck clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench-fs: venv
 # bench/results/. Start an engine with scripts/dockerd.sh start, image, env.
 bench-container: venv
 	$(BIN)/python bench/container_capture.py $(BENCH_ARGS)
+
+# `cloudir --help` and the commands' --help, each in a fresh process, beside `python -c pass`
+# (0.2 s target); results go to bench/results/cli_startup.{json,md}.
+bench-cli: venv
+	$(BIN)/python bench/cli_startup.py $(BENCH_ARGS)
 
 # ruff, then the type checker (CI runs `make lint`, so both gate a change).
 lint: venv
