@@ -37,7 +37,7 @@ from cloudir.progress import Counter, Reporter
 IMAGE_NAME = "image.raw"
 ACTION = CustodyAction.CAPTURE_EBS_IMAGE
 CHECKPOINT_SUFFIX = ".checkpoint"
-CHECKPOINT_EVERY_BLOCKS = 2048  # 1 GiB of AWS's blocks; saving fsyncs, which stalls the pool
+CHECKPOINT_EVERY_BLOCKS = 2048  # 1 GiB of AWS's blocks
 CHECKPOINT_EVERY_SECONDS = 5.0
 BACKOFF_BASE = 0.2  # seconds before the second attempt; doubles per attempt, with jitter
 BACKOFF_CAP = 20.0
@@ -250,7 +250,8 @@ def _fetch_all(
     """Fetch `todo` with at most `workers` blocks in flight (and so in memory).
 
     Each worker fetches, verifies and pwrites its block; this thread only marks finished
-    blocks, reports progress and saves the checkpoint. However the loop ends (done, a
+    blocks, reports progress and hands checkpoints to a saver thread, so an fsync of a
+    large image never stops it from feeding the pool. However the loop ends (done, a
     failed block, Ctrl-C) the blocks already written are fsynced and checkpointed.
     """
     stop = threading.Event()
@@ -261,6 +262,7 @@ def _fetch_all(
     fetched = 0
     pending: set[Future[int]] = set()
     queue = iter(todo)
+    saver = _CheckpointSaver(fd, checkpoint)
 
     def fetch(block: Block) -> int:
         data = get_block(ebs, snapshot_id, block, listing.block_size, max_attempts, stop)
@@ -283,11 +285,11 @@ def _fetch_all(
                 if progress and count:
                     progress(done_blocks * listing.block_size, total)
                 if checkpoint.due():
-                    _save_checkpoint(fd, checkpoint)
+                    saver.start()
         finally:
             stop.set()
             fetched += _mark(wait(pending).done, checkpoint, raise_first=False)
-            _save_checkpoint(fd, checkpoint)
+            saver.finish()
     return fetched
 
 
@@ -357,10 +359,63 @@ def _mark(finished: Iterable[Future[int]], checkpoint: Checkpoint, raise_first: 
     return count
 
 
-def _save_checkpoint(fd: int, checkpoint: Checkpoint) -> None:
-    """fsync first: the checkpoint may only name blocks whose bytes are on disk."""
-    os.fsync(fd)
-    checkpoint.save()
+class _CheckpointSaver:
+    """Saves checkpoints on a thread of its own, one at a time.
+
+    The fsync before a save waits for every dirty page of the image, seconds for a large
+    one on a slow disk; in the thread that feeds the pool it let the pool drain. The
+    blocks a save names are copied from the bitmap before its fsync starts, and a block
+    is marked only after its pwrite returned, so the fsync covers every block the saved
+    checkpoint claims: it never names a block that is not durably on disk.
+
+    A failed save stops the download at the next checkpoint (as it did when saves ran
+    inline), and no checkpoint is written after it: Linux reports a writeback error to
+    one fsync only, so a later fsync's success would not mean those pages reached disk.
+    """
+
+    def __init__(self, fd: int, checkpoint: Checkpoint) -> None:
+        self.fd = fd
+        self.checkpoint = checkpoint
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._failed = False
+
+    def start(self) -> None:
+        """Save the blocks marked so far in the background, unless a save is running
+        (the next `due()` starts another)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._raise_failure()
+        bits = self.checkpoint.take()
+        self._thread = threading.Thread(
+            target=self._save, args=(bits,), name="ebs-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Wait for a save in flight, then save every block marked, here and now."""
+        if self._thread is not None:
+            self._thread.join()
+        self._raise_failure()
+        if not self._failed:
+            self._write(self.checkpoint.take())
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._failed = True
+            raise error
+
+    def _save(self, bits: bytes) -> None:
+        try:
+            self._write(bits)
+        except BaseException as exc:  # raised in the pool's thread by start() or finish()
+            self._error = exc
+
+    def _write(self, bits: bytes) -> None:
+        """fsync first: the checkpoint may only name blocks whose bytes are on disk."""
+        os.fsync(self.fd)
+        self.checkpoint.save(bits)
 
 
 # -- retries -----------------------------------------------------------------------------------
@@ -482,14 +537,23 @@ class Checkpoint:
             self.unsaved > 0 and time.monotonic() - self.saved_at >= CHECKPOINT_EVERY_SECONDS
         )
 
-    def save(self) -> None:
-        """Atomically: a crash leaves the old checkpoint or the new one, never half of one."""
+    def take(self) -> bytes:
+        """The blocks marked so far, as a copy a saver thread may write while marking
+        goes on; the next checkpoint is due counting from now."""
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+        return bytes(self.bits)
+
+    def save(self, bits: bytes | None = None) -> None:
+        """Atomically: a crash leaves the old checkpoint or the new one, never half of one.
+        `bits` is a copy from `take()` (default: the bitmap as it is now)."""
+        bits = bytes(self.bits) if bits is None else bits
         body = {
             "snapshot_id": self.snapshot_id,
             "volume_bytes": self.volume_bytes,
             "block_size": self.block_size,
-            "verified_count": sum(bin(b).count("1") for b in self.bits if b),
-            "verified": base64.b64encode(zlib.compress(bytes(self.bits))).decode(),
+            "verified_count": int.from_bytes(bits, "little").bit_count(),
+            "verified": base64.b64encode(zlib.compress(bits)).decode(),
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as out:
@@ -497,8 +561,6 @@ class Checkpoint:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
 
 
 # -- the image file ------------------------------------------------------------------------------
