@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 BLOCK = 512 * 1024
 REGION = "us-east-1"
 TARGET_VS_BARE = 0.95
+NEIGHBOUR_CPU_SHARE = 0.2  # CPU-s per second others may use before the table warns
 DSNAP_TIMEOUT = 1800.0  # dsnap waits on its queue forever when a worker thread dies
 TOOLS = {
     "bare": "bare loop, no checks",
@@ -80,7 +81,7 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(600):  # up to a minute: moto's imports are slow on a busy machine
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return server, url
@@ -299,6 +300,12 @@ def table(results: list[dict[str, Any]], workers: int, repeat: int, dsnap_note: 
         lines.append(line)
     if dsnap_note:
         lines.append(f"- {dsnap_note}")
+    busy = _busiest_neighbour(results)
+    if busy > NEIGHBOUR_CPU_SHARE:
+        lines.append(
+            f"- warning: other processes (not the tool, not the server) used up to {busy:.2f} "
+            "CPU-s per second during a run: these timings are not of a quiet machine"
+        )
     sizes = sorted({r["mib"] for r in results})
     if len(sizes) > 1:
         peak = {
@@ -311,6 +318,18 @@ def table(results: list[dict[str, Any]], workers: int, repeat: int, dsnap_note: 
             f"{peak[hi] / 1024:,.0f} MiB at {hi} MiB ({hi // lo}x the data)"
         )
     return "\n".join(lines)
+
+
+def _busiest_neighbour(results: list[dict[str, Any]]) -> float:
+    """The largest CPU share the rest of the machine took during one run: the server's
+    own CPU is taken out, since it is part of the measurement."""
+    shares = [0.0]
+    for r in results:
+        for m in r["runs"].values():
+            other, server = m["other_cpu_seconds"], m.get("server_cpu_seconds")
+            if other is not None and m["seconds"] > 0:
+                shares.append(max(0.0, other - (server or 0.0)) / m["seconds"])
+    return max(shares)
 
 
 def main() -> None:

@@ -336,6 +336,7 @@ class _Crew:
                     self.ebs, self.snapshot_id, block, self.block_size, self.max_attempts, self.stop
                 )
                 _pwrite_all(self.fd, data, block.index * self.block_size)
+                del data  # not held through the next fetch: one block per worker in memory
                 with self._lock:
                     self.checkpoint.mark(block.index)
                     self.fetched += 1
