@@ -40,9 +40,11 @@ bench-spark: venv
 bench-detection-quality: venv
 	$(BIN)/python bench/detection_quality.py $(BENCH_ARGS)
 
-# cloudir's EBS download vs a bare GetSnapshotBlock loop against a local moto server (0.9x
-# target), at two sizes for memory; results go to bench/results/.
+# cloudir's EBS download vs a bare GetSnapshotBlock loop and dsnap against a local moto
+# server (issue 20: >= 0.95x the loop, faster than dsnap), at two sizes for memory; results
+# go to bench/results/. dsnap pins urllib3<2 but runs with 2: installed without its deps.
 bench-ebs: venv
+	$(BIN)/python -m pip install --quiet --no-deps dsnap==1.0.1
 	$(BIN)/python bench/ebs_download.py --mib 256 --mib 1024 $(BENCH_ARGS)
 
 # cloudir's file system timeline over ext4 images of 10k/25k/50k files beside dissect's

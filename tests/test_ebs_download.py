@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -23,7 +24,14 @@ from typing import Any
 import pytest
 
 from cloudir.aws import Aws, AwsOptions
-from cloudir.capture.ebs_download import DownloadResult, download_snapshot
+from cloudir.capture.ebs_download import (
+    Block,
+    Checkpoint,
+    DownloadResult,
+    Listing,
+    _CheckpointSaver,
+    download_snapshot,
+)
 from cloudir.case import Case
 from cloudir.errors import CloudError, EvidenceError
 from tests.conftest import REPO, boto_client, cloudir, custody
@@ -401,3 +409,48 @@ def test_a_block_longer_than_the_listed_block_size_is_refused(
     snapshot, _ = put_snapshot(moto_url, ext4_image, block_size=AWS_BLOCK)
     with pytest.raises(EvidenceError, match="524288 bytes, but the snapshot's BlockSize is 512"):
         download_snapshot(Case.create(tmp_path / "case"), aws_at(moto_url), snapshot, "e")
+
+
+def test_a_background_checkpoint_names_only_blocks_marked_before_its_fsync(
+    tmp_path: Path,
+) -> None:
+    """The saver copies the bitmap before it fsyncs; blocks marked while it runs wait for
+    the next save, so no checkpoint claims a block its fsync may not have covered."""
+    listing = Listing(64 * AWS_BLOCK, AWS_BLOCK, [Block(i, f"t{i}") for i in range(64)])
+    image = tmp_path / "image.raw.partial"
+    fd = os.open(image, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        checkpoint = Checkpoint(tmp_path / "image.raw.checkpoint", "snap-1", listing)
+        saver = _CheckpointSaver(fd, checkpoint)
+        for index in range(10):
+            checkpoint.mark(index)
+        saver.start()
+        for index in range(10, 20):
+            checkpoint.mark(index)
+        assert saver._thread is not None
+        saver._thread.join()
+        assert _verified(checkpoint.path) == 10
+        saver.finish()
+        assert _verified(checkpoint.path) == 20
+    finally:
+        os.close(fd)
+
+
+def test_a_failed_background_save_stops_the_download_and_writes_no_later_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """fsync reports a writeback error once: after a failed save no checkpoint may follow."""
+    listing = Listing(8 * AWS_BLOCK, AWS_BLOCK, [Block(i, f"t{i}") for i in range(8)])
+    checkpoint = Checkpoint(tmp_path / "image.raw.checkpoint", "snap-1", listing)
+    read_end, write_end = os.pipe()  # fsync on a pipe fails (EINVAL)
+    try:
+        saver = _CheckpointSaver(read_end, checkpoint)
+        checkpoint.mark(0)
+        saver.start()
+        with pytest.raises(OSError):
+            saver.finish()
+        saver.finish()  # raised once; the pool's finally calls it again and must not save
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert not checkpoint.path.exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudir.capture.image_hash import CHUNK, FrontierHasher, hash_image
+from cloudir.case import sha256_file
 from cloudir.errors import EvidenceError
 
 BLOCK = 64 * 1024
@@ -34,6 +35,37 @@ def test_hash_image_equals_a_plain_read_of_a_sparse_file(tmp_path: Path) -> None
     image = tmp_path / "image.raw"
     _sparse_image(image, size, blocks)
     assert hash_image(image, size) == _plain_sha256(image)
+
+
+def test_sha256_file_skips_holes_and_gives_the_plain_read_hash(tmp_path: Path) -> None:
+    """verify and resume checks hash images through sha256_file: same digest, same size,
+    and progress that counts the holes' bytes too."""
+    size = 3 * CHUNK + 7 * BLOCK + 123  # a hole longer than the zero buffer, a ragged end
+    blocks = {1: os.urandom(BLOCK), 150: os.urandom(BLOCK)}
+    image = tmp_path / "image.raw"
+    _sparse_image(image, size, blocks)
+    seen: list[int] = []
+    assert sha256_file(image, seen.append) == (_plain_sha256(image), size)
+    assert sum(seen) == size
+    solid = tmp_path / "solid.bin"  # no holes at all; and an empty file
+    solid.write_bytes(os.urandom(CHUNK + 5))
+    assert sha256_file(solid) == (_plain_sha256(solid), CHUNK + 5)
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == (hashlib.sha256().hexdigest(), 0)
+
+
+def test_sha256_file_of_a_file_that_grows_while_hashed_is_its_bytes(tmp_path: Path) -> None:
+    """A size that changes under the hash sends it back to plain reads of the whole file."""
+    image = tmp_path / "image.raw"
+    _sparse_image(image, 2 * CHUNK, {0: os.urandom(BLOCK)})
+
+    def grow(_n: int) -> None:
+        if image.stat().st_size == 2 * CHUNK:
+            with open(image, "ab") as out:
+                out.write(b"appended by someone else")
+
+    digest, size = sha256_file(image, grow)
+    assert (digest, size) == (_plain_sha256(image), 2 * CHUNK + 24)
 
 
 def test_the_frontier_hash_of_blocks_written_out_of_order_is_the_file_hash(

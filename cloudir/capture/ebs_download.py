@@ -12,6 +12,7 @@ disk resume; only a complete image, hashed end to end, gets its name and a custo
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import json
@@ -20,10 +21,8 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ from cloudir.progress import Counter, Reporter
 IMAGE_NAME = "image.raw"
 ACTION = CustodyAction.CAPTURE_EBS_IMAGE
 CHECKPOINT_SUFFIX = ".checkpoint"
-CHECKPOINT_EVERY_BLOCKS = 2048  # 1 GiB of AWS's blocks; saving fsyncs, which stalls the pool
+CHECKPOINT_EVERY_BLOCKS = 2048  # 1 GiB of AWS's blocks
 CHECKPOINT_EVERY_SECONDS = 5.0
+PROGRESS_EVERY = 0.1  # seconds between the watching thread's looks at the workers
 BACKOFF_BASE = 0.2  # seconds before the second attempt; doubles per attempt, with jitter
 BACKOFF_CAP = 20.0
 LIST_PAGE = 10000  # ListSnapshotBlocks' largest page
@@ -247,48 +247,128 @@ def _fetch_all(
     progress: Counter | None,
     written: Callable[[], None],
 ) -> int:
-    """Fetch `todo` with at most `workers` blocks in flight (and so in memory).
+    """Fetch `todo` with `workers` threads, each holding one block at a time (so at most
+    `workers` blocks are in memory).
 
-    Each worker fetches, verifies and pwrites its block; this thread only marks finished
-    blocks, reports progress and saves the checkpoint. However the loop ends (done, a
-    failed block, Ctrl-C) the blocks already written are fsynced and checkpointed.
+    Each worker takes the next block, fetches, verifies and pwrites it, then marks it;
+    this thread only looks in every PROGRESS_EVERY seconds to report progress, hand a
+    due checkpoint to the saver thread and notice a failure. Nothing passes through it
+    per block: with a pool and a future per block, waking it and re-arming a wait over
+    every pending future cost about 0.3 CPU-s per GiB, holding the GIL the workers need.
+    However the loop ends (done, a failed block, Ctrl-C) the blocks already written are
+    fsynced and checkpointed.
     """
-    stop = threading.Event()
     total = len(listing.blocks) * listing.block_size
-    done_blocks = len(listing.blocks) - len(todo)
+    already = len(listing.blocks) - len(todo)
     if progress:
-        progress(done_blocks * listing.block_size, total)
-    fetched = 0
-    pending: set[Future[int]] = set()
-    queue = iter(todo)
+        progress(already * listing.block_size, total)
+    crew = _Crew(ebs, snapshot_id, fd, listing, todo, checkpoint, max_attempts, written)
+    saver = _CheckpointSaver(fd, checkpoint)
+    threads = [
+        threading.Thread(target=crew.work, name=f"ebs-block-{n}", daemon=True)
+        for n in range(min(max(1, workers), len(todo)))
+    ]
+    crew.working = len(threads)
+    try:
+        for thread in threads:
+            thread.start()
+        reported = already
+        while any(t.is_alive() for t in threads):
+            crew.ended.wait(PROGRESS_EVERY)
+            crew.raise_failure()
+            if progress and already + crew.fetched != reported:
+                reported = already + crew.fetched
+                progress(reported * listing.block_size, total)
+            if checkpoint.due():
+                saver.start()
+        crew.raise_failure()
+        if progress and already + crew.fetched != reported:
+            progress((already + crew.fetched) * listing.block_size, total)
+    finally:
+        crew.stop.set()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
+        saver.finish()
+    return crew.fetched
 
-    def fetch(block: Block) -> int:
-        data = get_block(ebs, snapshot_id, block, listing.block_size, max_attempts, stop)
-        os.pwrite(fd, data, block.index * listing.block_size)
-        return block.index
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+class _Crew:
+    """What the block workers share: the blocks left, the stop flag, the count of blocks
+    written and the first failure. A lock guards the queue and the bitmap (two workers
+    may mark bits of one byte); `ended` wakes the watching thread when the last worker
+    leaves or one fails."""
+
+    def __init__(
+        self,
+        ebs: Any,
+        snapshot_id: str,
+        fd: int,
+        listing: Listing,
+        todo: list[Block],
+        checkpoint: Checkpoint,
+        max_attempts: int,
+        written: Callable[[], None],
+    ) -> None:
+        self.ebs = ebs
+        self.snapshot_id = snapshot_id
+        self.fd = fd
+        self.block_size = listing.block_size
+        self.queue = iter(todo)
+        self.checkpoint = checkpoint
+        self.max_attempts = max_attempts
+        self.written = written
+        self.stop = threading.Event()
+        self.ended = threading.Event()
+        self.fetched = 0
+        self.failure: BaseException | None = None
+        self.working = 0  # threads started and not yet left
+        self._lock = checkpoint.lock
+
+    def work(self) -> None:
         try:
-            while True:
-                for block in islice(queue, max(1, workers) - len(pending)):
-                    pending.add(pool.submit(fetch, block))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                count = _mark(finished, checkpoint)
-                fetched += count
-                done_blocks += count
-                if count:
-                    written()
-                if progress and count:
-                    progress(done_blocks * listing.block_size, total)
-                if checkpoint.due():
-                    _save_checkpoint(fd, checkpoint)
+            while not self.stop.is_set():
+                with self._lock:
+                    block = next(self.queue, None)
+                if block is None:
+                    return
+                data = get_block(
+                    self.ebs, self.snapshot_id, block, self.block_size, self.max_attempts, self.stop
+                )
+                _pwrite_all(self.fd, data, block.index * self.block_size)
+                del data  # not held through the next fetch: one block per worker in memory
+                with self._lock:
+                    self.checkpoint.mark(block.index)
+                    self.fetched += 1
+                self.written()
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            with self._lock:
+                if self.failure is None:
+                    self.failure = exc
+            self.stop.set()
         finally:
-            stop.set()
-            fetched += _mark(wait(pending).done, checkpoint, raise_first=False)
-            _save_checkpoint(fd, checkpoint)
-    return fetched
+            with self._lock:
+                self.working -= 1
+                last = self.working == 0
+            if last or self.failure is not None:
+                self.ended.set()
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """The whole block at its offset: a block is marked as on disk only after this, so a
+    short write (a disk filling up) must not leave part of it a hole."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, f"pwrite wrote nothing at offset {offset}")
+        view, offset = view[written:], offset + written
 
 
 def get_block(
@@ -341,26 +421,63 @@ def get_block(
     raise CloudError(f"{what} failed after {max_attempts} attempts: {problem}")
 
 
-def _mark(finished: Iterable[Future[int]], checkpoint: Checkpoint, raise_first: bool = True) -> int:
-    """Mark every block that was written; then raise the first failure, if asked to."""
-    failure: BaseException | None = None
-    count = 0
-    for future in finished:
-        error = future.exception()
-        if error is None:
-            checkpoint.mark(future.result())
-            count += 1
-        elif failure is None and not isinstance(error, _Stopped):
-            failure = error
-    if failure is not None and raise_first:
-        raise failure
-    return count
+class _CheckpointSaver:
+    """Saves checkpoints on a thread of its own, one at a time.
 
+    The fsync before a save waits for every dirty page of the image, seconds for a large
+    one on a slow disk; in the thread that feeds the pool it let the pool drain. The
+    blocks a save names are copied from the bitmap before its fsync starts, and a block
+    is marked only after its pwrite returned, so the fsync covers every block the saved
+    checkpoint claims: it never names a block that is not durably on disk.
 
-def _save_checkpoint(fd: int, checkpoint: Checkpoint) -> None:
-    """fsync first: the checkpoint may only name blocks whose bytes are on disk."""
-    os.fsync(fd)
-    checkpoint.save()
+    A failed save stops the download at the next checkpoint (as it did when saves ran
+    inline), and no checkpoint is written after it: Linux reports a writeback error to
+    one fsync only, so a later fsync's success would not mean those pages reached disk.
+    """
+
+    def __init__(self, fd: int, checkpoint: Checkpoint) -> None:
+        self.fd = fd
+        self.checkpoint = checkpoint
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._failed = False
+
+    def start(self) -> None:
+        """Save the blocks marked so far in the background, unless a save is running
+        (the next `due()` starts another)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._raise_failure()
+        bits = self.checkpoint.take()
+        self._thread = threading.Thread(
+            target=self._save, args=(bits,), name="ebs-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Wait for a save in flight, then save every block marked, here and now."""
+        if self._thread is not None:
+            self._thread.join()
+        self._raise_failure()
+        if not self._failed:
+            self._write(self.checkpoint.take())
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._failed = True
+            raise error
+
+    def _save(self, bits: bytes) -> None:
+        try:
+            self._write(bits)
+        except BaseException as exc:  # raised in the pool's thread by start() or finish()
+            self._error = exc
+
+    def _write(self, bits: bytes) -> None:
+        """fsync first: the checkpoint may only name blocks whose bytes are on disk."""
+        os.fsync(self.fd)
+        self.checkpoint.save(bits)
 
 
 # -- retries -----------------------------------------------------------------------------------
@@ -444,6 +561,7 @@ class Checkpoint:
         self.bits = bytearray((listing.volume_bytes // listing.block_size + 7) // 8)
         self.unsaved = 0
         self.saved_at = time.monotonic()
+        self.lock = threading.Lock()  # marking and taking the bitmap
 
     @classmethod
     def resume(
@@ -474,6 +592,7 @@ class Checkpoint:
         return bool(self.bits[index >> 3] & (1 << (index & 7)))
 
     def mark(self, index: int) -> None:
+        """Called with `lock` held by the workers."""
         self.bits[index >> 3] |= 1 << (index & 7)
         self.unsaved += 1
 
@@ -482,14 +601,24 @@ class Checkpoint:
             self.unsaved > 0 and time.monotonic() - self.saved_at >= CHECKPOINT_EVERY_SECONDS
         )
 
-    def save(self) -> None:
-        """Atomically: a crash leaves the old checkpoint or the new one, never half of one."""
+    def take(self) -> bytes:
+        """The blocks marked so far, as a copy a saver thread may write while marking
+        goes on; the next checkpoint is due counting from now."""
+        with self.lock:
+            self.unsaved = 0
+            self.saved_at = time.monotonic()
+            return bytes(self.bits)
+
+    def save(self, bits: bytes | None = None) -> None:
+        """Atomically: a crash leaves the old checkpoint or the new one, never half of one.
+        `bits` is a copy from `take()` (default: the bitmap as it is now)."""
+        bits = bytes(self.bits) if bits is None else bits
         body = {
             "snapshot_id": self.snapshot_id,
             "volume_bytes": self.volume_bytes,
             "block_size": self.block_size,
-            "verified_count": sum(bin(b).count("1") for b in self.bits if b),
-            "verified": base64.b64encode(zlib.compress(bytes(self.bits))).decode(),
+            "verified_count": int.from_bytes(bits, "little").bit_count(),
+            "verified": base64.b64encode(zlib.compress(bits)).decode(),
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as out:
@@ -497,8 +626,6 @@ class Checkpoint:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
 
 
 # -- the image file ------------------------------------------------------------------------------

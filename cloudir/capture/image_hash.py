@@ -6,14 +6,12 @@ and then makes the responder wait for a full re-read; `FrontierHasher` instead f
 the front of the blocks already on disk, so by the time the download ends only the bytes
 after the last block (usually a hole) are left to hash.
 
-Holes are hashed as zeros without reading them: filesystems may report a hole as data
-(then it is read, and is zeros) but never data as a hole, so the digest is the one a
-plain read of the file gives.
+Holes are hashed as zeros without reading them (`cloudir.sparse`): the digest is the one
+a plain read of the file gives.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import threading
@@ -22,35 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.errors import EvidenceError
+from cloudir.sparse import ShortRead, Spans
 
 CHUNK = 4 << 20  # large enough that hashing is CPU-bound, not syscall-bound
 
 
 class _Spans:
-    """Reusable buffers for hashing byte ranges of one open file."""
+    """`sparse.Spans` for an image: a short read is an evidence problem naming the file."""
 
     def __init__(self, fd: int, label: str) -> None:
         self.fd = fd
         self.label = label
-        self.buffer = memoryview(bytearray(CHUNK))
-        self.zeros = memoryview(bytes(CHUNK))
+        self._spans = Spans(fd, CHUNK)
 
     def hash(self, digest: Any, start: int, end: int) -> None:
         """Feed bytes [start, end) of the file to `digest`, holes as zeros."""
-        pos = start
-        while pos < end:
-            data_at = _seek(self.fd, pos, os.SEEK_DATA, end)
-            while pos < data_at:  # a hole
-                step = min(CHUNK, data_at - pos)
-                digest.update(self.zeros[:step])
-                pos += step
-            hole_at = _seek(self.fd, pos, os.SEEK_HOLE, end)
-            while pos < hole_at:  # data
-                n = os.preadv(self.fd, [self.buffer[: min(CHUNK, hole_at - pos)]], pos)
-                if n <= 0:
-                    raise EvidenceError(f"{self.label}: short read at offset {pos}")
-                digest.update(self.buffer[:n])
-                pos += n
+        try:
+            self._spans.hash(digest, start, end)
+        except ShortRead as exc:
+            raise EvidenceError(f"{self.label}: {exc.strerror}") from None
 
 
 def hash_image(path: Path, size: int) -> str:
@@ -149,16 +137,3 @@ class FrontierHasher:
                 self._wake.clear()
         except BaseException as exc:  # reported by finish()
             self._error = exc
-
-
-def _seek(fd: int, pos: int, whence: int, end: int) -> int:
-    """lseek for SEEK_DATA/SEEK_HOLE, bounded by `end`. ENXIO means only a hole follows; a
-    filesystem that cannot tell holes (EINVAL) is read as data from here to `end`."""
-    if pos >= end:
-        return end
-    try:
-        return min(os.lseek(fd, pos, whence), end)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            return end
-        return pos if whence == os.SEEK_DATA else end
