@@ -14,7 +14,9 @@ and the objects are then copied into the case through the CloudTrail capture's f
   task that did not complete (or is still running at the timeout) is a named problem
   and the item ends incomplete. A task left running goes on in AWS.
 - **One at a time.** An account runs one export task at a time (RUNNING or PENDING);
-  another one already running is LimitExceededException, said as such.
+  another one already running is LimitExceededException, said as such. CreateExportTask
+  is tried once: botocore would retry LimitExceededException as throttling for minutes,
+  and a create retried after its answer was lost would start a second export.
 - **Resume.** The item's `source` is the group, region, window, stream prefix and
   destination: the same command run again finds the item, reads the task it recorded
   and, when that task is COMPLETED or still running, does not start another: it waits
