@@ -203,6 +203,7 @@ def test_a_task_still_running_at_the_timeout_is_picked_up_by_the_next_run(
     )  # fmt: skip
     assert first.status == "RUNNING" and not first.item.complete
     assert "still RUNNING after 100 s" in first.failed[0]
+    assert f"--start {_iso(START)} --end {_iso(END)}" in first.failed[0]
     assert pauses[:5] == [2, 4, 8, 16, 30] and max(pauses) <= log_export.POLL_MOST
     assert sum(pauses) == 100
     folder = case.evidence_dir(first.evidence_id) / "export-task" / str(first.task_id)
@@ -219,6 +220,21 @@ def test_a_task_still_running_at_the_timeout_is_picked_up_by_the_next_run(
     assert proxy.calls["CreateExportTask"] == 1
     assert len(list(folder.glob("DescribeExportTasks-*.json"))) == 2
     assert [e["action"] for e in custody(case.root)][-1] == "capture-complete"
+
+
+def test_an_export_of_a_quiet_window_is_complete_and_says_so(
+    group: dict[str, Any], proxy: ExportProxy, tmp_path: Path
+) -> None:
+    aws = Aws(AwsOptions(region="us-east-1", endpoint_url=proxy.url))
+    case = Case.create(tmp_path / "case")
+    quiet = Window.parse(_iso(START - timedelta(days=3)), _iso(START - timedelta(days=2)))
+    destination = log_export.Destination.parse(f"s3://{group['bucket']}/quiet")
+    result = log_export.capture_log_export(
+        case, aws, group["name"], quiet, {}, lambda _: None, destination, sleep=lambda _: None
+    )
+    assert result.status == "COMPLETED" and result.item.complete
+    assert (result.listed, result.captured) == (0, 0)
+    assert "wrote no log files" in result.item.notes[0]
 
 
 def test_a_failed_task_is_a_named_problem_and_the_next_run_starts_a_new_one(

@@ -201,8 +201,9 @@ def capture_log_export(
             else:
                 item.problem(
                     f"export task {task_id} still {result.status or 'unknown'} after "
-                    f"{timeout:g} s; it goes on in AWS: run the same command again to wait "
-                    "for it and copy what it wrote"
+                    f"{timeout:g} s; it goes on in AWS: run again with --start "
+                    f"{_iso(window.start)} --end {_iso(window.end)} to wait for it and copy "
+                    "what it wrote"
                 )
             item.finish(complete=False)
             return result
@@ -423,6 +424,12 @@ def _status(task: dict[str, Any] | None) -> str | None:
     status = (task or {}).get("status")
     code = status.get("code") if isinstance(status, dict) else None
     return code if isinstance(code, str) else None
+
+
+def _iso(moment: Any) -> str:
+    """The window's bound as --start/--end take it: a re-run with a relative --start
+    would be another window, so another item and another task."""
+    return str(moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z"))
 
 
 def _ms(moment: Any) -> int:

@@ -329,13 +329,14 @@ def capture_logs(
 
     --export-to has CloudWatch Logs export each --log-group's window to S3 (one task at a
     time per account; the task's answers are kept) and copies the files into the case;
-    run again to wait for a task still running and copy what is not yet held.
+    run again with the same absolute --start and --end to wait for a task still running
+    and copy what is not yet held.
 
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
     /aws/lambda/billing-export --start 2024-07-30 --end 2024-08-01
 
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
-    /ecs/web --export-to s3://ir-exports/case-42 --start 30d
+    /ecs/web --export-to s3://ir-exports/case-42 --start 2024-07-01 --end 2024-08-01
 
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --vpc-flow
     vpc-0abc1234 --dns vpc-0abc1234 --alb web-prod --s3-access payroll-exports --start 2d
