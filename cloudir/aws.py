@@ -57,12 +57,20 @@ class Aws:
     def region(self) -> str:
         return self.session.region_name or "us-east-1"
 
-    def client(self, service: str, region: str | None = None) -> Any:
+    def client(self, service: str, region: str | None = None, attempts: int | None = None) -> Any:
+        """`attempts` caps the tries of each call: 1 for a call that must not be repeated
+        blindly (a create whose answer was lost would run twice)."""
+        config = self.config
+        if attempts is not None:
+            from botocore.config import Config
+
+            mode = self.options.retry_mode
+            config = config.merge(Config(retries={"mode": mode, "max_attempts": attempts}))
         return self.session.client(
             service,
             region_name=region or self.region,
             endpoint_url=self.endpoint_url,
-            config=self.config,
+            config=config,
         )
 
     def caller_identity(self) -> dict[str, str]:

@@ -118,6 +118,23 @@ def test_a_filter_pattern_keeps_only_matching_events(group: dict[str, Any], tmp_
     assert meta["source"]["filter_pattern"] == "ERROR"
 
 
+def test_a_stream_prefix_is_part_of_the_item(group: dict[str, Any], tmp_path: Path) -> None:
+    """moto's FilterLogEvents (and CreateExportTask) ignore logStreamNamePrefix, so only
+    what cloudir records of it is checked here: the item's source, a separate item."""
+    run = _capture(tmp_path / "case", group, "--stream-prefix", "2024/07/31/[$LATEST]a")
+    assert run.code == 0, run.stderr
+    [item] = run.json()["items"]
+    meta = json.loads(
+        (tmp_path / "case" / "evidence" / item["evidence_id"] / "meta.json").read_text()
+    )
+    assert meta["source"]["stream_prefix"] == "2024/07/31/[$LATEST]a"
+    whole = _capture(tmp_path / "case", group)
+    assert whole.json()["items"][0]["evidence_id"] != item["evidence_id"]
+    alone = cloudir("capture", "logs", "--case", str(tmp_path / "c"), "--dns", "all",
+                    "--stream-prefix", "x")  # fmt: skip
+    assert alone.code == 2 and "--stream-prefix" in alone.stderr
+
+
 def test_pages_follow_next_token_and_a_cut_short_capture_resumes(
     group: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,8 @@ OPTIONS_TRIAGE_DOES_NOT_USE = {
     "s3:GetBucketLocation": "capture cloudtrail --manifest only",
     "logs:DescribeLogGroups": "capture logs only",
     "logs:FilterLogEvents": "capture logs only",
+    "logs:CreateExportTask": "capture logs --export-to only",
+    "logs:DescribeExportTasks": "capture logs --export-to only",
     "eks:DescribeCluster": "capture eks only",
     "ec2:DescribeFlowLogs": "capture logs --vpc-flow only",
     "route53resolver:ListResolverQueryLogConfigs": "capture logs --dns only",

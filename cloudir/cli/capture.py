@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -291,6 +292,23 @@ def capture_logs(
             help="Only events matching this CloudWatch Logs filter pattern (its own syntax).",
         ),
     ] = None,
+    stream_prefix: Annotated[
+        str | None,
+        typer.Option(metavar="PREFIX", help="Only the --log-group streams named PREFIX..."),
+    ] = None,
+    export_to: Annotated[
+        str | None,
+        typer.Option(
+            metavar="S3URI",
+            help="Export each --log-group through a CloudWatch Logs export task to "
+            "s3://BUCKET[/PREFIX] (same region) and copy what it writes: for groups too "
+            "large to page. No --filter.",
+        ),
+    ] = None,
+    export_timeout: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="How long to wait for an export task."),
+    ] = 3600,
     region: Annotated[str | None, typer.Option(help="AWS region of the log groups.")] = None,
     start: StartOpt = "7d",
     end: EndOpt = None,
@@ -309,8 +327,16 @@ def capture_logs(
     CloudWatch Logs groups read as FilterLogEvents pages as received. Logging that is off
     is said. Run again with the same --start and --end to resume a capture cut short.
 
+    --export-to has CloudWatch Logs export each --log-group's window to S3 (one task at a
+    time per account; the task's answers are kept) and copies the files into the case;
+    run again with the same absolute --start and --end to wait for a task still running
+    and copy what is not yet held.
+
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
     /aws/lambda/billing-export --start 2024-07-30 --end 2024-08-01
+
+    Example: cloudir capture logs --case ./case-42 --region eu-west-1 --log-group
+    /ecs/web --export-to s3://ir-exports/case-42 --start 2024-07-01 --end 2024-08-01
 
     Example: cloudir capture logs --case ./case-42 --region eu-west-1 --vpc-flow
     vpc-0abc1234 --dns vpc-0abc1234 --alb web-prod --s3-access payroll-exports --start 2d
@@ -326,12 +352,19 @@ def capture_logs(
             "say which logs to read: --log-group NAME, --vpc-flow ID, --dns ID, --alb NAME "
             "or --s3-access BUCKET (each repeatable)"
         )
+    if stream_prefix and not log_group:
+        raise UsageError("--stream-prefix narrows the groups named with --log-group NAME")
+    destination = _export_destination(export_to, log_group, filter_pattern, export_timeout)
     window = Window.parse(start, end)
     aws = open_aws(profile, region, endpoint_url, retry_mode, workers)
     found = _delivered_logs(aws, vpc_flow, dns, alb, s3_access)
     groups = [DeliveredGroup(name, "") for name in log_group or []] + found.log_groups
     for group in groups:  # every name checked before the case is made or changed
         find_log_group(aws, group.name, region)
+    if destination:
+        from cloudir.capture.log_export import check_destination
+
+        check_destination(aws, destination, region)
     the_case, identity = open_case_as_caller(aws, case, title, examiner)
     for note in found.notes:
         say(note)
@@ -355,11 +388,23 @@ def capture_logs(
                 bar.update(task, completed=pages, description=f"{name}: {events} events")
 
             named = not group.holds  # --filter is for the groups named with --log-group
+            if named and destination:
+                from cloudir.capture.log_export import capture_log_export
+
+                results.append(
+                    capture_log_export(
+                        the_case, aws, group.name, window, identity, say, destination,
+                        region, stream_prefix, export_timeout, workers,
+                        on_progress=functools.partial(_progress, bar, task),
+                    )
+                )  # fmt: skip
+                continue
             results.append(
                 capture_log_group(
                     the_case, aws, group.name, window, identity, say,
                     filter_pattern if named else None, region, on_page,
-                    kind=group.kind, name="logs" if group.kind == "cloudwatch-logs" else group.kind,
+                    stream_prefix=stream_prefix if named else None, kind=group.kind,
+                    name="logs" if group.kind == "cloudwatch-logs" else group.kind,
                     meta=dict(group.meta),
                 )
             )  # fmt: skip
@@ -378,7 +423,35 @@ def capture_logs(
             say(f"failed: {line}")
         from cloudir.errors import CloudError
 
-        raise CloudError(f"{len(failed)} log files could not be fetched; re-run to resume")
+        raise CloudError(f"{len(failed)} problem(s) left items incomplete; re-run to resume")
+
+
+def _progress(bar: Any, task: Any, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
+
+
+def _export_destination(
+    export_to: str | None,
+    log_group: list[str] | None,
+    filter_pattern: str | None,
+    timeout: float,
+) -> Any:
+    """--export-to's bucket and prefix, or a usage error for what cannot go with it."""
+    if export_to is None:
+        return None
+    from cloudir.capture.log_export import Destination
+
+    if not log_group:
+        raise UsageError("--export-to exports the groups named with --log-group NAME")
+    if filter_pattern:
+        raise UsageError(
+            "--filter cannot go with --export-to: an export task takes no filter pattern "
+            "and copies every event of the window; filter in the timeline (cloudir query), "
+            "or drop --export-to to page with the filter"
+        )
+    if not timeout > 0:
+        raise UsageError("--export-timeout must be a number of seconds above 0")
+    return Destination.parse(export_to)
 
 
 def _delivered_logs(

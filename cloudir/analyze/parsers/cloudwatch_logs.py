@@ -1,4 +1,5 @@
-"""CloudWatch Logs events on the timeline: one row per event of a FilterLogEvents page.
+"""CloudWatch Logs events on the timeline: one row per event of a FilterLogEvents page or
+of the files an export task wrote.
 
 `cloudir capture logs --log-group` stores each FilterLogEvents response as received
 (`pages/page-NNNNN.json`: `{"events": [{logStreamName, timestamp, message,
@@ -14,6 +15,12 @@ whatever the group holds: typed readings of particular groups (flow logs, Resolv
 queries, EKS audit) belong to those sources' parsers. A page that is not JSON, or an
 event without a time, is one line in timeline/errors.jsonl; the page's other events still
 give their rows.
+
+`capture logs --export-to` holds the gzipped lines an export task wrote
+(`logs/<taskId>/<stream>/000000.gz`, read by `_cloudwatch_export.py`): the same rows, the
+stream from the object's key, the time from the line, `raw` the group, stream, time (ms)
+and message. The task's own answers (`export-task/<taskId>/*.json`) are kept as received
+and left unread on purpose.
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ from cloudir.analyze.parsers import (
     batches,
     register,
 )
+from cloudir.analyze.parsers._cloudwatch_export import TIME_DESC as EXPORT_TIME_DESC
+from cloudir.analyze.parsers._cloudwatch_export import (
+    epoch_ms,
+    is_export_object,
+    read_export,
+    stream_of,
+)
+from cloudir.analyze.parsers._cloudwatch_export import event_id as export_event_id
 from cloudir.safe_text import inert
 from cloudir.sniff import sniff
 
@@ -47,6 +62,7 @@ KIND: Final = "cloudwatch-logs"
 SOURCE: Final = "cloudwatch"
 ARTIFACT: Final = "aws:cloudwatch-logs"
 TIME_DESC: Final = "Log Event Time"
+TASK_DIR: Final = "export-task"  # capture/log_export.py keeps the task's answers there
 MAX_PAGE_BYTES: Final = 256 << 20  # FilterLogEvents answers at most 1 MB; room for odd files
 MAX_MESSAGE: Final = 1000
 RECOGNISE_MAX_FILES: Final = 10_000
@@ -55,7 +71,20 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def accepts(path: Path) -> bool:
-    return path.suffix.lower() == ".json" and path.name != "meta.json"
+    if is_export_object(path):
+        return True
+    return path.suffix.lower() == ".json" and path.name != "meta.json" and not _task_answer(path)
+
+
+def _task_answer(path: Path) -> bool:
+    """An export task's CreateExportTask or DescribeExportTasks answer in its item."""
+    return path.parent.parent.name == TASK_DIR
+
+
+def skip_reason(path: Path) -> str | None:
+    if path.suffix.lower() == ".json" and _task_answer(path):
+        return "the export task's answer as received (task id and status); not log events"
+    return None
 
 
 def recognise(paths: Sequence[Path]) -> int:
@@ -84,6 +113,9 @@ def recognise(paths: Sequence[Path]) -> int:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
+    if is_export_object(path):
+        yield from batches(_export_rows(path, evidence_id, errors), errors)
+        return
     page = read_page(path, errors)
     if page is not None:
         events, group = page
@@ -149,6 +181,40 @@ def _rows(
         )
 
 
+def _export_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
+    """One row per event of an export task's file, as a page's event would give."""
+    group = _log_group(path)
+    stream = stream_of(path, evidence_id)
+    seen: dict[str, int] = {}
+    for number, stamp, message in read_export(path, errors):
+        millis = epoch_ms(stamp)
+        when = iso_from_ms(millis)
+        if millis is None or when is None:
+            errors.add(f"an export line whose time is no date ({inert(stamp, 40)}); not placed",
+                       line=number)  # fmt: skip
+            continue
+        line = f"{stamp}Z {message}"
+        seen[line] = seen.get(line, 0) + 1
+        raw = {"logGroupName": group, "logStreamName": stream, "timestamp": millis,
+               "message": message}  # fmt: skip
+        yield Row(
+            timestamp=when,
+            timestamp_desc=EXPORT_TIME_DESC,
+            source=SOURCE,
+            artifact=ARTIFACT,
+            host=stream,
+            user=None,
+            src_ip=None,
+            action=None,
+            target=group,
+            outcome=None,
+            message=inert(message, MAX_MESSAGE),
+            evidence_id=evidence_id,
+            event_id=export_event_id(group, stream, line, seen[line]),
+            raw=json.dumps(raw, sort_keys=True, ensure_ascii=False),
+        )
+
+
 def iso_from_ms(stamp: Any) -> str | None:
     """Epoch milliseconds (the API's times) as ISO 8601 UTC text; None for anything else,
     or a time outside years 1-9999."""
@@ -174,8 +240,13 @@ def _event_id(group: str | None, event: dict[str, Any], number: int, evidence_id
 
 def _log_group(path: Path) -> str | None:
     """The item's log group (meta.json `source.log_group`), or None for pages brought in
-    by `capture files`, whose item does not say."""
-    for folder in (path.parent.parent, path.parent):
+    by `capture files`, whose item does not say. An export's files sit deeper
+    (`logs/<taskId>/<stream...>/000000.gz`): the first meta.json above them is the item's."""
+    folders = [path.parent.parent, path.parent]
+    if is_export_object(path):
+        found = next((f for f in path.parents if (f / "meta.json").is_file()), None)
+        folders = [found] if found else []
+    for folder in folders:
         try:
             meta = json.loads((folder / "meta.json").read_bytes())
         except (OSError, ValueError):
@@ -200,8 +271,12 @@ register(
         evidence_kinds=(KIND,),
         accepts=accepts,
         parse=parse,
+        skip_reason=skip_reason,
         artifacts=(
-            RowSource(ARTIFACT, "one CloudWatch Logs event (FilterLogEvents), at its time"),
+            RowSource(
+                ARTIFACT,
+                "one CloudWatch Logs event (FilterLogEvents page or export task file), at its time",
+            ),
         ),
         capture_kind=KIND,
         recognise=recognise,
