@@ -135,6 +135,10 @@ class NativeExt:
         if pytsk3 is None or getattr(fs, "__type__", None) != "ext":
             return None
         try:
+            sb = fs.extfs.sb
+            inode_size = int(sb.s_inode_size)
+            if inode_size < 128 or inode_size & (inode_size - 1) or not sb.s_inodes_per_group:
+                return None  # a superblock this much off is dissect's to make sense of
             fh = fs.extfs.fh
             size = getattr(fh, "size", None)
             if not isinstance(size, int):
@@ -171,17 +175,20 @@ class NativeExt:
             if len(self._chunks) > 64:
                 self._chunks.clear()
             self.fh.seek(key)
-            data = bytes(self.fh.read(_CHUNK_INODES * self.inode_size))
+            # and the bytes dissect's struct reads past the chunk's last inode
+            data = bytes(self.fh.read(_CHUNK_INODES * self.inode_size + 288))
             self._chunks[key] = data
         offset = slot * self.inode_size
         # dissect's struct runs to 288 - i_extra_isize bytes: past the chunk's end, or an
-        # i_extra_isize over 128, is an odd inode that dissect reads its own way
+        # i_extra_isize over 128, is an odd inode that dissect reads its own way. With
+        # 128-byte inodes it reads into the next inode but uses none of the extra fields.
         if offset + _INODE.size > len(data):
             return None
         fields = _INODE.unpack_from(data, offset)
-        extra_isize = fields[_EXTRA_ISIZE]
-        if extra_isize > 128 or offset + 288 - extra_isize > len(data):
-            return None
+        if self.inode_size > 128:
+            extra_isize = fields[_EXTRA_ISIZE]
+            if extra_isize > 128 or offset + 288 - extra_isize > len(data):
+                return None
         return fields
 
     def stat(self, inum: int, fields: tuple[Any, ...]) -> _Stat:
