@@ -14,6 +14,11 @@ looking each name up in its directory, so an entry costs more the deeper it is a
 bigger its directory: quadratic within a large directory, and about 30x slower than this
 walk even with 100 entries per directory (bench/fs_timeline.py).
 
+With pytsk3 installed (the `fast` extra), a directory that is all one ext file system's
+(no mount point and nothing dissect made up at or below it) is listed and its entries
+read by `tsk_walk.py` instead, several times faster, with the same rows; dissect reads
+everything else and whatever that module leaves to it.
+
 What is walked: the target's root view (`target.fs`), which is the root file system with
 the others dissect found mounted on it: at their fstab mount points, and at
 `/$fs$/fs<N>` for a file system it found on the image but could not place (dissect mounts
@@ -37,10 +42,12 @@ are the image's, kept as text; they are never used on the host's file system.
 from __future__ import annotations
 
 import hashlib
+import json
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from dissect.target.filesystem import (
@@ -53,6 +60,8 @@ from dissect.target.filesystem import (
 )
 
 from cloudir.analyze.host.rows import host_row, iso_time, raw_json
+from cloudir.analyze.host.tsk_walk import NativeEntry, Natives
+from cloudir.analyze.host.tsk_walk import available as tsk_available
 from cloudir.analyze.parsers import ErrorLog, Row
 
 # The entries dissect makes up to lay out a target (parents of mount points, files that
@@ -84,6 +93,8 @@ _TYPES = (
     (stat.S_ISBLK, "block device", "fs:other"),
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PLAIN = frozenset((str, int, type(None)))
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # what raw_json's json.dumps does
 # C0 controls and DEL read as \xNN in the message, so a name cannot break its line.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
@@ -94,14 +105,18 @@ def fs_rows(
     evidence_id: str,
     errors: ErrorLog,
     hash_max_bytes: int = 64 << 20,
+    native: bool = True,
 ) -> Iterator[Row]:
     """MACB rows for every entry of `target.fs` (a dissect Target), streamed as it walks.
 
     Only the stack of directories still to list is held, never the list of entries
     (and, against loops, one key per directory walked).
     Executable regular files under `HASHED_UNDER` up to `hash_max_bytes` get a SHA-256.
+    `native`: read ext2/3/4 directories through `tsk_walk` when pytsk3 is installed (the
+    same rows, faster); False reads everything through dissect (the tests' reference).
     """
-    return _Walk(host, evidence_id, errors, hash_max_bytes).rows(target.fs.get("/"))
+    natives = Natives() if native and tsk_available() else None
+    return _Walk(host, evidence_id, errors, hash_max_bytes, natives).rows(target.fs.get("/"))
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class _Walk:
     evidence_id: str
     errors: ErrorLog
     hash_max_bytes: int
+    natives: Natives | None = None
     stack: list[_Directory] = field(default_factory=list)
     seen: set[tuple[Any, Any]] = field(default_factory=set)
     subdirectories_found: int = 0  # in the directory being listed
@@ -155,7 +171,10 @@ class _Walk:
                 )
             else:
                 self.seen.add(key)
-                self.stack.append(_Directory(path, entry, _subdirectories(on_disk, st)))
+                listed = entry
+                if self.natives is not None and on_disk is not None:
+                    listed = self.natives.directory(entry, on_disk, st, path) or entry
+                self.stack.append(_Directory(path, listed, _subdirectories(on_disk, st)))
         if on_disk is not None:
             yield from _entry_rows(
                 path, on_disk, st, self.host, self.evidence_id, self.errors, self.hash_max_bytes
@@ -176,6 +195,14 @@ def _children(directory: _Directory, errors: ErrorLog) -> Iterator[tuple[str, An
     """(name, entry) of each entry listed in the directory; what cannot be listed or
     opened is logged and the rest still comes."""
     path = _text(directory.path)
+    if isinstance(directory.entry, NativeEntry):
+        native = directory.entry.children()
+        if native is not None:
+            yield from native
+            return
+        # dissect lists what the native reader leaves to it, as the layered view would:
+        # one entry per name ("." and ".." are never listed by dissect's ext reader)
+        directory = _Directory(directory.path, directory.entry.dissect(), None)
     try:
         listing = iter(directory.entry.scandir())
     except Exception as exc:
@@ -221,7 +248,7 @@ def _entry_rows(
     mode = st.st_mode or 0
     kind, action = _kind(mode)
     shown = _text(path)
-    times = {name: _time(st, name) for _, name, _ in _MACB}
+    times = _times(st)
     fields: dict[str, Any] = {
         "path": shown,
         "type": kind,
@@ -230,10 +257,10 @@ def _entry_rows(
         "uid": st.st_uid,
         "gid": st.st_gid,
         "inode": st.st_ino,
-        "mtime": times["mtime"],
-        "atime": times["atime"],
-        "ctime": times["ctime"],
-        "btime": times["birthtime"],
+        "mtime": times[0],
+        "atime": times[1],
+        "ctime": times[2],
+        "btime": times[3],
     }
     link = None
     if kind == "symlink":
@@ -244,8 +271,14 @@ def _entry_rows(
         fields["symlink_target"] = link
     if kind == "file" and mode & 0o111 and _hashed_place(path):
         fields.update(_sha256(shown, entry, st.st_size, hash_max_bytes, errors))
-    raw = raw_json(fields)
+    # the values are JSON's own types almost always: then json_value would return each
+    # unchanged, and one encode gives the same text
+    if all(type(value) in _PLAIN for value in fields.values()):
+        raw = _encode(fields)
+    else:
+        raw = raw_json(fields)
     user = None if st.st_uid is None else str(st.st_uid)
+    head = _message_head(shown, link, st, mode)
     for when, letters, desc in _macb_groups(times):
         yield host_row(
             when=when,
@@ -254,42 +287,47 @@ def _entry_rows(
             host=host,
             evidence_id=evidence_id,
             raw=raw,
-            message=_message(shown, link, st, mode, letters),
+            message=head + letters,
             user=user,
             action=action,
             target=shown,
         )
 
 
-def _macb_groups(times: dict[str, str | None]) -> list[tuple[str | None, str, str]]:
+def _group_names(indexes: tuple[int, ...]) -> tuple[str, str]:
+    letters = "".join(letter if i in indexes else "." for i, (letter, _, _) in enumerate(_MACB))
+    return letters, "; ".join(_MACB[i][2] for i in indexes)
+
+
+# (MACB letters, description) for each set of fields that share a time
+_GROUP_NAMES = {
+    indexes: _group_names(indexes)
+    for indexes in (
+        tuple(i for i in range(len(_MACB)) if bits >> i & 1) for bits in range(1, 1 << len(_MACB))
+    )
+}
+
+
+def _macb_groups(times: tuple[str | None, ...]) -> list[tuple[str | None, str, str]]:
     """(time, MACB letters, description) per distinct time, in MACB order; one "No Time"
     group when the entry has no time at all, so no entry goes missing."""
-    groups: dict[str, list[int]] = {}
-    for index, (_, name, _) in enumerate(_MACB):
-        when = times[name]
+    groups: dict[str, tuple[int, ...]] = {}
+    for index, when in enumerate(times):
         if when is not None:
-            groups.setdefault(when, []).append(index)
+            groups[when] = (*groups.get(when, ()), index)
     if not groups:
         return [(None, "....", NO_TIME)]
-    return [
-        (
-            when,
-            "".join(letter if i in indexes else "." for i, (letter, _, _) in enumerate(_MACB)),
-            "; ".join(_MACB[i][2] for i in indexes),
-        )
-        for when, indexes in groups.items()
-    ]
+    return [(when, *_GROUP_NAMES[indexes]) for when, indexes in groups.items()]
 
 
-def _message(path: str, link: str | None, st: Any, mode: int, letters: str) -> str:
-    """`/var/tmp/x (1,234 bytes, -rwxr-xr-x, uid 1001 gid 1001) M.C.`, one line."""
+def _message_head(path: str, link: str | None, st: Any, mode: int) -> str:
+    """`/var/tmp/x (1,234 bytes, -rwxr-xr-x, uid 1001 gid 1001) `, to which each row adds
+    its MACB letters: one line."""
     name = path.translate(_CONTROL)
     if link is not None:
         name += f" -> {link.translate(_CONTROL)}"
     size = f"{st.st_size:,}" if isinstance(st.st_size, int) else "?"
-    return (
-        f"{name} ({size} bytes, {stat.filemode(mode)}, uid {st.st_uid} gid {st.st_gid}) {letters}"
-    )
+    return f"{name} ({size} bytes, {stat.filemode(mode)}, uid {st.st_uid} gid {st.st_gid}) "
 
 
 def _sha256(
@@ -324,6 +362,11 @@ def _kind(mode: int) -> tuple[str, str]:
     return "other", "fs:other"
 
 
+def _times(st: Any) -> tuple[str | None, ...]:
+    """The entry's times in MACB order (`_MACB`)."""
+    return tuple(_time(st, name) for _, name, _ in _MACB)
+
+
 def _time(st: Any, name: str) -> str | None:
     """ISO text from the nanosecond field where there is one; None for no time, zero and
     1970-01-01 (iso_time), or a value no datetime can hold."""
@@ -333,6 +376,13 @@ def _time(st: Any, name: str) -> str | None:
         if not isinstance(seconds, int | float):
             return None
         nanos = int(seconds * 1_000_000_000)
+    return _iso_ns(nanos)
+
+
+@lru_cache(maxsize=1 << 16)
+def _iso_ns(nanos: int) -> str | None:
+    """Cached: an entry's times often share a value, and so do the files one package or
+    one image build installed."""
     try:
         return iso_time(_EPOCH + timedelta(microseconds=nanos // 1000))
     except OverflowError:
