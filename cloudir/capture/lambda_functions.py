@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from cloudir.aws import Aws, call, error_code
-from cloudir.capture.cloudtrail import keep_body, reencode
+from cloudir.aws import Aws, call, error_code, keep_body
+from cloudir.capture.cloudtrail import reencode
 from cloudir.capture.log_group import LogGroupResult, capture_log_group, find_log_group
 from cloudir.case import Case
 from cloudir.errors import CloudError, UsageError
