@@ -141,6 +141,17 @@ def request_id(response: dict[str, Any]) -> str | None:
     return None if found is None else str(found)
 
 
+def keep_body(bodies: list[bytes], response_dict: Any = None, **_: Any) -> None:
+    """botocore `before-parse` hook: the response body exactly as AWS sent it.
+
+    Register it with `functools.partial(keep_body, bodies)`; every attempt appends its
+    body (a retried call leaves several), so the last one is the answer boto3 parsed.
+    Evidence is stored from these bytes, not from boto3's re-encoding of what it parsed.
+    """
+    if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
+        bodies.append(response_dict["body"])
+
+
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     """Tags as the EC2 API takes them (TagSpecifications, CreateTags)."""
     return [{"Key": k, "Value": v} for k, v in tags.items()]

@@ -9,7 +9,16 @@ hash. The proxy forwards everything to moto and, for the requests a test set up:
 - serves other bytes than the package for a name in `tampered` (a hash mismatch);
 - pages ListFunctions `list_page` functions at a time with NextMarker;
 - refuses requests whose path ends with a suffix in `denied` (`/policy`: GetPolicy) as
-  AWS refuses a caller without the permission (moto enforces none).
+  AWS refuses a caller without the permission (moto enforces none);
+- answers GetFunctionUrlConfig with a `Qualifier` from `alias_urls` (or
+  ResourceNotFound, as AWS does for an alias without a URL): moto 5 ignores the
+  Qualifier of every function URL call (CreateFunctionUrlConfig with one makes the
+  function's own URL, GetFunctionUrlConfig with one answers it);
+- answers GetPolicy with a `Qualifier` from `qualified_policies` when a test sets it (or
+  ResourceNotFound): moto keeps one policy per function, which AddPermission with a
+  Qualifier adds to (the statement's Resource qualified) and GetPolicy answers for any
+  qualifier that exists, where AWS keeps one per alias and version. Left None, the
+  request goes to moto.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 FUNCTION_PATH = "/2015-03-31/functions/"
+URL_PATH = "/2021-10-31/functions/"
 LAYER_PATH = "/2018-10-31/layers"
 
 
@@ -32,6 +42,9 @@ class LambdaProxy:
         self.tampered: dict[str, bytes] = {}  # served instead of the package
         self.list_page: int | None = None
         self.denied: set[str] = set()
+        self.alias_urls: dict[tuple[str, str], dict[str, Any]] = {}  # (function, alias)
+        self.qualified_policies: dict[tuple[str, str], dict[str, Any]] | None = None
+        self.qualified_requests: list[tuple[str, str, str]] = []  # (what, function, q)
         self.list_requests = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -73,6 +86,31 @@ class LambdaProxy:
                 doc["NextMarker"] = str(start + self.list_page)
         return json.dumps(doc).encode()
 
+    def qualified(
+        self, method: str, path: str, query: dict[str, list[str]]
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer to a qualified GetFunctionUrlConfig or GetPolicy this proxy gives
+        itself (see the module's docstring); None to forward the request to moto."""
+        qualifier = query.get("Qualifier", [None])[0]
+        if method != "GET" or qualifier is None:
+            return None
+        if path.startswith(URL_PATH) and path.endswith("/url"):
+            what, table = "url", self.alias_urls
+        elif path.startswith(FUNCTION_PATH) and path.endswith("/policy"):
+            if self.qualified_policies is None:
+                return None
+            what, table = "policy", self.qualified_policies
+        else:
+            return None
+        function = unquote(path.split("/")[3])
+        self.qualified_requests.append((what, function, qualifier))
+        json_type = {"Content-Type": "application/json"}
+        if (function, qualifier) in table:
+            return 200, json_type, json.dumps(table[function, qualifier]).encode()
+        missing = json.dumps({"Message": f"The resource you requested does not exist. "
+                                         f"(Qualifier {qualifier})"}).encode()  # fmt: skip
+        return 404, {**json_type, "x-amzn-ErrorType": "ResourceNotFoundException"}, missing
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -98,6 +136,16 @@ class LambdaProxy:
                     self.send_header("Content-Length", str(len(refusal)))
                     self.end_headers()
                     self.wfile.write(refusal)
+                    return
+                answer_of = proxy.qualified(self.command, parts.path, parse_qs(parts.query))
+                if answer_of is not None:
+                    status, headers, data = answer_of
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

@@ -240,3 +240,44 @@ def test_every_message_is_a_row_or_one_logged_line(tmp_path: Path, events: list[
     assert len(rows) + errors >= len(events)  # a row, or a skip (a bad time may add one)
     assert len(rows) <= len(events)
     assert all(r["artifact"] == "kubernetes:audit" for r in rows)
+
+
+def _cluster_errors(path: Path) -> tuple[int, list[str]]:
+    errors = ErrorLog("e1", path.name)
+    rows = [
+        r for b in parser.parse_cluster(path, "e1", errors, ParseOptions()) for r in b.to_pylist()
+    ]
+    return len(rows), [e["reason"] for e in errors.entries]
+
+
+def test_an_oversized_cluster_file_is_a_counted_skip_read_only_to_its_bound(
+    tmp_path: Path,
+) -> None:
+    import tracemalloc
+
+    huge = tmp_path / "cluster.json"
+    with huge.open("wb") as fh:  # sparse: 64 MiB on paper, nothing on disk
+        fh.write(b'{"cluster": {"name": "x", "createdAt": 1722420000, "pad": "')
+        fh.truncate(64 << 20)
+    tracemalloc.start()
+    try:
+        rows, reasons = _cluster_errors(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == 0
+    assert reasons == [f"cluster.json: over {parser.MAX_CLUSTER_BYTES} bytes, not a "
+                       "DescribeCluster answer; not read"]  # fmt: skip
+    assert peak < 4 * parser.MAX_CLUSTER_BYTES  # the bound, not the file
+
+
+def test_a_symlinked_cluster_file_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps({"cluster": {"name": "planted", "createdAt": 1722420000}}))
+    assert _cluster_errors(target)[0] == 1  # the same document read directly is a row
+    link = tmp_path / "item" / "cluster.json"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    rows, reasons = _cluster_errors(link)
+    assert rows == 0
+    assert len(reasons) == 1 and reasons[0].startswith("cluster.json: not readable (")

@@ -6,6 +6,13 @@ the code packages moto names but cannot serve, serves other bytes for a tampered
 and pages ListFunctions. The capture stores every answer as received, checks each package
 against its CodeSha256, captures the log group, and its rows reach the timeline with the
 environment variables' values masked.
+
+Aliases' and versions' own policies and URLs (GetPolicy / GetFunctionUrlConfig with
+`Qualifier=`): moto 5 takes AddPermission and GetPolicy with a Qualifier but keeps one
+policy per function (every existing qualifier answers it; an unknown one is
+ResourceNotFound), and ignores the Qualifier of the function URL calls altogether. The
+first test captures what moto answers; the per-alias URL and per-version policy AWS
+keeps are served by the proxy (`alias_urls`, `qualified_policies`).
 """
 
 from __future__ import annotations
@@ -113,6 +120,10 @@ def test_a_function_is_captured_whole_and_its_code_verified(
     assert item["code"] == "verified" and item["complete"] is True
     assert (item["layers"], item["aliases"], item["policy"]) == (1, 1, True)
     assert item["url_auth_type"] == "NONE" and item["versions"] >= 2  # $LATEST and 1
+    # the alias and version 1, asked with Qualifier=: moto answers the function's one
+    # policy for both; the alias has no URL of its own (the proxy says so, as AWS would)
+    assert (item["qualifiers"], item["qualifier_policies"]) == (2, 2)
+    assert (item["qualifier_url_auth_types"], item["urls_auth_none"]) == ({}, 1)
     folder = case / "evidence" / item["evidence_id"]
     assert (folder / "code.zip").read_bytes() == function["code"]
     stem = "-".join(function["layer"].split(":")[-2:])
@@ -125,13 +136,22 @@ def test_a_function_is_captured_whole_and_its_code_verified(
         assert (folder / name).is_file(), name
     mappings = json.loads((folder / "event-source-mappings/page-00001.json").read_bytes())
     assert len(mappings["EventSourceMappings"]) == 1
+    lam = boto_client(proxy.url, "lambda")
+    for qualifier in ("live", "1"):
+        kept = json.loads((folder / "qualifiers" / qualifier / "policy.json").read_bytes())
+        asked = lam.get_policy(FunctionName=function["name"], Qualifier=qualifier)
+        assert kept["Policy"] == asked["Policy"] and '"Principal": "*"' in kept["Policy"]
+    assert not (folder / "qualifiers" / "live" / "url-config.json").exists()
+    assert not (folder / "qualifiers" / "1" / "url-config.json").exists()  # not asked
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["kind"] == "lambda-function" and SECRET not in json.dumps(meta)
     entries = [e for e in custody(case) if e.get("evidence_id") == item["evidence_id"]]
     assert entries[-1]["action"] == "capture-complete"
+    assert "no function URL on aliases live" in entries[-1]["note"]
     stored = {f["path"].split(item["evidence_id"] + "/", 1)[1] for e in entries
               for f in e.get("files", [])}  # fmt: skip
-    assert {"get-function.json", "code.zip", f"layers/{stem}.zip"} <= stored
+    assert {"get-function.json", "code.zip", f"layers/{stem}.zip",
+            "qualifiers/live/policy.json", "qualifiers/1/policy.json"} <= stored  # fmt: skip
     logs = [e for e in custody(case) if e.get("evidence_id") == item["log_group_evidence_id"]]
     assert logs[-1]["action"] == "capture-complete"
     assert SECRET not in run.stdout + run.stderr
@@ -230,6 +250,7 @@ def test_the_capture_becomes_timeline_rows_with_environment_values_masked(
 ) -> None:
     from cloudir.analyze.parsers.lambda_config import mask
 
+    proxy.qualified_policies = {}  # as AWS: the permission was given to the function only
     case = tmp_path / "case"
     run = _capture(case, proxy, function["name"])
     assert run.code == 0, run.stderr
@@ -308,9 +329,11 @@ def test_a_refused_call_is_named_and_the_others_are_still_made(
     run = _capture(case, proxy, function["name"])
     assert run.code == 3
     [item] = run.json()["items"]
+    denied = ("lambda:GetPolicy denied: missing permission lambda:GetPolicy "
+              "(AccessDeniedException: User is not authorized)")  # fmt: skip
     assert item["failed"] == [
-        "lambda:GetPolicy denied: missing permission lambda:GetPolicy "
-        "(AccessDeniedException: User is not authorized)"
+        denied,  # the function's own; then the first qualifier's ends the asking
+        f"qualifier live: {denied}; not asked for the 1 other qualifiers",
     ]
     assert item["policy"] is False and item["url_auth_type"] == "NONE"
     folder = case / "evidence" / item["evidence_id"]
@@ -328,3 +351,75 @@ def test_a_code_location_that_is_not_https_is_not_read(url: str, allow_http: boo
 
     with pytest.raises(ValueError, match="not https"):
         list(download(url, allow_http=allow_http))
+
+
+def test_an_alias_url_and_a_version_policy_of_their_own_are_captured_and_found(
+    function: dict[str, Any], moto_url: str, proxy: LambdaProxy, tmp_path: Path
+) -> None:
+    """The function's own URL needs IAM and it has no policy; its alias `live` has a URL
+    with auth NONE and its version 1 a policy for everyone: only the qualified calls show
+    them, and the rules fire on those rows alone."""
+    lam = boto_client(moto_url, "lambda")
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    code = _zip("a.py", "def h(e, c):\n    return 2\n")
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=function["role"],
+                        Handler="a.h", Code={"ZipFile": code})  # fmt: skip
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.create_alias(FunctionName=name, Name="beta", FunctionVersion="1")
+    lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")
+    proxy.packages[name] = code
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+    made = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    for alias, auth in (("live", "NONE"), ("beta", "AWS_IAM")):
+        proxy.alias_urls[name, alias] = {
+            "FunctionUrl": f"https://{alias}{uuid.uuid4().hex[:6]}.lambda-url.us-east-1.on.aws/",
+            "FunctionArn": f"{arn}:{alias}", "AuthType": auth, "CreationTime": made,
+            "LastModifiedTime": made, "InvokeMode": "BUFFERED",
+        }  # fmt: skip
+    public = {"Version": "2012-10-17", "Id": "default", "Statement": [{
+        "Sid": "anyone", "Effect": "Allow", "Principal": "*",
+        "Action": "lambda:InvokeFunction", "Resource": f"{arn}:1"}]}  # fmt: skip
+    proxy.qualified_policies = {(name, "1"): {"Policy": json.dumps(public), "RevisionId": "r"}}
+    case = tmp_path / "case"
+    run = _capture(case, proxy, name)
+    assert run.code == 0, run.stderr
+    [item] = run.json()["items"]
+    assert (item["policy"], item["url_auth_type"]) == (False, "AWS_IAM")
+    assert (item["qualifiers"], item["qualifier_policies"]) == (3, 1)
+    assert item["qualifier_url_auth_types"] == {"live": "NONE", "beta": "AWS_IAM"}
+    assert item["urls_auth_none"] == 1
+    asked = sorted(q for q in proxy.qualified_requests if q[1] == name)
+    assert asked == [("policy", name, "1"), ("policy", name, "beta"), ("policy", name, "live"),
+                     ("url", name, "beta"), ("url", name, "live")]  # fmt: skip
+    folder = case / "evidence" / item["evidence_id"]
+    served = json.dumps(proxy.alias_urls[name, "live"]).encode()
+    assert (folder / "qualifiers" / "live" / "url-config.json").read_bytes() == served
+    assert (folder / "qualifiers" / "1" / "policy.json").is_file()
+    assert not (folder / "qualifiers" / "live" / "policy.json").exists()
+    entries = [e for e in custody(case) if e.get("evidence_id") == item["evidence_id"]]
+    note = entries[-1]["note"]
+    assert "no resource-based policy of their own on qualifiers beta, live" in note
+    assert "1 of 3 qualifiers with a policy, 2 alias URLs, 1 URLs with auth NONE" in note
+
+    assert cloudir("timeline", "--case", str(case)).code == 0
+    rows = query(case, "SELECT event_id, action, target, message, raw FROM timeline "
+                       f"WHERE artifact = 'aws:lambda' AND target = '{arn}'")  # fmt: skip
+    urls = [r for r in rows if r["action"] == "lambda:function-url"]
+    qualified = {json.loads(r["raw"]).get("Qualifier") for r in urls}
+    assert qualified == {None, "live", "beta"}
+    live_url = {r["event_id"] for r in urls if json.loads(r["raw"]).get("Qualifier") == "live"}
+    assert all(f"Lambda {name}:live: function URL" in r["message"] for r in urls
+               if r["event_id"] in live_url)  # fmt: skip
+    [version] = [r for r in rows if r["action"] == "lambda:version"]
+    assert json.loads(version["raw"])["PolicyGrant"] == "public"
+    aliases = {json.loads(r["raw"])["Name"]: r for r in rows if r["action"] == "lambda:alias"}
+    live = json.loads(aliases["live"]["raw"])
+    assert live["FunctionUrl"]["AuthType"] == "NONE" and live["PolicyGrant"] is None
+    assert "URL auth NONE" in aliases["live"]["message"]
+    detect = cloudir("detect", "--case", str(case), "--json")
+    assert detect.code == 1, detect.stderr
+    findings = json.loads((case / "findings" / "findings.json").read_text())["findings"]
+    fired = {f["rule_id"]: set(f["event_ids"]) for f in findings}
+    assert fired[URL_NO_AUTH] == live_url
+    assert fired[POLICY_OUTSIDE] == {version["event_id"]}

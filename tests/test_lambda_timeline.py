@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cloudir.analyze.parsers import ErrorLog, ParseOptions
 from cloudir.analyze.parsers import lambda_config as parser
+from cloudir.safe_text import path_segment
 from tests.conftest import cloudir, query
 from tests.test_detect_reference import assert_agreement
 
@@ -268,3 +269,106 @@ def test_a_code_package_is_kept_unread_by_design_and_strict_passes(tmp_path: Pat
     ]
     assert kept["kind"] == "no_parser" and kept["by_design"] is True
     assert "never unpacked or run" in kept["reason"]
+
+
+# -- aliases' and versions' own policies and URLs (qualifiers/<q>/) ---------------------
+def _write_qualifiers(folder: Path, alias: str = "live") -> None:
+    """`live`'s own URL (auth NONE, FunctionArn qualified as AWS answers) and policy
+    (public); version 1's own policy (another account). The function's own stay as
+    `_write_capture` made them (URL with IAM auth)."""
+    aliases = json.loads((folder / "aliases" / "page-00001.json").read_text())
+    aliases["Aliases"][0].update(Name=alias, AliasArn=f"{ARN}:{alias}")
+    (folder / "aliases" / "page-00001.json").write_text(json.dumps(aliases))
+    live = folder / "qualifiers" / path_segment(alias)
+    live.mkdir(parents=True)
+    url = {"FunctionUrl": "https://hijklmn.lambda-url.us-west-2.on.aws/",
+           "FunctionArn": f"{ARN}:{alias}", "AuthType": "NONE",
+           "CreationTime": "2024-08-02T09:00:00.000Z",
+           "LastModifiedTime": "2024-08-02T09:00:00.000Z"}  # fmt: skip
+    (live / "url-config.json").write_text(json.dumps(url))
+
+    def policy(principal: Any, resource: str) -> str:
+        statement = {"Sid": "s", "Effect": "Allow", "Principal": principal,
+                     "Action": "lambda:InvokeFunction", "Resource": resource}  # fmt: skip
+        document = {"Version": "2012-10-17", "Statement": [statement]}
+        return json.dumps({"Policy": json.dumps(document), "RevisionId": "r"})
+
+    (live / "policy.json").write_text(policy("*", f"{ARN}:{alias}"))
+    (folder / "qualifiers" / "1").mkdir()
+    (folder / "qualifiers" / "1" / "policy.json").write_text(
+        policy({"AWS": f"arn:aws:iam::{FOREIGN}:root"}, f"{ARN}:1")
+    )
+
+
+def test_an_alias_url_and_qualifier_policies_are_rows_and_their_rules_fire(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "my-function"
+    _write_capture(folder)
+    _write_qualifiers(folder)
+    case = tmp_path / "case"
+    assert cloudir("capture", "files", "--case", str(case), str(folder)).code == 0
+    built = cloudir("timeline", "--case", str(case), "--strict")
+    assert built.code == 0, built.stderr
+    rows = query(case, "SELECT timestamp, action, target, message, event_id, raw "
+                       "FROM timeline ORDER BY timestamp, action")  # fmt: skip
+    assert {r["target"] for r in rows} == {ARN}  # every row is the function's
+    urls = [(r["timestamp"][:19], json.loads(r["raw"]).get("Qualifier"), r) for r in rows
+            if r["action"] == "lambda:function-url"]  # fmt: skip
+    assert [(t, q) for t, q, _ in urls] == [
+        ("2024-07-31 12:00:00", None), ("2024-08-02 09:00:00", "live")
+    ]  # fmt: skip
+    alias_url = urls[1][2]
+    assert json.loads(alias_url["raw"])["AuthType"] == "NONE"
+    assert "Lambda my-function:live: function URL https://hijklmn" in alias_url["message"]
+    by_action = {r["action"]: r for r in rows}
+    alias = json.loads(by_action["lambda:alias"]["raw"])
+    assert alias["PolicyGrant"] == "public" and alias["FunctionUrl"]["AuthType"] == "NONE"
+    assert "policy grants public; URL auth NONE" in by_action["lambda:alias"]["message"]
+    version = json.loads(by_action["lambda:version"]["raw"])
+    assert version["PolicyGrant"] == f"cross-account:{FOREIGN}"
+    assert cloudir("detect", "--case", str(case)).code == 1
+    findings = json.loads((case / "findings" / "findings.json").read_text())["findings"]
+    fired = {f["rule_id"]: set(f["event_ids"]) for f in findings}
+    assert fired["9011897b-52f7-406c-9b81-d223a0009703"] == {alias_url["event_id"]}
+    assert fired["be46e7fa-168b-41ad-a295-30fc68c36252"] == {
+        by_action[a]["event_id"] for a in ("lambda:configuration", "lambda:alias", "lambda:version")
+    }
+    assert_agreement(case)
+
+
+def test_an_unusual_alias_name_is_found_again_and_shown_inert(tmp_path: Path) -> None:
+    """A name AWS would refuse (a separator, an escape) is a digest folder in the case;
+    the parser finds it by the same function and takes the name from the answer's ARN."""
+    odd = "../x\x1b[31m"
+    folder = tmp_path / "my-function"
+    _write_capture(folder)
+    _write_qualifiers(folder, odd)
+    [segment] = [p.name for p in (folder / "qualifiers").iterdir() if p.name != "1"]
+    assert segment == path_segment(odd) and segment.startswith("_.") and "/" not in segment
+    path = folder / "qualifiers" / segment / "url-config.json"
+    errors = ErrorLog("e1", "url-config.json")
+    rows = [r for b in parser.parse(path, "e1", errors, ParseOptions()) for r in b.to_pylist()]
+    assert errors.entries == [] and len(rows) == 1
+    assert json.loads(rows[0]["raw"])["Qualifier"] == odd
+    assert "\x1b" not in rows[0]["message"] and "\\x1b[31m" in rows[0]["message"]
+    aliases = folder / "aliases" / "page-00001.json"
+    errors = ErrorLog("e1", "aliases/page-00001.json")
+    [alias] = [
+        r for b in parser.parse(aliases, "e1", errors, ParseOptions()) for r in b.to_pylist()
+    ]
+    assert json.loads(alias["raw"])["PolicyGrant"] == "public"
+
+
+@given(name=st.text(max_size=200))
+def test_a_path_segment_is_one_plain_name_and_the_same_each_time(name: str) -> None:
+    segment = path_segment(name)
+    assert segment == path_segment(name) and 0 < len(segment) <= 128
+    assert segment not in (".", "..") and "/" not in segment and "\\" not in segment
+    assert all(c.isascii() and (c.isalnum() or c in "._-") for c in segment)
+    plain = (
+        bool(name)
+        and len(name) <= 128
+        and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
+    )
+    assert (segment == name) == plain

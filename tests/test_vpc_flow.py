@@ -358,6 +358,33 @@ def test_a_parquet_file_that_is_not_a_flow_log_is_one_error(tmp_path: Path) -> N
     assert flow.recognise([other]) == registry.NOT_MINE
 
 
+def test_recognition_opens_each_file_once_and_follows_no_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet by its magic under any name, text by its first line: one open of the file
+    decides either (the schema is read from the same handle), and a link is not read."""
+    import os
+
+    text = write_flow_log(tmp_path / "flows.txt", [flow_record()])
+    parquet = write_parquet_flows(tmp_path / "flows.bin", [parquet_row()])
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    assert flow.recognise([text]) == registry.BY_CONTENT
+    assert flow.recognise([parquet]) == registry.BY_CONTENT
+    assert opened == ["flows.txt", "flows.bin"]
+    monkeypatch.undo()
+    for target in (text, parquet):
+        link = tmp_path / f"link-{target.name}.parquet"
+        link.symlink_to(target)
+        assert flow.recognise([link]) == registry.NOT_MINE, target.name
+
+
 def test_an_item_of_flow_logs_and_cloudtrail_is_cloudtrail(tmp_path: Path) -> None:
     """One path is one item of one kind (docs/parsers.md says to give vpcflowlogs/ apart)."""
     flows = write_flow_log(tmp_path / delivery_name(), [flow_record()], gz=True)

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from cloudir.aws import Aws, call
+from cloudir.aws import Aws, call, keep_body
 from cloudir.errors import CloudError, UsageError
 
 # GuardDuty ids are [a-z0-9] today (detectors 32, findings 32 characters); the API allows
@@ -84,14 +84,8 @@ def _arn_region(arn: str) -> str | None:
 def _keep_bodies(client: Any, event: str) -> list[bytes]:
     """Register the hook that keeps each response body of `event` as received."""
     bodies: list[bytes] = []
-    client.meta.events.register(f"before-parse.{event}", functools.partial(_keep_body, bodies))
+    client.meta.events.register(f"before-parse.{event}", functools.partial(keep_body, bodies))
     return bodies
-
-
-def _keep_body(bodies: list[bytes], response_dict: Any = None, **_: Any) -> None:
-    """botocore hook: the response body exactly as AWS sent it, before parsing."""
-    if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
-        bodies.append(response_dict["body"])
 
 
 def _body(bodies: list[bytes], what: str) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudir.aws import Aws, call
+from cloudir.aws import Aws, call, keep_body
 from cloudir.case import Case, FileRecord
 from cloudir.custody_actions import CustodyAction, read_action
 from cloudir.errors import CloudError, EvidenceError, UsageError
@@ -627,12 +627,6 @@ def _lookup_summary(result: ItemResult, item: EvidenceItem) -> str:
     if result.lookup_filter:
         text += " for {AttributeKey}={AttributeValue}".format(**result.lookup_filter)
     return "; ".join([text, *item.problems])
-
-
-def keep_body(pages: list[bytes], response_dict: Any = None, **_: Any) -> None:
-    """botocore hook: the response body exactly as AWS sent it, before parsing."""
-    if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
-        pages.append(response_dict["body"])
 
 
 def reencode(resp: dict[str, Any]) -> bytes:

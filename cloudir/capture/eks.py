@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cloudir.aws import Aws, call
-from cloudir.capture.cloudtrail import keep_body, reencode
+from cloudir.aws import Aws, call, keep_body
+from cloudir.capture.cloudtrail import reencode
 from cloudir.capture.log_group import LogGroupResult, capture_log_group, find_log_group
 from cloudir.case import Case
 from cloudir.errors import CloudError, UsageError

@@ -14,6 +14,14 @@ function *is* at capture time is therefore evidence of its own, one item per fun
 - `versions/`, `aliases/`, `event-source-mappings/`: the list pages as received;
 - `policy.json` (GetPolicy) and `url-config.json` (GetFunctionUrlConfig), or a note that
   the function has none;
+- `qualifiers/<qualifier>/policy.json` for every alias and published version and
+  `qualifiers/<alias>/url-config.json` for every alias (function URLs exist only on
+  $LATEST and aliases): the same calls with `Qualifier=`. An alias or a version has a
+  resource policy of its own, and an alias a function URL of its own, which the
+  unqualified answers never show: an intruder's `AddPermission --qualifier live` or an
+  auth-NONE URL on an alias hides there. Qualifiers without one are named in one note
+  each; the folder name is `safe_text.path_segment` of the qualifier (AWS's names are
+  kept as they are), which the parser uses to find it again;
 - `layers/<name>-<version>.json` (GetLayerVersion, asked with the layer's ARN, so a layer
   of another account is read as the function sees it) and `.zip` for each layer version
   the function uses, the zip checked against the layer's own CodeSha256.
@@ -33,19 +41,23 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from cloudir.aws import Aws, call, error_code
-from cloudir.capture.cloudtrail import keep_body, reencode
+from cloudir.aws import Aws, call, error_code, keep_body
+from cloudir.capture.cloudtrail import reencode
 from cloudir.capture.log_group import LogGroupResult, capture_log_group, find_log_group
 from cloudir.case import Case
 from cloudir.errors import CloudError, UsageError
 from cloudir.evidence_item import EvidenceItem, ItemTally
 from cloudir.progress import Reporter
+from cloudir.safe_text import inert, path_segment
 from cloudir.timewindow import Window
 
 KIND: Final = "lambda-function"
 DOWNLOAD_TIMEOUT: Final = 60.0  # seconds without a byte before a code download fails
 CHUNK: Final = 1 << 20
 _NOT_FOUND: Final = "ResourceNotFoundException"
+_DENIED: Final = "AccessDeniedException"
+QUALIFIERS: Final = "qualifiers"
+MAX_NAMED: Final = 20  # qualifiers a note names before "and N more"
 
 T = TypeVar("T")
 Fetch = Callable[[str], Iterable[bytes]]
@@ -66,9 +78,18 @@ class FunctionResult(ItemTally):
     aliases: int = 0
     policy: bool = False
     url_auth_type: str | None = None
+    qualifiers: int = 0  # aliases and published versions asked with Qualifier=
+    qualifier_policies: int = 0  # of them with a resource policy of their own
+    qualifier_url_auth_types: dict[str, str | None] = field(default_factory=dict)  # alias: auth
     log_group: LogGroupResult | None = None
     log_note: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def urls_auth_none(self) -> int:
+        """Function URLs anyone may invoke: the unqualified one and the aliases'."""
+        types = [self.url_auth_type, *self.qualifier_url_auth_types.values()]
+        return sum(1 for auth in types if auth == "NONE")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +103,10 @@ class FunctionResult(ItemTally):
             "aliases": self.aliases,
             "policy": self.policy,
             "url_auth_type": self.url_auth_type,
+            "qualifiers": self.qualifiers,
+            "qualifier_policies": self.qualifier_policies,
+            "qualifier_url_auth_types": self.qualifier_url_auth_types,
+            "urls_auth_none": self.urls_auth_none,
             "log_group_evidence_id": self.log_group.evidence_id if self.log_group else None,
             "log_note": self.log_note,
             "captured": self.captured,
@@ -145,9 +170,10 @@ def capture_function(
         config = got.get("Configuration", {})
         result.arn = config.get("FunctionArn")
         # the calls after GetFunction name the function of the caller's own account by its
-        # name (every alias, version and mapping, whichever qualifier an ARN given named)
+        # name, another account's by its unqualified ARN (every alias, version and mapping,
+        # whichever qualifier an ARN given named; the qualifier calls add their own)
         own = not name.startswith("arn:") or name.split(":")[4:5] == [account]
-        target = str(config.get("FunctionName") or name) if own else name
+        target = str(config.get("FunctionName") or name) if own else ":".join(name.split(":")[:7])
         _code(item, result, got, fetch)
         # each answer on its own: a refused or failed call is a problem of the item (named,
         # incomplete), and the calls after it are still made
@@ -157,15 +183,16 @@ def capture_function(
         )
         it = {"FunctionName": target}
         versions = _attempt(item, pages, "versions", "lambda:ListVersionsByFunction",
-                            client.list_versions_by_function, "Versions", **it)  # fmt: skip
-        result.versions = versions or 0
-        result.aliases = _attempt(item, pages, "aliases", "lambda:ListAliases",
-                                  client.list_aliases, "Aliases", **it) or 0  # fmt: skip
+                            client.list_versions_by_function, "Versions", **it) or []  # fmt: skip
+        aliases = _attempt(item, pages, "aliases", "lambda:ListAliases",
+                           client.list_aliases, "Aliases", **it) or []  # fmt: skip
+        result.versions, result.aliases = len(versions), len(aliases)
         policy = _attempt(item, optional, "policy.json", "lambda:GetPolicy", client.get_policy,
                           "no resource-based policy", **it)  # fmt: skip
         url = _attempt(item, optional, "url-config.json", "lambda:GetFunctionUrlConfig",
                        client.get_function_url_config, "no function URL", **it)  # fmt: skip
         result.policy, result.url_auth_type = policy is not None, (url or {}).get("AuthType")
+        _qualifiers(item, optional, client, result, target, aliases, versions)
         _attempt(item, pages, "event-source-mappings", "lambda:ListEventSourceMappings",
                  client.list_event_source_mappings, "EventSourceMappings", **it)  # fmt: skip
         for layer in config.get("Layers", []):
@@ -214,32 +241,97 @@ def _store_call(
 
 def _optional(
     item: EvidenceItem, raw: list[bytes], name: str, action: str, fn: Callable[..., Any],
-    none: str, **kwargs: Any,
+    none: str | None, **kwargs: Any,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """A call whose ResourceNotFound means "the function has none": noted, not failed."""
+    """A call whose ResourceNotFound means "the function has none": noted (unless `none`
+    is None: the caller says it for many at once), not failed."""
     try:
         return _store_call(item, raw, name, action, fn, **kwargs)
     except CloudError as exc:
         if error_code(exc) != _NOT_FOUND:
             raise
-    item.note(none)
+    if none is not None:
+        item.note(none)
     return None
+
+
+def _qualifiers(
+    item: EvidenceItem, optional: Callable[..., dict[str, Any] | None], client: Any,
+    result: FunctionResult, target: str, aliases: list[Any], versions: list[Any],
+) -> None:  # fmt: skip
+    """GetPolicy for every alias and published version, GetFunctionUrlConfig for every
+    alias, each with `Qualifier=`, stored under `qualifiers/<qualifier>/`.
+
+    A refusal (AccessDenied) names the qualifier and ends the asking for that call: the
+    same caller would be refused for every other qualifier, and one line says so rather
+    than one per version. Any other failure is the qualifier's own problem."""
+    alias_names: list[str] = []
+    version_numbers: list[str] = []
+    unnamed = 0
+    for entries, key, into in ((aliases, "Name", alias_names),
+                               (versions, "Version", version_numbers)):  # fmt: skip
+        for entry in entries:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and value:
+                if value != "$LATEST":  # the unqualified answers are $LATEST's
+                    into.append(value)
+            else:
+                unnamed += 1
+    if unnamed:
+        item.problem(f"{unnamed} alias or version entries without a name; not asked")
+    result.qualifiers = len(alias_names) + len(version_numbers)
+    # a function URL belongs to $LATEST or an alias, never to a version
+    calls = [("policy.json", "lambda:GetPolicy", client.get_policy,
+              alias_names + version_numbers),
+             ("url-config.json", "lambda:GetFunctionUrlConfig", client.get_function_url_config,
+              alias_names)]  # fmt: skip
+    without: dict[str, list[str]] = {"policy.json": [], "url-config.json": []}
+    for file, action, fn, qualifiers in calls:
+        for number, qualifier in enumerate(qualifiers, 1):
+            name = f"{QUALIFIERS}/{path_segment(qualifier)}/{file}"
+            try:
+                got = optional(name, action, fn, None, FunctionName=target, Qualifier=qualifier)
+            except CloudError as exc:
+                problem = f"qualifier {inert(qualifier, 130)}: {exc}"
+                if error_code(exc) == _DENIED and number < len(qualifiers):
+                    left = len(qualifiers) - number
+                    item.problem(f"{problem}; not asked for the {left} other qualifiers")
+                    break  # the same caller is refused for every other qualifier
+                item.problem(problem)
+                continue
+            if got is None:
+                without[file].append(qualifier)
+            elif file == "policy.json":
+                result.qualifier_policies += 1
+            else:
+                result.qualifier_url_auth_types[qualifier] = got.get("AuthType")
+    for file, what in (("policy.json", "no resource-based policy of their own on qualifiers"),
+                       ("url-config.json", "no function URL on aliases")):  # fmt: skip
+        if without[file]:
+            item.note(f"{what} {_named(without[file])}")
+
+
+def _named(qualifiers: list[str]) -> str:
+    shown = ", ".join(inert(q, 130) for q in qualifiers[:MAX_NAMED])
+    more = len(qualifiers) - MAX_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _pages(
     item: EvidenceItem, raw: list[bytes], folder: str, action: str, fn: Callable[..., Any],
     key: str, **kwargs: Any,
-) -> int:  # fmt: skip
-    """Every page of a Marker/NextMarker list, as received; how many entries they held."""
-    marker, page, count = None, 0, 0
+) -> list[Any]:  # fmt: skip
+    """Every page of a Marker/NextMarker list, as received; the entries they held."""
+    marker, page, entries = None, 0, []
     while True:
         page += 1
         resp = _store_call(item, raw, f"{folder}/page-{page:05d}.json", action, fn,
                            **kwargs, **({"Marker": marker} if marker else {}))  # fmt: skip
-        count += len(resp.get(key, []))
+        found = resp.get(key)
+        entries += found if isinstance(found, list) else []
         marker = resp.get("NextMarker")
         if not marker:
-            return count
+            return entries
 
 
 def _code(item: EvidenceItem, result: FunctionResult, got: dict[str, Any], fetch: Fetch) -> None:
@@ -321,4 +413,7 @@ def _layer_stem(arn: str) -> str:
 def _summary(result: FunctionResult, item: EvidenceItem) -> str:
     text = f"Lambda {result.function} ({result.region}): code {result.code}, "
     text += f"{result.layers} layers, {result.versions} versions, {result.aliases} aliases"
+    text += f", {result.qualifier_policies} of {result.qualifiers} qualifiers with a policy"
+    text += f", {len(result.qualifier_url_auth_types)} alias URLs"
+    text += f", {result.urls_auth_none} URLs with auth NONE"
     return "; ".join([text, *item.notes, *item.problems])

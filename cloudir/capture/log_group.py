@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from cloudir.aws import Aws, call
-from cloudir.capture.cloudtrail import RequestSpacing, keep_body, reencode
+from cloudir.aws import Aws, call, keep_body
+from cloudir.capture.cloudtrail import RequestSpacing, reencode
 from cloudir.case import Case
 from cloudir.custody_actions import CustodyAction
 from cloudir.errors import CloudError, UsageError

@@ -563,7 +563,8 @@ def capture_lambda(
 
     One evidence item per function (GetFunction, the code package checked against its
     CodeSha256, versions, aliases, resource policy, function URL, event source mappings,
-    each layer and its package), all as received; the function's log group for
+    each layer and its package; every alias's and published version's own policy and
+    every alias's own URL), all as received; the function's log group for
     --start/--end becomes an item of its own. Nothing in a package is unpacked or run.
 
     Example: cloudir capture lambda billing-export --case ./case-42 --start 30d
@@ -600,7 +601,10 @@ def capture_lambda(
             logs = r.log_group.evidence_id if r.log_group else "no log group"
             show(
                 f"{r.evidence_id}: {r.function} code {r.code}, {r.layers} layers, "
-                f"{r.versions} versions, {r.aliases} aliases, logs: {logs}"
+                f"{r.versions} versions, {r.aliases} aliases, "
+                f"{r.qualifier_policies} of {r.qualifiers} qualifiers with a policy, "
+                f"{len(r.qualifier_url_auth_types)} alias URLs, "
+                f"{r.urls_auth_none} URLs with auth NONE, logs: {logs}"
             )
             for note in r.notes:
                 say(f"{r.evidence_id}: {note}")  # no policy, no URL, an image function

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudir.alerts.model import Alert, Scope
-from cloudir.aws import Aws, call
+from cloudir.aws import Aws, call, keep_body
 from cloudir.case import Case
 from cloudir.custody_actions import CustodyAction
 from cloudir.errors import UsageError
@@ -487,12 +487,6 @@ def _alert_item(run: _Run, service: str, source: dict[str, Any]) -> Any:
     return run.case.item(evidence_id, meta)
 
 
-def _keep_body(bodies: list[bytes], response_dict: Any = None, **_: Any) -> None:
-    """botocore hook: the response body exactly as the service sent it."""
-    if isinstance(response_dict, dict) and isinstance(response_dict.get("body"), bytes):
-        bodies.append(response_dict["body"])
-
-
 def _store_answer(
     item: Any, name: str, bodies: list[bytes], resp: dict[str, Any], source: dict[str, Any],
     related: int,
@@ -545,7 +539,7 @@ def _securityhub_related(run: _Run, step: Step, result: StepResult) -> None:
     client = run.aws.client("securityhub", region)
     bodies: list[bytes] = []
     client.meta.events.register(
-        "before-parse.securityhub.GetFindings", functools.partial(_keep_body, bodies)
+        "before-parse.securityhub.GetFindings", functools.partial(keep_body, bodies)
     )
     wanted = set(ids)
     source = {"api": "securityhub:GetFindings", "region": region, "filters": filters}
@@ -603,7 +597,7 @@ def _guardduty_related(run: _Run, step: Step, result: StepResult) -> None:
     detector = _detector(run.alert, client)
     bodies: list[bytes] = []
     client.meta.events.register(
-        "before-parse.guardduty.GetFindings", functools.partial(_keep_body, bodies)
+        "before-parse.guardduty.GetFindings", functools.partial(keep_body, bodies)
     )
     found: list[str] = []
     for criterion in criteria:

@@ -98,7 +98,7 @@ def recognise(paths: Sequence[Path]) -> int:
         if seen.compression is not None or seen.format != "json":
             return NOT_MINE
         try:
-            document = json.loads(_read(path))
+            document = json.loads(read_bounded(path))
         except (OSError, ValueError):
             return NOT_MINE
         events = document.get("events") if isinstance(document, dict) else None
@@ -126,7 +126,7 @@ def read_page(path: Path, errors: ErrorLog) -> tuple[list[Any], str | None] | No
     """A page's events and its item's log group; None (logged) for what is not a page.
     Shared with the parsers of sources delivered to CloudWatch Logs (Kubernetes audit)."""
     try:
-        data = _read(path)
+        data = read_bounded(path)
     except OSError as exc:
         errors.add(f"{path.name}: not readable ({exc.strerror or exc})")
         return None
@@ -258,11 +258,13 @@ def _log_group(path: Path) -> str | None:
     return None
 
 
-def _read(path: Path) -> bytes:
-    """The file, never through a link and never waiting on a FIFO."""
+def read_bounded(path: Path, limit: int = MAX_PAGE_BYTES) -> bytes:
+    """At most `limit + 1` bytes of the file (more than `limit` means too big: the caller
+    says so and reads nothing of it), never through a link and never waiting on a FIFO.
+    Shared with the parsers of the API answers kept beside such pages (EKS's cluster)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
-        return fh.read(MAX_PAGE_BYTES + 1)
+        return fh.read(limit + 1)
 
 
 register(

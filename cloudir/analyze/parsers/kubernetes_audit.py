@@ -39,7 +39,12 @@ from cloudir.analyze.parsers import (
     batches,
     register,
 )
-from cloudir.analyze.parsers.cloudwatch_logs import MAX_PAGE_BYTES, iso_from_ms, read_page
+from cloudir.analyze.parsers.cloudwatch_logs import (
+    MAX_PAGE_BYTES,
+    iso_from_ms,
+    read_bounded,
+    read_page,
+)
 from cloudir.safe_text import inert
 
 AUDIT_KIND: Final = "eks-audit"
@@ -48,6 +53,7 @@ SOURCE: Final = "kubernetes"
 AUDIT_ARTIFACT: Final = "kubernetes:audit"
 CLUSTER_ARTIFACT: Final = "aws:eks-cluster"
 MAX_MESSAGE: Final = 1000
+MAX_CLUSTER_BYTES: Final = 4 << 20  # a DescribeCluster answer is a few KB; a bigger file is not one
 
 
 def accepts_page(path: Path) -> bool:
@@ -168,9 +174,17 @@ def parse_cluster(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
     try:
-        data = path.read_bytes()[: MAX_PAGE_BYTES + 1]
+        data = read_bounded(path, MAX_CLUSTER_BYTES)
+    except OSError as exc:  # a link (not followed), a folder, gone
+        errors.add(f"{path.name}: not readable ({exc.strerror or exc})")
+        return
+    if len(data) > MAX_CLUSTER_BYTES:
+        errors.add(f"{path.name}: over {MAX_CLUSTER_BYTES} bytes, not a DescribeCluster "
+                   "answer; not read")  # fmt: skip
+        return
+    try:
         cluster = json.loads(data).get("cluster")
-    except (OSError, ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError) as exc:
         errors.add(f"{path.name}: not a DescribeCluster answer ({exc})")
         return
     if not isinstance(cluster, dict):

@@ -11,10 +11,16 @@ one JSON record whose `recordType` says what it is:
   policyuniverse as for CloudTrail's `resourceGrant`);
 - `FunctionLayer`, one per layer the configuration names, at the same time, with the
   function's and the layer's account (`FunctionAccount`, `LayerAccount`);
-- `FunctionVersion` per published version at its LastModified;
+- `FunctionVersion` per published version at its LastModified, with that version's own
+  resource policy (`qualifiers/<version>/policy.json`) and its `PolicyGrant`;
 - `FunctionAlias` per alias, at the LastModified of the version it points to (an alias
-  states no time of its own: the row says "not before");
-- `FunctionUrlConfig` at its CreationTime, and again at LastModifiedTime when later;
+  states no time of its own: the row says "not before"), with the alias's own policy and
+  `PolicyGrant` and its own function URL config (`qualifiers/<alias>/`);
+- `FunctionUrlConfig` at its CreationTime, and again at LastModifiedTime when later; an
+  alias's URL (`qualifiers/<alias>/url-config.json`) is a row of its own the same way,
+  with `Qualifier` the alias (its folder's name, or the answer's qualified FunctionArn
+  when the folder's name is a digest of an unusual one),
+  so the rule for a URL without auth fires on an alias's URL as on the function's;
 - `EventSourceMapping` per mapping at its LastModified;
 - `LayerVersion` per layer version read (layers/*.json) at its CreatedDate.
 
@@ -51,7 +57,7 @@ from cloudir.analyze.parsers import (
     register,
 )
 from cloudir.analyze.policy_grants import classify_policy
-from cloudir.safe_text import inert
+from cloudir.safe_text import inert, path_segment
 
 KIND: Final = "lambda-function"
 SOURCE: Final = "lambda"
@@ -60,6 +66,9 @@ MAX_BYTES: Final = 64 << 20  # a list page or GetFunction answer is far smaller
 MAX_MESSAGE: Final = 1000
 GET_FUNCTION: Final = "get-function.json"
 LIST_FOLDERS: Final = {"versions", "aliases", "event-source-mappings"}
+QUALIFIERS: Final = "qualifiers"  # qualifiers/<alias or version>/{policy,url-config}.json
+URL_CONFIG: Final = "url-config.json"
+POLICY: Final = "policy.json"
 
 
 def mask(value: Any) -> str:
@@ -92,9 +101,14 @@ def accepts(path: Path) -> bool:
     if path.suffix.lower() != ".json" or path.name == "meta.json":
         return False
     parent = path.parent.name
-    return path.name in (GET_FUNCTION, "url-config.json", "policy.json") or (
-        parent in LIST_FOLDERS | {"layers"}
-    )
+    return path.name in (GET_FUNCTION, URL_CONFIG, POLICY) or (parent in LIST_FOLDERS | {"layers"})
+
+
+def _qualifier_of(path: Path) -> str | None:
+    """The qualifier folder's name for `qualifiers/<q>/{policy,url-config}.json`, else None."""
+    if path.name in (URL_CONFIG, POLICY) and path.parent.parent.name == QUALIFIERS:
+        return path.parent.name
+    return None
 
 
 def skip_reason(path: Path) -> str | None:
@@ -117,22 +131,29 @@ def recognise(paths: Sequence[Path]) -> int:
 def parse(
     path: Path, evidence_id: str, errors: ErrorLog, options: ParseOptions
 ) -> Iterator[pa.RecordBatch]:
-    if path.name == "policy.json":
-        return  # read into the FunctionConfiguration row of get-function.json
+    if path.name == POLICY:
+        return  # read into the row of its function, alias or version
     document = _read(path, errors)
     if document is None:
         return
-    folder = path.parent.parent if path.parent.name in LIST_FOLDERS | {"layers"} else path.parent
+    qualifier = _qualifier_of(path)
+    if qualifier is not None:
+        folder = path.parent.parent.parent
+    elif path.parent.name in LIST_FOLDERS | {"layers"}:
+        folder = path.parent.parent
+    else:
+        folder = path.parent
     function = _load(folder / GET_FUNCTION)
     config = function.get("Configuration") if isinstance(function, dict) else None
     config = config if isinstance(config, dict) else {}
     rows: Iterator[Row]
     if path.name == GET_FUNCTION:
         rows = _function_rows(document, folder, evidence_id, errors)
-    elif path.name == "url-config.json":
-        rows = _url_rows(document, config, evidence_id, errors)
+    elif path.name == URL_CONFIG:
+        rows = _url_rows(document, config, evidence_id, errors, qualifier)
     elif path.parent.name == "versions":
-        rows = _list_rows(document, "Versions", "FunctionVersion", config, evidence_id, errors)
+        rows = _list_rows(document, "Versions", "FunctionVersion", config, evidence_id, errors,
+                          folder)  # fmt: skip
     elif path.parent.name == "aliases":
         rows = _alias_rows(document, folder, config, evidence_id, errors)
     elif path.parent.name == "event-source-mappings":
@@ -164,12 +185,9 @@ def _function_rows(
     for key in ("Tags", "Concurrency"):
         if key in document:
             record[key] = document[key]
-    url = _load(folder / "url-config.json")
+    url = _load(folder / URL_CONFIG)
     record["FunctionUrl"] = url if isinstance(url, dict) else None
-    policy = _load(folder / "policy.json")
-    text = policy.get("Policy") if isinstance(policy, dict) else None
-    record["Policy"] = _json_or_text(text) if isinstance(text, str) else None
-    record["PolicyGrant"] = classify_policy(text, account) if isinstance(text, str) else None
+    text = _policy(record, folder, account)
     when = _time(config.get("LastModified"))
     if when is None:
         errors.add(f"{GET_FUNCTION}: Configuration.LastModified is not a time; not placed")
@@ -202,9 +220,24 @@ def _function_rows(
                    evidence_id, f"layer\x00{layer['Arn']}")  # fmt: skip
 
 
+def _policy(record: dict[str, Any], folder: Path, account: str | None) -> str | None:
+    """`Policy` and its `PolicyGrant` into `record` from the `policy.json` in `folder`
+    (None when there is none); the policy's text, or None."""
+    policy = _load(folder / POLICY)
+    text = policy.get("Policy") if isinstance(policy, dict) else None
+    record["Policy"] = _json_or_text(text) if isinstance(text, str) else None
+    record["PolicyGrant"] = classify_policy(text, account) if isinstance(text, str) else None
+    return text if isinstance(text, str) else None
+
+
+def _grant_text(record: dict[str, Any]) -> str:
+    """What a row's message says of its own policy, when it has one."""
+    return f"; policy grants {record['PolicyGrant'] or 'unread'}" if record["Policy"] else ""
+
+
 def _list_rows(
     document: dict[str, Any], key: str, kind: str, config: dict[str, Any], evidence_id: str,
-    errors: ErrorLog,
+    errors: ErrorLog, folder: Path | None = None,
 ) -> Iterator[Row]:  # fmt: skip
     entries = document.get(key)
     if not isinstance(entries, list):
@@ -226,6 +259,10 @@ def _list_rows(
         if kind == "FunctionVersion":
             desc, action = "Lambda Version Published", "lambda:version"
             text = f"version {entry.get('Version')} code sha256 {entry.get('CodeSha256')}"
+            if folder is not None and isinstance(entry.get("Version"), str):
+                qualified = folder / QUALIFIERS / path_segment(entry["Version"])
+                _policy(record, qualified, _account(target or ""))
+                text += _grant_text(record)
             key_id = f"version\x00{entry.get('Version')}"
         else:
             desc, action = "Lambda Event Source Mapping Modified", "lambda:event-source-mapping"
@@ -265,27 +302,49 @@ def _alias_rows(
         text = f"alias {alias.get('Name')} -> version {alias.get('FunctionVersion')}"
         if alias.get("RoutingConfig"):
             text += f" (routing {json.dumps(alias['RoutingConfig'], sort_keys=True)})"
+        if isinstance(alias.get("Name"), str):
+            qualified = folder / QUALIFIERS / path_segment(alias["Name"])
+            url = _load(qualified / URL_CONFIG)
+            record["FunctionUrl"] = url if isinstance(url, dict) else None
+            _policy(record, qualified, _account(arn or ""))
+            text += _grant_text(record)
+            if isinstance(url, dict):
+                text += f"; URL auth {url.get('AuthType')}"
         yield _row(when, "Lambda Alias Version Published (alias set at or after)",
                    "lambda:alias", arn, record, f"Lambda {_name(arn)}: {text}", evidence_id,
                    f"alias\x00{alias.get('Name')}\x00{alias.get('RevisionId')}")  # fmt: skip
 
 
 def _url_rows(
-    document: dict[str, Any], config: dict[str, Any], evidence_id: str, errors: ErrorLog
-) -> Iterator[Row]:
-    arn = _unqualified(str(document.get("FunctionArn") or config.get("FunctionArn") or ""))
+    document: dict[str, Any], config: dict[str, Any], evidence_id: str, errors: ErrorLog,
+    folder_qualifier: str | None = None,
+) -> Iterator[Row]:  # fmt: skip
+    """The function URL's rows; an alias's (`folder_qualifier` its folder's name) carry
+    `Qualifier`: the alias the capture asked for, which is the folder's name, unless that
+    name is a digest (`safe_text.path_segment` of an unusual name), when the answer's
+    qualified FunctionArn (`...:function:<name>:<alias>`) says it."""
+    given = str(document.get("FunctionArn") or config.get("FunctionArn") or "")
+    arn = _unqualified(given)
     record = {"recordType": "FunctionUrlConfig", **document, "FunctionArn": arn or None}
+    name, key = _name(arn), "url"
+    if folder_qualifier is not None:
+        parts = given.split(":")
+        qualifier = folder_qualifier
+        if qualifier.startswith("_.") and len(parts) > 7 and parts[5] == "function":
+            qualifier = parts[7]
+        record["Qualifier"] = qualifier
+        name, key = f"{name}:{qualifier}", f"url\x00{qualifier}"
     created, modified = _time(document.get("CreationTime")), _time(document.get("LastModifiedTime"))
     if created is None and modified is None:
-        errors.add("url-config.json: neither CreationTime nor LastModifiedTime is a time")
+        errors.add(f"{URL_CONFIG}: neither CreationTime nor LastModifiedTime is a time")
         return
     text = f"function URL {document.get('FunctionUrl')} auth type {document.get('AuthType')}"
     if created is not None:
         yield _row(created, "Lambda Function URL Created", "lambda:function-url", arn or None,
-                   record, f"Lambda {_name(arn)}: {text}", evidence_id, "url-created")  # fmt: skip
+                   record, f"Lambda {name}: {text}", evidence_id, f"{key}-created")  # fmt: skip
     if modified is not None and modified != created:
         yield _row(modified, "Lambda Function URL Modified", "lambda:function-url", arn or None,
-                   record, f"Lambda {_name(arn)}: {text}", evidence_id, "url-modified")  # fmt: skip
+                   record, f"Lambda {name}: {text}", evidence_id, f"{key}-modified")  # fmt: skip
 
 
 def _layer_version_rows(

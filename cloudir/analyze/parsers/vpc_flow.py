@@ -100,6 +100,7 @@ DELIVERY_NAME = re.compile(
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 MAX_LINE = 64 << 10  # a flow record is a few hundred bytes; a longer line is not one
 HEAD_BYTES = 8 << 10
+PARQUET_MAGIC = b"PAR1"
 RECOGNISE_MAX_FILES = 20  # content checks per item: a delivery folder holds thousands
 MAX_FIELDS = 256
 
@@ -247,17 +248,20 @@ def skip_reason(path: Path) -> str | None:
     return None
 
 
-def is_parquet(path: Path) -> bool:
+def is_parquet(path: Path, head: bytes | None = None) -> bool:
     """The Parquet delivery format (`FileFormat: parquet`): `....log.parquet`, or any
-    file whose first bytes are Parquet's magic number."""
+    file whose first bytes are Parquet's magic number (`head`, when the caller has read
+    them already; else read here)."""
     if path.name.lower().endswith(".parquet"):
         return True
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read(4) == b"PAR1"
+    if head is None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as fh:
+            head = fh.read(4)
+    return head[:4] == PARQUET_MAGIC
 
 
 def parse(
@@ -434,22 +438,8 @@ def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         yield number, line.rstrip(b"\r\n")
 
 
-def _first_line(path: Path) -> list[str] | None:
-    """The first line's tokens from the first bytes (inflated when gzip), read as sniff
-    reads: a regular file only, never through a link or waiting on a FIFO."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        head = os.pread(fd, HEAD_BYTES, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+def _first_line(head: bytes) -> list[str] | None:
+    """The first line's tokens from the file's first bytes (inflated when gzip)."""
     if head[:2] == b"\x1f\x8b":
         try:
             head = zlib.decompressobj(wbits=31).decompress(head, HEAD_BYTES)
@@ -466,16 +456,31 @@ def _first_line(path: Path) -> list[str] | None:
 
 def looks_like_flow_log(path: Path) -> bool:
     """The first line is a header of flow log fields, or a default-format record; or a
-    Parquet file whose columns are flow log fields."""
-    if is_parquet(path):
-        import pyarrow.parquet as pq
-
+    Parquet file whose columns are flow log fields. One open, as sniff reads: a regular
+    file only, never through a link or waiting on a FIFO; the first HEAD_BYTES decide
+    text, and a Parquet file's schema is read from the same handle."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
         try:
-            names = pq.read_schema(path).names
-        except (OSError, ValueError, pa.ArrowException):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            head = fh.read(HEAD_BYTES)
+        except OSError:
             return False
-        return header_fields(tuple(n.replace("_", "-") for n in names)) is not None
-    tokens = _first_line(path)
+        if is_parquet(path, head):
+            import pyarrow.parquet as pq
+
+            try:
+                fh.seek(0)
+                names = pq.read_schema(fh).names
+            except (OSError, ValueError, pa.ArrowException):
+                return False
+            return header_fields(tuple(n.replace("_", "-") for n in names)) is not None
+    tokens = _first_line(head)
     if not tokens:
         return False
     return header_fields(tokens) is not None or is_default_record(tokens)
