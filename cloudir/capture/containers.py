@@ -32,13 +32,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-import docker
-import docker.errors
 import requests
 import urllib3.exceptions
-from docker.context import ContextAPI
-from docker.models.containers import Container
 
+from cloudir.capture.docker_sdk import Container, ContextAPI, docker, enable_ssh
+from cloudir.capture.engine_stream import export_chunks
 from cloudir.case import Case
 from cloudir.custody_actions import CustodyAction
 from cloudir.errors import CloudError, EvidenceError, UsageError
@@ -175,6 +173,8 @@ def connect(docker_host: str | None, workers: int) -> Engine:
         environment["DOCKER_HOST"] = docker_host
     host = engine_address(environment)
     try:
+        if host.startswith("ssh://"):
+            enable_ssh()
         client = _EngineClient.from_env(
             environment=environment,
             timeout=API_TIMEOUT,
@@ -182,6 +182,11 @@ def connect(docker_host: str | None, workers: int) -> Engine:
             use_ssh_client=host.startswith("ssh://"),
         )
         version = client.version()
+    except ImportError as exc:
+        raise CloudError(
+            f"no Docker engine at {host}: ssh:// needs the paramiko package "
+            "(pip install 'docker[ssh]==7.2.0')"
+        ) from exc
     except ENGINE_ERRORS as exc:
         reason = _reason(exc)
         if "paramiko" in reason:  # the SDK imports it even when ssh is shelled out to
@@ -501,7 +506,11 @@ class _Run:
 
     def _export(self) -> None:
         self.tick("export", 0)
-        self.store("fs.tar", "export", self.container.export(chunk_size=EXPORT_CHUNK), "export")
+        self.store("fs.tar", "export", export_chunks(self.container, self._stopped), "export")
+
+    def _stopped(self) -> None:
+        if self.cancel.is_set():
+            raise _Interrupted
 
     def _changed(self) -> None:
         if self.diff is None:
@@ -573,7 +582,7 @@ class _Run:
         self,
         name: str,
         api: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         step: str,
         extra: dict[str, Any] | None = None,
     ) -> None:
@@ -706,15 +715,24 @@ class _ChunkReader(io.RawIOBase):
 
 # -- small helpers ----------------------------------------------------------------------
 def _counted(
-    chunks: Iterable[bytes], cancel: threading.Event, on_bytes: Callable[[int], None]
-) -> Iterator[bytes]:
-    """Chunks joined to a sensible size, counted for the progress line, stoppable."""
+    chunks: Iterable[bytes | memoryview], cancel: threading.Event, on_bytes: Callable[[int], None]
+) -> Iterator[bytes | memoryview]:
+    """Chunks joined to a sensible size, counted for the progress line, stoppable.
+
+    A chunk already large enough passes as it is (the export's buffers are not copied);
+    a small one is copied before it is kept, since its buffer may be reused once the
+    next chunk is asked for.
+    """
     buffered: list[bytes] = []
     size = 0
     for chunk in chunks:
         if cancel.is_set():
             raise _Interrupted
-        buffered.append(chunk)
+        if not buffered and len(chunk) >= COALESCE:
+            on_bytes(len(chunk))
+            yield chunk
+            continue
+        buffered.append(bytes(chunk))
         size += len(chunk)
         if size >= COALESCE:
             on_bytes(size)
