@@ -681,10 +681,10 @@ def test_capture_over_tls_with_client_certificates(
 def test_fs_tar_is_the_engines_export_byte_for_byte(
     tmp_path: Path, engine: Any, start: Any
 ) -> None:
-    """The export is read in large buffers on a thread of its own, hashed beside its
-    write: fs.tar and its custody hash must still be those of the SDK's own stream."""
+    """fs.tar is written, hashed and flushed to disk as it streams in: the file and its
+    custody hash must be those of the export stream the test reads itself."""
     holder = start("sleep 3600")
-    try:  # random, so no run of equal buffers could hide one handed out twice
+    try:  # random: no run of equal bytes could hide a chunk stored twice or out of order
         sh(holder, "mkdir -p /srv && head -c 13000000 /dev/urandom > /srv/random.bin")
         sent = hashlib.sha256()
         size = 0
