@@ -44,7 +44,7 @@ from cloudir.case_folder import (
 from cloudir.custody_actions import CAPTURE_CLOSING, Closing, CustodyAction, custody_action
 from cloudir.errors import EvidenceError, UsageError
 from cloudir.sparse import ShortRead, Spans
-from cloudir.write_behind import BesideHasher, Flusher
+from cloudir.write_behind import Flusher
 
 if TYPE_CHECKING:
     from cloudir.evidence_item import EvidenceItem, Summary
@@ -745,20 +745,17 @@ def _write_hashed(fd: int, path: Path, chunks: Iterable[bytes | memoryview]) -> 
     """Write every chunk to fd and fsync it, closing fd; SHA-256 and size of the bytes.
 
     Each chunk is written and hashed before the next is asked for (a source may reuse
-    its buffer then); a large one is hashed on a second thread while it is written, and
-    a large file is flushed to disk as it grows (`cloudir.write_behind`). The fsync at
-    the end still covers every byte before the caller records the file.
+    its buffer then). A large file is flushed to disk as it grows
+    (`cloudir.write_behind`); the fsync at the end still covers every byte before the
+    caller records the file.
     """
-    hasher = BesideHasher()
+    digest = hashlib.sha256()
     flusher = Flusher(fd)
     size = 0
     try:
         for chunk in chunks:
-            hasher.start(chunk)
-            try:
-                write_all(fd, chunk, path)
-            finally:
-                hasher.finish()
+            write_all(fd, chunk, path)
+            digest.update(chunk)
             size += len(chunk)
             flusher.wrote(len(chunk))
         with naming_the_file(path):
@@ -767,9 +764,8 @@ def _write_hashed(fd: int, path: Path, chunks: Iterable[bytes | memoryview]) -> 
     finally:
         with contextlib.suppress(OSError):  # already failing: the first error is raised
             flusher.close()
-        hasher.close()
         os.close(fd)
-    return hasher.hexdigest(), size
+    return digest.hexdigest(), size
 
 
 def _is_link(dirpath: str, name: str) -> bool:

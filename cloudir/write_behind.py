@@ -22,59 +22,11 @@ was told, and custody would record a file that is not on disk.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import queue
 import threading
 
-HASH_BESIDE = 1 << 20  # a chunk this large is hashed beside its write; smaller, inline
 FLUSH_EVERY = 32 << 20  # bytes written between early flushes (none for smaller files)
 _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-
-
-class BesideHasher:
-    """SHA-256 of chunks in order; a large chunk is hashed while the caller writes it."""
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self._todo: queue.SimpleQueue[memoryview | bytes | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def start(self, chunk: bytes | memoryview) -> None:
-        """Begin hashing `chunk`; `finish` must be called before the next `start`."""
-        if len(chunk) < HASH_BESIDE:
-            self.digest.update(chunk)
-            self._done.put(None)
-            return
-        if self._thread is None:  # started for the first large chunk only
-            self._thread = threading.Thread(target=self._run, name="hash-beside", daemon=True)
-            self._thread.start()
-        self._todo.put(chunk)
-
-    def finish(self) -> None:
-        """Wait until the chunk given to `start` is hashed."""
-        failure = self._done.get()
-        if failure is not None:
-            raise failure
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._todo.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
-
-    def _run(self) -> None:
-        while (chunk := self._todo.get()) is not None:
-            try:
-                self.digest.update(chunk)
-            except BaseException as exc:  # handed to finish(), raised in the caller
-                self._done.put(exc)
-            else:
-                self._done.put(None)
 
 
 class Flusher:
