@@ -44,6 +44,7 @@ from cloudir.case_folder import (
 from cloudir.custody_actions import CAPTURE_CLOSING, Closing, CustodyAction, custody_action
 from cloudir.errors import EvidenceError, UsageError
 from cloudir.sparse import ShortRead, Spans
+from cloudir.write_behind import Flusher
 
 if TYPE_CHECKING:
     from cloudir.evidence_item import EvidenceItem, Summary
@@ -423,7 +424,7 @@ class Case:
         self,
         evidence_id: str,
         name: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         expected_bytes: int | None = None,
     ) -> FileRecord:
         """Write chunks to the item under `name`, hashing as they pass; rename when complete.
@@ -740,18 +741,29 @@ def _hash_problem(
     return None if any((r.sha256, r.bytes) == actual for r in records) else ""
 
 
-def _write_hashed(fd: int, path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Write every chunk to fd and fsync it, closing fd; SHA-256 and size of the bytes."""
+def _write_hashed(fd: int, path: Path, chunks: Iterable[bytes | memoryview]) -> tuple[str, int]:
+    """Write every chunk to fd and fsync it, closing fd; SHA-256 and size of the bytes.
+
+    Each chunk is written and hashed before the next is asked for (a source may reuse
+    its buffer then). A large file is flushed to disk as it grows
+    (`cloudir.write_behind`); the fsync at the end still covers every byte before the
+    caller records the file.
+    """
     digest = hashlib.sha256()
+    flusher = Flusher(fd)
     size = 0
     try:
         for chunk in chunks:
             write_all(fd, chunk, path)
             digest.update(chunk)
             size += len(chunk)
+            flusher.wrote(len(chunk))
         with naming_the_file(path):
+            flusher.close()
             os.fsync(fd)
     finally:
+        with contextlib.suppress(OSError):  # already failing: the first error is raised
+            flusher.close()
         os.close(fd)
     return digest.hexdigest(), size
 

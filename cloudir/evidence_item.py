@@ -68,7 +68,7 @@ class EvidenceItem:
     def store(
         self,
         name: str,
-        data: bytes | Iterable[bytes] | Path,
+        data: bytes | Iterable[bytes | memoryview] | Path,
         *,
         source: dict[str, Any] | Lazy | None = None,
         note: str | Lazy = "",

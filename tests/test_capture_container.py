@@ -677,6 +677,33 @@ def test_capture_over_tls_with_client_certificates(
     assert unchecked.code == 0, unchecked.stderr
 
 
+# -- the export as the engine sends it -----------------------------------------------
+def test_fs_tar_is_the_engines_export_byte_for_byte(
+    tmp_path: Path, engine: Any, start: Any
+) -> None:
+    """fs.tar is written, hashed and flushed to disk as it streams in: the file and its
+    custody hash must be those of the export stream the test reads itself."""
+    holder = start("sleep 3600")
+    try:  # random: no run of equal bytes could hide a chunk stored twice or out of order
+        sh(holder, "mkdir -p /srv && head -c 13000000 /dev/urandom > /srv/random.bin")
+        sent = hashlib.sha256()
+        size = 0
+        for chunk in holder.export():  # the test's own read, through the SDK
+            sent.update(chunk)
+            size += len(chunk)
+        case = tmp_path / "case"
+        folder = item(case, capture(case, holder.name))
+    finally:
+        holder.remove(force=True)
+    fs_tar = folder / "fs.tar"
+    recorded = {f["path"]: f for e in custody(case) for f in e["files"]}
+    entry = recorded[fs_tar.relative_to(case).as_posix()]
+    assert (entry["sha256"], entry["bytes"]) == (sent.hexdigest(), size)
+    with fs_tar.open("rb") as fh:
+        assert hashlib.file_digest(fh, "sha256").hexdigest() == sent.hexdigest()
+    assert size > 3 * (4 << 20)  # more than every reused buffer: each was refilled
+
+
 # -- a huge sparse file -----------------------------------------------------------------
 SPARSE_BYTES = 200 << 20  # the export carries every zero: 2 GiB is a 2 GiB fs.tar
 

@@ -57,9 +57,8 @@ PLANT = (
 def capture_compromised_container(case: Case, say: Say) -> None:
     """Run, compromise and capture the web container; one line and return when no
     engine, image or busybox is available, so the rest of the demo still runs."""
-    import docker
-
     from cloudir.capture import containers as capture
+    from cloudir.capture.docker_sdk import docker
 
     host = capture.engine_address(dict(os.environ))
     try:
