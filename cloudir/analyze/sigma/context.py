@@ -221,11 +221,13 @@ def _key_value(plan: Any) -> str:
 
 
 def _agent_partial() -> str:
+    # one parse of `raw` for both values, and only of the rows that may hold a key: the
+    # others are dropped (k is NULL), so their agent is never needed
     return f"""SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
-            SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
-                CASE WHEN contains(raw, '"AKIA')
-                THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
-            FROM timeline WHERE {CLOUDTRAIL}
+            SELECT timestamp, v[1] AS ua, v[2] AS k FROM (
+                SELECT timestamp, CASE WHEN contains(raw, '"AKIA') THEN json_extract_string(
+                    raw, ['$.userAgent', '$.userIdentity.accessKeyId']) END AS v
+                FROM timeline WHERE {CLOUDTRAIL})
         ) WHERE starts_with(k, 'AKIA') GROUP BY ALL"""
 
 
