@@ -222,6 +222,35 @@ def modifier_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     return case, {row["event_id"]: label for row, label in zip(rows, raws, strict=True)}
 
 
+def test_a_list_of_patterns_matches_any_element_of_an_array(tmp_path: Path) -> None:
+    """`field|startswith: [a, b]` on a raw path: one any-element fallback tests every value
+    (backend._one_fallback), so a value matching the 2nd pattern in the 2nd element of an
+    array, at the leaf or further up, is found, and an array of near misses is not."""
+    from tests.timeline_rows import timeline_row, write_timeline
+
+    raws = {
+        "scalar": {"requestParameters": {"items": {"type": "G5.xlarge"}}},
+        "up": {"requestParameters": {"items": [{"type": "m5.large"}, {"type": "g5.2xlarge"}]}},
+        "leaf": {"requestParameters": {"items": {"type": ["t3.micro", "p4d.24xlarge"]}}},
+        "miss": {"requestParameters": {"items": [{"type": "m5.large"}, {"type": "xg5.large"}]}},
+        "none": {"requestParameters": {"other": "g5.large"}},
+    }
+    rows = [
+        timeline_row("aws:cloudtrail", f"2026-01-01T10:00:0{n}Z", raw)
+        for n, raw in enumerate(raws.values())
+    ]
+    case = tmp_path / "case"
+    write_timeline(case, rows)
+    label_of = {row["event_id"]: label for row, label in zip(rows, raws, strict=True)}
+    selection = "requestParameters.items.type|startswith:\n      - 'p4d.'\n      - 'g5.'"
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, "patterns", f"detection:\n  s:\n    {selection}\n  condition: s\n")
+    _, doc = run(case, rules)
+    [finding] = doc["findings"]
+    assert {label_of[e] for e in finding["event_ids"]} == {"scalar", "up", "leaf"}
+
+
 @pytest.mark.parametrize("name", sorted(MODIFIER_RULES))
 def test_sigma_modifiers_match_what_sigma_means(
     modifier_case: tuple[Path, dict[str, str]], tmp_path: Path, name: str

@@ -122,19 +122,29 @@ class DuckDBBackend(sqliteBackend):
             return scalar
         return self._with_elements(cond.field, scalar, state, cond)
 
-    def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
-        if (
+    @staticmethod
+    def _has_elements(field_name: str) -> bool:
+        """A raw path that may hold an array, so its tests need the any-element fallback."""
+        return not (
             field_name in COLUMN_NAMES
             or field_name in SCALAR_FIELDS
             or field_name in VIRTUAL_FIELDS
             or is_computed(field_name)
-        ):
+        )
+
+    def _with_elements(self, field_name: str, scalar: str, state: Any, cond: Any) -> str:
+        if not self._has_elements(field_name):
             return scalar
         self._element_of = field_name
         try:
             each = self.convert_condition(cond, state)
         finally:
             self._element_of = None
+        return self._fallback(field_name, scalar, each)
+
+    def _fallback(self, field_name: str, scalar: str, each: str) -> str:
+        """`scalar`, else `each` (over ELEMENT) true of some value when the path holds an
+        array."""
         parts = tuple(field_name.split("."))
         guard, values = self.fields.element_values(parts, self.field_sql(field_name))
         each_value = f"list_bool_or(list_transform({values}, lambda {ELEMENT}: {each}))"
@@ -164,7 +174,48 @@ class DuckDBBackend(sqliteBackend):
             self._in_values = values
             scalar = f"{self._lower(field_name)} IN ({values})"
             return self._with_elements(field_name, scalar, state, _InList(field_name))
+        shared = self._one_fallback(args, state)
+        if shared is not None:
+            return shared
         return self._lazy(cond, state, conjunction=False)
+
+    def _one_fallback(self, args: Any, state: ConversionState) -> str | None:
+        """`field|startswith: [a, b, c]` on a raw field: the values' tests, then ONE
+        any-element fallback testing every value on each element.
+
+        Each value's own fallback would repeat the guard (`json_type` parses `raw`) once per
+        value for every row that reaches it: a list of 31 instance type prefixes parsed
+        each RunInstances record 31 times. An element matching any value is the same as
+        any value matching an element, so the result is the same.
+        """
+        if not (
+            self._element_of is None
+            and len(args) > 1
+            and all(isinstance(a, ConditionFieldEqualsValueExpression) for a in args)
+            and len({a.field for a in args}) == 1
+            and isinstance(args[0].field, str)
+            and not any(
+                isinstance(a.value, SigmaNull | SigmaExists | SigmaFieldReference) for a in args
+            )
+            and self._has_elements(args[0].field)
+        ):
+            return None
+        field_name = args[0].field
+        scalars = [
+            super(DuckDBBackend, self).convert_condition_field_eq_val(a, state) for a in args
+        ]
+        if not all(isinstance(s, str) for s in scalars):
+            return None
+        self._element_of = field_name
+        try:
+            each = [self.convert_condition(a, state) for a in args]
+        finally:
+            self._element_of = None
+        if not all(isinstance(e, str) for e in each):
+            return None
+        scalar = f"CASE {' '.join(f'WHEN {s} THEN true' for s in scalars)} ELSE false END"
+        any_each = f"CASE {' '.join(f'WHEN {e} THEN true' for e in each)} ELSE false END"
+        return self._fallback(field_name, scalar, any_each)
 
     def convert_condition_and(self, cond: Any, state: ConversionState) -> Any:
         return self._lazy(cond, state, conjunction=True)

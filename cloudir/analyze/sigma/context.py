@@ -221,11 +221,13 @@ def _key_value(plan: Any) -> str:
 
 
 def _agent_partial() -> str:
+    # one parse of `raw` for both values, and only of the rows that may hold a key: the
+    # others are dropped (k is NULL), so their agent is never needed
     return f"""SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
-            SELECT timestamp, json_extract_string(raw, '$.userAgent') AS ua,
-                CASE WHEN contains(raw, '"AKIA')
-                THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
-            FROM timeline WHERE {CLOUDTRAIL}
+            SELECT timestamp, v[1] AS ua, v[2] AS k FROM (
+                SELECT timestamp, CASE WHEN contains(raw, '"AKIA') THEN json_extract_string(
+                    raw, ['$.userAgent', '$.userIdentity.accessKeyId']) END AS v
+                FROM timeline WHERE {CLOUDTRAIL})
         ) WHERE starts_with(k, 'AKIA') GROUP BY ALL"""
 
 
@@ -325,18 +327,28 @@ INSTANCE_ROWS = f"{CLOUDTRAIL} AND starts_with(host, 'i-')"
 
 
 def _instance_partial() -> str:
+    """One read of the timeline for the three sources of an instance's addresses: a
+    materialised CTE of the few rows they read (`raw` only of RunInstances and
+    AssociateAddress, the user agent of instance profile calls), each source then selecting
+    its own rows from it exactly as from the timeline."""
+    calls = "'ec2.amazonaws.com:RunInstances', 'ec2.amazonaws.com:AssociateAddress'"
+    rows = f"""SELECT artifact, action, host, src_ip,
+            CASE WHEN action IN ({calls}) THEN raw END AS raw,
+            CASE WHEN {INSTANCE_ROWS} THEN json_extract_string(raw, '$.userAgent') END AS ua
+        FROM timeline WHERE {CLOUDTRAIL} AND (action IN ({calls}) OR {INSTANCE_ROWS})"""
     launched = f"""SELECT json_extract_string(item, '$.instanceId') AS instance,
             unnest(regexp_extract_all(CAST(item AS VARCHAR),
                 '"(?:{_ADDRESS_KEYS})"\\s*:\\s*"([^"]+)"', 1)) AS address
         FROM (SELECT unnest(json_extract(raw, '$.responseElements.instancesSet.items[*]')) AS item
-              FROM timeline WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:RunInstances')"""
+              FROM _ci_rows WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:RunInstances')"""
     associated = f"""SELECT json_extract_string(raw, '$.requestParameters.instanceId'),
             json_extract_string(raw, '$.requestParameters.publicIp')
-        FROM timeline WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:AssociateAddress'"""
-    agent = f"""SELECT host, src_ip FROM timeline WHERE {INSTANCE_ROWS}
-        AND json_extract_string(raw, '$.userAgent') ILIKE '%amazon-ssm-agent%'
+        FROM _ci_rows WHERE {CLOUDTRAIL} AND action = 'ec2.amazonaws.com:AssociateAddress'"""
+    agent = f"""SELECT host, src_ip FROM _ci_rows WHERE {INSTANCE_ROWS}
+        AND ua ILIKE '%amazon-ssm-agent%'
         AND {_is_address("src_ip")}"""
-    return f"""SELECT DISTINCT lower(instance) AS _ci_instance, lower(trim(address)) AS _ci_address
+    return f"""WITH _ci_rows AS MATERIALIZED ({rows})
+        SELECT DISTINCT lower(instance) AS _ci_instance, lower(trim(address)) AS _ci_address
         FROM ({launched} UNION ALL {associated} UNION ALL {agent})
         WHERE instance IS NOT NULL AND address IS NOT NULL"""
 

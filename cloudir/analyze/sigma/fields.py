@@ -111,10 +111,17 @@ class FieldPlan:
         return f"\x00{name}\x00"
 
     def shared_lowers(self) -> dict[str, str]:
+        """The lowered values computed once per row for every row of the scan.
+
+        Never a virtual field's: `resource_grant(raw)` is a Python function, costlier per
+        row than the whole rest of the scan, and only rows that passed a rule's cheaper
+        conditions (a policy event) may pay for it.
+        """
+        expensive = set(VIRTUAL_FIELDS.values())
         return {
             sql: name
             for sql, name in self.lower_columns.items()
-            if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES
+            if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES and sql not in expensive
         }
 
     def resolve(self, predicate: str) -> str:
