@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,28 @@ def test_sigma_modifiers_match_what_sigma_means(
     _, doc = run(case, tmp_path)
     [finding] = doc["findings"] or [{"event_ids": []}]
     assert {label_of[e] for e in finding["event_ids"]} == expected
+
+
+def test_rules_are_bound_together_and_a_failing_one_is_named_alone() -> None:
+    """load_rules test-binds every rule in one EXPLAIN (one per rule grew with rules x
+    fields); when that fails, each rule is bound alone, so only the rules DuckDB cannot
+    run are skipped, each with DuckDB's reason."""
+    from types import SimpleNamespace
+
+    from cloudir.analyze.detect import _unbindable, empty_timeline, register_functions, validate
+
+    shipped = validate([], builtin=True)
+    assert shipped.rules and not shipped.skipped
+    con = empty_timeline()
+    register_functions(con)
+    plain: dict[int, Any] = {
+        n: SimpleNamespace(predicate=rule.predicate)
+        for n, rule in enumerate(shipped.rules)
+        if not rule.is_correlation
+    }
+    assert len(plain) > 100
+    assert _unbindable(shipped.backend, con, plain) == {}
+    broken = {**plain, -1: SimpleNamespace(predicate="no_such_column = 'x'"), -2: None}
+    found = _unbindable(shipped.backend, con, broken)
+    assert list(found) == [-1]
+    assert found[-1].startswith("DuckDB cannot run it: Binder Error")
