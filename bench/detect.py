@@ -1348,7 +1348,10 @@ def profile_engine(case_root: Path) -> dict[str, Any]:
         if not predicate:
             continue  # a correlation: it runs over the matched events, not the timeline
         if gated is not None:
-            test = gated(rule)
+            try:
+                test = gated(rule, backend)
+            except TypeError:  # an engine before the gate resolved fields itself
+                test = gated(rule)
         elif hasattr(rule, "artifacts"):
             artifacts = ", ".join("'" + a.replace("'", "''") + "'" for a in rule.artifacts)
             test = f"COALESCE(artifact IN ({artifacts}) AND ({predicate}), false)"
