@@ -24,18 +24,20 @@ import json
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+
+from tests.local_proxy import LocalProxy
 
 TARGET = "Logs_20140328."
 WRITE_TEST = "aws-logs-write-test"
 MOTO_TIME = "%Y-%m-%dT%H:%M:%S.000Z"
 
 
-class ExportProxy:
+class ExportProxy(LocalProxy):
     def __init__(self, upstream: str) -> None:
         self.upstream_url = upstream
         self.upstream = urlsplit(upstream)
@@ -47,22 +49,7 @@ class ExportProxy:
         self.tasks: set[str] = set()
         self.ended: dict[str, str] = {}  # tasks created while `final` was set, and how
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> ExportProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     # -- what AWS would have written ---------------------------------------------------
     def relayout(self, request: dict[str, Any], task_id: str) -> None:

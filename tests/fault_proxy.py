@@ -18,9 +18,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_proxy import LocalProxy
 
 BLOCK_PATH = re.compile(r"^/snapshots/(?P<snap>[^/]+)/blocks/(?P<index>\d+)")
 LIST_PATH = re.compile(r"^/snapshots/(?P<snap>[^/]+)/blocks(\?|$)")
@@ -41,7 +43,7 @@ class Fault:
         return self.index is None or self.index == index
 
 
-class FaultProxy:
+class FaultProxy(LocalProxy):
     """A threaded proxy on 127.0.0.1; `url` is what boto3's endpoint_url should be."""
 
     def __init__(self, upstream: str, block_delay: float = 0.0) -> None:
@@ -57,26 +59,11 @@ class FaultProxy:
         self.stalled: set[str] = set()
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        ThreadingHTTPServer.request_queue_size = 128  # 32 workers connect at once
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        return self
+        super().__init__(self._handler_class())
 
     def __exit__(self, *_: Any) -> None:
         self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__()
 
     def add(self, kind: str, on: str = "block", index: int | None = None, times: int = 1) -> None:
         with self._lock:

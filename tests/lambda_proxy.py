@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.local_proxy import LocalProxy
 
 FUNCTION_PATH = "/2015-03-31/functions/"
 URL_PATH = "/2021-10-31/functions/"
 LAYER_PATH = "/2018-10-31/layers"
 
 
-class LambdaProxy:
+class LambdaProxy(LocalProxy):
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.packages: dict[str, bytes] = {}  # function name or layer version ARN -> zip
@@ -46,22 +47,7 @@ class LambdaProxy:
         self.qualified_policies: dict[tuple[str, str], dict[str, Any]] | None = None
         self.qualified_requests: list[tuple[str, str, str]] = []  # (what, function, q)
         self.list_requests = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> LambdaProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def rewrite(self, path: str, query: dict[str, list[str]], body: bytes) -> bytes:
         """moto's answer, changed where the test asked."""
