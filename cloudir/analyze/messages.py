@@ -9,7 +9,7 @@ import `short_principal` and `reader_names` from here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 ERROR_MESSAGE_LIMIT = 160
 
@@ -77,3 +77,34 @@ def cloudtrail(
             detail = error_message[:ERROR_MESSAGE_LIMIT]
             text += f" ({detail}{'...' if len(error_message) > ERROR_MESSAGE_LIMIT else ''})"
     return text
+
+
+def cloudtrail_column(
+    users: Sequence[str | None],
+    event_sources: Sequence[str | None],
+    event_names: Sequence[str | None],
+    targets: Sequence[str | None],
+    src_ips: Sequence[str | None],
+    error_codes: Sequence[str | None],
+    error_messages: Sequence[str | None],
+) -> list[str]:
+    """`cloudtrail` for a column of records: the same text, each principal and service
+    shortened once per column rather than once per record (a file's records share a few)."""
+    short = {user: short_principal(user) for user in set(users)}
+    service = {
+        source: (source or "?").removesuffix(".amazonaws.com") for source in set(event_sources)
+    }
+    texts = []
+    for user, source, name, target, src_ip, code, detail in zip(
+        users, event_sources, event_names, targets, src_ips, error_codes, error_messages,
+        strict=True,
+    ):  # fmt: skip
+        text = f"{short[user]} called {service[source]}:{name or '?'}"
+        if target:
+            text += f" on {target}"
+        if src_ip:
+            text += f" from {src_ip}"
+        if code:
+            text = cloudtrail(user, source, name, target, src_ip, code, detail)
+        texts.append(text)
+    return texts

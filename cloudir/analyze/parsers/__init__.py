@@ -286,58 +286,76 @@ class BatchBuilder:
     def flush(self) -> pa.RecordBatch | None:
         if not self.rows:
             return None
-        columns = list(zip(*self.rows, strict=True))
-        times = columns[0]
-        try:
-            stamps = pa.array(times, pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
-            keep = None
-            if not _within_python_years(stamps):
-                raise pa.ArrowInvalid("a time outside years 1-9999")
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            stamps, keep = self._slow_times(times)
-        numbers = self.record_numbers
-        if keep is not None:
-            numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
-        arrays = [stamps]
-        for values in columns[1:]:
-            if keep is not None:
-                values = tuple(v for v, k in zip(values, keep, strict=True) if k)
-            arrays.append(self._strings(values, numbers))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
+        batch = columns_to_batch(
+            list(zip(*self.rows, strict=True)), self.record_numbers, self.errors
+        )
         self.rows = []
         self.record_numbers = []
         return batch
 
-    def _strings(self, values: tuple[Any, ...], numbers: list[int]) -> pa.Array:
-        """Bytes that are not UTF-8 are kept visibly (`\\\\xNN`, still valid JSON), logged."""
-        try:
-            return pa.array(values, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            fixed = []
-            for value, number in zip(values, numbers, strict=True):
-                if isinstance(value, bytes):
-                    try:
-                        value.decode("utf-8")
-                    except UnicodeDecodeError:
-                        self.errors.add("not valid UTF-8; bytes kept as \\\\xNN text", number)
-                        value = value.decode("utf-8", JSON_SAFE_ESCAPE)
-                fixed.append(value)
-            return pa.array(fixed, pa.string())
 
-    def _slow_times(self, times: tuple[Any, ...]) -> tuple[pa.Array, list[bool]]:
-        """Row by row, so one odd time costs only its own row (logged), not the batch."""
-        parsed: list[datetime] = []
-        keep: list[bool] = []
-        for value, number in zip(times, self.record_numbers, strict=True):
-            moment = parse_timestamp(value)
-            if moment is None:
-                why = "outside years 1-9999 UTC" if _out_of_range(value) else ""
-                self.errors.add(f"unreadable time {str(value)[:60]!r} {why}".rstrip(), number)
-                keep.append(False)
-            else:
-                parsed.append(moment)
-                keep.append(True)
-        return pa.array(parsed, TIMELINE_SCHEMA.field("timestamp").type), keep
+def columns_to_batch(
+    columns: Sequence[Sequence[Any]], numbers: list[int], errors: ErrorLog
+) -> pa.RecordBatch:
+    """A record batch from values column by column (in COLUMNS order), one record number
+    per row. Times are parsed in bulk by Arrow; a row whose time cannot be read is
+    dropped and logged under its record number, and so is text that is not UTF-8.
+
+    Parsers that build rows use it through BatchBuilder; a parser that already has its
+    values as columns (CloudTrail's delivery files) calls it directly, so both kinds of
+    batch come out of one set of rules.
+    """
+    times = columns[0]
+    try:
+        stamps = pa.array(times, pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
+        keep = None
+        if not _within_python_years(stamps):
+            raise pa.ArrowInvalid("a time outside years 1-9999")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        stamps, keep = _slow_times(times, numbers, errors)
+    if keep is not None:
+        numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
+    arrays = [stamps]
+    for values in columns[1:]:
+        if keep is not None:
+            values = tuple(v for v, k in zip(values, keep, strict=True) if k)
+        arrays.append(_strings(values, numbers, errors))
+    return pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
+
+
+def _strings(values: Sequence[Any], numbers: list[int], errors: ErrorLog) -> pa.Array:
+    """Bytes that are not UTF-8 are kept visibly (`\\\\xNN`, still valid JSON), logged."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        fixed = []
+        for value, number in zip(values, numbers, strict=True):
+            if isinstance(value, bytes):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    errors.add("not valid UTF-8; bytes kept as \\\\xNN text", number)
+                    value = value.decode("utf-8", JSON_SAFE_ESCAPE)
+            fixed.append(value)
+        return pa.array(fixed, pa.string())
+
+
+def _slow_times(
+    times: Sequence[Any], numbers: list[int], errors: ErrorLog
+) -> tuple[pa.Array, list[bool]]:
+    """Row by row, so one odd time costs only its own row (logged), not the batch."""
+    parsed: list[datetime] = []
+    keep: list[bool] = []
+    for value, number in zip(times, numbers, strict=True):
+        moment = parse_timestamp(value)
+        if moment is None:
+            why = "outside years 1-9999 UTC" if _out_of_range(value) else ""
+            errors.add(f"unreadable time {str(value)[:60]!r} {why}".rstrip(), number)
+            keep.append(False)
+        else:
+            parsed.append(moment)
+            keep.append(True)
+    return pa.array(parsed, TIMELINE_SCHEMA.field("timestamp").type), keep
 
 
 def batches(rows: Iterable[Row], errors: ErrorLog) -> Iterator[pa.RecordBatch]:

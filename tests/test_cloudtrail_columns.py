@@ -1,0 +1,171 @@
+"""CloudTrail's column-at-a-time path gives what the row-at-a-time path gives.
+
+Delivery files whose records all have CloudTrail's own field types are parsed a column
+at a time (`block_batches`); every other record goes through `to_row`. These tests hold
+the two to one another on the corpus and on generated records of every odd shape: the
+same rows, values and error entries, so the faster path can never change a timeline.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudir.analyze.parsers import BatchBuilder, ErrorLog
+from cloudir.analyze.parsers import cloudtrail as ct
+from cloudir.analyze.schema import TIMELINE_SCHEMA
+
+CORPUS = Path(__file__).parent / "data" / "corpus" / "cloudtrail"
+EVIDENCE = "ev-columns"
+
+
+def _table(batches: list[pa.RecordBatch]) -> pa.Table:
+    return pa.Table.from_batches(batches, schema=TIMELINE_SCHEMA)
+
+
+def _parse(opener: Callable[[], Any]) -> tuple[pa.Table, list[dict[str, Any]], int]:
+    """The parser as it runs, and how many records went the column-at-a-time way."""
+    errors = ErrorLog(EVIDENCE, "file")
+    blocks = sum(
+        len(entry.raws) for entry in ct._records(opener, ErrorLog(EVIDENCE, "file"))
+        if isinstance(entry, ct.Block)
+    )  # fmt: skip
+    batches = list(ct._parse_opened(opener, EVIDENCE, errors))
+    return _table(batches), errors.entries, blocks
+
+
+def _row_at_a_time(opener: Callable[[], Any]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """The same file with every record through `unwrap` and `to_row`, as a file whose
+    records have odd types is read."""
+    errors = ErrorLog(EVIDENCE, "file")
+    builder = BatchBuilder(errors)
+    for entry in ct._records(opener, errors):
+        if isinstance(entry, ct.Block):
+            numbered = [
+                (entry.first + offset, *ct.unwrap(item)) for offset, item in enumerate(entry.raws)
+            ]
+        else:
+            numbered = [entry]
+        for number, raw, view in numbered:
+            row = ct.to_row(raw, view, EVIDENCE, number, errors)
+            if row is not None:
+                builder.add(number, row)
+    batch = builder.flush()
+    return _table([batch] if batch is not None else []), errors.entries
+
+
+def _assert_same(opener: Callable[[], Any]) -> int:
+    table, entries, blocks = _parse(opener)
+    reference, reference_entries = _row_at_a_time(opener)
+    assert table.to_pylist() == reference.to_pylist()
+    assert entries == reference_entries
+    return blocks
+
+
+def _corpus_files() -> list[Path]:
+    return sorted(p for p in CORPUS.rglob("*") if p.is_file() and ct.accepts(p) and
+                  p.name.endswith((".json", ".json.gz", ".jsonl")))  # fmt: skip
+
+
+def test_corpus_files_read_the_same_both_ways() -> None:
+    files = _corpus_files()
+    assert len(files) >= 5
+    by_columns = 0
+    for path in files:
+        by_columns += _assert_same(lambda path=path: ct.open_evidence(path))
+    # the corpus' delivery files do take the column path, so the comparison means something
+    assert by_columns >= 100
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+ODD = st.one_of(st.none(), st.integers(-5, 5), st.booleans(), st.lists(TEXT, max_size=2),
+                st.dictionaries(TEXT, TEXT, max_size=2))  # fmt: skip
+VALUE = st.one_of(TEXT, st.just(""), st.none())
+
+
+@st.composite
+def records(draw: st.DrawFn, odd: bool) -> dict[str, Any]:
+    """A CloudTrail-like record; with `odd`, any field may hold another type."""
+    value = st.one_of(VALUE, ODD) if odd else VALUE
+    record: dict[str, Any] = {
+        "eventTime": draw(
+            st.sampled_from(
+                [
+                    "2024-05-01T10:00:00Z",
+                    "2024-05-01T10:00:01.5Z",
+                    "not a time",
+                    "0000-01-01T00:00:00Z",
+                ]
+            )
+        )
+    }
+    for name in ("eventSource", "eventName", "eventID", "sourceIPAddress", "errorCode",
+                 "errorMessage"):  # fmt: skip
+        if draw(st.booleans()):
+            record[name] = draw(value)
+    if draw(st.booleans()):
+        record["eventName"] = "ConsoleLogin"
+        record["responseElements"] = {"ConsoleLogin": draw(st.sampled_from(["Failure", "Success"]))}
+    if draw(st.booleans()):
+        record["userIdentity"] = {
+            key: draw(st.one_of(value, st.sampled_from(["AROA:i-0abc123", "i-", "AIDA:bob"])))
+            for key in draw(
+                st.sets(st.sampled_from(["arn", "userName", "principalId", "invokedBy"]))
+            )
+        }
+    if draw(st.booleans()):
+        record["resources"] = draw(
+            st.lists(st.fixed_dictionaries({}, optional={"ARN": value, "type": TEXT}), max_size=3)
+        )
+    if draw(st.booleans()):
+        params = draw(st.dictionaries(st.sampled_from(ct.TARGET_PARAMETERS[:4] + ("other", "x")),
+                                      value, max_size=3))  # fmt: skip
+        if draw(st.booleans()):
+            params["instancesSet"] = {"items": [{"instanceId": draw(TEXT)}]}
+        record["requestParameters"] = params if not odd or draw(st.booleans()) else draw(ODD)
+    return record
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(records(odd=False), records(odd=True)), min_size=1, max_size=6),
+    st.sampled_from(["records", "list", "gzip"]),
+)
+def test_generated_records_read_the_same_both_ways(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[dict[str, Any]], shape: str
+) -> None:
+    document = json.dumps(batch if shape == "list" else {"Records": batch}).encode()
+    path = tmp_path_factory.mktemp("ct") / "file.json.gz"
+    path.write_bytes(gzip.compress(document) if shape == "gzip" else document)
+    _assert_same(lambda: ct.open_evidence(path))
+
+
+def test_records_with_cloudtrail_types_take_the_column_path(tmp_path: Path) -> None:
+    record = {
+        "eventTime": "2024-05-01T10:00:00Z",
+        "eventSource": "iam.amazonaws.com",
+        "eventName": "CreateAccessKey",
+        "userIdentity": {"arn": "arn:aws:iam::111122223333:user/alice"},
+        "requestParameters": {"userName": "bob"},
+    }
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"Records": [record, record | {"eventID": "e2"}]}))
+    table, entries, blocks = _parse(lambda: ct.open_evidence(path))
+    assert blocks == 2 and entries == []
+    rows = table.to_pylist()
+    assert [r["target"] for r in rows] == ["bob", "bob"]
+    assert rows[0]["message"] == "user/alice called iam:CreateAccessKey on bob"
+    assert rows[1]["event_id"] == "e2"
+    assert rows[0]["raw"] == json.dumps(record)
+    # one record whose errorCode is a number sends the whole file the row-at-a-time way
+    path.write_text(json.dumps({"Records": [record, record | {"errorCode": 5}]}))
+    table, entries, blocks = _parse(lambda: ct.open_evidence(path))
+    assert blocks == 0 and table.column("outcome").to_pylist() == ["success", "5"]
