@@ -42,6 +42,14 @@ from cloudir.analyze.parsers import (
 )
 from cloudir.sniff import sniff
 
+_INFLATE: Any = zlib
+try:
+    from isal import isal_zlib
+
+    _INFLATE = isal_zlib
+except ImportError:  # a platform without an isal wheel: zlib, the same bytes, slower
+    pass
+
 # A single JSON document is parsed whole; CloudTrail's own files are a few MB. Larger
 # documents (or gzip bombs) are refused with a reason; JSON lines stream without limit.
 MAX_DOCUMENT_BYTES = 128 << 20
@@ -211,9 +219,17 @@ def open_evidence_bytes(data: bytes) -> BinaryIO:
 
 
 def _inflate_single_member(data: bytes) -> bytes | None:
-    """One gzip member inflated up to the document limit; None means 'stream it instead'."""
-    inflater = zlib.decompressobj(wbits=31)
-    out = inflater.decompress(data, MAX_DOCUMENT_BYTES)
+    """One gzip member inflated up to the document limit; None means 'stream it instead'.
+
+    ISA-L's inflate (isal) reads these files about 1.5x as fast as zlib's, a sixth of
+    the parse; anything it does not finish cleanly goes to GzipFile, whose errors are
+    the ones the error log has always named.
+    """
+    inflater = _INFLATE.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, MAX_DOCUMENT_BYTES)
+    except (zlib.error, _INFLATE.error):
+        return None
     if inflater.unconsumed_tail or inflater.unused_data or not inflater.eof:
         return None  # larger than the limit, several members, or truncated: GzipFile decides
     return out
