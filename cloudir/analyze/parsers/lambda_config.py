@@ -56,7 +56,6 @@ from cloudir.analyze.parsers import (
     parse_timestamp,
     register,
 )
-from cloudir.analyze.policy_grants import classify_policy
 from cloudir.safe_text import inert, path_segment
 
 KIND: Final = "lambda-function"
@@ -226,6 +225,10 @@ def _policy(record: dict[str, Any], folder: Path, account: str | None) -> str | 
     policy = _load(folder / POLICY)
     text = policy.get("Policy") if isinstance(policy, dict) else None
     record["Policy"] = _json_or_text(text) if isinstance(text, str) else None
+    # imported here: policyuniverse's import (0.1 s) is paid by timelines that have a
+    # Lambda policy, not by every timeline that discovers this parser
+    from cloudir.analyze.policy_grants import classify_policy
+
     record["PolicyGrant"] = classify_policy(text, account) if isinstance(text, str) else None
     return text if isinstance(text, str) else None
 
