@@ -45,7 +45,7 @@ from cloudir.capture.cloudtrail import (
     keep_body,
     reencode,
 )
-from cloudir.capture.log_group import KIND, find_log_group
+from cloudir.capture.log_group import find_log_group, group_item
 from cloudir.case import Case
 from cloudir.errors import CloudError, UsageError
 from cloudir.evidence_item import EvidenceItem
@@ -160,28 +160,13 @@ def capture_log_export(
             f"before-parse.cloudwatch-logs.{operation}", functools.partial(keep_body, raw)
         )
     described = find_log_group(aws, log_group, region)
-    account = identity.get("Account", "unknown")
-    source: dict[str, Any] = {
-        "type": "export_task",
-        "account": account,
-        "region": region,
-        "log_group": log_group,
-        "window": window.as_dict(),
-        "destination": destination.uri(),
-    }
+    extra: dict[str, Any] = {"destination": destination.uri()}
     if stream_prefix:
-        source["stream_prefix"] = stream_prefix
-    group_name = log_group.strip("/").replace("/", "-")
-    evidence_id = case.item_with_source(source) or case.unique_evidence_id(
-        f"logs-export-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
+        extra["stream_prefix"] = stream_prefix
+    evidence_id, meta = group_item(
+        case, "export_task", "logs-export", log_group, region, window, identity, described, extra
     )
-    meta = {
-        "kind": KIND,
-        "source": source,
-        "log_group": described,
-        "window": window.as_dict(),
-        "caller_identity": identity,
-    }
+    account = meta["source"]["account"]
     item = case.item(evidence_id, meta)
     result = ExportResult(item, account, region, log_group=log_group)
     item.summary = functools.partial(_summary, result, destination)

@@ -99,30 +99,12 @@ def capture_log_group(
         "before-parse.cloudwatch-logs.FilterLogEvents", functools.partial(keep_body, raw_pages)
     )
     client.meta.events.register("before-send.cloudwatch-logs.FilterLogEvents", spacing())
-    account = identity.get("Account", "unknown")
-    source: dict[str, Any] = {
-        "type": "filter_log_events",
-        "account": account,
-        "region": region,
-        "log_group": log_group,
-        "window": window.as_dict(),
-    }
-    if filter_pattern:
-        source["filter_pattern"] = filter_pattern
-    if stream_prefix:
-        source["stream_prefix"] = stream_prefix
-    group_name = log_group.strip("/").replace("/", "-")
-    evidence_id = case.item_with_source(source) or case.unique_evidence_id(
-        f"{name}-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
-    )
-    item_meta = {
-        **(meta or {}),
-        "kind": kind,
-        "source": source,
-        "log_group": described,
-        "window": window.as_dict(),
-        "caller_identity": identity,
-    }
+    extra = {"filter_pattern": filter_pattern} if filter_pattern else {}
+    evidence_id, item_meta = group_item(
+        case, "filter_log_events", name, log_group, region, window, identity, described,
+        {**extra, **({"stream_prefix": stream_prefix} if stream_prefix else {})},
+    )  # fmt: skip
+    item_meta = {**(meta or {}), **item_meta, "kind": kind}
     if not described.get("retentionInDays"):
         retention = "never expire"
     else:
@@ -142,6 +124,43 @@ def capture_log_group(
         query = _Query(log_group, window, filter_pattern, stream_prefix)
         _page(client, raw_pages, item, result, query, token, report, on_page)
     return result
+
+
+def group_item(
+    case: Case,
+    source_type: str,
+    name: str,
+    log_group: str,
+    region: str,
+    window: Window,
+    identity: dict[str, str],
+    described: dict[str, Any],
+    extra: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The evidence id and meta.json of a log group's capture, by either API (pages of
+    FilterLogEvents, or an export task): the item that already holds this source (a
+    resumed capture), else a new id named after the account, region, group and window."""
+    account = identity.get("Account", "unknown")
+    source: dict[str, Any] = {
+        "type": source_type,
+        "account": account,
+        "region": region,
+        "log_group": log_group,
+        "window": window.as_dict(),
+        **extra,
+    }
+    group_name = log_group.strip("/").replace("/", "-")
+    evidence_id = case.item_with_source(source) or case.unique_evidence_id(
+        f"{name}-{account}-{region}-{group_name}-{window.start:%Y%m%dT%H%M}"
+    )
+    meta = {
+        "kind": KIND,
+        "source": source,
+        "log_group": described,
+        "window": window.as_dict(),
+        "caller_identity": identity,
+    }
+    return evidence_id, meta
 
 
 def find_log_group(aws: Aws, log_group: str, region: str | None = None) -> dict[str, Any]:

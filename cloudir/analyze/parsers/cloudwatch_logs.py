@@ -163,22 +163,8 @@ def _rows(
         stream = event.get("logStreamName")
         stream = stream if isinstance(stream, str) else None
         raw = dict(event, logGroupName=group) if group else event
-        yield Row(
-            timestamp=when,
-            timestamp_desc=TIME_DESC,
-            source=SOURCE,
-            artifact=ARTIFACT,
-            host=stream,
-            user=None,
-            src_ip=None,
-            action=None,
-            target=group,
-            outcome=None,
-            message=inert(text, MAX_MESSAGE),
-            evidence_id=evidence_id,
-            event_id=_event_id(group, event, number, evidence_id),
-            raw=json.dumps(raw, sort_keys=True, ensure_ascii=False),
-        )
+        event_id = _event_id(group, event, number, evidence_id)
+        yield _row(when, TIME_DESC, stream, group, text, evidence_id, event_id, raw)
 
 
 def _export_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
@@ -197,22 +183,37 @@ def _export_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row
         seen[line] = seen.get(line, 0) + 1
         raw = {"logGroupName": group, "logStreamName": stream, "timestamp": millis,
                "message": message}  # fmt: skip
-        yield Row(
-            timestamp=when,
-            timestamp_desc=EXPORT_TIME_DESC,
-            source=SOURCE,
-            artifact=ARTIFACT,
-            host=stream,
-            user=None,
-            src_ip=None,
-            action=None,
-            target=group,
-            outcome=None,
-            message=inert(message, MAX_MESSAGE),
-            evidence_id=evidence_id,
-            event_id=export_event_id(group, stream, line, seen[line]),
-            raw=json.dumps(raw, sort_keys=True, ensure_ascii=False),
-        )
+        event_id = export_event_id(group, stream, line, seen[line])
+        yield _row(when, EXPORT_TIME_DESC, stream, group, message, evidence_id, event_id, raw)
+
+
+def _row(
+    when: str,
+    time_desc: str,
+    stream: str | None,
+    group: str | None,
+    text: str,
+    evidence_id: str,
+    event_id: str,
+    raw: dict[str, Any],
+) -> Row:
+    """One event's row, whichever way it came (a page of the API, an export file)."""
+    return Row(
+        timestamp=when,
+        timestamp_desc=time_desc,
+        source=SOURCE,
+        artifact=ARTIFACT,
+        host=stream,
+        user=None,
+        src_ip=None,
+        action=None,
+        target=group,
+        outcome=None,
+        message=inert(text, MAX_MESSAGE),
+        evidence_id=evidence_id,
+        event_id=event_id,
+        raw=json.dumps(raw, sort_keys=True, ensure_ascii=False),
+    )
 
 
 def iso_from_ms(stamp: Any) -> str | None:
