@@ -126,7 +126,7 @@ def records(draw: st.DrawFn, odd: bool) -> dict[str, Any]:
             st.lists(st.fixed_dictionaries({}, optional={"ARN": value, "type": TEXT}), max_size=3)
         )
     if draw(st.booleans()):
-        params = draw(st.dictionaries(st.sampled_from(ct.TARGET_PARAMETERS[:4] + ("other", "x")),
+        params = draw(st.dictionaries(st.sampled_from((*ct.TARGET_PARAMETERS[:4], "other", "x")),
                                       value, max_size=3))  # fmt: skip
         if draw(st.booleans()):
             params["instancesSet"] = {"items": [{"instanceId": draw(TEXT)}]}

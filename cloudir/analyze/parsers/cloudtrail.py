@@ -9,6 +9,9 @@ exactly as the evidence has them, so the same event reads the same whichever way
 The parse is the timeline's hot loop. msgspec slices each record out of its file
 without building it as Python objects (`msgspec.Raw`), then decodes only the fields the
 timeline columns need into small structs; the rest of the record is never materialised.
+A document whose records all have CloudTrail's own field types (nearly every delivery
+file) is then turned into columns at once (`block_batches`); any other record goes
+through `to_row`, the reference the column path is tested against.
 """
 
 from __future__ import annotations
