@@ -38,13 +38,15 @@ With --per-rule it then works in this process through the engine's own functions
 where the time goes: the phases (rule compile, the scan into `_hits` with the
 correlations, findings), each correlation again, and each rule's predicate alone (one
 count(*) per rule; about half a minute at 200,000 rows, far too long at 5M).
+--phases-only times the phases and the scan's parts without each rule alone: the shared
+parse of `raw` alone, then with every rule's flag, beside `run_rules`.
 
 Results: a table on stdout, and bench/results/detect-<rows>.{json,md,txt} (the .md is a
 table to paste into the README).
 
 Usage: .venv/bin/python bench/detect.py [--rows N] [--seed S] [--repeat R] [--out DIR]
            [--results DIR] [--timeout SECONDS] [--max-memory MIB] [--workers W] [--per-rule]
-           [--generate-only]
+           [--phases-only] [--generate-only]
        make bench-detect BENCH_ARGS='--rows 200000 --per-rule'
 """
 
@@ -1292,7 +1294,7 @@ def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
     return sorted(timed, key=lambda t: -(t["seconds"] or 0))
 
 
-def profile_engine(case_root: Path) -> dict[str, Any]:
+def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
     """The engine's phases timed in this process, then each rule's predicate alone.
 
     Phases: rule compile (`load_rules`), the scan plus correlations (`run_rules`) and the
@@ -1342,6 +1344,21 @@ def profile_engine(case_root: Path) -> dict[str, Any]:
     # hash() forces the whole value; `IS NOT NULL` let DuckDB skip part of the parse.
     forced = " + ".join(f'sum(hash("{c}"))' for c in added) or "count(*)"
     _, baseline = _timed(lambda: con.execute(f"SELECT {forced} FROM {source}").fetchall())
+    result["baseline_seconds"] = baseline
+    if gated is not None and backend is not None:
+        # Every rule's flag in one statement over the shared parse, as the engine's scan
+        # has them, without its entity, key and triage columns and the writing of _hits:
+        # parse alone, then parse and rules, then run_rules say where the scan's time goes.
+        flags = [f"{gated(r, backend)} AS f{n}" for n, r in enumerate(ruleset.rules)
+                 if getattr(r, "predicate", "")]  # fmt: skip
+        any_flag = " OR ".join(f.rsplit(" AS ", 1)[1] for f in flags) or "false"
+        sql = f"SELECT count(*) FROM (SELECT {', '.join(flags)} FROM {source}) WHERE {any_flag}"
+        try:
+            _, result["all_flags_seconds"] = _timed(lambda: con.execute(sql).fetchall())
+        except Exception as exc:
+            result["all_flags_error"] = str(exc).splitlines()[0]
+    if not each_rule:
+        return result  # the split above without the long count(*) per rule
     timed = []
     for rule in ruleset.rules:
         predicate = getattr(rule, "predicate", "")
@@ -1543,6 +1560,16 @@ def render(
                     Text(t["title"]),
                 )
             console.print(ct)
+        if "all_flags_seconds" in profile:
+            console.print(
+                Text(
+                    f"the scan's parts: the shared parse of raw alone "
+                    f"{profile['baseline_seconds']:.2f} s; with every rule's flag "
+                    f"{profile['all_flags_seconds']:.2f} s; run_rules (also the entity, key "
+                    f"and triage columns, _hits written, correlations) "
+                    f"{_fmt((phases or {}).get('run_rules'), '.2f')} s"
+                )
+            )
         if "error" in profile:
             console.print(Text(f"per-rule profile incomplete: {profile['error']}"))
         if profile.get("rules"):
@@ -1620,6 +1647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--per-rule",
         action="store_true",
         help="also time the engine's phases and each rule alone, in-process (slow at 5M)",
+    )
+    parser.add_argument(
+        "--phases-only",
+        action="store_true",
+        help="--per-rule without each rule alone: the phases and the scan's parts",
     )
     parser.add_argument("--generate-only", action="store_true", help="only build the case")
     args = parser.parse_args(argv)
@@ -1704,9 +1736,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]  # fmt: skip
     targets = evaluate(rows, info)
     profile = None
-    if args.per_rule:
+    if args.per_rule or args.phases_only:
         log("timing each rule alone (--per-rule)")
-        profile = profile_engine(case_root)
+        profile = profile_engine(case_root, each_rule=not args.phases_only)
     text = render(rows, targets, info, params, profile)
 
     stem = args.results.resolve() / f"detect-{_label(args.rows)}"
