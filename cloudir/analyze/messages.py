@@ -65,18 +65,10 @@ def cloudtrail(
     error_code: str | None,
     error_message: str | None,
 ) -> str:
-    service = (event_source or "?").removesuffix(".amazonaws.com")
-    text = f"{short_principal(user)} called {service}:{event_name or '?'}"
-    if target:
-        text += f" on {target}"
-    if src_ip:
-        text += f" from {src_ip}"
-    if error_code:
-        text += f" - failed: {error_code}"
-        if error_message:
-            detail = error_message[:ERROR_MESSAGE_LIMIT]
-            text += f" ({detail}{'...' if len(error_message) > ERROR_MESSAGE_LIMIT else ''})"
-    return text
+    return _cloudtrail_text(
+        short_principal(user), _service(event_source), event_name, target, src_ip,
+        error_code, error_message,
+    )  # fmt: skip
 
 
 def cloudtrail_column(
@@ -91,20 +83,37 @@ def cloudtrail_column(
     """`cloudtrail` for a column of records: the same text, each principal and service
     shortened once per column rather than once per record (a file's records share a few)."""
     short = {user: short_principal(user) for user in set(users)}
-    service = {
-        source: (source or "?").removesuffix(".amazonaws.com") for source in set(event_sources)
-    }
-    texts = []
-    for user, source, name, target, src_ip, code, detail in zip(
-        users, event_sources, event_names, targets, src_ips, error_codes, error_messages,
-        strict=True,
-    ):  # fmt: skip
-        text = f"{short[user]} called {service[source]}:{name or '?'}"
-        if target:
-            text += f" on {target}"
-        if src_ip:
-            text += f" from {src_ip}"
-        if code:
-            text = cloudtrail(user, source, name, target, src_ip, code, detail)
-        texts.append(text)
-    return texts
+    service = {source: _service(source) for source in set(event_sources)}
+    return [
+        _cloudtrail_text(short[user], service[source], name, target, src_ip, code, detail)
+        for user, source, name, target, src_ip, code, detail in zip(
+            users, event_sources, event_names, targets, src_ips, error_codes, error_messages,
+            strict=True,
+        )
+    ]  # fmt: skip
+
+
+def _service(event_source: str | None) -> str:
+    return (event_source or "?").removesuffix(".amazonaws.com")
+
+
+def _cloudtrail_text(
+    principal: str,
+    service: str,
+    event_name: str | None,
+    target: str | None,
+    src_ip: str | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> str:
+    text = f"{principal} called {service}:{event_name or '?'}"
+    if target:
+        text += f" on {target}"
+    if src_ip:
+        text += f" from {src_ip}"
+    if error_code:
+        text += f" - failed: {error_code}"
+        if error_message:
+            detail = error_message[:ERROR_MESSAGE_LIMIT]
+            text += f" ({detail}{'...' if len(error_message) > ERROR_MESSAGE_LIMIT else ''})"
+    return text

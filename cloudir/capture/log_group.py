@@ -99,11 +99,14 @@ def capture_log_group(
         "before-parse.cloudwatch-logs.FilterLogEvents", functools.partial(keep_body, raw_pages)
     )
     client.meta.events.register("before-send.cloudwatch-logs.FilterLogEvents", spacing())
-    extra = {"filter_pattern": filter_pattern} if filter_pattern else {}
+    extra: dict[str, Any] = {}
+    if filter_pattern:
+        extra["filter_pattern"] = filter_pattern
+    if stream_prefix:
+        extra["stream_prefix"] = stream_prefix
     evidence_id, item_meta = group_item(
-        case, "filter_log_events", name, log_group, region, window, identity, described,
-        {**extra, **({"stream_prefix": stream_prefix} if stream_prefix else {})},
-    )  # fmt: skip
+        case, "filter_log_events", name, log_group, region, window, identity, described, extra
+    )
     item_meta = {**(meta or {}), **item_meta, "kind": kind}
     if not described.get("retentionInDays"):
         retention = "never expire"

@@ -257,13 +257,11 @@ def _parse_opened(
     number = 0
     try:
         for entry in _records(opener, errors):
-            if entry.__class__ is Block:
-                assert isinstance(entry, Block)
+            if isinstance(entry, Block):
                 yield from _flushed(builder)
                 yield from block_batches(entry, evidence_id, errors)
                 number = entry.first + len(entry.raws) - 1
                 continue
-            assert isinstance(entry, tuple)
             number, raw, view = entry
             row = to_row(raw, view, evidence_id, number, errors)
             if row is not None:
@@ -572,7 +570,7 @@ def _readable(value: Any) -> str | None:
     return _text(value)
 
 
-def outcome_of(view: RecordView) -> str:
+def outcome_of(view: RecordView | TypedView) -> str:
     if view.errorCode:
         return _text(view.errorCode) or "failure"
     if view.eventName == "ConsoleLogin" and view.responseElements != NULL:
@@ -687,7 +685,7 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
                 for source, name in zip(sources, names, strict=True)
             ],
             targets,
-            [code or _typed_outcome(view) for code, view in zip(error_codes, views, strict=True)],
+            [code or outcome_of(view) for code, view in zip(error_codes, views, strict=True)],
             messages.cloudtrail_column(
                 users,
                 sources,
@@ -714,15 +712,6 @@ def _typed_target(view: TypedView) -> str | None:
         if arns:
             return ", ".join(arns)
     return _parameter_target(view.requestParameters)
-
-
-def _typed_outcome(view: TypedView) -> str:
-    """`outcome_of` for a typed view whose errorCode is empty."""
-    if view.eventName == "ConsoleLogin" and view.responseElements != NULL:
-        response = _ANY.decode(view.responseElements)
-        if isinstance(response, dict) and response.get("ConsoleLogin") == "Failure":
-            return "failure"
-    return "success"
 
 
 # Names a CloudTrail export goes by; `capture files --kind auto` takes any of them as
