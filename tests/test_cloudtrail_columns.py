@@ -14,14 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import msgspec
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudir.analyze.duck import sql_str
 from cloudir.analyze.parsers import BatchBuilder, ErrorLog
 from cloudir.analyze.parsers import cloudtrail as ct
-from cloudir.analyze.schema import TIMELINE_SCHEMA
+from cloudir.analyze.schema import PROMOTED_FIELDS, TIMELINE_SCHEMA, promoted_column
+from cloudir.analyze.sigma.fields import json_path
 
 CORPUS = Path(__file__).parent / "data" / "corpus" / "cloudtrail"
 EVIDENCE = "ev-columns"
@@ -46,7 +50,7 @@ def _row_at_a_time(opener: Callable[[], Any]) -> tuple[pa.Table, list[dict[str, 
     """The same file with every record through `unwrap` and `to_row`, as a file whose
     records have odd types is read."""
     errors = ErrorLog(EVIDENCE, "file")
-    builder = BatchBuilder(errors)
+    builder = BatchBuilder(errors, ct.promoted_from_raw)
     for entry in ct._records(opener, errors):
         if isinstance(entry, ct.Block):
             numbered = [
@@ -67,7 +71,30 @@ def _assert_same(opener: Callable[[], Any]) -> int:
     reference, reference_entries = _row_at_a_time(opener)
     assert table.to_pylist() == reference.to_pylist()
     assert entries == reference_entries
+    _assert_promoted_as_duckdb_reads_raw(table)
     return blocks
+
+
+def _assert_promoted_as_duckdb_reads_raw(table: pa.Table) -> None:
+    """Each promoted column holds what DuckDB reads at its path in `raw` (the value the
+    rules compared before the columns), on every row that has them; and a row has them
+    exactly when its record has CloudTrail's own types."""
+    reads = ", ".join(
+        f"json_extract_string(raw, {sql_str(json_path(tuple(p.split('.'))))})"
+        for p in PROMOTED_FIELDS
+    )
+    columns = ", ".join(f'"{promoted_column(p)}"' for p in PROMOTED_FIELDS)
+    con = duckdb.connect()
+    con.register("t", table)
+    rows = con.execute(f"SELECT raw, promoted_from, [{columns}], [{reads}] FROM t").fetchall()
+    for raw, promoted_from, promoted, read in rows:
+        try:
+            msgspec.json.decode(raw, type=ct.TypedView)
+            typed = True
+        except msgspec.ValidationError:
+            typed = False
+        assert promoted_from == ("aws:cloudtrail" if typed else None), raw
+        assert promoted == (read if typed else [None] * len(PROMOTED_FIELDS)), raw
 
 
 def _corpus_files() -> list[Path]:
@@ -114,13 +141,31 @@ def records(draw: st.DrawFn, odd: bool) -> dict[str, Any]:
     if draw(st.booleans()):
         record["eventName"] = "ConsoleLogin"
         record["responseElements"] = {"ConsoleLogin": draw(st.sampled_from(["Failure", "Success"]))}
+    for name in ("userAgent", "recipientAccountId", "awsRegion", "eventType"):
+        if draw(st.booleans()):
+            record[name] = draw(value)
+    for name in ("readOnly", "sessionCredentialFromConsole"):
+        if draw(st.booleans()):
+            record[name] = draw(st.one_of(st.booleans(), value))
     if draw(st.booleans()):
+        identity_keys = ["arn", "userName", "principalId", "invokedBy", "type", "accountId",
+                         "accessKeyId"]  # fmt: skip
         record["userIdentity"] = {
             key: draw(st.one_of(value, st.sampled_from(["AROA:i-0abc123", "i-", "AIDA:bob"])))
-            for key in draw(
-                st.sets(st.sampled_from(["arn", "userName", "principalId", "invokedBy"]))
-            )
+            for key in draw(st.sets(st.sampled_from(identity_keys)))
         }
+        if draw(st.booleans()):
+            mfa = draw(st.one_of(st.booleans(), value))
+            issuer = {
+                key: draw(value)
+                for key in draw(st.sets(st.sampled_from(["type", "arn", "userName"])))
+            }
+            context = (
+                {"attributes": {"mfaAuthenticated": mfa}, "sessionIssuer": issuer}
+                if draw(st.booleans())
+                else mfa
+            )
+            record["userIdentity"]["sessionContext"] = context
     if draw(st.booleans()):
         record["resources"] = draw(
             st.lists(st.fixed_dictionaries({}, optional={"ARN": value, "type": TEXT}), max_size=3)

@@ -7,18 +7,30 @@ from pathlib import Path
 
 from cloudir.analyze.error_entries import error_entry
 from cloudir.analyze.parsers import BatchBuilder, ErrorLog, Row
-from cloudir.analyze.schema import COLUMN_NAMES, TIMELINE_SCHEMA, TimelineRow
+from cloudir.analyze.schema import (
+    COLUMN_NAMES,
+    PROMOTED_COLUMNS,
+    PROMOTED_FIELDS,
+    PROMOTED_FROM,
+    ROW_COLUMN_NAMES,
+    TIMELINE_SCHEMA,
+    TimelineRow,
+    promoted_column,
+)
 from cloudir.case import Case
 from cloudir.case_folder import OUTPUT_DIRS, CasePaths
 
 
 def test_the_row_type_is_the_schema_columns_in_order() -> None:
-    assert list(TimelineRow._fields) == COLUMN_NAMES == TIMELINE_SCHEMA.names
+    """A parser's row is the schema's first columns; the promoted ones follow them."""
+    assert COLUMN_NAMES == TIMELINE_SCHEMA.names == ROW_COLUMN_NAMES + PROMOTED_COLUMNS
+    assert list(TimelineRow._fields) == ROW_COLUMN_NAMES
+    assert [PROMOTED_FROM] + [promoted_column(p) for p in PROMOTED_FIELDS] == PROMOTED_COLUMNS
     assert Row is TimelineRow
 
 
 def test_a_named_row_becomes_the_same_arrow_row_by_name() -> None:
-    values = {name: f"{name}-value" for name in COLUMN_NAMES}
+    values = {name: f"{name}-value" for name in ROW_COLUMN_NAMES}
     values["timestamp"] = "2026-11-27T05:00:00+00:00"
     errors = ErrorLog("ev-1", "evidence/ev-1/a.log")
     builder = BatchBuilder(errors)
@@ -26,9 +38,11 @@ def test_a_named_row_becomes_the_same_arrow_row_by_name() -> None:
     batch = builder.flush()
     assert batch is not None and errors.entries == []
     [written] = batch.to_pylist()
-    for name in COLUMN_NAMES[1:]:
+    for name in ROW_COLUMN_NAMES[1:]:
         assert written[name] == values[name], name
     assert written["timestamp"].isoformat() == values["timestamp"]
+    # a parser that does not promote leaves the promoted columns NULL: readers go to raw
+    assert [written[name] for name in PROMOTED_COLUMNS] == [None] * len(PROMOTED_COLUMNS)
 
 
 def test_the_derived_paths_are_the_documented_layout(tmp_path: Path) -> None:

@@ -118,6 +118,19 @@ def _shared_folder(uris: Sequence[str]) -> str:
     return "/".join(steps)
 
 
+def timeline_view_sql(con: Any, source: str) -> str:
+    """SELECT over a timeline's rows with every column of the current schema: a timeline
+    written before the promoted columns (schema 1) reads them as NULL, which sends rules to
+    `raw` as for any row without them, so an older case still runs."""
+    from cloudir.analyze.schema import PROMOTED_COLUMNS
+
+    names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    missing = "".join(
+        f", NULL::VARCHAR AS {quote_ident(c)}" for c in PROMOTED_COLUMNS if c not in names
+    )
+    return f"SELECT *{missing} FROM {source}"
+
+
 def quote_ident(name: str) -> str:
     """A quoted SQL identifier, for column and struct member names taken from data."""
     return '"' + name.replace('"', '""') + '"'

@@ -62,11 +62,11 @@ def timeline_files(case: Case) -> list[TimelinePart]:
 def connect(case: Case) -> Any:
     """A connection with the view `timeline` over the case's Parquet files (not sealed)."""
     from cloudir.analyze.duck import connect as duck_connect
-    from cloudir.analyze.duck import timeline_source
+    from cloudir.analyze.duck import timeline_source, timeline_view_sql
 
     con = duck_connect()
     source = timeline_source(con, timeline_files(case))
-    con.execute(f"CREATE VIEW timeline AS SELECT * FROM {source}").fetchall()
+    con.execute(f"CREATE VIEW timeline AS {timeline_view_sql(con, source)}").fetchall()
     return con
 
 

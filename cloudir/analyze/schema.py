@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from cloudir import __version__
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("timestamp", pa.timestamp("us", tz="UTC"), "when it happened"),
@@ -33,13 +33,46 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("raw", pa.string(), "the full source record as JSON"),
 ]
 
+ROW_COLUMN_NAMES = [name for name, _, _ in COLUMNS]
+
+# Fields of the record in `raw` that many rules compare, copied into columns of their own
+# when the timeline is written (schema 2, issue 20): a rule reads a small dictionary
+# column instead of parsing every row's JSON, which was most of `cloudir detect`'s time.
+# The path in the record, as rules name it; each is a string, or "true"/"false" for a
+# boolean, exactly as DuckDB's json_transform renders the value (NULL when absent).
+PROMOTED_FIELDS = (
+    "eventSource", "eventName", "errorCode", "sourceIPAddress", "userAgent",
+    "recipientAccountId", "awsRegion", "eventType", "readOnly",
+    "sessionCredentialFromConsole",
+    "userIdentity.type", "userIdentity.arn", "userIdentity.accountId",
+    "userIdentity.accessKeyId", "userIdentity.userName", "userIdentity.principalId",
+    "userIdentity.invokedBy", "userIdentity.sessionContext.attributes.mfaAuthenticated",
+    "userIdentity.sessionContext.sessionIssuer.type",
+    "userIdentity.sessionContext.sessionIssuer.arn",
+    "userIdentity.sessionContext.sessionIssuer.userName",
+)  # fmt: skip
+PROMOTED_FROM = "promoted_from"
+"""The column saying whose fields the promoted columns hold ("aws:cloudtrail"); NULL means
+they are not filled for the row (a record of another shape), and readers go to `raw`."""
+
+
+def promoted_column(path: str) -> str:
+    """`userIdentity.type` -> `raw_userIdentity_type`: a plain name Spark, Hive and Athena
+    take without quoting (a dot would read as a struct member there)."""
+    return "raw_" + path.replace(".", "_")
+
+
+COLUMNS += [(PROMOTED_FROM, pa.string(), "whose fields the raw_* columns hold, or NULL")]
+COLUMNS += [(promoted_column(p), pa.string(), f"the record's {p}") for p in PROMOTED_FIELDS]
 COLUMN_NAMES = [name for name, _, _ in COLUMNS]
+PROMOTED_COLUMNS = COLUMN_NAMES[len(ROW_COLUMN_NAMES) :]  # promoted_from, then the fields
 
 Text = str | bytes | None  # a string column: str, or UTF-8 bytes Arrow decodes on flush
 
 
 class TimelineRow(NamedTuple):
-    """One timeline row, as a parser yields it, in COLUMNS order.
+    """One timeline row, as a parser yields it, in COLUMNS order (without the promoted
+    columns, which are made from `raw` when the rows become a batch).
 
     A tuple, so the batch builder turns rows into Arrow columns with one `zip`; a named
     one, so readers say `row.message`, not `row[10]`. The time is still text (or epoch
@@ -62,12 +95,12 @@ class TimelineRow(NamedTuple):
     raw: Text
 
 
-if list(TimelineRow._fields) != COLUMN_NAMES:  # not an assert: `python -O` keeps this check
-    raise RuntimeError("TimelineRow's fields must be schema.COLUMNS' names, in order")
+if list(TimelineRow._fields) != ROW_COLUMN_NAMES:  # not an assert: `python -O` keeps it
+    raise RuntimeError("TimelineRow's fields must be schema.COLUMNS' first names, in order")
 # Columns whose values repeat, so Parquet dictionaries pay; the rest are near-unique.
 DICTIONARY_COLUMNS = [
     "timestamp_desc", "source", "artifact", "host", "user", "src_ip", "action",
-    "outcome", "evidence_id",
+    "outcome", "evidence_id", *PROMOTED_COLUMNS,
 ]  # fmt: skip
 
 TIMELINE_SCHEMA = pa.schema(

@@ -137,7 +137,7 @@ def evaluate_part(
     """
     import pyarrow as pa
 
-    from cloudir.analyze.duck import connect, seal, sql_str
+    from cloudir.analyze.duck import connect, seal, sql_str, timeline_view_sql
     from cloudir.analyze.sigma.runtime import register_functions
 
     first = next(batches, None)
@@ -153,7 +153,8 @@ def evaluate_part(
             con.execute("SET preserve_insertion_order = false").fetchall()
             register_functions(con)
             con.register("_cloudir_rows", rows)
-            con.execute("CREATE TEMP TABLE timeline AS SELECT * FROM _cloudir_rows").fetchall()
+            rows_sql = timeline_view_sql(con, "_cloudir_rows")
+            con.execute(f"CREATE TEMP TABLE timeline AS {rows_sql}").fetchall()
             con.unregister("_cloudir_rows")
             for name, data in tables.items():
                 con.register(name, from_ipc(data))

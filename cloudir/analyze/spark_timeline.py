@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudir.analyze.completeness import KINDS as PROBLEM_KINDS
+from cloudir.analyze.schema import COLUMN_NAMES
 from cloudir.analyze.timeline import (
     CLOUDTRAIL_EARLIEST,
     HOST_EARLIEST,
@@ -81,10 +82,7 @@ if TYPE_CHECKING:
 SPARK_PARSER = "cloudtrail"  # the parser whose files Spark reads; the rest run in the driver
 BINARY_FILE_LIMIT = (1 << 31) - 1  # Spark's binaryFile: one file is one byte array
 KEYS = ["_priority", "_task", "_row"]  # the DuckDB path's order: S3 first, file, record
-VALUE_COLUMNS = [
-    "timestamp_desc", "source", "artifact", "host", "user", "src_ip", "action",
-    "target", "outcome", "message", "evidence_id", "event_id", "raw",
-]  # fmt: skip
+VALUE_COLUMNS = COLUMN_NAMES[1:]  # every column after the time, all strings
 STAGING_DIR = ".spark-staging"
 # The steps whose Spark jobs do the work, each a bar of their tasks done of total.
 PARSING = "timeline on Spark: parsing the CloudTrail files"

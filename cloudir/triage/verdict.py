@@ -465,11 +465,12 @@ class _Timeline:
     def __enter__(self) -> _Timeline:
         if not self.files:
             return self
-        from cloudir.analyze.duck import connect, timeline_source
+        from cloudir.analyze.duck import connect, timeline_source, timeline_view_sql
 
         self.con = connect()
+        source = timeline_source(self.con, self.files)
         self.con.execute(
-            f"CREATE VIEW timeline AS SELECT * FROM {timeline_source(self.con, self.files)}"
+            f"CREATE VIEW timeline AS {timeline_view_sql(self.con, source)}"
         ).fetchall()
         actor = actor_sql(_raw)
         window = "timestamp BETWEEN $start::TIMESTAMPTZ AND $end::TIMESTAMPTZ"

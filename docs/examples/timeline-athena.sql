@@ -17,7 +17,29 @@ CREATE EXTERNAL TABLE cloudir_timeline (
   message string,
   evidence_id string,
   event_id string,
-  raw string
+  raw string,
+  promoted_from string,
+  raw_eventSource string,
+  raw_eventName string,
+  raw_errorCode string,
+  raw_sourceIPAddress string,
+  raw_userAgent string,
+  raw_recipientAccountId string,
+  raw_awsRegion string,
+  raw_eventType string,
+  raw_readOnly string,
+  raw_sessionCredentialFromConsole string,
+  raw_userIdentity_type string,
+  raw_userIdentity_arn string,
+  raw_userIdentity_accountId string,
+  raw_userIdentity_accessKeyId string,
+  raw_userIdentity_userName string,
+  raw_userIdentity_principalId string,
+  raw_userIdentity_invokedBy string,
+  raw_userIdentity_sessionContext_attributes_mfaAuthenticated string,
+  raw_userIdentity_sessionContext_sessionIssuer_type string,
+  raw_userIdentity_sessionContext_sessionIssuer_arn string,
+  raw_userIdentity_sessionContext_sessionIssuer_userName string
 )
 PARTITIONED BY (log_source string, event_date string)
 STORED AS PARQUET

@@ -28,7 +28,12 @@ from typing import Any
 import pyarrow as pa
 
 from cloudir.analyze.error_entries import error_entry
-from cloudir.analyze.schema import TIMELINE_SCHEMA, TimelineRow
+from cloudir.analyze.schema import (
+    PROMOTED_COLUMNS,
+    ROW_COLUMN_NAMES,
+    TIMELINE_SCHEMA,
+    TimelineRow,
+)
 from cloudir.aws import AwsOptions
 
 BATCH_ROWS = 20_000
@@ -267,12 +272,18 @@ Row = TimelineRow
 """One timeline row (schema.TimelineRow): read it by name; strings may be str or UTF-8 bytes."""
 
 
+Promote = Callable[[list[Sequence[Any]]], list[list[Any]]]
+"""The promoted columns (schema.PROMOTED_COLUMNS) of a batch's row columns."""
+
+
 class BatchBuilder:
     """Collects rows (named tuples, so `zip(*rows)` gives the columns); columns are built
-    and times parsed in bulk by Arrow on flush."""
+    and times parsed in bulk by Arrow on flush. A parser whose records fill the promoted
+    columns passes `promote`; the others' rows have them NULL."""
 
-    def __init__(self, errors: ErrorLog) -> None:
+    def __init__(self, errors: ErrorLog, promote: Promote | None = None) -> None:
         self.errors = errors
+        self.promote = promote
         self.rows: list[Row] = []
         self.record_numbers: list[int] = []
 
@@ -286,9 +297,10 @@ class BatchBuilder:
     def flush(self) -> pa.RecordBatch | None:
         if not self.rows:
             return None
-        batch = columns_to_batch(
-            list(zip(*self.rows, strict=True)), self.record_numbers, self.errors
-        )
+        columns: list[Sequence[Any]] = list(zip(*self.rows, strict=True))
+        if self.promote is not None:
+            columns += self.promote(columns)
+        batch = columns_to_batch(columns, self.record_numbers, self.errors)
         self.rows = []
         self.record_numbers = []
         return batch
@@ -300,6 +312,7 @@ def columns_to_batch(
     """A record batch from values column by column (in COLUMNS order), one record number
     per row. Times are parsed in bulk by Arrow; a row whose time cannot be read is
     dropped and logged under its record number, and so is text that is not UTF-8.
+    Without the promoted columns (only a row's own), those are NULL.
 
     Parsers that build rows use it through BatchBuilder; a parser that already has its
     values as columns (CloudTrail's delivery files) calls it directly, so both kinds of
@@ -320,6 +333,8 @@ def columns_to_batch(
         if keep is not None:
             values = tuple(v for v, k in zip(values, keep, strict=True) if k)
         arrays.append(_strings(values, numbers, errors))
+    if len(columns) == len(ROW_COLUMN_NAMES):
+        arrays += [pa.nulls(len(stamps), pa.string())] * len(PROMOTED_COLUMNS)
     return pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
 
 

@@ -139,11 +139,30 @@ class RecordViews(msgspec.Struct):
 _RECORD_VIEWS = msgspec.json.Decoder(RecordViews)
 
 
+class TypedSessionAttributes(msgspec.Struct):
+    mfaAuthenticated: str | bool | None = None
+
+
+class TypedSessionIssuer(msgspec.Struct):
+    type: str | None = None
+    arn: str | None = None
+    userName: str | None = None
+
+
+class TypedSessionContext(msgspec.Struct):
+    attributes: TypedSessionAttributes | None = None
+    sessionIssuer: TypedSessionIssuer | None = None
+
+
 class TypedIdentity(msgspec.Struct):
     arn: str | None = None
     userName: str | None = None
     principalId: str | None = None
     invokedBy: str | None = None
+    type: str | None = None
+    accountId: str | None = None
+    accessKeyId: str | None = None
+    sessionContext: TypedSessionContext | None = None
 
 
 class NamedResource(msgspec.Struct):
@@ -164,6 +183,12 @@ class TypedView(msgspec.Struct):
     errorMessage: str | None = None
     userIdentity: TypedIdentity | None = None
     resources: list[NamedResource] | None = None
+    userAgent: str | None = None  # this and below: read only for the promoted columns
+    recipientAccountId: str | None = None
+    awsRegion: str | None = None
+    eventType: str | None = None
+    readOnly: bool | str | None = None
+    sessionCredentialFromConsole: bool | str | None = None
     requestParameters: msgspec.Raw = NULL
     responseElements: msgspec.Raw = NULL
     CloudTrailEvent: msgspec.Raw = NULL
@@ -174,6 +199,7 @@ class TypedRecords(msgspec.Struct):
     Records: list[TypedView] | None = None
 
 
+_TYPED_VIEW = msgspec.json.Decoder(TypedView)
 _TYPED_VIEWS = msgspec.json.Decoder(list[TypedView])
 _TYPED_RECORDS = msgspec.json.Decoder(TypedRecords)
 _TARGETS = msgspec.json.Decoder(TargetParameters)
@@ -253,7 +279,7 @@ def parse_bytes(data: bytes, evidence_id: str, errors: ErrorLog) -> Iterator[pa.
 def _parse_opened(
     opener: Callable[[], BinaryIO], evidence_id: str, errors: ErrorLog
 ) -> Iterator[pa.RecordBatch]:
-    builder = BatchBuilder(errors)
+    builder = BatchBuilder(errors, promoted_from_raw)
     number = 0
     try:
         for entry in _records(opener, errors):
@@ -701,8 +727,66 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
                 for view, item in zip(views, raw, strict=True)
             ],
             raw,
+            *promoted_columns(views),
         ]
         yield columns_to_batch(columns, list(range(first, first + count)), errors)
+
+
+def promoted_columns(views: Sequence[TypedView | None]) -> list[list[Any]]:
+    """schema.PROMOTED_COLUMNS for typed views (None: a record not of CloudTrail's own
+    types, whose promoted columns stay NULL and whose rules read `raw`).
+
+    A boolean is "true"/"false" and a string itself: what DuckDB's json_transform gives
+    for the path, so a rule reads the same value from the column as from `raw`.
+    """
+    identities = [None if view is None else view.userIdentity for view in views]
+    contexts = [None if identity is None else identity.sessionContext for identity in identities]
+    attributes = [None if context is None else context.attributes for context in contexts]
+    issuers = [None if context is None else context.sessionIssuer for context in contexts]
+    return [
+        [None if view is None else ARTIFACT for view in views],
+        [None if view is None else view.eventSource for view in views],
+        [None if view is None else view.eventName for view in views],
+        [None if view is None else view.errorCode for view in views],
+        [None if view is None else view.sourceIPAddress for view in views],
+        [None if view is None else view.userAgent for view in views],
+        [None if view is None else view.recipientAccountId for view in views],
+        [None if view is None else view.awsRegion for view in views],
+        [None if view is None else view.eventType for view in views],
+        [None if view is None else _flag(view.readOnly) for view in views],
+        [None if view is None else _flag(view.sessionCredentialFromConsole) for view in views],
+        [None if identity is None else identity.type for identity in identities],
+        [None if identity is None else identity.arn for identity in identities],
+        [None if identity is None else identity.accountId for identity in identities],
+        [None if identity is None else identity.accessKeyId for identity in identities],
+        [None if identity is None else identity.userName for identity in identities],
+        [None if identity is None else identity.principalId for identity in identities],
+        [None if identity is None else identity.invokedBy for identity in identities],
+        [None if a is None else _flag(a.mfaAuthenticated) for a in attributes],
+        [None if issuer is None else issuer.type for issuer in issuers],
+        [None if issuer is None else issuer.arn for issuer in issuers],
+        [None if issuer is None else issuer.userName for issuer in issuers],
+    ]
+
+
+def _flag(value: str | bool | None) -> str | None:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value
+
+
+def promoted_from_raw(columns: list[Sequence[Any]]) -> list[list[Any]]:
+    """`promoted_columns` for rows built one at a time: each row's `raw` decoded again
+    into a typed view, so a record gets the same promoted values whichever path read it."""
+    views: list[TypedView | None] = []
+    for artifact, raw in zip(columns[3], columns[-1], strict=True):
+        try:
+            views.append(_TYPED_VIEW.decode(raw) if artifact == ARTIFACT else None)
+        except msgspec.DecodeError:
+            views.append(None)
+    return promoted_columns(views)
 
 
 def _typed_target(view: TypedView) -> str | None:
