@@ -108,13 +108,13 @@ from common import (
 )
 
 from cloudir.analyze.parsers import BATCH_ROWS, BatchBuilder, ErrorLog, Row
-from cloudir.analyze.parsers.cloudtrail import to_row, unwrap
+from cloudir.analyze.parsers.cloudtrail import promoted_from_raw, to_row, unwrap
 from cloudir.analyze.schema import TIMELINE_SCHEMA
 from cloudir.analyze.timeline import ROW_GROUP_ROWS, _parquet_writer
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, CasePaths
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the promoted columns (schema 2)
 DEFAULT_ROWS = 5_000_000
 # One Parquet file per chunk, as `cloudir timeline` writes one per chunk; at 5M rows its
 # chunks (32 MiB of gzip each) hold about 200,000 events.
@@ -950,7 +950,7 @@ def write_chunk(job: tuple[ChunkSpec, str]) -> ChunkStats:
     assert _WORLD is not None
     gen = ChunkGenerator(*_WORLD, spec)
     stats = ChunkStats()
-    builder = BatchBuilder(gen.errors)
+    builder = BatchBuilder(gen.errors, promoted_from_raw)  # as the CloudTrail parser's
     path = Path(folder) / f"part-0-{spec.index:05d}.parquet"
     with _parquet_writer(path) as writer:
 
@@ -1331,9 +1331,14 @@ def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
 
     scan_sql = getattr(engine, "scan_sql", None)
     backend = getattr(ruleset, "backend", None)
-    source = f"({scan_sql(backend)})" if scan_sql and backend is not None else "timeline"
+    gate = getattr(engine, "raw_parse_gate", None)  # schema 2: parse raw where rules need it
+    scan_args = (None, gate(ruleset, [])) if gate is not None else ()
+    source = (
+        f"({scan_sql(backend, *scan_args)})" if scan_sql and backend is not None else "timeline"
+    )
     gated = getattr(engine, "_gated", None)
-    # The baseline computes every column the scan adds (the shared parse of raw), which
+    # The baseline computes every column the scan adds (the shared parse of raw, on
+    # schema 2 only where a rule may read a field that is not promoted), which
     # each rule timed alone pays too; what a rule costs beyond it is its own.
     timeline_columns = {f.name for f in TIMELINE_SCHEMA}
     added = [

@@ -127,6 +127,9 @@ class LoadedRule:
     correlation: Correlation | None = None
     sigma_logsource: Any = None  # pySigma's, for the suppression filters' logsource test
     about_failure: bool = False  # it tests the outcome: an attempt keeps its level
+    # where, on rows with promoted columns, it may read a field that is only in `raw`
+    # (SQL over the promoted columns; None: nowhere); see raw_parse_gate
+    raw_guard: str | None = None
 
     @property
     def techniques(self) -> list[str]:
@@ -143,6 +146,7 @@ class RuleSet:
     skipped: list[dict[str, str]] = field(default_factory=list)
     backend: Any = None
     key_columns: dict[str, str] = field(default_factory=dict)  # field SQL -> _hits column
+    key_feeds: dict[str, list[LoadedRule]] = field(default_factory=dict)  # column -> its rules
     suppressed: dict[int, int] = field(default_factory=dict)  # rule index -> matches removed
 
     @property
@@ -500,6 +504,7 @@ def _convert(
         **_describe(rule, path),
         logsource=logsource,
         predicate=predicate,
+        raw_guard=raw_guard(backend, queries, logsource),
         sigma_logsource=rule.logsource,
         about_failure=tests_outcome(rule),
     )
@@ -520,7 +525,9 @@ def _convert_correlation(
 
     try:
         spec = correlation_from_rule(
-            rule, referenced, lambda f, base: _key_column(result, mapped_field(f, base))
+            rule,
+            referenced,
+            lambda f, base: _key_column(result, mapped_field(f, base), loaded.get(id(base))),
         )
     except Unsupported as exc:
         result.skipped.append(_skip(path, rule, str(exc), document))
@@ -542,15 +549,51 @@ def mapped_field(field_name: str, rule: Any) -> str:
     return mapping.get(field_name, field_name)
 
 
-def _key_column(result: RuleSet, field_name: str) -> str:
-    """A column of _hits holding `field_name`, shared by every correlation that needs it."""
+def _key_column(result: RuleSet, field_name: str, base: LoadedRule | None) -> str:
+    """A column of _hits holding `field_name`, shared by every correlation that needs it;
+    `base` is a rule whose matched rows the correlation reads it of."""
     sql = result.backend.field_sql(field_name)
-    return result.key_columns.setdefault(sql, f"k{len(result.key_columns)}")
+    column = result.key_columns.setdefault(sql, f"k{len(result.key_columns)}")
+    feeds = result.key_feeds.setdefault(column, [])
+    if base is not None and all(rule is not base for rule in feeds):
+        feeds.append(base)
+    return column
 
 
-def scan_sql(backend: Any, context_tables: dict[str, str] | None = None) -> str:
-    """The timeline as rules see them: every row with its raw fields parsed once."""
-    return str(backend.fields.scan_sql("timeline", context_tables))
+def raw_guard(backend: Any, queries: Sequence[str], logsource: LogSource) -> str | None:
+    """Where the rule may read a non-promoted field on a row with promoted columns: its
+    logsource, and what the conversion knows holds wherever it does (FieldPlan.reach)."""
+    fields = backend.fields
+    reach = "false"
+    for query in queries:  # one rule may convert to several
+        one = fields.reach(query)
+        if one is None:
+            return f"artifact IN ({_in_list(logsource.artifacts)})"
+        reach = one if reach == "false" else f"({reach}) OR ({one})"
+    if reach == "false":
+        return None
+    return f"artifact IN ({_in_list(logsource.artifacts)}) AND ({reach})"
+
+
+def raw_parse_gate(ruleset: RuleSet, entities: Sequence[str]) -> str:
+    """Where a row with promoted columns needs `_f` (its fields parsed from `raw`): where
+    some rule may read a field that is not promoted. The entity columns are computed on
+    every row beside the rules; one that is not promoted parses every row, as before the
+    promoted columns. (Key, triage and filter columns read `raw` themselves, on matched
+    rows only: `FieldPlan.typed_reads`.)"""
+    fields = ruleset.backend.fields
+    if any(fields.reads_raw(sql) for sql in entities):
+        return "true"
+    guards = [r.raw_guard for r in ruleset.rules if r.raw_guard is not None]
+    return " OR ".join(f"({g})" for g in dict.fromkeys(guards)) or "false"
+
+
+def scan_sql(
+    backend: Any, context_tables: dict[str, str] | None = None, typed_parse: str | None = None
+) -> str:
+    """The timeline as rules see them: every row with its raw fields parsed once (rows
+    with promoted columns: only where `typed_parse` holds, see raw_parse_gate)."""
+    return str(backend.fields.scan_sql("timeline", context_tables, typed_parse))
 
 
 @dataclass(frozen=True)
@@ -696,14 +739,25 @@ def hits_sql(
     """
     detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
     backend = ruleset.backend
+    fields = backend.fields
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
-    keys = [f"{sql} AS {column}" for sql, column in ruleset.key_columns.items()]
     raw_flags = {n: f"a{n}" if n in filtered else f"h{n}" for n, _ in detections}
     flags = [f"{_gated(r, backend)} AS {raw_flags[n]}" for n, r in detections]
-    triage_columns = event_columns(backend.field_sql)
+    index = {id(rule): n for n, rule in enumerate(ruleset.rules)}
+    # keys, triage and filter columns: matched rows only, after the rules' flags
+    keys = []
+    for sql, column in ruleset.key_columns.items():
+        feeds = [raw_flags[index[id(r)]] for r in ruleset.key_feeds.get(column, [])]
+        matched = " OR ".join(f for f in feeds if f) or "true"
+        keys.append(f"CASE WHEN {matched} THEN {fields.typed_reads(sql)} END AS {column}")
+    triage_columns = [
+        f"{fields.typed_reads(sql)} AS {name}"
+        for sql, name in (c.rsplit(" AS ", 1) for c in event_columns(backend.field_sql))
+    ]
     verdicts = [
         f"CASE WHEN {' OR '.join(f'a{n}' for n in s.applies_to)} "
-        f"THEN NOT COALESCE({backend.fields.resolve(s.keep)}, false) ELSE false END AS s{k}"
+        f"THEN NOT COALESCE({fields.typed_reads(fields.resolve(s.keep))}, false) "
+        f"ELSE false END AS s{k}"
         for k, s in enumerate(suppressions)
         if s.applies_to
     ]
@@ -713,15 +767,15 @@ def hits_sql(
     artifacts = sorted({a for _, r in detections if r.logsource for a in r.logsource.artifacts})
     any_hit = " OR ".join(raw_flags.values()) or "false"
     carried = [
-        "event_id", "timestamp", *(f"e_{name}" for name in ENTITY_FIELDS),
-        *ruleset.key_columns.values(), *raw_flags.values(),
+        "event_id", "timestamp", *(f"e_{name}" for name in ENTITY_FIELDS), *raw_flags.values(),
     ]  # fmt: skip
-    judged = ", ".join(carried + [c.rsplit(" AS ", 1)[1] for c in triage_columns + verdicts])
-    scan = scan_sql(backend, context_tables)
+    later = keys + triage_columns + verdicts
+    judged = ", ".join(carried + [c.rsplit(" AS ", 1)[1] for c in later])
+    scan = scan_sql(backend, context_tables, raw_parse_gate(ruleset, entities))
     return f"""SELECT {judged}{"".join(", " + c for c in kept)}
             FROM (
-              SELECT {", ".join(carried + triage_columns + verdicts)} FROM (
-                SELECT *, {", ".join(entities + keys + flags)}
+              SELECT {", ".join(carried + later)} FROM (
+                SELECT *, {", ".join(entities + flags)}
                 FROM ({scan}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
               ) WHERE {any_hit}
             )"""

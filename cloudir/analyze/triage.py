@@ -194,7 +194,7 @@ def automation_baseline(con: Any, calls: str | None = None) -> None:
         return
     user = identity_sql('"user"')
     rows = (
-        f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
+        f"(SELECT * FROM timeline WHERE {CLOUDTRAIL} "
         f"AND {user} IN (SELECT ident FROM _automation_wanted) AND {is_address_sql('src_ip')})"
     )
     earliest = _earliest_automation_sql(rows)
@@ -210,7 +210,7 @@ def automation_calls_sql() -> str:
     by (identity, address) with a minimum: over parts, the parts' minimums.
     """
     rows = (
-        f'(SELECT "user", src_ip, timestamp, raw, artifact FROM timeline WHERE {CLOUDTRAIL} '
+        f"(SELECT * FROM timeline WHERE {CLOUDTRAIL} "
         f"""AND "user" IS NOT NULL AND {is_address_sql("src_ip")})"""
     )
     return _earliest_automation_sql(rows)

@@ -227,7 +227,7 @@ class DuckDBBackend(sqliteBackend):
         in a projection (one column per rule) it evaluates every operand on every row.
         CASE evaluates a branch only on the rows that reach it, in both places.
         """
-        args = [
+        args: list[Any] = [
             self.convert_condition(a, state)
             if self.compare_precedence(cond, a)
             else self.convert_condition_group(a, state)
@@ -238,10 +238,16 @@ class DuckDBBackend(sqliteBackend):
             return None
         if not conjunction:
             whens = " ".join(f"WHEN {a} THEN true" for a in args)
-            return f"CASE {whens} ELSE false END"
+            expr = f"CASE {whens} ELSE false END"
+            self.fields.note_or(expr, args)
+            return expr
+        # the conditions on promoted fields first (a conjunction's order does not change
+        # its value): they are cheap, and they guard the reads of `raw` after them
+        args.sort(key=lambda a: not isinstance(a, str) or self.fields.reads_raw(a))
         expr = f"CASE WHEN {args[-1]} THEN true ELSE false END"
         for arg in reversed(args[:-1]):
             expr = f"CASE WHEN {arg} THEN {expr} ELSE false END"
+        self.fields.note_and(expr, args)
         return expr
 
     def convert_condition(self, cond: Any, state: ConversionState) -> Any:

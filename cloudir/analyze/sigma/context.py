@@ -156,7 +156,10 @@ def field_sql(plan: Any, field_name: str) -> str | None:
 
 
 def _raw(plan: Any, path: str) -> str:
-    return str(plan.value_sql(tuple(path.split("."))))
+    """A field's value in a join condition or a computed value: evaluated outside the
+    rules, so on rows with promoted columns a non-promoted field reads `raw` itself (the
+    scan's `_f` is there only where a rule needs it; FieldPlan.typed_reads)."""
+    return str(plan.typed_reads(plan.value_sql(tuple(path.split(".")))))
 
 
 def _api_family(plan: Any) -> str:

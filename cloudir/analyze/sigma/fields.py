@@ -2,8 +2,13 @@
 
 The rules are evaluated over `timeline` rows whose `raw` column is the source record as
 JSON. Parsing that JSON is the cost that dominates (one `json_extract_string` per field per
-row is twenty times a full scan), so every raw field a rule set uses is read by ONE
-`json_transform` per row into a struct column `_f`, and rules compare struct members.
+row is twenty times a full scan). The fields most rules compare are columns of their own
+(schema.PROMOTED_FIELDS, filled when `promoted_from` is set), so a rule reads those
+without any parse. On the other rows every raw field a rule set uses is read by ONE
+`json_transform` per row into a struct column `_f`, and rules compare struct members. On a
+row with promoted columns, a field that is not one of them is read from `raw` where the
+rule reaches it, which the nested CASE of a rule's conditions keeps to the few rows that
+passed its earlier ones (the promoted eventSource and eventName, mostly).
 
 Sigma's any-element semantics for arrays (`requestParameters.eventSelectors.readWriteType`
 where `eventSelectors` is a list) cannot be expressed by a struct whose shape is fixed in
@@ -21,7 +26,11 @@ import re
 from typing import Any
 
 from cloudir.analyze.duck import quote_ident, sql_str
+from cloudir.analyze.schema import PROMOTED_FIELDS, PROMOTED_FROM, promoted_column
 from cloudir.analyze.sigma.context import with_context
+
+PROMOTED = {tuple(path.split(".")): quote_ident(promoted_column(path)) for path in PROMOTED_FIELDS}
+UNPROMOTED = f"{PROMOTED_FROM} IS NULL"  # the row's fields are only in `raw`
 
 # Fields the CloudTrail record format defines as single strings (or booleans), never
 # arrays: they need no any-element fallback, which keeps the hottest comparisons of the
@@ -76,12 +85,106 @@ class FieldPlan:
         self.lower_uses: dict[str, int] = {}
         # computed `cloudir.*` fields in use, joined to the scan (sigma/context.py)
         self.context: dict[str, Any] = {}
+        # value_sql of a field read from `raw` on every row -> its `_f` member (for the
+        # rows without promoted columns) and its read of `raw` (for the rows with them)
+        # `_f` members of the non-promoted fields -> their paths
+        self.raw_members: dict[str, tuple[str, ...]] = {}
+        self.promoted_values: dict[str, str] = {}  # value_sql of a promoted field -> column
+        self._nec: dict[str, str | None] = {}
+        self._reach: dict[str, str | None] = {}
 
     def value_sql(self, parts: tuple[str, ...]) -> str:
+        """The field's value on any row: its promoted column where the row has one, else
+        its `_f` member (or its own read of `raw`, for a path the struct cannot hold)."""
         if parts in self.direct or not self._place(parts):
             self.direct.add(parts)
             return f"json_extract_string(raw, {sql_str(json_path(parts))})"
-        return "_f." + ".".join(quote_ident(p) for p in parts)
+        member = "_f." + ".".join(quote_ident(p) for p in parts)
+        column = PROMOTED.get(parts)
+        if column is None:
+            self.raw_members[member] = parts
+            return member
+        value = f"(CASE WHEN {UNPROMOTED} THEN {member} ELSE {column} END)"
+        self.promoted_values[value] = column
+        return value
+
+    def reads_raw(self, sql: str) -> bool:
+        """Whether `sql` reads a field that rows with promoted columns hold only in `raw`
+        (a member of `_f` that is not a promoted column's), lower-cased ones included."""
+        if "\x00" in sql:
+            sql = self.resolve(sql, shared=False)
+        return any(member in sql for member in self.raw_members)
+
+    def typed_reads(self, sql: str) -> str:
+        """`sql` for any row, reading its non-promoted fields from `raw` where the row has
+        promoted columns (and so may have no `_f`): for SQL evaluated on matched rows
+        only, where one read of `raw` per field costs less than a parse of every row."""
+        if not self.reads_raw(sql):
+            return sql
+        typed = sql
+        for member, parts in sorted(self.raw_members.items(), key=lambda m: -len(m[0])):
+            read = f"json_extract_string(raw, {sql_str(json_path(parts))})"
+            typed = typed.replace(member, read)
+        return f"(CASE WHEN {UNPROMOTED} THEN {sql} ELSE {typed} END)"
+
+    # Where a rule reads `raw` on rows with promoted columns. For each condition SQL the
+    # conversion made: `nec`, a condition over promoted columns that holds wherever it is
+    # true (None: none known), and `reach`, one that holds wherever it reads a
+    # non-promoted field (None: anywhere; "false": it reads none). A conjunction's CASE
+    # chain evaluates an operand only where the ones before it hold; a disjunction's
+    # where they do not, which says nothing.
+
+    def nec(self, sql: str) -> str | None:
+        known = self._nec.get(_ungrouped(sql), _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        return None if self.reads_raw(sql) else self.typed_sql(sql)
+
+    def reach(self, sql: str) -> str | None:
+        known = self._reach.get(_ungrouped(sql), _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        return None if self.reads_raw(sql) else "false"
+
+    def note_and(self, sql: str, conditions: list[Any]) -> None:
+        operands = [str(c) for c in conditions]
+        necs = [self.nec(a) for a in operands]
+        known = [n for n in necs if n is not None]
+        self._nec[sql] = " AND ".join(f"({n})" for n in known) if known else None
+        first = next((k for k, a in enumerate(operands) if self.reads_raw(a)), None)
+        if first is None:
+            self._reach[sql] = "false"
+            return
+        before = [n for n in necs[:first] if n is not None]
+        reach, after = self.reach(operands[first]), necs[first]
+        last = len(operands) == first + 1
+        either = (
+            reach
+            if last
+            else (None if reach is None or after is None else f"({reach}) OR ({after})")
+        )
+        parts = before + ([either] if either is not None else [])
+        self._reach[sql] = " AND ".join(f"({n})" for n in parts) if parts else None
+
+    def note_or(self, sql: str, conditions: list[Any]) -> None:
+        operands = [str(c) for c in conditions]
+        necs = [self.nec(a) for a in operands]
+        self._nec[sql] = None if None in necs else " OR ".join(f"({n})" for n in necs)
+        reaches = [r for r in (self.reach(a) for a in operands) if r != "false"]
+        if not reaches:
+            self._reach[sql] = "false"
+        elif None in reaches:
+            self._reach[sql] = None
+        else:
+            self._reach[sql] = " OR ".join(f"({r})" for r in reaches)
+
+    def typed_sql(self, sql: str) -> str | None:
+        """`sql` as it reads on a row with promoted columns, before `_f` exists: each
+        promoted field as its column, lower() inline; None if it needs more than that."""
+        sql = self.resolve(sql, shared=False)
+        for value, column in self.promoted_values.items():
+            sql = sql.replace(value, column)
+        return None if "_f." in sql or "_c_" in sql else sql
 
     def _place(self, parts: tuple[str, ...]) -> bool:
         node = self.tree
@@ -124,20 +227,20 @@ class FieldPlan:
             if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES and sql not in expensive
         }
 
-    def resolve(self, predicate: str) -> str:
+    def resolve(self, predicate: str, shared: bool = True) -> str:
         """Replace lower() tokens: shared columns by name, the others inline.
 
         Only tokens outside quoted literals and identifiers: a rule's value may hold the
         token's very characters (YAML writes NUL as "\\0"), and it stays a value.
         """
-        shared = set(self.shared_lowers().values())
+        columns = set(self.shared_lowers().values()) if shared else set()
         inline = {name: sql for sql, name in self.lower_columns.items()}
 
         def replace(match: re.Match[str]) -> str:
             name = match[1]
             if name is None:
                 return match[0]  # a quoted literal or identifier, kept as it is
-            return name if name in shared else f"lower({inline[name]})"
+            return name if name in columns else f"lower({inline[name]})"
 
         return _LOWER_TOKEN.sub(replace, predicate)
 
@@ -167,16 +270,34 @@ class FieldPlan:
             ] + branches
         return " OR ".join(tests), f"CASE {' '.join(branches)} END"
 
-    def scan_sql(self, table: str, context_tables: dict[str, str] | None = None) -> str:
-        """The rows as rules see them: raw parsed once by json_transform, then the
-        lower-cased values many rules compare. The computed fields join their aggregates,
+    def scan_sql(
+        self,
+        table: str,
+        context_tables: dict[str, str] | None = None,
+        typed_parse: str | None = None,
+    ) -> str:
+        """The rows as rules see them: raw parsed once by json_transform where the row has
+        no promoted columns, or where `typed_parse` holds (some rule may read a field that
+        is not promoted; see detect.raw_parse_gate), then the lower-cased values many rules
+        compare. The computed fields join their aggregates,
         or the tables in `context_tables` that already hold them (see context.Context)."""
+        if typed_parse is None:  # without a narrower gate: wherever a field is not promoted
+            typed_parse = "true" if self.raw_members else "false"
         columns = ["*"]
         if self.tree:
-            columns.append(f"json_transform(raw, {sql_str(json.dumps(self.tree))}) AS _f")
+            parse = f"json_transform(raw, {sql_str(json.dumps(self.tree))})"
+            columns.append(f"CASE WHEN {UNPROMOTED} OR ({typed_parse}) THEN {parse} END AS _f")
         parsed = with_context(f"SELECT {', '.join(columns)} FROM {table}", self, context_tables)
         lowered = [f"lower({sql}) AS {name}" for sql, name in self.shared_lowers().items()]
         return f"SELECT *, {', '.join(lowered)} FROM ({parsed})" if lowered else parsed
+
+
+_UNKNOWN = object()
+
+
+def _ungrouped(sql: str) -> str:
+    """A condition without the parentheses a group put around it."""
+    return sql[1:-1] if sql.startswith("(") and sql.endswith(")") else sql
 
 
 SHARED_LOWER_USES = 3
