@@ -80,7 +80,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudir.analyze.actors import AWS_SERVICE_AGENT, agent_family_sql, identity_sql
-from cloudir.analyze.duck import sql_str
+from cloudir.analyze.duck import quote_ident, sql_str
+from cloudir.analyze.schema import PROMOTED_FROM, promoted_column
 
 DISCOVERY_BUCKET_SECONDS = 600
 DISCOVERY_FACTOR = 3
@@ -194,10 +195,19 @@ def _key(plan: Any) -> str:
     return _raw(plan, "userIdentity.accessKeyId")
 
 
+def _promoted_or_raw(*paths: str) -> tuple[str, str]:
+    """The paths' values as a row with promoted columns holds them (no parse), and as
+    `raw` gives them otherwise: for the facts' reads of the timeline, outside the scan."""
+    columns = ", ".join(quote_ident(promoted_column(path)) for path in paths)
+    reads = ", ".join(sql_str("$." + path) for path in paths)
+    return f"[{columns}]", f"json_extract_string(raw, [{reads}])"
+
+
 def _key_partial() -> str:
+    promoted, parsed = _promoted_or_raw("userIdentity.accessKeyId")
     return f"""SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
-            SELECT timestamp, lower(src_ip) AS ip, CASE WHEN contains(raw, '"AKIA')
-                THEN json_extract_string(raw, '$.userIdentity.accessKeyId') END AS k
+            SELECT timestamp, lower(src_ip) AS ip, (CASE WHEN {PROMOTED_FROM} IS NOT NULL
+                THEN {promoted} WHEN contains(raw, '"AKIA') THEN {parsed} END)[1] AS k
             FROM timeline WHERE {CLOUDTRAIL}
         ) WHERE starts_with(k, 'AKIA') AND ip IS NOT NULL GROUP BY ALL"""
 
@@ -224,12 +234,13 @@ def _key_value(plan: Any) -> str:
 
 
 def _agent_partial() -> str:
-    # one parse of `raw` for both values, and only of the rows that may hold a key: the
-    # others are dropped (k is NULL), so their agent is never needed
+    # the promoted columns, else one parse of `raw` for both values, and only of the rows
+    # that may hold a key: the others are dropped (k is NULL), so their agent is not needed
+    promoted, parsed = _promoted_or_raw("userAgent", "userIdentity.accessKeyId")
     return f"""SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
             SELECT timestamp, v[1] AS ua, v[2] AS k FROM (
-                SELECT timestamp, CASE WHEN contains(raw, '"AKIA') THEN json_extract_string(
-                    raw, ['$.userAgent', '$.userIdentity.accessKeyId']) END AS v
+                SELECT timestamp, CASE WHEN {PROMOTED_FROM} IS NOT NULL THEN {promoted}
+                    WHEN contains(raw, '"AKIA') THEN {parsed} END AS v
                 FROM timeline WHERE {CLOUDTRAIL})
         ) WHERE starts_with(k, 'AKIA') GROUP BY ALL"""
 
@@ -335,9 +346,11 @@ def _instance_partial() -> str:
     AssociateAddress, the user agent of instance profile calls), each source then selecting
     its own rows from it exactly as from the timeline."""
     calls = "'ec2.amazonaws.com:RunInstances', 'ec2.amazonaws.com:AssociateAddress'"
+    user_agent = _promoted_or_raw("userAgent")
     rows = f"""SELECT artifact, action, host, src_ip,
             CASE WHEN action IN ({calls}) THEN raw END AS raw,
-            CASE WHEN {INSTANCE_ROWS} THEN json_extract_string(raw, '$.userAgent') END AS ua
+            CASE WHEN {INSTANCE_ROWS} THEN (CASE WHEN {PROMOTED_FROM} IS NOT NULL
+                THEN {user_agent[0]} ELSE {user_agent[1]} END)[1] END AS ua
         FROM timeline WHERE {CLOUDTRAIL} AND (action IN ({calls}) OR {INSTANCE_ROWS})"""
     launched = f"""SELECT json_extract_string(item, '$.instanceId') AS instance,
             unnest(regexp_extract_all(CAST(item AS VARCHAR),
