@@ -99,3 +99,24 @@ def test_the_error_log_writes_error_entries() -> None:
         error_entry("ev-1", "evidence/ev-1/x.json", "record without eventTime", record=6),
     ]
     assert list(errors.entries[0]) == ["evidence_id", "path", "line", "record", "reason"]
+
+
+def test_a_timeline_missing_promoted_columns_reads_them_all_as_null() -> None:
+    """A timeline written before the promoted columns, or before some of them, must not
+    claim `promoted_from` with a column absent: rules would read NULL, not `raw`."""
+    import duckdb
+
+    from cloudir.analyze.duck import timeline_view_sql
+
+    con = duckdb.connect()
+    some = f"'aws:cloudtrail' AS {PROMOTED_FROM}, 'iam.amazonaws.com' AS raw_eventSource"
+    con.execute(f"CREATE TABLE partial AS SELECT '{{}}' AS raw, {some}").fetchall()
+    con.execute("CREATE TABLE complete AS SELECT * FROM partial").fetchall()
+    for name in PROMOTED_COLUMNS[2:]:
+        con.execute(f'ALTER TABLE complete ADD COLUMN "{name}" VARCHAR').fetchall()
+    con.execute("CREATE TABLE older AS SELECT raw FROM partial").fetchall()
+    for table, promoted in (("partial", None), ("older", None), ("complete", "aws:cloudtrail")):
+        view = timeline_view_sql(con, table)
+        row = con.execute(f"SELECT {', '.join(PROMOTED_COLUMNS)} FROM ({view})").fetchall()
+        assert row[0][0] == promoted, table
+        assert set(row[0][2:]) == {None}, table

@@ -120,15 +120,18 @@ def _shared_folder(uris: Sequence[str]) -> str:
 
 def timeline_view_sql(con: Any, source: str) -> str:
     """SELECT over a timeline's rows with every column of the current schema: a timeline
-    written before the promoted columns (schema 1) reads them as NULL, which sends rules to
-    `raw` as for any row without them, so an older case still runs."""
-    from cloudir.analyze.schema import PROMOTED_COLUMNS
+    written before the promoted columns (schema 1), or before some of them, reads them all
+    as NULL (`promoted_from` too), which sends rules to `raw` as for any row without them,
+    so an older case still runs and finds the same."""
+    from cloudir.analyze.schema import PROMOTED_COLUMNS, PROMOTED_FROM
 
     names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    missing = "".join(
-        f", NULL::VARCHAR AS {quote_ident(c)}" for c in PROMOTED_COLUMNS if c not in names
-    )
-    return f"SELECT *{missing} FROM {source}"
+    missing = [c for c in PROMOTED_COLUMNS if c not in names]
+    if not missing:
+        return f"SELECT * FROM {source}"
+    unset = f" REPLACE (NULL::VARCHAR AS {PROMOTED_FROM})" if PROMOTED_FROM in names else ""
+    added = "".join(f", NULL::VARCHAR AS {quote_ident(c)}" for c in missing)
+    return f"SELECT *{unset}{added} FROM {source}"
 
 
 def quote_ident(name: str) -> str:
