@@ -114,7 +114,7 @@ from cloudir.analyze.timeline import ROW_GROUP_ROWS, _parquet_writer
 from cloudir.case import Case
 from cloudir.case_folder import ERRORS_FILE, SUMMARY_FILE, CasePaths
 
-GENERATOR_VERSION = 2  # 2: the promoted columns (schema 2)
+GENERATOR_VERSION = 3  # 2: the promoted columns (schema 2); 3: vpcEndpointId promoted
 DEFAULT_ROWS = 5_000_000
 # One Parquet file per chunk, as `cloudir timeline` writes one per chunk; at 5M rows its
 # chunks (32 MiB of gzip each) hold about 200,000 events.

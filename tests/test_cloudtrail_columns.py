@@ -141,7 +141,7 @@ def records(draw: st.DrawFn, odd: bool) -> dict[str, Any]:
     if draw(st.booleans()):
         record["eventName"] = "ConsoleLogin"
         record["responseElements"] = {"ConsoleLogin": draw(st.sampled_from(["Failure", "Success"]))}
-    for name in ("userAgent", "recipientAccountId", "awsRegion", "eventType"):
+    for name in ("userAgent", "recipientAccountId", "awsRegion", "eventType", "vpcEndpointId"):
         if draw(st.booleans()):
             record[name] = draw(value)
     for name in ("readOnly", "sessionCredentialFromConsole"):

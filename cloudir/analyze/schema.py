@@ -43,7 +43,7 @@ ROW_COLUMN_NAMES = [name for name, _, _ in COLUMNS]
 PROMOTED_FIELDS = (
     "eventSource", "eventName", "errorCode", "sourceIPAddress", "userAgent",
     "recipientAccountId", "awsRegion", "eventType", "readOnly",
-    "sessionCredentialFromConsole",
+    "sessionCredentialFromConsole", "vpcEndpointId",
     "userIdentity.type", "userIdentity.arn", "userIdentity.accountId",
     "userIdentity.accessKeyId", "userIdentity.userName", "userIdentity.principalId",
     "userIdentity.invokedBy", "userIdentity.sessionContext.attributes.mfaAuthenticated",

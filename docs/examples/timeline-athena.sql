@@ -29,6 +29,7 @@ CREATE EXTERNAL TABLE cloudir_timeline (
   raw_eventType string,
   raw_readOnly string,
   raw_sessionCredentialFromConsole string,
+  raw_vpcEndpointId string,
   raw_userIdentity_type string,
   raw_userIdentity_arn string,
   raw_userIdentity_accountId string,

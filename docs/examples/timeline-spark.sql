@@ -29,6 +29,7 @@ CREATE TABLE cloudir_timeline (
   raw_eventType STRING,
   raw_readOnly STRING,
   raw_sessionCredentialFromConsole STRING,
+  raw_vpcEndpointId STRING,
   raw_userIdentity_type STRING,
   raw_userIdentity_arn STRING,
   raw_userIdentity_accountId STRING,

@@ -189,6 +189,7 @@ class TypedView(msgspec.Struct):
     eventType: str | None = None
     readOnly: bool | str | None = None
     sessionCredentialFromConsole: bool | str | None = None
+    vpcEndpointId: str | None = None
     requestParameters: msgspec.Raw = NULL
     responseElements: msgspec.Raw = NULL
     CloudTrailEvent: msgspec.Raw = NULL
@@ -755,6 +756,7 @@ def promoted_columns(views: Sequence[TypedView | None]) -> list[list[Any]]:
         [None if view is None else view.eventType for view in views],
         [None if view is None else _flag(view.readOnly) for view in views],
         [None if view is None else _flag(view.sessionCredentialFromConsole) for view in views],
+        [None if view is None else view.vpcEndpointId for view in views],
         [None if identity is None else identity.type for identity in identities],
         [None if identity is None else identity.arn for identity in identities],
         [None if identity is None else identity.accountId for identity in identities],
