@@ -214,3 +214,37 @@ def test_records_with_cloudtrail_types_take_the_column_path(tmp_path: Path) -> N
     path.write_text(json.dumps({"Records": [record, record | {"errorCode": 5}]}))
     table, entries, blocks = _parse(lambda: ct.open_evidence(path))
     assert blocks == 0 and table.column("outcome").to_pylist() == ["success", "5"]
+
+
+@pytest.mark.parametrize("field", ["userAgent", "eventName", "errorMessage", "arn"])
+@pytest.mark.parametrize("shape", ["records", "lines"])
+def test_bytes_that_are_not_utf8_read_the_same_both_ways(
+    tmp_path: Path, field: str, shape: str
+) -> None:
+    """Invalid UTF-8 in any field, a delivery file or JSON lines: no record lost, the same
+    rows both ways, and promoted values as the stored (\\xNN) `raw` reads."""
+    record: dict[str, Any] = {
+        "eventTime": "2024-05-01T10:00:00Z",
+        "eventSource": "iam.amazonaws.com",
+        "eventName": "ListUsers",
+        "userAgent": "aws-cli/2",
+        "errorMessage": "denied",
+        "userIdentity": {"arn": "arn:aws:iam::111122223333:user/alice", "type": "IAMUser"},
+    }
+    marked = json.loads(json.dumps(record))
+    if field == "arn":
+        marked["userIdentity"]["arn"] = "MARK"
+    else:
+        marked[field] = "MARK"
+    bad = json.dumps(marked).encode().replace(b"MARK", b"x-\xff-y")
+    good = json.dumps(record).encode()
+    if shape == "records":
+        document = b'{"Records": [' + good + b", " + bad + b"]}"
+    else:
+        document = good + b"\n" + bad + b"\n"
+    path = tmp_path / "file.json"
+    path.write_bytes(document)
+    _assert_same(lambda: ct.open_evidence(path))
+    table, entries, _ = _parse(lambda: ct.open_evidence(path))
+    assert table.num_rows == 2
+    assert any("not valid UTF-8" in e["reason"] for e in entries)

@@ -32,6 +32,7 @@ from cloudir.analyze.parsers import (
     BATCH_ROWS,
     BY_CONTENT,
     BY_NAME,
+    JSON_SAFE_ESCAPE,
     NOT_MINE,
     BatchBuilder,
     ErrorLog,
@@ -434,9 +435,12 @@ def _items(document: bytes) -> Items:
 
 
 def _typed(decoder: msgspec.json.Decoder, document: bytes) -> Any:
+    """The document in `decoder`'s types, or None: a field of another type, or text that
+    is not UTF-8 (msgspec raises UnicodeDecodeError for it, not a DecodeError), sends its
+    records the row-at-a-time way, which keeps and logs such bytes."""
     try:
         return decoder.decode(document)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, UnicodeDecodeError):
         return None
 
 
@@ -491,6 +495,11 @@ def _view(raw: bytes | msgspec.Raw) -> RecordView:
         pass
     except msgspec.DecodeError as exc:
         raise NotCloudTrail(_json_error(exc)) from exc
+    except UnicodeDecodeError:
+        # a field the view reads holds bytes that are not UTF-8: read them as the row's
+        # `raw` will show them (\\xNN, logged when the batch is built)
+        raw = bytes(raw).decode("utf-8", JSON_SAFE_ESCAPE).encode()
+        return _view(raw)
     value = _ANY.decode(raw)
     if not isinstance(value, dict):
         raise NotCloudTrail("record is not a JSON object")
@@ -784,11 +793,22 @@ def promoted_from_raw(columns: list[Sequence[Any]]) -> list[list[Any]]:
     into a typed view, so a record gets the same promoted values whichever path read it."""
     views: list[TypedView | None] = []
     for artifact, raw in zip(columns[3], columns[-1], strict=True):
-        try:
-            views.append(_TYPED_VIEW.decode(raw) if artifact == ARTIFACT else None)
-        except msgspec.DecodeError:
-            views.append(None)
+        views.append(_typed_view(raw) if artifact == ARTIFACT else None)
     return promoted_columns(views)
+
+
+def _typed_view(raw: bytes | str) -> TypedView | None:
+    """The record's typed view, read from the text its `raw` column will hold: bytes that
+    are not UTF-8 as `\\xNN` (columns_to_batch keeps them so), so a promoted value is
+    always what a reader of `raw` finds."""
+    try:
+        return _TYPED_VIEW.decode(raw)
+    except UnicodeDecodeError:
+        if isinstance(raw, str):
+            return None
+        return _typed_view(raw.decode("utf-8", JSON_SAFE_ESCAPE))
+    except msgspec.DecodeError:
+        return None  # a field of another type: its rules read `raw`
 
 
 def _typed_target(view: TypedView) -> str | None:

@@ -124,7 +124,7 @@ class FieldPlan:
         typed = sql
         for member, parts in sorted(self.raw_members.items(), key=lambda m: -len(m[0])):
             read = f"json_extract_string(raw, {sql_str(json_path(parts))})"
-            typed = typed.replace(member, read)
+            typed = typed.replace(member, f"(CASE WHEN {may_hold_key(parts[-1])} THEN {read} END)")
         return f"(CASE WHEN {UNPROMOTED} THEN {sql} ELSE {typed} END)"
 
     # Where a rule reads `raw` on rows with promoted columns. For each condition SQL the
@@ -261,8 +261,7 @@ class FieldPlan:
             listed = ", ".join(sql_str(json_path(p)) for p in prefixes)
             has_array = f"list_contains(json_type(raw, [{listed}]), 'ARRAY')"
             # the leaf's key must be in the text at all: a substring test spares the parse
-            has_key = f"contains(raw, {sql_str(json.dumps(parts[-1])[1:-1])})"
-            tests.append(f"({value} IS NULL AND {has_key} AND {has_array})")
+            tests.append(f"({value} IS NULL AND {may_hold_key(parts[-1])} AND {has_array})")
             branches = [
                 f"WHEN json_type(raw, {sql_str(json_path(prefix))}) = 'ARRAY' "
                 f"THEN {_gather(parts, len(prefix))}"
@@ -293,6 +292,14 @@ class FieldPlan:
 
 
 _UNKNOWN = object()
+
+
+def may_hold_key(key: str) -> str:
+    """False only where the record in `raw` cannot have `key` as a key: its text holds
+    neither the key as JSON writes it nor any backslash (an escape may spell any character
+    of a key another way). A substring test, so a row's parse is spared where it fails."""
+    written = json.dumps(key, ensure_ascii=False)
+    return f"(contains(raw, {sql_str(written)}) OR contains(raw, '\\'))"
 
 
 def _ungrouped(sql: str) -> str:
