@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from cloudir import __version__
 from cloudir.analyze.duck import sql_str
+from cloudir.analyze.schema import PROMOTED_ARTIFACT
 from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupported, alert_count
 from cloudir.analyze.sigma.correlation import from_rule as correlation_from_rule
 from cloudir.analyze.sigma.correlation import run as run_correlation
@@ -575,6 +576,8 @@ def raw_guard(backend: Any, queries: Sequence[str], logsource: LogSource) -> str
     """Where the rule may read a non-promoted field on a row with promoted columns: its
     logsource, and what the conversion knows holds wherever it does (FieldPlan.reach)."""
     fields = backend.fields
+    if PROMOTED_ARTIFACT not in logsource.artifacts:
+        return None  # its rows never have promoted columns: `_f` is there for all of them
     reach = "false"
     for query in queries:  # one rule may convert to several
         one = fields.reach(query)

@@ -51,6 +51,7 @@ PROMOTED_FIELDS = (
     "userIdentity.sessionContext.sessionIssuer.arn",
     "userIdentity.sessionContext.sessionIssuer.userName",
 )  # fmt: skip
+PROMOTED_ARTIFACT = "aws:cloudtrail"  # the only rows that fill them (parsers/cloudtrail.py)
 PROMOTED_FROM = "promoted_from"
 """The column saying whose fields the promoted columns hold ("aws:cloudtrail"); NULL means
 they are not filled for the row (a record of another shape), and readers go to `raw`."""

@@ -44,6 +44,7 @@ from cloudir.analyze.parsers import (
     columns_to_batch,
     register,
 )
+from cloudir.analyze.schema import PROMOTED_ARTIFACT
 from cloudir.sniff import sniff
 
 _INFLATE: Any = zlib
@@ -59,7 +60,7 @@ except ImportError:  # a platform without an isal wheel: zlib, the same bytes, s
 MAX_DOCUMENT_BYTES = 128 << 20
 ONE_SHOT_BYTES = 32 << 20
 SOURCE = "cloudtrail"
-ARTIFACT = "aws:cloudtrail"
+ARTIFACT = PROMOTED_ARTIFACT  # "aws:cloudtrail": the rows that fill the promoted columns
 TIME_DESC = "Event Time"
 NULL = msgspec.Raw(b"null")
 
@@ -759,7 +760,7 @@ def promoted_columns(views: Sequence[TypedView | None]) -> list[list[Any]]:
     attributes = [None if context is None else context.attributes for context in contexts]
     issuers = [None if context is None else context.sessionIssuer for context in contexts]
     return [
-        [None if view is None else ARTIFACT for view in views],
+        [None if view is None else PROMOTED_ARTIFACT for view in views],
         [None if view is None else view.eventSource for view in views],
         [None if view is None else view.eventName for view in views],
         [None if view is None else view.errorCode for view in views],

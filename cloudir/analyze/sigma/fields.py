@@ -180,11 +180,14 @@ class FieldPlan:
 
     def typed_sql(self, sql: str) -> str | None:
         """`sql` as it reads on a row with promoted columns, before `_f` exists: each
-        promoted field as its column, lower() inline; None if it needs more than that."""
+        promoted field as its column, lower() inline; None if it needs more than that,
+        or reads `raw` (a gate evaluated on every CloudTrail row must stay cheap)."""
         sql = self.resolve(sql, shared=False)
         for value, column in self.promoted_values.items():
             sql = sql.replace(value, column)
-        return None if "_f." in sql or "_c_" in sql else sql
+        if "_f." in sql or "_c_" in sql or _READS_RAW.search(sql):
+            return None
+        return sql
 
     def _place(self, parts: tuple[str, ...]) -> bool:
         node = self.tree
@@ -292,6 +295,7 @@ class FieldPlan:
 
 
 _UNKNOWN = object()
+_READS_RAW = re.compile(r'\braw\b|"raw"')  # the column itself, not a raw_<path> column
 
 
 def may_hold_key(key: str) -> str:
