@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from cloudir.analyze import parsers
 from cloudir.analyze.parsers import ErrorLog, recognise_kind
 from cloudir.analyze.parsers import route53_resolver as resolver
+from cloudir.analyze.schema import PROMOTED_COLUMNS
 from cloudir.safe_text import _CONTROL as CONTROL
 from tests.conftest import cloudir, query, records_gz
 from tests.route53_resolver_logs import (
@@ -48,6 +49,8 @@ def test_the_aws_documentation_example_is_one_row_with_its_columns() -> None:
     assert errors == []
     [row] = rows
     line = DOC_EXAMPLE.read_text().rstrip("\n")
+    # not a CloudTrail record: the promoted columns stay NULL and rules read `raw`
+    assert [row.pop(name) for name in PROMOTED_COLUMNS] == [None] * len(PROMOTED_COLUMNS)
     assert {k: v for k, v in row.items() if k != "event_id"} == {
         "timestamp": datetime(2021, 2, 4, 17, 51, 55, tzinfo=UTC),
         "timestamp_desc": "Query Time",
