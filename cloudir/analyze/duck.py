@@ -118,14 +118,22 @@ def _shared_folder(uris: Sequence[str]) -> str:
     return "/".join(steps)
 
 
-def timeline_view_sql(con: Any, source: str) -> str:
+def timeline_view_sql(con: Any, source: str, promoted: bool = True) -> str:
     """SELECT over a timeline's rows with every column of the current schema: a timeline
     written before the promoted columns (schema 1), or before some of them, reads them all
     as NULL (`promoted_from` too), which sends rules to `raw` as for any row without them,
-    so an older case still runs and finds the same."""
+    so an older case still runs and finds the same.
+
+    Without `promoted`: the event's own columns only, as `cloudir query` shows them. The
+    promoted ones are copies of fields in `raw` for the rules; 37 columns made `SELECT *`
+    unreadable in a terminal, and `raw->>'userAgent'` reads the same value."""
     from cloudir.analyze.schema import PROMOTED_COLUMNS, PROMOTED_FROM
 
     names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if not promoted:
+        present = [quote_ident(c) for c in PROMOTED_COLUMNS if c in names]
+        hidden = f" EXCLUDE ({', '.join(present)})" if present else ""
+        return f"SELECT *{hidden} FROM {source}"
     missing = [c for c in PROMOTED_COLUMNS if c not in names]
     if not missing:
         return f"SELECT * FROM {source}"

@@ -59,27 +59,30 @@ def timeline_files(case: Case) -> list[TimelinePart]:
     return files
 
 
-def connect(case: Case) -> Any:
-    """A connection with the view `timeline` over the case's Parquet files (not sealed)."""
+def connect(case: Case, promoted: bool = True) -> Any:
+    """A connection with the view `timeline` over the case's Parquet files (not sealed);
+    without `promoted`, without the promoted columns (duck.timeline_view_sql)."""
     from cloudir.analyze.duck import connect as duck_connect
     from cloudir.analyze.duck import timeline_source, timeline_view_sql
 
     con = duck_connect()
     source = timeline_source(con, timeline_files(case))
-    con.execute(f"CREATE VIEW timeline AS {timeline_view_sql(con, source)}").fetchall()
+    view = timeline_view_sql(con, source, promoted)
+    con.execute(f"CREATE VIEW timeline AS {view}").fetchall()
     return con
 
 
 @contextlib.contextmanager
 def sealed(case: Case) -> Iterator[Any]:
-    """The timeline view on a connection that can read nothing else and write nothing.
+    """The timeline view `cloudir query` reads (the event's own columns, not the
+    promoted copies) on a connection that can read nothing else and write nothing.
 
     DuckDB spills big sorts and joins to a private scratch folder in the system's temp
     (outside the case, which may be on read-only media), removed afterwards.
     """
     from cloudir.analyze.duck import seal, sql_str
 
-    con = connect(case)
+    con = connect(case, promoted=False)
     try:
         with tempfile.TemporaryDirectory(prefix="cloudir-query-") as scratch:
             con.execute(f"SET temp_directory = {sql_str(scratch)}").fetchall()

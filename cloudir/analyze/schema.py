@@ -37,7 +37,7 @@ ROW_COLUMN_NAMES = [name for name, _, _ in COLUMNS]
 
 # Fields of the record in `raw` that many rules compare, copied into columns of their own
 # when the timeline is written (schema 2, issue 20): a rule reads a small dictionary
-# column instead of parsing every row's JSON, which was most of `cloudir detect`'s time.
+# column instead of parsing every row's JSON (docs/detection.md has what that saves).
 # The path in the record, as rules name it; each is a string, or "true"/"false" for a
 # boolean, exactly as DuckDB's json_transform renders the value (NULL when absent).
 PROMOTED_FIELDS = (

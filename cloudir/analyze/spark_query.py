@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from cloudir.analyze.query import timeline_files, write_arrow, write_atomically
+from cloudir.analyze.schema import PROMOTED_COLUMNS
 from cloudir.case import Case
 from cloudir.engines.spark_parquet import read_parquet
 from cloudir.errors import UsageError
@@ -71,11 +72,14 @@ _SUBQUERY = "org.apache.spark.sql.catalyst.expressions.SubqueryExpression"
 
 
 def sealed_session(spark: Any, case: Case) -> Any:
-    """A session of its own with the view `timeline` over the case's Parquet files."""
+    """A session of its own with the view `timeline` over the case's Parquet files: the
+    event's own columns, as the DuckDB path's `cloudir query` shows them (no promoted
+    copies; duck.timeline_view_sql)."""
     session = spark.newSession()
     session.conf.set("spark.sql.runSQLOnFiles", "false")
     session.conf.set("spark.sql.session.timeZone", "UTC")
-    read_parquet(session, timeline_files(case)).createOrReplaceTempView(VIEW)
+    rows = read_parquet(session, timeline_files(case)).drop(*PROMOTED_COLUMNS)
+    rows.createOrReplaceTempView(VIEW)
     return session
 
 
