@@ -872,8 +872,9 @@ def findings_from(
     With `parts`, run_rules gathered the automation calls (AUTOMATION_CALLS) with the scan.
     """
     findings = []
+    found_rows(con, hits)
     if hits:
-        automation_baseline(con, AUTOMATION_CALLS if parts is not None else None)
+        automation_baseline(con, AUTOMATION_CALLS if parts is not None else None, FOUND)
     for n, event_ids in hits.items():
         rule = ruleset.rules[n]
         con.execute(
@@ -883,12 +884,12 @@ def findings_from(
             f"list_sort(list_distinct(list(e_{name}::VARCHAR)))" for name in ENTITY_FIELDS
         )
         first, last, *values = con.execute(
-            f"SELECT min(timestamp), max(timestamp), {columns} FROM _hits "
+            f"SELECT min(timestamp), max(timestamp), {columns} FROM {FOUND} "
             "WHERE event_id IN (SELECT id FROM _ids)"
         ).fetchall()[0]
         # a detection rule's own rows; a correlation's events are other rules' rows
         where = "event_id IN (SELECT id FROM _ids)" if rule.correlation else f"h{n}"
-        triage = finding_triage(con, where)
+        triage = finding_triage(con, where, FOUND)
         level, level_note = shown_level(rule.level, triage["outcome"], rule.about_failure)
         finding: dict[str, Any] = {
             "rule_id": rule.rule_id,
@@ -919,6 +920,28 @@ def findings_from(
             finding["alerts"] = alert_count(con, n)
         findings.append(finding)
     return rank_findings(findings)
+
+
+FOUND = "_found"  # the `_hits` rows of the findings' events
+
+
+def found_rows(con: Any, hits: dict[int, list[str]]) -> None:
+    """`_found`: every `_hits` row of an event some finding reports (all its copies).
+
+    The findings read only these. `_hits` also holds every row of the broad base rules
+    (every read-only call feeds the discovery-burst correlation: half the rows of a busy
+    account), and each finding's statements scanning all of it cost more at 5M rows than
+    the scan's tenth; a finding's rows, a detection rule's (`h<n>`) as a correlation's
+    events, are all in `_found`, so every result is the same.
+    """
+    found = sorted({event_id for ids in hits.values() for event_id in ids})
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _found_ids AS SELECT unnest(?::VARCHAR[]) AS id", [found]
+    ).fetchall()
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {FOUND} AS "
+        "SELECT * FROM _hits WHERE event_id IN (SELECT id FROM _found_ids)"
+    ).fetchall()
 
 
 def _iso(moment: Any) -> str:
@@ -1065,22 +1088,26 @@ def _write_parquet(con: Any, path: Path, findings: list[dict[str, Any]]) -> None
 
     Written by cloudir through pyarrow, batch by batch: the sealed connection cannot write.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pairs = [(f["rule_id"], f["title"], f["level"], e) for f in findings for e in f["event_ids"]]
     names = ["rule_id", "title", "level", "event_id"]
     columns = list(zip(*pairs, strict=True)) if pairs else [() for _ in names]
-    con.register("_pairs", pa.table([pa.array(c, pa.string()) for c in columns], names=names))
+    # unnest of lists, not con.register(): registering imports pandas (half a second)
+    listed = ", ".join(f"unnest(?::VARCHAR[]) AS {name}" for name in names)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _pairs AS SELECT {listed}", [list(c) for c in columns]
+    ).fetchall()
     entities = ", ".join(f"h.e_{name} AS {name}" for name in ENTITY_FIELDS)
     # An event with disagreeing copies has several _hits rows: the one shown is chosen by
     # content, not by which row came first, so the file is the same on every run and engine.
-    copy_order = ", ".join(["timestamp", *(f"e_{name}" for name in ENTITY_FIELDS)])
+    # Only the findings' events are sorted (`_found`, see found_rows).
+    copy = ["timestamp", *(f"e_{name}" for name in ENTITY_FIELDS)]
     reader = con.sql(
         f"""SELECT p.rule_id, p.title, p.level, p.event_id, h.timestamp, {entities}
             FROM _pairs p JOIN (
-                SELECT DISTINCT ON (event_id) * FROM _hits
-                ORDER BY event_id, {copy_order.replace(", ", " NULLS LAST, ")} NULLS LAST
+                SELECT DISTINCT ON (event_id) event_id, {", ".join(copy)} FROM {FOUND}
+                ORDER BY event_id, {" NULLS LAST, ".join(copy)} NULLS LAST
             ) h USING (event_id)
             ORDER BY h.timestamp, p.rule_id, p.event_id"""
     ).to_arrow_reader()

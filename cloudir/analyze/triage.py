@@ -163,8 +163,8 @@ def event_columns(field: FieldSql) -> list[str]:
 AUTOMATION_CALLS = "_automation_calls"  # detect's table of automation_calls_sql's rows
 
 
-def automation_baseline(con: Any, calls: str | None = None) -> None:
-    """`_automation`: for each identity seen in a matched CloudTrail event, the IP addresses
+def automation_baseline(con: Any, calls: str | None, matched: str) -> None:
+    """`_automation`: for each identity seen in a CloudTrail event of `matched`, the addresses
     it made automation calls from anywhere in the case, and when it first did.
 
     One pass over the timeline rows of those identities only (their `user` column is
@@ -175,7 +175,7 @@ def automation_baseline(con: Any, calls: str | None = None) -> None:
     """
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _automation_wanted AS
-            SELECT DISTINCT {identity_sql("e_principals")} AS ident FROM _hits
+            SELECT DISTINCT {identity_sql("e_principals")} AS ident FROM {matched}
             WHERE t_actor IS NOT NULL AND e_principals IS NOT NULL"""
     ).fetchall()
     empty = (
@@ -225,9 +225,9 @@ def _earliest_automation_sql(rows: str) -> str:
         FROM ({plan.scan_sql(rows)}) WHERE ({kind}) = {sql_str(AUTOMATION)} GROUP BY ALL"""
 
 
-def finding_triage(con: Any, where: str) -> dict[str, Any]:
-    """Outcome, actor and misuse of one finding, whose events are `_hits` rows `where`
-    selects.
+def finding_triage(con: Any, where: str, matched: str) -> dict[str, Any]:
+    """Outcome, actor and misuse of one finding, whose events are the rows `where` selects
+    of `matched` (`_hits`, or detect's `_found`: the rows of the findings' events).
 
     Misuse of an automation identity, which makes automation rank with people:
     - by hand: a role or user NAMED as automation (`actors.AUTOMATION_IDENTITIES`) used
@@ -249,12 +249,12 @@ def finding_triage(con: Any, where: str) -> dict[str, Any]:
                  WHERE a.ident = {ident} AND a.src_ip = r.e_source_ips)
               > (SELECT min(first_seen) FROM _automation a WHERE a.ident = {ident}),
             false) AS new_address
-        FROM _hits r WHERE {where}"""
+        FROM {matched} r WHERE {where}"""
     groups = con.execute(
         f"""SELECT t_actor, t_detail, count(*), count(*) FILTER (WHERE {SUCCESS_SQL}),
                 count(*) FILTER (WHERE {FAILURE_SQL}),
                 count(*) FILTER (WHERE t_actor = {sql_str(AUTOMATION)} OR t_named IS NOT NULL)
-            FROM _hits WHERE {where} GROUP BY ALL"""
+            FROM {matched} WHERE {where} GROUP BY ALL"""
     ).fetchall()
     succeeded = sum(g[3] for g in groups)
     failed = sum(g[4] for g in groups)
