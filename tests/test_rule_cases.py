@@ -455,3 +455,37 @@ def test_promoted_columns_change_no_finding(
     unpromoted = run_detect(case)
     assert unpromoted.skipped == aws_run.skipped
     assert unpromoted.fired == aws_run.fired
+
+
+def test_context_tables_equal_the_aggregates_over_the_timeline(aws_run: DetectRun) -> None:
+    """The computed fields' tables detect makes before its scan (one read of the rare
+    rows' `raw` into `_rare`, the promoted columns elsewhere) hold exactly the aggregates
+    each field's statement gives over the whole timeline, the way Spark's parts and the
+    fields' first version read it."""
+    from cloudir.analyze import detect
+    from cloudir.analyze.query import connect
+    from cloudir.analyze.sigma.context import CONTEXTS
+    from cloudir.case import Case
+
+    assert aws_run.case is not None
+    con = connect(Case.open(aws_run.case))
+    detect.register_functions(con)
+    rules = detect.load_rules(detect.rule_files([], True), con)
+    plan = rules.backend.fields
+    assert set(plan.context) == set(CONTEXTS)  # the shipped rules read every field
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        found = con.execute(sql).fetchall()
+        return sorted(
+            (tuple(sorted(v, key=repr) if isinstance(v, list) else v for v in r) for r in found),
+            key=repr,
+        )
+
+    tables = detect.context_tables(con, plan)
+    assert con.execute("SELECT count(*) FROM _rare").fetchall()[0][0] > 0
+    filled = 0
+    for name, context in CONTEXTS.items():
+        made = rows(f"SELECT * FROM {tables[name]}")
+        assert made == rows(context.table_sql()), name
+        filled += bool(made)
+    assert filled == len(CONTEXTS)  # each field's cases gave it facts: the check means something

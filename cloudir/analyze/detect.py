@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from cloudir import __version__
 from cloudir.analyze.duck import sql_str
-from cloudir.analyze.schema import PROMOTED_ARTIFACT
+from cloudir.analyze.schema import PROMOTED_ARTIFACT, PROMOTED_FROM
+from cloudir.analyze.sigma.context import FactSources
 from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupported, alert_count
 from cloudir.analyze.sigma.correlation import from_rule as correlation_from_rule
 from cloudir.analyze.sigma.correlation import run as run_correlation
@@ -720,7 +721,8 @@ def run_rules(
     }
     filtered = {n: ks for n, ks in filtered.items() if ks}
     if parts is None:
-        select = hits_sql(ruleset, suppressions, filtered)
+        tables = context_tables(con, ruleset.backend.fields)
+        select = hits_sql(ruleset, suppressions, filtered, tables)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {select}").fetchall()
     else:
         tables = gather_context(con, ruleset.backend.fields, parts)
@@ -795,6 +797,38 @@ def hits_sql(
             )"""
 
 
+def context_tables(con: Any, plan: Any) -> dict[str, str]:
+    """The computed fields' tables, made before the scan from the whole timeline: field
+    name -> temp table of `con` that the scan joins.
+
+    Each field's facts read the timeline's cheap columns; the few rows whose `raw` some
+    facts read (context.rare_rows_sql) are read into `_rare` once. Where every CloudTrail
+    row has promoted columns no other fact reads `raw`, which DuckDB decompresses whole
+    for any statement that names it: one read of it for all the fields, not one each.
+    """
+    from cloudir.analyze.sigma.context import CONTEXTS, RARE_READERS, rare_rows_sql
+
+    used = [(name, CONTEXTS[name]) for name in sorted(plan.context)]
+    if not used:
+        return {}
+    untyped = con.execute(
+        f"SELECT EXISTS (SELECT 1 FROM timeline WHERE artifact = {sql_str(PROMOTED_ARTIFACT)} "
+        f"AND {PROMOTED_FROM} IS NULL)"
+    ).fetchall()[0][0]
+    rare = "timeline"
+    if any(name in RARE_READERS for name, _ in used):
+        rare = "_rare"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS {rare_rows_sql()}").fetchall()
+    sources = FactSources(rows="timeline", rare=rare, typed=not untyped)
+    tables = {}
+    for name, context in used:
+        table = f"_table{context.column}"
+        facts = f"({context.partial(sources)})"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {context.final(facts)}").fetchall()
+        tables[name] = table
+    return tables
+
+
 def gather_context(con: Any, plan: Any, parts: TimelineParts) -> dict[str, str]:
     """The computed fields' tables, from each part's facts (context.Context): field name
     -> temp table of `con` that the scan joins instead of computing the aggregate.
@@ -807,7 +841,7 @@ def gather_context(con: Any, plan: Any, parts: TimelineParts) -> dict[str, str]:
     used = [(name, CONTEXTS[name]) for name in sorted(plan.context)]
     if not used:
         return {}
-    parts.gather(con, [Gather(f"_facts{c.column}", c.partial()) for _, c in used])
+    parts.gather(con, [Gather(f"_facts{c.column}", c.partial(FactSources())) for _, c in used])
     tables = {}
     for name, context in used:
         facts, table = f"_facts{context.column}", f"_table{context.column}"

@@ -95,6 +95,23 @@ CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
 
 
 @dataclass(frozen=True)
+class FactSources:
+    """Where a computed field's facts are read from.
+
+    `rows` is the timeline (or a part of it). `rare` holds at least its CloudTrail rows of
+    RARE_ACTIONS, the few calls whose `raw` some facts read (group membership changes,
+    Lambda deploys, instance launches): detect's DuckDB path reads them into a small table
+    once, so the timeline's `raw`, which every reference makes DuckDB decompress whole,
+    is read by one statement instead of one per field. `typed` says every CloudTrail row
+    of `rows` has promoted columns: then no other fact reads `raw` at all.
+    """
+
+    rows: str = "timeline"
+    rare: str = "timeline"
+    typed: bool = False
+
+
+@dataclass(frozen=True)
 class Context:
     """A computed field that needs the whole timeline: an aggregate joined to each row.
 
@@ -108,14 +125,14 @@ class Context:
 
     column: str  # the scan's column holding the field's value
     alias: str  # the joined table's name in the scan
-    partial: Callable[[], str]  # SELECT over `timeline`: grouped facts, re-aggregable
+    partial: Callable[[FactSources], str]  # SELECT over the sources: grouped facts
     final: Callable[[str], str]  # relation of partial rows -> the table the scan joins
     on: Callable[[Any], str]  # FieldPlan -> the join condition
     value: Callable[[Any], str]  # FieldPlan -> the value's SQL over the row and the join
 
     def table_sql(self) -> str:
         """The joined table over the whole timeline, in one statement."""
-        return self.final(f"({self.partial()})")
+        return self.final(f"({self.partial(FactSources())})")
 
     def join(self, plan: Any, table: str | None = None) -> str:
         """The LEFT JOIN of the scan: to the aggregate, or to `table` already holding it."""
@@ -195,20 +212,27 @@ def _key(plan: Any) -> str:
     return _raw(plan, "userIdentity.accessKeyId")
 
 
-def _promoted_or_raw(*paths: str) -> tuple[str, str]:
-    """The paths' values as a row with promoted columns holds them (no parse), and as
-    `raw` gives them otherwise: for the facts' reads of the timeline, outside the scan."""
+def _promoted_or_raw_when(sources: FactSources, holds: str | None, *paths: str) -> str:
+    """The paths' values as a list: from the promoted columns of a row that has them (no
+    parse), else from `raw` (only where `raw` contains `holds`, when given). For the
+    facts' reads of the timeline, outside the scan; with `sources.typed`, no reference to
+    `raw` at all, so DuckDB does not read it."""
     columns = ", ".join(quote_ident(promoted_column(path)) for path in paths)
+    if sources.typed:
+        return f"[{columns}]"
     reads = ", ".join(sql_str("$." + path) for path in paths)
-    return f"[{columns}]", f"json_extract_string(raw, [{reads}])"
+    when = f"contains(raw, {holds})" if holds else "true"
+    return (
+        f"CASE WHEN {PROMOTED_FROM} IS NOT NULL THEN [{columns}] "
+        f"WHEN {when} THEN json_extract_string(raw, [{reads}]) END"
+    )
 
 
-def _key_partial() -> str:
-    promoted, parsed = _promoted_or_raw("userIdentity.accessKeyId")
+def _key_partial(sources: FactSources) -> str:
+    key = _promoted_or_raw_when(sources, "'\"AKIA'", "userIdentity.accessKeyId")
     return f"""SELECT k AS _ck_key, ip AS _ck_ip, min(timestamp) AS _ck_first FROM (
-            SELECT timestamp, lower(src_ip) AS ip, (CASE WHEN {PROMOTED_FROM} IS NOT NULL
-                THEN {promoted} WHEN contains(raw, '"AKIA') THEN {parsed} END)[1] AS k
-            FROM timeline WHERE {CLOUDTRAIL}
+            SELECT timestamp, lower(src_ip) AS ip, ({key})[1] AS k
+            FROM {sources.rows} WHERE {CLOUDTRAIL}
         ) WHERE starts_with(k, 'AKIA') AND ip IS NOT NULL GROUP BY ALL"""
 
 
@@ -233,15 +257,13 @@ def _key_value(plan: Any) -> str:
 # -- cloudir.key_new_agent_family -------------------------------------------------------------
 
 
-def _agent_partial() -> str:
+def _agent_partial(sources: FactSources) -> str:
     # the promoted columns, else one parse of `raw` for both values, and only of the rows
     # that may hold a key: the others are dropped (k is NULL), so their agent is not needed
-    promoted, parsed = _promoted_or_raw("userAgent", "userIdentity.accessKeyId")
+    values = _promoted_or_raw_when(sources, "'\"AKIA'", "userAgent", "userIdentity.accessKeyId")
     return f"""SELECT k AS _ca_key, ua AS _ca_agent, min(timestamp) AS _ca_seen FROM (
             SELECT timestamp, v[1] AS ua, v[2] AS k FROM (
-                SELECT timestamp, CASE WHEN {PROMOTED_FROM} IS NOT NULL THEN {promoted}
-                    WHEN contains(raw, '"AKIA') THEN {parsed} END AS v
-                FROM timeline WHERE {CLOUDTRAIL})
+                SELECT timestamp, {values} AS v FROM {sources.rows} WHERE {CLOUDTRAIL})
         ) WHERE starts_with(k, 'AKIA') GROUP BY ALL"""
 
 
@@ -276,6 +298,7 @@ def _agent_value(plan: Any) -> str:
 
 # The rows the field has a value on: an IAM user's CloudTrail call naming a group.
 _GROUP_CALL = "requestParameters.groupName"
+_GROUP_CHANGES = ("iam.amazonaws.com:AddUserToGroup", "iam.amazonaws.com:RemoveUserFromGroup")
 
 
 def _membership_key(account: str, group: str, user: str) -> str:
@@ -290,7 +313,7 @@ def _group_rows(plan: Any) -> str:
     )
 
 
-def _group_partial() -> str:
+def _group_partial(sources: FactSources) -> str:
     """Each (account, group, user)'s membership changes, one per second.
 
     Changes in the same second are one change, a removal winning: which came first is not
@@ -303,8 +326,8 @@ def _group_partial() -> str:
     )  # fmt: skip
     return f"""SELECT {change} AS _cg_key, timestamp AS _cg_time,
             bool_and(action = 'iam.amazonaws.com:AddUserToGroup') AS _cg_member
-        FROM timeline WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
-            'iam.amazonaws.com:AddUserToGroup', 'iam.amazonaws.com:RemoveUserFromGroup')
+        FROM {sources.rare} WHERE {CLOUDTRAIL} AND outcome = 'success' AND action IN (
+            {_in(_GROUP_CHANGES)})
         GROUP BY ALL HAVING _cg_key IS NOT NULL"""
 
 
@@ -334,24 +357,30 @@ def _group_value(plan: Any) -> str:
 
 # -- cloudir.instance_address -----------------------------------------------------------------
 
+_INSTANCE_CALLS = ("ec2.amazonaws.com:RunInstances", "ec2.amazonaws.com:AssociateAddress")
 # Keys of RunInstances' responseElements that hold one of the instance's addresses, at any
 # depth of an instance item (the instance, its network interfaces, their associations).
 _ADDRESS_KEYS = "privateIpAddress|ipAddress|publicIp|ipv6Address"
 INSTANCE_ROWS = f"{CLOUDTRAIL} AND starts_with(host, 'i-')"
 
 
-def _instance_partial() -> str:
-    """One read of the timeline for the three sources of an instance's addresses: a
+def _instance_partial(sources: FactSources) -> str:
+    """One read of each source for the three sources of an instance's addresses: a
     materialised CTE of the few rows they read (`raw` only of RunInstances and
-    AssociateAddress, the user agent of instance profile calls), each source then selecting
-    its own rows from it exactly as from the timeline."""
-    calls = "'ec2.amazonaws.com:RunInstances', 'ec2.amazonaws.com:AssociateAddress'"
-    user_agent = _promoted_or_raw("userAgent")
-    rows = f"""SELECT artifact, action, host, src_ip,
-            CASE WHEN action IN ({calls}) THEN raw END AS raw,
-            CASE WHEN {INSTANCE_ROWS} THEN (CASE WHEN {PROMOTED_FROM} IS NOT NULL
-                THEN {user_agent[0]} ELSE {user_agent[1]} END)[1] END AS ua
-        FROM timeline WHERE {CLOUDTRAIL} AND (action IN ({calls}) OR {INSTANCE_ROWS})"""
+    AssociateAddress, from `sources.rare`; the user agent of instance profile calls), each
+    source then selecting its own rows from it exactly as from the timeline."""
+    calls = _in(_INSTANCE_CALLS)
+    user_agent = _promoted_or_raw_when(sources, None, "userAgent")
+    agents = f"CASE WHEN {INSTANCE_ROWS} THEN ({user_agent})[1] END AS ua"
+    if sources.rare == sources.rows:
+        rows = f"""SELECT artifact, action, host, src_ip,
+                CASE WHEN action IN ({calls}) THEN raw END AS raw, {agents}
+            FROM {sources.rows} WHERE {CLOUDTRAIL} AND (action IN ({calls}) OR {INSTANCE_ROWS})"""
+    else:  # a call both launching and made by an instance is in both: each reads its own
+        rows = f"""SELECT artifact, action, host, src_ip, NULL AS raw, {agents}
+            FROM {sources.rows} WHERE {INSTANCE_ROWS}
+            UNION ALL SELECT artifact, action, host, src_ip, raw, NULL AS ua
+            FROM {sources.rare} WHERE {CLOUDTRAIL} AND action IN ({calls})"""
     launched = f"""SELECT json_extract_string(item, '$.instanceId') AS instance,
             unnest(regexp_extract_all(CAST(item AS VARCHAR),
                 '"(?:{_ADDRESS_KEYS})"\\s*:\\s*"([^"]+)"', 1)) AS address
@@ -402,14 +431,14 @@ def _function_key(account: str, region: str, function: str) -> str:
     return f"({account} || '/' || {region} || '/' || regexp_extract({function}, '([^:]+)$', 1))"
 
 
-def _deploy_partial() -> str:
+def _deploy_partial(sources: FactSources) -> str:
     read = "json_extract_string(raw, '$.{}')".format
     function = _function_key(
         read("recipientAccountId"), read("awsRegion"), read("requestParameters.functionName")
     )
     return f"""SELECT {function} AS _cl_function, {identity_sql("user")} AS _cl_principal,
             min(timestamp) AS _cl_first
-        FROM timeline WHERE {DEPLOY_ROWS} AND outcome = 'success'
+        FROM {sources.rare} WHERE {DEPLOY_ROWS} AND outcome = 'success'
         GROUP BY ALL HAVING _cl_function IS NOT NULL"""
 
 
@@ -450,10 +479,10 @@ DISCOVERY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL AND {_VERB} <> ''"
 _BUCKET = f"floor(epoch(timestamp) / {DISCOVERY_BUCKET_SECONDS})"
 
 
-def _discovery_partial() -> str:
+def _discovery_partial(sources: FactSources) -> str:
     return f"""SELECT user AS _cd_user, {_BUCKET} AS _cd_bucket,
             lower(split_part(action, ':', 2)) AS _cd_call
-        FROM timeline WHERE {DISCOVERY_ROWS} GROUP BY ALL"""
+        FROM {sources.rows} WHERE {DISCOVERY_ROWS} GROUP BY ALL"""
 
 
 def _discovery_final(partial: str) -> str:
@@ -483,11 +512,11 @@ _ACTION_FAMILY = (
 FAMILY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL"
 
 
-def _family_partial() -> str:
+def _family_partial(sources: FactSources) -> str:
     codes = ", ".join(f"'{code}'" for code in DENIED)
     return f"""SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
             count(*) FILTER (WHERE outcome IN ({codes})) AS _cf_denied, count(*) AS _cf_calls
-        FROM timeline WHERE {FAMILY_ROWS} GROUP BY ALL"""
+        FROM {sources.rows} WHERE {FAMILY_ROWS} GROUP BY ALL"""
 
 
 def _family_final(partial: str) -> str:
@@ -545,6 +574,24 @@ CONTEXTS: dict[str, Context] = {
         _discovery_value,
     ),
 }
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(sql_str(v) for v in values)
+
+
+# The fields whose facts read FactSources.rare.
+RARE_READERS = frozenset(
+    {"cloudir.caller_in_group", "cloudir.instance_address", "cloudir.lambda_new_deployer"}
+)
+
+
+def rare_rows_sql(rows: str = "timeline") -> str:
+    """The rows FactSources.rare must hold: the CloudTrail calls whose `raw` the facts of
+    caller_in_group, instance_address and lambda_new_deployer read."""
+    return f"""SELECT * FROM {rows} WHERE {CLOUDTRAIL} AND (
+        action IN ({_in(_GROUP_CHANGES + _INSTANCE_CALLS)})
+        OR regexp_matches(action, '{_DEPLOY_ACTION}'))"""
 
 
 def with_context(scan: str, plan: Any, tables: dict[str, str] | None = None) -> str:
