@@ -258,15 +258,26 @@ class DuckDBBackend(sqliteBackend):
     def convert_condition_field_eq_val_str(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> Any:
-        """A plain value (no wildcard) compares lower-cased: cheaper than ILIKE."""
+        """A plain value (no wildcard) compares lower-cased: cheaper than ILIKE. A value
+        with wildcards is `lower(field) LIKE lower(pattern)`, which is how DuckDB defines
+        ILIKE: the optimizer turns it into a prefix, suffix or contains test, over the
+        field lower-cased once per row where many rules compare it (eventName)."""
         value = cond.value
-        if (
-            not isinstance(value, SigmaString)
-            or isinstance(value, SigmaCasedString)
-            or value.contains_special()
-        ):
+        if not isinstance(value, SigmaString) or isinstance(value, SigmaCasedString):
             return super().convert_condition_field_eq_val_str(cond, state)
-        return f"{self._lower(cond.field)} = {sql_str(_plain(value).lower())}"
+        if not value.contains_special():
+            return f"{self._lower(cond.field)} = {sql_str(_plain(value).lower())}"
+        expression = super().convert_condition_field_eq_val_str(cond, state)
+        field_sql = f"{self.escape_and_quote_field(cond.field)} ILIKE "
+        escape = " ESCAPE '\\'"
+        if not (
+            isinstance(expression, str)
+            and expression.startswith(field_sql)
+            and expression.endswith(escape)
+        ):
+            return expression
+        pattern = expression[len(field_sql) : -len(escape)]
+        return f"{self._lower(cond.field)} LIKE lower({pattern}){escape}"
 
     def _lower(self, field_name: str) -> str:
         if self._element_of is not None and field_name == self._element_of:

@@ -221,13 +221,18 @@ class FieldPlan:
 
         Never a virtual field's: `resource_grant(raw)` is a Python function, costlier per
         row than the whole rest of the scan, and only rows that passed a rule's cheaper
-        conditions (a policy event) may pay for it.
+        conditions (a policy event) may pay for it. Nor anything that reads `raw` (the
+        record itself, a path read from it) or a log line's `message`: lower-casing or
+        parsing every row's record costs more than reading it; the rules' tests of them
+        stay behind their cheaper conditions.
         """
-        expensive = set(VIRTUAL_FIELDS.values())
+        expensive = {*VIRTUAL_FIELDS.values(), quote_ident("message")}
         return {
             sql: name
             for sql, name in self.lower_columns.items()
-            if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES and sql not in expensive
+            if self.lower_uses.get(name, 0) >= SHARED_LOWER_USES
+            and sql not in expensive
+            and not _READS_RAW.search(sql)
         }
 
     def resolve(self, predicate: str, shared: bool = True) -> str:
