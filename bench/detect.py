@@ -1282,12 +1282,16 @@ def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
     except ImportError:
         return []
     timed = []
+    correlations = [getattr(r, "correlation", None) for r in ruleset.rules]
+    chained = {i.alerts_of for c in correlations if c is not None for i in c.inputs}
     for n, rule in enumerate(ruleset.rules):
-        corr = getattr(rule, "correlation", None)
+        corr = correlations[n]
         if corr is None:
             continue
         try:
-            ids, seconds = _timed(lambda n=n, corr=corr: correlation.run(con, n, corr))
+            ids, seconds = _timed(
+                lambda n=n, corr=corr: correlation.run(con, n, corr, n in chained)
+            )
             timed.append({"seconds": seconds, "events": len(ids), "title": rule.title})
         except Exception as exc:
             timed.append({"seconds": None, "error": str(exc).splitlines()[0], "title": rule.title})

@@ -489,3 +489,30 @@ def test_context_tables_equal_the_aggregates_over_the_timeline(aws_run: DetectRu
         assert made == rows(context.table_sql()), name
         filled += bool(made)
     assert filled == len(CONTEXTS)  # each field's cases gave it facts: the check means something
+
+
+def test_unchained_correlations_find_the_same_events(aws_run: DetectRun) -> None:
+    """A correlation no other one reads finds its events by a semi-join of the events to
+    its alerts, not by listing each alert's events: the same events and the same number
+    of alerts, for every shipped correlation over every CloudTrail case."""
+    from cloudir.analyze import detect
+    from cloudir.analyze.query import connect
+    from cloudir.analyze.sigma import correlation
+    from cloudir.case import Case
+
+    assert aws_run.case is not None
+    con = connect(Case.open(aws_run.case))
+    detect.register_functions(con)
+    rules = detect.load_rules(detect.rule_files([], True), con)
+    detect.run_rules(con, rules)
+    compared = 0
+    for n, rule in enumerate(rules.rules):
+        if rule.correlation is None:
+            continue
+        unchained = correlation.run(con, n, rule.correlation, chained=False)
+        alerts = correlation.alert_count(con, n)
+        # listed last: a correlation reading this one's alerts finds their events' lists
+        assert correlation.run(con, n, rule.correlation, chained=True) == unchained, rule.title
+        assert correlation.alert_count(con, n) == alerts, rule.title
+        compared += bool(unchained)
+    assert compared >= 20  # most correlations fire on their cases: the comparison means something

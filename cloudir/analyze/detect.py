@@ -737,9 +737,10 @@ def run_rules(
             continue  # a base rule: its hits stay in DuckDB for the correlations
         rows = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
         hits[n] = [r[0] for r in rows.fetchall()]
+    chained = {i.alerts_of for r in ruleset.rules if r.correlation for i in r.correlation.inputs}
     for n, rule in enumerate(ruleset.rules):
         if rule.correlation is not None:
-            hits[n] = run_correlation(con, n, rule.correlation)
+            hits[n] = run_correlation(con, n, rule.correlation, n in chained)
     return {n: ids for n, ids in hits.items() if ruleset.rules[n].output and ids}
 
 

@@ -200,18 +200,38 @@ def _ordered_anchors_sql(corr: Correlation, groups: list[str]) -> str:
     )
 
 
-def run(con: Any, index: int, corr: Correlation) -> list[str]:
-    """Evaluate one correlation; creates `_alerts_<index>` and returns the events' ids."""
+def run(con: Any, index: int, corr: Correlation, chained: bool = True) -> list[str]:
+    """Evaluate one correlation; creates `_alerts_<index>` and returns the events' ids.
+
+    An alert is a qualifying window (its end and group). A correlation that another one
+    reads (`chained`) lists each alert's events, which become that correlation's events;
+    for any other only the union of the alerts' events is needed, found by one semi-join
+    of the events to the alerts. Listing each alert's events costs the overlap of the
+    windows: a thousand alerts of one key, each an hour of its calls, collected the same
+    ids a thousand times (1.35 s of the bench's 1.8 s of correlations at 500k rows).
+    """
     groups = [f"g{i}" for i in range(len(corr.group_by))]
     join = "".join(f" AND e.{g} = a.{g}" for g in groups)
     a_groups = "".join(f", a.{g}" for g in groups)
     con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {_events_sql(corr)}").fetchall()
+    window = f"e.ts BETWEEN a.ts - {corr.timespan} AND a.ts{join}"
+    if not chained:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _alerts_{index} AS
+            SELECT window_end AS ts{"".join(f", {g}" for g in groups)}
+            FROM ({_anchors_sql(corr)})"""
+        ).fetchall()
+        rows = con.execute(
+            f"""SELECT DISTINCT unnest(e.ids) FROM events e
+                WHERE EXISTS (SELECT 1 FROM _alerts_{index} a WHERE {window}) ORDER BY 1"""
+        ).fetchall()
+        return [r[0] for r in rows]
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _alerts_{index} AS
         WITH anchors AS ({_anchors_sql(corr)})
-        SELECT a.window_end AS ts{a_groups}, list_distinct(flatten(list(e.ids))) AS ids
-        FROM anchors a JOIN events e
-          ON e.ts BETWEEN a.window_end - {corr.timespan} AND a.window_end{join}
+        SELECT a.ts{a_groups}, list_distinct(flatten(list(e.ids))) AS ids
+        FROM (SELECT window_end AS ts, * EXCLUDE (window_end) FROM anchors) a JOIN events e
+          ON {window}
         GROUP BY ALL"""
     ).fetchall()
     rows = con.execute(f"SELECT DISTINCT unnest(ids) FROM _alerts_{index} ORDER BY 1").fetchall()
