@@ -558,3 +558,24 @@ def test_lowered_like_is_ilike(values: list[str]) -> None:
         .fetchall()
     )
     assert [(v, p) for v, p, a, b in pairs if a != b] == []
+
+
+def test_the_automation_baseline_reads_the_same_from_promoted_columns(case: Path) -> None:
+    """Over a timeline whose CloudTrail rows all have promoted columns, the baseline of
+    automation calls reads the fields from those columns and never `raw`: the same rows
+    as from the parsed records, and some of them automation (the comparison means
+    something)."""
+    from cloudir.analyze.detect import all_promoted, register_functions
+    from cloudir.analyze.query import connect
+    from cloudir.analyze.triage import _earliest_automation_sql
+    from cloudir.case import Case
+
+    con = connect(Case.open(case))
+    register_functions(con)
+    assert all_promoted(con)
+    rows = "(SELECT * FROM timeline WHERE artifact = 'aws:cloudtrail')"
+    typed = con.execute(f"{_earliest_automation_sql(rows, typed=True)} ORDER BY ALL").fetchall()
+    parsed = con.execute(f"{_earliest_automation_sql(rows)} ORDER BY ALL").fetchall()
+    assert typed == parsed
+    assert len(typed) >= 3
+    assert "raw" not in _earliest_automation_sql("timeline", typed=True).replace("raw_", "")

@@ -798,6 +798,16 @@ def hits_sql(
             )"""
 
 
+def all_promoted(con: Any) -> bool:
+    """Whether every CloudTrail row of `timeline` has promoted columns (schema 2): then SQL
+    outside the scan reads those fields from them alone and never names `raw`, which
+    DuckDB decompresses whole for any statement that does. Two dictionary columns read."""
+    return not con.execute(
+        f"SELECT EXISTS (SELECT 1 FROM timeline WHERE artifact = {sql_str(PROMOTED_ARTIFACT)} "
+        f"AND {PROMOTED_FROM} IS NULL)"
+    ).fetchall()[0][0]
+
+
 def context_tables(con: Any, plan: Any) -> dict[str, str]:
     """The computed fields' tables, made before the scan from the whole timeline: field
     name -> temp table of `con` that the scan joins.
@@ -812,15 +822,11 @@ def context_tables(con: Any, plan: Any) -> dict[str, str]:
     used = [(name, CONTEXTS[name]) for name in sorted(plan.context)]
     if not used:
         return {}
-    untyped = con.execute(
-        f"SELECT EXISTS (SELECT 1 FROM timeline WHERE artifact = {sql_str(PROMOTED_ARTIFACT)} "
-        f"AND {PROMOTED_FROM} IS NULL)"
-    ).fetchall()[0][0]
     rare = "timeline"
     if any(name in RARE_READERS for name, _ in used):
         rare = "_rare"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS {rare_rows_sql()}").fetchall()
-    sources = FactSources(rows="timeline", rare=rare, typed=not untyped)
+    sources = FactSources(rows="timeline", rare=rare, typed=all_promoted(con))
     tables = {}
     for name, context in used:
         table = f"_table{context.column}"
@@ -908,8 +914,10 @@ def findings_from(
     """
     findings = []
     found_rows(con, hits)
-    if hits:
-        automation_baseline(con, AUTOMATION_CALLS if parts is not None else None, FOUND)
+    if hits and parts is not None:
+        automation_baseline(con, AUTOMATION_CALLS, FOUND)
+    elif hits:
+        automation_baseline(con, None, FOUND, typed=all_promoted(con))
     for n, event_ids in hits.items():
         rule = ruleset.rules[n]
         con.execute(

@@ -24,7 +24,8 @@ from cloudir.analyze.actors import (
     identity_sql,
     is_address_sql,
 )
-from cloudir.analyze.duck import sql_str
+from cloudir.analyze.duck import quote_ident, sql_str
+from cloudir.analyze.schema import promoted_column
 
 LEVELS = ["informational", "low", "medium", "high", "critical"]
 SUCCEEDED, ATTEMPTED, MIXED = "succeeded", "attempted", "mixed"
@@ -163,7 +164,7 @@ def event_columns(field: FieldSql) -> list[str]:
 AUTOMATION_CALLS = "_automation_calls"  # detect's table of automation_calls_sql's rows
 
 
-def automation_baseline(con: Any, calls: str | None, matched: str) -> None:
+def automation_baseline(con: Any, calls: str | None, matched: str, typed: bool = False) -> None:
     """`_automation`: for each identity seen in a CloudTrail event of `matched`, the addresses
     it made automation calls from anywhere in the case, and when it first did.
 
@@ -172,6 +173,7 @@ def automation_baseline(con: Any, calls: str | None, matched: str) -> None:
     With `calls` (a table of automation_calls_sql's rows: detect on Spark gathered them from
     the timeline's parts while it scanned), the matched identities' rows are taken from it,
     each (identity, address)'s minimum of the parts' minimums, which is the same table.
+    `typed`: every CloudTrail row of the timeline has promoted columns, so `raw` is not read.
     """
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _automation_wanted AS
@@ -197,7 +199,7 @@ def automation_baseline(con: Any, calls: str | None, matched: str) -> None:
         f"(SELECT * FROM timeline WHERE {CLOUDTRAIL} "
         f"AND {user} IN (SELECT ident FROM _automation_wanted) AND {is_address_sql('src_ip')})"
     )
-    earliest = _earliest_automation_sql(rows)
+    earliest = _earliest_automation_sql(rows, typed)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _automation AS {earliest}").fetchall()
 
 
@@ -216,23 +218,27 @@ def automation_calls_sql() -> str:
     return _earliest_automation_sql(rows)
 
 
-def _earliest_automation_sql(rows: str) -> str:
+def _earliest_automation_sql(rows: str, typed: bool = False) -> str:
     """Classified once per distinct (identity, address, fields the class reads), not per
     row: the class is a function of those fields alone, and its two dozen ILIKEs over the
     user agent cost more than the rest of the statement (an identity makes its calls with
-    a handful of agents)."""
+    a handful of agents). With `typed` (every row has promoted columns, which hold every
+    field the class reads) nothing reads `raw`, so DuckDB does not decompress it."""
     from cloudir.analyze.sigma.fields import FieldPlan
 
     plan = FieldPlan()
     paths: dict[str, str] = {}
     kind = actor_sql(lambda path: paths.setdefault(path, f"_a{len(paths)}")).kind
-    values = ", ".join(
-        f"{plan.value_sql(tuple(path.split('.')))} AS {name}" for path, name in paths.items()
-    )
+    if typed:
+        read = {path: quote_ident(promoted_column(path)) for path in paths}
+    else:
+        read = {path: plan.value_sql(tuple(path.split("."))) for path in paths}
+        rows = f"({plan.scan_sql(rows)})"
+    values = ", ".join(f"{read[path]} AS {name}" for path, name in paths.items())
     return f"""SELECT ident, src_ip, min(first_seen) AS first_seen FROM (
             SELECT {identity_sql('"user"')} AS ident, src_ip, {", ".join(paths.values())},
                 min(timestamp) AS first_seen
-            FROM (SELECT *, {values} FROM ({plan.scan_sql(rows)})) GROUP BY ALL
+            FROM (SELECT *, {values} FROM {rows}) GROUP BY ALL
         ) WHERE ({kind}) = {sql_str(AUTOMATION)} GROUP BY ALL"""
 
 
