@@ -177,7 +177,9 @@ def _ordered_anchors_sql(corr: Correlation, groups: list[str]) -> str:
 
     `l` is that start; the running maximum over earlier events of the previous slot, found
     by an ASOF join, extends the chain by one slot. A final event qualifies when its chain
-    started within the timespan.
+    started within the timespan. Only events of a group the chain reached at slot k-1 can
+    extend it (the ASOF join is an inner join), so slot k's events are first kept to
+    those groups: a broad last slot (every read-only call) is mostly other principals'.
     """
     partition = f"PARTITION BY {', '.join(groups)} " if groups else ""
     on_groups = "".join(f"e.{g} = m.{g} AND " for g in groups)
@@ -189,9 +191,16 @@ def _ordered_anchors_sql(corr: Correlation, groups: list[str]) -> str:
             f"m{slot - 1} AS (SELECT ts{select_groups}, MAX(l) OVER ({partition}ORDER BY ts "
             f"RANGE UNBOUNDED PRECEDING) AS l FROM o{slot - 1})"
         )
+        if groups:
+            reached = " AND ".join(f"e.{g} = p.{g}" for g in groups)
+            prior = (
+                f"SEMI JOIN (SELECT DISTINCT {', '.join(groups)} FROM o{slot - 1}) p ON {reached}"
+            )
+        else:
+            prior = f"SEMI JOIN (SELECT 1 FROM o{slot - 1} LIMIT 1) p ON true"
         ctes.append(
-            f"o{slot} AS (SELECT e.ts{e_groups}, m.l FROM (SELECT * FROM events WHERE slot = "
-            f"{slot}) e ASOF JOIN m{slot - 1} m ON {on_groups}e.ts >= m.ts)"
+            f"o{slot} AS (SELECT e.ts{e_groups}, m.l FROM (SELECT e.* FROM events e {prior} "
+            f"WHERE e.slot = {slot}) e ASOF JOIN m{slot - 1} m ON {on_groups}e.ts >= m.ts)"
         )
     last = len(corr.inputs) - 1
     return (
@@ -221,6 +230,8 @@ def run(con: Any, index: int, corr: Correlation, chained: bool = True) -> list[s
             SELECT window_end AS ts{"".join(f", {g}" for g in groups)}
             FROM ({_anchors_sql(corr)})"""
         ).fetchall()
+        if not alert_count(con, index):
+            return []  # the events are not read again
         rows = con.execute(
             f"""SELECT DISTINCT unnest(e.ids) FROM events e
                 WHERE EXISTS (SELECT 1 FROM _alerts_{index} a WHERE {window}) ORDER BY 1"""
