@@ -305,10 +305,22 @@ _READS_RAW = re.compile(r'\braw\b|"raw"')  # the column itself, not a raw_<path>
 
 def may_hold_key(key: str) -> str:
     """False only where the record in `raw` cannot have `key` as a key: its text holds
-    neither the key as JSON writes it nor any backslash (an escape may spell any character
-    of a key another way). A substring test, so a row's parse is spared where it fails."""
+    neither the key as JSON writes it nor an escape that could spell it another way. A
+    substring test, so a row's parse is spared where it fails.
+
+    JSON spells a character of a string differently only with an escape: `\\"`, `\\\\`,
+    `\\/`, the five control escapes, or `\\uXXXX` for any character. A key without `"`,
+    `\\`, `/` or those controls is spelled otherwise only with a `\\u` escape. CloudTrail
+    records often hold `\\"` (policies are JSON text in a string), `\\u` far less.
+    """
     written = json.dumps(key, ensure_ascii=False)
-    return f"(contains(raw, {sql_str(written)}) OR contains(raw, '\\'))"
+    escape = "\\u" if _SHORT_ESCAPED.isdisjoint(key) else "\\"
+    return f"(contains(raw, {sql_str(written)}) OR contains(raw, {sql_str(escape)}))"
+
+
+# The characters JSON may write with a two-character escape (`\\n`); any other is written
+# as itself or as `\\uXXXX`.
+_SHORT_ESCAPED = frozenset('"\\/\b\f\n\r\t')
 
 
 def _ungrouped(sql: str) -> str:
