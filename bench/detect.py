@@ -5,7 +5,7 @@ responder runs it again after every capture, so its cost has to stay close to re
 data once. This script measures that on a timeline that looks like a month of a busy AWS
 account plus a few Linux hosts, next to the floor: one DuckDB full scan of the same
 Parquet files with a single `raw ILIKE '%stoplogging%'`, what grepping the timeline for
-one thing costs. The target is the whole rule set within 3x that floor.
+one thing costs. The target (issue 20) is the whole rule set within 2.5x that floor.
 
 The timeline is written straight to Parquet in a case folder (no gzip files, no `cloudir
 timeline` run, which `ingest_cloudtrail.py` measures). CloudTrail records come from the
@@ -125,7 +125,7 @@ ROWS_PER_SECOND = 2.0
 LINUX_SHARE = 0.05
 ATTACK_SHARE = 0.001
 LINUX_ATTACK_SHARE = 0.3  # of the attack episodes
-TARGET_RATIO = 3.0
+TARGET_RATIO = 2.5
 FLOOR_NEEDLE = "stoplogging"
 # zstd Parquet of this data measured ~520 bytes a row; keep a margin for findings.
 DISK_BYTES_PER_ROW = 800
@@ -1336,7 +1336,10 @@ def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
     scan_sql = getattr(engine, "scan_sql", None)
     backend = getattr(ruleset, "backend", None)
     gate = getattr(engine, "raw_parse_gate", None)  # schema 2: parse raw where rules need it
-    scan_args = (None, gate(ruleset, [])) if gate is not None else ()
+    # the computed fields' tables, made before the scan as the engine does (one read of raw)
+    made = getattr(engine, "context_tables", None)
+    tables = made(con, backend.fields) if made is not None and backend is not None else None
+    scan_args = (tables, gate(ruleset, [])) if gate is not None else ()
     source = (
         f"({scan_sql(backend, *scan_args)})" if scan_sql and backend is not None else "timeline"
     )
@@ -1467,7 +1470,7 @@ def evaluate(rows: list[BenchRow], info: dict[str, Any]) -> list[Target]:
         if row.seconds and floor.seconds:
             row.x_floor = round(row.seconds / floor.seconds, 2)
     detect = by["cloudir detect (all shipped rules)"]
-    goal = f"<= {TARGET_RATIO:.0f}x the floor's wall time"
+    goal = f"<= {TARGET_RATIO:g}x the floor's wall time"
     if detect.x_floor is None:
         measured = "did not complete: " + detect.note.rpartition("FAILED: ")[2][:120]
         return [Target("cloudir detect vs floor", goal, measured, "FAIL")]
@@ -1609,13 +1612,14 @@ def markdown(rows: list[BenchRow], targets: list[Target], params: dict[str, Any]
         f"Detection, {params['rows']:,} timeline rows ({params['parquet_bytes'] / MIB:,.0f} MiB "
         f"Parquet), {params['nproc']} CPUs, median of {params['repeat']}:",
         "",
-        "| step | seconds | x floor | peak RSS MiB |",
-        "|---|---:|---:|---:|",
+        "| step | seconds | x floor | CPU s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         seconds = _fmt(r.seconds, ".2f") if r.status == "ok" else "failed"
         lines.append(
-            f"| {r.tool} | {seconds} | {_fmt(r.x_floor, '.2f')} | {_fmt(r.max_rss_mib, ',.0f')} |"
+            f"| {r.tool} | {seconds} | {_fmt(r.x_floor, '.2f')} | {_fmt(r.cpu_seconds, '.1f')} "
+            f"| {_fmt(r.max_rss_mib, ',.0f')} |"
         )
     lines.append("")
     for t in targets:
