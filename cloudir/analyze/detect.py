@@ -761,8 +761,8 @@ def packed_sql(select: str, flags: Sequence[str]) -> str:
 
     Every detection rule is a column of `_hits`, whose rows are every row any rule
     matched: half a busy account's rows match the discovery base rule, so at 5M rows
-    `_hits` held 2.9M rows of 180 booleans, outgrew the memory limit and spilled, and
-    writing it was a tenth of detect. Packed, a row's flags are 24 bytes.
+    `_hits` held 2.9M rows of 182 booleans, outgrew the memory limit and spilled, and
+    writing it was a tenth of the scan. Packed, a row's flags are 24 bytes.
     """
     if not flags:
         return select

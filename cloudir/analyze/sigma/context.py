@@ -98,12 +98,12 @@ CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
 class FactSources:
     """Where a computed field's facts are read from.
 
-    `rows` is the timeline (or a part of it). `rare` holds at least its CloudTrail rows of
-    RARE_ACTIONS, the few calls whose `raw` some facts read (group membership changes,
-    Lambda deploys, instance launches): detect's DuckDB path reads them into a small table
-    once, so the timeline's `raw`, which every reference makes DuckDB decompress whole,
-    is read by one statement instead of one per field. `typed` says every CloudTrail row
-    of `rows` has promoted columns: then no other fact reads `raw` at all.
+    `rows` is the timeline (or a part of it). `rare` holds at least its rows that
+    rare_rows_sql selects, the few calls whose `raw` some facts read (group membership
+    changes, Lambda deploys, instance launches): detect's DuckDB path reads them into a
+    small table once, so the timeline's `raw`, which every reference makes DuckDB
+    decompress whole, is read by one statement instead of one per field. `typed` says
+    every CloudTrail row of `rows` has promoted columns: then no other fact reads `raw`.
     """
 
     rows: str = "timeline"
@@ -365,10 +365,10 @@ INSTANCE_ROWS = f"{CLOUDTRAIL} AND starts_with(host, 'i-')"
 
 
 def _instance_partial(sources: FactSources) -> str:
-    """One read of each source for the three sources of an instance's addresses: a
-    materialised CTE of the few rows they read (`raw` only of RunInstances and
-    AssociateAddress, from `sources.rare`; the user agent of instance profile calls), each
-    source then selecting its own rows from it exactly as from the timeline."""
+    """The three sources of an instance's addresses read a materialised CTE of the few
+    rows they need (`raw` only of RunInstances and AssociateAddress, from `sources.rare`;
+    the user agent of instance profile calls), each then selecting its own rows from it
+    exactly as from the timeline."""
     calls = _in(_INSTANCE_CALLS)
     user_agent = _promoted_or_raw_when(sources, None, "userAgent")
     agents = f"CASE WHEN {INSTANCE_ROWS} THEN ({user_agent})[1] END AS ua"
@@ -586,10 +586,10 @@ RARE_READERS = frozenset(
 )
 
 
-def rare_rows_sql(rows: str = "timeline") -> str:
-    """The rows FactSources.rare must hold: the CloudTrail calls whose `raw` the facts of
-    caller_in_group, instance_address and lambda_new_deployer read."""
-    return f"""SELECT * FROM {rows} WHERE {CLOUDTRAIL} AND (
+def rare_rows_sql() -> str:
+    """The timeline rows FactSources.rare must hold: the CloudTrail calls whose `raw` the
+    facts of caller_in_group, instance_address and lambda_new_deployer read."""
+    return f"""SELECT * FROM timeline WHERE {CLOUDTRAIL} AND (
         action IN ({_in(_GROUP_CHANGES + _INSTANCE_CALLS)})
         OR regexp_matches(action, '{_DEPLOY_ACTION}'))"""
 
