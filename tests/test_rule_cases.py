@@ -516,3 +516,29 @@ def test_unchained_correlations_find_the_same_events(aws_run: DetectRun) -> None
         assert correlation.alert_count(con, n) == alerts, rule.title
         compared += bool(unchained)
     assert compared >= 20  # most correlations fire on their cases: the comparison means something
+
+
+def test_matched_event_ids_are_each_rules_own_rows(aws_run: DetectRun) -> None:
+    """The reported rules' events come from one statement over the packed flags: for every
+    detection rule, the same ids in the same order (one per matched row) as reading its
+    flag from `_hits`; base rules, which no finding reports, are left out."""
+    from cloudir.analyze import detect
+    from cloudir.analyze.query import connect
+    from cloudir.case import Case
+
+    assert aws_run.case is not None
+    con = connect(Case.open(aws_run.case))
+    detect.register_functions(con)
+    rules = detect.load_rules(detect.rule_files([], True), con)
+    detect.run_rules(con, rules)
+    detections = [n for n, rule in enumerate(rules.rules) if not rule.is_correlation]
+    batched = detect.matched_event_ids(con, detect.flag_columns(rules), detections)
+    matched = 0
+    for n in detections:
+        own = con.execute(f"SELECT event_id FROM _hits WHERE h{n} ORDER BY timestamp, event_id")
+        ids = [row[0] for row in own.fetchall()]
+        assert batched.get(n, []) == ids, rules.rules[n].title
+        matched += bool(ids)
+    assert matched >= 100  # most rules match on their cases: the comparison means something
+    reported = [n for n in detections if rules.rules[n].output]
+    assert set(detect.matched_event_ids(con, detect.flag_columns(rules), reported)) <= set(reported)
