@@ -399,3 +399,31 @@ def test_may_hold_key_is_never_false_where_duckdb_finds_the_key(
     )
     assert found, record  # the record does hold the key: the test means something
     assert held, record
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    literal=st.text()
+    | st.sampled_from(
+        [
+            '(CASE WHEN promoted_from IS NULL THEN _f."eventSource" ELSE "raw_eventSource" END)',
+            'x\' OR (CASE WHEN promoted_from IS NULL THEN _f."eventSource" ELSE '
+            '"raw_eventSource" END) = \'',
+        ]
+    ),
+    identifier=st.text(min_size=1),
+)
+def test_promoted_reads_never_touch_a_rules_values(literal: str, identifier: str) -> None:
+    """A CloudTrail rule reads promoted fields from their columns when every CloudTrail row
+    has them (FieldPlan.promoted_reads): the field's value SQL becomes its column, but a
+    rule's value (a quoted literal) or a field name (a quoted identifier) that holds the
+    very same text, quotes included, stays as the rule wrote it."""
+    from cloudir.analyze.duck import quote_ident, sql_str
+    from cloudir.analyze.sigma.fields import FieldPlan
+
+    plan = FieldPlan()
+    value = plan.value_sql(("eventSource",))
+    column = plan.promoted_values[value]
+    written = f"{value} = {sql_str(literal)} AND {quote_ident(identifier)} IS NULL OR {value}"
+    expected = f"{column} = {sql_str(literal)} AND {quote_ident(identifier)} IS NULL OR {column}"
+    assert plan.promoted_reads(written) == expected

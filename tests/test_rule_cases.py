@@ -542,3 +542,26 @@ def test_matched_event_ids_are_each_rules_own_rows(aws_run: DetectRun) -> None:
     assert matched >= 100  # most rules match on their cases: the comparison means something
     reported = [n for n in detections if rules.rules[n].output]
     assert set(detect.matched_event_ids(con, detect.flag_columns(rules), reported)) <= set(reported)
+
+
+def test_promoted_reads_give_the_same_hits(aws_run: DetectRun) -> None:
+    """Where every CloudTrail row has promoted columns, CloudTrail rules and triage columns
+    read them directly (detect.hits_sql `promoted`): the same `_hits` rows, flags, keys
+    and triage columns as reading each field through the CASE that picks column or `_f`."""
+    from cloudir.analyze import detect
+    from cloudir.analyze.query import connect
+    from cloudir.case import Case
+
+    assert aws_run.case is not None
+    con = connect(Case.open(aws_run.case))
+    detect.register_functions(con)
+    assert detect.all_promoted(con)
+    rules = detect.load_rules(detect.rule_files([], True), con)
+    tables = detect.context_tables(con, rules.backend.fields)
+    for promoted in (False, True):
+        select = detect.hits_sql(rules, [], {}, tables, promoted)
+        con.execute(f"CREATE TEMP TABLE hits_{promoted} AS {select}").fetchall()
+    differ = "SELECT count(*) FROM (SELECT * FROM hits_{} EXCEPT ALL SELECT * FROM hits_{})"
+    assert con.execute(differ.format(True, False)).fetchall() == [(0,)]
+    assert con.execute(differ.format(False, True)).fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM hits_True").fetchall()[0][0] >= 500

@@ -39,6 +39,7 @@ from cloudir.analyze.suppress import SAMPLE as SUPPRESSED_SAMPLE
 from cloudir.analyze.suppress import Suppression
 from cloudir.analyze.triage import (
     AUTOMATION_CALLS,
+    CLOUDTRAIL_COLUMNS,
     automation_baseline,
     automation_calls_sql,
     event_columns,
@@ -604,11 +605,16 @@ def raw_parse_gate(ruleset: RuleSet, entities: Sequence[str]) -> str:
 
 
 def scan_sql(
-    backend: Any, context_tables: dict[str, str] | None = None, typed_parse: str | None = None
+    backend: Any,
+    context_tables: dict[str, str] | None = None,
+    typed_parse: str | None = None,
+    promoted: bool = False,
+    used: str | None = None,
 ) -> str:
     """The timeline as rules see them: every row with its raw fields parsed once (rows
     with promoted columns: only where `typed_parse` holds, see raw_parse_gate)."""
-    return str(backend.fields.scan_sql("timeline", context_tables, typed_parse))
+    plan = backend.fields
+    return str(plan.scan_sql("timeline", context_tables, typed_parse, promoted, used))
 
 
 @dataclass(frozen=True)
@@ -724,7 +730,8 @@ def run_rules(
     flags = flag_columns(ruleset)
     if parts is None:
         tables = context_tables(con, ruleset.backend.fields)
-        select = packed_sql(hits_sql(ruleset, suppressions, filtered, tables), flags)
+        promoted = all_promoted(con)
+        select = packed_sql(hits_sql(ruleset, suppressions, filtered, tables, promoted), flags)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {HITS_ROWS} AS {select}").fetchall()
     else:
         tables = gather_context(con, ruleset.backend.fields, parts)
@@ -817,17 +824,19 @@ def hits_sql(
     suppressions: Sequence[Suppression],
     filtered: dict[int, list[int]],
     context_tables: dict[str, str] | None = None,
+    promoted: bool = False,
 ) -> str:
     """The rows of `_hits`: every row some rule matched, with what the findings need.
 
     A row-level selection over `timeline`: over parts of it, it gives parts of `_hits`.
+    `promoted`: every CloudTrail row of the timeline has promoted columns (all_promoted).
     """
     detections = [(n, r) for n, r in enumerate(ruleset.rules) if not r.is_correlation]
     backend = ruleset.backend
     fields = backend.fields
     entities = [f"{backend.field_sql(f)} AS e_{name}" for name, f in ENTITY_FIELDS.items()]
     raw_flags = {n: f"a{n}" if n in filtered else f"h{n}" for n, _ in detections}
-    flags = [f"{_gated(r, backend)} AS {raw_flags[n]}" for n, r in detections]
+    flags = [f"{_gated(r, backend, promoted)} AS {raw_flags[n]}" for n, r in detections]
     index = {id(rule): n for n, rule in enumerate(ruleset.rules)}
     # keys, triage and filter columns: matched rows only, after the rules' flags
     keys = []
@@ -836,7 +845,7 @@ def hits_sql(
         matched = " OR ".join(f for f in feeds if f) or "true"
         keys.append(f"CASE WHEN {matched} THEN {fields.typed_reads(sql)} END AS {column}")
     triage_columns = [
-        f"{fields.typed_reads(sql)} AS {name}"
+        f"{_cloudtrail_reads(fields, sql, promoted and name in CLOUDTRAIL_COLUMNS)} AS {name}"
         for sql, name in (c.rsplit(" AS ", 1) for c in event_columns(backend.field_sql))
     ]
     verdicts = [
@@ -856,7 +865,9 @@ def hits_sql(
     ]  # fmt: skip
     later = keys + triage_columns + verdicts
     judged = ", ".join(carried + [c.rsplit(" AS ", 1)[1] for c in later])
-    scan = scan_sql(backend, context_tables, raw_parse_gate(ruleset, entities))
+    gate = raw_parse_gate(ruleset, entities)
+    reads = " ".join(entities + flags + later) if promoted else None
+    scan = scan_sql(backend, context_tables, gate, promoted, reads)
     return f"""SELECT {judged}{"".join(", " + c for c in kept)}
             FROM (
               SELECT {", ".join(carried + later)} FROM (
@@ -864,6 +875,13 @@ def hits_sql(
                 FROM ({scan}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
               ) WHERE {any_hit}
             )"""
+
+
+def _cloudtrail_reads(fields: Any, sql: str, promoted: bool) -> str:
+    """`sql` for matched rows (FieldPlan.typed_reads); `promoted`: it reads CloudTrail rows
+    only and every one has promoted columns, so it reads them directly (resolve)."""
+    typed = fields.typed_reads(sql)
+    return str(fields.promoted_reads(typed)) if promoted else str(typed)
 
 
 def all_promoted(con: Any) -> bool:
@@ -952,16 +970,19 @@ def _count_suppressed(
         ruleset.suppressed[n] = int(count.fetchall()[0][0])
 
 
-def _gated(rule: LoadedRule, backend: Any) -> str:
+def _gated(rule: LoadedRule, backend: Any, promoted: bool = False) -> str:
     """The rule on its own rows only, never NULL.
 
     Nested CASE, like the predicates themselves (see DuckDBBackend._lazy): rows of other
     logsources, or whose eventName already differs, cost one compare, not the whole rule.
+    `promoted`: every row of the timeline's promoted artifact has promoted columns, so a
+    rule of that artifact alone reads them directly (FieldPlan.resolve).
     """
     source = rule.logsource
     if source is None:
         raise ValueError(f"{rule.title!r} is a correlation: it reads other rules' hits")
-    predicate = backend.fields.resolve(rule.predicate)
+    typed = promoted and source.artifacts == (PROMOTED_ARTIFACT,)
+    predicate = backend.fields.resolve(rule.predicate, promoted=typed)
     if source.condition:
         predicate = f"CASE WHEN {source.condition} THEN {predicate} ELSE false END"
     test = f"artifact IN ({_in_list(source.artifacts)})"

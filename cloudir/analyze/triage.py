@@ -153,12 +153,15 @@ def event_columns(field: FieldSql) -> list[str]:
     """The per-event triage columns of `_hits`: outcome, actor class and detail, and the
     automation a role's or user's name declares. Only matched rows compute them."""
     sql = actor_sql(field)
-    return [
-        "outcome AS t_outcome",
-        f"CASE WHEN {CLOUDTRAIL} THEN {sql.kind} END AS t_actor",
-        f"CASE WHEN {CLOUDTRAIL} THEN {sql.detail} END AS t_detail",
-        f"CASE WHEN {CLOUDTRAIL} THEN {sql.automation_identity} END AS t_named",
+    cloudtrail = {"t_actor": sql.kind, "t_detail": sql.detail, "t_named": sql.automation_identity}
+    assert set(cloudtrail) == CLOUDTRAIL_COLUMNS
+    return ["outcome AS t_outcome"] + [
+        f"CASE WHEN {CLOUDTRAIL} THEN {value} END AS {name}" for name, value in cloudtrail.items()
     ]
+
+
+# event_columns' columns that read a CloudTrail row's fields, and only those rows'
+CLOUDTRAIL_COLUMNS = frozenset({"t_actor", "t_detail", "t_named"})
 
 
 AUTOMATION_CALLS = "_automation_calls"  # detect's table of automation_calls_sql's rows
