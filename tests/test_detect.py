@@ -266,7 +266,7 @@ def test_sigma_modifiers_match_what_sigma_means(
 
 
 def test_rules_are_bound_together_and_a_failing_one_is_named_alone() -> None:
-    """load_rules test-binds every rule in one EXPLAIN (one per rule grew with rules x
+    """load_rules test-binds every rule in one statement (one per rule grew with rules x
     fields); when that fails, each rule is bound alone, so only the rules DuckDB cannot
     run are skipped, each with DuckDB's reason."""
     from types import SimpleNamespace

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloudir import __version__
-from cloudir.analyze.duck import sql_str
+from cloudir.analyze.duck import bind, sql_str
 from cloudir.analyze.schema import PROMOTED_ARTIFACT, PROMOTED_FROM
 from cloudir.analyze.sigma.context import FactSources
 from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupported, alert_count
@@ -210,7 +210,7 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
         usable.append(rule)
     order = SigmaCollection._referenced_first(usable)
     # Convert every plain rule first, then test-bind them all in one statement: a rule's
-    # EXPLAIN binds the whole scan (every field's path, the computed fields' joins), so
+    # bind covers the whole scan (every field's path, the computed fields' joins), so
     # one per rule grew with rules x fields (5 s for the shipped rules). Skips are kept
     # per rule and reported in the rules' order, as before.
     converted: dict[int, LoadedRule | None] = {}
@@ -242,9 +242,8 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
 
 
 def _unbindable(backend: Any, con: Any, converted: dict[int, LoadedRule | None]) -> dict[int, str]:
-    """Why DuckDB cannot run each rule that fails to bind (RE2 refusing a pattern, a
-    binder error), by rule: all rules in one EXPLAIN, and one EXPLAIN per rule only when
-    that fails, to tell which."""
+    """Why DuckDB cannot run each rule that fails to bind (a binder error), by rule: all
+    rules bound in one statement, and one per rule only when that fails, to tell which."""
     candidates = {key: rule for key, rule in converted.items() if rule is not None}
     if not candidates:
         return {}
@@ -254,7 +253,7 @@ def _unbindable(backend: Any, con: Any, converted: dict[int, LoadedRule | None])
         where = " OR ".join(f"({backend.fields.resolve(p)})" for p in predicates)
         try:
             with _quiet_stderr():  # RE2 logs refused patterns itself; the reason is in exc
-                con.execute(f"EXPLAIN SELECT event_id FROM ({scan}) WHERE {where}").fetchall()
+                bind(con, f"SELECT event_id FROM ({scan}) WHERE {where}")
         except Exception as exc:  # DuckDB binder or RE2 refusing the rule's SQL
             return str(exc).splitlines()[0]
         return None

@@ -147,6 +147,18 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def bind(con: Any, select: str) -> None:
+    """Raise DuckDB's error if `select` cannot be bound on `con` (an unknown column, a
+    function or type that does not fit); nothing is run.
+
+    A prepared statement, dropped at once: EXPLAIN binds the same way, then optimizes,
+    plans and renders the plan as text, which for every shipped rule in one statement
+    took 1.1 s of detect's start against PREPARE's 0.3 s.
+    """
+    con.execute(f"PREPARE _cloudir_bind AS {select}")
+    con.execute("DEALLOCATE _cloudir_bind")
+
+
 def connect(config: dict[str, Any] | None = None) -> Any:
     if os.environ.get("TZ") != "UTC":
         os.environ["TZ"] = "UTC"

@@ -106,6 +106,7 @@ def _compile(path: Path, data: dict[str, Any], ruleset: Any, con: Any) -> Suppre
     from sigma.rule import SigmaRule
 
     from cloudir.analyze.detect import _quiet_stderr, scan_sql
+    from cloudir.analyze.duck import bind
 
     def bad(reason: str) -> UsageError:
         return UsageError(f"{path}: invalid Sigma filter: {' '.join(reason.split())}")
@@ -129,10 +130,10 @@ def _compile(path: Path, data: dict[str, Any], ruleset: Any, con: Any) -> Suppre
             )
             backend.convert_rule(keep_rule)
             keep = " OR ".join(f"({q})" for q in keep_rule.get_conversion_result())
-            con.execute(
-                f"EXPLAIN SELECT event_id FROM ({scan_sql(backend)}) "
-                f"WHERE {backend.fields.resolve(keep)}"
-            ).fetchall()
+            bind(
+                con,
+                f"SELECT event_id FROM ({scan_sql(backend)}) WHERE {backend.fields.resolve(keep)}",
+            )
     except Exception as exc:  # pySigma's conversion or DuckDB's binder: the file is bad
         raise bad(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     rules = sigma_filter.filter.rules
