@@ -242,8 +242,9 @@ def load_rules(files: list[Path], con: Any) -> RuleSet:
 
 
 def _unbindable(backend: Any, con: Any, converted: dict[int, LoadedRule | None]) -> dict[int, str]:
-    """Why DuckDB cannot run each rule that fails to bind (a binder error), by rule: all
-    rules bound in one statement, and one per rule only when that fails, to tell which."""
+    """Why DuckDB cannot run each rule that fails to bind (RE2 refusing a pattern, a
+    binder error), by rule: all rules bound in one statement (duck.bind), and one per rule
+    only when that fails, to tell which."""
     candidates = {key: rule for key, rule in converted.items() if rule is not None}
     if not candidates:
         return {}

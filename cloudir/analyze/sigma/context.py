@@ -101,9 +101,10 @@ class FactSources:
     `rows` is the timeline (or a part of it). `rare` holds at least its rows that
     rare_rows_sql selects, with RARE_COLUMNS, the few calls whose `raw` some facts read
     (group membership changes, Lambda deploys, instance launches): detect's DuckDB path
-    reads them into a small table once, so the timeline's `raw`, which every reference makes DuckDB
-    decompress whole, is read by one statement instead of one per field. `typed` says
-    every CloudTrail row of `rows` has promoted columns: then no other fact reads `raw`.
+    reads them into a small table once, so the timeline's `raw`, which every reference
+    makes DuckDB decompress whole, is read by one statement instead of one per field.
+    `typed` says every CloudTrail row of `rows` has promoted columns: then no other fact
+    reads `raw`.
     """
 
     rows: str = "timeline"
