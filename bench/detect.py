@@ -56,6 +56,7 @@ import argparse
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -1275,6 +1276,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, round(time.perf_counter() - started, 3)
 
 
+def _flag(gated: Callable[..., str], rule: Any, backend: Any, promoted: bool) -> str:
+    """A rule's flag SQL as the engine makes it: reading promoted columns directly only
+    where the engine does (the scan then holds the `_t` lower-cased columns it reads)."""
+    return gated(rule, backend, promoted) if promoted else gated(rule, backend)
+
+
 def _time_correlations(con: Any, ruleset: Any) -> list[dict[str, Any]]:
     """Each correlation again over the matched events `run_rules` left in `_hits`."""
     try:
@@ -1338,8 +1345,18 @@ def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
     gate = getattr(engine, "raw_parse_gate", None)  # schema 2: parse raw where rules need it
     # the computed fields' tables, made before the scan as the engine does (one read of raw)
     made = getattr(engine, "context_tables", None)
-    tables = made(con, backend.fields) if made is not None and backend is not None else None
-    scan_args = (tables, gate(ruleset, [])) if gate is not None else ()
+    promoted_of = getattr(engine, "all_promoted", None)
+    # an engine whose rules read promoted columns directly where every CloudTrail row has
+    # them (context_tables takes `promoted`): its scan and flags as it makes them
+    direct = made is not None and "promoted" in inspect.signature(made).parameters
+    promoted = bool(direct and promoted_of is not None and promoted_of(con))
+    if made is None or backend is None:
+        tables = None
+    else:
+        tables = made(con, backend.fields, promoted) if direct else made(con, backend.fields)
+    scan_args: tuple[Any, ...] = (tables, gate(ruleset, [])) if gate is not None else ()
+    if promoted:
+        scan_args += (True,)
     source = (
         f"({scan_sql(backend, *scan_args)})" if scan_sql and backend is not None else "timeline"
     )
@@ -1361,8 +1378,8 @@ def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
         # Every rule's flag in one statement over the shared parse, as the engine's scan
         # has them, without its entity, key and triage columns and the writing of _hits:
         # parse alone, then parse and rules, then run_rules say where the scan's time goes.
-        flags = [f"{gated(r, backend)} AS f{n}" for n, r in enumerate(ruleset.rules)
-                 if getattr(r, "predicate", "")]  # fmt: skip
+        flags = [f"{_flag(gated, r, backend, promoted)} AS f{n}"
+                 for n, r in enumerate(ruleset.rules) if getattr(r, "predicate", "")]  # fmt: skip
         any_flag = " OR ".join(f.rsplit(" AS ", 1)[1] for f in flags) or "false"
         sql = f"SELECT count(*) FROM (SELECT {', '.join(flags)} FROM {source}) WHERE {any_flag}"
         try:
@@ -1378,7 +1395,7 @@ def profile_engine(case_root: Path, each_rule: bool = True) -> dict[str, Any]:
             continue  # a correlation: it runs over the matched events, not the timeline
         if gated is not None:
             try:
-                test = gated(rule, backend)
+                test = _flag(gated, rule, backend, promoted)
             except TypeError:  # an engine before the gate resolved fields itself
                 test = gated(rule)
         elif hasattr(rule, "artifacts"):

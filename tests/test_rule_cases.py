@@ -481,7 +481,7 @@ def test_context_tables_equal_the_aggregates_over_the_timeline(aws_run: DetectRu
             key=repr,
         )
 
-    tables = detect.context_tables(con, plan)
+    tables = detect.context_tables(con, plan, detect.all_promoted(con))
     assert con.execute("SELECT count(*) FROM _rare").fetchall()[0][0] > 0
     filled = 0
     for name, context in CONTEXTS.items():
@@ -557,7 +557,7 @@ def test_promoted_reads_give_the_same_hits(aws_run: DetectRun) -> None:
     detect.register_functions(con)
     assert detect.all_promoted(con)
     rules = detect.load_rules(detect.rule_files([], True), con)
-    tables = detect.context_tables(con, rules.backend.fields)
+    tables = detect.context_tables(con, rules.backend.fields, promoted=True)
     for promoted in (False, True):
         select = detect.hits_sql(rules, [], {}, tables, promoted)
         con.execute(f"CREATE TEMP TABLE hits_{promoted} AS {select}").fetchall()

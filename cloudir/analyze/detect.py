@@ -729,8 +729,8 @@ def run_rules(
     filtered = {n: ks for n, ks in filtered.items() if ks}
     flags = flag_columns(ruleset)
     if parts is None:
-        tables = context_tables(con, ruleset.backend.fields)
         promoted = all_promoted(con)
+        tables = context_tables(con, ruleset.backend.fields, promoted)
         select = packed_sql(hits_sql(ruleset, suppressions, filtered, tables, promoted), flags)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {HITS_ROWS} AS {select}").fetchall()
     else:
@@ -894,14 +894,15 @@ def all_promoted(con: Any) -> bool:
     ).fetchall()[0][0]
 
 
-def context_tables(con: Any, plan: Any) -> dict[str, str]:
+def context_tables(con: Any, plan: Any, promoted: bool) -> dict[str, str]:
     """The computed fields' tables, made before the scan from the whole timeline: field
     name -> temp table of `con` that the scan joins.
 
     Each field's facts read the timeline's cheap columns; the few rows whose `raw` some
     facts read (context.rare_rows_sql) are read into `_rare` once. Where every CloudTrail
-    row has promoted columns no other fact reads `raw`, which DuckDB decompresses whole
-    for any statement that names it: one read of it for all the fields, not one each.
+    row has promoted columns (`promoted`: all_promoted) no other fact reads `raw`, which
+    DuckDB decompresses whole for any statement that names it: one read of it for all the
+    fields, not one each.
     """
     from cloudir.analyze.sigma.context import CONTEXTS, RARE_READERS, rare_rows_sql
 
@@ -912,7 +913,7 @@ def context_tables(con: Any, plan: Any) -> dict[str, str]:
     if any(name in RARE_READERS for name, _ in used):
         rare = "_rare"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS {rare_rows_sql()}").fetchall()
-    sources = FactSources(rows="timeline", rare=rare, typed=all_promoted(con))
+    sources = FactSources(rows="timeline", rare=rare, typed=promoted)
     tables = {}
     for name, context in used:
         table = f"_table{context.column}"
