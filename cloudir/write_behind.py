@@ -2,18 +2,12 @@
 when its last byte arrives, and not a hash pass and a flush of the whole file later.
 
 Every file the case stores is written, hashed (SHA-256) and fsynced before custody
-records it. For a file of hundreds of MB (a container's export, a disk image) done in
-one thread, one after the other, the hash and the final fsync each add a stretch the
-source (the Docker engine, S3) spends waiting:
-
-- `BesideHasher` hashes a large chunk on a helper thread while the caller writes that
-  same chunk (hashlib and `os.write` both release the GIL on large buffers). The chunks
-  are hashed in the order given, each before the next is asked for, so the digest is the
-  one hashing them in a row gives, and a source that reuses its buffer after handing out
-  the next chunk is safe.
-- `Flusher` starts the disk writing early: every `FLUSH_EVERY` bytes a helper thread
-  calls fdatasync, so the dirty pages go to disk while the stream goes on and the fsync
-  before custody waits for the last stretch only. It never replaces that fsync.
+records it. For a file of hundreds of MB (a container's export, a disk image) the final
+fsync would add a stretch of its own after the last byte arrived. `Flusher` starts the
+disk writing early: every `FLUSH_EVERY` bytes a helper thread calls fdatasync, so the
+dirty pages go to disk while the stream goes on and the fsync before custody waits for
+the last stretch only. It never replaces that fsync. (Hashing on a helper thread was
+tried as well and measured no faster on two cores: capture/containers.py says why.)
 
 A write-back error the helper meets is kept and raised by `close`: Linux reports such an
 error once per open file, so the final fsync could otherwise succeed after the helper
