@@ -565,3 +565,37 @@ def test_promoted_reads_give_the_same_hits(aws_run: DetectRun) -> None:
     assert con.execute(differ.format(True, False)).fetchall() == [(0,)]
     assert con.execute(differ.format(False, True)).fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM hits_True").fetchall()[0][0] >= 500
+
+
+def test_joined_actor_classes_give_the_same_hits(
+    aws_run: DetectRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """triage.actor_class_table classes each distinct tuple of the fields the actor class
+    reads once, and the scan joins matched rows to it: the same `_hits` rows and columns,
+    in the same order, as the chains evaluated on each row; every actor class the cases
+    hold is among them. Where the CloudTrail rows hold too few rows per tuple, no table."""
+    from cloudir.analyze import detect, triage
+    from cloudir.analyze.query import connect
+    from cloudir.case import Case
+
+    assert aws_run.case is not None
+    con = connect(Case.open(aws_run.case))
+    detect.register_functions(con)
+    rules = detect.load_rules(detect.rule_files([], True), con)
+    tables = detect.context_tables(con, rules.backend.fields, promoted=True)
+    assert triage.actor_class_table(con) is None  # the cases: about one row per tuple
+    monkeypatch.setattr(triage, "ROWS_PER_ACTOR_TUPLE", 0)
+    keys = triage.actor_class_table(con)
+    assert keys is not None and "raw_userAgent" in keys
+    for joined, actor_keys in ((False, None), (True, keys)):
+        select = detect.hits_sql(rules, [], {}, tables, True, actor_keys)
+        con.execute(f"CREATE TEMP TABLE hits_{joined} AS {select}").fetchall()
+    columns = [
+        [row[0] for row in con.execute(f"DESCRIBE hits_{j}").fetchall()] for j in (False, True)
+    ]
+    assert columns[0] == columns[1]
+    differ = "SELECT count(*) FROM (SELECT * FROM hits_{} EXCEPT ALL SELECT * FROM hits_{})"
+    assert con.execute(differ.format(True, False)).fetchall() == [(0,)]
+    assert con.execute(differ.format(False, True)).fetchall() == [(0,)]
+    classes = {row[0] for row in con.execute("SELECT DISTINCT t_actor FROM hits_True").fetchall()}
+    assert {"human-console", "cli-sdk", "aws-service"} <= classes

@@ -579,3 +579,27 @@ def test_the_automation_baseline_reads_the_same_from_promoted_columns(case: Path
     assert typed == parsed
     assert len(typed) >= 3
     assert "raw" not in _earliest_automation_sql("timeline", typed=True).replace("raw_", "")
+
+
+def test_findings_are_the_same_with_the_actor_classes_joined(
+    case: Path, rules: Path, findings: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the actor columns joined from triage.actor_class_table's table (made here
+    whatever the rows per tuple), every finding's outcome, actor, detail and misuse are
+    those of the chains evaluated on each row; automation among them."""
+    from cloudir.analyze import detect as engine
+    from cloudir.analyze import triage
+
+    made: list[tuple[str, ...] | None] = []
+
+    def recorded(con: Any) -> tuple[str, ...] | None:
+        made.append(triage.actor_class_table(con))
+        return made[-1]
+
+    monkeypatch.setattr(triage, "ROWS_PER_ACTOR_TUPLE", 0)
+    monkeypatch.setattr(engine, "actor_class_table", recorded)
+    document, _ = detect(case, rules)
+    assert made and made[0] is not None  # the joined path ran
+    joined = {f["title"]: f for f in document["findings"]}
+    assert joined == findings
+    assert {f["actor"] for f in joined.values()} >= {"automation", "human-console", "cli-sdk"}
