@@ -506,34 +506,57 @@ def _discovery_value(plan: Any) -> str:
 
 # -- cloudir.family_failing -------------------------------------------------------------------
 
-_ACTION_FAMILY = (
-    "lower(split_part(action, ':', 1) || ':' || "
-    "NULLIF(regexp_extract(split_part(action, ':', 2), '^[A-Za-z][a-z]*'), ''))"
-)
+
+def _action_family(action: str) -> str:
+    """cloudir.api_family of the SQL `action` (a timeline `action` value)."""
+    return (
+        f"lower(split_part({action}, ':', 1) || ':' || "
+        f"NULLIF(regexp_extract(split_part({action}, ':', 2), '^[A-Za-z][a-z]*'), ''))"
+    )
+
+
 FAMILY_ROWS = f"{CLOUDTRAIL} AND user IS NOT NULL"
 
 
 def _family_partial(sources: FactSources) -> str:
+    """Counts per (principal, action, bucket): the family is a function of the action, so
+    `final` derives it for these few rows, not for each of the timeline's (its regexp
+    over 4.75M rows cost 0.43 s, the whole grouping 0.2 s)."""
     codes = ", ".join(f"'{code}'" for code in DENIED)
-    return f"""SELECT user AS _cf_user, {_ACTION_FAMILY} AS _cf_family, {_BUCKET} AS _cf_bucket,
+    return f"""SELECT user AS _cf_user, action AS _cf_action, {_BUCKET} AS _cf_bucket,
             count(*) FILTER (WHERE outcome IN ({codes})) AS _cf_denied, count(*) AS _cf_calls
         FROM {sources.rows} WHERE {FAMILY_ROWS} GROUP BY ALL"""
 
 
 def _family_final(partial: str) -> str:
-    return f"""SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
-            bool_or(_cf_failing) OVER (PARTITION BY _cf_user, _cf_family) AS _cf_any
-        FROM (
-            SELECT _cf_user, _cf_family, _cf_bucket,
-                2 * sum(_cf_denied) >= sum(_cf_calls) AS _cf_failing
-            FROM {partial} GROUP BY _cf_user, _cf_family, _cf_bucket
-        )"""
+    """One row per (principal, action, bucket) with its family's verdicts in the bucket
+    and in the case: the scan joins on the action itself, so no row of it computes the
+    family. An action without a family (no leading word) gets no row, as a NULL family
+    never joined."""
+    return f"""WITH _cf_facts AS MATERIALIZED (
+            SELECT _cf_user, _cf_action, _cf_bucket, {_action_family("_cf_action")} AS _cf_family,
+                sum(_cf_denied) AS _cf_denied, sum(_cf_calls) AS _cf_calls
+            FROM {partial} GROUP BY _cf_user, _cf_action, _cf_bucket
+        ), _cf_buckets AS (
+            SELECT _cf_user, _cf_family, _cf_bucket, _cf_failing,
+                bool_or(_cf_failing) OVER (PARTITION BY _cf_user, _cf_family) AS _cf_any
+            FROM (
+                SELECT _cf_user, _cf_family, _cf_bucket,
+                    2 * sum(_cf_denied) >= sum(_cf_calls) AS _cf_failing
+                FROM _cf_facts WHERE _cf_family IS NOT NULL
+                GROUP BY _cf_user, _cf_family, _cf_bucket
+            )
+        )
+        SELECT f._cf_user, f._cf_action, f._cf_bucket, b._cf_failing, b._cf_any
+        FROM _cf_facts f JOIN _cf_buckets b
+          ON f._cf_user = b._cf_user AND f._cf_family = b._cf_family
+         AND f._cf_bucket = b._cf_bucket"""
 
 
 def _family_on(plan: Any) -> str:
     return (
         f"_cf_user = CASE WHEN {FAMILY_ROWS} THEN user END "
-        f"AND _cf_family = {_ACTION_FAMILY} AND _cf_bucket = {_BUCKET}"
+        f"AND _cf_action = action AND _cf_bucket = {_BUCKET}"
     )
 
 
