@@ -572,8 +572,9 @@ def test_joined_actor_classes_give_the_same_hits(
 ) -> None:
     """triage.actor_class_table classes each distinct tuple of the fields the actor class
     reads once, and the scan joins matched rows to it: the same `_hits` rows and columns,
-    in the same order, as the chains evaluated on each row; every actor class the cases
-    hold is among them. Where the CloudTrail rows hold too few rows per tuple, no table."""
+    in the same order, as the chains evaluated on each row, over rows of three actor
+    classes (so the comparison means something). With about one row per tuple, as in the
+    cases, no table is made."""
     from cloudir.analyze import detect, triage
     from cloudir.analyze.query import connect
     from cloudir.case import Case
