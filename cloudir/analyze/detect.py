@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloudir import __version__
-from cloudir.analyze.duck import bind, quote_ident, sql_str
+from cloudir.analyze.duck import bind, sql_str
 from cloudir.analyze.schema import PROMOTED_ARTIFACT, PROMOTED_FROM
 from cloudir.analyze.sigma.context import FactSources
 from cloudir.analyze.sigma.correlation import Correlation, Referenced, Unsupported, alert_count
@@ -38,11 +38,11 @@ from cloudir.analyze.sigma.runtime import register_functions
 from cloudir.analyze.suppress import SAMPLE as SUPPRESSED_SAMPLE
 from cloudir.analyze.suppress import Suppression
 from cloudir.analyze.triage import (
-    ACTOR_CLASSES_TABLE,
     AUTOMATION_CALLS,
-    CLOUDTRAIL,
     CLOUDTRAIL_COLUMNS,
     actor_class_table,
+    actor_joined_sql,
+    actor_key_columns,
     automation_baseline,
     automation_calls_sql,
     event_columns,
@@ -853,12 +853,12 @@ def hits_sql(
         feeds = [raw_flags[index[id(r)]] for r in ruleset.key_feeds.get(column, [])]
         fed = " OR ".join(f for f in feeds if f) or "true"
         keys.append(f"CASE WHEN {fed} THEN {fields.typed_reads(sql)} END AS {column}")
-    joined = promoted and actor_keys is not None
+    joined = actor_keys if promoted else None  # the actor columns come from the join
     triage = [c.rsplit(" AS ", 1) for c in event_columns(backend.field_sql)]
     triage_columns = [
         f"{_cloudtrail_reads(fields, sql, promoted and name in CLOUDTRAIL_COLUMNS)} AS {name}"
         for sql, name in triage
-        if not (joined and name in CLOUDTRAIL_COLUMNS)
+        if joined is None or name not in CLOUDTRAIL_COLUMNS
     ]
     verdicts = [
         f"CASE WHEN {' OR '.join(f'a{n}' for n in s.applies_to)} "
@@ -883,40 +883,15 @@ def hits_sql(
     gate = raw_parse_gate(ruleset, entities)
     reads = " ".join(entities + flags + later) if promoted else None
     scan = scan_sql(backend, context_tables, gate, promoted, reads)
-    extra = actor_key_columns(actor_keys) if joined and actor_keys is not None else []
+    extra = actor_key_columns(joined) if joined is not None else []
     matched = f"""SELECT {", ".join(carried + later + extra)} FROM (
                 SELECT *, {", ".join(entities + flags)}
                 FROM ({scan}) WHERE artifact IN ({_in_list(artifacts) or "NULL"})
               ) WHERE {any_hit}"""
-    if extra:
-        matched = actor_joined_sql(matched, len(extra) - 1)
+    if joined is not None:
+        matched = actor_joined_sql(matched, joined)
     return f"""SELECT {judged}{"".join(", " + c for c in kept)}
             FROM ({matched})"""
-
-
-def actor_key_columns(keys: Sequence[str]) -> list[str]:
-    """What a matched row carries for actor_joined_sql: whether it is a CloudTrail row,
-    and the columns the actor class reads, under the names of triage.actor_class_table."""
-    aliased = [f"{quote_ident(key)} AS _a{n}" for n, key in enumerate(keys)]
-    return [f"{CLOUDTRAIL} AS _ct", *aliased]
-
-
-def actor_joined_sql(matched: str, keys: int) -> str:
-    """`matched` (hits_sql's matched rows, with actor_key_columns) with triage's actor
-    columns from triage.actor_class_table's table, each CloudTrail row joined to its
-    tuple of the `keys` columns, instead of evaluated on each row.
-
-    A tuple is in the table at most once, so no row is doubled; NULL matches NULL (IS NOT
-    DISTINCT FROM), as the classes' own inputs would; a row of another artifact gets
-    NULL, as event_columns' CASE gives it.
-    """
-    aliases = [f"_a{n}" for n in range(keys)]
-    on = " AND ".join(f"m.{a} IS NOT DISTINCT FROM c.{a}" for a in aliases)
-    actor = ", ".join(
-        f"CASE WHEN m._ct THEN c.{name} END AS {name}" for name in sorted(CLOUDTRAIL_COLUMNS)
-    )
-    return f"""SELECT m.* EXCLUDE (_ct, {", ".join(aliases)}), {actor}
-            FROM ({matched}) m LEFT JOIN {ACTOR_CLASSES_TABLE} c ON {on}"""
 
 
 def _cloudtrail_reads(fields: Any, sql: str, promoted: bool) -> str:

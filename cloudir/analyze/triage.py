@@ -11,6 +11,7 @@ docs/DESIGN.md ("findings.json") and docs/detection.md ("Triage").
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from cloudir.analyze.actors import (
@@ -152,16 +153,23 @@ CLOUDTRAIL = "artifact = 'aws:cloudtrail'"
 def event_columns(field: FieldSql) -> list[str]:
     """The per-event triage columns of `_hits`: outcome, actor class and detail, and the
     automation a role's or user's name declares. Only matched rows compute them."""
-    sql = actor_sql(field)
-    cloudtrail = {"t_actor": sql.kind, "t_detail": sql.detail, "t_named": sql.automation_identity}
-    assert set(cloudtrail) == CLOUDTRAIL_COLUMNS
     return ["outcome AS t_outcome"] + [
-        f"CASE WHEN {CLOUDTRAIL} THEN {value} END AS {name}" for name, value in cloudtrail.items()
+        f"CASE WHEN {CLOUDTRAIL} THEN {value} END AS {name}"
+        for name, value in _cloudtrail_columns(field).items()
     ]
 
 
 # event_columns' columns that read a CloudTrail row's fields, and only those rows'
 CLOUDTRAIL_COLUMNS = frozenset({"t_actor", "t_detail", "t_named"})
+
+
+def _cloudtrail_columns(field: FieldSql) -> dict[str, str]:
+    """CLOUDTRAIL_COLUMNS' SQL over one CloudTrail row's fields, as `field` reads them."""
+    sql = actor_sql(field)
+    columns = {"t_actor": sql.kind, "t_detail": sql.detail, "t_named": sql.automation_identity}
+    assert set(columns) == CLOUDTRAIL_COLUMNS
+    return columns
+
 
 ACTOR_CLASSES_TABLE = "_actor_classes"  # actor_class_table's table
 # The table is made only when the timeline's CloudTrail rows hold at least this many rows
@@ -171,26 +179,26 @@ ROWS_PER_ACTOR_TUPLE = 8
 
 
 def actor_class_table(con: Any) -> tuple[str, ...] | None:
-    """ACTOR_CLASSES_TABLE: event_columns' CloudTrail columns (t_actor, t_detail, t_named)
-    for each distinct tuple of the promoted columns the actor class reads, over the
-    timeline's CloudTrail rows; returns those columns (the join keys, in the table as
-    `_a0`, `_a1`, ...), or None when no table was made.
+    """ACTOR_CLASSES_TABLE: CLOUDTRAIL_COLUMNS for each distinct tuple of the promoted
+    columns the actor class reads, over the timeline's CloudTrail rows; returns those
+    columns (actor_joined_sql's keys), or None when no table was made.
 
     For detect where every CloudTrail row has promoted columns (detect.all_promoted):
-    its scan joins each matched row to its tuple's class instead of evaluating the two
-    chains of about 50 LIKEs on each of them (at 5M rows, 2.9M matched rows, about 7
-    CPU-s). The class is a function of those fields alone, so the columns are the same;
-    an account with few rows per tuple keeps the chains (ROWS_PER_ACTOR_TUPLE).
+    its scan joins each matched row to its tuple's class (actor_joined_sql) instead of
+    evaluating the two chains of about 50 LIKEs on each of them (at 5M rows, 2.9M matched
+    rows, about 7 CPU-s). The class is a function of those fields alone, so the columns
+    are the same; an account with few rows per tuple keeps the chains
+    (ROWS_PER_ACTOR_TUPLE).
     """
     paths: dict[str, str] = {}
-    sql = actor_sql(lambda path: paths.setdefault(path, f"_a{len(paths)}"))
+    classes = _cloudtrail_columns(lambda path: paths.setdefault(path, _actor_key(len(paths))))
     columns = tuple(promoted_column(path) for path in paths)
     if not set(columns) <= set(PROMOTED_COLUMNS):
         return None  # a field the class reads has no column: the chains read it
-    keys = ", ".join(f"{quote_ident(c)} AS _a{n}" for n, c in enumerate(columns))  # as `paths`
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _actor_keys AS "
-        f"SELECT DISTINCT {keys} FROM timeline WHERE {CLOUDTRAIL}"
+        f"SELECT DISTINCT {', '.join(_actor_key_columns(columns))} FROM timeline "
+        f"WHERE {CLOUDTRAIL}"
     ).fetchall()
     [(tuples, rows)] = con.execute(
         f"SELECT (SELECT count(*) FROM _actor_keys), "
@@ -198,8 +206,6 @@ def actor_class_table(con: Any) -> tuple[str, ...] | None:
     ).fetchall()
     made = bool(tuples) and tuples * ROWS_PER_ACTOR_TUPLE <= rows
     if made:
-        classes = {"t_actor": sql.kind, "t_detail": sql.detail, "t_named": sql.automation_identity}
-        assert set(classes) == CLOUDTRAIL_COLUMNS
         values = ", ".join(f"{value} AS {name}" for name, value in classes.items())
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {ACTOR_CLASSES_TABLE} AS "
@@ -207,6 +213,38 @@ def actor_class_table(con: Any) -> tuple[str, ...] | None:
         ).fetchall()
     con.execute("DROP TABLE _actor_keys").fetchall()
     return columns if made else None
+
+
+def actor_key_columns(keys: Sequence[str]) -> list[str]:
+    """What a matched row carries for actor_joined_sql: whether it is a CloudTrail row,
+    and the `keys` columns under the table's names for them."""
+    return [f"{CLOUDTRAIL} AS _ct", *_actor_key_columns(keys)]
+
+
+def actor_joined_sql(matched: str, keys: Sequence[str]) -> str:
+    """`matched` (rows with actor_key_columns(keys)) with CLOUDTRAIL_COLUMNS from
+    ACTOR_CLASSES_TABLE, each CloudTrail row joined to its tuple, and without the
+    carried key columns.
+
+    A tuple is in the table at most once, so no row is doubled; NULL matches NULL (IS NOT
+    DISTINCT FROM), as the classes' own inputs would; a row of another artifact gets
+    NULL, as event_columns' CASE gives it.
+    """
+    aliases = [_actor_key(n) for n in range(len(keys))]
+    on = " AND ".join(f"m.{a} IS NOT DISTINCT FROM c.{a}" for a in aliases)
+    actor = ", ".join(
+        f"CASE WHEN m._ct THEN c.{name} END AS {name}" for name in sorted(CLOUDTRAIL_COLUMNS)
+    )
+    return f"""SELECT m.* EXCLUDE (_ct, {", ".join(aliases)}), {actor}
+            FROM ({matched}) m LEFT JOIN {ACTOR_CLASSES_TABLE} c ON {on}"""
+
+
+def _actor_key(n: int) -> str:
+    return f"_a{n}"
+
+
+def _actor_key_columns(keys: Sequence[str]) -> list[str]:
+    return [f"{quote_ident(key)} AS {_actor_key(n)}" for n, key in enumerate(keys)]
 
 
 AUTOMATION_CALLS = "_automation_calls"  # detect's table of automation_calls_sql's rows
