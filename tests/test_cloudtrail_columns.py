@@ -216,7 +216,9 @@ def test_records_with_cloudtrail_types_take_the_column_path(tmp_path: Path) -> N
     assert blocks == 0 and table.column("outcome").to_pylist() == ["success", "5"]
 
 
-@pytest.mark.parametrize("field", ["userAgent", "eventName", "errorMessage", "arn"])
+@pytest.mark.parametrize(
+    "field", ["userAgent", "eventName", "errorMessage", "arn", "requestParameters", "other"]
+)
 @pytest.mark.parametrize("shape", ["records", "lines"])
 def test_bytes_that_are_not_utf8_read_the_same_both_ways(
     tmp_path: Path, field: str, shape: str
@@ -234,6 +236,10 @@ def test_bytes_that_are_not_utf8_read_the_same_both_ways(
     marked = json.loads(json.dumps(record))
     if field == "arn":
         marked["userIdentity"]["arn"] = "MARK"
+    elif field == "requestParameters":  # a field the typed view keeps as raw JSON
+        marked[field] = {"roleName": "MARK"}
+    elif field == "other":  # a field no view reads
+        marked["additionalEventData"] = {"note": "MARK"}
     else:
         marked[field] = "MARK"
     bad = json.dumps(marked).encode().replace(b"MARK", b"x-\xff-y")
@@ -245,6 +251,8 @@ def test_bytes_that_are_not_utf8_read_the_same_both_ways(
     path = tmp_path / "file.json"
     path.write_bytes(document)
     _assert_same(lambda: ct.open_evidence(path))
-    table, entries, _ = _parse(lambda: ct.open_evidence(path))
+    table, entries, blocks = _parse(lambda: ct.open_evidence(path))
     assert table.num_rows == 2
     assert any("not valid UTF-8" in e["reason"] for e in entries)
+    if shape == "records" and field in ("requestParameters", "other"):
+        assert blocks == 2  # fields the typed view does not decode: the column path

@@ -567,7 +567,7 @@ def principal(identity: Identity | None) -> str | None:
 
 def target_of(view: RecordView) -> str | None:
     if view.resources != NULL:
-        resources = _ANY.decode(view.resources)
+        resources = _embedded(_ANY, view.resources)
         if isinstance(resources, list):
             arns = [r.get("ARN") for r in resources if isinstance(r, dict) and r.get("ARN")]
             if arns:
@@ -581,15 +581,25 @@ def _parameter_target(params: msgspec.Raw) -> str | None:
     if params == NULL:
         return None
     try:
-        named = _TARGETS.decode(params)
+        named = _embedded(_TARGETS, params)
     except msgspec.ValidationError:
         return None  # requestParameters that are not an object name no target
     # Fields are declared in priority order, so the first truthy one is the target.
     value = next(filter(None, msgspec.structs.astuple(named)), None)
     if value is not None:
         return _readable(value)
-    every = _ANY.decode(params)
+    every = _embedded(_ANY, params)
     return next((v for v in every.values() if isinstance(v, str) and v), None)
+
+
+def _embedded(decoder: msgspec.json.Decoder, value: msgspec.Raw) -> Any:
+    """A field kept as raw JSON, decoded when a column needs it. Bytes in it that are not
+    UTF-8 read as the row's `raw` will show them (\\xNN, logged when the batch is
+    built), where msgspec would raise and cost the whole file."""
+    try:
+        return decoder.decode(value)
+    except UnicodeDecodeError:
+        return decoder.decode(bytes(value).decode("utf-8", JSON_SAFE_ESCAPE))
 
 
 def _readable(value: Any) -> str | None:
@@ -611,7 +621,7 @@ def outcome_of(view: RecordView | TypedView) -> str:
     if view.errorCode:
         return _text(view.errorCode) or "failure"
     if view.eventName == "ConsoleLogin" and view.responseElements != NULL:
-        response = _ANY.decode(view.responseElements)
+        response = _embedded(_ANY, view.responseElements)
         if isinstance(response, dict) and response.get("ConsoleLogin") == "Failure":
             return "failure"
     return "success"
