@@ -256,3 +256,16 @@ def test_bytes_that_are_not_utf8_read_the_same_both_ways(
     assert any("not valid UTF-8" in e["reason"] for e in entries)
     if shape == "records" and field in ("requestParameters", "other"):
         assert blocks == 2  # fields the typed view does not decode: the column path
+
+
+@given(st.lists(st.binary(max_size=40) | st.text(max_size=20).map(str.encode), max_size=30))
+def test_joined_text_is_each_record_or_none(records: list[bytes]) -> None:
+    """`raw` from one joined buffer: each record's text in order, or None (the row-by-row
+    fallback, which logs) when any record is not UTF-8."""
+    text = ct._joined_text([msgspec.Raw(record) for record in records])
+    try:
+        expected = [record.decode("utf-8") for record in records]
+    except UnicodeDecodeError:
+        assert text is None
+        return
+    assert text is not None and text.to_pylist() == expected

@@ -316,7 +316,9 @@ def columns_to_batch(
 
     Parsers that build rows use it through BatchBuilder; a parser that already has its
     values as columns (CloudTrail's delivery files) calls it directly, so both kinds of
-    batch come out of one set of rules.
+    batch come out of one set of rules. Such a parser may give a column as a string
+    Array it built itself (a constant, or text already checked as UTF-8), which is
+    taken as it is, and may give one list for two columns that hold the same values.
     """
     times = columns[0]
     try:
@@ -329,10 +331,16 @@ def columns_to_batch(
     if keep is not None:
         numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
     arrays = [stamps]
+    converted: dict[int, pa.Array] = {}  # a list given for two columns is converted once
     for values in columns[1:]:
-        if keep is not None:
-            values = tuple(v for v, k in zip(values, keep, strict=True) if k)
-        arrays.append(_strings(values, numbers, errors))
+        if isinstance(values, pa.Array):
+            arrays.append(values if keep is None else values.filter(pa.array(keep)))
+            continue
+        array = converted.get(id(values))
+        if array is None:
+            kept = values if keep is None else [v for v, k in zip(values, keep, strict=True) if k]
+            array = converted[id(values)] = _strings(kept, numbers, errors)
+        arrays.append(array)
     if len(columns) == len(ROW_COLUMN_NAMES):
         arrays += [pa.nulls(len(stamps), pa.string())] * len(PROMOTED_COLUMNS)
     return pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)

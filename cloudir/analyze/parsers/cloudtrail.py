@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -692,14 +693,16 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
 
     The same values as `to_row` gives each record (tests/test_cloudtrail_columns.py
     holds the two paths to one another); what it saves is the per-record call, which
-    was most of the timeline's time on S3 delivery files.
+    was most of the timeline's time on S3 delivery files. Converting Python values to
+    Arrow was the next cost, so constant columns are repeated by Arrow, `raw` is the
+    records' bytes joined once (`_joined_text`) and the promoted columns that repeat a
+    row column (event source and name, error code, source IP) share its list.
     """
     for start in range(0, len(block.raws), BATCH_ROWS):
         raws = block.raws[start : start + BATCH_ROWS]
         views = block.views[start : start + BATCH_ROWS]
         count = len(raws)
         first = block.first + start
-        raw = [bytes(item) for item in raws]
         identities = [view.userIdentity for view in views]
         users = [
             None
@@ -719,11 +722,12 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
         src_ips = [view.sourceIPAddress for view in views]
         error_codes = [view.errorCode for view in views]
         targets = [_typed_target(view) for view in views]
-        columns: list[Sequence[Any]] = [
+        raw = _joined_text(raws)
+        columns: list[Sequence[Any] | pa.Array] = [
             [view.eventTime for view in views],
-            [TIME_DESC] * count,
-            [SOURCE] * count,
-            [ARTIFACT] * count,
+            _repeated(TIME_DESC, count),
+            _repeated(SOURCE, count),
+            _repeated(ARTIFACT, count),
             hosts,
             users,
             src_ips,
@@ -742,20 +746,47 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
                 error_codes,
                 [view.errorMessage for view in views],
             ),
-            [evidence_id] * count,
+            _repeated(evidence_id, count),
             [
                 view.eventID or hashlib.sha256(item).hexdigest()
-                for view, item in zip(views, raw, strict=True)
+                for view, item in zip(views, raws, strict=True)
             ],
-            raw,
-            *promoted_columns(views),
+            [bytes(item) for item in raws] if raw is None else raw,
+            _repeated(PROMOTED_ARTIFACT, count),  # promoted_from, then the promoted fields
+            sources,
+            names,
+            error_codes,
+            src_ips,
+            *promoted_columns(views, row_fields=False),
         ]
         yield columns_to_batch(columns, list(range(first, first + count)), errors)
 
 
-def promoted_columns(views: Sequence[TypedView | None]) -> list[list[Any]]:
+def _repeated(value: str, count: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string()), count)
+
+
+def _joined_text(raws: list[msgspec.Raw]) -> pa.Array | None:
+    """The records' bytes as one string column, built from one joined buffer and its
+    offsets instead of a Python bytes object per record; None when any record is not
+    UTF-8, for `columns_to_batch` to keep and log those bytes row by row."""
+    data = b"".join(raws)
+    if len(data) >= 1 << 31:
+        return None  # past int32 offsets; never for a batch of BATCH_ROWS records
+    offsets = pa.array([0, *itertools.accumulate(map(len, raws))], pa.int32())
+    text = pa.StringArray.from_buffers(len(raws), offsets.buffers()[1], pa.py_buffer(data))
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return text
+
+
+def promoted_columns(views: Sequence[TypedView | None], row_fields: bool = True) -> list[list[Any]]:
     """schema.PROMOTED_COLUMNS for typed views (None: a record not of CloudTrail's own
-    types, whose promoted columns stay NULL and whose rules read `raw`).
+    types, whose promoted columns stay NULL and whose rules read `raw`). With
+    `row_fields=False`, without promoted_from and the first four fields (event source
+    and name, error code, source IP), which `block_batches` has as row columns.
 
     A boolean is "true"/"false" and a string itself: what DuckDB's json_transform gives
     for the path, so a rule reads the same value from the column as from `raw`.
@@ -769,12 +800,17 @@ def promoted_columns(views: Sequence[TypedView | None]) -> list[list[Any]]:
     contexts = [None if identity is None else identity.sessionContext for identity in identities]
     attributes = [None if context is None else context.attributes for context in contexts]
     issuers = [None if context is None else context.sessionIssuer for context in contexts]
+    leading = []
+    if row_fields:
+        leading = [
+            [None if view is None else PROMOTED_ARTIFACT for view in views],
+            [None if view is None else view.eventSource for view in views],
+            [None if view is None else view.eventName for view in views],
+            [None if view is None else view.errorCode for view in views],
+            [None if view is None else view.sourceIPAddress for view in views],
+        ]
     return [
-        [None if view is None else PROMOTED_ARTIFACT for view in views],
-        [None if view is None else view.eventSource for view in views],
-        [None if view is None else view.eventName for view in views],
-        [None if view is None else view.errorCode for view in views],
-        [None if view is None else view.sourceIPAddress for view in views],
+        *leading,
         [None if view is None else view.userAgent for view in views],
         [None if view is None else view.recipientAccountId for view in views],
         [None if view is None else view.awsRegion for view in views],
