@@ -104,6 +104,11 @@ DICTIONARY_COLUMNS = [
     "outcome", "evidence_id", *PROMOTED_COLUMNS,
 ]  # fmt: skip
 
+# Columns whose Parquet pages carry no min/max: a record's or a message's text makes long
+# statistics that no filter prunes by (a substring match reads every page anyway), and
+# computing them cost the timeline's writer about 5% of its time.
+UNSUMMARISED_COLUMNS = ("raw", "message")
+
 TIMELINE_SCHEMA = pa.schema(
     [pa.field(name, kind, nullable=True) for name, kind, _ in COLUMNS],
     metadata={

@@ -708,11 +708,16 @@ def _drop_duplicates(
 
 
 def _parquet_writer(path: str | Path, filesystem: Any = None) -> Any:
-    """zstd level 1; dictionaries only for columns that repeat (not raw, message, ids).
+    """zstd level 1; dictionaries only for columns that repeat (not raw, message, ids);
+    min/max statistics for every column but the long texts (UNSUMMARISED_COLUMNS).
     `filesystem` (pyarrow's) writes `path` at a storage URI (storage_uri.open_uri)."""
     import pyarrow.parquet as pq
 
-    from cloudir.analyze.schema import DICTIONARY_COLUMNS, TIMELINE_SCHEMA
+    from cloudir.analyze.schema import (
+        DICTIONARY_COLUMNS,
+        TIMELINE_SCHEMA,
+        UNSUMMARISED_COLUMNS,
+    )
 
     return pq.ParquetWriter(
         path,
@@ -721,6 +726,7 @@ def _parquet_writer(path: str | Path, filesystem: Any = None) -> Any:
         compression="zstd",
         compression_level=1,
         use_dictionary=DICTIONARY_COLUMNS,
+        write_statistics=[n for n in TIMELINE_SCHEMA.names if n not in UNSUMMARISED_COLUMNS],
     )
 
 
