@@ -323,3 +323,45 @@ def test_a_lone_surrogate_and_nul_in_a_record_do_not_stop_the_file(tmp_path: Pat
         e["path"].endswith("t.json") and "surrogate" in e["reason"] for e in errors
     )
     assert odd["eventID"] in ids or errors
+
+
+CORPUS_TRAILS = sorted(
+    p
+    for p in (Path(__file__).parent / "data" / "corpus" / "cloudtrail").rglob("*")
+    if p.is_file() and p.name.endswith((".json", ".jsonl")) and p.stat().st_size < 200_000
+)
+SPLICES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf0\x9f", b"\x00", b"\\ud800", b"\n", b'"',
+           b"{", b"]", b"\\", b",", b"1e999", b"null"]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(min_value=0),
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0), st.sampled_from(SPLICES), st.integers(0, 20)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_spliced_bytes_never_escape_the_parser(
+    which: int, edits: list[tuple[int, bytes, int]]
+) -> None:
+    """A real trail file with bytes put in or cut out (bytes that are not UTF-8, NUL,
+    escapes, JSON punctuation) just inside a string, where they reach the most code: the
+    parser gives rows and logged errors, and never raises, which would cost every record
+    of the file (`parser cloudtrail failed`)."""
+    from cloudir.analyze.parsers import ErrorLog
+    from cloudir.analyze.parsers import cloudtrail as ct
+
+    data = bytearray(CORPUS_TRAILS[which % len(CORPUS_TRAILS)].read_bytes())
+    for quote, splice, cut in edits:
+        quotes = [at for at, byte in enumerate(data) if byte == ord('"')] or [0]
+        at = quotes[quote % len(quotes)] + 1
+        if cut:
+            del data[at : at + cut]
+        else:
+            data[at:at] = splice
+    errors = ErrorLog("ev-spliced", "spliced.json")
+    batches = list(ct.parse_bytes(bytes(data), "ev-spliced", errors))
+    assert all(isinstance(raw, str) for b in batches for raw in b.column("raw").to_pylist())
+    assert all(entry["reason"] for entry in errors.entries)

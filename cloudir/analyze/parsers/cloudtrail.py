@@ -432,7 +432,10 @@ def _items(document: bytes) -> Items:
         if box.Events is not None:
             return box.Events, None, None
         return [msgspec.Raw(document.strip())], None, None
-    _ANY.decode(document)  # raises for malformed JSON, else it is a bare value
+    try:
+        _ANY.decode(document)  # raises for malformed JSON, else it is a bare value
+    except UnicodeDecodeError:
+        pass  # a bare string holding bytes that are not UTF-8: no events either
     raise msgspec.ValidationError("JSON value is not an object or a list of events")
 
 
