@@ -16,6 +16,7 @@ through `to_row`, the reference the column path is tested against.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -432,10 +433,10 @@ def _items(document: bytes) -> Items:
         if box.Events is not None:
             return box.Events, None, None
         return [msgspec.Raw(document.strip())], None, None
-    try:
-        _ANY.decode(document)  # raises for malformed JSON, else it is a bare value
-    except UnicodeDecodeError:
-        pass  # a bare string holding bytes that are not UTF-8: no events either
+    # raises for malformed JSON, else it is a bare value (a bare string holding bytes that
+    # are not UTF-8 is no events either)
+    with contextlib.suppress(UnicodeDecodeError):
+        _ANY.decode(document)
     raise msgspec.ValidationError("JSON value is not an object or a list of events")
 
 
