@@ -269,3 +269,31 @@ def test_joined_text_is_each_record_or_none(records: list[bytes]) -> None:
         assert text is None
         return
     assert text is not None and text.to_pylist() == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"requestParameters": {"count": "HUGE"}},
+        {"responseElements": {"ConsoleLogin": "HUGE"}},
+        {"eventName": "HUGE"},
+        {"userIdentity": {"arn": "-HUGE"}},
+        {"eventTime": "HUGE"},
+    ],
+)
+def test_a_number_past_a_float_costs_no_other_record(tmp_path: Path, extra: dict[str, Any]) -> None:
+    """1e999 is valid JSON that msgspec will not read as a float: the record it is in is
+    a row (or, as a time, a logged error), and its file's other records are rows."""
+    good = {"eventTime": "2024-05-01T10:00:00Z", "eventSource": "s3.amazonaws.com",
+            "eventName": "GetObject", "eventID": "good"}  # fmt: skip
+    odd = good | {"eventID": "odd"} | extra
+    document = json.dumps({"Records": [odd, good]}).replace('"HUGE"', "1e999")
+    path = tmp_path / "file.json"
+    path.write_text(document)
+    _assert_same(lambda: ct.open_evidence(path))
+    table, entries, _ = _parse(lambda: ct.open_evidence(path))
+    ids = table.column("event_id").to_pylist()
+    if "eventTime" in extra:
+        assert ids == ["good"] and [e["record"] for e in entries] == [1]
+    else:
+        assert ids == ["odd", "good"] and entries == []

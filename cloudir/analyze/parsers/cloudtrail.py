@@ -17,6 +17,7 @@ through `to_row`, the reference the column path is tested against.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import gzip
 import hashlib
 import io
@@ -209,6 +210,7 @@ _TYPED_VIEWS = msgspec.json.Decoder(list[TypedView])
 _TYPED_RECORDS = msgspec.json.Decoder(TypedRecords)
 _TARGETS = msgspec.json.Decoder(TargetParameters)
 _ANY = msgspec.json.Decoder()
+_WIDE = msgspec.json.Decoder(float_hook=decimal.Decimal)  # also numbers past a float's range
 
 
 class NotCloudTrail(ValueError):
@@ -506,7 +508,10 @@ def _view(raw: bytes | msgspec.Raw) -> RecordView:
         # `raw` will show them (\\xNN, logged when the batch is built)
         raw = bytes(raw).decode("utf-8", JSON_SAFE_ESCAPE).encode()
         return _view(raw)
-    value = _ANY.decode(raw)
+    try:
+        value = _embedded(_ANY, raw)
+    except msgspec.DecodeError as exc:
+        raise NotCloudTrail(_json_error(exc)) from exc
     if not isinstance(value, dict):
         raise NotCloudTrail("record is not a JSON object")
     ident = value.get("userIdentity")
@@ -597,14 +602,20 @@ def _parameter_target(params: msgspec.Raw) -> str | None:
     return next((v for v in every.values() if isinstance(v, str) and v), None)
 
 
-def _embedded(decoder: msgspec.json.Decoder, value: msgspec.Raw) -> Any:
-    """A field kept as raw JSON, decoded when a column needs it. Bytes in it that are not
-    UTF-8 read as the row's `raw` will show them (\\xNN, logged when the batch is
-    built), where msgspec would raise and cost the whole file."""
+def _embedded(decoder: msgspec.json.Decoder, value: bytes | msgspec.Raw | str) -> Any:
+    """JSON that msgspec has already read as well formed (a field kept raw, or a record),
+    decoded when a column needs it, where a raise would cost the whole file. Bytes that
+    are not UTF-8 read as the row's `raw` will show them (\\xNN, logged when the batch
+    is built); a number past a float's range (1e999), which only `_ANY` meets, as a
+    Decimal."""
     try:
         return decoder.decode(value)
     except UnicodeDecodeError:
-        return decoder.decode(bytes(value).decode("utf-8", JSON_SAFE_ESCAPE))
+        return _embedded(decoder, bytes(value).decode("utf-8", JSON_SAFE_ESCAPE))  # type: ignore[arg-type]
+    except msgspec.ValidationError:
+        if decoder is not _ANY:
+            raise
+        return _WIDE.decode(value)
 
 
 def _readable(value: Any) -> str | None:
