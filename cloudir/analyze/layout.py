@@ -36,9 +36,12 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.\-]")
 
 
 def escape(value: str | None) -> str:
-    """A partition value as a folder name's part, escaped as Hive escapes it."""
+    """A partition value as a folder name's part, escaped as Hive escapes it; a value of
+    dots alone ("." or "..") escaped whole, so no part of a name is ever one of those."""
     if value is None or value == "":
         return NO_VALUE
+    if value.strip(".") == "":
+        return "".join(_percent(ch) for ch in value)
     return "".join(ch if _PLAIN.fullmatch(ch) else _percent(ch) for ch in value)
 
 
