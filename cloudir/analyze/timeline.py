@@ -302,6 +302,7 @@ def parse_chunk(
     # Parsed events hold no reference cycles; the cyclic collector would only re-scan
     # millions of short-lived dicts (measured: 13% of the timeline's time).
     gc.disable()
+    keep_freed_memory()
     pinned_reads = read_ahead([t.pinned for t in tasks if t.pinned], options.aws)
     for task in tasks:
         parser = parser_for(task.kind, Path(task.path))
@@ -594,6 +595,31 @@ def _worker_start(parent: int) -> None:
     watch_parent(parent)
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+HEAP_KEEP_BYTES = 64 << 20
+MMAP_BYTES = 32 << 20
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep up to HEAP_KEEP_BYTES of freed heap for reuse, and serve blocks under
+    MMAP_BYTES from it; `parse_chunk` calls it in every process that parses. By default
+    each block of a few MB (a decompressed delivery file, a batch's joined `raw`) was a
+    fresh mmap, returned on free and faulted in page by page for the next: on 291k bench
+    events parsed in one process, 52-68k minor page faults and 0.4-0.8 system CPU-s,
+    then 27-30k and 0.2-0.3. No effect where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+    mallopt(M_TOP_PAD, 1 << 20)  # glibc's default is 128 KiB
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
