@@ -271,29 +271,50 @@ def test_joined_text_is_each_record_or_none(records: list[bytes]) -> None:
     assert text is not None and text.to_pylist() == expected
 
 
+DIGITS = "9" * 5000  # past Python's int_max_str_digits: no decoder holds it
+
+
 @pytest.mark.parametrize(
-    "extra",
+    "odd",
     [
-        {"requestParameters": {"count": "HUGE"}},
-        {"responseElements": {"ConsoleLogin": "HUGE"}},
-        {"eventName": "HUGE"},
-        {"userIdentity": {"arn": "-HUGE"}},
-        {"eventTime": "HUGE"},
+        '"requestParameters": {"count": 1e999}',
+        '"eventName": "ConsoleLogin", "responseElements": {"ConsoleLogin": 1e999}',
+        '"eventName": 1e999',
+        '"userIdentity": {"arn": -1e999}',
+        '"requestParameters": {"count": 1e999, "note": "x-BAD-y"}',
+        '"eventName": 1e999, "additionalEventData": {"note": "x-BAD-y"}',
+        '"source": 1e999, "requestParameters": {"count": 1.5, "size": 100000.0}',
+        f'"requestParameters": {{"count": {DIGITS}}}',
+        f'"resources": {DIGITS}',
+        f'"eventName": "ConsoleLogin", "responseElements": {{"x": {DIGITS}}}',
+        '"eventTime": 1e999',
     ],
 )
-def test_a_number_past_a_float_costs_no_other_record(tmp_path: Path, extra: dict[str, Any]) -> None:
-    """1e999 is valid JSON that msgspec will not read as a float: the record it is in is
-    a row (or, as a time, a logged error), and its file's other records are rows."""
-    good = {"eventTime": "2024-05-01T10:00:00Z", "eventSource": "s3.amazonaws.com",
-            "eventName": "GetObject", "eventID": "good"}  # fmt: skip
-    odd = good | {"eventID": "odd"} | extra
-    document = json.dumps({"Records": [odd, good]}).replace('"HUGE"', "1e999")
+def test_numbers_past_a_float_or_an_int_cost_no_other_record(tmp_path: Path, odd: str) -> None:
+    """1e999 and an integer of 5000 digits are valid JSON that msgspec will not hold,
+    alone or beside bytes that are not UTF-8: the record they are in is a row (or, as a
+    time, a logged error), both paths give the same rows, the other numbers of the
+    record read as they always did, and the file's other records are rows."""
+    good = (b'{"eventTime": "2024-05-01T10:00:00Z", "eventSource": "s3.amazonaws.com", '
+            b'"eventID": "%s"%s}')  # fmt: skip
+    extra = b", " + odd.encode().replace(b"BAD", b"\xff")  # a byte that is not UTF-8
+    if b'"eventName"' not in extra:
+        extra += b', "eventName": "GetObject"'
+    name = b', "eventName": "GetObject"'
+    document = b'{"Records": [' + good % (b"odd", extra) + b", " + good % (b"good", name) + b"]}"
     path = tmp_path / "file.json"
-    path.write_text(document)
+    path.write_bytes(document)
     _assert_same(lambda: ct.open_evidence(path))
     table, entries, _ = _parse(lambda: ct.open_evidence(path))
-    ids = table.column("event_id").to_pylist()
-    if "eventTime" in extra:
-        assert ids == ["good"] and [e["record"] for e in entries] == [1]
-    else:
-        assert ids == ["odd", "good"] and entries == []
+    rows = {row["event_id"]: row for row in table.to_pylist()}
+    if "eventTime" in odd:
+        assert list(rows) == ["good"] and [e["record"] for e in entries] == [1]
+        return
+    assert list(rows) == ["odd", "good"]
+    assert all("UTF-8" in e["reason"] for e in entries) and (b"\xff" in extra) == bool(entries)
+    # the only string among the parameters is the target; no number is taken for one
+    named = "requestParameters" in odd and "note" in odd
+    assert rows["odd"]["target"] == ("x-\\xff-y" if named else None)
+    assert "1.5" not in rows["odd"]["message"]
+    if "ConsoleLogin" in odd:
+        assert rows["odd"]["outcome"] == "success"

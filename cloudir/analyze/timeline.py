@@ -302,7 +302,6 @@ def parse_chunk(
     # Parsed events hold no reference cycles; the cyclic collector would only re-scan
     # millions of short-lived dicts (measured: 13% of the timeline's time).
     gc.disable()
-    keep_freed_memory()
     pinned_reads = read_ahead([t.pinned for t in tasks if t.pinned], options.aws)
     for task in tasks:
         parser = parser_for(task.kind, Path(task.path))
@@ -591,7 +590,9 @@ def _implausible_errors(found: dict[str, Any], ceiling_us: int) -> list[dict[str
 
 
 def _worker_start(parent: int) -> None:
-    """Pool initializer: a parser process never outlives the timeline that started it."""
+    """Pool initializer: a parser process never outlives the timeline that started it,
+    and keeps its freed memory for the next file."""
+    keep_freed_memory()  # first: mallopt is not thread-safe, and watch_parent may start one
     watch_parent(parent)
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
@@ -607,15 +608,20 @@ MMAP_BYTES = 32 << 20
 
 def keep_freed_memory() -> None:
     """Let glibc keep up to HEAP_KEEP_BYTES of freed heap for reuse, and serve blocks under
-    MMAP_BYTES from it; `parse_chunk` calls it in every process that parses. By default
-    each block of a few MB (a decompressed delivery file, a batch's joined `raw`) was a
-    fresh mmap, returned on free and faulted in page by page for the next: on 291k bench
-    events parsed in one process, 52-68k minor page faults and 0.4-0.8 system CPU-s,
-    then 27-30k and 0.2-0.3. No effect where the C library is not glibc."""
+    MMAP_BYTES from it.
+
+    By default each block of a few MB (a decompressed delivery file, a batch's joined
+    `raw`) was a fresh mmap, returned on free and faulted in page by page for the next:
+    on 291k bench events parsed in one process, 52-68k minor page faults and 0.4-0.8
+    system CPU-s, then 27-30k and 0.2-0.3. Called only in the pool's parser processes,
+    which are ours alone: in the timeline's own process (one worker, the Spark driver,
+    a library caller) the setting would outlive the parse. Linux only; no effect where
+    the C library has no mallopt (musl's is a stub)."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return
     mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
     mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)

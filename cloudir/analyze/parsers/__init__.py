@@ -307,7 +307,7 @@ class BatchBuilder:
 
 
 def columns_to_batch(
-    columns: Sequence[Sequence[Any]], numbers: list[int], errors: ErrorLog
+    columns: Sequence[Sequence[Any] | pa.Array], numbers: list[int], errors: ErrorLog
 ) -> pa.RecordBatch:
     """A record batch from values column by column (in COLUMNS order), one record number
     per row. Times are parsed in bulk by Arrow; a row whose time cannot be read is
@@ -331,15 +331,16 @@ def columns_to_batch(
     if keep is not None:
         numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
     arrays = [stamps]
-    converted: dict[int, pa.Array] = {}  # a list given for two columns is converted once
+    converted: list[tuple[Sequence[Any], pa.Array]] = []  # a list given twice: once
     for values in columns[1:]:
         if isinstance(values, pa.Array):
             arrays.append(values if keep is None else values.filter(pa.array(keep)))
             continue
-        array = converted.get(id(values))
+        array = next((done for given, done in converted if given is values), None)
         if array is None:
             kept = values if keep is None else [v for v, k in zip(values, keep, strict=True) if k]
-            array = converted[id(values)] = _strings(kept, numbers, errors)
+            array = _strings(kept, numbers, errors)
+            converted.append((values, array))
         arrays.append(array)
     if len(columns) == len(ROW_COLUMN_NAMES):
         arrays += [pa.nulls(len(stamps), pa.string())] * len(PROMOTED_COLUMNS)

@@ -16,12 +16,12 @@ through `to_row`, the reference the column path is tested against.
 
 from __future__ import annotations
 
-import contextlib
 import decimal
 import gzip
 import hashlib
 import io
 import itertools
+import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -210,7 +210,18 @@ _TYPED_VIEWS = msgspec.json.Decoder(list[TypedView])
 _TYPED_RECORDS = msgspec.json.Decoder(TypedRecords)
 _TARGETS = msgspec.json.Decoder(TargetParameters)
 _ANY = msgspec.json.Decoder()
-_WIDE = msgspec.json.Decoder(float_hook=decimal.Decimal)  # also numbers past a float's range
+
+
+def _finite_or_decimal(text: str) -> float | decimal.Decimal:
+    number = float(text)
+    return number if math.isfinite(number) else decimal.Decimal(text)
+
+
+# _ANY for JSON with a number past a float's range (1e999): that one as a Decimal, written
+# back by _JSON as the number it was; every other number as _ANY reads it
+_WIDE = msgspec.json.Decoder(float_hook=_finite_or_decimal)
+_JSON = msgspec.json.Encoder(decimal_format="number")
+UNREADABLE = object()  # what _embedded gives for JSON no decoder of ours can hold
 
 
 class NotCloudTrail(ValueError):
@@ -435,10 +446,7 @@ def _items(document: bytes) -> Items:
         if box.Events is not None:
             return box.Events, None, None
         return [msgspec.Raw(document.strip())], None, None
-    # raises for malformed JSON, else it is a bare value (a bare string holding bytes that
-    # are not UTF-8 is no events either)
-    with contextlib.suppress(UnicodeDecodeError):
-        _ANY.decode(document)
+    _embedded(_ANY, document)  # raises for malformed JSON, else it is a bare value
     raise msgspec.ValidationError("JSON value is not an object or a list of events")
 
 
@@ -508,10 +516,9 @@ def _view(raw: bytes | msgspec.Raw) -> RecordView:
         # `raw` will show them (\\xNN, logged when the batch is built)
         raw = bytes(raw).decode("utf-8", JSON_SAFE_ESCAPE).encode()
         return _view(raw)
-    try:
-        value = _embedded(_ANY, raw)
-    except msgspec.DecodeError as exc:
-        raise NotCloudTrail(_json_error(exc)) from exc
+    value = _embedded(_ANY, raw)
+    if value is UNREADABLE:
+        raise NotCloudTrail("a number too long to read (an integer of thousands of digits)")
     if not isinstance(value, dict):
         raise NotCloudTrail("record is not a JSON object")
     ident = value.get("userIdentity")
@@ -522,7 +529,7 @@ def _view(raw: bytes | msgspec.Raw) -> RecordView:
     }  # fmt: skip
     fields["detail_type"] = value.get("detail-type")
     for name in ("resources", "requestParameters", "responseElements", "detail"):
-        fields[name] = msgspec.Raw(msgspec.json.encode(value.get(name)))
+        fields[name] = msgspec.Raw(_JSON.encode(value.get(name)))
     if isinstance(ident, dict):
         fields["userIdentity"] = Identity(
             *(ident.get(k) for k in ("arn", "userName", "principalId", "invokedBy"))
@@ -536,7 +543,7 @@ def unwrap(item: msgspec.Raw) -> tuple[bytes, RecordView]:
     if view.CloudTrailEvent is not None:
         inner = view.CloudTrailEvent
         if isinstance(inner, dict):
-            inner = msgspec.json.encode(inner).decode()
+            inner = _JSON.encode(inner).decode()
         if not isinstance(inner, str):
             raise NotCloudTrail("CloudTrailEvent is not a JSON object")
         data = inner.encode()
@@ -562,7 +569,7 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        return msgspec.json.encode(value).decode()
+        return _JSON.encode(value).decode()
     return str(value)
 
 
@@ -599,23 +606,45 @@ def _parameter_target(params: msgspec.Raw) -> str | None:
     if value is not None:
         return _readable(value)
     every = _embedded(_ANY, params)
+    if not isinstance(every, dict):
+        return None
     return next((v for v in every.values() if isinstance(v, str) and v), None)
 
 
 def _embedded(decoder: msgspec.json.Decoder, value: bytes | msgspec.Raw | str) -> Any:
-    """JSON that msgspec has already read as well formed (a field kept raw, or a record),
-    decoded when a column needs it, where a raise would cost the whole file. Bytes that
-    are not UTF-8 read as the row's `raw` will show them (\\xNN, logged when the batch
-    is built); a number past a float's range (1e999), which only `_ANY` meets, as a
-    Decimal."""
+    """JSON msgspec has already read as well formed (a field kept raw, or a record),
+    decoded when a column needs it, where a raise would cost the whole file.
+
+    Bytes that are not UTF-8 read as the row's `raw` will show them (\\xNN, logged when
+    the batch is built). For `_ANY`, a number past a float's range (1e999) reads as a
+    Decimal (`_WIDE`), and JSON no decoder holds (an integer of thousands of digits) as
+    UNREADABLE. A typed decoder (`_TARGETS`) raises ValidationError for a value of
+    another type, as it always did, for its caller to handle.
+    """
+    if not isinstance(value, str):
+        try:
+            return decoder.decode(value)
+        except UnicodeDecodeError:
+            value = bytes(value).decode("utf-8", JSON_SAFE_ESCAPE)
+        except msgspec.ValidationError:
+            if decoder is not _ANY:
+                raise
+            return _wide(value)
     try:
         return decoder.decode(value)
-    except UnicodeDecodeError:
-        return _embedded(decoder, bytes(value).decode("utf-8", JSON_SAFE_ESCAPE))  # type: ignore[arg-type]
     except msgspec.ValidationError:
         if decoder is not _ANY:
             raise
+        return _wide(value)
+
+
+def _wide(value: bytes | msgspec.Raw | str) -> Any:
+    if not isinstance(value, str):
+        value = bytes(value).decode("utf-8", JSON_SAFE_ESCAPE)
+    try:
         return _WIDE.decode(value)
+    except msgspec.DecodeError:
+        return UNREADABLE
 
 
 def _readable(value: Any) -> str | None:
@@ -710,8 +739,9 @@ def block_batches(block: Block, evidence_id: str, errors: ErrorLog) -> Iterator[
     holds the two paths to one another); what it saves is the per-record call, which
     was most of the timeline's time on S3 delivery files. Converting Python values to
     Arrow was the next cost, so constant columns are repeated by Arrow, `raw` is the
-    records' bytes joined once (`_joined_text`) and the promoted columns that repeat a
-    row column (event source and name, error code, source IP) share its list.
+    records' bytes joined once (`_joined_text`), and the promoted event source and name,
+    error code and source IP are the lists the row columns are built from (`src_ip`'s
+    is that column itself, converted once for both).
     """
     for start in range(0, len(block.raws), BATCH_ROWS):
         raws = block.raws[start : start + BATCH_ROWS]
@@ -786,8 +816,8 @@ def _joined_text(raws: list[msgspec.Raw]) -> pa.Array | None:
     offsets instead of a Python bytes object per record; None when any record is not
     UTF-8, for `columns_to_batch` to keep and log those bytes row by row."""
     data = b"".join(raws)
-    if len(data) >= 1 << 31:
-        return None  # past int32 offsets; never for a batch of BATCH_ROWS records
+    if len(data) >= 1 << 31:  # past int32 offsets; a document is at most
+        return None  # MAX_DOCUMENT_BYTES, so this only guards that bound moving
     offsets = pa.array([0, *itertools.accumulate(map(len, raws))], pa.int32())
     text = pa.StringArray.from_buffers(len(raws), offsets.buffers()[1], pa.py_buffer(data))
     try:
@@ -801,7 +831,7 @@ def promoted_columns(views: Sequence[TypedView | None], row_fields: bool = True)
     """schema.PROMOTED_COLUMNS for typed views (None: a record not of CloudTrail's own
     types, whose promoted columns stay NULL and whose rules read `raw`). With
     `row_fields=False`, without promoted_from and the first four fields (event source
-    and name, error code, source IP), which `block_batches` has as row columns.
+    and name, error code, source IP), whose lists `block_batches` already has.
 
     A boolean is "true"/"false" and a string itself: what DuckDB's json_transform gives
     for the path, so a rule reads the same value from the column as from `raw`.
