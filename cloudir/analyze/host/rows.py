@@ -19,14 +19,27 @@ _NO_TIME_BEFORE = datetime(1970, 1, 2, tzinfo=UTC)
 
 
 def iso_time(value: Any) -> str | None:
-    """UTC ISO 8601 text, or None for a missing, zero or 1970-01-01 time."""
+    """UTC ISO 8601 text, or None for a missing, zero or 1970-01-01 time, or one past
+    year 9999 in UTC (9999-12-31T23:59-01:00)."""
     if not isinstance(value, datetime):
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     if value < _NO_TIME_BEFORE:
         return None
-    return value.astimezone(UTC).isoformat()
+    try:
+        return value.astimezone(UTC).isoformat()
+    except OverflowError:
+        return None
+
+
+def epoch_time(seconds: float) -> str | None:
+    """`iso_time` of seconds since 1970 (a tar member's or an image's time), None for one
+    no datetime holds: an archive's times are whatever its maker wrote."""
+    try:
+        return iso_time(datetime.fromtimestamp(seconds, UTC))
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def json_value(value: Any) -> Any:
@@ -71,7 +84,11 @@ def host_row(
     """The row, column by name. The event id is stable across runs; two identical
     records (the same log line twice in one second) differ by `occurrence`, their
     position in the evidence, so de-duplication never merges them."""
-    key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}\x00{occurrence}".encode()
+    # "surrogatepass": a file name that is not UTF-8 (tarfile's surrogateescape) or a lone
+    # surrogate escape in evidence JSON must not cost the file; the text columns show it
+    key = f"{evidence_id}\x00{artifact}\x00{desc}\x00{when}\x00{raw}\x00{occurrence}".encode(
+        "utf-8", "surrogatepass"
+    )
     return Row(
         timestamp=when,
         timestamp_desc=desc,

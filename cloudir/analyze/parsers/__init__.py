@@ -326,7 +326,7 @@ def columns_to_batch(
         keep = None
         if not _within_python_years(stamps):
             raise pa.ArrowInvalid("a time outside years 1-9999")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):  # a lone surrogate
         stamps, keep = _slow_times(times, numbers, errors)
     if keep is not None:
         numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
@@ -348,10 +348,13 @@ def columns_to_batch(
 
 
 def _strings(values: Sequence[Any], numbers: list[int], errors: ErrorLog) -> pa.Array:
-    """Bytes that are not UTF-8 are kept visibly (`\\\\xNN`, still valid JSON), logged."""
+    """Bytes that are not UTF-8, and text holding lone surrogates (a JSON `\\ud800`, a file
+    name that was not UTF-8), are kept visibly (`\\\\xNN`, still valid JSON) and logged;
+    a value that is not text (a parser given a number where it expected a name) is its
+    text, so one odd value never costs the batch."""
     try:
         return pa.array(values, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
         fixed = []
         for value, number in zip(values, numbers, strict=True):
             if isinstance(value, bytes):
@@ -360,8 +363,26 @@ def _strings(values: Sequence[Any], numbers: list[int], errors: ErrorLog) -> pa.
                 except UnicodeDecodeError:
                     errors.add("not valid UTF-8; bytes kept as \\\\xNN text", number)
                     value = value.decode("utf-8", JSON_SAFE_ESCAPE)
+            elif isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    errors.add("text with lone surrogates; kept as \\\\xNN text", number)
+                    value = _visible(value)
+            elif value is not None:
+                value = str(value)
             fixed.append(value)
         return pa.array(fixed, pa.string())
+
+
+def _visible(text: str) -> str:
+    """Surrogates as the `\\\\xNN` of their bytes: a name's undecodable bytes as they were
+    (surrogateescape), any other surrogate as its UTF-8 form would be."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", JSON_SAFE_ESCAPE)
 
 
 def _slow_times(
@@ -416,7 +437,7 @@ def _out_of_range(value: Any) -> bool:
     """A time Arrow can read but Python cannot hold (year 0, year 10000 once in UTC)."""
     try:
         stamp = pa.array([value], pa.string()).cast(TIMELINE_SCHEMA.field("timestamp").type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
         return False
     return not _within_python_years(stamp)
 

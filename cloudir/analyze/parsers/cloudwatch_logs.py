@@ -135,7 +135,7 @@ def read_page(path: Path, errors: ErrorLog) -> tuple[list[Any], str | None] | No
         return None
     try:
         document = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
     events = document.get("events") if isinstance(document, dict) else None
@@ -250,7 +250,7 @@ def _log_group(path: Path) -> str | None:
     for folder in folders:
         try:
             meta = json.loads((folder / "meta.json").read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         source = meta.get("source") if isinstance(meta, dict) else None
         group = source.get("log_group") if isinstance(source, dict) else None

@@ -12,17 +12,18 @@ cron and keys.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import stat
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 
-from cloudir.analyze.host.rows import host_row, iso_time, raw_json
+from cloudir.analyze.host.rows import epoch_time, host_row, iso_time, raw_json
 from cloudir.analyze.parsers import (
     ErrorLog,
     Logsource,
@@ -165,7 +166,7 @@ class _Context:
             raw: dict[str, Any] = {"path": changed, "change": kind}
             when = None
             if info is not None:
-                when = iso_time(datetime.fromtimestamp(info["mtime"], UTC))
+                when = epoch_time(info["mtime"])
                 raw.update({k: v for k, v in info.items() if k != "mtime"})
                 raw["mtime"] = when
             desc = (
@@ -198,11 +199,7 @@ class _Context:
             if not isinstance(layer, dict):
                 continue
             created = layer.get("Created")
-            when = (
-                iso_time(datetime.fromtimestamp(created, UTC))
-                if isinstance(created, int | float) and created > 0
-                else None
-            )
+            when = epoch_time(created) if isinstance(created, int | float) and created > 0 else None
             step = str(layer.get("CreatedBy") or "").strip()
             yield self.row(
                 when,
@@ -248,7 +245,7 @@ def _members(export: Path, wanted: dict[str, str], errors: ErrorLog) -> dict[str
     added or changed executables where intruders drop them."""
     found: dict[str, dict[str, Any]] = {}
     try:
-        with tarfile.open(export, "r|*") as tar:
+        with export.open("rb") as raw, tarfile.open(fileobj=EndsOnce(raw), mode="r|*") as tar:
             for member in tar:
                 path = member_path(member.name)
                 if path not in wanted or path in found:
@@ -275,9 +272,34 @@ def _members(export: Path, wanted: dict[str, str], errors: ErrorLog) -> dict[str
                     if content is not None:
                         info["sha256"] = _sha256(content)
                 found[path] = info
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, ValueError, OverflowError) as exc:
+        # ValueError: a pax number that is not one; OverflowError: a negative mode
         errors.add(f"{export.name}: unreadable after {len(found)} changed paths: {exc}")
     return found
+
+
+class EndsOnce(io.RawIOBase):
+    """A stream whose end is final: a read after it has returned b"" raises EOFError.
+
+    tarfile's stream mode passes over a member's data by reading up to its declared size,
+    and keeps reading at the end of the stream, so a member that declares 10**20 bytes
+    would hold a parser for ever; here it ends the archive with an error instead.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self.stream = stream
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.ended:
+            raise EOFError("the archive ends inside a member (its declared size is too large)")
+        data = self.stream.read(size)
+        self.ended = not data
+        return data
 
 
 def member_path(name: str) -> str:
@@ -345,7 +367,7 @@ def _document(path: Path, errors: ErrorLog) -> Any:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
 

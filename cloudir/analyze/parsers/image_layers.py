@@ -14,13 +14,12 @@ import json
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 
-from cloudir.analyze.host.rows import host_row, iso_time, raw_json
+from cloudir.analyze.host.rows import epoch_time, host_row, raw_json
 from cloudir.analyze.parsers import (
     BY_CONTENT,
     BY_NAME_AND_STRUCTURE,
@@ -33,7 +32,7 @@ from cloudir.analyze.parsers import (
     batches,
     register,
 )
-from cloudir.analyze.parsers.container import docker_time, member_path
+from cloudir.analyze.parsers.container import EndsOnce, docker_time, member_path
 from cloudir.sniff import Sniff, sniff
 
 WHITEOUT = ".wh."
@@ -66,14 +65,17 @@ def parse(
 ) -> Iterator[pa.RecordBatch]:
     try:
         outer = tarfile.open(path, "r:")  # noqa: SIM115 - closed by the with below
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, ValueError) as exc:  # ValueError: a bad pax number
         errors.add(f"{path.name}: not a readable image tar ({exc})")
         return
     with outer:
         try:
             image, layers = _layers(outer)
-        except (KeyError, ValueError, TypeError) as exc:
-            errors.add(f"{path.name}: not a docker save or OCI image ({exc})")
+        except (tarfile.TarError, OSError) as exc:  # cut short: an incomplete copy
+            errors.add(f"{path.name}: image tar unreadable ({exc})")
+            return
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            errors.add(f"{path.name}: not a docker save or OCI image ({type(exc).__name__}: {exc})")
             return
         yield from batches(_rows(outer, image, layers, evidence_id, errors), errors)
 
@@ -137,10 +139,10 @@ def _rows(
         if stream is None:
             continue
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            with tarfile.open(fileobj=EndsOnce(stream), mode="r|") as tar:
                 for member in tar:
                     yield from _change(member, position, layer, present, image, evidence_id)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # ValueError: pax
             errors.add(f"layer {position + 1} ({layer.member}): unreadable: {exc}")
 
 
@@ -178,7 +180,7 @@ def _change(
         "size": member.size,
         "uid": member.uid,
         "gid": member.gid,
-        "mtime": iso_time(datetime.fromtimestamp(member.mtime, UTC)) if member.mtime > 0 else None,
+        "mtime": epoch_time(member.mtime) if member.mtime > 0 else None,
         "type": _type(member),
     }
     if member.issym() or member.islnk():

@@ -125,7 +125,7 @@ def _audit_event(text: Any) -> dict[str, Any] | None:
         return None
     try:
         audit = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past Python's limit (Go takes 10,000)
         return None
     if not isinstance(audit, dict) or audit.get("kind") != "Event":
         return None
@@ -184,7 +184,7 @@ def parse_cluster(
         return
     try:
         cluster = json.loads(data).get("cluster")
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, RecursionError) as exc:
         errors.add(f"{path.name}: not a DescribeCluster answer ({exc})")
         return
     if not isinstance(cluster, dict):

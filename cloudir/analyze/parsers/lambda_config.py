@@ -426,7 +426,7 @@ def _dict(value: Any) -> dict[str, Any]:
 def _json_or_text(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -442,7 +442,7 @@ def _read(path: Path, errors: ErrorLog) -> dict[str, Any] | None:
         return None
     try:
         document = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
     if not isinstance(document, dict):
@@ -456,7 +456,7 @@ def _load(path: Path) -> Any:
     try:
         with _open(path) as fh:
             return json.loads(fh.read(MAX_BYTES))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -49,7 +49,7 @@ def parse(
             errors.add(f"{path.name}: larger than {MAX_BYTES} bytes, not read")
             return
         outcome = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return
     if not isinstance(outcome, dict):
