@@ -67,12 +67,20 @@ class Unreadable(ValueError):
     """The policy is not a shape IAM accepts; its grant is unknown (NULL), not a guess."""
 
 
+# IAM's own limit for an ARN; policyuniverse's ARN patterns backtrack on longer text (a
+# 70 KB principal took about 100 s), so such a value makes the policy Unreadable instead
+MAX_NAME_CHARS = 2048
+
+
 def _text(value: Any) -> str:
     """A scalar as IAM text: account ids are sometimes written as JSON numbers."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        return str(value)
+        text = str(value)
+        if len(text) > MAX_NAME_CHARS:
+            raise Unreadable(f"a value of {len(text)} characters (IAM's ARNs: {MAX_NAME_CHARS})")
+        return text
     raise Unreadable(f"not a scalar: {type(value).__name__}")
 
 
@@ -81,8 +89,10 @@ def _texts(value: Any) -> list[str]:
 
 
 def _principal(value: Any) -> Any:
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
         return {_text(kind): _texts(who) for kind, who in value.items()}
     raise Unreadable("principal is neither text nor an object")

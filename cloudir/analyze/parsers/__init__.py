@@ -306,6 +306,17 @@ class BatchBuilder:
         return batch
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """`value` when evidence JSON holds an object there, else an empty one: a field of the
+    wrong type reads as absent instead of raising on `.get` and costing the file."""
+    return value if isinstance(value, dict) else {}
+
+
+def json_list(value: Any) -> list[Any]:
+    """`value` when it is a list, else an empty one (see json_object)."""
+    return value if isinstance(value, list) else []
+
+
 def columns_to_batch(
     columns: Sequence[Sequence[Any] | pa.Array], numbers: list[int], errors: ErrorLog
 ) -> pa.RecordBatch:

@@ -32,6 +32,8 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_list,
+    json_object,
     register,
 )
 
@@ -67,6 +69,9 @@ def parse(
     if inspect is None:
         errors.add("inspect.json missing or unreadable: the container's rows need it")
         return
+    if not isinstance(inspect, dict):
+        errors.add("inspect.json is not a JSON object: the container's rows need it")
+        return
     context = _Context(inspect, evidence_id)
     if path.name == "inspect.json":
         rows: Iterator[Row] = context.state_rows()
@@ -90,6 +95,11 @@ def _exported_fs(
     yield from host.parse(path, evidence_id, errors, wanted)
 
 
+def _words(value: Any) -> list[Any]:
+    """A command as inspect.json gives it: a list of words, or (older engines) one string."""
+    return [value] if isinstance(value, str) else json_list(value)
+
+
 class _Context:
     """The container's identity, for every row of its item."""
 
@@ -98,7 +108,7 @@ class _Context:
         self.evidence_id = evidence_id
         self.id = str(inspect.get("Id") or "")
         self.name = str(inspect.get("Name") or "").lstrip("/") or self.id[:12]
-        config = inspect.get("Config") or {}
+        config = json_object(inspect.get("Config"))
         self.image = str(config.get("Image") or inspect.get("Image") or "")
         self.host = f"container:{self.name}"
 
@@ -119,10 +129,10 @@ class _Context:
 
     # -- the container's life -----------------------------------------------------------
     def state_rows(self) -> Iterator[Row]:
-        state = self.inspect.get("State") or {}
-        config = self.inspect.get("Config") or {}
+        state = json_object(self.inspect.get("State"))
+        config = json_object(self.inspect.get("Config"))
         command = " ".join(
-            str(x) for x in (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
+            str(x) for x in _words(config.get("Entrypoint")) + _words(config.get("Cmd"))
         )
         times = [
             ("Container Created", self.inspect.get("Created"), "created"),
@@ -156,7 +166,10 @@ class _Context:
         wanted: dict[str, str] = {}
         for change in changes:
             if isinstance(change, dict) and isinstance(change.get("Path"), str):
-                wanted[change["Path"]] = DIFF_KINDS.get(change.get("Kind"), "changed")
+                kind = change.get("Kind")
+                wanted[change["Path"]] = (
+                    DIFF_KINDS.get(kind, "changed") if isinstance(kind, int) else "changed"
+                )
         export = _export_of(path)
         members = _members(export, wanted, errors) if export else {}
         if export is None and any(kind != "deleted" for kind in wanted.values()):

@@ -96,6 +96,8 @@ def _layers(outer: tarfile.TarFile) -> tuple[str, list[Layer]]:
     if "manifest.json" in names:
         [manifest] = _json(outer, "manifest.json")[:1]
         config = _json(outer, manifest["Config"])
+        if not all(isinstance(name, str) for name in manifest["Layers"]):
+            raise ValueError("manifest.json names a layer with something other than a name")
         blobs = [
             (name, "application/vnd.docker.image.rootfs.diff.tar") for name in manifest["Layers"]
         ]

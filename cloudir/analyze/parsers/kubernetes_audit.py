@@ -37,6 +37,8 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_list,
+    json_object,
     register,
 )
 from cloudir.analyze.parsers.cloudwatch_logs import (
@@ -200,12 +202,12 @@ def _cluster_rows(cluster: dict[str, Any], evidence_id: str, errors: ErrorLog) -
         errors.add("the cluster has no creation time; not placed", record=1)
         return
     name = _text(cluster.get("name"))
-    vpc = cluster.get("resourcesVpcConfig") or {}
+    vpc = json_object(cluster.get("resourcesVpcConfig"))
     public = vpc.get("endpointPublicAccess", True)  # EKS's default: a public endpoint
-    cidrs = vpc.get("publicAccessCidrs") or (["0.0.0.0/0"] if public else [])
+    cidrs = json_list(vpc.get("publicAccessCidrs")) or (["0.0.0.0/0"] if public else [])
     audit_on = any(
-        e.get("enabled") and "audit" in (e.get("types") or [])
-        for e in (cluster.get("logging") or {}).get("clusterLogging") or []
+        e.get("enabled") and "audit" in json_list(e.get("types"))
+        for e in json_list(json_object(cluster.get("logging")).get("clusterLogging"))
         if isinstance(e, dict)
     )
     endpoint = f"public to {', '.join(map(str, cidrs))}" if public else "private"

@@ -53,6 +53,8 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_list,
+    json_object,
     parse_timestamp,
     register,
 )
@@ -179,7 +181,7 @@ def _function_rows(
         "FunctionName": config.get("FunctionName"),
         "AccountId": account,
         "Configuration": config,
-        "Code": {k: v for k, v in _dict(document.get("Code")).items() if k != "Location"},
+        "Code": {k: v for k, v in json_object(document.get("Code")).items() if k != "Location"},
     }
     for key in ("Tags", "Concurrency"):
         if key in document:
@@ -193,7 +195,7 @@ def _function_rows(
         return
     if not isinstance(config.get("Layers") or [], list):
         errors.add(f"{GET_FUNCTION}: Configuration.Layers is not a list; no layer rows")
-    layers = [x.get("Arn") for x in _list(config.get("Layers")) if isinstance(x, dict)]
+    layers = [x.get("Arn") for x in json_list(config.get("Layers")) if isinstance(x, dict)]
     parts = [
         f"runtime {config.get('Runtime') or config.get('PackageType')}",
         f"handler {config.get('Handler')}",
@@ -206,7 +208,7 @@ def _function_rows(
     yield _row(when, "Lambda Configuration Modified", "lambda:configuration", arn, record,
                f"Lambda {config.get('FunctionName')}: " + "; ".join(parts),
                evidence_id, "config")  # fmt: skip
-    for number, layer in enumerate(_list(config.get("Layers")), 1):
+    for number, layer in enumerate(json_list(config.get("Layers")), 1):
         if not isinstance(layer, dict) or not isinstance(layer.get("Arn"), str):
             errors.add("a Configuration.Layers entry without an Arn", record=number)
             continue
@@ -287,7 +289,7 @@ def _alias_rows(
     published: dict[str, Any] = {"$LATEST": config.get("LastModified")}
     for page in sorted((folder / "versions").glob("page-*.json")):
         listed = _load(page)
-        for version in _list(_dict(listed).get("Versions")):
+        for version in json_list(json_object(listed).get("Versions")):
             if isinstance(version, dict) and version.get("Version") != "$LATEST":
                 published[str(version.get("Version"))] = version.get("LastModified")
     arn = _unqualified(str(config.get("FunctionArn") or "")) or None
@@ -359,7 +361,7 @@ def _layer_version_rows(
         errors.add("a layer answer without LayerVersionArn or a CreatedDate time; not placed")
         return
     arn = _unqualified(str(config.get("FunctionArn") or "")) or None
-    content = {k: v for k, v in _dict(document.get("Content")).items() if k != "Location"}
+    content = {k: v for k, v in json_object(document.get("Content")).items() if k != "Location"}
     record = {"recordType": "LayerVersion", "FunctionArn": arn, **document, "Content": content,
               "LayerAccount": _account(layer_arn)}  # fmt: skip
     yield _row(when, "Lambda Layer Version Created", "lambda:layer-version", arn, record,
@@ -413,14 +415,6 @@ def _account(arn: str) -> str | None:
 
 def _name(arn: str | None) -> str:
     return (arn or "").rsplit(":", 1)[-1] or "?"
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _json_or_text(text: str) -> Any:

@@ -23,6 +23,7 @@ from cloudir.analyze.parsers import (
     Parser,
     RowSource,
     batches,
+    json_object,
     register,
 )
 
@@ -76,10 +77,10 @@ def _rows(
     evidence_id: str,
     errors: ErrorLog,
 ) -> Iterator[Any]:
-    source = meta.get("source") or {}
+    source = json_object(meta.get("source"))
     action = str(source.get("action") or document.get("action") or "respond")
     subject = str(source.get("target") or document.get("target") or "")
-    actor = (meta.get("caller_identity") or {}).get("Arn") or document.get("actor")
+    actor = json_object(meta.get("caller_identity")).get("Arn") or document.get("actor")
     host = subject if subject.startswith("i-") else None
     if path.name == "outcome.json":  # each change done has its own step file
         steps = [(document["failed"], "failure")] if document.get("failed") else []
