@@ -68,7 +68,8 @@ class Unreadable(ValueError):
 
 
 # IAM's own limit for an ARN; policyuniverse's ARN patterns backtrack on longer text (a
-# 70 KB principal took about 100 s), so such a value makes the policy Unreadable instead
+# 70 KB principal took about 100 s), so a principal past it makes the policy Unreadable.
+# Other values (a long aws:Referer pattern) are valid and kept.
 MAX_NAME_CHARS = 2048
 
 
@@ -77,11 +78,16 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        text = str(value)
-        if len(text) > MAX_NAME_CHARS:
-            raise Unreadable(f"a value of {len(text)} characters (IAM's ARNs: {MAX_NAME_CHARS})")
-        return text
+        return str(value)
     raise Unreadable(f"not a scalar: {type(value).__name__}")
+
+
+def _name(value: Any) -> str:
+    """A principal as IAM text, no longer than an ARN can be."""
+    text = _text(value)
+    if len(text) > MAX_NAME_CHARS:
+        raise Unreadable(f"a principal of {len(text)} characters (IAM's ARNs: {MAX_NAME_CHARS})")
+    return text
 
 
 def _texts(value: Any) -> list[str]:
@@ -92,9 +98,12 @@ def _principal(value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, str):
-        return _text(value)
+        return _name(value)
     if isinstance(value, dict):
-        return {_text(kind): _texts(who) for kind, who in value.items()}
+        names = {
+            _text(kind): who if isinstance(who, list) else [who] for kind, who in value.items()
+        }
+        return {kind: [_name(one) for one in who] for kind, who in names.items()}
     raise Unreadable("principal is neither text nor an object")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import importlib
+import json
 import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -381,7 +382,8 @@ def _strings(values: Sequence[Any], numbers: list[int], errors: ErrorLog) -> pa.
                     errors.add("text with lone surrogates; kept as \\\\xNN text", number)
                     value = _visible(value)
             elif value is not None:
-                value = str(value)
+                errors.add("a value that is not text; kept as its JSON text", number)
+                value = json.dumps(value, ensure_ascii=False, default=str)
             fixed.append(value)
         return pa.array(fixed, pa.string())
 

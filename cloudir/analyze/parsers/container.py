@@ -309,7 +309,7 @@ class EndsOnce(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         if self.ended:
-            raise EOFError("the archive ends inside a member (its declared size is too large)")
+            raise EOFError("the archive ends inside a member (cut short, or a size too large)")
         data = self.stream.read(size)
         self.ended = not data
         return data
