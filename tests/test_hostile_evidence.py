@@ -119,3 +119,16 @@ def test_a_long_condition_value_is_valid_but_a_long_principal_is_unreadable() ->
     statement["Principal"] = {"AWS": "arn:aws:iam::111122223333:" + "r" * 70_000}
     with pytest.raises(Unreadable):
         classify_document(policy, "444455556666")
+
+
+def test_json_nested_past_pythons_limit_is_invalid_json_everywhere(tmp_path: Path) -> None:
+    """One helper (parsers.json_loads) makes deep nesting a ValueError, so no parser's
+    `except ValueError` misses it: not even recognising a file's kind at capture."""
+    from cloudir.analyze.parsers import json_loads, recognise_kind
+
+    deep = '{"events": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(ValueError, match="nested deeper"):
+        json_loads(deep)
+    page = tmp_path / "page-00001.json"
+    page.write_text(deep)
+    assert isinstance(recognise_kind([page]), str)

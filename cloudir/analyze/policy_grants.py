@@ -94,16 +94,17 @@ def _texts(value: Any) -> list[str]:
     return [_text(v) for v in value] if isinstance(value, list) else [_text(value)]
 
 
+def _names(value: Any) -> list[str]:
+    return [_name(v) for v in value] if isinstance(value, list) else [_name(value)]
+
+
 def _principal(value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, str):
         return _name(value)
     if isinstance(value, dict):
-        names = {
-            _text(kind): who if isinstance(who, list) else [who] for kind, who in value.items()
-        }
-        return {kind: [_name(one) for one in who] for kind, who in names.items()}
+        return {_text(kind): _names(who) for kind, who in value.items()}
     raise Unreadable("principal is neither text nor an object")
 
 

@@ -15,10 +15,9 @@ import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from cloudir.analyze.host.rows import host_row, iso_time, json_value, raw_json
+from cloudir.analyze.host.rows import epoch_time, host_row, iso_time, json_value, raw_json
 from cloudir.analyze.parsers import ErrorLog, Logsource, Row, RowSource
 
 MESSAGE_LIMIT = 400
@@ -596,7 +595,7 @@ class RecordRows:
         if key not in self._mtimes:
             try:
                 stat = self.target.fs.path(key).lstat()
-                self._mtimes[key] = iso_time(datetime.fromtimestamp(stat.st_mtime, UTC))
+                self._mtimes[key] = epoch_time(stat.st_mtime)
             except Exception:  # the file a record cites may be gone or unreadable
                 self._mtimes[key] = None
         when = self._mtimes[key]

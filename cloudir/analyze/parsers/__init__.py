@@ -307,6 +307,16 @@ class BatchBuilder:
         return batch
 
 
+def json_loads(data: str | bytes) -> Any:
+    """`json.loads`, where JSON nested past Python's limit (about 1,000 levels; Go's
+    encoder writes 10,000) is a ValueError like any other JSON it cannot read, instead of
+    a RecursionError that passes every parser's `except ValueError` and costs the file."""
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested deeper than Python can read") from exc
+
+
 def json_object(value: Any) -> dict[str, Any]:
     """`value` when evidence JSON holds an object there, else an empty one: a field of the
     wrong type reads as absent instead of raising on `.get` and costing the file."""

@@ -221,7 +221,7 @@ def _finite_or_decimal(text: str) -> float | decimal.Decimal:
 # back by _JSON as the number it was; every other number as _ANY reads it
 _WIDE = msgspec.json.Decoder(float_hook=_finite_or_decimal)
 _JSON = msgspec.json.Encoder(decimal_format="number")
-UNREADABLE = object()  # what _embedded gives for JSON no decoder of ours can hold
+_UNREADABLE = object()  # what _embedded gives for JSON no decoder of ours can hold
 
 
 class NotCloudTrail(ValueError):
@@ -420,6 +420,15 @@ Items = tuple[list[msgspec.Raw], list[RecordView] | None, list[TypedView] | None
 
 
 def _items(document: bytes) -> Items:
+    """`_read_items`, where JSON nested past msgspec's depth limit is a DecodeError like any
+    other JSON it cannot read (msgspec raises RecursionError, which would cost the file)."""
+    try:
+        return _read_items(document)
+    except RecursionError as exc:
+        raise msgspec.DecodeError("JSON is malformed: nested deeper than msgspec reads") from exc
+
+
+def _read_items(document: bytes) -> Items:
     """The records of one JSON document, each as its own bytes, and their fields.
 
     The fields of a whole list are decoded in one call (a quarter faster than record by
@@ -517,7 +526,7 @@ def _view(raw: bytes | msgspec.Raw) -> RecordView:
         raw = bytes(raw).decode("utf-8", JSON_SAFE_ESCAPE).encode()
         return _view(raw)
     value = _embedded(_ANY, raw)
-    if value is UNREADABLE:
+    if value is _UNREADABLE:
         raise NotCloudTrail("a number too long to read (an integer of thousands of digits)")
     if not isinstance(value, dict):
         raise NotCloudTrail("record is not a JSON object")
@@ -618,20 +627,13 @@ def _embedded(decoder: msgspec.json.Decoder, value: bytes | msgspec.Raw | str) -
     Bytes that are not UTF-8 read as the row's `raw` will show them (\\xNN, logged when
     the batch is built). For `_ANY`, a number past a float's range (1e999) reads as a
     Decimal (`_WIDE`), and JSON no decoder holds (an integer of thousands of digits) as
-    UNREADABLE. A typed decoder (`_TARGETS`) raises ValidationError for a value of
+    _UNREADABLE. A typed decoder (`_TARGETS`) raises ValidationError for a value of
     another type, as it always did, for its caller to handle.
     """
-    if not isinstance(value, str):
-        try:
-            return decoder.decode(value)
-        except UnicodeDecodeError:
-            value = bytes(value).decode("utf-8", JSON_SAFE_ESCAPE)
-        except msgspec.ValidationError:
-            if decoder is not _ANY:
-                raise
-            return _wide(value)
     try:
         return decoder.decode(value)
+    except UnicodeDecodeError:  # only bytes raise it, so this recursion ends at once
+        return _embedded(decoder, bytes(value).decode("utf-8", JSON_SAFE_ESCAPE))  # type: ignore[arg-type]
     except msgspec.ValidationError:
         if decoder is not _ANY:
             raise
@@ -644,7 +646,7 @@ def _wide(value: bytes | msgspec.Raw | str) -> Any:
     try:
         return _WIDE.decode(value)
     except msgspec.DecodeError:
-        return UNREADABLE
+        return _UNREADABLE
 
 
 def _readable(value: Any) -> str | None:

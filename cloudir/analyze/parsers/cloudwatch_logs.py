@@ -45,6 +45,7 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_loads,
     register,
 )
 from cloudir.analyze.parsers._cloudwatch_export import TIME_DESC as EXPORT_TIME_DESC
@@ -98,7 +99,7 @@ def recognise(paths: Sequence[Path]) -> int:
         if seen.compression is not None or seen.format != "json":
             return NOT_MINE
         try:
-            document = json.loads(read_bounded(path))
+            document = json_loads(read_bounded(path))
         except (OSError, ValueError):
             return NOT_MINE
         events = document.get("events") if isinstance(document, dict) else None
@@ -134,8 +135,8 @@ def read_page(path: Path, errors: ErrorLog) -> tuple[list[Any], str | None] | No
         errors.add(f"{path.name}: over {MAX_PAGE_BYTES} bytes, not a log events page; not read")
         return None
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
+        document = json_loads(data)
+    except ValueError as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
     events = document.get("events") if isinstance(document, dict) else None
@@ -249,8 +250,8 @@ def _log_group(path: Path) -> str | None:
         folders = [found] if found else []
     for folder in folders:
         try:
-            meta = json.loads((folder / "meta.json").read_bytes())
-        except (OSError, ValueError, RecursionError):
+            meta = json_loads((folder / "meta.json").read_bytes())
+        except (OSError, ValueError):
             continue
         source = meta.get("source") if isinstance(meta, dict) else None
         group = source.get("log_group") if isinstance(source, dict) else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from cloudir.analyze.parsers import (
     RowSource,
     batches,
     json_list,
+    json_loads,
     json_object,
     register,
 )
@@ -377,10 +377,10 @@ def _document(path: Path, errors: ErrorLog) -> Any:
         if path.stat().st_size > MAX_DOCUMENT_BYTES:
             errors.add(f"{path.name}: larger than {MAX_DOCUMENT_BYTES} bytes, not read")
             return None
-        return json.loads(path.read_bytes())
+        return json_loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError) as exc:
+    except (OSError, ValueError) as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
 

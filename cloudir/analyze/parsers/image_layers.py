@@ -10,7 +10,6 @@ extracted; only the paths' metadata is held in memory.
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_loads,
     register,
 )
 from cloudir.analyze.parsers.container import EndsOnce, docker_time, member_path
@@ -74,7 +74,7 @@ def parse(
         except (tarfile.TarError, OSError) as exc:  # cut short: an incomplete copy
             errors.add(f"{path.name}: image tar unreadable ({exc})")
             return
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
             errors.add(f"{path.name}: not a docker save or OCI image ({type(exc).__name__}: {exc})")
             return
         yield from batches(_rows(outer, image, layers, evidence_id, errors), errors)
@@ -87,7 +87,7 @@ def _json(outer: tarfile.TarFile, name: str) -> Any:
     handle = outer.extractfile(member)  # a stream out of the tar, never a file on disk
     if handle is None:
         raise ValueError(f"{name} is not a file")
-    return json.loads(handle.read())
+    return json_loads(handle.read())
 
 
 def _layers(outer: tarfile.TarFile) -> tuple[str, list[Layer]]:

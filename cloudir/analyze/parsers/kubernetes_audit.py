@@ -38,6 +38,7 @@ from cloudir.analyze.parsers import (
     RowSource,
     batches,
     json_list,
+    json_loads,
     json_object,
     register,
 )
@@ -126,8 +127,8 @@ def _audit_event(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, str) or len(text) > MAX_PAGE_BYTES:
         return None
     try:
-        audit = json.loads(text)
-    except (ValueError, RecursionError):  # nested past Python's limit (Go takes 10,000)
+        audit = json_loads(text)
+    except ValueError:
         return None
     if not isinstance(audit, dict) or audit.get("kind") != "Event":
         return None
@@ -185,8 +186,8 @@ def parse_cluster(
                    "answer; not read")  # fmt: skip
         return
     try:
-        cluster = json.loads(data).get("cluster")
-    except (ValueError, AttributeError, RecursionError) as exc:
+        cluster = json_loads(data).get("cluster")
+    except (ValueError, AttributeError) as exc:
         errors.add(f"{path.name}: not a DescribeCluster answer ({exc})")
         return
     if not isinstance(cluster, dict):

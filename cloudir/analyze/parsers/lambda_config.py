@@ -54,6 +54,7 @@ from cloudir.analyze.parsers import (
     RowSource,
     batches,
     json_list,
+    json_loads,
     json_object,
     parse_timestamp,
     register,
@@ -419,8 +420,8 @@ def _name(arn: str | None) -> str:
 
 def _json_or_text(text: str) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return json_loads(text)
+    except ValueError:
         return text
 
 
@@ -435,8 +436,8 @@ def _read(path: Path, errors: ErrorLog) -> dict[str, Any] | None:
         errors.add(f"{path.name}: over {MAX_BYTES} bytes, not a Lambda API answer; not read")
         return None
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
+        document = json_loads(data)
+    except ValueError as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return None
     if not isinstance(document, dict):
@@ -449,8 +450,8 @@ def _load(path: Path) -> Any:
     """A sibling answer, or None when it is missing or unreadable (its own parse says)."""
     try:
         with _open(path) as fh:
-            return json.loads(fh.read(MAX_BYTES))
-    except (OSError, ValueError, RecursionError):
+            return json_loads(fh.read(MAX_BYTES))
+    except (OSError, ValueError):
         return None
 
 

@@ -23,6 +23,7 @@ from cloudir.analyze.parsers import (
     Parser,
     RowSource,
     batches,
+    json_loads,
     json_object,
     register,
 )
@@ -49,8 +50,8 @@ def parse(
         if path.stat().st_size > MAX_BYTES:
             errors.add(f"{path.name}: larger than {MAX_BYTES} bytes, not read")
             return
-        outcome = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
+        outcome = json_loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
         errors.add(f"{path.name}: not valid JSON ({exc})")
         return
     if not isinstance(outcome, dict):
@@ -64,7 +65,7 @@ def _meta(path: Path) -> dict[str, Any]:
     """The item's meta.json: which action, on what, by whom (for the step files)."""
     folder = path.parent.parent if path.parent.name == "steps" else path.parent
     try:
-        meta = json.loads((folder / "meta.json").read_bytes())
+        meta = json_loads((folder / "meta.json").read_bytes())
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}

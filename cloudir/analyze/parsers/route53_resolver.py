@@ -86,6 +86,9 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 _ANY = msgspec.json.Decoder()
+# what msgspec raises for text it cannot read as JSON: malformed or of another shape, or
+# nested past its depth limit (a RecursionError, which no DecodeError handler catches)
+NOT_JSON = (msgspec.DecodeError, RecursionError)
 
 # Sigma's `category: dns` field names (the taxonomy's, as SigmaHQ's rules under
 # rules/network/dns use them; QueryName/QueryResults as Sysmon's DNS events name the
@@ -160,7 +163,7 @@ def _first_event_is_query(path: Path) -> bool:
     try:
         page = _PAGE.decode(head)
         first = _EVENT.decode(page.events[0]) if page.events else None
-    except msgspec.DecodeError:
+    except NOT_JSON:
         return False
     message = first.message if first is not None else None
     return isinstance(message, str) and _is_query(_record_of(message.encode()))
@@ -196,7 +199,7 @@ def _record_of(line: bytes) -> Any:
     prefix = EXPORT_PREFIX.match(line)
     try:
         return _ANY.decode(line[prefix.end() :] if prefix else line)
-    except msgspec.DecodeError:
+    except (*NOT_JSON, UnicodeDecodeError):
         return None
 
 
@@ -298,7 +301,7 @@ def _page_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
     except OSError as exc:
         errors.add(f"cannot read file: {exc}")
         return
-    except msgspec.DecodeError as exc:
+    except NOT_JSON as exc:
         errors.add(f"{path.name}: not a FilterLogEvents page ({exc})")
         return
     if page.events is None:
@@ -310,7 +313,7 @@ def _page_rows(path: Path, evidence_id: str, errors: ErrorLog) -> Iterator[Row]:
         complain = _on_record(errors, number)
         try:
             event = _EVENT.decode(raw)
-        except msgspec.DecodeError:
+        except NOT_JSON:
             complain("event is not a CloudWatch Logs event object")
             continue
         if not isinstance(event.message, str):
@@ -338,7 +341,7 @@ def _row_of(
         return None
     try:
         record = _ANY.decode(text)
-    except msgspec.DecodeError as exc:
+    except NOT_JSON as exc:
         complain(f"invalid JSON: {str(exc).removeprefix('JSON is malformed: ')}")
         return None
     reason = _problem(record)

@@ -52,6 +52,7 @@ from cloudir.analyze.parsers import (
     Row,
     RowSource,
     batches,
+    json_loads,
     register,
 )
 from cloudir.safe_text import inert
@@ -322,7 +323,7 @@ def page_format(path: Path) -> Format:
     """The flow log's own field format (`${version} ${account-id} ...`, recorded by the
     capture from DescribeFlowLogs), else the default: CloudWatch Logs holds no header."""
     try:
-        meta = json.loads((path.parent.parent / "meta.json").read_bytes())
+        meta = json_loads((path.parent.parent / "meta.json").read_bytes())
     except (OSError, ValueError):
         meta = {}
     text = meta.get("log_format") if isinstance(meta, dict) else None
