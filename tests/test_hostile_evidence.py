@@ -132,3 +132,23 @@ def test_json_nested_past_pythons_limit_is_invalid_json_everywhere(tmp_path: Pat
     page = tmp_path / "page-00001.json"
     page.write_text(deep)
     assert isinstance(recognise_kind([page]), str)
+
+
+def test_a_name_that_is_not_utf8_reads_as_its_bytes_once_logged() -> None:
+    """An image layer's Latin-1 file name: `\\xe9` in the text columns, `\\\\xe9` inside
+    `raw`'s JSON (which reads back as `\\xe9`), and one error for the record, not one a
+    column."""
+    case = HOSTILE / "img-01-nonutf8-name"
+    path = case / "image-evil" / "image.tar"
+    parser = parser_for("container-image", path)
+    assert parser is not None
+    errors = ErrorLog("image-evil", "image.tar")
+    rows = [
+        r for b in parser.parse(path, "image-evil", errors, ParseOptions()) for r in b.to_pylist()
+    ]
+    [named] = [r for r in rows if "caf" in (r["target"] or "")]
+    assert named["target"] == "/etc/caf\\xe9" and "/etc/caf\\xe9" in named["message"]
+    assert json.loads(named["raw"])["path"] == "/etc/caf\\xe9"
+    assert [(e["record"], e["reason"]) for e in errors.entries] == [
+        (2, "text with lone surrogates; kept as \\\\xNN text")
+    ]

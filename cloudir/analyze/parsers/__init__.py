@@ -354,14 +354,15 @@ def columns_to_batch(
         numbers = [n for n, k in zip(numbers, keep, strict=True) if k]
     arrays = [stamps]
     converted: list[tuple[Sequence[Any], pa.Array]] = []  # a list given twice: once
-    for values in columns[1:]:
+    logged: set[tuple[int, str]] = set()  # one entry a record, not one a column
+    for index, values in enumerate(columns[1:], 1):
         if isinstance(values, pa.Array):
             arrays.append(values if keep is None else values.filter(pa.array(keep)))
             continue
         array = next((done for given, done in converted if given is values), None)
         if array is None:
             kept = values if keep is None else [v for v, k in zip(values, keep, strict=True) if k]
-            array = _strings(kept, numbers, errors)
+            array = _strings(kept, numbers, errors, index == RAW_INDEX, logged)
             converted.append((values, array))
         arrays.append(array)
     if len(columns) == len(ROW_COLUMN_NAMES):
@@ -369,43 +370,61 @@ def columns_to_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
 
 
-def _strings(values: Sequence[Any], numbers: list[int], errors: ErrorLog) -> pa.Array:
+RAW_INDEX = ROW_COLUMN_NAMES.index("raw")
+
+
+def _strings(
+    values: Sequence[Any],
+    numbers: list[int],
+    errors: ErrorLog,
+    json_text: bool = False,
+    logged: set[tuple[int, str]] | None = None,
+) -> pa.Array:
     """Bytes that are not UTF-8, and text holding lone surrogates (a JSON `\\ud800`, a file
-    name that was not UTF-8), are kept visibly (`\\\\xNN`, still valid JSON) and logged;
-    a value that is not text (a parser given a number where it expected a name) is its
-    text, so one odd value never costs the batch."""
+    name that was not UTF-8), are kept visibly and logged, once a record: `\\xNN`, which
+    in `raw` (`json_text`) is written `\\\\xNN` so the JSON stays valid and reads back as
+    `\\xNN`. A value that is not text (a parser given a number where it expected a name)
+    is its JSON text, so one odd value never costs the batch."""
     try:
         return pa.array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        handler = JSON_SAFE_ESCAPE if json_text else "backslashreplace"
+        logged = set() if logged is None else logged
+
+        def log(reason: str, number: int) -> None:
+            if (number, reason) not in logged:
+                logged.add((number, reason))
+                errors.add(reason, number)
+
         fixed = []
         for value, number in zip(values, numbers, strict=True):
             if isinstance(value, bytes):
                 try:
                     value.decode("utf-8")
                 except UnicodeDecodeError:
-                    errors.add("not valid UTF-8; bytes kept as \\\\xNN text", number)
-                    value = value.decode("utf-8", JSON_SAFE_ESCAPE)
+                    log("not valid UTF-8; bytes kept as \\\\xNN text", number)
+                    value = value.decode("utf-8", handler)
             elif isinstance(value, str):
                 try:
                     value.encode("utf-8")
                 except UnicodeEncodeError:
-                    errors.add("text with lone surrogates; kept as \\\\xNN text", number)
-                    value = _visible(value)
+                    log("text with lone surrogates; kept as \\\\xNN text", number)
+                    value = _visible(value, handler)
             elif value is not None:
-                errors.add("a value that is not text; kept as its JSON text", number)
+                log("a value that is not text; kept as its JSON text", number)
                 value = json.dumps(value, ensure_ascii=False, default=str)
             fixed.append(value)
         return pa.array(fixed, pa.string())
 
 
-def _visible(text: str) -> str:
-    """Surrogates as the `\\\\xNN` of their bytes: a name's undecodable bytes as they were
+def _visible(text: str, handler: str) -> str:
+    """Surrogates as the `\\xNN` of their bytes: a name's undecodable bytes as they were
     (surrogateescape), any other surrogate as its UTF-8 form would be."""
     try:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         data = text.encode("utf-8", "surrogatepass")
-    return data.decode("utf-8", JSON_SAFE_ESCAPE)
+    return data.decode("utf-8", handler)
 
 
 def _slow_times(
