@@ -10,12 +10,13 @@ path none of whose rules can run is a usage error (exit 2), never a quiet "no fi
 from __future__ import annotations
 
 import json
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import cloudir
@@ -427,3 +428,61 @@ def test_promoted_reads_never_touch_a_rules_values(literal: str, identifier: str
     written = f"{value} = {sql_str(literal)} AND {quote_ident(identifier)} IS NULL OR {value}"
     expected = f"{column} = {sql_str(literal)} AND {quote_ident(identifier)} IS NULL OR {column}"
     assert plan.promoted_reads(written) == expected
+
+
+_OCTET_TEXT = st.integers(0, 255).map(str) | st.integers(0, 255).map(lambda v: f"0{v}")
+_ADDRESS_TEXT = (
+    st.ip_addresses(v=4).map(str)
+    | st.lists(_OCTET_TEXT, min_size=3, max_size=5).map(".".join)
+    | st.text(alphabet="0123456789. :x\t", max_size=18)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.none()
+    | st.tuples(st.sampled_from(["", " ", "  "]), _ADDRESS_TEXT, st.sampled_from(["", " "])).map(
+        "".join
+    ),
+    address=st.ip_addresses(v=4),
+    prefix=st.integers(0, 32),
+    inside=st.none() | st.sampled_from([-1, 0, 1, 2]) | st.integers(0, 2**32 - 1),
+)
+@example(text="1.2.3.4", address=IPv4Address("1.2.3.4"), prefix=32, inside=None)
+@example(text=" 10.9.8.7 ", address=IPv4Address("10.0.0.0"), prefix=8, inside=None)
+@example(text="010.9.8.7", address=IPv4Address("10.0.0.0"), prefix=8, inside=None)
+@example(text="172.31.255.255", address=IPv4Address("172.16.0.0"), prefix=12, inside=None)
+@example(text="172.32.0.0", address=IPv4Address("172.16.0.0"), prefix=12, inside=None)
+@example(text="ec2.amazonaws.com", address=IPv4Address("0.0.0.0"), prefix=0, inside=None)
+def test_ipv4_network_test_takes_exactly_the_addresses_the_macro_takes(
+    text: str | None, address: Any, prefix: int, inside: int | None
+) -> None:
+    """`field|cidr` on IPv4 (sigma/runtime.ipv4_network_sql: the network as one regular
+    expression behind a substring test) holds exactly where cloudir_ipv4 BETWEEN the
+    network's ends held, NULL read as false as every rule reads it; and, for a plain
+    address, exactly where Python's ipaddress says it is in the network."""
+    import ipaddress
+
+    import duckdb
+
+    from cloudir.analyze.sigma.runtime import IPV4_MACRO, ipv4_network_sql
+
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    low, high = int(network.network_address), int(network.broadcast_address)
+    if inside is not None:  # an address of the network: its ends, just outside, any
+        edges = {-1: low - 1, 0: low, 1: high, 2: high + 1}
+        picked = edges.get(inside, low + inside % (high - low + 1))
+        text = str(ipaddress.ip_address(picked % 2**32))
+    con = duckdb.connect()
+    con.execute(IPV4_MACRO)
+    new, old = con.execute(
+        f"SELECT COALESCE({ipv4_network_sql('v', network)}, false), "
+        f"COALESCE(cloudir_ipv4(v) BETWEEN {low} AND {high}, false) FROM (SELECT ?::VARCHAR AS v)",
+        [text],
+    ).fetchall()[0]
+    assert new == old, (text, str(network))
+    try:
+        parsed = ipaddress.ip_address(text or "")
+    except ValueError:
+        return
+    assert new == (parsed in network), (text, str(network))

@@ -29,6 +29,7 @@ from cloudir.analyze.schema import COLUMN_NAMES
 from cloudir.analyze.sigma.context import field_sql as computed_field_sql
 from cloudir.analyze.sigma.context import is_computed
 from cloudir.analyze.sigma.fields import SCALAR_FIELDS, VIRTUAL_FIELDS, FieldPlan
+from cloudir.analyze.sigma.runtime import ipv4_network_sql
 
 ELEMENT = "cloudir_element"  # the lambda parameter of the array fallback
 
@@ -301,8 +302,7 @@ class DuckDBBackend(sqliteBackend):
         network = cond.value.network
         value = self.escape_and_quote_field(cond.field)
         if network.version == 4:  # in SQL: no Python call per row
-            low, high = int(network.network_address), int(network.broadcast_address)
-            return f"cloudir_ipv4({value}) BETWEEN {low} AND {high}"
+            return ipv4_network_sql(value, network)
         test = f"cidr_match({value}, {sql_str(str(network))})"
         return f"CASE WHEN contains({value}, ':') THEN {test} ELSE false END"  # v6 only
 
