@@ -991,8 +991,9 @@ def _count_suppressed(
 def _gated(rule: LoadedRule, backend: Any, promoted: bool = False) -> str:
     """The rule on its own rows only, never NULL.
 
-    Nested CASE, like the predicates themselves (see DuckDBBackend._lazy): rows of other
-    logsources, or whose eventName already differs, cost one compare, not the whole rule.
+    One CASE whose condition is the artifact test, the logsource's and the rule's (see
+    DuckDBBackend._lazy): DuckDB evaluates it stopping at the first deciding operand, so
+    rows of other logsources, or whose eventName already differs, cost one compare.
     `promoted`: every row of the timeline's promoted artifact has promoted columns, so a
     rule of that artifact alone reads them directly (FieldPlan.resolve).
     """
@@ -1001,10 +1002,8 @@ def _gated(rule: LoadedRule, backend: Any, promoted: bool = False) -> str:
         raise ValueError(f"{rule.title!r} is a correlation: it reads other rules' hits")
     typed = promoted and source.artifacts == (PROMOTED_ARTIFACT,)
     predicate = backend.fields.resolve(rule.predicate, promoted=typed)
-    if source.condition:
-        predicate = f"CASE WHEN {source.condition} THEN {predicate} ELSE false END"
-    test = f"artifact IN ({_in_list(source.artifacts)})"
-    return f"CASE WHEN {test} THEN {predicate} ELSE false END"
+    tests = [f"artifact IN ({_in_list(source.artifacts)})", source.condition, predicate]
+    return f"CASE WHEN {' AND '.join(f'({t})' for t in tests if t)} THEN true ELSE false END"
 
 
 def _in_list(values: Iterable[str]) -> str:

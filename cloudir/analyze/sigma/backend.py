@@ -229,11 +229,16 @@ class DuckDBBackend(sqliteBackend):
         return self._lazy(cond, state, conjunction=True)
 
     def _lazy(self, cond: Any, state: ConversionState, conjunction: bool) -> Any:
-        """AND and OR as CASE chains, false for NULL as Sigma reads a missing field.
+        """AND and OR as SQL's, to be evaluated as a condition (detect._gated puts each
+        rule in one `CASE WHEN ... THEN true ELSE false END`): NULL is then false, as
+        Sigma reads a missing field, and NOT is a CASE too (convert_condition_not).
 
-        DuckDB stops at the first deciding operand of an AND or OR only in a filter;
-        in a projection (one column per rule) it evaluates every operand on every row.
-        CASE evaluates a branch only on the rows that reach it, in both places.
+        DuckDB stops at the first deciding operand of an AND or OR only where it selects
+        rows: in a filter or a CASE's WHEN, not in a projection's value. A rule's whole
+        tree under one WHEN is evaluated that way, each operand only on the rows still
+        undecided. Rules were nested CASE chains before, every level a value of its own
+        that the next one turned back into a selection: a sixth less of the scan's CPU
+        for the rules' column without them (5M rows).
         """
         args: list[Any] = [
             self.convert_condition(a, state)
@@ -245,18 +250,38 @@ class DuckDBBackend(sqliteBackend):
         if not args:
             return None
         if not conjunction:
-            whens = " ".join(f"WHEN {a} THEN true" for a in args)
-            expr = f"CASE {whens} ELSE false END"
+            expr = " OR ".join(f"({a})" for a in args)
             self.fields.note_or(expr, args)
             return expr
-        # the conditions on promoted fields first (a conjunction's order does not change
-        # its value): they are cheap, and they guard the reads of `raw` after them
-        args.sort(key=lambda a: not isinstance(a, str) or self.fields.reads_raw(a))
-        expr = f"CASE WHEN {args[-1]} THEN true ELSE false END"
-        for arg in reversed(args[:-1]):
-            expr = f"CASE WHEN {arg} THEN {expr} ELSE false END"
+        # the narrowest conditions first (a conjunction's order does not change its value):
+        # those that hold only on some event names, then on some event sources, each of
+        # them on promoted fields before one that reads `raw` (whose own conditions test
+        # the promoted fields first); then broad promoted tests, then the rest. A rule that
+        # began with "no error code" or "not an AWS service" ran its next test on nine rows
+        # in ten of a busy account's, where an event name lets one in a hundred through.
+        args.sort(key=self._narrow_first)
+        expr = " AND ".join(f"({a})" for a in args)
         self.fields.note_and(expr, args)
         return expr
+
+    def convert_condition_not(self, cond: Any, state: ConversionState) -> Any:
+        """NOT as a CASE, not `NOT COALESCE(x, false)`: the operand is then a condition
+        (see _lazy), evaluated with its ANDs and ORs stopping early, and NULL is false."""
+        arg = cond.args[0]
+        if arg is None:
+            return None
+        if arg.__class__ in self.precedence:
+            expr = self.convert_condition_group(arg, state)
+        else:
+            expr = self.convert_condition(arg, state)
+        if not isinstance(expr, str):
+            return super().convert_condition_not(cond, state)
+        return f"CASE WHEN {expr} THEN false ELSE true END"
+
+    def _narrow_first(self, condition: Any) -> tuple[int, bool]:
+        if not isinstance(condition, str):
+            return 3, True
+        return self.fields.breadth(condition), self.fields.reads_raw(condition)
 
     def convert_condition(self, cond: Any, state: ConversionState) -> Any:
         if isinstance(cond, _InList):

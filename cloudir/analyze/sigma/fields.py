@@ -135,16 +135,25 @@ class FieldPlan:
     # where they do not, which says nothing.
 
     def nec(self, sql: str) -> str | None:
-        known = self._nec.get(_ungrouped(sql), _UNKNOWN)
+        known = self._nec.get(sql, self._nec.get(_ungrouped(sql), _UNKNOWN))
         if known is not _UNKNOWN:
             return known  # type: ignore[return-value]
         return None if self.reads_raw(sql) else self.typed_sql(sql)
 
     def reach(self, sql: str) -> str | None:
-        known = self._reach.get(_ungrouped(sql), _UNKNOWN)
+        known = self._reach.get(sql, self._reach.get(_ungrouped(sql), _UNKNOWN))
         if known is not _UNKNOWN:
             return known  # type: ignore[return-value]
         return None if self.reads_raw(sql) else "false"
+
+    def breadth(self, sql: str) -> int:
+        """How many rows a condition on promoted columns may let through, coarsely: 0 if it
+        holds only on some event names, 1 on some event sources, else 2 (see
+        DuckDBBackend._lazy, which tests the narrow ones first)."""
+        nec = self.nec(sql)
+        if nec is None:
+            return 2
+        return next((n for n, column in enumerate(_NARROW_COLUMNS) if column in nec), 2)
 
     def note_and(self, sql: str, conditions: list[Any]) -> None:
         operands = [str(c) for c in conditions]
@@ -346,6 +355,8 @@ class FieldPlan:
 
 
 _UNKNOWN = object()
+# the promoted columns a rule's conditions most narrow the rows by, narrowest first
+_NARROW_COLUMNS = tuple(PROMOTED[(name,)] for name in ("eventName", "eventSource"))
 _READS_RAW = re.compile(r'\braw\b|"raw"')  # the column itself, not a raw_<path> column
 
 
