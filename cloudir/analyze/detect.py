@@ -862,8 +862,8 @@ def hits_sql(
     ]
     verdicts = [
         f"CASE WHEN {' OR '.join(f'a{n}' for n in s.applies_to)} "
-        f"THEN NOT COALESCE({fields.typed_reads(fields.resolve(s.keep))}, false) "
-        f"ELSE false END AS s{k}"
+        f"THEN (CASE WHEN {fields.typed_reads(fields.resolve(s.keep))} THEN false ELSE true END) "
+        f"ELSE false END AS s{k}"  # the filter a condition (DuckDBBackend._lazy)
         for k, s in enumerate(suppressions)
         if s.applies_to
     ]

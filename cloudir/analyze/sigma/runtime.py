@@ -42,7 +42,7 @@ def ipv4_network_sql(value: str, network: Any) -> str:
     the network holds its fixed octets as text (the macro takes no leading zeros), so a
     substring test of a few ns turns most other rows away first (`contains`, as the
     address may have spaces around it). Where the value is no address it is false, not
-    NULL: the same to every rule, whose conditions read NULL as false (COALESCE under NOT).
+    NULL: the same to every rule, whose conditions read NULL as false.
     """
     octets = str(network.network_address).split(".")
     fixed, partial = divmod(network.prefixlen, 8)
