@@ -217,7 +217,7 @@ class DuckDBBackend(sqliteBackend):
         scalar = f"CASE {' '.join(f'WHEN {s} THEN true' for s in scalars)} ELSE false END"
         any_each = f"CASE {' '.join(f'WHEN {e} THEN true' for e in each)} ELSE false END"
         value = self.field_sql(field_name)
-        if value.startswith("json_extract_string(raw"):
+        if self.fields.parsed_alone(value):
             # a path read with its own parse (FieldPlan.value_sql): each value's test would
             # parse the record again (31 instance type prefixes: 60 us a RunInstances
             # record), so the value is read once and bound, as an element would be

@@ -98,7 +98,7 @@ class FieldPlan:
         its `_f` member (or its own read of `raw`, for a path the struct cannot hold)."""
         if parts in self.direct or not self._place(parts):
             self.direct.add(parts)
-            return f"json_extract_string(raw, {sql_str(json_path(parts))})"
+            return _read(parts)
         member = "_f." + ".".join(quote_ident(p) for p in parts)
         column = PROMOTED.get(parts)
         if column is None:
@@ -107,6 +107,11 @@ class FieldPlan:
         value = f"(CASE WHEN {UNPROMOTED} THEN {member} ELSE {column} END)"
         self.promoted_values[value] = column
         return value
+
+    def parsed_alone(self, value: str) -> bool:
+        """Whether `value` (value_sql's) is a path the struct cannot hold, which each use
+        reads with a parse of the record of its own."""
+        return any(value == _read(parts) for parts in self.direct)
 
     def reads_raw(self, sql: str) -> bool:
         """Whether `sql` reads a field that rows with promoted columns hold only in `raw`
@@ -123,7 +128,7 @@ class FieldPlan:
             return sql
         typed = sql
         for member, parts in sorted(self.raw_members.items(), key=lambda m: -len(m[0])):
-            read = f"json_extract_string(raw, {sql_str(json_path(parts))})"
+            read = _read(parts)
             typed = typed.replace(member, f"(CASE WHEN {may_hold_key(parts[-1])} THEN {read} END)")
         return f"(CASE WHEN {UNPROMOTED} THEN {sql} ELSE {typed} END)"
 
@@ -393,6 +398,11 @@ def _ungrouped(sql: str) -> str:
 SHARED_LOWER_USES = 3
 _LOWERED_NAME = re.compile(r"\b_l[0-9]+(?:_t)?\b")  # a shared lower-cased column's name
 _LOWER_TOKEN = re.compile("'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\x00(_l[0-9]+)\x00")
+
+
+def _read(parts: tuple[str, ...]) -> str:
+    """The value at a path, read from `raw` by a parse of its own."""
+    return f"json_extract_string(raw, {sql_str(json_path(parts))})"
 
 
 def json_path(parts: tuple[str, ...], wildcards: frozenset[int] = frozenset()) -> str:
