@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CASE ?= demo-case
 
-.PHONY: venv demo test bench bench-detect bench-spark bench-detection-quality bench-ebs bench-fs bench-container bench-cli lint typecheck clean
+.PHONY: venv demo test bench bench-budget bench-detect bench-spark bench-detection-quality bench-ebs bench-fs bench-container bench-cli lint typecheck clean
 
 $(BIN)/cloudir: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/ingest_cloudtrail.py $(BENCH_ARGS)
+
+# Where a CloudTrail event's CPU goes in the timeline, stage by stage, beside the budget
+# the ingest target leaves; results go to bench/results/ingest_budget-*.
+bench-budget: venv
+	$(BIN)/python bench/ingest_budget.py $(BENCH_ARGS)
 
 # All shipped Sigma rules over 5M synthetic timeline rows vs one DuckDB scan (3x target);
 # the generated case is cached in bench/out-detect/, results go to bench/results/.
