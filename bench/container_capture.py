@@ -19,11 +19,13 @@ after each run, `--repeat` times (the median is reported):
   when it is not installed);
 - **cloudir**: `cloudir capture container --case TMP NAME` (hashing is always on).
 
-Two more rows are for reading the result, not compared: `docker export` followed by
+Three more rows are for reading the result, not compared: `docker export` followed by
 `sync FILE` (cloudir fsyncs every file it stores before custody records it; a plain
-`docker export` stops its clock with the tar still in the page cache), and cloudir's
-start alone (the interpreter and the imports the command needs), which every run pays
-once whatever the container's size.
+`docker export` stops its clock with the tar still in the page cache), fs.tar's own work
+in a bare Python process (`bench/container_core.py`: the export read through the SDK in
+cloudir's chunk sizes, hashed, written with cloudir's write-behind flushes and fsynced,
+no case and no other API call), and cloudir's start alone (the interpreter and the
+imports the command needs), which every run pays once whatever the container's size.
 
 The engine is the one DOCKER_HOST names (`eval $(bash scripts/dockerd.sh env)`). The
 engine's own CPU (it builds the tar) is in neither contender's RSS or CPU column: both
@@ -137,6 +139,19 @@ def cloudir_argv(name: str, target: Path) -> list[str]:
     return [str(CLOUDIR), "capture", "container", "--case", str(target), name, "--json"]
 
 
+def capture_core_argv(name: str, target: Path) -> list[str]:
+    """fs.tar's own work alone (bench/container_core.py): the export read through the SDK
+    in cloudir's chunk sizes, hashed, written with its write-behind flushes and fsynced,
+    in a bare Python process. Shown, not compared: what is left of the gap is cloudir's
+    start and the metadata calls and custody around it."""
+    return [
+        str(REPO / ".venv/bin/python"),
+        str(REPO / "bench/container_core.py"),
+        name,
+        str(target),
+    ]
+
+
 def cloudir_start_argv(_target: Path) -> list[str]:
     """What every cloudir run pays before it talks to the engine: the interpreter and the
     imports `capture container` needs. Shown, not compared."""
@@ -206,6 +221,8 @@ def table(document: dict[str, Any]) -> str:
         "docker export": "`docker export NAME > FILE`",
         "cloudir": "`cloudir capture container` (SHA-256 on)",
         "docker export + sync": "for reference: `docker export NAME > FILE && sync FILE`",
+        "capture core": "for reference: fs.tar's own work in a bare process (SDK read, "
+        "SHA-256, write-behind, fsync)",
         "cloudir start": "for reference: cloudir's start alone (interpreter + imports)",
     }
     base = runs.get("docker export", {}).get("seconds")
@@ -228,6 +245,14 @@ def table(document: dict[str, Any]) -> str:
             f"(target >= {TARGET_RATIO}x): {verdict}"
         )
     checks = document["checks"]
+    if base and "capture core" in runs:
+        core = runs["capture core"]["seconds"]
+        same = checks["capture core"]["sha256"] == checks["cloudir"]["sha256"]
+        lines.append(
+            f"- fs.tar's own work alone (read, hash, write, fsync): {core:.2f} s, "
+            f"{base / core:.2f}x docker export's MB/s"
+            + ("" if same else " (ITS TAR DIFFERS FROM CLOUDIR'S)")
+        )
     if "docker export" in checks:
         same = checks["cloudir"]["sha256"] == checks["docker export"]["sha256"]
         lines.append(
@@ -287,6 +312,7 @@ def main() -> None:
     contenders["cloudir"] = lambda target: cloudir_argv(name, target)
     if "docker export" in contenders:
         contenders["docker export + sync"] = lambda t: docker_export_synced_argv(name, t)
+    contenders["capture core"] = lambda target: capture_core_argv(name, target)
     contenders["cloudir start"] = cloudir_start_argv
 
     container = None
