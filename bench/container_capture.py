@@ -19,13 +19,14 @@ after each run, `--repeat` times (the median is reported):
   when it is not installed);
 - **cloudir**: `cloudir capture container --case TMP NAME` (hashing is always on).
 
-Three more rows are for reading the result, not compared: `docker export` followed by
+Four more rows are for reading the result, not compared: `docker export` followed by
 `sync FILE` (cloudir fsyncs every file it stores before custody records it; a plain
 `docker export` stops its clock with the tar still in the page cache), fs.tar's own work
 in a bare Python process (`bench/container_core.py`: the export read through the SDK in
 cloudir's chunk sizes, hashed, written with cloudir's write-behind flushes and fsynced,
-no case and no other API call), and cloudir's start alone (the interpreter and the
-imports the command needs), which every run pays once whatever the container's size.
+no case and no other API call) and that process's start alone (its imports), and
+cloudir's start alone (the interpreter and the imports the command needs), which every
+run pays once whatever the container's size.
 
 The engine is the one DOCKER_HOST names (`eval $(bash scripts/dockerd.sh env)`). The
 engine's own CPU (it builds the tar) is in neither contender's RSS or CPU column: both
@@ -152,6 +153,12 @@ def capture_core_argv(name: str, target: Path) -> list[str]:
     ]
 
 
+def core_start_argv(_target: Path) -> list[str]:
+    """The bare process's start (bench/container_core.py's imports), to take from its time."""
+    code = "import docker, cloudir.capture.containers, cloudir.write_behind"
+    return [str(REPO / ".venv/bin/python"), "-c", code]
+
+
 def cloudir_start_argv(_target: Path) -> list[str]:
     """What every cloudir run pays before it talks to the engine: the interpreter and the
     imports `capture container` needs. Shown, not compared."""
@@ -223,6 +230,7 @@ def table(document: dict[str, Any]) -> str:
         "docker export + sync": "for reference: `docker export NAME > FILE && sync FILE`",
         "capture core": "for reference: fs.tar's own work in a bare process (SDK read, "
         "SHA-256, write-behind, fsync)",
+        "core start": "for reference: the bare process's start alone (its imports)",
         "cloudir start": "for reference: cloudir's start alone (interpreter + imports)",
     }
     base = runs.get("docker export", {}).get("seconds")
@@ -230,7 +238,7 @@ def table(document: dict[str, Any]) -> str:
         rss = f"{m['max_rss_kib'] / 1024:,.0f}" if m["max_rss_kib"] else "?"
         ratio = f"{base / m['seconds']:.2f}" if base else "n/a"
         rate = f"{size / MB / m['seconds']:,.1f}"
-        if name == "cloudir start":
+        if name in ("cloudir start", "core start"):
             ratio = rate = "-"
         each = ", ".join(f"{s:.2f}" for s in m["runs_seconds"])
         lines.append(f"| {labels[name]} | {m['seconds']:.2f} | {rate} | {ratio} | {rss} | {each} |")
@@ -247,10 +255,12 @@ def table(document: dict[str, Any]) -> str:
     checks = document["checks"]
     if base and "capture core" in runs:
         core = runs["capture core"]["seconds"]
+        started = runs.get("core start", {}).get("seconds", 0.0)
         same = checks["capture core"]["sha256"] == checks["cloudir"]["sha256"]
         lines.append(
             f"- fs.tar's own work alone (read, hash, write, fsync): {core:.2f} s, "
-            f"{base / core:.2f}x docker export's MB/s"
+            f"{base / core:.2f}x docker export's MB/s; less its {started:.2f} s start, "
+            f"{core - started:.2f} s, {base / (core - started):.2f}x"
             + ("" if same else " (ITS TAR DIFFERS FROM CLOUDIR'S)")
         )
     if "docker export" in checks:
@@ -313,6 +323,7 @@ def main() -> None:
     if "docker export" in contenders:
         contenders["docker export + sync"] = lambda t: docker_export_synced_argv(name, t)
     contenders["capture core"] = lambda target: capture_core_argv(name, target)
+    contenders["core start"] = core_start_argv
     contenders["cloudir start"] = cloudir_start_argv
 
     container = None
@@ -346,7 +357,9 @@ def main() -> None:
                 "seconds": m.seconds,
                 "runs_seconds": m.runs_seconds,
                 "mb_per_s": (
-                    None if n == "cloudir start" else checks["cloudir"]["bytes"] / MB / m.seconds
+                    None
+                    if n in ("cloudir start", "core start")
+                    else checks["cloudir"]["bytes"] / MB / m.seconds
                 ),
                 "max_rss_kib": m.max_rss_kib,
                 "cpu_seconds": m.cpu_seconds,

@@ -1,9 +1,9 @@
 """The core of `cloudir capture container`'s fs.tar alone, for bench/container_capture.py:
-the engine's export read through the Docker SDK in cloudir's chunk sizes, hashed
+the engine's export read through the Docker SDK and gathered as cloudir gathers it
+(`containers._counted`: EXPORT_CHUNK reads into one reused COALESCE buffer), hashed
 (SHA-256), written with cloudir's write-behind flushes and fsynced, in a bare Python
-process, with no case, no custody line and no other API call. Its time is what the
-capture's own work costs beside `docker export > FILE`, without cloudir's start and the
-metadata it also stores.
+process, with no case, no custody line and no other API call. Its time, less its own
+start, is what the capture's own work costs beside `docker export > FILE`.
 
 Usage: .venv/bin/python bench/container_core.py CONTAINER FILE   (prints the SHA-256)
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 
 import docker
 
-from cloudir.capture.containers import COALESCE, EXPORT_CHUNK
+from cloudir.capture.containers import EXPORT_CHUNK, _counted
 from cloudir.write_behind import Flusher
 
 
@@ -25,28 +26,21 @@ def main(name: str, target: str) -> str:
     digest = hashlib.sha256()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     flusher = Flusher(fd)
-    pending = bytearray()
     try:
-        for chunk in client.containers.get(name).export(chunk_size=EXPORT_CHUNK):
-            pending += chunk
-            if len(pending) >= COALESCE:
-                _write(fd, pending, digest, flusher)
-                pending.clear()
-        _write(fd, pending, digest, flusher)
+        export = client.containers.get(name).export(chunk_size=EXPORT_CHUNK)
+        for chunk in _counted(export, threading.Event(), lambda _: None):
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            flusher.wrote(len(chunk))
         flusher.close()
         os.fsync(fd)
     finally:
+        flusher.close()  # before the descriptor goes: the helper must not sync a reused number
         os.close(fd)
         client.close()
     return digest.hexdigest()
-
-
-def _write(fd: int, data: bytearray, digest: hashlib._Hash, flusher: Flusher) -> None:
-    digest.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    flusher.wrote(len(data))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Benchmark: one CloudTrail event's CPU in `cloudir timeline`, stage by stage, against the
-budget issue 20's ingest target leaves, beside other decoders doing part of the same work.
+"""Benchmark: where a CloudTrail event's CPU goes in `cloudir timeline`, against its budget.
+
+Each stage of the CloudTrail path, set against the CPU an event may take if the timeline
+is to keep issue 20's ingest target, beside other decoders doing part of the same work.
 
 Why it exists: the ingest target is the timeline at the pace of `zcat | wc -c` (1.0x the
 floor's wall time) on this machine's cores. With every core parsing the whole time, that
@@ -11,9 +13,11 @@ left for cloudir's own Python, and what other decoders cost for the decode alone
 
 Stages, timed on the generated delivery files in as many processes as there are cores at
 once (the timeline runs one parser process per core, and a core shared with another
-process is slower than an idle one), each process on its share of the files, with the
-cyclic collector off as in the parser processes; CPU time per event, the median of
---repeat passes:
+process is slower than an idle one), each process on its share of the files, started as
+the timeline starts its parser processes (forked, `timeline._worker_start`), with the
+cyclic collector off as in them, each round begun in all processes at once (a barrier);
+CPU time per event, the median of --repeat rounds; a file of records the column path
+does not take stops the run:
 - inflate: the gzip member into the document (`_inflate_single_member`, ISA-L);
 - split: the document into each record's bytes (msgspec, `Container`);
 - typed decode: the fields the timeline reads, as msgspec structs (`TypedRecords`);
@@ -27,8 +31,8 @@ cyclic collector off as in the parser processes; CPU time per event, the median 
 
 Decoders beside msgspec, each on the same records, one thread, in one process at a time:
 the fields `TypedView` reads (without the target, message and outcome, which need Python
-either way) into Arrow columns, and msgspec's decode of the same fields without any column
-building, for comparison:
+either way) into Arrow columns, and msgspec's decode of the same fields into Python
+structs, which then still need the columns built and converted (the stages above):
 - DuckDB: `json_transform` of the `raw` column (the records' bytes as Arrow strings);
 - Arrow's JSON reader (`pyarrow.json`) over the records one per line, explicit schema;
 - Polars' `read_ndjson` with the same schema, when Polars is installed (not a cloudir
@@ -44,6 +48,7 @@ Usage: .venv/bin/python bench/ingest_budget.py [--events N] [--files F] [--out D
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import json
@@ -66,6 +71,7 @@ POLARS_THREADS = "1"  # set before Polars is imported: one thread, as DuckDB and
 STAGES = ("inflate", "split", "typed decode", "columns", "Arrow", "Parquet")
 LIBRARY_STAGES = ("inflate", "split", "typed decode", "Parquet")
 WARM_FILES = 3  # files of an untimed first pass: imports and first allocations
+STEP_TIMEOUT = 600  # seconds a process waits at the barrier for the others
 
 
 def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
@@ -75,7 +81,6 @@ def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
     from cloudir.analyze.parsers import ErrorLog, columns_to_batch
     from cloudir.analyze.parsers import cloudtrail as ct
 
-    timeline.keep_freed_memory()  # as the timeline's parser processes do
     compressed = [Path(p).read_bytes() for p in paths]
     passes: dict[str, list[float]] = {stage: [] for stage in STAGES}
     events = 0
@@ -84,6 +89,7 @@ def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
     # The stages, then the whole, in turn: the processes run them in step, so both meet
     # the same neighbour. The first round, over a few files, warms and is not kept.
     for n in range(repeat + 1):
+        _in_step()
         gc.disable()  # parse_chunk turns it back on when it ends
         clock = StageClock()
         events = 0
@@ -96,6 +102,8 @@ def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
                     raws = ct._CONTAINER.decode(document).Records
                 with clock("typed decode"):
                     views = ct._TYPED_RECORDS.decode(document).Records
+                if not ct._plain_records(views):  # the parser would read it row by row
+                    raise RuntimeError("a file of records the column path does not take")
                 for start in range(0, len(raws), ct.BATCH_ROWS):
                     some = raws[start : start + ct.BATCH_ROWS]
                     with clock("columns"):
@@ -108,12 +116,13 @@ def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
                 events += len(raws)
             with clock("Parquet"):
                 row_groups.close()
+            _in_step()
             started = time.process_time()
             part = str(Path(scratch) / f"part-0-{n:05d}.parquet")
             result = timeline.parse_chunk(part, tasks if n else tasks[:WARM_FILES])
             spent = time.process_time() - started
         if result.rows != events:
-            raise SystemExit(f"parse_chunk gave {result.rows} rows, the stages {events}")
+            raise RuntimeError(f"parse_chunk gave {result.rows} rows, the stages {events}")
         if n:
             whole.append(spent)
             for stage in STAGES:
@@ -124,6 +133,24 @@ def stage_costs(paths: list[str], repeat: int) -> dict[str, Any]:
         "stages": {stage: statistics.median(values) for stage, values in passes.items()},
         "whole": statistics.median(whole),
     }
+
+
+_STEP: Any = None  # the pool's barrier: each round starts in all processes at once
+
+
+def start_worker(parent: int, step: Any) -> None:
+    """Pool initializer: what the timeline's parser processes do when they start
+    (timeline._worker_start: glibc's heap kept for reuse, no pandas), and the barrier."""
+    from cloudir.analyze import timeline
+
+    global _STEP
+    timeline._worker_start(parent)
+    _STEP = step
+
+
+def _in_step() -> None:
+    if _STEP is not None:
+        _STEP.wait(timeout=STEP_TIMEOUT)
 
 
 class StageClock:
@@ -153,35 +180,37 @@ def _task(path: str) -> Any:
 
 
 def decoder_costs(paths: list[str], repeat: int) -> dict[str, Any]:
-    """CPU seconds per decoder for the fields TypedView reads, into Arrow columns, over
-    the records of `paths` (median of `repeat`); None for one not installed."""
+    """CPU seconds per decoder for the fields TypedView reads over the records of `paths`
+    (median of `repeat`): msgspec into Python structs, the others into Arrow columns;
+    None for one not installed."""
     from cloudir.analyze.parsers import cloudtrail as ct
 
     documents = [ct._inflate_single_member(Path(p).read_bytes()) for p in paths]
     records = [ct._CONTAINER.decode(d).Records for d in documents]
     events = sum(len(r) for r in records)
-    decoders: dict[str, Callable[[], Any] | None] = {
-        "msgspec (cloudir's decode, no columns)": lambda: [
-            ct._TYPED_RECORDS.decode(d) for d in documents
-        ],
-        "DuckDB json_transform": _duckdb_decoder(records),
-        "Arrow JSON reader": _arrow_decoder(records),
-        "Polars read_ndjson": _polars_decoder(records),
-    }
-    gc.disable()
     costs: dict[str, float | None] = {}
-    for name, decode in decoders.items():
-        if decode is None:
-            costs[name] = None
-            continue
-        decode()  # warm: imports, first allocations
-        runs = []
-        for _ in range(repeat):
-            started = time.process_time()
-            decode()
-            runs.append(time.process_time() - started)
-        costs[name] = statistics.median(runs)
-    gc.enable()
+    with contextlib.ExitStack() as cleanup:
+        decoders: dict[str, Callable[[], Any] | None] = {
+            "msgspec (cloudir's decode, no columns)": lambda: [
+                ct._TYPED_RECORDS.decode(d) for d in documents
+            ],
+            "DuckDB json_transform": _duckdb_decoder(records, cleanup),
+            "Arrow JSON reader": _arrow_decoder(records),
+            "Polars read_ndjson": _polars_decoder(records),
+        }
+        gc.disable()
+        for name, decode in decoders.items():
+            if decode is None:
+                costs[name] = None
+                continue
+            decode()  # warm: imports, first allocations
+            runs = []
+            for _ in range(repeat):
+                started = time.process_time()
+                decode()
+                runs.append(time.process_time() - started)
+            costs[name] = statistics.median(runs)
+        gc.enable()
     return {"events": events, "decoders": costs}
 
 
@@ -218,7 +247,7 @@ def _arrow_schema() -> Any:
     return pa.schema(fields)
 
 
-def _duckdb_decoder(records: list[list[Any]]) -> Callable[[], Any]:
+def _duckdb_decoder(records: list[list[Any]], cleanup: contextlib.ExitStack) -> Callable[[], Any]:
     import duckdb
     import pyarrow as pa
 
@@ -235,6 +264,7 @@ def _duckdb_decoder(records: list[list[Any]]) -> Callable[[], Any]:
     }
     shape["resources"] = [{"ARN": "VARCHAR"}]
     con = duckdb.connect(config={"threads": 1})
+    cleanup.callback(con.close)
     tables = [pa.table({"raw": ct._joined_text(r)}) for r in records]
     query = f"SELECT unnest(json_transform(raw, '{json.dumps(shape)}')) FROM t"
 
@@ -310,7 +340,9 @@ def report_rows(
     }
 
 
-def render(result: dict[str, Any], floor: dict[str, Any], nproc: int) -> tuple[str, str]:
+def render(
+    result: dict[str, Any], floor: dict[str, Any], nproc: int, cores: int
+) -> tuple[str, str]:
     """The table for stdout (and .txt) and the Markdown for README."""
     from rich.console import Console
     from rich.table import Table
@@ -345,7 +377,7 @@ def render(result: dict[str, Any], floor: dict[str, Any], nproc: int) -> tuple[s
         lines.append(f"| {name} | {shown} |")
     notes = [
         f"floor: zcat | wc -c, {floor['seconds']:.2f} s ({floor['cpu_seconds']:.1f} CPU s) for "
-        f"{result['events']:,} events; budget = floor seconds x {nproc} cores / events",
+        f"{result['events']:,} events; budget = floor seconds x {cores} cores / events",
         f"the libraries' stages (inflate, split, typed decode, Parquet): "
         f"{result['library_us']:.2f} µs; cloudir's Python columns and their conversion: "
         f"{result['python_columns_us']:.2f} µs; left of the budget for them: "
@@ -390,16 +422,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("measuring the floor: zcat | wc -c")
     floor_row, _ = measure_floor(gen, args.events, args.repeat)
     floor = {"seconds": floor_row.seconds, "cpu_seconds": floor_row.cpu_seconds}
-    budget = round(floor_row.seconds * nproc / args.events / TARGET_FLOOR_RATIO * 1e6, 2)
+    cores = os.cpu_count() or 1  # the budget is the machine's, whatever --processes says
+    budget = round(floor_row.seconds * cores / args.events / TARGET_FLOOR_RATIO * 1e6, 2)
 
     log(f"timing the stages in {nproc} processes at once")
-    with multiprocessing.get_context("spawn").Pool(nproc) as pool:
-        costs = pool.starmap(stage_costs, [(s, args.repeat) for s in shares(paths, nproc)])
+    dealt = shares(paths, nproc)
+    step = multiprocessing.Barrier(len(dealt))
+    # the timeline's pool (ProcessPoolExecutor) forks its parser processes; so does this one
+    with multiprocessing.Pool(len(dealt), start_worker, (os.getpid(), step)) as pool:
+        costs = pool.starmap(stage_costs, [(s, args.repeat) for s in dealt])
     log("timing the decoders, one process")
     decoders = decoder_costs(shares(paths, nproc)[0], args.repeat)
 
     result = report_rows(costs, decoders, budget)
-    text, markdown = render(result, floor, nproc)
+    text, markdown = render(result, floor, nproc, cores)
     print(text)
     document = {
         "machine": {**machine, **library_versions()},
